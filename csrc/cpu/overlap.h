@@ -1,0 +1,4 @@
+#pragma once
+namespace sk::cpu {
+int num_threads();
+}  // namespace sk::cpu

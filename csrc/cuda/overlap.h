@@ -1,0 +1,4 @@
+#pragma once
+namespace sk::cuda {
+int device_count();
+}  // namespace sk::cuda

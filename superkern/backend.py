@@ -1,0 +1,130 @@
+"""Backend discovery and the single dispatch point.
+
+``resolve(backend, tensor)`` turns ``"auto" | "torch" | "cpu" | "triton" | "cuda"`` into the
+backend that will run. ``SUPERKERN_BACKEND`` overrides ``"auto"``. Auto never fails (it falls
+back to ``torch``); an explicitly named backend that cannot run raises ``ValueError`` listing
+what is available and why the named one is not.
+
+Nothing here imports Triton or the extension eagerly at package import: probes are cached and
+their failures are kept as strings for ``superkern env``.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from typing import Optional
+
+import torch
+
+BACKENDS = ("torch", "cpu", "triton", "cuda")
+ENV_BACKEND = "SUPERKERN_BACKEND"
+
+
+@functools.lru_cache(maxsize=None)
+def extension():
+    """The compiled module ``superkern._C`` or ``None``; see :func:`extension_error`."""
+    try:
+        return importlib.import_module("superkern._C")
+    except Exception:  # noqa: BLE001 - any failure means "not usable"; the reason is kept
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def extension_error() -> Optional[str]:
+    try:
+        importlib.import_module("superkern._C")
+        return None
+    except Exception as exc:  # noqa: BLE001
+        return f"{type(exc).__name__}: {exc}"
+
+
+@functools.lru_cache(maxsize=None)
+def triton_error() -> Optional[str]:
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+        return None
+    except Exception as exc:  # noqa: BLE001
+        return f"{type(exc).__name__}: {exc}"
+
+
+def triton_interpreting() -> bool:
+    """True when Triton kernels run in the CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _why_not(name: str, device: torch.device) -> Optional[str]:
+    """None if ``name`` can run on tensors living on ``device``, else the reason."""
+    if name == "torch":
+        return None
+    if name == "cpu":
+        if extension() is None:
+            return f"extension superkern._C not importable ({extension_error()})"
+        if device.type != "cpu":
+            return f"the 'cpu' backend needs CPU tensors, got {device}"
+        if not hasattr(extension(), "overlap_partials_cpu"):
+            return "extension was built without the CPU overlap kernel"
+        return None
+    if name == "triton":
+        if triton_error() is not None:
+            return f"triton not importable ({triton_error()})"
+        if device.type == "cuda":
+            return None
+        if device.type == "cpu" and triton_interpreting():
+            return None
+        return (f"the 'triton' backend needs CUDA tensors (got {device}); on CPU it runs only "
+                "under TRITON_INTERPRET=1")
+    if name == "cuda":
+        ext = extension()
+        if ext is None:
+            return f"extension superkern._C not importable ({extension_error()})"
+        if not getattr(ext, "built_with_cuda", False):
+            return "extension was built without CUDA (nvcc not found or SUPERKERN_NO_CUDA=1)"
+        if not hasattr(ext, "overlap_partials_cuda"):
+            return "extension has no CUDA overlap kernel"
+        if device.type != "cuda":
+            return f"the 'cuda' backend needs CUDA tensors, got {device}"
+        return None
+    return f"unknown backend {name!r}; choose from {('auto',) + BACKENDS}"
+
+
+def available(device: torch.device | str = "cpu") -> dict[str, Optional[str]]:
+    """Map every backend to None (usable on ``device``) or the reason it is not."""
+    device = torch.device(device)
+    return {name: _why_not(name, device) for name in BACKENDS}
+
+
+# Preference order for "auto", by device type.
+_AUTO_ORDER = {"cuda": ("cuda", "triton", "torch"), "cpu": ("cpu", "torch")}
+
+
+def resolve(backend: str, tensor: torch.Tensor, *, supported: tuple[str, ...] = BACKENDS) -> str:
+    """Pick the backend that runs an op on ``tensor``.
+
+    Args:
+        backend: ``"auto"`` or one of :data:`BACKENDS`.
+        tensor: the main input; its device decides what can run.
+        supported: the backends that implement this op.
+
+    Raises:
+        ValueError: an explicitly named backend that is unknown or cannot run here.
+    """
+    if backend == "auto":
+        backend = os.environ.get(ENV_BACKEND, "auto") or "auto"
+    device = tensor.device
+    if backend == "auto":
+        for name in _AUTO_ORDER.get(device.type, ("torch",)):
+            if name in supported and _why_not(name, device) is None:
+                return name
+        return "torch"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {('auto',) + BACKENDS}")
+    if backend not in supported:
+        raise ValueError(f"backend {backend!r} does not implement this op; it has {supported}")
+    reason = _why_not(backend, device)
+    if reason is not None:
+        usable = [n for n in supported if _why_not(n, device) is None]
+        raise ValueError(f"backend {backend!r} is not available: {reason}. "
+                         f"Usable here for {device.type} tensors: {usable}")
+    return backend

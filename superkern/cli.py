@@ -1,0 +1,45 @@
+"""Command line: ``superkern <command>``. Each subcommand is a thin shim over one library
+function and lives in ``superkern/commands/<name>.py`` with ``register(subparsers)``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+# Subcommand modules, in help order. Each defines register(subparsers) -> None and sets
+# func=handler(args) -> int on its parser.
+COMMANDS = ("env", "probe", "compare", "train", "sweep", "fit", "figures")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="superkern",
+        description="Superposition geometry of LM heads and the toy model of neural scaling.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"superkern.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"superkern.commands.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"superkern {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""CLI subcommands, one module each (thin shims over library functions)."""

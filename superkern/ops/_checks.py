@@ -1,0 +1,80 @@
+"""Input validation shared by every public op: ValueError with the numbers, never a crash."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def as_matrix(W: Any, name: str = "W") -> torch.Tensor:
+    """Validate a 2-D finite floating matrix and return it as a torch tensor (no copy if possible).
+
+    Raises:
+        ValueError: not 2-D, empty, non-floating dtype, or containing NaN/Inf (the message gives
+            the count and the first offending row).
+    """
+    if isinstance(W, np.ndarray):
+        if W.dtype.kind not in "f":
+            raise ValueError(f"{name} must be a floating-point matrix, got numpy dtype {W.dtype}")
+        W = torch.from_numpy(np.ascontiguousarray(W))
+    if not isinstance(W, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor or numpy array, got {type(W).__name__}")
+    if W.dim() != 2:
+        raise ValueError(f"{name} must be 2-D (n, m), got {W.dim()}-D with shape {tuple(W.shape)}")
+    if W.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{name} must have a floating dtype in "
+                         f"{[str(d) for d in FLOAT_DTYPES]}, got {W.dtype}")
+    n, m = W.shape
+    if n == 0 or m == 0:
+        raise ValueError(f"{name} is empty: shape ({n}, {m})")
+    check_finite(W, name)
+    return W
+
+
+def check_finite(W: torch.Tensor, name: str = "W", chunk_rows: int = 1 << 14) -> None:
+    """Raise ValueError if W has NaN/Inf, naming the count and first row. Chunked: O(chunk) memory."""
+    bad_total, first_row = 0, -1
+    for start in range(0, W.shape[0], chunk_rows):
+        block = W[start:start + chunk_rows]
+        bad = ~torch.isfinite(block)
+        if bool(bad.any()):
+            rows_bad = bad.any(dim=1)
+            bad_total += int(bad.sum())
+            if first_row < 0:
+                first_row = start + int(torch.nonzero(rows_bad)[0, 0])
+    if bad_total:
+        raise ValueError(f"{name} contains {bad_total} non-finite value(s) (NaN or Inf); "
+                         f"first in row {first_row} of {W.shape[0]}")
+
+
+def as_nonneg_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return int(value)
+
+
+def row_selection(rows: Any, n: int) -> torch.Tensor | None:
+    """Turn a boolean mask or an index list into sorted unique int64 indices (or None = all rows)."""
+    if rows is None:
+        return None
+    r = torch.as_tensor(np.asarray(rows) if not isinstance(rows, torch.Tensor) else rows)
+    r = r.detach().to("cpu")
+    if r.dtype == torch.bool:
+        if r.dim() != 1 or r.numel() != n:
+            raise ValueError(f"rows mask must be 1-D of length n={n}, got shape {tuple(r.shape)}")
+        return torch.nonzero(r).flatten()
+    if r.dtype.is_floating_point or r.dtype.is_complex:
+        raise ValueError(f"rows must be a boolean mask or integer indices, got dtype {r.dtype}")
+    r = r.flatten().to(torch.int64)
+    if r.numel() and (int(r.min()) < 0 or int(r.max()) >= n):
+        raise ValueError(f"rows indices must lie in [0, {n}), got range "
+                         f"[{int(r.min())}, {int(r.max())}]")
+    uniq = torch.unique(r)
+    if uniq.numel() != r.numel():
+        raise ValueError(f"rows indices contain {r.numel() - uniq.numel()} duplicate(s)")
+    return uniq

@@ -1,0 +1,81 @@
+"""Row-norm statistics and the represented fractions phi_1/2 and phi_1 (SPEC section 1)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from superkern.ops._checks import as_matrix, as_nonneg_int
+
+
+@dataclass
+class NormStats:
+    """Row norms r_i = ||W_i|| and their summary.
+
+    ``phi_half`` = |{r_i > 1/2}| / n and ``phi_1`` = |{r_i > 1}| / n on the raw norms; the
+    ``*_median`` variants apply the same thresholds to r_i / median(r). The raw thresholds mean
+    something only for rows on the toy model's scale (norm ~1); real LM heads are not, so both
+    are reported and a verdict must say which it used.
+    """
+
+    n: int
+    m: int
+    n_zero: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    median: float
+    phi_half: float
+    phi_1: float
+    phi_half_median: float
+    phi_1_median: float
+    hist: torch.Tensor
+    edges: torch.Tensor
+    norms: torch.Tensor
+
+    def to_dict(self, with_norms: bool = False) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name == "norms" and not with_norms:
+                continue
+            v = getattr(self, f.name)
+            out[f.name] = v.tolist() if isinstance(v, torch.Tensor) else v
+        return out
+
+
+def row_norms_ref(W: torch.Tensor) -> torch.Tensor:
+    """fp64 row norms (reference)."""
+    return torch.linalg.vector_norm(W.double(), dim=1)
+
+
+def row_norm_stats(W: Any, *, bins: int = 50, chunk_rows: int = 1 << 15) -> NormStats:
+    """Row-norm summary, histogram (``bins`` equal bins over [min, max]) and phi fractions.
+
+    Args:
+        W: (n, m) finite float matrix.
+        bins: histogram bins (>= 1).
+
+    Raises:
+        ValueError: as :func:`superkern.overlap_stats` for bad W; bins < 1.
+    """
+    W = as_matrix(W)
+    bins = as_nonneg_int(bins, "bins")
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1 for the norm histogram, got {bins}")
+    n, m = W.shape
+    r = torch.cat([row_norms_ref(W[s:s + chunk_rows]) for s in range(0, n, chunk_rows)]).cpu()
+    med = float(torch.quantile(r, 0.5)) if n <= 1 << 24 else float(r.median())
+    lo, hi = float(r.min()), float(r.max())
+    hist = torch.histc(r, bins=bins, min=lo, max=hi if hi > lo else lo + 1.0).to(torch.int64)
+    edges = torch.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1, dtype=torch.float64)
+    rn = r / med if med > 0 else torch.full_like(r, float("nan"))
+    return NormStats(
+        n=n, m=m, n_zero=int((r == 0).sum()), mean=float(r.mean()),
+        std=float(r.std()) if n > 1 else 0.0, min=lo, max=hi, median=med,
+        phi_half=float((r > 0.5).double().mean()), phi_1=float((r > 1.0).double().mean()),
+        phi_half_median=float((rn > 0.5).double().mean()),
+        phi_1_median=float((rn > 1.0).double().mean()),
+        hist=hist, edges=edges, norms=r)

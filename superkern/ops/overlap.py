@@ -1,0 +1,190 @@
+"""Public overlap engine: statistics of all pairwise cosine overlaps without an n x n matrix.
+
+Data flow: validate -> select rows / centre -> norms, drop zero rows -> (X, scale) in the
+compute dtype -> backend kernel (``OverlapPartials``) -> means, mapping back to original rows.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Optional
+
+import torch
+
+from superkern import backend as _backend
+from superkern.ops._checks import as_matrix, as_nonneg_int, row_selection
+from superkern.ops.overlap_ref import PRECISIONS, overlap_partials_torch
+from superkern.ops.overlap_types import OverlapPartials, OverlapStats
+
+_COMPUTE_DTYPE = {"fp32": torch.float32, "tf32": torch.float32,
+                  "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _kernel(name: str) -> Callable[..., OverlapPartials]:
+    """The partials function of a backend; compiled backends are imported lazily."""
+    if name == "torch":
+        return overlap_partials_torch
+    if name == "cpu":
+        from superkern.ops.overlap_cpu import overlap_partials_cpu
+        return overlap_partials_cpu
+    if name == "triton":
+        from superkern.triton.overlap import overlap_partials_triton
+        return overlap_partials_triton
+    if name == "cuda":
+        from superkern.ops.overlap_cuda import overlap_partials_cuda
+        return overlap_partials_cuda
+    raise ValueError(f"unknown backend {name!r}")
+
+
+def prepare_rows(W: Any, *, rows: Any = None, center: bool = False):
+    """Shared preprocessing of every pairwise op.
+
+    Returns ``(W, used, X, norms)``: the validated matrix, the int64 original indices of the
+    rows that take part (selected and nonzero), those rows (centred if asked; a view of W when
+    nothing had to change) and their fp64 norms. Also returns the number of zero rows.
+    """
+    W = as_matrix(W)
+    n = W.shape[0]
+    sel = row_selection(rows, n)
+    X = W if sel is None else W[sel.to(W.device)]
+    idx = torch.arange(n, dtype=torch.int64) if sel is None else sel
+    if center:
+        X = X - X.double().mean(0).to(X.dtype) if X.shape[0] else X
+    norms = torch.linalg.vector_norm(X.double(), dim=1) if X.shape[0] else X.new_zeros(0).double()
+    nonzero = norms > 0
+    n_zero = int((~nonzero).sum())
+    if n_zero:
+        keep = torch.nonzero(nonzero).flatten()
+        X, norms, idx = X[keep], norms[keep], idx[keep.cpu()]
+    return W, idx, X, norms, n_zero
+
+
+def _compute_operands(X: torch.Tensor, norms: torch.Tensor, precision: str):
+    """(X in the compute dtype, fp32 scale). fp16 rows are normalised first: raw rows can
+    overflow fp16's range, unit rows cannot."""
+    dtype = _COMPUTE_DTYPE[precision]
+    if precision == "fp16":
+        U = (X.double() / norms[:, None]).to(dtype).contiguous()
+        return U, torch.ones_like(norms, dtype=torch.float32)
+    return X.to(dtype).contiguous(), (1.0 / norms).float()
+
+
+def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False,
+                  center: bool = False, rows: Any = None, precision: str = "fp32",
+                  backend: str = "auto") -> OverlapStats:
+    """Statistics of all pairwise cosine overlaps between the rows of W.
+
+    c_ij = u_i . u_j with u_i = W_i / ||W_i|| over the P = N(N-1)/2 unordered pairs of the N
+    nonzero selected rows. Never materialises the N x N matrix.
+
+    Args:
+        W: (n, m) float matrix (torch or numpy); rows are vectors. Must be finite.
+        bins: histogram bins over [-1, 1] (0 = no histogram). Counts are int64.
+        topk: number of largest-|c| pairs to return (<= P).
+        per_row: also return ``row_max_abs``, ``row_argmax``, ``row_sum_sq`` (length n).
+        center: subtract the column mean of the selected rows first.
+        rows: boolean mask (length n) or index list restricting the rows used.
+        precision: dot-product precision: "fp32", "tf32", "bf16" or "fp16"; accumulation is
+            always fp32 within a tile and fp64 across tiles.
+        backend: "auto", "torch", "cpu", "triton" or "cuda" (env SUPERKERN_BACKEND overrides
+            auto).
+
+    Returns:
+        OverlapStats with original row indices.
+
+    Raises:
+        ValueError: bad shape, dtype, non-finite values, bins < 0, topk > P, bad rows mask,
+            unknown precision or an unavailable backend.
+    """
+    t0 = time.perf_counter()
+    bins = as_nonneg_int(bins, "bins")
+    topk = as_nonneg_int(topk, "topk")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
+    W, idx, X, norms, n_zero = prepare_rows(W, rows=rows, center=center)
+    n, m = W.shape
+    N = X.shape[0]
+    P = N * (N - 1) // 2
+    if topk > P:
+        raise ValueError(f"topk={topk} exceeds the number of pairs P={P} "
+                         f"(N={N} nonzero selected rows of n={n})")
+    name = _backend.resolve(backend, X)
+    if N >= 2:
+        Xc, scale = _compute_operands(X, norms, precision)
+        part = _kernel(name)(Xc, scale.to(Xc.device), bins=bins, topk=topk, precision=precision)
+    else:
+        part = overlap_partials_torch(X.float(), torch.ones(N), bins=bins, topk=topk)
+    if X.is_cuda:
+        torch.cuda.synchronize(X.device)
+    return _finish(part, idx, n=n, m=m, N=N, P=P, n_zero=n_zero, bins=bins, topk=topk,
+                   per_row=per_row, center=center, backend=name, precision=precision,
+                   seconds=time.perf_counter() - t0)
+
+
+def _finish(part: OverlapPartials, idx: torch.Tensor, *, n, m, N, P, n_zero, bins, topk,
+            per_row, center, backend, precision, seconds) -> OverlapStats:
+    nan = float("nan")
+    mean_cos = part.sum_cos / P if P else nan
+    mean_abs = part.sum_abs / P if P else nan
+    mean_sq = part.sum_sq / P if P else nan
+    var_abs = max(mean_sq - mean_abs * mean_abs, 0.0) if P else nan
+    max_abs, max_pair = nan, None
+    if P:
+        r = int(torch.argmax(part.row_max_abs))  # first maximal row: the smallest i
+        j = int(part.row_argmax[r])
+        i, j = (r, j) if r < j else (j, r)
+        max_abs, max_pair = float(part.row_max_abs[r]), (int(idx[i]), int(idx[j]))
+    stats = OverlapStats(n_rows=n, n_used=N, n_zero=n_zero, m=m, n_pairs=P, mean_cos=mean_cos,
+                         mean_abs=mean_abs, mean_sq=mean_sq, var_abs=var_abs, max_abs=max_abs,
+                         max_pair=max_pair, centered=center, backend=backend,
+                         precision=precision, seconds=seconds)
+    if bins:
+        stats.hist = part.hist if part.hist is not None else torch.zeros(bins, dtype=torch.int64)
+        stats.edges = torch.linspace(-1.0, 1.0, bins + 1, dtype=torch.float64)
+    if topk:
+        stats.topk_values = part.topk_values
+        stats.topk_pairs = idx[part.topk_pairs] if part.topk_pairs.numel() else part.topk_pairs
+    if per_row:
+        stats.row_max_abs = torch.full((n,), nan, dtype=torch.float32)
+        stats.row_argmax = torch.full((n,), -1, dtype=torch.int64)
+        stats.row_sum_sq = torch.full((n,), nan, dtype=torch.float64)
+        if N:
+            stats.row_max_abs[idx] = part.row_max_abs
+            stats.row_argmax[idx] = idx[part.row_argmax] if N >= 2 else -1
+            stats.row_sum_sq[idx] = part.row_sum_sq
+    return stats
+
+
+def overlap_moments_exact(W: Any, *, center: bool = False, rows: Any = None,
+                          block: int = 1 << 15) -> dict[str, Any]:
+    """``mean_cos``, ``mean_sq`` and ``row_sum_sq`` from the Gram identities, in O(N m^2) fp64.
+
+    sum_{i != j} c_ij^2 = ||U^T U||_F^2 - N, sum_{i != j} c_ij = ||U^T 1||^2 - N,
+    row_sum_sq[i] = u_i^T (U^T U) u_i - 1. Same row handling as :func:`overlap_stats`.
+
+    Returns:
+        dict with ``n_used``, ``n_pairs``, ``mean_cos``, ``mean_sq`` and ``row_sum_sq`` (fp64,
+        length n, NaN for rows not used).
+    """
+    W, idx, X, norms, n_zero = prepare_rows(W, rows=rows, center=center)
+    n, m = W.shape
+    N = X.shape[0]
+    P = N * (N - 1) // 2
+    G = torch.zeros((m, m), dtype=torch.float64, device=X.device)
+    colsum = torch.zeros(m, dtype=torch.float64, device=X.device)
+    for s in range(0, N, block):
+        U = X[s:s + block].double() / norms[s:s + block, None]
+        G += U.T @ U
+        colsum += U.sum(0)
+    row_sum_sq = torch.full((n,), float("nan"), dtype=torch.float64)
+    vals = []
+    for s in range(0, N, block):
+        U = X[s:s + block].double() / norms[s:s + block, None]
+        vals.append(((U @ G) * U).sum(1) - 1.0)
+    if N:
+        row_sum_sq[idx] = torch.cat(vals).cpu()
+    sum_sq = (float((G * G).sum()) - N) / 2.0
+    sum_cos = (float(colsum @ colsum) - N) / 2.0
+    return {"n_used": N, "n_zero": n_zero, "n_pairs": P,
+            "mean_cos": sum_cos / P if P else math.nan,
+            "mean_sq": sum_sq / P if P else math.nan, "row_sum_sq": row_sum_sq}

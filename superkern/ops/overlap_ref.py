@@ -1,0 +1,120 @@
+"""Plain-PyTorch reference of the overlap engine: the ``torch`` backend and the test oracle.
+
+Blockwise over upper-triangle row blocks (never N x N), fp32 products within a block (inputs
+rounded to the requested precision first, which is what tensor cores compute), fp64 across
+blocks. Deterministic and canonical: ties in the per-row argmax go to the smallest j and
+the top-k set is ordered by (|c| desc, i asc, j asc).
+"""
+from __future__ import annotations
+
+import torch
+
+from superkern.ops.overlap_types import OverlapPartials
+
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+
+
+def round_to_precision(X: torch.Tensor, precision: str) -> torch.Tensor:
+    """fp32 tensor whose values are X rounded to ``precision``'s input format (exact upcast)."""
+    X = X.float()
+    if precision == "fp32":
+        return X
+    if precision == "bf16":
+        return X.to(torch.bfloat16).float()
+    if precision == "fp16":
+        return X.to(torch.float16).float()
+    if precision == "tf32":
+        # Round-to-nearest-even onto tf32's 10 mantissa bits (what the tensor core reads).
+        bits = X.contiguous().view(torch.int32)
+        bits = bits + 0xFFF + ((bits >> 13) & 1)
+        return (bits & ~0x1FFF).view(torch.float32)
+    raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
+
+
+def hist_bins(c: torch.Tensor, bins: int) -> torch.Tensor:
+    """Bin index of each overlap over [-1, 1] (the shared definition; fp32 arithmetic)."""
+    idx = torch.floor((c.float() + 1.0) * (bins * 0.5)).to(torch.int64)
+    return idx.clamp_(0, bins - 1)
+
+
+def _merge_row_max(best_v, best_j, v, j):
+    """Elementwise running (max, argmax) with ties to the smaller j."""
+    take = (v > best_v) | ((v == best_v) & (j < best_j))
+    return torch.where(take, v, best_v), torch.where(take, j, best_j)
+
+
+def _topk_canonical(absval, val, pi, pj, k):
+    """Top-k of candidate pairs by (|c| desc, i asc, j asc)."""
+    order = torch.argsort(pj, stable=True)
+    order = order[torch.argsort(pi[order], stable=True)]
+    order = order[torch.argsort(-absval[order], stable=True)]
+    order = order[:k]
+    return absval[order], val[order], pi[order], pj[order]
+
+
+def overlap_partials_torch(X: torch.Tensor, scale: torch.Tensor, *, bins: int, topk: int,
+                           precision: str = "fp32", block: int = 2048) -> OverlapPartials:
+    """Reference reductions over pairs i < j of c_ij = scale_i scale_j (X_i . X_j).
+
+    Args:
+        X: (N, m) rows, any float dtype; rounded to ``precision`` before the products.
+        scale: (N,) per-row factors (1 / norm).
+        bins, topk: histogram bins (0 = none) and number of top pairs (<= N(N-1)/2).
+        block: rows per block; memory is O(block^2).
+    """
+    N = X.shape[0]
+    dev = X.device
+    Xr = round_to_precision(X, precision)
+    s = scale.to(device=dev, dtype=torch.float32)
+    sums = torch.zeros(3, dtype=torch.float64, device=dev)
+    hist = torch.zeros(bins, dtype=torch.int64, device=dev) if bins else None
+    row_max = torch.full((N,), -1.0, dtype=torch.float32, device=dev)
+    row_arg = torch.full((N,), -1, dtype=torch.int64, device=dev)
+    row_sq = torch.zeros(N, dtype=torch.float64, device=dev)
+    cand = None  # (absval, val, i, j) candidates for the top-k
+    for a0 in range(0, N, block):
+        Xa = Xr[a0:a0 + block]
+        ia = torch.arange(a0, a0 + Xa.shape[0], device=dev)
+        for b0 in range(a0, N, block):
+            Xb = Xr[b0:b0 + block]
+            jb = torch.arange(b0, b0 + Xb.shape[0], device=dev)
+            C = (Xa @ Xb.T) * s[ia, None] * s[None, jb]
+            valid = ia[:, None] < jb[None, :]
+            Cv = C[valid]
+            sums += torch.stack([Cv.double().sum(), Cv.double().abs().sum(),
+                                 Cv.double().square().sum()])
+            if bins:
+                hist += torch.bincount(hist_bins(Cv, bins), minlength=bins)
+            A = torch.where(valid, C.abs(), torch.full_like(C, -1.0))
+            sq = torch.where(valid, C.double().square(), torch.zeros_like(C, dtype=torch.float64))
+            row_sq[ia] += sq.sum(1)
+            row_sq[jb] += sq.sum(0)
+            # Rows of block a against columns of block b, and (by symmetry) rows of b against a.
+            v, j = A.max(1)  # torch.max returns the first maximal index: the smallest j
+            row_max[ia], row_arg[ia] = _merge_row_max(row_max[ia], row_arg[ia], v, jb[j])
+            v, i = A.max(0)
+            row_max[jb], row_arg[jb] = _merge_row_max(row_max[jb], row_arg[jb], v, ia[i])
+            if topk:
+                flat = A.flatten()
+                kth = torch.topk(flat, min(topk, flat.numel())).values[-1]
+                sel = torch.nonzero((A >= kth) & valid)
+                new = (A[sel[:, 0], sel[:, 1]], C[sel[:, 0], sel[:, 1]],
+                       ia[sel[:, 0]], jb[sel[:, 1]])
+                if cand is not None:
+                    new = tuple(torch.cat([x, y]) for x, y in zip(cand, new))
+                cand = _topk_canonical(*new, topk)
+    if N < 2:
+        row_max.fill_(float("nan"))
+    cpu = torch.device("cpu")
+    if topk and cand is not None:
+        topk_values = cand[1].float().to(cpu)
+        topk_pairs = torch.stack([cand[2], cand[3]], 1).to(cpu)
+    else:
+        topk_values = torch.zeros(0, dtype=torch.float32)
+        topk_pairs = torch.zeros((0, 2), dtype=torch.int64)
+    s_cpu = sums.cpu().tolist()
+    return OverlapPartials(
+        sum_cos=s_cpu[0], sum_abs=s_cpu[1], sum_sq=s_cpu[2],
+        hist=None if hist is None else hist.to(cpu),
+        row_max_abs=row_max.to(cpu), row_argmax=row_arg.to(cpu), row_sum_sq=row_sq.to(cpu),
+        topk_values=topk_values, topk_pairs=topk_pairs)

@@ -1,0 +1,1 @@
+"""Triton kernels and their launchers. Imported lazily: ``import superkern`` never needs Triton."""

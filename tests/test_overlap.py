@@ -1,0 +1,250 @@
+"""overlap_stats on every backend against an fp64 gold (full C in fp64, small shapes)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import superkern
+from superkern import backend as B
+from tests.utils import assert_allclose, assert_close, gold_stats
+
+# Per-precision tolerances on a single overlap (elementwise) and on means.
+TOL = {"fp32": 2e-5, "tf32": 4e-3, "fp16": 4e-3, "bf16": 3e-2}
+SHAPES = [(1, 5), (2, 3), (7, 33), (130, 20), (255, 507), (1000, 96)]
+
+
+def _device_for(name: str) -> str:
+    return "cuda" if name in ("cuda", "triton") and torch.cuda.is_available() else "cpu"
+
+
+def _need(name: str) -> str:
+    dev = _device_for(name)
+    why = B.available(dev)[name]
+    if why is not None:
+        pytest.skip(f"backend {name} unavailable: {why}")
+    return dev
+
+
+def _rand(n, m, seed, device="cpu", anisotropic=False):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(n, m, generator=g, dtype=torch.float64)
+    if anisotropic:  # a shared offset direction, as in many real embeddings
+        W += 3.0 * torch.randn(1, m, generator=g, dtype=torch.float64)
+    return W.to(device)
+
+
+def check_against_gold(st, gold, precision, bins=0, topk=0, per_row=False):
+    tol = TOL[precision]
+    assert st.n_used == gold["N"] and st.n_pairs == gold["P"]
+    if gold["P"] == 0:
+        return
+    assert_close("mean_cos", st.mean_cos, gold["mean_cos"], rtol=tol, atol=tol / 10)
+    assert_close("mean_abs", st.mean_abs, gold["mean_abs"], rtol=tol, atol=tol / 10)
+    assert_close("mean_sq", st.mean_sq, gold["mean_sq"], rtol=2 * tol, atol=tol / 10)
+    assert_close("max_abs", st.max_abs, gold["max_abs"], rtol=0, atol=tol)
+    i, j = st.max_pair
+    loc = {int(v): k for k, v in enumerate(gold["idx"])}
+    assert i < j and abs(abs(float(gold["C"][loc[i], loc[j]])) - gold["max_abs"]) <= tol
+    if bins:
+        assert int(st.hist.sum()) == gold["P"], "histogram must count every pair once"
+        diff = int((st.hist - gold["hist"]).abs().sum())
+        assert diff <= 2 * gold["hist_ambiguous"] + (0 if precision == "fp32" else gold["P"] // 50), (
+            f"histogram L1 diff {diff} > allowed (ambiguous {gold['hist_ambiguous']})")
+    if topk:
+        want = gold["c"].abs().sort(descending=True).values[:topk]
+        assert_allclose("topk |c|", st.topk_values.abs(), want, rtol=0, atol=tol)
+        pairs = st.topk_pairs
+        assert (pairs[:, 0] < pairs[:, 1]).all()
+        assert len({tuple(p) for p in pairs.tolist()}) == topk, "top-k pairs must be distinct"
+        cg = torch.tensor([float(gold["C"][loc[int(a)], loc[int(b)]]) for a, b in pairs])
+        assert_allclose("topk values vs their pairs", st.topk_values, cg, rtol=0, atol=tol)
+    if per_row:
+        used = gold["idx"]
+        assert_allclose("row_max_abs", st.row_max_abs[used], gold["row_max_abs"], rtol=0, atol=tol)
+        assert_allclose("row_sum_sq", st.row_sum_sq[used], gold["row_sum_sq"], rtol=2 * tol,
+                        atol=tol)
+        # The reported argmax attains the row max.
+        for r in range(gold["N"]):
+            j = int(st.row_argmax[used[r]])
+            assert j != int(used[r]) and abs(abs(float(gold["C"][r, loc[j]]))
+                                             - float(gold["row_max_abs"][r])) <= tol
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "triton", "cuda"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fp32_all_stats(backend, shape):
+    dev = _need(backend)
+    n, m = shape
+    if backend == "triton" and not torch.cuda.is_available() and n * n * m > 3e7:
+        pytest.skip("too large for the Triton interpreter")
+    W = _rand(n, m, seed=n * 1000 + m, device=dev).float()
+    P = n * (n - 1) // 2
+    topk = min(5, P)
+    st = superkern.overlap_stats(W, bins=64, topk=topk, per_row=True, backend=backend)
+    assert st.backend == backend
+    check_against_gold(st, gold_stats(W, bins=64), "fp32", bins=64, topk=topk, per_row=True)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "triton", "cuda"])
+@pytest.mark.parametrize("precision", ["tf32", "bf16", "fp16"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_precisions_and_dtypes(backend, precision, dtype):
+    dev = _need(backend)
+    W = _rand(97, 40, seed=7, device=dev).to(dtype)
+    st = superkern.overlap_stats(W, bins=16, topk=3, per_row=True, precision=precision,
+                                 backend=backend)
+    assert st.precision == precision
+    check_against_gold(st, gold_stats(W.double(), bins=16), precision, bins=16, topk=3,
+                       per_row=True)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "triton", "cuda"])
+def test_zero_duplicate_anisotropic_rows(backend):
+    dev = _need(backend)
+    W = _rand(70, 24, seed=3, device=dev, anisotropic=True)
+    W[5] = 0.0
+    W[40] = 0.0
+    W[11] = W[3]          # exact duplicate: |cos| = 1
+    W[12] = -2.5 * W[3]   # antiparallel multiple: cos = -1
+    W = W.float()
+    st = superkern.overlap_stats(W, bins=32, topk=4, per_row=True, backend=backend)
+    assert st.n_zero == 2 and st.n_used == 68
+    assert abs(st.max_abs - 1.0) < 1e-5
+    assert set(st.max_pair) <= {3, 11, 12}
+    assert torch.isnan(st.row_max_abs[5]) and int(st.row_argmax[40]) == -1
+    check_against_gold(st, gold_stats(W, bins=32), "fp32", bins=32, topk=4, per_row=True)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "triton", "cuda"])
+def test_rows_mask_and_center(backend):
+    dev = _need(backend)
+    W = _rand(90, 16, seed=11, device=dev, anisotropic=True).float()
+    mask = torch.zeros(90, dtype=torch.bool)
+    mask[::3] = True
+    for center in (False, True):
+        st = superkern.overlap_stats(W, rows=mask, center=center, bins=8, topk=2, per_row=True,
+                                     backend=backend)
+        gold = gold_stats(W, bins=8, rows=mask, center=center)
+        check_against_gold(st, gold, "fp32", bins=8, topk=2, per_row=True)
+        assert torch.isnan(st.row_max_abs[1])  # row 1 is not in the mask
+        assert set(st.topk_pairs.flatten().tolist()) <= set(range(0, 90, 3))
+    idx_st = superkern.overlap_stats(W, rows=list(range(0, 90, 3)), backend=backend)
+    assert idx_st.n_used == 30 and abs(idx_st.mean_abs - st.mean_abs) >= 0  # same rows, runs
+
+
+def test_centering_removes_shared_direction():
+    W = _rand(300, 32, seed=5, anisotropic=True).float()
+    raw = superkern.overlap_stats(W, backend="torch")
+    cen = superkern.overlap_stats(W, center=True, backend="torch")
+    assert raw.mean_abs > 0.5 and cen.mean_abs < 0.3 and cen.centered
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "triton", "cuda"])
+def test_mean_sq_matches_exact_identities(backend):
+    dev = _need(backend)
+    W = _rand(300, 48, seed=19, device=dev).float()
+    st = superkern.overlap_stats(W, per_row=True, backend=backend)
+    ex = superkern.overlap_moments_exact(W)
+    assert_close("mean_sq vs identity", st.mean_sq, ex["mean_sq"], rtol=1e-5)
+    assert_close("mean_cos vs identity", st.mean_cos, ex["mean_cos"], rtol=1e-4, atol=1e-7)
+    assert_allclose("row_sum_sq vs identity", st.row_sum_sq, ex["row_sum_sq"], rtol=1e-5,
+                    atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "triton", "cuda"])
+def test_deterministic(backend):
+    dev = _need(backend)
+    W = _rand(200, 64, seed=23, device=dev).float()
+    a = superkern.overlap_stats(W, bins=32, topk=5, per_row=True, backend=backend)
+    b = superkern.overlap_stats(W, bins=32, topk=5, per_row=True, backend=backend)
+    for f in ("mean_cos", "mean_abs", "mean_sq", "max_abs", "max_pair"):
+        assert getattr(a, f) == getattr(b, f), f"{f} differs between identical runs"
+    for f in ("hist", "topk_values", "topk_pairs", "row_max_abs", "row_argmax", "row_sum_sq"):
+        assert torch.equal(getattr(a, f), getattr(b, f)), f"{f} differs between identical runs"
+
+
+def test_isotropic_random_baseline():
+    # E c^2 = 1/m for iid isotropic unit vectors: a statistical check that can fail.
+    m = 64
+    st = superkern.overlap_stats(_rand(1500, m, seed=29).float(), backend="torch")
+    assert abs(st.mean_sq * m - 1.0) < 0.03, st.mean_sq * m
+
+
+def test_one_row_and_no_pairs():
+    st = superkern.overlap_stats(torch.randn(1, 8), bins=4, per_row=True)
+    assert st.n_pairs == 0 and st.max_pair is None and int(st.hist.sum()) == 0
+    assert st.mean_abs != st.mean_abs  # NaN
+    zero = superkern.overlap_stats(torch.zeros(3, 4))
+    assert zero.n_zero == 3 and zero.n_pairs == 0
+    d = st.to_dict()
+    assert d["mean_abs"] is None and d["n_rows"] == 1
+
+
+def test_exact_moments_against_gold():
+    W = _rand(120, 10, seed=31)
+    g = gold_stats(W)
+    ex = superkern.overlap_moments_exact(W)
+    assert_close("mean_sq", ex["mean_sq"], g["mean_sq"], rtol=1e-12)
+    assert_close("mean_cos", ex["mean_cos"], g["mean_cos"], rtol=1e-10, atol=1e-14)
+    assert_allclose("row_sum_sq", ex["row_sum_sq"], g["row_sum_sq"], rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.randn(4), "2-D"),
+    (torch.randn(2, 3, 4), "2-D"),
+    (torch.zeros(0, 4), "empty"),
+    (torch.zeros(4, 0), "empty"),
+    (torch.ones(4, 4, dtype=torch.int32), "floating"),
+    (torch.ones(4, 4, dtype=torch.complex64), "floating"),
+    ([[1.0, 2.0]], "torch.Tensor or numpy"),
+])
+def test_bad_matrix(bad, match):
+    with pytest.raises(ValueError, match=match):
+        superkern.overlap_stats(bad)
+
+
+def test_nan_inf_named():
+    W = torch.randn(10, 4)
+    W[6, 1] = float("nan")
+    W[8, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"2 non-finite.*first in row 6"):
+        superkern.overlap_stats(W)
+    with pytest.raises(ValueError, match="non-finite"):
+        superkern.row_norm_stats(W)
+
+
+def test_bad_options():
+    W = torch.randn(5, 3)
+    with pytest.raises(ValueError, match="bins must be >= 0"):
+        superkern.overlap_stats(W, bins=-1)
+    with pytest.raises(ValueError, match=r"topk=11 exceeds .* P=10"):
+        superkern.overlap_stats(W, topk=11)
+    with pytest.raises(ValueError, match="length n=5"):
+        superkern.overlap_stats(W, rows=torch.ones(4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"\[0, 5\)"):
+        superkern.overlap_stats(W, rows=[0, 7])
+    with pytest.raises(ValueError, match="unknown precision"):
+        superkern.overlap_stats(W, precision="fp8")
+    with pytest.raises(ValueError, match="unknown backend"):
+        superkern.overlap_stats(W, backend="metal")
+
+
+def test_explicit_unavailable_backend_lists_alternatives():
+    if B.available("cpu")["cuda"] is None:
+        pytest.skip("cuda usable for cpu tensors?!")
+    with pytest.raises(ValueError, match="not available.*Usable here"):
+        superkern.overlap_stats(torch.randn(5, 3), backend="cuda")
+
+
+def test_env_override(monkeypatch):
+    monkeypatch.setenv("SUPERKERN_BACKEND", "torch")
+    assert superkern.overlap_stats(torch.randn(6, 3)).backend == "torch"
+
+
+def test_row_norm_stats():
+    W = torch.tensor([[0.3, 0.0], [0.0, 0.8], [1.5, 0.0], [0.0, 0.0]])
+    ns = superkern.row_norm_stats(W, bins=4)
+    assert ns.n_zero == 1 and ns.phi_half == 0.5 and ns.phi_1 == 0.25
+    assert abs(ns.median - 0.55) < 1e-7  # fp32 inputs; median of (0, .3, .8, 1.5)
+    assert ns.phi_half_median == 0.5 and ns.phi_1_median == 0.5  # norms / 0.55: 0,.55,1.45,2.7
+    assert int(ns.hist.sum()) == 4 and abs(ns.max - 1.5) < 1e-12

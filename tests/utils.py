@@ -1,0 +1,67 @@
+"""Shared test helpers: fp64 gold computations and comparisons that print numbers."""
+from __future__ import annotations
+
+import torch
+
+
+def gold_overlaps(W: torch.Tensor, rows=None, center: bool = False):
+    """fp64 gold: (idx of used rows, full cosine matrix C (N, N) in fp64) for small inputs."""
+    W = W.detach().cpu().double()
+    idx = torch.arange(W.shape[0]) if rows is None else torch.as_tensor(rows)
+    if idx.dtype == torch.bool:
+        idx = torch.nonzero(idx).flatten()
+    X = W[idx]
+    if center:
+        X = X - X.mean(0)
+    r = torch.linalg.vector_norm(X, dim=1)
+    keep = r > 0
+    X, r, idx = X[keep], r[keep], idx[keep]
+    U = X / r[:, None]
+    return idx, U @ U.T
+
+
+def gold_stats(W: torch.Tensor, bins: int = 0, rows=None, center: bool = False) -> dict:
+    idx, C = gold_overlaps(W, rows, center)
+    N = C.shape[0]
+    iu = torch.triu_indices(N, N, 1)
+    c = C[iu[0], iu[1]]
+    out = {"idx": idx, "C": C, "c": c, "iu": iu, "N": N, "P": c.numel()}
+    if c.numel():
+        out.update(mean_cos=float(c.mean()), mean_abs=float(c.abs().mean()),
+                   mean_sq=float((c * c).mean()), max_abs=float(c.abs().max()))
+        out["var_abs"] = out["mean_sq"] - out["mean_abs"] ** 2
+    A = C.abs().clone()
+    A.fill_diagonal_(-1.0)
+    out["row_max_abs"] = A.max(1).values if N > 1 else torch.full((N,), float("nan"))
+    out["row_sum_sq"] = (C * C).sum(1) - torch.diagonal(C) ** 2
+    if bins:
+        b = torch.floor((c + 1.0) * (bins / 2)).long().clamp(0, bins - 1)
+        out["hist"] = torch.bincount(b, minlength=bins)
+        edges = torch.linspace(-1, 1, bins + 1, dtype=torch.float64)
+        # Overlaps within rounding distance of an interior edge may fall on either side.
+        d = (c[:, None] - edges[None, 1:-1]).abs().min(1).values if bins > 1 else c * 0 + 1
+        out["hist_ambiguous"] = int((d < 1e-5).sum())
+    return out
+
+
+def assert_close(name: str, got: float, want: float, rtol: float, atol: float = 0.0) -> None:
+    err = abs(got - want)
+    tol = atol + rtol * abs(want)
+    assert err <= tol, (f"{name}: got {got!r}, want {want!r}, abs err {err:.3e}, "
+                        f"rel err {err / max(abs(want), 1e-300):.3e}, tol {tol:.3e}")
+
+
+def assert_allclose(name: str, got: torch.Tensor, want: torch.Tensor, rtol: float,
+                    atol: float = 0.0) -> None:
+    got = got.detach().cpu().double()
+    want = want.detach().cpu().double()
+    assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} vs {tuple(want.shape)}"
+    err = (got - want).abs()
+    tol = atol + rtol * want.abs()
+    bad = err > tol
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad.flatten())[0])
+        raise AssertionError(
+            f"{name}: {int(bad.sum())} of {bad.numel()} mismatch; max abs err "
+            f"{float(err.max()):.3e}; first at flat index {i}: got {float(got.flatten()[i])!r}, "
+            f"want {float(want.flatten()[i])!r}")
