@@ -16,3 +16,10 @@ __all__ = [
     "NormStats", "OverlapStats", "available_backends", "overlap_moments_exact",
     "overlap_stats", "row_norm_stats", "__version__",
 ]
+
+# LM-head probe. The subpackage superkern.probe is callable: superkern.probe(path, ...) runs the
+# probe and returns a ProbeReport, while superkern.probe.loaders etc. stay importable.
+from superkern import probe  # noqa: E402
+from superkern.probe import Head, compare, load_head  # noqa: E402
+
+__all__ += ["Head", "compare", "load_head", "probe"]

@@ -1,8 +1,34 @@
+// OpenMP overlap engine. Plan:
+//   1. Pack X twice (panels of 6 rows as [k][6], panels of 16 rows as [k][16]) so every
+//      micro-kernel load is unit-stride, and pad the scale with zeros.
+//   2. Walk the triangular list of T x T tiles (bi <= bj; a diagonal tile visits only j > i)
+//      with a dynamic schedule. A tile is a grid of 6 x 16 micro-tiles computed in registers
+//      over the full m, with every reduction fused into the epilogue (overlap_tile.h).
+//   3. Per tile, fp32 state (micro-tile sums, per-row and per-column running max/argmax/sum
+//      of squares) is folded into per-thread fp64/fixed-point partials; threads are merged
+//      at the end.
+// Determinism: every c_ij is a pure function of (x_i, x_j, s_i, s_j) (same instruction
+// sequence wherever it is computed), per-tile partials depend only on the tile, and all
+// cross-tile merges are order-independent (128-bit fixed-point sums, max with ties to the
+// smallest index, top-k under a total order). So the result is bitwise identical for any
+// thread count and schedule; it does depend on the tile edge T (a function of m) and on the
+// micro-kernel (AVX2 vs generic).
 #include "cpu/overlap.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <vector>
 #ifdef SK_HAVE_OPENMP
 #include <omp.h>
 #endif
+
+#include "cpu/overlap_tile.h"
+
 namespace sk::cpu {
+
 int num_threads() {
 #ifdef SK_HAVE_OPENMP
   return omp_get_max_threads();
@@ -10,4 +36,210 @@ int num_threads() {
   return 1;
 #endif
 }
+
+bool has_avx2() {
+#ifdef SK_CPU_AVX2
+  return true;
+#else
+  return false;
+#endif
+}
+
+int64_t default_tile(int64_t m) {
+  // Keep one tile's A rows (T x m fp32, re-read for every 16-column strip) within about half
+  // of a 512 KiB L2. T is a multiple of 48 = lcm(6, 16) so tiles hold whole panels.
+  const int64_t per48 = 48 * 4 * std::max<int64_t>(m, 1);
+  return 48 * std::clamp<int64_t>((256 * 1024) / per48, 1, 5);
+}
+
+namespace {
+using namespace detail;
+
+// dst panel p, element (k, r) = X[p * R + r, k]; rows past N are zero.
+template <int R>
+void pack(const float* X, int64_t N, int64_t m, float* dst, int nthreads) {
+  const int64_t panels = (N + R - 1) / R;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t p = 0; p < panels; ++p) {
+    float* out = dst + p * R * m;
+    for (int r = 0; r < R; ++r) {
+      const int64_t row = p * R + r;
+      if (row < N) {
+        const float* src = X + row * m;
+        for (int64_t k = 0; k < m; ++k) out[k * R + r] = src[k];
+      } else {
+        for (int64_t k = 0; k < m; ++k) out[k * R + r] = 0.0f;
+      }
+    }
+  }
+}
+
+template <class K, bool HIST, bool TOPK>
+void run_tile(const Prob& P, Acc& A, int64_t bi, int64_t bj) {
+  const int64_t T = P.T, r0 = bi * T, r1 = std::min(P.N, r0 + T);
+  const int64_t c0 = bj * T, c1 = std::min(P.N, c0 + T);
+  const int64_t nr = r1 - r0, nc = c1 - c0;
+  std::fill(A.rowv.p, A.rowv.p + T * L, -1.0f);
+  std::fill(A.rowj.p, A.rowj.p + T * L, -1);
+  std::fill(A.rowq.p, A.rowq.p + T * L, 0.0f);
+  std::fill(A.colv.p, A.colv.p + T, -1.0f);
+  std::fill(A.colj.p, A.colj.p + T, -1);
+  std::fill(A.colq.p, A.colq.p + T, 0.0f);
+  std::fill(A.tsum.p, A.tsum.p + 12, 0.0);
+  if (HIST && A.sub_pairs + static_cast<uint64_t>(T * T) > 0xFFFFFFFFull) A.flush_hist(P.bins);
+  A.sub_pairs += static_cast<uint64_t>(T * T);
+  // Columns outer, rows inner: the 16-column B strip (16 m floats) stays in L1 while the A
+  // panels of the tile stream from L2.
+  for (int64_t j0 = c0; j0 < c1; j0 += NR) {
+    for (int64_t i0 = r0; i0 < r1; i0 += MR) {
+      if (i0 + 1 >= std::min(j0 + NR, P.N)) break;  // no pair j > i left in this strip
+      const int rl = static_cast<int>(i0 - r0), cl = static_cast<int>(j0 - c0);
+      if (i0 + MR <= j0 && j0 + NR <= P.N)
+        K::template tile<false, HIST, TOPK>(P, A, i0, j0, rl, cl);
+      else
+        K::template tile<true, HIST, TOPK>(P, A, i0, j0, rl, cl);
+    }
+  }
+  for (int x = 0; x < 3; ++x) {
+    const double* t = A.tsum.p + 4 * x;
+    const double s = (t[0] + t[1]) + (t[2] + t[3]);
+    if (fixable(s)) A.sum[x] += to_fixed(s);
+    else A.bad = true;
+  }
+  for (int64_t r = 0; r < nr; ++r) {  // lanes -> one (max, argmax, sum) per row, fixed order
+    const float* v = A.rowv.p + r * L;
+    const int32_t* j = A.rowj.p + r * L;
+    const float* q = A.rowq.p + r * L;
+    int best = -1;
+    for (int l = 0; l < L; ++l)
+      if (j[l] >= 0 && (best < 0 || v[l] > v[best] || (v[l] == v[best] && j[l] < j[best])))
+        best = l;
+    if (best >= 0) A.merge_row(r0 + r, v[best], c0 + j[best]);
+    A.add_row_sq(r0 + r, ((q[0] + q[1]) + (q[2] + q[3])) + ((q[4] + q[5]) + (q[6] + q[7])));
+  }
+  for (int64_t c = 0; c < nc; ++c) {
+    if (A.colj[c] >= 0) A.merge_row(c0 + c, A.colv[c], r0 + A.colj[c]);
+    A.add_row_sq(c0 + c, A.colq[c]);
+  }
+}
+
+template <class K, bool HIST, bool TOPK>
+void run_all(const Prob& P, std::vector<std::unique_ptr<Acc>>& accs, int nthreads) {
+  const int64_t nb = (P.N + P.T - 1) / P.T;
+  std::vector<int64_t> start(nb + 1, 0);  // index of the first tile of tile-row bi
+  for (int64_t b = 0; b < nb; ++b) start[b + 1] = start[b] + (nb - b);
+  const int64_t ntiles = start[nb];
+  (void)nthreads;
+#pragma omp parallel num_threads(nthreads)
+  {
+#ifdef SK_HAVE_OPENMP
+    Acc& A = *accs[omp_get_thread_num()];
+#else
+    Acc& A = *accs[0];
+#endif
+    // Dynamic: tiles differ in cost (diagonal ones are half) and the machine may be shared;
+    // the result does not depend on which thread runs which tile.
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < ntiles; ++t) {
+      const int64_t bi = std::upper_bound(start.begin(), start.end(), t) - start.begin() - 1;
+      run_tile<K, HIST, TOPK>(P, A, bi, bi + (t - start[bi]));
+    }
+  }
+}
+
+template <class K>
+void dispatch(const Prob& P, std::vector<std::unique_ptr<Acc>>& accs, int nthreads) {
+  if (P.bins && P.k) run_all<K, true, true>(P, accs, nthreads);
+  else if (P.bins) run_all<K, true, false>(P, accs, nthreads);
+  else if (P.k) run_all<K, false, true>(P, accs, nthreads);
+  else run_all<K, false, false>(P, accs, nthreads);
+}
+
+void merge(const Prob& P, std::vector<std::unique_ptr<Acc>>& accs, int nthreads,
+           const OverlapOut& out) {
+  i128 sum[3] = {0, 0, 0};
+  bool bad = false;
+  for (auto& a : accs) {
+    for (int x = 0; x < 3; ++x) sum[x] += a->sum[x];
+    bad = bad || a->bad;
+  }
+  for (int x = 0; x < 3; ++x) out.sums[x] = bad ? NAN : from_fixed(sum[x]);
+  if (P.bins) {
+    std::fill(out.hist, out.hist + P.bins, int64_t{0});
+    for (auto& a : accs) {
+      a->flush_hist(P.bins);
+      for (int64_t b = 0; b < P.bins; ++b) out.hist[b] += a->hist[b];
+    }
+  }
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t i = 0; i < P.N; ++i) {
+    Acc& a0 = *accs[0];
+    for (size_t t = 1; t < accs.size(); ++t) {
+      const Acc& a = *accs[t];
+      if (a.rarg[i] >= 0) a0.merge_row(i, a.rmax[i], a.rarg[i]);
+      a0.rsq[i] += a.rsq[i];
+      a0.rbad[i] |= a.rbad[i];
+    }
+    out.row_max[i] = a0.rarg[i] >= 0 ? a0.rmax[i] : NAN;
+    out.row_arg[i] = a0.rarg[i];
+    out.row_sq[i] = a0.rbad[i] ? NAN : from_fixed(a0.rsq[i]);
+  }
+  if (P.k) {
+    std::vector<Cand> all;
+    all.reserve(P.k * accs.size());
+    for (auto& a : accs) all.insert(all.end(), a->top.h.begin(), a->top.h.end());
+    std::partial_sort(all.begin(), all.begin() + P.k, all.end(), better);
+    for (int64_t t = 0; t < P.k; ++t) {
+      out.topk_vals[t] = all[t].c;
+      out.topk_pairs[2 * t] = all[t].i;
+      out.topk_pairs[2 * t + 1] = all[t].j;
+    }
+  }
+}
+
+}  // namespace
+
+void overlap_partials(const float* X, const float* scale, int64_t N, int64_t m, int64_t bins,
+                      int64_t topk, int threads, Kernel kernel, int64_t tile,
+                      const OverlapOut& out) {
+  if (N < 2) {  // no pairs: zero sums and histogram, NaN / -1 per row
+    std::fill(out.sums, out.sums + 3, 0.0);
+    std::fill(out.hist, out.hist + bins, int64_t{0});
+    std::fill(out.row_max, out.row_max + N, NAN);
+    std::fill(out.row_arg, out.row_arg + N, int64_t{-1});
+    std::fill(out.row_sq, out.row_sq + N, 0.0);
+    return;
+  }
+  int nthreads = threads > 0 ? threads : num_threads();
+  Prob P{};
+  P.N = N;
+  P.m = m;
+  P.T = tile > 0 ? tile : default_tile(m);
+  P.bins = bins;
+  P.k = topk;
+  P.hb = static_cast<float>(bins) * 0.5f;
+  P.bmax = static_cast<float>(bins - 1);
+  const int64_t nb = (N + P.T - 1) / P.T;
+  nthreads = static_cast<int>(std::min<int64_t>(nthreads, nb * (nb + 1) / 2));
+  Buf<float> Ap(((N + MR - 1) / MR) * MR * m), Bp(((N + NR - 1) / NR) * NR * m);
+  Buf<float> s(nb * P.T + NR);
+  std::copy(scale, scale + N, s.p);
+  std::fill(s.p + N, s.p + nb * P.T + NR, 0.0f);
+  pack<MR>(X, N, m, Ap.p, nthreads);
+  pack<NR>(X, N, m, Bp.p, nthreads);
+  P.Ap = Ap.p;
+  P.Bp = Bp.p;
+  P.s = s.p;
+  std::vector<std::unique_ptr<Acc>> accs;
+  for (int t = 0; t < nthreads; ++t) accs.push_back(std::make_unique<Acc>(P));
+#ifdef SK_CPU_AVX2
+  if (kernel != Kernel::kGeneric) dispatch<Avx2>(P, accs, nthreads);
+  else dispatch<Generic>(P, accs, nthreads);
+#else
+  (void)kernel;
+  dispatch<Generic>(P, accs, nthreads);
+#endif
+  merge(P, accs, nthreads, out);
+}
+
 }  // namespace sk::cpu

@@ -1,6 +1,172 @@
+// CUDA overlap kernel: persistent grid over the static triangular tile list of C = X X^T,
+// tensor-core (or exact FFMA) Gram tiles, fused reduction epilogue. See docs/sections/cuda.md.
 #include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include "checks.h"
+#include "cuda/epilogue.cuh"
+#include "cuda/mainloop.cuh"
 #include "cuda/overlap.h"
+#include "cuda/schedule.h"
+
 namespace sk::cuda {
+
+template <int MODE, bool STATS, bool HIST, bool TOPK>
+__global__ void __launch_bounds__(kThreads, 2) overlap_kernel(const Params p) {
+  using L = std::conditional_t<MODE == kFp32, SimtLayout, MmaLayout>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const EpiSmem s = carve_epi(smem + kPipeBytes);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+
+  if constexpr (STATS) {
+    for (int k = tid; k < 4 * kTile; k += kThreads) s.row_key[k] = 0;  // 4 contiguous arrays
+  }
+  if constexpr (HIST) {
+    for (int k = tid; k < kHistWords; k += kThreads) s.hist[k] = 0;
+  }
+  __syncthreads();
+
+  double dc = 0.0, da = 0.0, ds = 0.0;
+  int64_t since_flush = 0;
+  for (int64_t t = blockIdx.x; t < p.tiles; t += gridDim.x) {
+    int64_t bi, bj;
+    tile_coords(t, p.tiles_per_side, p.group, &bi, &bj);
+    const int64_t i0 = bi * kTile, j0 = bj * kTile;
+    float acc[8][8];
+#pragma unroll
+    for (int ri = 0; ri < 8; ++ri)
+#pragma unroll
+      for (int ci = 0; ci < 8; ++ci) acc[ri][ci] = 0.0f;
+    mainloop<MODE>(smem, p.x, p.n, p.ld_bytes, i0, j0, acc, tid, warp, lane);
+
+    // fp32 within the tile, fp64 across tiles.
+    float sc = 0.0f, sa = 0.0f, ss = 0.0f;
+    if (bi == bj || j0 + kTile > p.n)
+      epilogue<L, STATS, HIST, TOPK, true>(p, s, acc, i0, j0, warp, lane, sc, sa, ss);
+    else
+      epilogue<L, STATS, HIST, TOPK, false>(p, s, acc, i0, j0, warp, lane, sc, sa, ss);
+    if constexpr (STATS) {
+      dc += sc;
+      da += sa;
+      ds += ss;
+      __syncthreads();
+      flush_tile_rows(p, s, i0, j0, tid);
+    }
+    if constexpr (HIST) {
+      if (++since_flush == kHistFlushTiles) {  // block-uniform: keeps 32-bit words exact
+        __syncthreads();
+        if (!p.hist_global) flush_hist(p, s, tid);
+        since_flush = 0;
+      }
+    }
+    // The shared slots cleared above are touched again only after the next tile's mainloop
+    // barriers.
+  }
+  if constexpr (HIST) {
+    __syncthreads();
+    if (!p.hist_global) flush_hist(p, s, tid);
+  }
+  if constexpr (STATS) {
+    // Fixed-order block reduction: shuffle tree, then warps 0..7 in order.
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+      dc += __shfl_xor_sync(0xFFFFFFFFu, dc, off);
+      da += __shfl_xor_sync(0xFFFFFFFFu, da, off);
+      ds += __shfl_xor_sync(0xFFFFFFFFu, ds, off);
+    }
+    if (lane == 0) {
+      s.sums[warp * 3 + 0] = dc;
+      s.sums[warp * 3 + 1] = da;
+      s.sums[warp * 3 + 2] = ds;
+    }
+    __syncthreads();
+    if (tid < 3) {
+      double v = 0.0;
+      for (int w = 0; w < kThreads / 32; ++w) v += s.sums[w * 3 + tid];
+      p.block_sums[blockIdx.x * 3 + tid] = v;
+    }
+  }
+}
+
+namespace {
+
+[[noreturn]] void cuda_fail(cudaError_t err, const char* what) {
+  cudaGetLastError();  // clear a non-sticky error so later calls start clean
+  std::ostringstream os;
+  os << "CUDA error in " << what << ": " << cudaGetErrorString(err) << " (" << cudaGetErrorName(err)
+     << ", code " << static_cast<int>(err) << ")";
+  throw std::runtime_error(os.str());
+}
+
+#define SK_CUDA(call)                                 \
+  do {                                                \
+    const cudaError_t sk_err_ = (call);               \
+    if (sk_err_ != cudaSuccess) cuda_fail(sk_err_, #call); \
+  } while (0)
+
+// A pointer the kernel will dereference must be device (or managed) memory of this device.
+void check_device_pointer(std::int64_t ptr, const char* name, int device) {
+  if (ptr == 0) return;  // optional outputs; the binding checked the required ones
+  cudaPointerAttributes attr{};
+  const cudaError_t err = cudaPointerGetAttributes(&attr, reinterpret_cast<const void*>(ptr));
+  if (err != cudaSuccess) cuda_fail(err, "cudaPointerGetAttributes");
+  if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
+    fail(name, "=0x", std::hex, ptr, std::dec, " is not CUDA device memory (memory type ",
+         static_cast<int>(attr.type), "); pass tensor.data_ptr() of a CUDA tensor");
+  if (attr.device != device)
+    fail(name, " lives on CUDA device ", attr.device, " but the current device is ", device,
+         "; call inside torch.cuda.device(tensor.device)");
+}
+
+bool sync_debug() {
+  static const bool on = [] {
+    const char* v = std::getenv("SUPERKERN_CUDA_SYNC");
+    return v != nullptr && v[0] != '\0' && v[0] != '0';
+  }();
+  return on;
+}
+
+template <int MODE, bool STATS, bool HIST, bool TOPK>
+std::int64_t launch(const Params& p, cudaStream_t stream, std::int64_t max_blocks, int device) {
+  auto* fn = overlap_kernel<MODE, STATS, HIST, TOPK>;
+  const int smem = kPipeBytes + kEpiFixedBytes + (HIST ? kEpiHistBytes : 0);
+  SK_CUDA(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  SK_CUDA(cudaFuncSetAttribute(fn, cudaFuncAttributePreferredSharedMemoryCarveout,
+                               cudaSharedmemCarveoutMaxShared));
+  int sms = 0, per_sm = 0;
+  SK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  SK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kThreads, smem));
+  if (per_sm < 1) {
+    std::ostringstream os;
+    os << "overlap kernel does not fit on device " << device << " (" << smem
+       << " bytes of shared memory per block)";
+    throw std::runtime_error(os.str());
+  }
+  std::int64_t grid = static_cast<std::int64_t>(per_sm) * sms;
+  if (grid > p.tiles) grid = p.tiles;
+  if (grid > max_blocks) grid = max_blocks;
+  fn<<<static_cast<unsigned>(grid), kThreads, smem, stream>>>(p);
+  SK_CUDA(cudaGetLastError());
+  if (sync_debug()) SK_CUDA(cudaStreamSynchronize(stream));
+  return grid;
+}
+
+template <int MODE>
+std::int64_t dispatch_flags(const Params& p, const OverlapArgs& a, cudaStream_t st, int dev) {
+  const bool hist = a.bins > 0, topk = a.cand_cap > 0;
+  if (!a.stats) return launch<MODE, false, false, true>(p, st, a.max_blocks, dev);
+  if (hist && topk) return launch<MODE, true, true, true>(p, st, a.max_blocks, dev);
+  if (hist) return launch<MODE, true, true, false>(p, st, a.max_blocks, dev);
+  if (topk) return launch<MODE, true, false, true>(p, st, a.max_blocks, dev);
+  return launch<MODE, true, false, false>(p, st, a.max_blocks, dev);
+}
+
+}  // namespace
+
 int device_count() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -9,4 +175,63 @@ int device_count() {
   }
   return n;
 }
+
+void tile_coords_host(std::int64_t t, std::int64_t tiles_per_side, std::int64_t group,
+                      std::int64_t* bi, std::int64_t* bj) {
+  tile_coords(t, tiles_per_side, group, bi, bj);
+}
+
+std::int64_t overlap_partials(const OverlapArgs& a) {
+  if (a.n < 2) return 0;  // no pairs: nothing to launch (the caller's buffers stay as given)
+  int device = -1;
+  SK_CUDA(cudaGetDevice(&device));
+  check_device_pointer(a.x, "x_ptr", device);
+  check_device_pointer(a.scale, "scale_ptr", device);
+  check_device_pointer(a.row_key, "row_key_ptr", device);
+  check_device_pointer(a.row_sq, "row_sq_ptr", device);
+  check_device_pointer(a.block_sums, "block_sums_ptr", device);
+  check_device_pointer(a.hist, "hist_ptr", device);
+  check_device_pointer(a.cand_count, "cand_count_ptr", device);
+  check_device_pointer(a.cand_val, "cand_val_ptr", device);
+  check_device_pointer(a.cand_ij, "cand_ij_ptr", device);
+
+  const int elem = a.precision <= kTf32 ? 4 : 2;
+  Params p{};
+  p.x = reinterpret_cast<const char*>(a.x);
+  p.scale = reinterpret_cast<const float*>(a.scale);
+  p.n = a.n;
+  p.ld_bytes = a.ld * elem;
+  p.tiles_per_side = (a.n + kTile - 1) / kTile;
+  p.tiles = num_tiles(p.tiles_per_side);
+  p.group = kTileGroup;
+  p.row_key = reinterpret_cast<unsigned long long*>(a.row_key);
+  p.row_sq = reinterpret_cast<unsigned long long*>(a.row_sq);
+  p.block_sums = reinterpret_cast<double*>(a.block_sums);
+  p.hist = reinterpret_cast<unsigned long long*>(a.hist);
+  p.bins = static_cast<int>(a.bins);
+  p.hist_global = a.bins > kSmemHistBins ? 1 : 0;
+  p.hist_shift = 0;
+  // Shared copies of the histogram (lane l counts into copy l % copies): fewer same-address
+  // collisions inside a warp when the distribution is narrow.
+  while (!p.hist_global && a.bins > 0 && p.hist_shift < 5 &&
+         (a.bins << (p.hist_shift + 1)) <= kHistWords)
+    ++p.hist_shift;
+  p.hist_half = static_cast<float>(a.bins) * 0.5f;
+  p.cand_count = reinterpret_cast<unsigned long long*>(a.cand_count);
+  p.cand_val = reinterpret_cast<float*>(a.cand_val);
+  p.cand_ij = reinterpret_cast<long long*>(a.cand_ij);
+  p.cand_cap = a.cand_cap;
+  p.thr_v = static_cast<float>(a.thr_value);
+  p.thr_i = static_cast<int>(a.thr_i);
+  p.thr_j = static_cast<int>(a.thr_j);
+
+  const auto st = reinterpret_cast<cudaStream_t>(a.stream);
+  switch (a.precision) {
+    case kFp32: return dispatch_flags<kFp32>(p, a, st, device);
+    case kTf32: return dispatch_flags<kTf32>(p, a, st, device);
+    case kBf16: return dispatch_flags<kBf16>(p, a, st, device);
+    default: return dispatch_flags<kFp16>(p, a, st, device);
+  }
+}
+
 }  // namespace sk::cuda

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One lease on a GPU machine: build the extension there, run the GPU tests and the benchmarks,
+# and leave logs and JSON under $OUT (device tool) or ./out. Usage:
+#   bash scripts/gpu_session.sh [tests|bench|all] [extra pytest -k expression]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-out}"; mkdir -p "$OUT"
+what="${1:-all}"; kexpr="${2:-}"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PY=python3
+{
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv
+  $PY -c "import sys,torch,triton;print('python',sys.version.split()[0],'torch',torch.__version__,'triton',triton.__version__,'cuda',torch.version.cuda)"
+  nvcc --version | tail -1
+} 2>&1 | tee "$OUT/env.txt"
+t0=$(date +%s)
+SUPERKERN_CUDA_ARCH="${SUPERKERN_CUDA_ARCH:-90}" CMAKE_BUILD_PARALLEL_LEVEL=16 \
+  $PY setup.py -q build_ext --inplace >"$OUT/build.log" 2>&1 || { echo "BUILD FAILED"; tail -40 "$OUT/build.log"; }
+echo "build: $(( $(date +%s) - t0 )) s"
+$PY -m superkern env | tee -a "$OUT/env.txt"
+if [ "$what" = tests ] || [ "$what" = all ]; then
+  timeout 420 $PY -m pytest -q -x --timeout=300 tests/test_overlap.py tests/test_overlap_triton.py \
+    tests/test_overlap_cuda.py tests/test_toy_triton.py ${kexpr:+-k "$kexpr"} -p no:randomly \
+    2>&1 | tee "$OUT/tests.log" | tail -25
+fi
+if [ "$what" = bench ] || [ "$what" = all ]; then
+  timeout 480 $PY -m pytest -q bench ${kexpr:+-k "$kexpr"} --benchmark-json="$OUT/bench.json" \
+    --benchmark-columns=median,min,max,rounds 2>&1 | tee "$OUT/bench.log" | tail -40
+fi

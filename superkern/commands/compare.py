@@ -1,0 +1,41 @@
+"""``superkern compare PATH...``: one table and two figures for many LM heads (thin shim over
+:func:`superkern.compare`)."""
+from __future__ import annotations
+
+from superkern.commands.probe import _sample, add_compute_options
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "compare", help="compare the superposition geometry of several LM heads",
+        description="Probe several heads; print one table; optionally write CSV/JSON and the "
+                    "figures mean_sq_vs_m.png (mean c^2 vs m with 1/m) and row_norms.png.")
+    p.add_argument("paths", nargs="+", help="checkpoint files/folders or aliases")
+    add_compute_options(p)
+    p.add_argument("--names", help="comma-separated display names, one per path")
+    p.add_argument("--sample", type=_sample, default=None, metavar="N|auto",
+                   help="row cap of every overlap pass (auto: 8192 on CPU, none on CUDA)")
+    p.add_argument("--exact", action="store_true", help="no sampling anywhere")
+    p.add_argument("--csv", metavar="FILE", help="write the table as CSV")
+    p.add_argument("--json", metavar="FILE", help="write the table and full reports as JSON")
+    p.add_argument("--plots", metavar="DIR", help="write the two figures here")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from superkern.probe.comparison import compare
+    from superkern.probe.outputs import check_target
+
+    check_target(args.csv)
+    check_target(args.json)
+    check_target(args.plots, is_dir=True)
+    names = [s.strip() for s in args.names.split(",")] if args.names else None
+    result = compare(args.paths, names=names, tensor=args.tensor, precision=args.precision,
+                     backend=args.backend, device=args.device, sample=args.sample,
+                     exact=args.exact, bins=args.bins, seed=args.seed,
+                     progress=False if args.no_progress else None)
+    written = result.save(csv_path=args.csv, json_path=args.json, plots_dir=args.plots)
+    print(result.format_table())
+    for path in written:
+        print(f"wrote {path}")
+    return 0

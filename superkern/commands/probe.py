@@ -1,0 +1,73 @@
+"""``superkern probe [PATH]``: superposition geometry of one LM head (thin shim over
+:func:`superkern.probe`)."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_compute_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``probe`` and ``compare``."""
+    p.add_argument("--tensor", help="tensor name to use instead of the automatic choice")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16", "fp16"),
+                   help="dot-product precision of the overlap passes (default fp32)")
+    p.add_argument("--backend", default="auto",
+                   choices=("auto", "torch", "cpu", "triton", "cuda"),
+                   help="overlap backend (default auto; env SUPERKERN_BACKEND overrides auto)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--bins", type=int, default=100, help="overlap histogram bins (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of row samples (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _sample(text: str):
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "probe", help="superposition geometry of an LM head (norms, overlaps, verdict)",
+        description="Load an LM head (safetensors file/folder/sharded index, GGUF, .npy, "
+                    ".pt/.bin, or the aliases minilm / smollm2 / gemma3-270m) and report its "
+                    "row norms, pairwise overlaps against random-vector baselines, and a "
+                    "superposition verdict.")
+    p.add_argument("path", nargs="?", default="minilm",
+                   help="checkpoint file or folder, or an alias (default: minilm)")
+    add_compute_options(p)
+    p.add_argument("--topk", type=int, default=10, help="most-overlapping pairs to list")
+    p.add_argument("--exclude", action="append", metavar="ROWS",
+                   help="rows to leave out, e.g. '0,5,10-19,100:200' (repeatable)")
+    p.add_argument("--exclude-duplicates", action="store_true",
+                   help="keep only the first of each group of exactly equal rows")
+    p.add_argument("--sample", type=_sample, default=None, metavar="N|auto",
+                   help="row cap of the centred/split overlap passes (auto: 8192 on CPU, none "
+                        "on CUDA; 0: exact everywhere). mean c^2 is always exact")
+    p.add_argument("--no-splits", action="store_true", help="skip the norm-split blocks")
+    p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
+    p.add_argument("--markdown", metavar="FILE", help="write the report as Markdown")
+    p.add_argument("--plots", metavar="DIR", help="write norms.png and overlaps.png here")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from superkern.probe.core import probe
+    from superkern.probe.outputs import check_target
+
+    check_target(args.json)
+    check_target(args.markdown)
+    check_target(args.plots, is_dir=True)
+    report = probe(args.path, tensor=args.tensor, precision=args.precision,
+                   backend=args.backend, device=args.device, bins=args.bins, topk=args.topk,
+                   exclude=args.exclude, exclude_duplicates=args.exclude_duplicates,
+                   sample=args.sample, splits=not args.no_splits, seed=args.seed,
+                   progress=False if args.no_progress else None)
+    written = report.save(json_path=args.json, markdown_path=args.markdown,
+                          plots_dir=args.plots)
+    print(report.format_table())
+    for path in written:
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,230 @@
+"""``probe``: load a head, then norms -> duplicates -> overlaps (all rows, centred, strong/weak
+splits) -> baselines -> verdict. Data flows one way: path -> Head -> ops -> ProbeReport.
+
+Cost: the tiled pass is O(N^2 m) (mean |c|, max, histogram, top-k); the Gram identities give
+mean c and mean c^2 exactly in O(N m^2). The main pass always covers every analysed row; the
+secondary passes (centred matrix, norm splits) run on a seeded sample of at most ``sample`` rows
+while their mean c^2 stays exact over all rows.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Optional
+
+import torch
+
+import superkern
+from superkern import backend as _backend
+from superkern.ops.norms import row_norm_stats
+from superkern.ops.overlap import overlap_moments_exact, overlap_stats
+from superkern.ops.overlap_ref import PRECISIONS
+from superkern.probe.loaders import load_head
+from superkern.probe.progress import Stages
+from superkern.probe.report import OverlapBlock, ProbeReport
+from superkern.probe.rowsel import as_index, duplicate_groups, parse_rows, sample_rows
+from superkern.probe.verdict import superposition_verdict
+
+AUTO_SAMPLE_CPU = 8192  # rows per secondary tiled pass on a CPU (keeps the default run short)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"``: CUDA when available, else CPU. An unusable explicit device is a ValueError."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {device!r} ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available here")
+    return dev
+
+
+def _check_int(value: Any, name: str, lo: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return value
+
+
+def _exact(W: torch.Tensor, rows: torch.Tensor, nonzero: int) -> dict[str, Any]:
+    if nonzero < 2:
+        return {"n_used": nonzero, "n_zero": int(rows.numel()) - nonzero, "n_pairs": 0,
+                "mean_cos": math.nan, "mean_sq": math.nan}
+    e = overlap_moments_exact(W, rows=rows)
+    e.pop("row_sum_sq", None)
+    return e
+
+
+def probe(source: Any = "minilm", *, tensor: Optional[str] = None, precision: str = "fp32",
+          backend: str = "auto", device: str = "auto", bins: int = 100, norm_bins: int = 50,
+          topk: int = 10, exclude: Any = None, exclude_duplicates: bool = False,
+          rows: Any = None, sample: Optional[int] = None, sample_main: bool = False,
+          centred: bool = True, splits: bool = True, seed: int = 0,
+          progress: Optional[bool] = None, vocab: Optional[list[str]] = None) -> ProbeReport:
+    """Superposition geometry of an LM head.
+
+    Args:
+        source: anything :func:`superkern.load_head` takes (path, folder, ``"minilm"``,
+            ``"smollm2"``, tensor, module, Head).
+        tensor: head tensor name override.
+        precision: dot-product precision of the tiled passes (fp32, tf32, bf16, fp16).
+        backend: overlap backend (auto, torch, cpu, triton, cuda).
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
+        bins: overlap histogram bins over [-1, 1] (0 = none); norm_bins: row-norm histogram bins.
+        topk: number of most-overlapping pairs to list (main pass).
+        exclude: rows to leave out: indices, ``"0,5,10-19,100:200"`` (a-b inclusive, a:b
+            half-open) or a list of those.
+        exclude_duplicates: keep only the first row of each group of exactly equal rows
+            (duplicates are always counted in the report either way).
+        rows: analyse only these rows (mask, index list or range spec); for quick looks/tests.
+        sample: row cap of the secondary tiled passes (centred, splits); None = auto (8192 on a
+            CPU, no cap on CUDA); 0 = never sample. mean c^2 is always exact over all rows.
+        sample_main: apply the cap to the main pass too.
+        centred, splits: compute the centred-matrix block / the norm-split blocks.
+        seed: sample seed. progress: tqdm bar on stderr (None = only on a terminal).
+        vocab: token strings to use instead of the checkpoint's.
+
+    Returns:
+        ProbeReport.
+
+    Raises:
+        ValueError / FileNotFoundError: bad input (see :func:`superkern.load_head`), bad
+            options, non-finite values in the head.
+    """
+    t_start = time.perf_counter()
+    bins, norm_bins = _check_int(bins, "bins"), _check_int(norm_bins, "norm_bins", 1)
+    topk, seed = _check_int(topk, "topk"), _check_int(seed, "seed")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
+    dev = resolve_device(device)
+    name = _backend.resolve(backend, torch.empty(0, device=dev))  # fail before any work
+    cap = (AUTO_SAMPLE_CPU if dev.type == "cpu" else 0) if sample is None else \
+        _check_int(sample, "sample")
+    if 0 < cap < 2:
+        raise ValueError(f"sample must be 0 (no sampling) or >= 2 rows, got {cap}")
+    timings: dict[str, float] = {}
+    bar = Stages(progress)
+    try:
+        return _run(source, tensor, vocab, bar, timings, dev, name, precision, bins, norm_bins,
+                    topk, exclude, exclude_duplicates, rows, cap, sample_main, centred, splits,
+                    seed, t_start)
+    finally:
+        bar.close()
+
+
+def _timed(timings: dict[str, float], key: str, t0: float) -> None:
+    timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
+
+
+def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, norm_bins, topk,
+         exclude, exclude_duplicates, rows, cap, sample_main, centred, splits, seed, t_start):
+    t0 = time.perf_counter()
+    with bar.stage("load"):
+        head = load_head(source, tensor, vocab=vocab)
+    _timed(timings, "load", t0)
+    W = head.matrix
+    n, m = head.n, head.m
+    sel = as_index(rows, n)
+    base = torch.arange(n, dtype=torch.int64) if sel is None else sel
+    N = int(base.numel())
+    S = min(cap, N) if cap else N
+    exact_cost = 4.0 * N * m * m
+    bar.plan({"norms": 2.0 * n * m, "main": (S if sample_main else N) ** 2 * m,
+              "exact": exact_cost, "centred": S * S * m / 2 + exact_cost if centred else 0,
+              "splits": S * S * m + 4 * exact_cost if splits else 0})
+
+    t0 = time.perf_counter()
+    with bar.stage("norms"):
+        dups = duplicate_groups(W)
+        drop = parse_rows(exclude, n, "exclude")
+        keep = torch.zeros(n, dtype=torch.bool)
+        keep[base] = True
+        keep[drop] = False
+        if exclude_duplicates:
+            for g in dups:
+                keep[torch.tensor(g[1:], dtype=torch.int64)] = False
+        keep_idx = torch.nonzero(keep).flatten()
+        if keep_idx.numel() == 0:
+            raise ValueError(f"no rows left to analyse: n={n}, selected {N}, "
+                             f"excluded {int(drop.numel())}")
+        norms = row_norm_stats(W if keep_idx.numel() == n else W[keep_idx], bins=norm_bins)
+        r = torch.full((n,), math.nan, dtype=torch.float64)
+        r[keep_idx] = norms.norms
+    _timed(timings, "norms_duplicates", t0)
+
+    Wd = W.to(dev)
+    blocks: dict[str, OverlapBlock] = {}
+    samples: dict[str, torch.Tensor] = {}
+
+    def block(key, title, Wx, idx, *, main=False, is_centred=False, nz=None):
+        nonzero = int((r[idx] > 0).sum()) if nz is None else nz
+        t1 = time.perf_counter()
+        exact = _exact(Wx, idx, nonzero)
+        _timed(timings, "exact", t1)
+        stats, sampled = None, False
+        if nonzero >= 2:
+            t1 = time.perf_counter()
+            run_idx, sampled = sample_rows(idx, cap if (sample_main or not main) else 0,
+                                           seed + len(blocks))
+            n_run = int((r[run_idx] > 0).sum()) if not is_centred else int(run_idx.numel())
+            pairs = n_run * (n_run - 1) // 2
+            stats = overlap_stats(Wx, bins=bins, topk=min(topk, pairs) if main else 0,
+                                  rows=run_idx, precision=precision, backend=backend)
+            samples[key] = run_idx
+            _timed(timings, "tiled", t1)
+        blocks[key] = OverlapBlock(key=key, title=title, rows=int(idx.numel()), m=m,
+                                   exact=exact, stats=stats, sampled=sampled,
+                                   centred=is_centred)
+
+    with bar.stage("main"):
+        block("all", "all rows", Wd, keep_idx, main=True)
+    if centred:
+        with bar.stage("centred"):
+            Wc = _centre(Wd, keep_idx)
+            nz = int((torch.linalg.vector_norm(Wc[keep_idx].double(), dim=1) > 0).sum())
+            block("centred", "centred (column mean removed)", Wc, keep_idx, is_centred=True,
+                  nz=nz)
+            del Wc
+    if splits:
+        with bar.stage("splits"):
+            med = norms.median
+            kr = r[keep_idx]
+            for key, title, mask in (
+                    ("norm>1", "strong: norm > 1", kr > 1.0),
+                    ("norm<=1", "weak: norm <= 1", (kr > 0) & (kr <= 1.0)),
+                    ("norm>median", f"norm > median ({med:.4g})", kr > med),
+                    ("norm<=median", "norm <= median", (kr > 0) & (kr <= med))):
+                block(key, title, Wd, keep_idx[mask])
+
+    main = blocks["all"]
+    cen = blocks.get("centred")
+    verdict = superposition_verdict(
+        n=main.n_used, m=m, norms=norms, mean_sq=main.mean_sq,
+        mean_sq_centred=cen.mean_sq if cen is not None and cen.n_used >= 2 else None)
+    used = main.stats.backend if main.stats is not None else backend
+    run = {"backend": used, "precision": precision, "device": str(dev),
+           "sample": cap, "sample_main": sample_main, "seed": seed,
+           "threads": torch.get_num_threads(), "torch": torch.__version__,
+           "superkern": superkern.__version__,
+           "timings": timings, "seconds": time.perf_counter() - t_start}
+    return ProbeReport(head=head, rows_analysed=int(keep_idx.numel()),
+                       excluded=sorted(set(range(n)) - set(keep_idx.tolist()))
+                       if sel is None else drop.tolist(),
+                       duplicates=dups, duplicates_excluded=exclude_duplicates, norms=norms,
+                       blocks=blocks, verdict=verdict, run=run,
+                       rows_selected=None if sel is None else N, sample_rows=samples)
+
+
+def _centre(W: torch.Tensor, idx: torch.Tensor, chunk: int = 1 << 15) -> torch.Tensor:
+    """W minus the fp64 column mean of rows ``idx`` (all n rows shifted; only idx are used)."""
+    idx_d = idx.to(W.device)
+    total = torch.zeros(W.shape[1], dtype=torch.float64, device=W.device)
+    for s in range(0, idx.numel(), chunk):
+        total += W[idx_d[s:s + chunk]].double().sum(0)
+    mean = total / idx.numel()
+    out_dtype = torch.float64 if W.dtype == torch.float64 else torch.float32
+    out = torch.empty(W.shape, dtype=out_dtype, device=W.device)
+    for s in range(0, W.shape[0], chunk):
+        out[s:s + chunk] = (W[s:s + chunk].double() - mean).to(out_dtype)
+    return out

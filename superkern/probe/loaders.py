@@ -1,0 +1,374 @@
+"""``load_head``: find and load the LM head of a checkpoint, touching nothing else.
+
+Formats: safetensors (one file, a Hugging Face folder, or shards through
+``model.safetensors.index.json``, opening only the shard that holds the head), GGUF, ``.npy``,
+PyTorch state dicts (``torch.load(weights_only=True)``), and in-memory tensors / modules.
+Every user error is a ValueError or FileNotFoundError naming the path and what is wrong.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from superkern.probe.head import Head
+from superkern.probe.names import has_head, resolve_tensor
+from superkern.probe.packages import resolve_alias
+from superkern.probe.vocab import vocab_from_folder
+
+_MAGIC = {b"GGUF": "gguf", b"\x93NUMPY": "npy", b"PK\x03\x04": "torch"}
+_SUFFIX = {".safetensors": "safetensors", ".gguf": "gguf", ".npy": "npy", ".pt": "torch",
+           ".pth": "torch", ".bin": "torch", ".json": "index"}
+
+
+def load_head(source: Any, tensor: Optional[str] = None, *,
+              vocab: Optional[list[str]] = None) -> Head:
+    """Load an LM head (or token embedding) as a :class:`Head`.
+
+    Args:
+        source: a path (file or Hugging Face model folder), an installed-package alias
+            (``"minilm"``, ``"smollm2"``, ``"gemma3-270m"``), a (n, m) torch tensor or numpy
+            array, a torch module with ``get_output_embeddings()``, or a ``Head``.
+        tensor: the tensor name to use instead of the automatic choice (untied heads such as
+            ``lm_head.weight`` first, then tied input embeddings).
+        vocab: token strings to attach (overrides the checkpoint's tokenizer).
+
+    Raises:
+        FileNotFoundError: the path, or a shard named by an index file, does not exist.
+        ValueError: unreadable / corrupt file, no or ambiguous head tensor, a head that is not
+            2-D or not floating point, a pickle that needs arbitrary code to load.
+    """
+    t0 = time.perf_counter()
+    if isinstance(source, Head):
+        head = source
+    elif isinstance(source, (torch.Tensor, np.ndarray)):
+        head = _from_array(source)
+    elif isinstance(source, torch.nn.Module):
+        head = _from_module(source)
+    elif isinstance(source, (str, os.PathLike)):
+        head = _from_path(source, tensor)
+    else:
+        raise ValueError(f"cannot load an LM head from a {type(source).__name__}; pass a path, "
+                         "a tensor/array, or a torch module")
+    if vocab is not None:
+        head.vocab, head.vocab_source = list(vocab), "given"
+    _check_matrix(head)
+    if not head.load_seconds:
+        head.load_seconds = time.perf_counter() - t0
+    return head
+
+
+def _check_matrix(head: Head) -> None:
+    W = head.matrix
+    where = f"{head.source}: tensor {head.tensor!r}"
+    if W.dim() != 2:
+        raise ValueError(f"{where} has shape {list(W.shape)}; an LM head must be 2-D "
+                         "(n tokens, m width)")
+    if not W.dtype.is_floating_point:
+        raise ValueError(f"{where} has dtype {W.dtype}; an LM head must be floating point")
+    if W.shape[0] == 0 or W.shape[1] == 0:
+        raise ValueError(f"{where} is empty: shape {list(W.shape)}")
+
+
+def _from_path(source: Any, tensor: Optional[str]) -> Head:
+    text = os.fspath(source)
+    alias = resolve_alias(text) if not os.path.exists(text) else None
+    if alias is not None:
+        path, alias_tensor, name = alias
+        head = _from_path(path, tensor or alias_tensor)
+        head.name = name
+        return head
+    path = Path(text)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory (and not a known package "
+                                "alias: minilm, smollm2, gemma3-270m)")
+    t0 = time.perf_counter()
+    head = _load_folder(path, tensor) if path.is_dir() else _load_file(path, tensor)
+    head.load_seconds = time.perf_counter() - t0
+    if not head.name:
+        head.name = path.name if path.is_dir() else path.stem
+    return head
+
+
+def _sniff(path: Path) -> str:
+    kind = _SUFFIX.get(path.suffix.lower())
+    if kind:
+        return kind
+    with open(path, "rb") as f:
+        start = f.read(16)
+    for magic, k in _MAGIC.items():
+        if start.startswith(magic):
+            return k
+    if len(start) > 8 and start[8:9] == b"{":
+        return "safetensors"
+    raise ValueError(f"{path}: unrecognised format (expected .safetensors, .gguf, .npy, "
+                     ".pt/.pth/.bin, an index .json or a model folder)")
+
+
+def _load_file(path: Path, tensor: Optional[str]) -> Head:
+    kind = _sniff(path)
+    if kind == "gguf":
+        from superkern.probe.gguf_loader import load_gguf
+
+        return load_gguf(path, tensor)
+    if kind == "npy":
+        return _load_npy(path, tensor)
+    if kind == "index":
+        return _load_index(path, tensor)
+    if kind == "torch":
+        sd = _torch_load(path)
+        return _from_state_dict(sd, tensor, path, "torch")
+    return _load_safetensors(path, tensor)
+
+
+def _load_folder(path: Path, tensor: Optional[str]) -> Head:
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (path / index).is_file():
+            return _load_index(path / index, tensor)
+    if (path / "model.safetensors").is_file():
+        return _load_safetensors(path / "model.safetensors", tensor)
+    for pattern in ("*.safetensors", "*.gguf", "pytorch_model.bin", "*.pt", "*.pth", "*.npy"):
+        found = sorted(path.glob(pattern))
+        if len(found) == 1:
+            return _load_file(found[0], tensor)
+        if len(found) > 1:
+            raise ValueError(f"{path}: {len(found)} files match {pattern} and there is no index "
+                             f"file; pass one file: {[f.name for f in found[:10]]}")
+    raise ValueError(f"{path}: no model weights found (looked for model.safetensors, an index "
+                     "json, *.safetensors, *.gguf, pytorch_model.bin, *.pt, *.npy)")
+
+
+# --- safetensors -------------------------------------------------------------------------
+
+def _safe_open(path: Path):
+    """Open a safetensors file lazily (header only); corrupt files become ValueError."""
+    import safetensors
+
+    try:
+        return safetensors.safe_open(os.fspath(path), framework="pt")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except Exception as exc:  # noqa: BLE001 - SafetensorError and friends: a bad header
+        raise ValueError(f"{path}: not a readable safetensors file ({type(exc).__name__}: "
+                         f"{exc}); it may be truncated or corrupt") from None
+
+
+def _read_config(folder: Path) -> dict:
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(cfg, dict):
+        return {}
+    if "tie_word_embeddings" not in cfg and isinstance(cfg.get("text_config"), dict):
+        cfg = {**cfg, "tie_word_embeddings": cfg["text_config"].get("tie_word_embeddings")}
+    return cfg
+
+
+def _tie_info(kind: str, name: str, names: list[str], cfg: dict) -> tuple[Optional[bool], str]:
+    tie = cfg.get("tie_word_embeddings")
+    if kind == "head":
+        if tie is True:
+            return True, (f"separate tensor {name!r} stored, but config.json has "
+                          "tie_word_embeddings=true (a stored copy of the embedding)")
+        return False, f"separate LM-head tensor {name!r}"
+    if kind == "embedding":
+        if has_head(names):
+            return False, "input embedding chosen explicitly; the checkpoint also has an LM head"
+        if tie is True:
+            return True, "no LM-head tensor; config.json has tie_word_embeddings=true"
+        if tie is False:
+            return False, ("no LM-head tensor stored although config.json has "
+                           "tie_word_embeddings=false; using the input embedding")
+        return True, ("no LM-head tensor: only the input embedding is present "
+                      "(config.json does not set tie_word_embeddings)")
+    return None, "tensor chosen explicitly; tying unknown"
+
+
+def _get_tensor(f, path: Path, name: str) -> torch.Tensor:
+    try:
+        return f.get_tensor(name)
+    except Exception as exc:  # noqa: BLE001 - short data region, bad dtype
+        raise ValueError(f"{path}: cannot read tensor {name!r} ({type(exc).__name__}: {exc}); "
+                         "the file may be truncated or corrupt") from None
+
+
+def _shape_checked(f, path: Path, name: str) -> None:
+    shape = list(f.get_slice(name).get_shape())
+    if len(shape) != 2:
+        raise ValueError(f"{path}: tensor {name!r} has shape {shape}; an LM head must be 2-D "
+                         "(n tokens, m width)")
+
+
+def _finish(W: torch.Tensor, path: Path, name: str, kind: str, names: list[str], fmt: str,
+            folder: Path) -> Head:
+    tied, reason = _tie_info(kind, name, names, _read_config(folder))
+    vocab, vsrc = vocab_from_folder(folder)
+    dtype = str(W.dtype).replace("torch.", "")
+    return Head(matrix=W, source=str(path), tensor=name, dtype=dtype, tied=tied,
+                tied_reason=reason, vocab=vocab, vocab_source=vsrc, format=fmt)
+
+
+def _load_safetensors(path: Path, tensor: Optional[str]) -> Head:
+    with _safe_open(path) as f:
+        names = list(f.keys())
+        name, kind = resolve_tensor(names, tensor, str(path),
+                                    lambda n: tuple(f.get_slice(n).get_shape()))
+        _shape_checked(f, path, name)
+        W = _get_tensor(f, path, name)
+    return _finish(W, path, name, kind, names, "safetensors", path.parent)
+
+
+def _load_index(index: Path, tensor: Optional[str]) -> Head:
+    """Sharded checkpoint: read the index, open only the shard that holds the head."""
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{index}: not a readable index json ({exc})") from None
+    wmap = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(wmap, dict) or not all(isinstance(v, str) for v in wmap.values()):
+        raise ValueError(f"{index}: not a sharded-checkpoint index (no 'weight_map' mapping "
+                         "tensor names to shard files)")
+    names = list(wmap)
+    folder = index.parent
+
+    def shape_of(n: str) -> tuple[int, ...]:  # error messages only: reads shard headers
+        shard = folder / wmap[n]
+        if shard.suffix == ".safetensors":
+            with _safe_open(shard) as f:
+                return tuple(f.get_slice(n).get_shape())
+        return tuple(_torch_load(shard)[n].shape)
+
+    name, kind = resolve_tensor(names, tensor, str(index), shape_of)
+    shard = folder / wmap[name]
+    if not shard.is_file():
+        raise FileNotFoundError(f"{index}: tensor {name!r} is in shard {wmap[name]!r}, which "
+                                f"does not exist ({shard})")
+    if shard.suffix != ".safetensors":
+        head = _from_state_dict(_torch_load(shard), name, shard, "torch-sharded", names=names)
+        head.tied, head.tied_reason = _tie_info(kind, name, names, _read_config(folder))
+        return head
+    with _safe_open(shard) as f:
+        if name not in f.keys():
+            raise ValueError(f"{index}: says {name!r} is in {wmap[name]!r}, but that shard has "
+                             "no such tensor")
+        _shape_checked(f, shard, name)
+        W = _get_tensor(f, shard, name)
+    return _finish(W, shard, name, kind, names, "safetensors-sharded", folder)
+
+
+# --- numpy, torch, in-memory --------------------------------------------------------------
+
+def _load_npy(path: Path, tensor: Optional[str]) -> Head:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - bad magic, short file, pickled object arrays
+        raise ValueError(f"{path}: not a readable .npy array ({type(exc).__name__}: {exc}); "
+                         "it may be truncated or corrupt") from None
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{path}: expected a single .npy array, got {type(arr).__name__}")
+    if arr.ndim != 2:
+        raise ValueError(f"{path}: array has shape {list(arr.shape)}; an LM head must be 2-D "
+                         "(n tokens, m width)")
+    if arr.dtype.kind != "f":
+        raise ValueError(f"{path}: array has dtype {arr.dtype}; an LM head must be floating point")
+    W = torch.from_numpy(np.array(arr, copy=True))  # leave the read-only memory map behind
+    vocab, vsrc = vocab_from_folder(path.parent)
+    return Head(matrix=W, source=str(path), tensor=tensor or "<array>", dtype=str(arr.dtype),
+                tied=None, tied_reason="a bare array: tying unknown", vocab=vocab,
+                vocab_source=vsrc, format="npy")
+
+
+def _torch_load(path: Path) -> Any:
+    def load(mmap: bool) -> Any:
+        return torch.load(os.fspath(path), map_location="cpu", weights_only=True, mmap=mmap)
+
+    try:
+        try:
+            return load(True)  # zip checkpoints: memory-mapped, tensors read on demand
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            return load(False)  # legacy (non-zip) format
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError, bad zip, EOF
+        msg = str(exc)
+        if "weights_only" in msg or "Unsupported global" in msg or "Weights only" in msg:
+            raise ValueError(f"{path}: refused: loading it needs unpickling arbitrary Python "
+                             "objects (torch.load weights_only=True failed). Re-save it as a "
+                             "state dict of tensors, or as safetensors.") from None
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
+                         f"{msg.splitlines()[0] if msg else ''}); it may be truncated or "
+                         "corrupt") from None
+
+
+def _from_state_dict(obj: Any, tensor: Optional[str], path: Path, fmt: str,
+                     names: Optional[list[str]] = None) -> Head:
+    if isinstance(obj, torch.Tensor):
+        sd = {tensor or "<tensor>": obj}
+    elif isinstance(obj, dict):
+        sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if not sd:  # {"state_dict": {...}} / {"model": {...}} wrappers
+            inner = [v for k, v in obj.items()
+                     if k in ("state_dict", "model", "module") and isinstance(v, dict)]
+            if inner:
+                sd = {k: v for k, v in inner[0].items() if isinstance(v, torch.Tensor)}
+    else:
+        sd = {}
+    if not sd:
+        raise ValueError(f"{path}: holds a {type(obj).__name__} with no tensors; expected a "
+                         "state dict (name -> tensor)")
+    keys = list(sd)
+    name, kind = resolve_tensor(keys, tensor, str(path), lambda n: tuple(sd[n].shape))
+    W = sd[name]
+    if W.dim() != 2:
+        raise ValueError(f"{path}: tensor {name!r} has shape {list(W.shape)}; an LM head must "
+                         "be 2-D (n tokens, m width)")
+    return _finish(W.detach(), path, name, kind, names or keys, fmt, path.parent)
+
+
+def _from_array(W: Any) -> Head:
+    if isinstance(W, np.ndarray):
+        if W.dtype.kind != "f":
+            raise ValueError(f"array has dtype {W.dtype}; an LM head must be floating point")
+        W = torch.from_numpy(np.ascontiguousarray(W))
+    return Head(matrix=W.detach().to("cpu"), source="<tensor>", tensor="<tensor>",
+                dtype=str(W.dtype).replace("torch.", ""), tied=None,
+                tied_reason="an in-memory tensor: tying unknown", format="memory",
+                name="tensor")
+
+
+def _weight(layer: Any) -> Optional[torch.Tensor]:
+    w = getattr(layer, "weight", None) if layer is not None else None
+    return w if isinstance(w, torch.Tensor) else None
+
+
+def _from_module(module: torch.nn.Module) -> Head:
+    get_out: Optional[Callable] = getattr(module, "get_output_embeddings", None)
+    get_in: Optional[Callable] = getattr(module, "get_input_embeddings", None)
+    out = _weight(get_out()) if callable(get_out) else None
+    inp = _weight(get_in()) if callable(get_in) else None
+    if out is None and inp is None:
+        raise ValueError(f"{type(module).__name__}: get_output_embeddings() and "
+                         "get_input_embeddings() give no weight; pass the head tensor instead")
+    W = out if out is not None else inp
+    if out is not None and inp is not None:
+        same = out is inp or (out.data_ptr() == inp.data_ptr() and out.shape == inp.shape)
+        tied, reason = same, ("output and input embeddings share one tensor" if same else
+                              "output embedding is a separate tensor")
+        name = "get_output_embeddings().weight"
+    elif out is not None:
+        tied, reason, name = None, "no input embedding to compare with", \
+            "get_output_embeddings().weight"
+    else:
+        tied, reason, name = True, "no output embedding: using the input embedding", \
+            "get_input_embeddings().weight"
+    return Head(matrix=W.detach().to("cpu"), source="<module>", tensor=name,
+                dtype=str(W.dtype).replace("torch.", ""), tied=tied, tied_reason=reason,
+                format="memory", name=type(module).__name__)

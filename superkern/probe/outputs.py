@@ -1,0 +1,75 @@
+"""Writing results: everything is rendered in memory first, then each file is written to a
+temporary file beside its target and moved into place with ``os.replace`` (atomic on POSIX),
+so an error never leaves a half-written file."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional, Union
+
+PathLike = Union[str, os.PathLike]
+
+
+def check_target(path: Optional[PathLike], *, is_dir: bool = False) -> None:
+    """Fail early (before a long computation) on an output path that cannot be written."""
+    if path is None:
+        return
+    p = Path(path)
+    if is_dir:
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"{p}: exists and is not a directory")
+        return
+    if p.is_dir():
+        raise ValueError(f"{p}: is a directory; give a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    probe_dir = parent
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir() or not os.access(probe_dir, os.W_OK):
+        raise ValueError(f"{p}: cannot write there ({probe_dir} is not a writable directory)")
+
+
+def write_atomic(path: PathLike, data: Union[bytes, str]) -> str:
+    """Write ``data`` to ``path`` via a temp file + ``os.replace``; creates parent folders."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return str(p)
+
+
+def write_all(files: dict[str, Union[bytes, str]]) -> list[str]:
+    return [write_atomic(path, data) for path, data in files.items()]
+
+
+def write_outputs(report, *, json_path: Optional[PathLike] = None,
+                  markdown_path: Optional[PathLike] = None,
+                  plots_dir: Optional[PathLike] = None) -> list[str]:
+    """Render the report's JSON, Markdown and PNG plots, then write them atomically."""
+    check_target(json_path)
+    check_target(markdown_path)
+    check_target(plots_dir, is_dir=True)
+    files: dict[str, Union[bytes, str]] = {}
+    if json_path is not None:
+        files[str(json_path)] = report.to_json() + "\n"
+    if markdown_path is not None:
+        files[str(markdown_path)] = report.to_markdown()
+    if plots_dir is not None:
+        from superkern.probe.plots import norm_histogram_png, overlap_histogram_png
+
+        files[str(Path(plots_dir) / "norms.png")] = norm_histogram_png(report)
+        files[str(Path(plots_dir) / "overlaps.png")] = overlap_histogram_png(report)
+    return write_all(files)

@@ -1,0 +1,122 @@
+"""Figures as PNG bytes (matplotlib's object API: no pyplot, no global backend change).
+
+Probe: row-norm histogram; overlap histogram (density, log scale) with the random-vector
+density f_m. Compare: mean c^2 vs m (paper Fig. 6a / 8a style, log-log, with 1/m) and per-head
+row-norm distributions (paper Fig. 20 style).
+"""
+from __future__ import annotations
+
+import io
+from typing import Any, Sequence
+
+import numpy as np
+
+from superkern.probe import baselines
+
+
+def _figure(w: float = 6.4, h: float = 4.2):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def norm_histogram_png(report) -> bytes:
+    ns = report.norms
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    edges = ns.edges.numpy()
+    ax.stairs(ns.hist.numpy(), edges, fill=True, alpha=0.6, label="rows")
+    ax.axvline(ns.median, color="k", ls="--", lw=1, label=f"median {ns.median:.3g}")
+    for t, name in ((0.5, "1/2"), (1.0, "1")):
+        if edges[0] <= t <= edges[-1]:
+            ax.axvline(t, color="tab:red", ls=":", lw=1, label=f"norm = {name}")
+    ax.set_xlabel("row norm ||W_i||")
+    ax.set_ylabel("rows")
+    ax.set_title(f"{report.head.name or report.head.tensor}: row norms "
+                 f"(n={report.rows_analysed}, m={report.m})", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def overlap_histogram_png(report) -> bytes:
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    m = report.m
+    drawn = False
+    for key, style in (("all", "-"), ("centred", "--")):
+        b = report.blocks.get(key)
+        s = b.stats if b is not None else None
+        if s is None or s.hist is None or s.n_pairs == 0:
+            continue
+        edges = s.edges.numpy()
+        dens = s.hist.numpy() / (s.n_pairs * np.diff(edges))
+        ax.stairs(np.where(dens > 0, dens, np.nan), edges, ls=style,
+                  label=f"{b.title}" + (" (sampled)" if b.sampled else ""))
+        drawn = True
+    if m >= 2:
+        c = np.linspace(-1, 1, 2001)
+        f = baselines.random_density(c, m)
+        ax.plot(c, np.where(f > 0, f, np.nan), color="k", lw=1,
+                label=f"random unit vectors, m={m}")
+    ax.set_yscale("log")
+    ax.set_xlim(-1, 1)
+    ax.set_xlabel("overlap c = u_i . u_j")
+    ax.set_ylabel("density")
+    ax.set_title(f"{report.head.name or report.head.tensor}: pairwise overlaps", fontsize=10)
+    if drawn or m >= 2:
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def mean_sq_vs_m_png(rows: Sequence[dict[str, Any]]) -> bytes:
+    """Fig. 6a / 8a style: mean c^2 (exact) against m, log-log, with the 1/m line."""
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    ms = np.array([r["m"] for r in rows], dtype=float)
+    for r in rows:
+        ax.scatter([r["m"]], [r["mean_sq"]], s=30, zorder=3)
+        ax.annotate(r["name"], (r["m"], r["mean_sq"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+        if r.get("mean_sq_centred") is not None:
+            ax.scatter([r["m"]], [r["mean_sq_centred"]], s=30, facecolors="none",
+                       edgecolors="gray", zorder=2)
+    lo, hi = ms.min() / 1.5, ms.max() * 1.5
+    x = np.geomspace(lo, hi, 50)
+    ax.plot(x, 1.0 / x, "k--", lw=1, label="1/m (random unit vectors)")
+    ax.scatter([], [], facecolors="none", edgecolors="gray", label="centred")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("model width m")
+    ax.set_ylabel("mean squared overlap  <c^2>")
+    ax.set_title("Mean squared overlap of LM-head rows vs width", fontsize=10)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def row_norms_png(names: Sequence[str], norms: Sequence[np.ndarray]) -> bytes:
+    """Fig. 20 style: per head, the row-norm distribution (violin), mean +- std, min and max."""
+    fig = _figure(max(4.0, 1.1 * len(names) + 2), 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    pos = np.arange(1, len(names) + 1)
+    ax.violinplot([np.asarray(x, dtype=float) for x in norms], positions=pos,
+                  showextrema=False, widths=0.8)
+    for p, x in zip(pos, norms):
+        x = np.asarray(x, dtype=float)
+        ax.errorbar([p], [x.mean()], yerr=[x.std()], fmt="o", color="k", ms=4, capsize=3)
+        ax.scatter([p], [x.max()], color="tab:red", s=10)
+        ax.scatter([p], [x.min()], color="k", s=10)
+    ax.set_xticks(pos)
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("row norm ||W_i||")
+    ax.set_title("Row norms per head (dot: mean +- std; red: max; black: min)", fontsize=10)
+    return _png(fig)

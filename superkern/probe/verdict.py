@@ -1,0 +1,79 @@
+"""The superposition verdict, in the paper's sense (Liu, Liu & Gore, arXiv 2505.10465).
+
+- Superposition: more represented rows than dimensions (n_represented > m).
+- Strong superposition: (almost) every row is represented (phi_1/2 close to 1, the paper's
+  criterion; for LLM heads it is the "non-zero minimum norm" argument of its Fig. 20) while
+  n > m. Its signature in the overlaps is mean c^2 ~ 1/m (random-like or ETF-like packing).
+- Weak superposition: only some rows are represented, but more than m of them.
+
+phi_1/2 needs rows on the toy model's scale (norm ~1). The verdict uses the raw norms when the
+largest row norm lies in [0.5, 2] (that scale), otherwise norms divided by the median norm, and
+says which. mean c^2 counts as "close to 1/m" within a factor of 4 (a choice, reported).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+REPRESENTED_MIN = 0.9       # phi_1/2 at or above this: "all rows represented"
+MSQ_FACTOR = 4.0            # m * mean c^2 within [1/4, 4]: "close to 1/m"
+TOY_SCALE = (0.5, 2.0)      # max row norm in this range: the raw thresholds apply
+
+
+def superposition_verdict(*, n: int, m: int, norms: Any, mean_sq: float,
+                          mean_sq_centred: Optional[float] = None) -> dict[str, Any]:
+    """Classify a head; returns ``label``, ``summary``, ``notes``, ``norm_scale`` and
+    ``evidence`` (every number used)."""
+    raw_scale = TOY_SCALE[0] <= norms.max <= TOY_SCALE[1]
+    if raw_scale:
+        phi_half, phi_1, scale = norms.phi_half, norms.phi_1, "raw"
+        scale_text = (f"raw row norms (largest norm {norms.max:.3g} is on the toy model's scale, "
+                      "where the paper's 1/2 and 1 thresholds are defined)")
+    else:
+        phi_half, phi_1, scale = norms.phi_half_median, norms.phi_1_median, "median"
+        scale_text = (f"row norms divided by the median norm {norms.median:.4g} (largest norm "
+                      f"{norms.max:.3g} is not on the toy model's scale)")
+    ratio = n / m
+    msq_m = m * mean_sq if math.isfinite(mean_sq) else math.nan
+    msq_m_c = m * mean_sq_centred if mean_sq_centred is not None else None
+    represented = int(round(phi_half * n))
+    evidence = {
+        "n": n, "m": m, "n_over_m": ratio, "phi_half": phi_half, "phi_1": phi_1,
+        "n_represented": represented, "min_norm_over_median":
+            norms.min / norms.median if norms.median > 0 else math.nan,
+        "m_mean_sq": msq_m, "m_mean_sq_centred": msq_m_c,
+        "etf_count_fraction": min(1.0, m * m / (2 * n)),
+        "thresholds": {"represented_min_phi_half": REPRESENTED_MIN,
+                       "m_mean_sq_close_to_1_within_factor": MSQ_FACTOR},
+    }
+    notes = []
+    close = 1 / MSQ_FACTOR <= msq_m <= MSQ_FACTOR if math.isfinite(msq_m) else False
+    if n <= m:
+        label = "no superposition"
+        summary = (f"n = {n} rows fit in m = {m} dimensions (n/m = {ratio:.2f}): every row "
+                   "can have its own direction; if the matrix is (m, n), transpose it")
+    elif represented <= m:
+        label = "no superposition"
+        summary = (f"only {represented} rows (phi_1/2 = {phi_half:.3f}) are represented, "
+                   f"no more than m = {m}")
+    elif phi_half < REPRESENTED_MIN:
+        label = "weak superposition"
+        summary = (f"{represented} of {n} rows are represented (phi_1/2 = {phi_half:.3f} < "
+                   f"{REPRESENTED_MIN}), more than m = {m} but not all")
+    else:
+        label = "strong superposition"
+        summary = (f"n/m = {ratio:.1f} and phi_1/2 = {phi_half:.3f}: (almost) all {n} rows "
+                   f"are represented in m = {m} dimensions")
+        if close:
+            summary += (f"; mean cos^2 = {mean_sq:.3g} = {msq_m:.2f}/m, close to the 1/m of "
+                        "random packing, as the paper finds for LLM heads")
+        else:
+            notes.append(f"mean cos^2 = {msq_m:.2f}/m is not within a factor {MSQ_FACTOR:g} of "
+                         "1/m: the rows are more clustered than random packing")
+            if msq_m_c is not None and 1 / MSQ_FACTOR <= msq_m_c <= MSQ_FACTOR:
+                notes.append(f"after removing the mean row, mean cos^2 = {msq_m_c:.2f}/m: a "
+                             "shared direction carries the excess overlap")
+    if ratio > 1 and not close and label != "strong superposition" and math.isfinite(msq_m):
+        notes.append(f"mean cos^2 = {msq_m:.2f}/m")
+    return {"label": label, "summary": summary, "notes": notes, "norm_scale": scale,
+            "norm_scale_text": scale_text, "evidence": evidence}

@@ -1,0 +1,228 @@
+"""The fused Triton kernel of the overlap engine: triangular Gram tiles + reduction epilogue.
+
+One persistent program walks a static list of upper-triangle tiles (bi <= bj) and, per tile,
+computes C = diag(s_a) X_a X_b^T diag(s_b) with an fp32 accumulator, then reduces it in
+registers: sums of c, |c|, c^2; a histogram of c; per-row max |c| with argmax and per-row
+sum of c^2 for the tile's rows AND columns (symmetry); optionally the top-k candidates.
+Nothing N x N is ever written. Every cross-program merge is order independent (integer
+atomics) or written per program and reduced on the host in a fixed order, so one input gives
+one result, bit for bit.
+
+Works on triton 3.6 to 3.9 and in the interpreter: no make_block_ptr/advance, nothing added
+after 3.6; tensor descriptors only behind the USE_TMA constexpr.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+# Packed per-row key: (fp32 bits of max |c|) << 32 | (ARG_BASE - j). Non-negative floats
+# order like their bits, and a larger low word means a smaller j, so one int64 atomic_max
+# keeps the max with ties going to the smallest j, whatever order programs arrive in.
+ARG_BASE = 2147483647
+_ARG_BASE = tl.constexpr(ARG_BASE)  # kernels may only read constexpr globals
+
+
+@triton.jit
+def _decode_in_band(l, r0, R, GROUP: tl.constexpr):
+    """Tile (bi, bj) of local index l inside the band of block-rows [r0, r0 + R).
+
+    Order inside a band: first its diagonal triangle column by column (column c holds rows
+    r0..r0+c), then the rectangle to its right column by column (R tiles per column). Tiles
+    with consecutive ids therefore share a few block-rows and nearby block-columns, which is
+    what keeps the operands of concurrently running programs in L2.
+    """
+    tri = R * (R + 1) // 2
+    # Column of the triangle: the number of q in [1, GROUP) with q (q + 1) / 2 <= l.
+    c = l * 0
+    for q in tl.static_range(1, GROUP):
+        c += (l >= q * (q + 1) // 2).to(l.dtype)
+    in_tri = l < tri
+    l2 = tl.maximum(l - tri, 0)
+    bj = tl.where(in_tri, r0 + c, r0 + R + l2 // R)
+    bi = tl.where(in_tri, r0 + (l - c * (c + 1) // 2), r0 + l2 % R)
+    return bi, bj
+
+
+@triton.jit
+def _gram_tile(x_ptr, x_desc, rows, cols, r0, c0, M, stride_x,
+               BM: tl.constexpr, BK: tl.constexpr, EVEN_K: tl.constexpr,
+               USE_TMA: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """fp32 (BM, BM) tile X[rows] @ X[cols]^T (rows/cols already wrapped into [0, N))."""
+    acc = tl.zeros((BM, BM), dtype=tl.float32)
+    if USE_TMA:
+        # Out-of-range rows and columns of the descriptor read as zeros.
+        for k in range(0, M, BK):
+            a = x_desc.load([r0, k])
+            b = x_desc.load([c0, k])
+            acc = tl.dot(a, b.T, acc, input_precision=INPUT_PRECISION)
+    else:
+        offs_k = tl.arange(0, BK)
+        # int64 row offsets: N * m passes 2^31 for real heads.
+        a_ptrs = x_ptr + rows.to(tl.int64)[:, None] * stride_x + offs_k[None, :]
+        b_ptrs = x_ptr + cols.to(tl.int64)[None, :] * stride_x + offs_k[:, None]
+        for k in range(0, M, BK):
+            if EVEN_K:
+                a = tl.load(a_ptrs)
+                b = tl.load(b_ptrs)
+            else:
+                a = tl.load(a_ptrs, mask=offs_k[None, :] < M - k, other=0.0)
+                b = tl.load(b_ptrs, mask=offs_k[:, None] < M - k, other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+            a_ptrs += BK
+            b_ptrs += BK
+    return acc
+
+
+@triton.jit
+def _bin_of(c, HALF: tl.constexpr, BINS: tl.constexpr):
+    """Histogram bin of c: clamp(floor((c + 1) * bins / 2), 0, bins - 1) in fp32.
+
+    Truncation equals floor here: a negative (c + 1) * bins / 2 is clamped to 0 either way.
+    """
+    idx = ((c + 1.0) * HALF).to(tl.int32)
+    return tl.minimum(tl.maximum(idx, 0), BINS - 1)
+
+
+@triton.jit
+def _hist_tile(hist_row_ptr, c, valid, amax, n_invalid, BM: tl.constexpr,
+               BINS: tl.constexpr, HBINS: tl.constexpr, HALF: tl.constexpr, WIN: tl.constexpr):
+    """Add the tile's histogram to this program's private row (int64 atomics).
+
+    Masked elements are sent to the first bin counted and subtracted again (the mask argument
+    of tl.histogram is not relied on). When every overlap of the tile falls in a window of
+    WIN bins (the common case: |c| is small for m >= ~100), a WIN-bin histogram is computed
+    instead of a BINS-bin one: the ballot-based histogram costs ~ log2(bins) + bins/32 per
+    element, the dominant epilogue cost at small m. HBINS is BINS rounded up to a power of
+    two (>= 32): Triton tensors have power-of-two shapes; the extra bins stay empty.
+    """
+    idx = _bin_of(c, HALF, BINS)
+    full = True
+    if WIN < HBINS:
+        # Window [lo, hi] from the tile's max |c|: the bin function is monotone, so every
+        # valid element lies inside. One bin of slack each side absorbs a fused multiply-add
+        # that rounds c + 1 once instead of twice.
+        lo = tl.maximum(_bin_of(-amax, HALF, BINS) - 1, 0)
+        hi = _bin_of(amax, HALF, BINS) + 1
+        if hi - lo < WIN:
+            full = False
+            offs_w = tl.arange(0, WIN)
+            w = tl.where(valid, idx - lo, 0)
+            w = tl.minimum(tl.maximum(w, 0), WIN - 1)
+            hw = tl.histogram(tl.reshape(w, [BM * BM], can_reorder=True), WIN)
+            hw = hw - tl.where(offs_w == 0, n_invalid, 0)
+            tl.atomic_add(hist_row_ptr + lo + offs_w, hw.to(tl.int64),
+                          mask=(hw != 0) & (lo + offs_w < BINS), sem="relaxed")
+    if full:
+        offs_b = tl.arange(0, HBINS)
+        hb = tl.histogram(tl.reshape(tl.where(valid, idx, 0), [BM * BM], can_reorder=True),
+                          HBINS)
+        hb = hb - tl.where(offs_b == 0, n_invalid, 0)
+        tl.atomic_add(hist_row_ptr + offs_b, hb.to(tl.int64), mask=hb != 0, sem="relaxed")
+
+
+@triton.jit
+def _overlap_kernel(
+    x_ptr, x_desc, scale_ptr, N, M, stride_x,
+    part_sums_ptr,          # (G, 3) fp64: sum c, sum |c|, sum c^2 of this program's tiles
+    part_hist_ptr,          # (G, HBINS) int64 private histograms (dummy when BINS == 0)
+    row_key_ptr,            # (N,) int64 packed (max |c| bits, ARG_BASE - argmax j)
+    row_sq_ptr,             # (N,) int64 row sums of c^2 in fixed point (x SQ_SCALE)
+    cand_cnt_ptr,           # (1,) int64 number of top-k candidates seen (may exceed cap)
+    cand_val_ptr, cand_i_ptr, cand_j_ptr, cand_cap,
+    thr_val, thr_i, thr_j,  # candidate iff (|c|, i, j) ranks at or before this triple
+    NB, NUM_TILES,
+    BM: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr, EVEN_K: tl.constexpr,
+    BINS: tl.constexpr, HBINS: tl.constexpr, HALF: tl.constexpr, WIN: tl.constexpr,
+    HAS_HIST: tl.constexpr, HAS_TOPK: tl.constexpr,
+    USE_TMA: tl.constexpr, INPUT_PRECISION: tl.constexpr, SQ_SCALE: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    G = tl.num_programs(0).to(tl.int64)
+    offs = tl.arange(0, BM)
+    nb = NB.to(tl.int64)
+    num_tiles = NUM_TILES.to(tl.int64)
+    n_mine = (num_tiles - pid + G - 1) // G
+
+    # Band walker state (block-row bands of GROUP rows); t only grows, so bands only advance.
+    band_r0 = nb * 0
+    band_R = tl.minimum(nb, GROUP)
+    band_start = nb * 0
+    band_end = band_R * (band_R + 1) // 2 + band_R * (nb - band_R)
+
+    s_c = tl.zeros((BM,), dtype=tl.float64)
+    s_a = tl.zeros((BM,), dtype=tl.float64)
+    s_q = tl.zeros((BM,), dtype=tl.float64)
+    for it in range(0, n_mine):
+        t = pid + it * G
+        while t >= band_end:
+            band_start = band_end
+            band_r0 += GROUP
+            band_R = tl.minimum(nb - band_r0, GROUP)
+            band_end = band_start + band_R * (band_R + 1) // 2 + band_R * (nb - band_r0 - band_R)
+        bi, bj = _decode_in_band(t - band_start, band_r0, band_R, GROUP)
+        r0 = (bi * BM).to(tl.int32)
+        c0 = (bj * BM).to(tl.int32)
+        rows = r0 + offs
+        cols = c0 + offs
+
+        acc = _gram_tile(x_ptr, x_desc, rows % N, cols % N, r0, c0, M, stride_x,
+                         BM, BK, EVEN_K, USE_TMA, INPUT_PRECISION)
+        si = tl.load(scale_ptr + rows, mask=rows < N, other=0.0)
+        sj = tl.load(scale_ptr + cols, mask=cols < N, other=0.0)
+        valid = (rows[:, None] < cols[None, :]) & (cols[None, :] < N)
+        c = tl.where(valid, acc * si[:, None] * sj[None, :], 0.0)
+        a = tl.where(valid, tl.abs(c), -1.0)  # -1: never a row max
+        c2 = c * c
+
+        # Sums: fp32 within the tile row, fp64 across rows and tiles.
+        rsq = tl.sum(c2, axis=1)
+        s_c += tl.sum(c, axis=1).to(tl.float64)
+        s_a += tl.sum(tl.abs(c), axis=1).to(tl.float64)
+        s_q += rsq.to(tl.float64)
+
+        # Per-row sum of c^2, rows then columns, as fixed-point int64: integer atomics are
+        # associative, so the result does not depend on the order programs add in.
+        csq = tl.sum(c2, axis=0)
+        tl.atomic_add(row_sq_ptr + rows, (rsq.to(tl.float64) * SQ_SCALE + 0.5).to(tl.int64),
+                      mask=rows < N, sem="relaxed")
+        tl.atomic_add(row_sq_ptr + cols, (csq.to(tl.float64) * SQ_SCALE + 0.5).to(tl.int64),
+                      mask=cols < N, sem="relaxed")
+
+        # Per-row max |c| and argmax (ties to the smallest index), rows then columns.
+        rmax, rarg = tl.max(a, axis=1, return_indices=True, return_indices_tie_break_left=True)
+        cmax, carg = tl.max(a, axis=0, return_indices=True, return_indices_tie_break_left=True)
+        rkey = (rmax.to(tl.int32, bitcast=True).to(tl.int64) << 32) \
+            + (_ARG_BASE - (c0 + rarg).to(tl.int64))
+        ckey = (cmax.to(tl.int32, bitcast=True).to(tl.int64) << 32) \
+            + (_ARG_BASE - (r0 + carg).to(tl.int64))
+        tl.atomic_max(row_key_ptr + rows, rkey, mask=rmax >= 0.0, sem="relaxed")
+        tl.atomic_max(row_key_ptr + cols, ckey, mask=cmax >= 0.0, sem="relaxed")
+        amax = tl.max(rmax, axis=0)
+
+        if HAS_HIST:
+            # Valid pairs of this tile, counted analytically: a full rectangle off the
+            # diagonal (rows are < N there), vc (vc - 1) / 2 on it.
+            vc = tl.minimum(N - c0, BM)
+            n_valid = tl.where(bi == bj, vc * (vc - 1) // 2, BM * vc)
+            _hist_tile(part_hist_ptr + pid * HBINS, c, valid, amax,
+                       BM * BM - n_valid, BM, BINS, HBINS, HALF, WIN)
+
+        if HAS_TOPK:
+            if amax >= thr_val:
+                ii = rows[:, None]
+                jj = cols[None, :]
+                cand = valid & ((a > thr_val) | ((a == thr_val) & (
+                    (ii < thr_i) | ((ii == thr_i) & (jj <= thr_j)))))
+                pos = tl.atomic_add(cand_cnt_ptr + tl.zeros((BM, BM), dtype=tl.int32),
+                                    tl.full((BM, BM), 1, dtype=tl.int64), mask=cand,
+                                    sem="relaxed")
+                keep = cand & (pos < cand_cap)
+                tl.store(cand_val_ptr + pos, c, mask=keep)
+                tl.store(cand_i_ptr + pos, ii + 0 * jj, mask=keep)
+                tl.store(cand_j_ptr + pos, jj + 0 * ii, mask=keep)
+
+    base = part_sums_ptr + pid * 3
+    tl.store(base + 0, tl.sum(s_c, axis=0))
+    tl.store(base + 1, tl.sum(s_a, axis=0))
+    tl.store(base + 2, tl.sum(s_q, axis=0))

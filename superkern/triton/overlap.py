@@ -1,0 +1,270 @@
+"""Triton backend of the overlap engine: config, launcher and the top-k driver.
+
+``overlap_partials_triton`` returns the same ``OverlapPartials`` as the torch reference from
+one fused kernel (``_overlap_kernel``): upper-triangle Gram tiles on persistent programs, the
+reductions in the epilogue, never an N x N matrix. Extra memory is O(N + programs * bins +
+top-k buffer). On CUDA it runs compiled (tl.dot, fp32 accumulate); on CPU tensors it runs in
+Triton's interpreter (TRITON_INTERPRET=1), with inputs upcast to fp32 (exact for bf16 and
+fp16, rounded to tf32 first for "tf32") because the interpreter's 16-bit math is broken.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import triton
+
+from superkern import backend as _backend
+from superkern.ops.overlap_ref import PRECISIONS, round_to_precision
+from superkern.ops.overlap_types import OverlapPartials
+from superkern.triton import _overlap_topk as _topk
+from superkern.triton._overlap_kernel import ARG_BASE, _overlap_kernel
+
+ENV_CONFIG = "SUPERKERN_TRITON_OVERLAP"
+_COMPUTE_DTYPE = {"fp32": torch.float32, "tf32": torch.float32,
+                  "bf16": torch.bfloat16, "fp16": torch.float16}
+MAX_PASSES = 64  # top-k reruns; each one shrinks the candidate set, this is a safety net
+
+
+@dataclass(frozen=True)
+class OverlapTritonConfig:
+    """Launch parameters of the overlap kernel.
+
+    block: tile rows = tile columns (the schedule is triangular, so square tiles).
+    block_k: K step of the Gram product. group: block-rows per band of the tile order (L2
+    reuse among concurrent programs). win: histogram window in bins (see _hist_tile).
+    programs_per_sm: persistent programs per SM (GPU); programs: grid in the interpreter.
+    tma: load tiles through host tensor descriptors (Hopper+; needs 16-byte row strides).
+    """
+
+    block: int = 128
+    block_k: int = 64
+    group: int = 8
+    win: int = 64
+    num_warps: int = 8
+    num_stages: int = 3
+    programs_per_sm: int = 2
+    programs: int = 4
+    tma: bool = False
+
+    def validate(self) -> None:
+        for name in ("block", "block_k", "win"):
+            v = getattr(self, name)
+            if v < 16 or v & (v - 1):
+                raise ValueError(f"{name}={v} must be a power of two >= 16")
+        if self.win < 32:
+            raise ValueError(f"win={self.win} must be >= 32 (one bin per lane of a warp)")
+        if self.group < 1 or self.programs < 1 or self.programs_per_sm < 1:
+            raise ValueError(f"group, programs, programs_per_sm must be >= 1: {self}")
+
+
+def _next_pow2(v: int) -> int:
+    return 1 << max(0, (int(v) - 1).bit_length())
+
+
+def _env_overrides() -> dict:
+    """``SUPERKERN_TRITON_OVERLAP="block=128,block_k=64,num_stages=4,tma=1"`` (tuning on GPU)."""
+    raw = os.environ.get(ENV_CONFIG, "").strip()
+    if not raw:
+        return {}
+    fields = {f.name: f.type for f in dataclasses.fields(OverlapTritonConfig)}
+    out = {}
+    for item in raw.split(","):
+        key, _, val = item.partition("=")
+        key = key.strip()
+        if key not in fields:
+            raise ValueError(f"{ENV_CONFIG}: unknown key {key!r}; known: {sorted(fields)}")
+        out[key] = val.strip() not in ("0", "false", "False", "") if key == "tma" else int(val)
+    return out
+
+
+def overlap_config(dtype: torch.dtype, m: int, device: torch.device | str) -> OverlapTritonConfig:
+    """The one place block sizes come from: per device kind, dtype and width m.
+
+    GPU: 128 x 128 tiles, K step 64 for 16-bit inputs (32 for fp32: same bytes per stage),
+    8 warps, 3 stages, two persistent programs per SM. Interpreter: each program instance
+    costs ~10-25 ms whatever its size, so fewer, mid-sized tiles and 4 programs; a small band
+    so that the tests walk several bands. ``SUPERKERN_TRITON_OVERLAP`` overrides any field.
+    """
+    device = torch.device(device)
+    kmax = max(16, _next_pow2(m))
+    if device.type == "cuda":
+        bk = 64 if dtype in (torch.bfloat16, torch.float16) else 32
+        cfg = OverlapTritonConfig(block=128, block_k=min(bk, kmax), group=8, win=64,
+                                  num_warps=8, num_stages=3, programs_per_sm=2)
+    else:
+        cfg = OverlapTritonConfig(block=32, block_k=min(128, kmax), group=2, win=32,
+                                  programs=4)
+    cfg = dataclasses.replace(cfg, **_env_overrides())
+    cfg.validate()
+    return cfg
+
+
+def _num_programs(cfg: OverlapTritonConfig, device: torch.device, num_tiles: int) -> int:
+    if device.type == "cuda":
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        return max(1, min(num_tiles, sms * cfg.programs_per_sm))
+    return max(1, min(num_tiles, cfg.programs))
+
+
+def _tma_descriptor(X: torch.Tensor, cfg: OverlapTritonConfig):
+    """Host tensor descriptor over X (N, m) with (block, block_k) boxes, or None if unusable."""
+    if not cfg.tma:
+        return None
+    row_bytes = X.shape[1] * X.element_size()
+    if row_bytes % 16 or X.data_ptr() % 16 or cfg.block_k * X.element_size() < 16:
+        return None
+    if X.is_cuda and torch.cuda.get_device_capability(X.device)[0] < 9:
+        return None
+    try:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+    except ImportError:
+        return None
+    return TensorDescriptor(X, list(X.shape), list(X.stride()), [cfg.block, cfg.block_k])
+
+
+@dataclass
+class _Pass:
+    """Raw outputs of one kernel pass."""
+
+    sums: torch.Tensor
+    hist: torch.Tensor
+    row_key: torch.Tensor
+    row_sq: torch.Tensor
+    count: int
+    cand: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _launch(X, desc, scale, cfg, *, bins, topk, cap, thr, input_precision) -> _Pass:
+    N, m = X.shape
+    dev = X.device
+    nb = triton.cdiv(N, cfg.block)
+    num_tiles = nb * (nb + 1) // 2
+    G = _num_programs(cfg, dev, num_tiles)
+    hbins = max(32, _next_pow2(bins)) if bins else 32
+    sums = torch.zeros((G, 3), dtype=torch.float64, device=dev)
+    hist = torch.zeros((G, hbins) if bins else (1,), dtype=torch.int64, device=dev)
+    row_key = torch.zeros(N, dtype=torch.int64, device=dev)
+    row_sq = torch.zeros(N, dtype=torch.int64, device=dev)
+    cnt = torch.zeros(1, dtype=torch.int64, device=dev)
+    ncap = cap if topk else 1
+    cval = torch.empty(ncap, dtype=torch.float32, device=dev)
+    ci = torch.empty(ncap, dtype=torch.int32, device=dev)
+    cj = torch.empty(ncap, dtype=torch.int32, device=dev)
+    # Fixed point for row sums of c^2 (each <= N - 1 up to rounding): 2^40 leaves room up to
+    # N ~ 2^21; beyond that trade resolution (still ~1e-11 relative) for headroom.
+    sq_scale = float(2 ** min(40, 61 - N.bit_length()))
+    _overlap_kernel[(G,)](
+        X, desc if desc is not None else X, scale, N, m, X.stride(0),
+        sums, hist, row_key, row_sq, cnt, cval, ci, cj, ncap,
+        float(thr[0]), int(thr[1]), int(thr[2]), nb, num_tiles,
+        BM=cfg.block, BK=cfg.block_k, GROUP=cfg.group, EVEN_K=(m % cfg.block_k == 0),
+        BINS=max(bins, 1), HBINS=hbins, HALF=bins * 0.5, WIN=cfg.win,
+        HAS_HIST=bins > 0, HAS_TOPK=topk > 0, USE_TMA=desc is not None,
+        INPUT_PRECISION=input_precision, SQ_SCALE=sq_scale,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    count = int(cnt.item()) if topk else 0
+    n = min(count, ncap)
+    cand = (cval[:n].cpu(), ci[:n].cpu(), cj[:n].cpu())
+    return _Pass(sums=sums, hist=hist, row_key=row_key, row_sq=row_sq.double() / sq_scale,
+                 count=count, cand=cand)
+
+
+def _select_topk(run, cap: int, N: int, k: int, first: _Pass):
+    """Exact top-k by (|c| desc, i asc, j asc); reruns the kernel only on buffer overflow."""
+    p = first
+    for _ in range(MAX_PASSES):
+        if p.count < k:
+            # The subset estimate was above the kernel's k-th value (rounding): take all.
+            thr = (-1.0, N, N)
+        elif p.count > cap:
+            absv, _, pi, pj = _topk.canonical(*p.cand, k)
+            thr = (float(absv[-1]), int(pi[-1]), int(pj[-1]))
+        else:
+            _, vals, pi, pj = _topk.canonical(*p.cand, k)
+            return vals.float(), torch.stack([pi, pj], 1)
+        p = run(thr)
+    raise RuntimeError(f"top-k did not converge in {MAX_PASSES} passes "
+                       f"(N={N}, k={k}, capacity={cap}, last count={p.count})")
+
+
+def overlap_partials_triton(X: torch.Tensor, scale: torch.Tensor, *, bins: int, topk: int,
+                            precision: str = "fp32",
+                            config: Optional[OverlapTritonConfig] = None,
+                            topk_capacity: Optional[int] = None) -> OverlapPartials:
+    """Reductions over all pairs i < j of c_ij = scale_i scale_j (X_i . X_j), fused in Triton.
+
+    Args:
+        X: (N, m) rows, N >= 2, in the compute dtype of ``precision`` (fp32 for fp32/tf32,
+            bf16, fp16); CUDA (compiled) or CPU (interpreter, TRITON_INTERPRET=1).
+        scale: (N,) fp32 per-row factors (1 / norm; ones for pre-normalised fp16 rows).
+        bins: histogram bins over [-1, 1] (0 = none). topk: number of top pairs (<= P).
+        precision: "fp32" (IEEE fp32 products), "tf32", "bf16" or "fp16"; fp32 accumulate.
+        config: launch parameters (default :func:`overlap_config`).
+        topk_capacity: candidate buffer length (default sized from the threshold estimate;
+            tests force a tiny one to exercise the overflow path).
+
+    Returns:
+        OverlapPartials on CPU.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
+    if X.dim() != 2 or scale.shape != (X.shape[0],):
+        raise ValueError(f"X must be (N, m) and scale (N,): got {tuple(X.shape)}, "
+                         f"{tuple(scale.shape)}")
+    N, m = X.shape
+    P = N * (N - 1) // 2
+    assert N >= 2, "the caller handles N < 2"
+    if N >= 2 ** 31 - 1:
+        raise ValueError(f"N={N} rows: row indices must fit in int32")
+    if not 0 <= topk <= P:
+        raise ValueError(f"topk={topk} must be in [0, P={P}]")
+    dev = X.device
+    interp = dev.type == "cpu"
+    if interp and not _backend.triton_interpreting():
+        raise ValueError("the triton backend runs CPU tensors only under TRITON_INTERPRET=1")
+    if interp:
+        # The interpreter's bf16/fp16 arithmetic is broken and its dot is exact fp32:
+        # feed it the values the tensor cores would read, in fp32.
+        Xk = round_to_precision(X, precision).contiguous()
+        input_precision = "ieee"
+    else:
+        Xk = X.to(_COMPUTE_DTYPE[precision]).contiguous()
+        input_precision = "ieee" if precision == "fp32" else "tf32"
+    scale = scale.to(device=dev, dtype=torch.float32).contiguous()
+    cfg = config or overlap_config(Xk.dtype, m, dev)
+    cfg.validate()
+    desc = _tma_descriptor(Xk, cfg)
+
+    cap, t0 = 1, -1.0
+    if topk:
+        t0, expected = _topk.initial_threshold(
+            Xk, scale, topk, max_rows=4096 if not interp else 256,
+            rel_margin=2.0 ** -6 if not interp else 1e-4)
+        cap = _topk.capacity(topk, P, expected, topk_capacity)
+
+    def run(thr):
+        return _launch(Xk, desc, scale, cfg, bins=bins, topk=topk, cap=cap, thr=thr,
+                       input_precision=input_precision)
+
+    first = run((t0, N, N))
+    if topk:
+        topk_values, topk_pairs = _select_topk(run, cap, N, topk, first)
+    else:
+        topk_values = torch.zeros(0, dtype=torch.float32)
+        topk_pairs = torch.zeros((0, 2), dtype=torch.int64)
+
+    sums = first.sums.cpu()
+    key = first.row_key.cpu()
+    row_max = (key >> 32).to(torch.int32).view(torch.float32).clone()
+    row_arg = ARG_BASE - (key & 0xFFFFFFFF)
+    return OverlapPartials(
+        sum_cos=math.fsum(sums[:, 0].tolist()), sum_abs=math.fsum(sums[:, 1].tolist()),
+        sum_sq=math.fsum(sums[:, 2].tolist()),
+        hist=first.hist.sum(0)[:bins].cpu() if bins else None,
+        row_max_abs=row_max, row_argmax=row_arg, row_sum_sq=first.row_sq.cpu(),
+        topk_values=topk_values, topk_pairs=topk_pairs)

@@ -1,0 +1,45 @@
+"""`superkern env` and the CLI shell."""
+import json
+import subprocess
+import sys
+
+import superkern
+from superkern import backend as B
+from superkern.cli import main
+
+
+def test_env_json(capsys):
+    assert main(["env", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["superkern"] == superkern.__version__
+    assert info["torch"] and "backends" in info
+    cpu = info["backends"]["cpu"]
+    assert cpu["torch"] == "ok"
+    # Every backend is either usable or says why not.
+    assert set(cpu) == set(B.BACKENDS) and all(isinstance(v, str) and v for v in cpu.values())
+
+
+def test_env_table(capsys):
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    assert "backends for cpu tensors" in out and "torch" in out
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_import_without_extension_and_triton():
+    # `import superkern` must work with neither the compiled extension nor Triton importable.
+    code = (
+        "import sys; sys.modules['triton'] = None; sys.modules['superkern._C'] = None\n"
+        "import superkern, torch\n"
+        "from superkern import backend as B\n"
+        "assert B.extension() is None and B.triton_error() is not None\n"
+        "st = superkern.overlap_stats(torch.randn(20, 5))\n"
+        "assert st.backend == 'torch', st.backend\n"
+        "print(B.available('cpu'))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "not importable" in res.stdout

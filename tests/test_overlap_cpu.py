@@ -1,0 +1,217 @@
+"""The C++ CPU overlap kernel called directly: binding validation, multi-tile ragged shapes on both
+micro-kernels against an fp64 gold, exact ties, the bin rule, and bitwise thread invariance."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from superkern import backend as B
+from superkern.ops.overlap_ref import hist_bins, overlap_partials_torch
+from tests.utils import assert_allclose, assert_close, gold_stats
+
+ext = B.extension()
+pytestmark = pytest.mark.skipif(ext is None or not hasattr(ext, "overlap_partials_cpu"),
+                                reason="superkern._C with the CPU overlap kernel is not built")
+KERNELS = ["generic"] + (["avx2"] if ext is not None and getattr(ext, "cpu_has_avx2", False)
+                         else [])
+FIELDS = ("sums", "hist", "row_max", "row_arg", "row_sq", "topk_vals", "topk_pairs")
+
+
+def _operands(n: int, m: int, seed: int):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, m)).astype(np.float32)
+    X += 0.5 * rng.standard_normal((1, m)).astype(np.float32)  # a shared direction: c not ~0
+    s = (1.0 / np.linalg.norm(X.astype(np.float64), axis=1)).astype(np.float32)
+    return X, s
+
+
+def _run(X, s, bins=0, topk=0, **kw):
+    return dict(zip(FIELDS, ext.overlap_partials_cpu(X, s, bins, topk, **kw)))
+
+
+def _assert_bitwise(a: dict, b: dict, what: str) -> None:
+    for f in FIELDS:
+        x, y = np.asarray(a[f]), np.asarray(b[f])
+        same = x.shape == y.shape and np.array_equal(x.view(np.uint8), y.view(np.uint8))
+        if not same:
+            diff = np.nonzero(x.reshape(-1) != y.reshape(-1))[0] if x.shape == y.shape else []
+            first = int(diff[0]) if len(diff) else -1
+            raise AssertionError(f"{what}: field {f} differs ({len(diff)} elements, first flat "
+                                 f"index {first}: {x.reshape(-1)[first] if first >= 0 else x.shape}"
+                                 f" vs {y.reshape(-1)[first] if first >= 0 else y.shape})")
+
+
+# ---------------------------------------------------------------- binding validation
+
+
+def test_binding_rejects_bad_arguments_with_numbers():
+    X, s = _operands(5, 3, 0)
+    f = ext.overlap_partials_cpu
+    with pytest.raises(ValueError, match=r"X must be float32, got dtype float64"):
+        f(X.astype(np.float64), s, 0, 0)
+    with pytest.raises(ValueError, match=r"X must be C-contiguous \(shape \(5, 2\)\)"):
+        f(np.ones((5, 4), np.float32)[:, ::2], s, 0, 0)
+    with pytest.raises(ValueError, match=r"X must be C-contiguous \(shape \(3, 5\)\)"):
+        f(X.T, s[:3], 0, 0)
+    with pytest.raises(ValueError, match=r"X must be 2-D, got 3-D with shape \(5, 3, 1\)"):
+        f(X[:, :, None], s, 0, 0)
+    with pytest.raises(ValueError, match=r"scale must be float32, got dtype float64"):
+        f(X, s.astype(np.float64), 0, 0)
+    with pytest.raises(ValueError, match=r"scale must have length N=5 \(rows of X\), got 4"):
+        f(X, s[:4], 0, 0)
+    with pytest.raises(ValueError, match=r"topk=11 exceeds the number of pairs P=10 \(N=5\)"):
+        f(X, s, 0, 11)
+    with pytest.raises(ValueError, match=r"topk must be >= 0, got -1"):
+        f(X, s, 0, -1)
+    with pytest.raises(ValueError, match=r"bins must be >= 0, got -3"):
+        f(X, s, -3, 0)
+    with pytest.raises(ValueError, match=r"bins=16777217 exceeds 2\^24"):
+        f(X, s, (1 << 24) + 1, 0)
+    with pytest.raises(ValueError, match=r"tile must be 0 \(auto\) or a positive multiple of 48, got 50"):
+        f(X, s, 0, 0, tile=50)
+    with pytest.raises(ValueError, match=r"num_threads must be >= 0 .* got -2"):
+        f(X, s, 0, 0, num_threads=-2)
+    with pytest.raises(ValueError, match=r"kernel must be 'auto', 'avx2' or 'generic', got 'sse'"):
+        f(X, s, 0, 0, kernel="sse")
+    f(X, s, 0, 10)  # topk == P is allowed
+
+
+def test_few_rows():
+    X, s = _operands(1, 4, 1)
+    r = _run(X, s, bins=3, topk=0)
+    assert r["sums"].tolist() == [0.0, 0.0, 0.0] and r["hist"].tolist() == [0, 0, 0]
+    assert np.isnan(r["row_max"][0]) and r["row_arg"].tolist() == [-1] and r["row_sq"][0] == 0
+    assert r["topk_vals"].shape == (0,) and r["topk_pairs"].shape == (0, 2)
+    assert _run(X[:0], s[:0], bins=2)["row_max"].shape == (0,)
+    X, s = _operands(2, 4, 2)
+    r = _run(X, s, bins=0, topk=1)
+    c = float(X[0].astype(np.float64) @ X[1] * s[0] * s[1])
+    assert r["hist"].shape == (0,) and r["row_arg"].tolist() == [1, 0]
+    assert abs(r["topk_vals"][0] - c) < 1e-6 and r["topk_pairs"].tolist() == [[0, 1]], (r, c)
+
+
+# ---------------------------------------------------------------- accuracy against fp64
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("n, m, tile", [(250, 37, 48), (203, 130, 96), (97, 8, 0)])
+def test_multi_tile_ragged_against_gold(kernel, n, m, tile):
+    # 250 = 5 tiles of 48 + 10 rows: ragged in rows and columns, ragged micro-tiles (6 x 16),
+    # diagonal and off-diagonal tiles; m not a multiple of 8.
+    X, s = _operands(n, m, seed=n + m)
+    P, bins, k = n * (n - 1) // 2, 40, 25
+    r = _run(X, s, bins=bins, topk=k, kernel=kernel, tile=tile)
+    g = gold_stats(torch.from_numpy(X).double(), bins=bins)
+    tol = 2e-5
+    assert_close("sum c", r["sums"][0] / P, g["mean_cos"], rtol=tol, atol=tol / 10)
+    assert_close("sum |c|", r["sums"][1] / P, g["mean_abs"], rtol=tol)
+    assert_close("sum c^2", r["sums"][2] / P, g["mean_sq"], rtol=2 * tol)
+    assert int(r["hist"].sum()) == P, f"histogram counts {int(r['hist'].sum())} pairs, want {P}"
+    diff = int(np.abs(r["hist"] - g["hist"].numpy()).sum())
+    assert diff <= 2 * g["hist_ambiguous"], f"hist L1 diff {diff}, ambiguous {g['hist_ambiguous']}"
+    assert_allclose("row_max", torch.from_numpy(r["row_max"]), g["row_max_abs"], rtol=0, atol=tol)
+    assert_allclose("row_sq", torch.from_numpy(r["row_sq"]), g["row_sum_sq"], rtol=tol, atol=1e-7)
+    C = g["C"]
+    for i, j in enumerate(r["row_arg"].tolist()):
+        assert j != i and abs(abs(float(C[i, j])) - float(g["row_max_abs"][i])) <= tol, (i, j)
+    want = g["c"].abs().sort(descending=True).values[:k]
+    assert_allclose("topk |c|", torch.from_numpy(np.abs(r["topk_vals"])), want, rtol=0, atol=tol)
+    pairs = r["topk_pairs"]
+    assert (pairs[:, 0] < pairs[:, 1]).all() and len({tuple(p) for p in pairs.tolist()}) == k
+    cg = torch.tensor([float(C[a, b]) for a, b in pairs])
+    assert_allclose("topk values at their pairs", torch.from_numpy(r["topk_vals"]), cg, rtol=0,
+                    atol=tol)
+    # Against the torch reference too: the same canonical top-k order wherever |c| is distinct.
+    ref = overlap_partials_torch(torch.from_numpy(X), torch.from_numpy(s), bins=bins, topk=k)
+    a = np.abs(r["topk_vals"])
+    clear = np.ones(k, bool)
+    clear[1:] &= np.diff(a) < -1e-5
+    clear[:-1] &= np.diff(a) < -1e-5
+    assert (pairs[clear] == ref.topk_pairs.numpy()[clear]).all()
+
+
+def test_all_pairs_topk_and_tile_size_agree():
+    # topk = P: the heap keeps everything; the order is the canonical one over all pairs.
+    X, s = _operands(60, 20, 5)
+    P = 60 * 59 // 2
+    r = _run(X, s, topk=P, tile=48)
+    ref = overlap_partials_torch(torch.from_numpy(X), torch.from_numpy(s), bins=0, topk=P)
+    got = {tuple(p) for p in r["topk_pairs"].tolist()}
+    assert len(got) == P and all(i < j for i, j in got)
+    assert np.all(np.diff(np.abs(r["topk_vals"])) <= 0), "top-k not sorted by |c| descending"
+    assert_allclose("topk", torch.from_numpy(r["topk_vals"]), ref.topk_values, rtol=0, atol=2e-6)
+    big = _run(X, s, topk=P, tile=240)
+    assert_allclose("row_sq tile 48 vs 240", torch.from_numpy(r["row_sq"]),
+                    torch.from_numpy(big["row_sq"]), rtol=1e-6)
+
+
+# ---------------------------------------------------------------- exact ties and the bin rule
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_identical_rows_give_canonical_ties(kernel):
+    # Every pair has the same |c| to the last bit (the sign alternates): the top-k must be the
+    # first k pairs in (i, j) order, and every argmax the smallest other index.
+    n, k = 150, 400
+    v = np.random.default_rng(9).standard_normal(21).astype(np.float32)
+    sign = np.where(np.arange(n) % 3 == 1, -1.0, 1.0).astype(np.float32)
+    X = np.ascontiguousarray(sign[:, None] * v[None, :])
+    s = np.full(n, 1.0 / np.linalg.norm(v.astype(np.float64)), np.float32)
+    r = _run(X, s, bins=8, topk=k, kernel=kernel, tile=48, num_threads=2)
+    first = [(i, j) for i in range(n) for j in range(i + 1, n)][:k]
+    assert r["topk_pairs"].tolist() == [list(p) for p in first], r["topk_pairs"][:8]
+    a = np.abs(r["topk_vals"])
+    assert np.all(a == a[0]) and abs(a[0] - 1) < 1e-6
+    assert np.all(np.sign(r["topk_vals"]) == [sign[i] * sign[j] for i, j in first])
+    assert r["row_arg"].tolist() == [1] + [0] * (n - 1)
+    assert np.all(r["row_max"] == a[0])
+    assert int(r["hist"][0] + r["hist"][-1]) == n * (n - 1) // 2
+    ref = overlap_partials_torch(torch.from_numpy(X), torch.from_numpy(s), bins=8, topk=k)
+    assert torch.equal(torch.from_numpy(r["topk_pairs"]), ref.topk_pairs)
+    assert torch.equal(torch.from_numpy(r["row_arg"]), ref.row_argmax)
+
+
+@pytest.mark.parametrize("bins", [1, 3, 4, 7])
+def test_histogram_bin_rule_on_exact_values(bins):
+    # Dot products of these small dyadic rows are exact: c in {-1, -0.5, -0.25, 0, 0.25, 0.5, 1},
+    # several exactly on bin edges, which must follow hist_bins() of overlap_ref.py.
+    X = np.array([[1, 0], [0.5, 0.5], [-1, 0], [0, 1], [0.5, -0.5], [0.25, 0], [-0.5, 0.5]],
+                 np.float32)
+    X = np.ascontiguousarray(np.tile(X, (8, 1)))  # 56 rows: several micro-tiles
+    s = np.ones(len(X), np.float32)
+    C = X.astype(np.float64) @ X.T.astype(np.float64)
+    c = torch.from_numpy(C[np.triu_indices(len(X), 1)].astype(np.float32))
+    want = torch.bincount(hist_bins(c, bins), minlength=bins).numpy()
+    for kernel in KERNELS:
+        got = _run(X, s, bins=bins, kernel=kernel)["hist"]
+        assert np.array_equal(got, want), f"{kernel}: {got} != {want}"
+
+
+# ---------------------------------------------------------------- determinism
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_bitwise_identical_for_any_thread_count(kernel):
+    X, s = _operands(333, 52, 13)
+    runs = {t: _run(X, s, bins=64, topk=30, kernel=kernel, tile=48, num_threads=t)
+            for t in (1, 2, 3, 7)}
+    for t in (2, 3, 7):
+        _assert_bitwise(runs[1], runs[t], f"{kernel}: 1 vs {t} threads")
+    _assert_bitwise(runs[2], _run(X, s, bins=64, topk=30, kernel=kernel, tile=48, num_threads=2),
+                    f"{kernel}: repeated run")
+
+
+def test_pair_counts_beyond_int32():
+    # P = 2.2e9 > 2^31 pairs (m = 1, c = +-1 exactly): int64 counts and fixed-point sums are exact.
+    n = 66_400
+    X = np.where(np.arange(n) % 3 == 0, -1.0, 1.0).astype(np.float32)[:, None]
+    s = np.ones(n, np.float32)
+    r = _run(X, s, bins=4, topk=3)
+    P, b = n * (n - 1) // 2, (n + 2) // 3
+    a = n - b
+    assert P > 2**31
+    assert r["sums"].tolist() == [a * (a - 1) // 2 + b * (b - 1) // 2 - a * b, P, P], r["sums"]
+    assert r["hist"].tolist() == [a * b, 0, 0, P - a * b], r["hist"]
+    assert r["topk_pairs"].tolist() == [[0, 1], [0, 2], [0, 3]] and r["row_arg"][-1] == 0
+    assert r["row_sq"][0] == n - 1 and r["row_sq"][-1] == n - 1
