@@ -53,10 +53,12 @@ int64_t overlap_partials_cuda(int64_t x_ptr, int64_t scale_ptr, int64_t n, int64
   SK_CHECK(n <= sk::cuda::kMaxRows, "n=", n, " exceeds the kernel's limit of ",
            sk::cuda::kMaxRows, " rows (pair indices are packed in 32 bits)");
   SK_CHECK(m >= 1, "m must be >= 1, got ", m);
-  SK_CHECK(ld >= m, "ld=", ld, " must be >= m=", m);
-  const int64_t align = 16 / elem;
+  const int64_t align = 16 / elem;  // elements per 16-byte cp.async chunk
+  const int64_t m_pad = (m + align - 1) / align * align;
   SK_CHECK(ld % align == 0, "ld=", ld, " must be a multiple of ", align, " elements (16 bytes of ",
            precision, "); pad the rows");
+  SK_CHECK(ld >= m_pad, "ld=", ld, " must be >= m=", m, " rounded up to ", align, " elements (",
+           m_pad, ")");
   SK_CHECK(n == 0 || ld <= std::numeric_limits<int64_t>::max() / elem / n, "n*ld*", elem,
            " bytes overflows int64 (n=", n, ", ld=", ld, ")");
   check_ptr(x_ptr, "x_ptr", 16);
@@ -137,7 +139,8 @@ py::array_t<int64_t> tile_schedule(int64_t tiles_per_side, int64_t group) {
 
 constexpr const char* kDoc = R"doc(Enqueue the fused overlap kernel on a CUDA stream (asynchronous).
 
-Pairs i < j of the n rows of X (n, ld) (first m columns used, the rest must be zero), with
+Pairs i < j of the n rows of X (n, ld) (row stride ld; the first m columns are used, and the
+kernel reads whole 16-byte chunks, so columns m .. m rounded up to 16 bytes must be zero), with
 c_ij = (X_i . X_j * scale_i) * scale_j computed in `precision` ("fp32" exact FFMA; "tf32",
 "bf16", "fp16" on tensor cores; X is fp32 for fp32/tf32, else bf16/fp16). All pointers are
 device addresses (tensor.data_ptr()) on the current CUDA device; outputs are accumulated into,

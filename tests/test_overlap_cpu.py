@@ -172,7 +172,7 @@ def test_identical_rows_give_canonical_ties(kernel):
     assert torch.equal(torch.from_numpy(r["row_arg"]), ref.row_argmax)
 
 
-@pytest.mark.parametrize("bins", [1, 3, 4, 7])
+@pytest.mark.parametrize("bins", [1, 3, 4, 7, 65537])  # 65537: one shared sub-histogram
 def test_histogram_bin_rule_on_exact_values(bins):
     # Dot products of these small dyadic rows are exact: c in {-1, -0.5, -0.25, 0, 0.25, 0.5, 1},
     # several exactly on bin edges, which must follow hist_bins() of overlap_ref.py.

@@ -86,7 +86,7 @@ void run_tile(const Prob& P, Acc& A, int64_t bi, int64_t bj) {
   std::fill(A.colj.p, A.colj.p + T, -1);
   std::fill(A.colq.p, A.colq.p + T, 0.0f);
   std::fill(A.tsum.p, A.tsum.p + 12, 0.0);
-  if (HIST && A.sub_pairs + static_cast<uint64_t>(T * T) > 0xFFFFFFFFull) A.flush_hist(P.bins);
+  if (HIST && A.sub_pairs + static_cast<uint64_t>(T * T) > A.sub_cap) A.flush_hist(P.bins, P.hsh);
   A.sub_pairs += static_cast<uint64_t>(T * T);
   // Columns outer, rows inner: the 16-column B strip (16 m floats) stays in L1 while the A
   // panels of the tile stream from L2.
@@ -167,7 +167,7 @@ void merge(const Prob& P, std::vector<std::unique_ptr<Acc>>& accs, int nthreads,
   if (P.bins) {
     std::fill(out.hist, out.hist + P.bins, int64_t{0});
     for (auto& a : accs) {
-      a->flush_hist(P.bins);
+      a->flush_hist(P.bins, P.hsh);
       for (int64_t b = 0; b < P.bins; ++b) out.hist[b] += a->hist[b];
     }
   }
@@ -219,6 +219,7 @@ void overlap_partials(const float* X, const float* scale, int64_t N, int64_t m, 
   P.k = topk;
   P.hb = static_cast<float>(bins) * 0.5f;
   P.bmax = static_cast<float>(bins - 1);
+  P.hsh = bins <= (1 << 16) ? 3 : 0;  // per-lane copies only while they stay cache-sized
   const int64_t nb = (N + P.T - 1) / P.T;
   nthreads = static_cast<int>(std::min<int64_t>(nthreads, nb * (nb + 1) / 2));
   Buf<float> Ap(((N + MR - 1) / MR) * MR * m), Bp(((N + NR - 1) / NR) * NR * m);

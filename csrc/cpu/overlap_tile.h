@@ -59,6 +59,12 @@ struct TopK {  // bounded heap of the best k seen; front() is the worst kept
   float threshold() const {
     return static_cast<int64_t>(h.size()) < k ? -INFINITY : h.front().a;
   }
+  // Whether a pair (i, j) >= (i0, j0) could beat the minimum on a tie of |c|.
+  bool may_win_tie(int64_t i0, int64_t j0) const {
+    if (static_cast<int64_t>(h.size()) < k) return true;
+    const Cand& w = h.front();
+    return i0 < w.i || (i0 == w.i && j0 < w.j);
+  }
   void offer(const Cand& x) {
     if (static_cast<int64_t>(h.size()) < k) {
       h.push_back(x);
@@ -77,6 +83,7 @@ struct Prob {          // read-only problem description shared by all threads
   const float* s;      // scale, zero-padded past N
   int64_t N, m, T, bins, k;
   float hb, bmax;      // bins * 0.5f and bins - 1 (fp32, as hist_bins() in overlap_ref.py)
+  int hsh;             // log2 of the sub-histograms per thread: 3 (one per lane) or 0 (huge bins)
 };
 
 struct Acc {  // everything one thread accumulates; tile scratch is reset for every tile
@@ -90,8 +97,10 @@ struct Acc {  // everything one thread accumulates; tile scratch is reset for ev
   // Partials over all tiles this thread ran.
   i128 sum[3] = {0, 0, 0};
   bool bad = false;       // a non-finite partial (only possible with non-finite inputs)
-  Buf<uint32_t> sub;      // [(bins + 1) * L]: per-lane histograms (+ a trash bin for masked pairs)
-  uint64_t sub_pairs = 0; // pairs counted in sub since the last flush (uint32 overflow guard)
+  Buf<uint32_t> sub;      // [(bins + 1) << hsh]: per-lane histograms (+ a trash bin)
+  uint64_t sub_pairs = 0; // pairs counted in sub since the last flush
+  uint64_t sub_cap;       // flush before exceeding: < 2^32 (uint32 counters), and rare enough
+                          // that flushing costs at most 1/64 of the increments it folds
   std::vector<int64_t> hist;
   Buf<float> rmax;
   Buf<int64_t> rarg;
@@ -101,23 +110,24 @@ struct Acc {  // everything one thread accumulates; tile scratch is reset for ev
 
   Acc(const Prob& P)
       : rowv(P.T * L), rowq(P.T * L), rowj(P.T * L), colv(P.T), colq(P.T), colj(P.T), tsum(12),
-        sub(P.bins ? (P.bins + 1) * L : 0), hist(P.bins, 0), rmax(P.N), rarg(P.N), rsq(P.N),
+        sub(P.bins ? (P.bins + 1) << P.hsh : 0), hist(P.bins, 0), rmax(P.N), rarg(P.N), rsq(P.N),
         rbad(P.N) {
+    sub_cap = std::min<uint64_t>(0xFFFFFFFFull, std::max<uint64_t>(1u << 20, 512 * (P.bins + 1)));
     std::fill(rmax.p, rmax.p + P.N, -1.0f);
     std::fill(rarg.p, rarg.p + P.N, int64_t{-1});
     std::fill(rsq.p, rsq.p + P.N, i128{0});
     std::fill(rbad.p, rbad.p + P.N, uint8_t{0});
-    if (P.bins) std::fill(sub.p, sub.p + (P.bins + 1) * L, 0u);
+    if (P.bins) std::fill(sub.p, sub.p + ((P.bins + 1) << P.hsh), 0u);
     top.k = P.k;
     top.h.reserve(P.k);
   }
-  void flush_hist(int64_t bins) {
+  void flush_hist(int64_t bins, int hsh) {
     for (int64_t b = 0; b < bins; ++b) {
       int64_t n = 0;
-      for (int l = 0; l < L; ++l) n += sub[b * L + l];
+      for (int l = 0; l < (1 << hsh); ++l) n += sub[(b << hsh) + l];
       hist[b] += n;
     }
-    std::fill(sub.p, sub.p + (bins + 1) * L, 0u);
+    std::fill(sub.p, sub.p + ((bins + 1) << hsh), 0u);
     sub_pairs = 0;
   }
   // Running (max, argmax) with ties to the smaller index: order-independent, hence canonical.
@@ -161,7 +171,7 @@ struct Generic {
         A.colq[cl + q] += v2;
         if (HIST) {
           const float t = std::min(std::max((v + 1.0f) * P.hb, 0.0f), P.bmax);
-          ++A.sub[static_cast<int64_t>(t) * L];
+          ++A.sub[static_cast<int64_t>(t) << P.hsh];
         }
         if (TOPK && av >= A.top.threshold()) A.top.offer({av, v, i, j});
       }
@@ -287,7 +297,10 @@ struct Avx2 {
       // vector hit the same address, which keeps store-to-load forwarding chains short.
       const __m256 one = _mm256_set1_ps(1.0f), hb = _mm256_set1_ps(P.hb);
       const __m256 bmax = _mm256_set1_ps(P.bmax), zero = _mm256_setzero_ps();
-      const __m256i trash = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(P.bins * L)), iota);
+      const __m128i sh = _mm_cvtsi32_si128(P.hsh);
+      const __m256i lane = P.hsh ? iota : _mm256_setzero_si256();
+      const __m256i trash =
+          _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(P.bins << P.hsh)), lane);
       alignas(32) int32_t idx[L];
       uint32_t* sub = A.sub.p;
 #pragma GCC unroll 6
@@ -297,7 +310,7 @@ struct Avx2 {
           // floor == truncation after clamping to [0, bins - 1]; max_ps maps NaN to 0.
           __m256 t = _mm256_mul_ps(_mm256_add_ps(c[r][h], one), hb);
           t = _mm256_min_ps(_mm256_max_ps(t, zero), bmax);
-          __m256i bi = _mm256_add_epi32(_mm256_slli_epi32(_mm256_cvttps_epi32(t), 3), iota);
+          __m256i bi = _mm256_add_epi32(_mm256_sll_epi32(_mm256_cvttps_epi32(t), sh), lane);
           if (MASK) bi = _mm256_blendv_epi8(trash, bi, ok[r][h]);
           _mm256_store_si256(reinterpret_cast<__m256i*>(idx), bi);
 #pragma GCC unroll 8
@@ -305,14 +318,18 @@ struct Avx2 {
         }
     }
     if (TOPK) {
-      // Cheap rejection: one compare per vector against the heap's current minimum.
+      // Cheap rejection against the heap's current minimum: |c| > thr, or |c| == thr only when
+      // this micro-tile can hold a pair (i, j) that precedes the minimum's (a tie it wins).
+      // The second test keeps the cost low when very many pairs tie (duplicate rows).
       const float thr = A.top.threshold();
-      const __m256 th = _mm256_set1_ps(thr);
+      const bool ties = A.top.may_win_tie(i0, j0);
+      const __m256 th = _mm256_set1_ps(ties ? thr : std::nextafter(thr, INFINITY));  // >= : >
       __m256 any = _mm256_setzero_ps();
 #pragma GCC unroll 6
       for (int r = 0; r < MR; ++r)
-        any = _mm256_or_ps(any, _mm256_or_ps(_mm256_cmp_ps(am[r][0], th, _CMP_GE_OQ),
-                                             _mm256_cmp_ps(am[r][1], th, _CMP_GE_OQ)));
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h)
+          any = _mm256_or_ps(any, _mm256_cmp_ps(am[r][h], th, _CMP_GE_OQ));
       if (_mm256_movemask_ps(any)) {
         alignas(32) float cv[MR][NR], av[MR][NR];
         for (int r = 0; r < MR; ++r)

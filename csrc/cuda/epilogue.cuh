@@ -12,13 +12,15 @@
 namespace sk::cuda {
 
 constexpr int kHistWords = 4096;          // shared-memory histogram words (all copies)
-constexpr int64_t kHistFlushTiles = 1 << 17;  // 2^17 tiles x 2^14 pairs < 2^32 per word
+constexpr unsigned kHistFlushTiles = 1u << 17;  // 2^17 tiles x 2^14 pairs < 2^32 per word
 constexpr float kFix = 1099511627776.0f;  // 2^40: fixed-point scale of per-row sums of c^2
 
 struct Params {
   const char* x;          // (n, ld) row-major operand, 16-byte aligned rows
   const float* scale;     // (n,) per-row factors
-  int64_t n, ld_bytes, tiles_per_side, tiles;
+  int64_t n, ld_bytes;    // rows, row stride in bytes
+  int64_t k_bytes;        // bytes of a row that take part: m * elem rounded up to 16 (pad = 0)
+  int64_t tiles_per_side, tiles;
   int64_t group;          // tile rows per band of the schedule
   // STATS
   unsigned long long* row_key;  // (n,) packed (|c| bits << 32 | ~j), atomicMax
@@ -43,10 +45,12 @@ struct EpiSmem {
   unsigned long long* col_key;
   unsigned long long* row_sq;
   unsigned long long* col_sq;
-  double* sums;                 // [8 warps][3]
+  double* sums;                 // [kThreads][3] per-thread fp64 sums (own slot, no atomics)
   unsigned* hist;               // [kHistWords]
 };
-constexpr int kEpiFixedBytes = 4 * kTile * 8 + 256;
+// Per-thread fp64 sums live in shared memory, not registers: they would cost 6 registers
+// across the mainloop, which already sits at the 128-register cap.
+constexpr int kEpiFixedBytes = 4 * kTile * 8 + kThreads * 3 * 8;
 constexpr int kEpiHistBytes = kHistWords * 4;
 
 __device__ __forceinline__ EpiSmem carve_epi(unsigned char* p) {
@@ -88,51 +92,46 @@ __device__ __forceinline__ void reduce_max_sum(float& v, int& j, float& s) {
   }
 }
 
+// Row pass (ri outer): sums, histogram, top-k candidates and per-row max / sum of squares.
+// Column pass (ci outer): per-column max / sum of squares, recomputing c from the accumulators
+// (two multiplies) instead of carrying 24 column registers through the row pass, which would
+// spill under the 128-register cap of two blocks per SM.
 template <class L, bool STATS, bool HIST, bool TOPK, bool MASKED>
 __device__ __forceinline__ void epilogue(const Params& p, const EpiSmem& s, float (&acc)[8][8],
                                          int64_t i0, int64_t j0, int warp, int lane, float& sc,
                                          float& sa, float& ss) {
   const int n = static_cast<int>(p.n);  // n <= 2^30 (checked by the binding)
-  int gj[8];
+  const int gi0 = static_cast<int>(i0), gj0 = static_cast<int>(j0);
   float sj[8];
-  float cv[8], cs[8];
-  int cr[8];
 #pragma unroll
   for (int ci = 0; ci < 8; ++ci) {
-    gj[ci] = static_cast<int>(j0) + L::col(ci, warp, lane);
-    sj[ci] = gj[ci] < n ? __ldg(p.scale + gj[ci]) : 0.0f;
-    cv[ci] = -1.0f;
-    cs[ci] = 0.0f;
-    cr[ci] = 0;
+    const int gj = gj0 + L::col(ci, warp, lane);
+    sj[ci] = gj < n ? __ldg(p.scale + gj) : 0.0f;
   }
 #pragma unroll
   for (int ri = 0; ri < 8; ++ri) {
     const int lr = L::row(ri, warp, lane);
-    const int gi = static_cast<int>(i0) + lr;
+    const int gi = gi0 + lr;
     const float si = gi < n ? __ldg(p.scale + gi) : 0.0f;
     float rv = -1.0f, rs = 0.0f;
     int rj = 0;
 #pragma unroll
     for (int ci = 0; ci < 8; ++ci) {
+      const int gj = gj0 + L::col(ci, warp, lane);
       // Same association as the reference: (x_i . x_j * s_i) * s_j.
       const float c = __fmul_rn(__fmul_rn(acc[ri][ci], si), sj[ci]);
-      const bool valid = !MASKED || (gi < gj[ci] && gj[ci] < n);
+      const bool valid = !MASKED || (gi < gj && gj < n);
       const float a = fabsf(c);
       if constexpr (STATS) {
         if (valid) {
-          const float c2 = c * c;
+          const float c2 = __fmul_rn(c, c);
           sc += c;
           sa += a;
           ss += c2;
           rs += c2;
-          cs[ci] += c2;
           if (a > rv) {  // ci ascending = j ascending: strict > keeps the smallest j
             rv = a;
-            rj = gj[ci];
-          }
-          if (a > cv[ci]) {  // ri ascending = i ascending
-            cv[ci] = a;
-            cr[ci] = gi;
+            rj = gj;
           }
         }
       }
@@ -149,18 +148,19 @@ __device__ __forceinline__ void epilogue(const Params& p, const EpiSmem& s, floa
       }
       if constexpr (TOPK) {
         const bool cand = valid && a >= p.thr_v &&
-                          (a > p.thr_v || gi < p.thr_i || (gi == p.thr_i && gj[ci] <= p.thr_j));
+                          (a > p.thr_v || gi < p.thr_i || (gi == p.thr_i && gj <= p.thr_j));
         const unsigned bal = __ballot_sync(0xFFFFFFFFu, cand);
         if (bal) {  // warp-uniform; rare when the threshold is good
           const int leader = __ffs(bal) - 1;
           unsigned long long base = 0;
-          if (lane == leader) base = atomicAdd(p.cand_count, static_cast<unsigned long long>(__popc(bal)));
+          if (lane == leader)
+            base = atomicAdd(p.cand_count, static_cast<unsigned long long>(__popc(bal)));
           base = __shfl_sync(0xFFFFFFFFu, base, leader);
           if (cand) {
             const unsigned long long slot = base + __popc(bal & ((1u << lane) - 1u));
             if (slot < static_cast<unsigned long long>(p.cand_cap)) {
               p.cand_val[slot] = c;
-              p.cand_ij[slot] = (static_cast<long long>(gi) << 32) | gj[ci];
+              p.cand_ij[slot] = (static_cast<long long>(gi) << 32) | static_cast<long long>(gj);
             }
           }
         }
@@ -175,13 +175,36 @@ __device__ __forceinline__ void epilogue(const Params& p, const EpiSmem& s, floa
     }
   }
   if constexpr (STATS) {
+    float si[8];
+#pragma unroll
+    for (int ri = 0; ri < 8; ++ri) {
+      const int gi = gi0 + L::row(ri, warp, lane);
+      si[ri] = gi < n ? __ldg(p.scale + gi) : 0.0f;
+    }
 #pragma unroll
     for (int ci = 0; ci < 8; ++ci) {
-      reduce_max_sum<L::kColLanes>(cv[ci], cr[ci], cs[ci]);
+      const int lc = L::col(ci, warp, lane);
+      const int gj = gj0 + lc;
+      float cv = -1.0f, cs = 0.0f;
+      int cr = 0;
+#pragma unroll
+      for (int ri = 0; ri < 8; ++ri) {
+        const int gi = gi0 + L::row(ri, warp, lane);
+        const float c = __fmul_rn(__fmul_rn(acc[ri][ci], si[ri]), sj[ci]);
+        const bool valid = !MASKED || (gi < gj && gj < n);
+        if (valid) {
+          const float a = fabsf(c);
+          cs += __fmul_rn(c, c);
+          if (a > cv) {  // ri ascending = i ascending
+            cv = a;
+            cr = gi;
+          }
+        }
+      }
+      reduce_max_sum<L::kColLanes>(cv, cr, cs);
       if (L::col_leader(lane)) {
-        const int lc = L::col(ci, warp, lane);
-        if (cv[ci] >= 0.0f) atomicMax(s.col_key + lc, pack_key(cv[ci], cr[ci]));
-        if (cs[ci] != 0.0f) atomicAdd(s.col_sq + lc, to_fixed(cs[ci]));
+        if (cv >= 0.0f) atomicMax(s.col_key + lc, pack_key(cv, cr));
+        if (cs != 0.0f) atomicAdd(s.col_sq + lc, to_fixed(cs));
       }
     }
   }

@@ -54,18 +54,18 @@ struct SimtLayout {
 
 // Issue the cp.async copies of k-block kb (bytes [kb*64, kb*64+64) of each row) for the A rows
 // i0.. and B rows j0.. into stage buffer `stage`. Each thread copies chunks tid and tid + 256 of
-// each operand (512 16-byte chunks = 128 rows x 4). Rows >= n and k beyond the row's ld_bytes
-// are zero-filled; ld_bytes is a multiple of 16, so a chunk is entirely in or out.
+// each operand (512 16-byte chunks = 128 rows x 4). Rows >= n and bytes >= k_bytes (the row's
+// used length, a multiple of 16, so a chunk is entirely in or out) are zero-filled.
 __device__ __forceinline__ void load_stage(uint32_t stage, const char* x, int64_t n,
-                                           int64_t ld_bytes, int64_t i0, int64_t j0, int64_t kb,
-                                           int tid) {
+                                           int64_t ld_bytes, int64_t k_bytes, int64_t i0,
+                                           int64_t j0, int64_t kb, int tid) {
 #pragma unroll
   for (int q = 0; q < 2; ++q) {
     const int c = tid + q * kThreads;
     const int r = c >> 2;
     const int64_t kbyte = kb * kKBytes + (c & 3) * 16;
     const uint32_t dst = stage + r * kPitch + (c & 3) * 16;
-    const bool kin = kbyte < ld_bytes;
+    const bool kin = kbyte < k_bytes;
     const int64_t ra = i0 + r, rb = j0 + r;
     const bool oka = kin && ra < n, okb = kin && rb < n;
     ptx::cp_async16(dst, oka ? x + ra * ld_bytes + kbyte : x, oka ? 16 : 0);
@@ -158,27 +158,31 @@ __device__ __forceinline__ void compute_stage_tf32(const unsigned char* stage, f
 }
 
 // One stage of exact fp32 FFMA products (16 k values), k ascending, one fmaf chain per output.
+// Rows are taken 4 at a time so that only 16 operand registers are live next to the 64
+// accumulators (8 rows at once spills under the 128-register cap); B is re-read per half.
 __device__ __forceinline__ void compute_stage_fp32(const unsigned char* stage, float (&acc)[8][8],
                                                    int tid) {
   const unsigned char* a_base = stage + (tid >> 4) * kPitch;
   const unsigned char* b_base = stage + kTileBytes + (tid & 15) * kPitch;
 #pragma unroll
   for (int kq = 0; kq < 4; ++kq) {
-    float4 a[8];
 #pragma unroll
-    for (int ri = 0; ri < 8; ++ri)
-      a[ri] = *reinterpret_cast<const float4*>(a_base + ri * 16 * kPitch + kq * 16);
+    for (int half = 0; half < 2; ++half) {
+      float4 a[4];
 #pragma unroll
-    for (int ci = 0; ci < 8; ++ci) {
-      const float4 b = *reinterpret_cast<const float4*>(b_base + ci * 16 * kPitch + kq * 16);
+      for (int r = 0; r < 4; ++r)
+        a[r] = *reinterpret_cast<const float4*>(a_base + (half * 4 + r) * 16 * kPitch + kq * 16);
 #pragma unroll
-      for (int ri = 0; ri < 8; ++ri) {
-        float v = acc[ri][ci];
-        v = fmaf(a[ri].x, b.x, v);
-        v = fmaf(a[ri].y, b.y, v);
-        v = fmaf(a[ri].z, b.z, v);
-        v = fmaf(a[ri].w, b.w, v);
-        acc[ri][ci] = v;
+      for (int ci = 0; ci < 8; ++ci) {
+        const float4 b = *reinterpret_cast<const float4*>(b_base + ci * 16 * kPitch + kq * 16);
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          float& v = acc[half * 4 + r][ci];
+          v = fmaf(a[r].x, b.x, v);
+          v = fmaf(a[r].y, b.y, v);
+          v = fmaf(a[r].z, b.z, v);
+          v = fmaf(a[r].w, b.w, v);
+        }
       }
     }
   }
@@ -187,13 +191,14 @@ __device__ __forceinline__ void compute_stage_fp32(const unsigned char* stage, f
 // The whole k loop for tile (i0, j0): kStages-deep cp.async pipeline, one barrier per k-block.
 template <int MODE>
 __device__ __forceinline__ void mainloop(unsigned char* smem, const char* x, int64_t n,
-                                         int64_t ld_bytes, int64_t i0, int64_t j0,
-                                         float (&acc)[8][8], int tid, int warp, int lane) {
-  const int64_t kt = (ld_bytes + kKBytes - 1) / kKBytes;
+                                         int64_t ld_bytes, int64_t k_bytes, int64_t i0,
+                                         int64_t j0, float (&acc)[8][8], int tid, int warp,
+                                         int lane) {
+  const int64_t kt = (k_bytes + kKBytes - 1) / kKBytes;
   const uint32_t base = ptx::smem_addr(smem);
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < kt) load_stage(base + s * kStageBytes, x, n, ld_bytes, i0, j0, s, tid);
+    if (s < kt) load_stage(base + s * kStageBytes, x, n, ld_bytes, k_bytes, i0, j0, s, tid);
     ptx::cp_async_commit();  // empty groups keep the group count uniform
   }
   for (int64_t kb = 0; kb < kt; ++kb) {
@@ -205,8 +210,8 @@ __device__ __forceinline__ void mainloop(unsigned char* smem, const char* x, int
     __syncthreads();
     const int64_t nk = kb + kStages - 1;
     if (nk < kt)
-      load_stage(base + static_cast<int>(nk % kStages) * kStageBytes, x, n, ld_bytes, i0, j0, nk,
-                 tid);
+      load_stage(base + static_cast<int>(nk % kStages) * kStageBytes, x, n, ld_bytes, k_bytes, i0,
+                 j0, nk, tid);
     ptx::cp_async_commit();
     if constexpr (MODE == kFp32) {
       compute_stage_fp32(smem + s * kStageBytes, acc, tid);

@@ -24,14 +24,16 @@ __global__ void __launch_bounds__(kThreads, 2) overlap_kernel(const Params p) {
 
   if constexpr (STATS) {
     for (int k = tid; k < 4 * kTile; k += kThreads) s.row_key[k] = 0;  // 4 contiguous arrays
+    s.sums[tid * 3 + 0] = 0.0;
+    s.sums[tid * 3 + 1] = 0.0;
+    s.sums[tid * 3 + 2] = 0.0;
   }
   if constexpr (HIST) {
     for (int k = tid; k < kHistWords; k += kThreads) s.hist[k] = 0;
   }
   __syncthreads();
 
-  double dc = 0.0, da = 0.0, ds = 0.0;
-  int64_t since_flush = 0;
+  unsigned since_flush = 0;  // 32-bit: registers are at the cap across the mainloop
   for (int64_t t = blockIdx.x; t < p.tiles; t += gridDim.x) {
     int64_t bi, bj;
     tile_coords(t, p.tiles_per_side, p.group, &bi, &bj);
@@ -41,7 +43,7 @@ __global__ void __launch_bounds__(kThreads, 2) overlap_kernel(const Params p) {
     for (int ri = 0; ri < 8; ++ri)
 #pragma unroll
       for (int ci = 0; ci < 8; ++ci) acc[ri][ci] = 0.0f;
-    mainloop<MODE>(smem, p.x, p.n, p.ld_bytes, i0, j0, acc, tid, warp, lane);
+    mainloop<MODE>(smem, p.x, p.n, p.ld_bytes, p.k_bytes, i0, j0, acc, tid, warp, lane);
 
     // fp32 within the tile, fp64 across tiles.
     float sc = 0.0f, sa = 0.0f, ss = 0.0f;
@@ -50,9 +52,9 @@ __global__ void __launch_bounds__(kThreads, 2) overlap_kernel(const Params p) {
     else
       epilogue<L, STATS, HIST, TOPK, false>(p, s, acc, i0, j0, warp, lane, sc, sa, ss);
     if constexpr (STATS) {
-      dc += sc;
-      da += sa;
-      ds += ss;
+      s.sums[tid * 3 + 0] += static_cast<double>(sc);
+      s.sums[tid * 3 + 1] += static_cast<double>(sa);
+      s.sums[tid * 3 + 2] += static_cast<double>(ss);
       __syncthreads();
       flush_tile_rows(p, s, i0, j0, tid);
     }
@@ -71,23 +73,24 @@ __global__ void __launch_bounds__(kThreads, 2) overlap_kernel(const Params p) {
     if (!p.hist_global) flush_hist(p, s, tid);
   }
   if constexpr (STATS) {
-    // Fixed-order block reduction: shuffle tree, then warps 0..7 in order.
+    // Fixed-order block reduction: shuffle tree inside each warp, then warps 0..7 in order.
+    double v[3];
 #pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-      dc += __shfl_xor_sync(0xFFFFFFFFu, dc, off);
-      da += __shfl_xor_sync(0xFFFFFFFFu, da, off);
-      ds += __shfl_xor_sync(0xFFFFFFFFu, ds, off);
+    for (int q = 0; q < 3; ++q) {
+      v[q] = s.sums[tid * 3 + q];
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) v[q] += __shfl_xor_sync(0xFFFFFFFFu, v[q], off);
     }
+    __syncthreads();  // every thread has read its own slot before lane 0s overwrite them
     if (lane == 0) {
-      s.sums[warp * 3 + 0] = dc;
-      s.sums[warp * 3 + 1] = da;
-      s.sums[warp * 3 + 2] = ds;
+#pragma unroll
+      for (int q = 0; q < 3; ++q) s.sums[warp * 3 + q] = v[q];
     }
     __syncthreads();
     if (tid < 3) {
-      double v = 0.0;
-      for (int w = 0; w < kThreads / 32; ++w) v += s.sums[w * 3 + tid];
-      p.block_sums[blockIdx.x * 3 + tid] = v;
+      double total = 0.0;
+      for (int w = 0; w < kThreads / 32; ++w) total += s.sums[w * 3 + tid];
+      p.block_sums[blockIdx.x * 3 + tid] = total;
     }
   }
 }
@@ -201,6 +204,7 @@ std::int64_t overlap_partials(const OverlapArgs& a) {
   p.scale = reinterpret_cast<const float*>(a.scale);
   p.n = a.n;
   p.ld_bytes = a.ld * elem;
+  p.k_bytes = (a.m * elem + 15) / 16 * 16;
   p.tiles_per_side = (a.n + kTile - 1) / kTile;
   p.tiles = num_tiles(p.tiles_per_side);
   p.group = kTileGroup;

@@ -17,8 +17,9 @@ import torch
 import superkern
 from superkern import backend as _backend
 from superkern.ops.norms import row_norm_stats
-from superkern.ops.overlap import overlap_moments_exact, overlap_stats
+from superkern.ops.overlap import overlap_stats
 from superkern.ops.overlap_ref import PRECISIONS
+from superkern.probe.gram import set_moments
 from superkern.probe.loaders import load_head
 from superkern.probe.progress import Stages
 from superkern.probe.report import OverlapBlock, ProbeReport
@@ -45,15 +46,6 @@ def _check_int(value: Any, name: str, lo: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
     return value
-
-
-def _exact(W: torch.Tensor, rows: torch.Tensor, nonzero: int) -> dict[str, Any]:
-    if nonzero < 2:
-        return {"n_used": nonzero, "n_zero": int(rows.numel()) - nonzero, "n_pairs": 0,
-                "mean_cos": math.nan, "mean_sq": math.nan}
-    e = overlap_moments_exact(W, rows=rows)
-    e.pop("row_sum_sq", None)
-    return e
 
 
 def probe(source: Any = "minilm", *, tensor: Optional[str] = None, precision: str = "fp32",
@@ -129,10 +121,10 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
     base = torch.arange(n, dtype=torch.int64) if sel is None else sel
     N = int(base.numel())
     S = min(cap, N) if cap else N
-    exact_cost = 4.0 * N * m * m
-    bar.plan({"norms": 2.0 * n * m, "main": (S if sample_main else N) ** 2 * m,
-              "exact": exact_cost, "centred": S * S * m / 2 + exact_cost if centred else 0,
-              "splits": S * S * m + 4 * exact_cost if splits else 0})
+    # Relative stage costs (flops, with fp64 Gram work weighted x4) for the progress bar.
+    bar.plan({"norms": 20.0 * n * m, "exact": 4.0 * (1 + centred + 2 * splits) * N * m * m,
+              "main": (S if sample_main else N) ** 2 * m, "centred": S * S * m / 2 * centred,
+              "splits": S * S * m * splits})
 
     t0 = time.perf_counter()
     with bar.stage("norms"):
@@ -154,48 +146,57 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
     _timed(timings, "norms_duplicates", t0)
 
     Wd = W.to(dev)
+    kr = r[keep_idx]
+    med = norms.median
+    sets = {"all": ("all rows", keep_idx)}
+    if splits:
+        sets.update({
+            "norm>1": ("strong: norm > 1", keep_idx[kr > 1.0]),
+            "norm<=1": ("weak: norm <= 1", keep_idx[(kr > 0) & (kr <= 1.0)]),
+            "norm>median": (f"norm > median ({med:.4g})", keep_idx[kr > med]),
+            "norm<=median": ("norm <= median", keep_idx[(kr > 0) & (kr <= med)])})
+    t0 = time.perf_counter()
+    with bar.stage("exact"):
+        exact = set_moments(Wd, {k: v[1] for k, v in sets.items()})
+        if centred:
+            mean = _column_mean(Wd, keep_idx)
+            exact["centred"] = set_moments(Wd, {"centred": keep_idx}, centre=mean)["centred"]
+            Wc = _centre(Wd, mean)
+    _timed(timings, "exact", t0)
+
     blocks: dict[str, OverlapBlock] = {}
     samples: dict[str, torch.Tensor] = {}
 
-    def block(key, title, Wx, idx, *, main=False, is_centred=False, nz=None):
-        nonzero = int((r[idx] > 0).sum()) if nz is None else nz
-        t1 = time.perf_counter()
-        exact = _exact(Wx, idx, nonzero)
-        _timed(timings, "exact", t1)
+    def tiled(key: str, Wx: torch.Tensor, idx: torch.Tensor, *, main: bool) -> None:
+        title = sets[key][0] if key in sets else "centred (column mean removed)"
+        ex = exact[key]
         stats, sampled = None, False
-        if nonzero >= 2:
+        if not main and key in sets and idx.numel() == keep_idx.numel():
+            # Same rows as the main pass (e.g. every norm > 1): reuse its full result.
+            stats, sampled = blocks["all"].stats, blocks["all"].sampled
+        elif ex["n_used"] >= 2:
             t1 = time.perf_counter()
             run_idx, sampled = sample_rows(idx, cap if (sample_main or not main) else 0,
                                            seed + len(blocks))
-            n_run = int((r[run_idx] > 0).sum()) if not is_centred else int(run_idx.numel())
-            pairs = n_run * (n_run - 1) // 2
+            pairs = ex["n_pairs"] if not sampled else run_idx.numel() * (run_idx.numel() - 1) // 2
             stats = overlap_stats(Wx, bins=bins, topk=min(topk, pairs) if main else 0,
-                                  rows=run_idx, precision=precision, backend=backend)
+                                  rows=None if run_idx.numel() == n else run_idx,
+                                  precision=precision, backend=backend)
             samples[key] = run_idx
             _timed(timings, "tiled", t1)
-        blocks[key] = OverlapBlock(key=key, title=title, rows=int(idx.numel()), m=m,
-                                   exact=exact, stats=stats, sampled=sampled,
-                                   centred=is_centred)
+        blocks[key] = OverlapBlock(key=key, title=title, rows=int(idx.numel()), m=m, exact=ex,
+                                   stats=stats, sampled=sampled, centred=key == "centred")
 
     with bar.stage("main"):
-        block("all", "all rows", Wd, keep_idx, main=True)
+        tiled("all", Wd, keep_idx, main=True)
     if centred:
         with bar.stage("centred"):
-            Wc = _centre(Wd, keep_idx)
-            nz = int((torch.linalg.vector_norm(Wc[keep_idx].double(), dim=1) > 0).sum())
-            block("centred", "centred (column mean removed)", Wc, keep_idx, is_centred=True,
-                  nz=nz)
+            tiled("centred", Wc, keep_idx, main=False)
             del Wc
     if splits:
         with bar.stage("splits"):
-            med = norms.median
-            kr = r[keep_idx]
-            for key, title, mask in (
-                    ("norm>1", "strong: norm > 1", kr > 1.0),
-                    ("norm<=1", "weak: norm <= 1", (kr > 0) & (kr <= 1.0)),
-                    ("norm>median", f"norm > median ({med:.4g})", kr > med),
-                    ("norm<=median", "norm <= median", (kr > 0) & (kr <= med))):
-                block(key, title, Wd, keep_idx[mask])
+            for key in list(sets)[1:]:
+                tiled(key, Wd, sets[key][1], main=False)
 
     main = blocks["all"]
     cen = blocks.get("centred")
@@ -208,21 +209,27 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
            "threads": torch.get_num_threads(), "torch": torch.__version__,
            "superkern": superkern.__version__,
            "timings": timings, "seconds": time.perf_counter() - t_start}
+    in_base = torch.zeros(n, dtype=torch.bool)
+    in_base[base] = True
     return ProbeReport(head=head, rows_analysed=int(keep_idx.numel()),
-                       excluded=sorted(set(range(n)) - set(keep_idx.tolist()))
-                       if sel is None else drop.tolist(),
+                       excluded=torch.nonzero(in_base & ~keep).flatten().tolist(),
                        duplicates=dups, duplicates_excluded=exclude_duplicates, norms=norms,
                        blocks=blocks, verdict=verdict, run=run,
                        rows_selected=None if sel is None else N, sample_rows=samples)
 
 
-def _centre(W: torch.Tensor, idx: torch.Tensor, chunk: int = 1 << 15) -> torch.Tensor:
-    """W minus the fp64 column mean of rows ``idx`` (all n rows shifted; only idx are used)."""
+def _column_mean(W: torch.Tensor, idx: torch.Tensor, chunk: int = 1 << 15) -> torch.Tensor:
+    """fp64 column mean of rows ``idx``."""
     idx_d = idx.to(W.device)
     total = torch.zeros(W.shape[1], dtype=torch.float64, device=W.device)
     for s in range(0, idx.numel(), chunk):
         total += W[idx_d[s:s + chunk]].double().sum(0)
-    mean = total / idx.numel()
+    return total / idx.numel()
+
+
+def _centre(W: torch.Tensor, mean: torch.Tensor, chunk: int = 1 << 15) -> torch.Tensor:
+    """W minus ``mean`` (all n rows shifted; only the analysed ones are used), in fp32
+    (fp64 for fp64 input): the operand of the centred tiled pass."""
     out_dtype = torch.float64 if W.dtype == torch.float64 else torch.float32
     out = torch.empty(W.shape, dtype=out_dtype, device=W.device)
     for s in range(0, W.shape[0], chunk):

@@ -59,7 +59,10 @@ def load_gguf(path: Path, tensor: Optional[str] = None) -> Head:
                          f"expected {shape[0]} x {shape[1]}; the file may be truncated")
     if W.dtype not in (np.float32, np.float64):
         W = W.astype(np.float32)
-    matrix = torch.from_numpy(np.ascontiguousarray(W.reshape(shape)))
+    W = W.reshape(shape)
+    if not W.flags.writeable or not W.flags.c_contiguous:  # F32/F16 come as views of the mmap
+        W = np.array(W, copy=True, order="C")
+    matrix = torch.from_numpy(W)
     has_output = "output.weight" in tensors
     if kind == "head":
         tied, reason = False, f"separate output matrix {name!r} in the GGUF file"

@@ -121,9 +121,10 @@ def resolve_tensor(names: list[str], tensor: Optional[str], where: str,
     emb = find_pattern(names, EMBEDDING_PATTERNS, where)
     if emb is not None:
         return emb, "embedding"
+    known = ", ".join(HEAD_PATTERNS[:3] + EMBEDDING_PATTERNS[:3] + ("token_embd.weight",))
     raise ValueError(f"{where}: no LM head or token embedding found among {len(names)} tensors "
-                     f"(looked for {list(HEAD_PATTERNS + EMBEDDING_PATTERNS)}); pass "
-                     f"tensor= (CLI: --tensor NAME). {describe_candidates(names, shape_of)}")
+                     f"(looked for {known}, ... with or without prefixes); pass tensor= "
+                     f"(CLI: --tensor NAME). {describe_candidates(names, shape_of)}")
 
 
 def has_head(names: Iterable[str]) -> bool:

@@ -53,6 +53,7 @@ def overlap_histogram_png(report) -> bytes:
     ax = fig.add_subplot(1, 1, 1)
     m = report.m
     drawn = False
+    lo, hi = np.inf, 0.0
     for key, style in (("all", "-"), ("centred", "--")):
         b = report.blocks.get(key)
         s = b.stats if b is not None else None
@@ -63,12 +64,20 @@ def overlap_histogram_png(report) -> bytes:
         ax.stairs(np.where(dens > 0, dens, np.nan), edges, ls=style,
                   label=f"{b.title}" + (" (sampled)" if b.sampled else ""))
         drawn = True
+        if (dens > 0).any():
+            lo, hi = min(lo, dens[dens > 0].min()), max(hi, dens.max())
     if m >= 2:
-        c = np.linspace(-1, 1, 2001)
+        c = np.linspace(-1, 1, 4001)
         f = baselines.random_density(c, m)
-        ax.plot(c, np.where(f > 0, f, np.nan), color="k", lw=1,
+        hi = max(hi, f.max())
+        # The random density falls off like (1 - c^2)^(m/2): clip it to the data's range.
+        floor = lo / 10 if np.isfinite(lo) else f.max() * 1e-12
+        ax.plot(c, np.where(f > floor, f, np.nan), color="k", lw=1,
                 label=f"random unit vectors, m={m}")
+        lo = min(lo, floor)
     ax.set_yscale("log")
+    if np.isfinite(lo) and hi > 0:
+        ax.set_ylim(lo / 2, hi * 3)
     ax.set_xlim(-1, 1)
     ax.set_xlabel("overlap c = u_i . u_j")
     ax.set_ylabel("density")

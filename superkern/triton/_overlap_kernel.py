@@ -85,7 +85,7 @@ def _bin_of(c, HALF: tl.constexpr, BINS: tl.constexpr):
 
 
 @triton.jit
-def _hist_tile(hist_row_ptr, c, valid, amax, n_invalid, BM: tl.constexpr,
+def _hist_tile(hist_row_ptr, c, valid, amax, n_invalid, NEL: tl.constexpr,
                BINS: tl.constexpr, HBINS: tl.constexpr, HALF: tl.constexpr, WIN: tl.constexpr):
     """Add the tile's histogram to this program's private row (int64 atomics).
 
@@ -109,16 +109,80 @@ def _hist_tile(hist_row_ptr, c, valid, amax, n_invalid, BM: tl.constexpr,
             offs_w = tl.arange(0, WIN)
             w = tl.where(valid, idx - lo, 0)
             w = tl.minimum(tl.maximum(w, 0), WIN - 1)
-            hw = tl.histogram(tl.reshape(w, [BM * BM], can_reorder=True), WIN)
+            hw = tl.histogram(tl.reshape(w, [NEL], can_reorder=True), WIN)
             hw = hw - tl.where(offs_w == 0, n_invalid, 0)
             tl.atomic_add(hist_row_ptr + lo + offs_w, hw.to(tl.int64),
                           mask=(hw != 0) & (lo + offs_w < BINS), sem="relaxed")
     if full:
         offs_b = tl.arange(0, HBINS)
-        hb = tl.histogram(tl.reshape(tl.where(valid, idx, 0), [BM * BM], can_reorder=True),
+        hb = tl.histogram(tl.reshape(tl.where(valid, idx, 0), [NEL], can_reorder=True),
                           HBINS)
         hb = hb - tl.where(offs_b == 0, n_invalid, 0)
         tl.atomic_add(hist_row_ptr + offs_b, hb.to(tl.int64), mask=hb != 0, sem="relaxed")
+
+
+@triton.jit
+def _row_key(vmax, arg):
+    return (vmax.to(tl.int32, bitcast=True).to(tl.int64) << 32) + (_ARG_BASE - arg.to(tl.int64))
+
+
+@triton.jit
+def _epilogue_part(acc, si, rows, cp0, r0, diag, N, scale_ptr, hist_row_ptr, row_key_ptr,
+                   row_sq_ptr, cand_cnt_ptr, cand_val_ptr, cand_i_ptr, cand_j_ptr, cand_cap,
+                   thr_val, thr_i, thr_j,
+                   BM: tl.constexpr, BP: tl.constexpr, BINS: tl.constexpr, HBINS: tl.constexpr,
+                   HALF: tl.constexpr, WIN: tl.constexpr, HAS_HIST: tl.constexpr,
+                   HAS_TOPK: tl.constexpr, SQ_SCALE: tl.constexpr):
+    """Reduce a (BM, BP) column part of a tile: columns cp0 .. cp0 + BP.
+
+    Column statistics are final for this part and go out by atomics here; row statistics
+    are returned for the caller to merge across parts: (sum c, sum |c|, sum c^2, max |c|,
+    argmax j) per row.
+    """
+    cols = cp0 + tl.arange(0, BP)
+    sj = tl.load(scale_ptr + cols, mask=cols < N, other=0.0)
+    valid = (rows[:, None] < cols[None, :]) & (cols[None, :] < N)
+    c = tl.where(valid, acc * si[:, None] * sj[None, :], 0.0)
+    a = tl.where(valid, tl.abs(c), -1.0)  # -1: never a row max
+    c2 = c * c
+    r_c = tl.sum(c, axis=1)
+    r_a = tl.sum(tl.abs(c), axis=1)
+    r_q = tl.sum(c2, axis=1)
+
+    # Column sums of c^2 as fixed-point int64: integer atomics are associative, so the
+    # result does not depend on the order programs add in.
+    q_q = tl.sum(c2, axis=0)
+    tl.atomic_add(row_sq_ptr + cols, (q_q.to(tl.float64) * SQ_SCALE + 0.5).to(tl.int64),
+                  mask=cols < N, sem="relaxed")
+    # Max |c| and argmax (ties to the smallest index) of rows and columns.
+    r_max, r_arg = tl.max(a, axis=1, return_indices=True, return_indices_tie_break_left=True)
+    q_max, q_arg = tl.max(a, axis=0, return_indices=True, return_indices_tie_break_left=True)
+    tl.atomic_max(row_key_ptr + cols, _row_key(q_max, r0 + q_arg), mask=q_max >= 0.0,
+                  sem="relaxed")
+    amax = tl.max(r_max, axis=0)
+
+    # Top-k before the histogram: |c| is dead by then (register pressure).
+    if HAS_TOPK:
+        if amax >= thr_val:
+            ii = rows[:, None]
+            jj = cols[None, :]
+            cand = valid & ((a > thr_val) | ((a == thr_val) & (
+                (ii < thr_i) | ((ii == thr_i) & (jj <= thr_j)))))
+            pos = tl.atomic_add(cand_cnt_ptr + tl.zeros((BM, BP), dtype=tl.int32),
+                                tl.full((BM, BP), 1, dtype=tl.int64), mask=cand, sem="relaxed")
+            keep = cand & (pos < cand_cap)
+            tl.store(cand_val_ptr + pos, c, mask=keep)
+            tl.store(cand_i_ptr + pos, ii + 0 * jj, mask=keep)
+            tl.store(cand_j_ptr + pos, jj + 0 * ii, mask=keep)
+
+    if HAS_HIST:
+        # Valid pairs of this part, counted analytically: a full rectangle off the diagonal
+        # (rows are < N there); on it, column cp0 + x holds the rows r0 .. cp0 + x - 1.
+        vc = tl.maximum(tl.minimum(N - cp0, BP), 0)
+        n_valid = tl.where(diag, vc * (cp0 - r0) + vc * (vc - 1) // 2, BM * vc)
+        _hist_tile(hist_row_ptr, c, valid, amax, BM * BP - n_valid, BM * BP,
+                   BINS, HBINS, HALF, WIN)
+    return r_c, r_a, r_q, r_max, cp0 + r_arg
 
 
 @triton.jit
@@ -133,6 +197,7 @@ def _overlap_kernel(
     thr_val, thr_i, thr_j,  # candidate iff (|c|, i, j) ranks at or before this triple
     NB, NUM_TILES,
     BM: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr, EVEN_K: tl.constexpr,
+    SPLIT: tl.constexpr,
     BINS: tl.constexpr, HBINS: tl.constexpr, HALF: tl.constexpr, WIN: tl.constexpr,
     HAS_HIST: tl.constexpr, HAS_TOPK: tl.constexpr,
     USE_TMA: tl.constexpr, INPUT_PRECISION: tl.constexpr, SQ_SCALE: tl.constexpr,
@@ -143,6 +208,7 @@ def _overlap_kernel(
     nb = NB.to(tl.int64)
     num_tiles = NUM_TILES.to(tl.int64)
     n_mine = (num_tiles - pid + G - 1) // G
+    hist_row_ptr = part_hist_ptr + pid * HBINS
 
     # Band walker state (block-row bands of GROUP rows); t only grows, so bands only advance.
     band_r0 = nb * 0
@@ -163,64 +229,50 @@ def _overlap_kernel(
         bi, bj = _decode_in_band(t - band_start, band_r0, band_R, GROUP)
         r0 = (bi * BM).to(tl.int32)
         c0 = (bj * BM).to(tl.int32)
+        diag = bi == bj
         rows = r0 + offs
         cols = c0 + offs
 
         acc = _gram_tile(x_ptr, x_desc, rows % N, cols % N, r0, c0, M, stride_x,
                          BM, BK, EVEN_K, USE_TMA, INPUT_PRECISION)
         si = tl.load(scale_ptr + rows, mask=rows < N, other=0.0)
-        sj = tl.load(scale_ptr + cols, mask=cols < N, other=0.0)
-        valid = (rows[:, None] < cols[None, :]) & (cols[None, :] < N)
-        c = tl.where(valid, acc * si[:, None] * sj[None, :], 0.0)
-        a = tl.where(valid, tl.abs(c), -1.0)  # -1: never a row max
-        c2 = c * c
+        if SPLIT == 1:
+            r_c, r_a, r_q, r_max, r_arg = _epilogue_part(
+                acc, si, rows, c0, r0, diag, N, scale_ptr, hist_row_ptr, row_key_ptr,
+                row_sq_ptr, cand_cnt_ptr, cand_val_ptr, cand_i_ptr, cand_j_ptr, cand_cap,
+                thr_val, thr_i, thr_j, BM, BM, BINS, HBINS, HALF, WIN, HAS_HIST, HAS_TOPK,
+                SQ_SCALE)
+        else:
+            # Epilogue on two column halves (a register-layout view, no data movement):
+            # half the live temporaries, so no spills at 128 x 128.
+            halves = tl.permute(tl.reshape(acc, (BM, 2, BM // 2)), (0, 2, 1))
+            acc0, acc1 = tl.split(halves)
+            r_c, r_a, r_q, r_max, r_arg = _epilogue_part(
+                acc0, si, rows, c0, r0, diag, N, scale_ptr, hist_row_ptr, row_key_ptr,
+                row_sq_ptr, cand_cnt_ptr, cand_val_ptr, cand_i_ptr, cand_j_ptr, cand_cap,
+                thr_val, thr_i, thr_j, BM, BM // 2, BINS, HBINS, HALF, WIN, HAS_HIST,
+                HAS_TOPK, SQ_SCALE)
+            h_c, h_a, h_q, h_max, h_arg = _epilogue_part(
+                acc1, si, rows, c0 + BM // 2, r0, diag, N, scale_ptr, hist_row_ptr,
+                row_key_ptr, row_sq_ptr, cand_cnt_ptr, cand_val_ptr, cand_i_ptr, cand_j_ptr,
+                cand_cap, thr_val, thr_i, thr_j, BM, BM // 2, BINS, HBINS, HALF, WIN,
+                HAS_HIST, HAS_TOPK, SQ_SCALE)
+            r_c += h_c
+            r_a += h_a
+            r_q += h_q
+            take = h_max > r_max  # ties keep the first half: the smaller j
+            r_arg = tl.where(take, h_arg, r_arg)
+            r_max = tl.where(take, h_max, r_max)
 
-        # Sums: fp32 within the tile row, fp64 across rows and tiles.
-        rsq = tl.sum(c2, axis=1)
-        s_c += tl.sum(c, axis=1).to(tl.float64)
-        s_a += tl.sum(tl.abs(c), axis=1).to(tl.float64)
-        s_q += rsq.to(tl.float64)
-
-        # Per-row sum of c^2, rows then columns, as fixed-point int64: integer atomics are
-        # associative, so the result does not depend on the order programs add in.
-        csq = tl.sum(c2, axis=0)
-        tl.atomic_add(row_sq_ptr + rows, (rsq.to(tl.float64) * SQ_SCALE + 0.5).to(tl.int64),
+        # Row statistics: fp32 within the tile row, fp64 across tiles; rows' fixed-point
+        # sums of c^2 and packed max keys merge by integer atomics (order independent).
+        s_c += r_c.to(tl.float64)
+        s_a += r_a.to(tl.float64)
+        s_q += r_q.to(tl.float64)
+        tl.atomic_add(row_sq_ptr + rows, (r_q.to(tl.float64) * SQ_SCALE + 0.5).to(tl.int64),
                       mask=rows < N, sem="relaxed")
-        tl.atomic_add(row_sq_ptr + cols, (csq.to(tl.float64) * SQ_SCALE + 0.5).to(tl.int64),
-                      mask=cols < N, sem="relaxed")
-
-        # Per-row max |c| and argmax (ties to the smallest index), rows then columns.
-        rmax, rarg = tl.max(a, axis=1, return_indices=True, return_indices_tie_break_left=True)
-        cmax, carg = tl.max(a, axis=0, return_indices=True, return_indices_tie_break_left=True)
-        rkey = (rmax.to(tl.int32, bitcast=True).to(tl.int64) << 32) \
-            + (_ARG_BASE - (c0 + rarg).to(tl.int64))
-        ckey = (cmax.to(tl.int32, bitcast=True).to(tl.int64) << 32) \
-            + (_ARG_BASE - (r0 + carg).to(tl.int64))
-        tl.atomic_max(row_key_ptr + rows, rkey, mask=rmax >= 0.0, sem="relaxed")
-        tl.atomic_max(row_key_ptr + cols, ckey, mask=cmax >= 0.0, sem="relaxed")
-        amax = tl.max(rmax, axis=0)
-
-        if HAS_HIST:
-            # Valid pairs of this tile, counted analytically: a full rectangle off the
-            # diagonal (rows are < N there), vc (vc - 1) / 2 on it.
-            vc = tl.minimum(N - c0, BM)
-            n_valid = tl.where(bi == bj, vc * (vc - 1) // 2, BM * vc)
-            _hist_tile(part_hist_ptr + pid * HBINS, c, valid, amax,
-                       BM * BM - n_valid, BM, BINS, HBINS, HALF, WIN)
-
-        if HAS_TOPK:
-            if amax >= thr_val:
-                ii = rows[:, None]
-                jj = cols[None, :]
-                cand = valid & ((a > thr_val) | ((a == thr_val) & (
-                    (ii < thr_i) | ((ii == thr_i) & (jj <= thr_j)))))
-                pos = tl.atomic_add(cand_cnt_ptr + tl.zeros((BM, BM), dtype=tl.int32),
-                                    tl.full((BM, BM), 1, dtype=tl.int64), mask=cand,
-                                    sem="relaxed")
-                keep = cand & (pos < cand_cap)
-                tl.store(cand_val_ptr + pos, c, mask=keep)
-                tl.store(cand_i_ptr + pos, ii + 0 * jj, mask=keep)
-                tl.store(cand_j_ptr + pos, jj + 0 * ii, mask=keep)
+        tl.atomic_max(row_key_ptr + rows, _row_key(r_max, r_arg), mask=r_max >= 0.0,
+                      sem="relaxed")
 
     base = part_sums_ptr + pid * 3
     tl.store(base + 0, tl.sum(s_c, axis=0))

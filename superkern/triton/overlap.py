@@ -38,7 +38,9 @@ class OverlapTritonConfig:
     block_k: K step of the Gram product. group: block-rows per band of the tile order (L2
     reuse among concurrent programs). win: histogram window in bins (see _hist_tile).
     programs_per_sm: persistent programs per SM (GPU); programs: grid in the interpreter.
+    split: epilogue column parts (1 or 2; 2 halves the live registers of a 128 x 128 tile).
     tma: load tiles through host tensor descriptors (Hopper+; needs 16-byte row strides).
+    maxnreg: register cap per thread (GPU; e.g. 128 for two 8-warp programs per SM).
     """
 
     block: int = 128
@@ -47,9 +49,11 @@ class OverlapTritonConfig:
     win: int = 64
     num_warps: int = 8
     num_stages: int = 3
-    programs_per_sm: int = 2
+    programs_per_sm: int = 1
     programs: int = 4
+    split: int = 1
     tma: bool = False
+    maxnreg: int = 0
 
     def validate(self) -> None:
         for name in ("block", "block_k", "win"):
@@ -60,6 +64,8 @@ class OverlapTritonConfig:
             raise ValueError(f"win={self.win} must be >= 32 (one bin per lane of a warp)")
         if self.group < 1 or self.programs < 1 or self.programs_per_sm < 1:
             raise ValueError(f"group, programs, programs_per_sm must be >= 1: {self}")
+        if self.split not in (1, 2) or self.block // self.split < 16:
+            raise ValueError(f"split={self.split} must be 1 or 2 with block / split >= 16")
 
 
 def _next_pow2(v: int) -> int:
@@ -86,19 +92,21 @@ def overlap_config(dtype: torch.dtype, m: int, device: torch.device | str) -> Ov
     """The one place block sizes come from: per device kind, dtype and width m.
 
     GPU: 128 x 128 tiles, K step 64 for 16-bit inputs (32 for fp32: same bytes per stage),
-    8 warps, 3 stages, two persistent programs per SM. Interpreter: each program instance
-    costs ~10-25 ms whatever its size, so fewer, mid-sized tiles and 4 programs; a small band
-    so that the tests walk several bands. ``SUPERKERN_TRITON_OVERLAP`` overrides any field.
+    8 warps, 3 stages, the epilogue in two column halves (no register spills, checked with
+    ptxas for sm_90 on triton 3.6), one persistent program per SM (the kernel needs ~255
+    registers per thread, so a second one would not be resident anyway). Interpreter: cost
+    grows with the number of tiles, so 64 x 64 tiles and 4 programs; a small band so that
+    the tests walk several bands. ``SUPERKERN_TRITON_OVERLAP`` overrides any field.
     """
     device = torch.device(device)
     kmax = max(16, _next_pow2(m))
     if device.type == "cuda":
         bk = 64 if dtype in (torch.bfloat16, torch.float16) else 32
         cfg = OverlapTritonConfig(block=128, block_k=min(bk, kmax), group=8, win=64,
-                                  num_warps=8, num_stages=3, programs_per_sm=2)
+                                  num_warps=8, num_stages=3, programs_per_sm=1, split=2)
     else:
-        cfg = OverlapTritonConfig(block=32, block_k=min(128, kmax), group=2, win=32,
-                                  programs=4)
+        cfg = OverlapTritonConfig(block=64, block_k=min(128, kmax), group=2, win=32,
+                                  programs=4, split=1)
     cfg = dataclasses.replace(cfg, **_env_overrides())
     cfg.validate()
     return cfg
@@ -125,6 +133,13 @@ def _tma_descriptor(X: torch.Tensor, cfg: OverlapTritonConfig):
     except ImportError:
         return None
     return TensorDescriptor(X, list(X.shape), list(X.stride()), [cfg.block, cfg.block_k])
+
+
+def _launch_options(cfg: OverlapTritonConfig, device: torch.device) -> dict:
+    opts = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+    if cfg.maxnreg and device.type == "cuda":
+        opts["maxnreg"] = cfg.maxnreg
+    return opts
 
 
 @dataclass
@@ -163,10 +178,11 @@ def _launch(X, desc, scale, cfg, *, bins, topk, cap, thr, input_precision) -> _P
         sums, hist, row_key, row_sq, cnt, cval, ci, cj, ncap,
         float(thr[0]), int(thr[1]), int(thr[2]), nb, num_tiles,
         BM=cfg.block, BK=cfg.block_k, GROUP=cfg.group, EVEN_K=(m % cfg.block_k == 0),
+        SPLIT=cfg.split,
         BINS=max(bins, 1), HBINS=hbins, HALF=bins * 0.5, WIN=cfg.win,
         HAS_HIST=bins > 0, HAS_TOPK=topk > 0, USE_TMA=desc is not None,
         INPUT_PRECISION=input_precision, SQ_SCALE=sq_scale,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        **_launch_options(cfg, dev))
     count = int(cnt.item()) if topk else 0
     n = min(count, ncap)
     cand = (cval[:n].cpu(), ci[:n].cpu(), cj[:n].cpu())

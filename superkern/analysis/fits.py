@@ -1,0 +1,258 @@
+"""Scaling-law fits (pure functions on arrays; SPEC section 3).
+
+- :func:`fit_power_law`: model exponent alpha_m from log L = log C - alpha_m log m
+  (``scipy.stats.linregress``), with its standard error and R^2, over a named fit range.
+- :func:`bootstrap_power_law`: percentile interval of alpha_m over seeds.
+- :func:`fit_width_law`: the LLM width law ``L = C / m^alpha + L_g`` with one shared C and
+  alpha and one L_g per group, by ``scipy.optimize.least_squares``.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+from scipy import optimize, stats
+
+# Fit-range names. "paper" is resolved per cell by :func:`paper_fit_range`.
+FIT_RANGES = ("all", "paper", "m>=K (e.g. m>=32)", "lastK (e.g. last5)", "firstK", "fromK")
+
+
+@dataclass(frozen=True)
+class PowerLawFit:
+    """alpha_m of L = C m^-alpha_m fitted on a log-log line.
+
+    Attributes:
+        alpha_m: minus the slope of ln L on ln m.
+        stderr: linregress standard error of the slope.
+        log_c: intercept (natural log of C).
+        r2: coefficient of determination of the line.
+        n_points: points in the fit; ``m_used`` lists their widths.
+        fit_range: the range rule applied.
+        ci_low, ci_high: interval for alpha_m (bootstrap percentile over seeds when
+            ``ci_method == "bootstrap"``, else +-1.96 stderr from the t approximation).
+    """
+
+    alpha_m: float
+    stderr: float
+    log_c: float
+    r2: float
+    n_points: int
+    m_used: tuple[float, ...]
+    fit_range: str
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    ci_method: str = "stderr"
+    n_seeds: int = 1
+
+    def predict(self, m: np.ndarray | float) -> np.ndarray:
+        """Fitted loss at widths ``m``."""
+        return np.exp(self.log_c) * np.asarray(m, dtype=np.float64) ** -self.alpha_m
+
+
+def select_range(m: Sequence[float], fit_range: str) -> np.ndarray:
+    """Boolean mask over ``m`` (any order) for a fit-range name.
+
+    Names: ``all``; ``m>=K`` (widths at least K); ``lastK`` / ``firstK`` (the K largest /
+    smallest distinct widths); ``fromK`` (from the K-th smallest distinct width on, 1-based:
+    the paper's "starting from the third point" is ``from3``).
+    """
+    m = np.asarray(m, dtype=np.float64)
+    widths = np.unique(m)  # counting is over distinct widths, so seeds do not shift it
+    name = fit_range.replace(" ", "").lower()
+    if name == "all":
+        return np.ones(m.size, dtype=bool)
+    if (g := re.fullmatch(r"m>=([0-9.]+)", name)):
+        return m >= float(g.group(1))
+    if (g := re.fullmatch(r"last([0-9]+)", name)):
+        keep = widths[-int(g.group(1)):] if int(g.group(1)) > 0 else widths[:0]
+    elif (g := re.fullmatch(r"first([0-9]+)", name)):
+        keep = widths[:int(g.group(1))]
+    elif (g := re.fullmatch(r"from([0-9]+)", name)):
+        keep = widths[max(int(g.group(1)) - 1, 0):]
+    else:
+        raise ValueError(f"unknown fit range {fit_range!r}; use one of {FIT_RANGES}")
+    return np.isin(m, keep)
+
+
+def paper_fit_range(config: Mapping[str, object]) -> str:
+    """The paper's fit range for a cell (Appendix D.1, D.4).
+
+    Large preset (Fig. 1): strong superposition (gamma < 0): exponential all m, power and
+    linear m >= 32 (the third point on); weak (gamma >= 0): power law the last five points,
+    others all. Every other cell (the small-model Figs. 4b-7): all points.
+    """
+    if config.get("preset") != "large":
+        return "all"
+    dist = config.get("dist")
+    gamma = float(config.get("gamma", 0.0))  # type: ignore[arg-type]
+    if gamma < 0:
+        return "all" if dist == "exponential" else "m>=32"
+    return "last5" if dist == "power" else "all"
+
+
+def _check(m: np.ndarray, loss: np.ndarray) -> None:
+    if m.shape != loss.shape or m.ndim != 1:
+        raise ValueError(f"m and loss must be 1-D of equal length, got {m.shape} and {loss.shape}")
+    if not (np.all(np.isfinite(loss)) and np.all(np.isfinite(m))):
+        raise ValueError(f"non-finite values in m={m.tolist()} or loss={loss.tolist()}")
+    if np.any(m <= 0) or np.any(loss <= 0):
+        raise ValueError(f"m and loss must be > 0 for a log-log fit (m={m.tolist()}, "
+                         f"loss={loss.tolist()})")
+
+
+def fit_power_law(m: Sequence[float], loss: Sequence[float],
+                  fit_range: str = "all") -> PowerLawFit:
+    """Least-squares line of ln(loss) on ln(m) over ``fit_range``; alpha_m = -slope.
+
+    Args:
+        m: widths (one per point; repeat a width for several seeds).
+        loss: losses, > 0.
+        fit_range: see :func:`select_range`.
+
+    Raises:
+        ValueError: fewer than 3 points with at least 2 distinct widths in range, or bad values.
+    """
+    m_arr = np.asarray(m, dtype=np.float64)
+    l_arr = np.asarray(loss, dtype=np.float64)
+    _check(m_arr, l_arr)
+    mask = select_range(m_arr, fit_range)
+    x, y = np.log(m_arr[mask]), np.log(l_arr[mask])
+    if x.size < 3 or np.unique(x).size < 2:
+        raise ValueError(f"fit range {fit_range!r} leaves {x.size} point(s) with "
+                         f"{np.unique(x).size} distinct width(s) of m={m_arr.tolist()}; need >= 3")
+    res = stats.linregress(x, y)
+    se = float(res.stderr)
+    return PowerLawFit(alpha_m=-float(res.slope), stderr=se, log_c=float(res.intercept),
+                       r2=float(res.rvalue ** 2), n_points=int(x.size),
+                       m_used=tuple(float(v) for v in np.sort(m_arr[mask])), fit_range=fit_range,
+                       ci_low=-float(res.slope) - 1.96 * se, ci_high=-float(res.slope) + 1.96 * se)
+
+
+def fit_power_law_seeds(m_values: Sequence[float], losses: Sequence[Sequence[float]],
+                        fit_range: str = "all", n_boot: int = 1000,
+                        seed: int = 0) -> PowerLawFit:
+    """alpha_m of per-width seed groups: the line through the per-width geometric means, and,
+    with >= 2 seeds somewhere, a bootstrap 95% interval resampling seeds within each width.
+
+    Args:
+        m_values: distinct widths.
+        losses: for each width, the final losses of its seeds.
+        fit_range: see :func:`select_range`.
+        n_boot: bootstrap resamples.
+        seed: bootstrap RNG seed (results are deterministic).
+    """
+    m_arr = np.asarray(m_values, dtype=np.float64)
+    groups = [np.asarray(g, dtype=np.float64) for g in losses]
+    if len(groups) != m_arr.size or any(g.size == 0 for g in groups):
+        raise ValueError(f"need one non-empty loss group per width: {len(groups)} groups for "
+                         f"{m_arr.size} widths")
+    centre = np.array([math.exp(np.log(g).mean()) if np.all(g > 0) else math.nan
+                       for g in groups])
+    fit = fit_power_law(m_arr, centre, fit_range)
+    n_seeds = max(g.size for g in groups)
+    if n_seeds < 2 or n_boot < 1:
+        return fit
+    rng = np.random.default_rng(seed)
+    mask = select_range(m_arr, fit_range)
+    x = np.log(m_arr[mask])
+    sub = [np.log(g) for g, keep in zip(groups, mask) if keep]
+    boots = np.empty(n_boot)
+    for b in range(n_boot):
+        y = np.array([g[rng.integers(0, g.size, g.size)].mean() for g in sub])
+        boots[b] = -np.polyfit(x, y, 1)[0]
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return PowerLawFit(**{**fit.__dict__, "ci_low": float(lo), "ci_high": float(hi),
+                          "ci_method": "bootstrap", "n_seeds": int(n_seeds)})
+
+
+@dataclass(frozen=True)
+class WidthLawFit:
+    """``L = C / m^alpha_m + L_g``, shared C and alpha_m, one L_g per group.
+
+    Attributes:
+        alpha_m, alpha_m_se: exponent and its standard error.
+        c, c_se: coefficient and its standard error.
+        offsets: group -> (L_g, standard error).
+        rmse: root mean square residual; ``n_points``, ``n_params`` as fitted.
+    """
+
+    alpha_m: float
+    alpha_m_se: float
+    c: float
+    c_se: float
+    offsets: dict[tuple[str, ...], tuple[float, float]] = field(default_factory=dict)
+    rmse: float = math.nan
+    n_points: int = 0
+    n_params: int = 0
+    success: bool = True
+    message: str = ""
+
+    def predict(self, m: np.ndarray | float, group: tuple[str, ...]) -> np.ndarray:
+        """Fitted loss of ``group`` at widths ``m``."""
+        return self.c / np.asarray(m, dtype=np.float64) ** self.alpha_m + self.offsets[group][0]
+
+
+def fit_width_law(groups: Sequence[tuple[str, ...]], m: Sequence[float],
+                  loss: Sequence[float]) -> WidthLawFit:
+    """Least-squares fit of the shared-exponent width law (the paper's Eq. 8, Fig. 8b).
+
+    Standard errors come from the Jacobian at the optimum, ``s^2 (J^T J)^-1`` with
+    ``s^2 = RSS / (N - P)``. C is optimised as ln C so it stays positive.
+
+    Args:
+        groups: one group label per point, e.g. ``(family, dataset)``.
+        m: widths; loss: losses.
+
+    Raises:
+        ValueError: mismatched lengths, non-positive widths, or fewer points than parameters+1.
+    """
+    m_arr = np.asarray(m, dtype=np.float64)
+    y = np.asarray(loss, dtype=np.float64)
+    labels = [tuple(g) if isinstance(g, (tuple, list)) else (str(g),) for g in groups]
+    if not (len(labels) == m_arr.size == y.size):
+        raise ValueError(f"groups, m, loss lengths differ: {len(labels)}, {m_arr.size}, {y.size}")
+    if np.any(m_arr <= 0) or not np.all(np.isfinite(y)):
+        raise ValueError("widths must be > 0 and losses finite")
+    names = sorted(set(labels))
+    gidx = np.array([names.index(g) for g in labels])
+    n_par = 2 + len(names)
+    if y.size <= n_par:
+        raise ValueError(f"{y.size} points cannot fit {n_par} parameters")
+    logm = np.log(m_arr)
+
+    def resid(p: np.ndarray) -> np.ndarray:
+        return np.exp(p[0] - p[1] * logm) + p[2:][gidx] - y
+
+    def jac(p: np.ndarray) -> np.ndarray:
+        t = np.exp(p[0] - p[1] * logm)
+        j = np.zeros((y.size, n_par))
+        j[:, 0] = t
+        j[:, 1] = -t * logm
+        j[np.arange(y.size), 2 + gidx] = 1.0
+        return j
+
+    # Start: alpha = 1, then C and the offsets from a linear least squares in 1/m.
+    a0 = np.zeros((y.size, 1 + len(names)))
+    a0[:, 0] = 1.0 / m_arr
+    a0[np.arange(y.size), 1 + gidx] = 1.0
+    lin = np.linalg.lstsq(a0, y, rcond=None)[0]
+    p0 = np.concatenate([[math.log(max(lin[0], 1e-12 * float(np.max(m_arr)))), 1.0], lin[1:]])
+    sol = optimize.least_squares(resid, p0, jac=jac, method="lm", xtol=1e-14, ftol=1e-14)
+    r = sol.fun
+    dof = y.size - n_par
+    s2 = float(r @ r) / dof
+    try:
+        cov = np.linalg.inv(sol.jac.T @ sol.jac) * s2
+        se = np.sqrt(np.clip(np.diag(cov), 0, None))
+    except np.linalg.LinAlgError:
+        se = np.full(n_par, math.nan)
+    c = math.exp(sol.x[0])
+    return WidthLawFit(alpha_m=float(sol.x[1]), alpha_m_se=float(se[1]), c=c,
+                       c_se=float(c * se[0]),
+                       offsets={g: (float(sol.x[2 + k]), float(se[2 + k]))
+                                for k, g in enumerate(names)},
+                       rmse=float(math.sqrt(float(r @ r) / y.size)), n_points=int(y.size),
+                       n_params=n_par, success=bool(sol.success), message=str(sol.message))

@@ -1,0 +1,76 @@
+"""Exact mean c and mean c^2 of several row sets in one streaming pass (Gram identities).
+
+For the unit rows U of a set (N nonzero rows), over its P = N(N-1)/2 pairs i < j:
+    sum c_ij   = (||U^T 1||^2 - N) / 2,      sum c_ij^2 = (||U^T U||_F^2 - N) / 2
+(SPEC section 1; the same identities as :func:`superkern.overlap_moments_exact`, which is the
+test oracle). The probe needs them for up to five overlapping sets (all rows, and both halves
+of two norm splits): one pass over the rows, each chunk's unit rows added to the Gram matrix of
+every set they belong to, costs sum_k N_k m^2 instead of two passes per set. fp64 throughout.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+
+
+def set_moments(W: torch.Tensor, sets: dict[str, torch.Tensor], *,
+                centre: Optional[torch.Tensor] = None,
+                chunk: int = 1 << 14) -> dict[str, dict[str, Any]]:
+    """``{name: {n_used, n_zero, n_pairs, mean_cos, mean_sq}}`` for each row set.
+
+    Args:
+        W: (n, m) finite matrix (any float dtype, any device).
+        sets: name -> int64 row indices (CPU). Identical sets are computed once.
+        centre: (m,) fp64 vector subtracted from every row first (the centred matrix without
+            rounding it to W's dtype).
+        chunk: rows per step (memory O(chunk * m) fp64).
+    """
+    n, m = W.shape
+    dev = W.device
+    names = list(sets)
+    member = torch.zeros((len(names), n), dtype=torch.bool)
+    for k, name in enumerate(names):
+        member[k, sets[name].to("cpu")] = True
+    # Identical sets share one accumulator.
+    first: list[int] = []
+    for k in range(len(names)):
+        same = next((j for j in first if torch.equal(member[j], member[k])), None)
+        if same is None:
+            first.append(k)
+    alias = {k: next(j for j in first if torch.equal(member[j], member[k]))
+             for k in range(len(names))}
+    G = {k: torch.zeros((m, m), dtype=torch.float64, device=dev) for k in first}
+    col = {k: torch.zeros(m, dtype=torch.float64, device=dev) for k in first}
+    used = {k: 0 for k in first}
+    union = torch.nonzero(member[first].any(0)).flatten()
+    for s in range(0, union.numel(), chunk):
+        idx = union[s:s + chunk]
+        X = W[idx.to(dev)].double()
+        if centre is not None:
+            X = X - centre
+        r = torch.linalg.vector_norm(X, dim=1)
+        nz = r > 0
+        U = X[nz] / r[nz, None]
+        in_set = member[:, idx][:, nz.cpu()]
+        for k in first:
+            sel = in_set[k]
+            cnt = int(sel.sum())
+            if not cnt:
+                continue
+            Uk = U if cnt == U.shape[0] else U[sel.to(dev)]
+            G[k] += Uk.T @ Uk
+            col[k] += Uk.sum(0)
+            used[k] += cnt
+    out = {}
+    for k, name in enumerate(names):
+        a = alias[k]
+        N = used[a]
+        P = N * (N - 1) // 2
+        sum_sq = (float((G[a] * G[a]).sum()) - N) / 2.0
+        sum_cos = (float(col[a] @ col[a]) - N) / 2.0
+        out[name] = {"n_used": N, "n_zero": int(sets[name].numel()) - N, "n_pairs": P,
+                     "mean_cos": sum_cos / P if P else math.nan,
+                     "mean_sq": sum_sq / P if P else math.nan}
+    return out

@@ -1,0 +1,71 @@
+"""Resumable sweeps of the toy model: experiment grids, launches, a crash-safe JSONL store.
+
+Data flows one way: experiment TOML -> config dicts -> validated ``ToyConfig`` s -> launches
+-> ``superkern.toy.train_many`` -> one JSONL row per model. Analysis (``superkern.analysis``)
+only reads the rows.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from superkern.sweep.grid import (Experiment, Launch, apply_overrides, apply_variant,
+                                  build_configs, builtin_experiments, expand, group_configs,
+                                  load_experiment)
+from superkern.sweep.runner import RESULTS_NAME, SweepSummary, run_sweep
+from superkern.sweep.store import ResultsStore, read_jsonl
+
+__all__ = ["Experiment", "Launch", "RESULTS_NAME", "ResultsStore", "SweepSummary",
+           "apply_overrides", "apply_variant", "build_configs", "builtin_experiments", "expand",
+           "group_configs", "load_experiment", "prepare", "read_jsonl", "run_sweep", "sweep"]
+
+
+def prepare(spec: str, *, quick: bool = False, variants: Sequence[str] = (),
+            overrides: Sequence[str] = ()) -> tuple[Experiment, list[Any]]:
+    """Load an experiment, apply ``quick``/variants/overrides, expand and validate every config.
+
+    Returns:
+        ``(experiment, configs)``; raises ValueError before any work if a config is invalid.
+    """
+    exp = load_experiment(spec)
+    if quick:
+        exp = apply_variant(exp, "quick")
+    for name in variants:
+        exp = apply_variant(exp, name)
+    exp = apply_overrides(exp, overrides)
+    return exp, build_configs(expand(exp))
+
+
+def sweep(spec: str, out_dir: Optional[str | Path] = None, *, quick: bool = False,
+          variants: Sequence[str] = (), overrides: Sequence[str] = (),
+          device: Optional[str] = None, max_instances: Optional[int] = None,
+          progress: bool = True, save_weights: Optional[bool] = None, keep_going: bool = False,
+          train_fn: Optional[Callable[..., Sequence[Any]]] = None) -> SweepSummary:
+    """Run (or resume) an experiment: the library function behind ``superkern sweep``.
+
+    Args:
+        spec: a TOML path or a built-in name (``fig1``, ``small``, ``density``, ...).
+        out_dir: output folder (default ``runs/<name>[-quick]``).
+        quick: apply the experiment's ``quick`` variant (a few CPU minutes).
+        variants: further named variants to apply, in order.
+        overrides: ``KEY=VALUE`` strings, values parsed as TOML (``m=[10,20]``).
+        device, max_instances, save_weights: override the experiment's ``[sweep]`` options.
+        progress: tqdm bar on stderr.
+        keep_going: continue after a failed launch.
+        train_fn: trainer to use instead of ``superkern.toy.train_many``.
+    """
+    exp, configs = prepare(spec, quick=quick, variants=variants, overrides=overrides)
+    opts = dict(exp.sweep)
+    if out_dir is None:
+        out_dir = Path("runs") / (exp.name + ("-quick" if quick else ""))
+    manifest = {"experiment": exp.name, "source": exp.source, "applied": list(exp.applied),
+                "base": exp.base, "axes": exp.axes, "description": exp.description,
+                "paper": exp.paper}
+    return run_sweep(
+        configs, out_dir, experiment=exp.name, train_fn=train_fn,
+        device=device if device is not None else opts.get("device"),
+        max_instances=int(max_instances or opts.get("max_instances", 32)),
+        progress=progress,
+        save_weights=bool(opts.get("save_weights", True) if save_weights is None
+                          else save_weights),
+        keep_going=keep_going, manifest=manifest)

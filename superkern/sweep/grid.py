@@ -1,0 +1,298 @@
+"""Experiment grids: TOML files -> expanded config dicts -> validated configs -> launches.
+
+An experiment file has these tables (all but ``[grid]`` optional)::
+
+    [experiment]                 # name, description, paper, aliases = ["fig4b", ...]
+    [base]                       # fields shared by every config (n, steps, preset, ...)
+    [grid]                       # axes; the grid is their cartesian product, in file order
+    m = [8, 16, 32]              #   a list of values,
+    gamma = {linspace = [-1, 1, 10]}          # a generator (linspace / arange / geomspace /
+                                              #   powers_of_2 / logspace_int),
+    data = [{dist = "exponential"}, {dist = "power", alpha = 1.2}]
+                                 #   or a list of tables, merged into the config (zipped axes)
+    [sweep]                      # runner options: max_instances, device
+    [variants.quick]             # named overrides: flat keys, as with --set
+
+``seeds`` is accepted as an alias of the ``seed`` axis. Values are validated by building every
+``ToyConfig`` before any training starts.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from superkern.sweep import engine
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+SWEEP_OPTIONS = ("max_instances", "device", "save_weights")
+ALIASES = {"seeds": "seed"}
+# Fields that must agree for configs to share one instance-batched launch.
+LAUNCH_KEY = ("n", "steps", "batch", "precision", "backend", "preset", "log_every")
+# Order inside a launch: configs with the same feature frequencies next to each other, so an
+# engine that shares each sampled batch among equal-p instances gets long runs of them.
+_SORT_KEY = ("dist", "alpha", "E", "density_s", "gamma", "m", "seed")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A parsed experiment file (see the module docstring)."""
+
+    name: str
+    base: dict[str, Any]
+    axes: dict[str, list[Any]]
+    sweep: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    description: str = ""
+    paper: str = ""
+    source: str = ""
+    applied: tuple[str, ...] = ()  # variants and overrides applied, for provenance
+
+    def size(self) -> int:
+        """Number of configs the grid expands to."""
+        return math.prod(len(v) for v in self.axes.values()) if self.axes else 1
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Configs trained together in one ``train_many`` call."""
+
+    key: tuple[Any, ...]
+    configs: tuple[Any, ...]
+
+    @property
+    def steps(self) -> int:
+        return int(getattr(self.configs[0], "steps"))
+
+
+def builtin_experiments() -> dict[str, Path]:
+    """Built-in experiment names (and aliases) -> TOML path."""
+    out: dict[str, Path] = {}
+    for entry in (resources.files("superkern") / "experiments").iterdir():
+        if not entry.name.endswith(".toml"):
+            continue
+        path = Path(str(entry))
+        out[path.stem] = path
+        meta = tomllib.loads(path.read_text(encoding="utf-8")).get("experiment", {})
+        for alias in meta.get("aliases", []):
+            out.setdefault(str(alias), path)
+    return dict(sorted(out.items()))
+
+
+def load_experiment(spec: str) -> Experiment:
+    """Load an experiment from a TOML path or a built-in name (``fig1``, ``small``, ...)."""
+    path = Path(spec)
+    if not path.is_file():
+        builtins = builtin_experiments()
+        if spec not in builtins:
+            raise ValueError(f"no experiment file {spec!r} and no built-in of that name; "
+                             f"built-ins: {', '.join(builtins)}")
+        path = builtins[spec]
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    return parse_experiment(doc, source=str(path))
+
+
+def parse_experiment(doc: Mapping[str, Any], source: str = "") -> Experiment:
+    """Build an :class:`Experiment` from a parsed TOML document."""
+    extra = sorted(set(doc) - {"experiment", "base", "grid", "sweep", "variants"})
+    if extra:
+        raise ValueError(f"{source}: unknown table(s) {extra}; expected experiment, base, grid, "
+                         "sweep, variants")
+    meta = dict(doc.get("experiment", {}))
+    base = {ALIASES.get(k, k): v for k, v in doc.get("base", {}).items()}
+    axes = {ALIASES.get(k, k): _axis_values(k, v) for k, v in doc.get("grid", {}).items()}
+    sweep = dict(doc.get("sweep", {}))
+    bad = sorted(set(sweep) - set(SWEEP_OPTIONS))
+    if bad:
+        raise ValueError(f"{source}: unknown [sweep] option(s) {bad}; known: {SWEEP_OPTIONS}")
+    name = str(meta.get("name") or Path(source).stem or "experiment")
+    return Experiment(name=name, base=base, axes=axes, sweep=sweep,
+                      variants={k: dict(v) for k, v in doc.get("variants", {}).items()},
+                      description=str(meta.get("description", "")),
+                      paper=str(meta.get("paper", "")), source=source)
+
+
+def _clean(x: Any) -> Any:
+    # Generated floats are rounded so that run ids do not hinge on the last ulp of linspace.
+    if isinstance(x, (float, np.floating)):
+        v = round(float(x), 10)
+        return 0.0 if v == 0 else v
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def _axis_values(name: str, spec: Any) -> list[Any]:
+    """Expand one axis spec (list, scalar or generator table) into a list of values."""
+    if isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in _GENERATORS:
+        kind, args = next(iter(spec.items()))
+        try:
+            values = _GENERATORS[kind](*args)
+        except TypeError as exc:
+            raise ValueError(f"axis {name!r}: bad arguments {args!r} for {kind}: {exc}") from None
+        return [_clean(v) for v in values]
+    if isinstance(spec, list):
+        if not spec:
+            raise ValueError(f"axis {name!r} is empty")
+        return [_clean(v) for v in spec]
+    return [_clean(spec)]
+
+
+def _arange(start: float, stop: float, step: float) -> list[float]:
+    if step <= 0:
+        raise ValueError(f"arange step must be > 0, got {step}")
+    count = int(math.floor((stop - start) / step + 1e-9)) + 1  # stop included
+    return [start + k * step for k in range(count)]
+
+
+_GENERATORS: dict[str, Callable[..., Sequence[Any]]] = {
+    "linspace": lambda a, b, k: np.linspace(a, b, int(k)).tolist(),
+    "geomspace": lambda a, b, k: np.geomspace(a, b, int(k)).tolist(),
+    "arange": _arange,
+    "powers_of_2": lambda lo, hi: [2 ** e for e in range(int(lo), int(hi) + 1)],
+    # the paper's widths: floor(exp(linspace(log a, log b, k))) -> 10, 15, 25, 39, 63, 100
+    "logspace_int": lambda a, b, k: [int(math.floor(math.exp(v) + 1e-9)) for v in
+                                     np.linspace(math.log(a), math.log(b), int(k))],
+}
+
+
+def parse_value(text: str) -> Any:
+    """Parse the right-hand side of ``--set key=value`` as TOML, else keep it as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_settings(exp: Experiment, settings: Mapping[str, Any], label: str) -> Experiment:
+    """Apply flat overrides: an existing axis is replaced, a list or generator becomes an axis,
+    a sweep option goes to ``[sweep]``, anything else sets a base field."""
+    base, axes, sweep = dict(exp.base), dict(exp.axes), dict(exp.sweep)
+    for raw_key, value in settings.items():
+        key = ALIASES.get(raw_key, raw_key)
+        if key in SWEEP_OPTIONS:
+            sweep[key] = value
+            continue
+        is_axis = isinstance(value, list) or (
+            isinstance(value, dict) and len(value) == 1 and next(iter(value)) in _GENERATORS)
+        if key == "dist" and isinstance(value, list) and all(
+                isinstance(v, (int, float)) for v in value):
+            is_axis = False  # an explicit frequency vector is one value, not an axis
+            value = tuple(value)
+        if key in axes or is_axis:
+            axes[key] = _axis_values(key, value)
+            base.pop(key, None)
+        else:
+            base[key] = _clean(value)
+        # the new value overrides the same key set through a zipped axis of tables
+        for axis, values in list(axes.items()):
+            if axis != key and any(isinstance(v, dict) and key in v for v in values):
+                axes[axis] = [{k: x for k, x in v.items() if k != key}
+                              if isinstance(v, dict) else v for v in values]
+    return replace(exp, base=base, axes=axes, sweep=sweep, applied=exp.applied + (label,))
+
+
+def apply_variant(exp: Experiment, name: str) -> Experiment:
+    """Apply the named ``[variants.NAME]`` table."""
+    if name not in exp.variants:
+        raise ValueError(f"experiment {exp.name!r} has no variant {name!r}; "
+                         f"it has: {sorted(exp.variants) or 'none'}")
+    return apply_settings(exp, exp.variants[name], f"variant:{name}")
+
+
+def apply_overrides(exp: Experiment, items: Sequence[str]) -> Experiment:
+    """Apply ``KEY=VALUE`` strings (values parsed as TOML)."""
+    settings: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        settings[key.strip()] = parse_value(value.strip())
+    return apply_settings(exp, settings, "set:" + ",".join(items)) if settings else exp
+
+
+def expand(exp: Experiment) -> list[dict[str, Any]]:
+    """The grid's config dicts, in cartesian-product order of the axes."""
+    names = list(exp.axes)
+    fields = set(engine.config_fields())
+    out = []
+    for combo in itertools.product(*(exp.axes[k] for k in names)):
+        cfg = copy.deepcopy(exp.base)
+        set_by: dict[str, str] = {}
+        for axis, value in zip(names, combo):
+            items = value.items() if isinstance(value, dict) else [(axis, value)]
+            for k, v in items:
+                k = ALIASES.get(k, k)
+                if k in set_by:
+                    raise ValueError(f"axes {set_by[k]!r} and {axis!r} both set {k!r}")
+                set_by[k] = axis
+                cfg[k] = _clean(v)
+        unknown = sorted(set(cfg) - fields)
+        if unknown:
+            raise ValueError(f"experiment {exp.name!r}: unknown field(s) {unknown}; "
+                             f"config fields are {sorted(fields)}")
+        out.append(cfg)
+    return out
+
+
+def build_configs(dicts: Sequence[Mapping[str, Any]],
+                  make: Optional[Callable[[Mapping[str, Any]], Any]] = None) -> list[Any]:
+    """Validate every config dict (all of them, before any work) and return the configs.
+
+    Raises:
+        ValueError: listing every invalid config (up to 10) with its reason.
+    """
+    make = make or engine.make_config
+    configs, errors = [], []
+    for i, d in enumerate(dicts):
+        try:
+            configs.append(make(d))
+        except ValueError as exc:
+            errors.append(f"  config {i + 1}/{len(dicts)} {dict(d)}: {exc}")
+    if errors:
+        more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+        raise ValueError(f"{len(errors)} of {len(dicts)} configs are invalid:\n"
+                         + "\n".join(errors[:10]) + more)
+    return configs
+
+
+def _sortable(v: Any) -> tuple:
+    if v is None:
+        return (0, 0.0, "")
+    if isinstance(v, (int, float)):
+        return (1, float(v), "")
+    return (2, 0.0, str(v))
+
+
+def group_configs(configs: Sequence[Any], *, max_instances: int = 32,
+                  device: Optional[str] = None) -> list[Launch]:
+    """Split configs into launches: same ``LAUNCH_KEY`` fields (and device), at most
+    ``max_instances`` configs each, equal feature frequencies adjacent."""
+    if max_instances < 1:
+        raise ValueError(f"max_instances must be >= 1, got {max_instances}")
+    groups: dict[tuple, list[Any]] = {}
+    for c in configs:
+        d = engine.config_to_dict(c)
+        key = tuple(d.get(k) if not isinstance(d.get(k), list) else tuple(d[k])
+                    for k in LAUNCH_KEY) + (device,)
+        groups.setdefault(key, []).append((d, c))
+    launches = []
+    for key, members in groups.items():
+        members.sort(key=lambda dc: tuple(_sortable(dc[0].get(k)) for k in _SORT_KEY))
+        for start in range(0, len(members), max_instances):
+            chunk = tuple(c for _, c in members[start:start + max_instances])
+            launches.append(Launch(key=key, configs=chunk))
+    return launches

@@ -1,0 +1,265 @@
+"""Resumable sweep runner: skip finished run ids, train the rest in launches, append one row
+per model as soon as its launch finishes.
+
+A run killed at any moment loses at most the models of the launch in flight: weights are
+written atomically before their row, and the row is one fsync'ed line (``store.py``).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from superkern.sweep import engine
+from superkern.sweep.grid import Launch, group_configs
+from superkern.sweep.store import ResultsStore, atomic_write_text
+
+RESULTS_NAME = "results.jsonl"
+WEIGHTS_DIR = "weights"
+SCHEMA_VERSION = 1
+# Row keys every consumer (fits, figures) may rely on; tests check them.
+ROW_KEYS = ("schema", "run_id", "experiment", "config", "seed", "final_loss", "final_loss_std",
+            "phi_half", "phi_1", "geometry", "weights", "seconds", "device", "backend",
+            "precision", "versions", "launch", "created")
+
+
+@dataclass
+class SweepSummary:
+    """What a :func:`run_sweep` call did."""
+
+    results_path: str
+    total: int
+    skipped: int
+    trained: int = 0
+    launches: int = 0
+    seconds: float = 0.0
+    failed: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        failed = f", {len(self.failed)} launch(es) failed" if self.failed else ""
+        return (f"{self.trained} trained, {self.skipped} already done, of {self.total} models, "
+                f"in {self.launches} launch(es), {self.seconds:.1f} s{failed} -> "
+                f"{self.results_path}")
+
+
+def versions() -> dict[str, Optional[str]]:
+    """Versions recorded in every row (Triton read from package metadata, never imported)."""
+    out: dict[str, Optional[str]] = {"python": platform.python_version()}
+    for dist in ("superkern", "torch", "triton", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    try:
+        import superkern
+
+        out["superkern"] = superkern.__version__
+    except Exception:  # noqa: BLE001  (a broken install must not stop a sweep)
+        pass
+    return out
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _num(x: Any) -> Any:
+    if hasattr(x, "item") and getattr(x, "ndim", 1) == 0:
+        return x.item()
+    return x
+
+
+def make_row(result: Any, *, experiment: str, weights: Optional[str], launch: dict[str, Any],
+             device: Optional[str], vers: dict[str, Any]) -> dict[str, Any]:
+    """The JSONL row of one trained model (result's own ``to_dict`` plus provenance)."""
+    cfg = engine.config_to_dict(result.config)
+    row: dict[str, Any] = {"schema": SCHEMA_VERSION, "run_id": engine.run_id(result.config),
+                           "experiment": experiment, "config": cfg, "seed": cfg.get("seed")}
+    body = dict(result.to_dict()) if hasattr(result, "to_dict") else {}
+    body.pop("config", None)
+    body.pop("W", None)
+    body.pop("b", None)
+    for key in ("final_loss", "final_loss_std", "phi_half", "phi_1", "geometry", "seconds",
+                "backend", "precision", "device", "curve"):
+        if key not in body and hasattr(result, key):
+            body[key] = _num(getattr(result, key))
+    row.update(body)
+    row["device"] = row.get("device") or device
+    row.setdefault("backend", cfg.get("backend"))
+    row.setdefault("precision", cfg.get("precision"))
+    row["weights"] = weights
+    row["launch"] = launch
+    row["versions"] = vers
+    row["created"] = _now()
+    return json.loads(json.dumps(row, default=_json_default))
+
+
+def _json_default(x: Any) -> Any:
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+class _Bar:
+    """tqdm on stderr counting launch steps (so it/s is steps per second and the ETA is right),
+    with models done in the postfix. Silent when disabled or tqdm is missing."""
+
+    def __init__(self, total_steps: int, total_models: int, enabled: bool) -> None:
+        self.models_total = total_models
+        self.models_done = 0
+        self.bar = None
+        if enabled and total_steps > 0:
+            try:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=total_steps, unit="step", file=sys.stderr,
+                                dynamic_ncols=True, smoothing=0.05, desc="sweep")
+                self._postfix()
+            except ImportError:
+                self.bar = None
+        self._launch_base = 0
+        self._launch_seen = 0
+
+    def _postfix(self) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"models {self.models_done}/{self.models_total}")
+
+    def start_launch(self) -> None:
+        self._launch_base += self._launch_seen
+        self._launch_seen = 0
+
+    def callback(self, *args: Any, **kwargs: Any) -> None:
+        """Progress hook handed to the trainer: called with the steps done so far in this
+        launch (first positional int, or ``step=``); increments are derived here."""
+        step = kwargs.get("step", args[0] if args else None)
+        if self.bar is None or not isinstance(step, (int, float)):
+            return
+        step = int(step)
+        if step > self._launch_seen:
+            self.bar.update(step - self._launch_seen)
+            self._launch_seen = step
+
+    def finish_launch(self, steps: int, models: int) -> None:
+        if self.bar is not None and steps > self._launch_seen:
+            self.bar.update(steps - self._launch_seen)
+        self._launch_seen = steps
+        self.models_done += models
+        self._postfix()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def plan(configs: Sequence[Any], results_path: Path, *, max_instances: int,
+         device: Optional[str]) -> tuple[list[Launch], int, int]:
+    """Launches still to run, the number of configs already done, and duplicates dropped."""
+    done = ResultsStore(results_path).done_ids()
+    pending, seen, dups = [], set(), 0
+    for c in configs:
+        rid = engine.run_id(c)
+        if rid in seen:
+            dups += 1
+            continue
+        seen.add(rid)
+        if rid not in done:
+            pending.append(c)
+    skipped = len(seen) - len(pending)
+    return group_configs(pending, max_instances=max_instances, device=device), skipped, dups
+
+
+def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = "",
+              train_fn: Optional[Callable[..., Sequence[Any]]] = None,
+              device: Optional[str] = None, max_instances: int = 32, progress: bool = True,
+              save_weights: bool = True, keep_going: bool = False,
+              manifest: Optional[dict[str, Any]] = None) -> SweepSummary:
+    """Train every config not yet in ``out_dir/results.jsonl`` and append its row.
+
+    Args:
+        configs: validated configs (``superkern.toy.ToyConfig``), e.g. from
+            :func:`superkern.sweep.grid.build_configs`.
+        out_dir: folder of ``results.jsonl``, ``weights/`` and ``sweep.json``.
+        experiment: name stored in each row.
+        train_fn: ``train_fn(configs, device=..., progress=...) -> results`` (default
+            ``superkern.toy.train_many``); injected by tests.
+        device: passed to the trainer (None: its default).
+        max_instances: most models per launch.
+        progress: show a tqdm bar on stderr.
+        save_weights: write each model's W and b next to the results.
+        keep_going: on a failed launch, record the error and continue with the next one.
+
+    Returns:
+        A :class:`SweepSummary`.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / RESULTS_NAME
+    store = ResultsStore(results_path)
+    store.repair()
+    launches, skipped, dups = plan(configs, results_path, max_instances=max_instances,
+                                   device=device)
+    if dups:
+        warnings.warn(f"{dups} duplicate config(s) in the grid were dropped", stacklevel=2)
+    total = len(configs) - dups
+    summary = SweepSummary(str(results_path), total=total, skipped=skipped)
+    if manifest is not None:
+        atomic_write_text(out / "sweep.json", json.dumps(
+            {**manifest, "models": total, "updated": _now(), "versions": versions()}, indent=2))
+    if not launches:
+        return summary
+    train = train_fn or engine.default_train_fn()
+    vers = versions()
+    bar = _Bar(sum(lz.steps for lz in launches), sum(len(lz.configs) for lz in launches),
+               progress)
+    t_start = time.perf_counter()
+    try:
+        for index, launch in enumerate(launches):
+            bar.start_launch()
+            t0 = time.perf_counter()
+            try:
+                results = engine.results_as_sequence(
+                    train(list(launch.configs), device=device, progress=bar.callback),
+                    len(launch.configs))
+            except Exception as exc:  # noqa: BLE001
+                if not keep_going:
+                    raise
+                msg = f"launch {index} ({len(launch.configs)} models): {type(exc).__name__}: {exc}"
+                summary.failed.append(msg)
+                warnings.warn(msg, stacklevel=2)
+                continue
+            seconds = time.perf_counter() - t0
+            info = {"index": index, "instances": len(launch.configs), "seconds": round(seconds, 3)}
+            for cfg, result in zip(launch.configs, results):
+                if engine.run_id(result.config) != engine.run_id(cfg):
+                    raise RuntimeError("trainer returned results out of order: "
+                                       f"{engine.run_id(result.config)} != {engine.run_id(cfg)}")
+                weights = None
+                if save_weights and hasattr(result, "save"):
+                    saved = result.save(out / WEIGHTS_DIR)
+                    weights = _relative(saved, out) if saved else None
+                store.append(make_row(result, experiment=experiment, weights=weights,
+                                      launch=info, device=device, vers=vers))
+            summary.trained += len(launch.configs)
+            summary.launches += 1
+            bar.finish_launch(launch.steps, len(launch.configs))
+    finally:
+        bar.close()
+        summary.seconds = time.perf_counter() - t_start
+    return summary
+
+
+def _relative(path: Any, root: Path) -> str:
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(p)

@@ -1,0 +1,13 @@
+"""The paper's toy model y = ReLU(W W^T x + b): configs, data, reference and instance-batched
+trainers (SPEC section 2).
+
+Public: :class:`ToyConfig`, :class:`ToyResult`, :func:`train`, :func:`train_many`,
+:func:`toy_probabilities`, :func:`sample_batch`.
+"""
+from superkern.toy.api import train, train_many
+from superkern.toy.config import ToyConfig
+from superkern.toy.data import sample_batch, toy_probabilities
+from superkern.toy.result import ToyResult, load_weights
+
+__all__ = ["ToyConfig", "ToyResult", "load_weights", "sample_batch", "toy_probabilities",
+           "train", "train_many"]

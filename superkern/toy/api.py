@@ -1,0 +1,121 @@
+"""Public entry points: ``train(config)`` and ``train_many(configs)``."""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+
+from superkern.toy.backend import default_device, resolve_toy_backend, triton_toy
+from superkern.toy.batched import BatchedTrainer
+from superkern.toy.config import ToyConfig
+from superkern.toy.reference import train_reference
+from superkern.toy.result import ToyResult
+
+ProgressArg = Union[None, bool, Callable[[int, int], None]]
+
+
+def _device(device) -> torch.device:
+    return default_device() if device is None else torch.device(device)
+
+
+def train(config: ToyConfig, *, device: Optional[Union[str, torch.device]] = None
+          ) -> ToyResult:
+    """Train one toy model (SPEC section 2).
+
+    The torch backend runs :func:`~superkern.toy.reference.train_reference` (autograd, fp32
+    with tf32 off); the triton backend runs the fused kernels as an instance axis of one.
+
+    Args:
+        config: the run.
+        device: "cpu", "cuda", ...; default CUDA when available.
+
+    Raises:
+        ValueError: a backend / precision that cannot run on this device (before any work).
+    """
+    if not isinstance(config, ToyConfig):
+        raise ValueError(f"config must be a ToyConfig, got {type(config).__name__}")
+    dev = _device(device)
+    backend = resolve_toy_backend(config.backend, dev, config.precision)
+    if backend == "torch":
+        return train_reference(config, dev)
+    tr = BatchedTrainer([config], dev, backend="triton", triton_mod=triton_toy()[0])
+    return tr.results(tr.run())[0]
+
+
+def plan_groups(configs: Sequence[ToyConfig], device: torch.device
+                ) -> list[tuple[str, list[int]]]:
+    """Partition config indices into launch groups: equal (resolved backend, n, steps, batch,
+    precision, log_every). Resolves (and so validates) every backend first.
+
+    Returns:
+        ``[(backend, [indices]), ...]`` in first-appearance order.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, c in enumerate(configs):
+        if not isinstance(c, ToyConfig):
+            raise ValueError(f"configs[{i}] must be a ToyConfig, got {type(c).__name__}")
+        be = resolve_toy_backend(c.backend, device, c.precision)
+        groups.setdefault((be, c.n, c.steps, c.batch, c.precision, c.log_every), []).append(i)
+    return [(key[0], idx) for key, idx in groups.items()]
+
+
+def _progress_fn(progress: ProgressArg, total: int):
+    """(per-group callback factory, closer). ``True`` shows a tqdm bar of model-steps."""
+    if progress is None or progress is False:
+        return (lambda done_before, size: None), (lambda: None)
+    if progress is True:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="model-step", unit_scale=True)
+        state = {"last": 0}
+
+        def make(done_before, size):
+            def cb(s, steps):
+                now = done_before + s * size
+                bar.update(now - state["last"])
+                state["last"] = now
+            return cb
+        return make, bar.close
+
+    def make(done_before, size):
+        return lambda s, steps: progress(done_before + s * size, total)
+    return make, (lambda: None)
+
+
+def train_many(configs: Sequence[ToyConfig], *, device: Optional[Union[str, torch.device]] = None,
+               progress: ProgressArg = None) -> list[ToyResult]:
+    """Train many toy models, sharing launches where exact (SPEC section 2).
+
+    Configs with the same n, steps, batch, precision, log_every and resolved backend train
+    together on an instance axis (W padded to the group's largest m; models with the same p and
+    data seed share each batch). With the torch backend each result equals training that config
+    alone with :func:`train` (the reference) up to floating-point rounding: same init, same
+    batches.
+
+    Args:
+        configs: the runs, in any order; results come back in the same order.
+        device: as :func:`train`.
+        progress: None, True (tqdm bar) or ``callable(model_steps_done, model_steps_total)``.
+
+    Raises:
+        ValueError: any config whose backend / precision cannot run here, before any work.
+    """
+    configs = list(configs)
+    dev = _device(device)
+    plan = plan_groups(configs, dev)
+    total = sum(c.steps for c in configs)
+    make, close = _progress_fn(progress, total)
+    out: list[Optional[ToyResult]] = [None] * len(configs)
+    done = 0
+    try:
+        for backend, idx in plan:
+            group = [configs[i] for i in idx]
+            tr = BatchedTrainer(group, dev, backend=backend,
+                                triton_mod=triton_toy()[0] if backend == "triton" else None)
+            seconds = tr.run(make(done, len(idx)))
+            for i, r in zip(idx, tr.results(seconds)):
+                out[i] = r
+            done += sum(c.steps for c in group)
+    finally:
+        close()
+    return out  # type: ignore[return-value]

@@ -1,0 +1,111 @@
+"""Feature frequencies p and the data sampler x_i = u_i v_i (SPEC section 2)."""
+from __future__ import annotations
+
+import math
+from typing import Any, Union
+
+import torch
+
+# p_i may exceed 1 by rounding only (the density sweep at s = 1 gives p_1 = 1 exactly in exact
+# arithmetic); anything larger is a user error.
+_P_ROUNDING = 1e-12
+# An explicit p must sum to E to this relative tolerance.
+_SUM_RTOL = 1e-6
+
+
+def _named_p(n: int, dist: str, alpha: float) -> torch.Tensor:
+    """Unnormalised frequencies, fp64. Indices as in the authors' code."""
+    if dist == "power":
+        i = torch.arange(1, n + 1, dtype=torch.float64)  # i = 1..n
+        return i ** (-alpha)
+    if dist == "exponential":
+        return torch.exp(-torch.arange(n, dtype=torch.float64) / 400.0)  # i = 0..n-1
+    if dist == "linear":
+        return (n - torch.arange(n, dtype=torch.float64)) / n  # i = 0..n-1
+    raise ValueError(f"unknown dist {dist!r}; choose from ('power', 'exponential', 'linear') "
+                     "or a tuple of n floats")
+
+
+def toy_probabilities(spec: Union[Any, tuple]) -> torch.Tensor:
+    """Feature frequencies p (n,) in float64, with sum_i p_i = E.
+
+    - power: p_i ∝ i^-alpha, i = 1..n; exponential: p_i ∝ exp(-i/400), i = 0..n-1;
+      linear: p_i ∝ (n - i)/n, i = 0..n-1; each normalised to sum E.
+    - density sweep (``density_s`` = s): alpha = 1 normalised to sum 1, then
+      p *= 1 + s (1/p_1 - 1) (sum from 1 at s = 0 to H_n at s = 1, where p_1 = 1).
+    - an explicit tuple is used as given; it must lie in [0, 1] and sum to E.
+
+    Args:
+        spec: a :class:`~superkern.toy.config.ToyConfig`, or a tuple
+            ``(n, dist, alpha[, E[, density_s]])``.
+
+    Returns:
+        torch.float64 tensor of shape (n,).
+
+    Raises:
+        ValueError: any p_i > 1 (names the index, the value and E), unknown dist, a bad
+            explicit p.
+    """
+    if isinstance(spec, tuple):
+        if not 3 <= len(spec) <= 5:
+            raise ValueError("spec tuple must be (n, dist, alpha[, E[, density_s]]), "
+                             f"got {len(spec)} entries")
+        n, dist, alpha = spec[:3]
+        E = spec[3] if len(spec) > 3 else 1.0
+        s = spec[4] if len(spec) > 4 else None
+    else:
+        n, dist, alpha, E, s = spec.n, spec.dist, spec.alpha, spec.E, spec.density_s
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    if not (isinstance(E, (int, float)) and math.isfinite(E) and E > 0):
+        raise ValueError(f"E must be a finite number > 0, got {E!r}")
+    if isinstance(dist, (tuple, list)):
+        p = torch.tensor([float(v) for v in dist], dtype=torch.float64)
+        if p.numel() != n:
+            raise ValueError(f"explicit p has {p.numel()} entries but n={n}")
+        bad = ~torch.isfinite(p) | (p < 0)
+        if bool(bad.any()):
+            i = int(torch.nonzero(bad)[0])
+            raise ValueError(f"explicit p must be finite and >= 0; p[{i}] = {float(p[i])!r}")
+        total = float(p.sum())
+        if abs(total - E) > _SUM_RTOL * E:
+            raise ValueError(f"explicit p sums to {total!r} but E={E!r}; pass E={total!r} or "
+                             "rescale p")
+    else:
+        p = _named_p(n, dist, float(alpha))
+        p = p / p.sum()
+        if s is not None:
+            p = p * (1.0 + s * (1.0 / p[0] - 1.0))
+        else:
+            p = p * E
+    if bool((p > 1.0 + _P_ROUNDING).any()):
+        i = int(torch.nonzero(p > 1.0 + _P_ROUNDING)[0])
+        raise ValueError(
+            f"feature frequency p[{i}] (feature {i + 1} of n={n}) = {float(p[i]):.6g} > 1 "
+            f"with E={float(p.sum()):.6g} (dist={dist if isinstance(dist, str) else 'explicit'}"
+            f", alpha={alpha}); lower E or alpha")
+    return p.clamp_(max=1.0)
+
+
+def sample_batch(p: torch.Tensor, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """One fresh batch x (batch, n), fp32: x_i = u_i v_i, u_i ~ Bernoulli(p_i), v_i ~ U(0, 2).
+
+    Draws exactly as the authors' code, ``(rand(B, n) < p).float() * rand(B, n) * 2``: first
+    the Bernoulli uniforms, then the magnitudes, both from ``generator``. p is compared in fp32.
+
+    Args:
+        p: (n,) frequencies on the generator's device.
+        batch: B >= 1.
+        generator: a ``torch.Generator`` on p's device (its state advances by 2 B n draws).
+    """
+    if p.dim() != 1:
+        raise ValueError(f"p must be 1-D (n,), got shape {tuple(p.shape)}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
+    if generator.device.type != p.device.type:
+        raise ValueError(f"generator lives on {generator.device} but p on {p.device}")
+    n = p.shape[0]
+    p32 = p.to(torch.float32)
+    u = torch.rand((batch, n), generator=generator, device=p.device) < p32
+    v = torch.rand((batch, n), generator=generator, device=p.device)
+    return u.to(torch.float32) * v * 2.0

