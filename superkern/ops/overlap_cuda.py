@@ -32,7 +32,6 @@ _DTYPE = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16,
 DEFAULT_CAPACITY = 1 << 20  # top-k candidate slots (12 bytes each)
 _I32_MAX = 2**31 - 1
 _ALL_PAIRS = (-1.0, _I32_MAX, _I32_MAX)  # threshold key every pair ranks above
-_FIXED_SCALE = 2.0**-40  # row_sq fixed-point scale (csrc/cuda/epilogue.cuh kFix)
 
 
 def _ext():
@@ -183,13 +182,16 @@ class _Run:
         S = (1 + math.isqrt(1 + 8 * cap)) // 2  # largest S with S(S-1)/2 <= cap
         while S * (S - 1) // 2 > cap:
             S -= 1
-        grow = math.sqrt(cap / (4.0 * k))
+        # At least doubling: with a small capacity the next level overflows and _settle
+        # raises the threshold instead of crawling up one row at a time.
+        grow = max(2.0, math.sqrt(cap / (4.0 * k)))
         key = _ALL_PAIRS
         while S < N:
-            self.launch(S, stats=False, key=key)
-            key = self._settle(S, key)
-            key = self._kth_key(min(k, S * (S - 1) // 2))
-            S = min(N, max(S + 1, int(S * grow)))
+            if S * (S - 1) // 2 >= k:  # fewer than k pairs bound nothing
+                self.launch(S, stats=False, key=key)
+                key = self._settle(S, key)
+                key = self._kth_key(k)
+            S = min(N, int(S * grow))
         return key
 
     def topk_full(self, key):
@@ -204,7 +206,8 @@ class _Run:
         key = self.row_key
         row_max = (key >> 32).to(torch.int32).view(torch.float32)
         row_arg = 0xFFFFFFFF - (key & 0xFFFFFFFF)
-        row_sq = self.row_sq.double() * _FIXED_SCALE
+        bits = self.ext.overlap_cuda_config["row_sq_fixed_bits"]  # fixed-point scale 2^-bits
+        row_sq = self.row_sq.double() * 2.0**-bits
         if top is not None:
             _, val, i, j = top
             topk_values = val.to(cpu)

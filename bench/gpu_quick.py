@@ -1,0 +1,111 @@
+"""Quick GPU timing of the overlap backends against naive PyTorch and the measured peaks.
+
+Run on a GPU machine: ``python bench/gpu_quick.py [--shapes 49152x576,152064x8192]``. Prints a
+table and writes JSON (``--json``). The pytest-benchmark suite in bench/ is the full version.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+import superkern
+
+
+def timeit(fn, reps=5, warmup=1):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        ts.append(time.perf_counter() - t0)
+    ts.sort()
+    return ts[len(ts) // 2]
+
+
+def peak(dtype, allow_tf32=False):
+    n = 8192
+    a = torch.randn(n, n, device="cuda", dtype=dtype)
+    b = torch.randn(n, n, device="cuda", dtype=dtype)
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    t = timeit(lambda: a @ b, reps=10, warmup=3)
+    torch.backends.cuda.matmul.allow_tf32 = old
+    return 2 * n ** 3 / t / 1e12
+
+
+def naive_blockwise(U, block=16384):
+    """The peer baseline: upper-triangle blocks of Ua @ Ub.T, then abs/sum/max per block."""
+    N = U.shape[0]
+    s_abs = torch.zeros((), dtype=torch.float64, device=U.device)
+    s_sq = torch.zeros((), dtype=torch.float64, device=U.device)
+    mx = torch.zeros((), device=U.device)
+    for a in range(0, N, block):
+        for b in range(a, N, block):
+            C = (U[a:a + block] @ U[b:b + block].T).float()
+            if a == b:
+                C = torch.triu(C, 1)
+            A = C.abs()
+            s_abs += A.sum(dtype=torch.float64)
+            s_sq += (C * C).sum(dtype=torch.float64)
+            mx = torch.maximum(mx, A.max())
+    return s_abs, s_sq, mx
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", default="49152x576,50257x768,128256x4096,152064x8192")
+    ap.add_argument("--backends", default="triton,cuda")
+    ap.add_argument("--precisions", default="bf16")
+    ap.add_argument("--json", default="")
+    args = ap.parse_args()
+    peaks = {"bf16": peak(torch.bfloat16), "tf32": peak(torch.float32, True),
+             "fp32": peak(torch.float32, False)}
+    peaks["fp16"] = peaks["bf16"]
+    print("measured peaks TFLOP/s:", {k: round(v, 1) for k, v in peaks.items()})
+    rows = []
+    for shape in args.shapes.split(","):
+        n, m = map(int, shape.split("x"))
+        g = torch.Generator(device="cuda").manual_seed(0)
+        W = torch.randn(n, m, device="cuda", generator=g, dtype=torch.float32)
+        W += 0.3 * torch.randn(1, m, device="cuda", generator=g)
+        P = n * (n - 1) // 2
+        flop = 2.0 * P * m
+        for prec in args.precisions.split(","):
+            Wd = W.to(torch.bfloat16) if prec == "bf16" else (W.half() if prec == "fp16" else W)
+            U = (W / W.norm(dim=1, keepdim=True)).to(Wd.dtype)
+            t_naive = timeit(lambda: naive_blockwise(U), reps=3)
+            for be in args.backends.split(","):
+                why = superkern.available_backends("cuda").get(be)
+                if why:
+                    print(f"{shape} {prec} {be}: unavailable ({why})")
+                    continue
+                kw = dict(bins=256, per_row=True, topk=100 if m >= 4096 else 0, precision=prec,
+                          backend=be)
+                try:
+                    st = superkern.overlap_stats(Wd, **kw)
+                    t = timeit(lambda: superkern.overlap_stats(Wd, **kw), reps=3)
+                except Exception as exc:  # noqa: BLE001 - report and go on
+                    print(f"{shape} {prec} {be}: FAILED {type(exc).__name__}: {exc}")
+                    continue
+                row = dict(shape=shape, precision=prec, backend=be, seconds=t,
+                           tflops=flop / t / 1e12, frac_peak=flop / t / 1e12 / peaks[prec],
+                           naive_seconds=t_naive, speedup_vs_naive=t_naive / t,
+                           mean_abs=st.mean_abs, mean_sq=st.mean_sq, max_abs=st.max_abs)
+                rows.append(row)
+                print(f"{shape:>13} {prec} {be:>6}: {t*1e3:9.2f} ms  {row['tflops']:6.1f} TFLOP/s "
+                      f"({100*row['frac_peak']:4.1f}% of peak)  naive {t_naive*1e3:8.2f} ms "
+                      f"x{row['speedup_vs_naive']:.1f}  mean|c|={st.mean_abs:.6f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"peaks": peaks, "device": torch.cuda.get_device_name(0),
+                       "torch": torch.__version__, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
