@@ -23,3 +23,8 @@ from superkern import probe  # noqa: E402
 from superkern.probe import Head, compare, load_head  # noqa: E402
 
 __all__ += ["Head", "compare", "load_head", "probe"]
+
+# Toy model of the paper (SPEC section 2): configs, training one model or many at once.
+from superkern.toy import ToyConfig, ToyResult, toy_probabilities, train, train_many  # noqa: E402
+
+__all__ += ["ToyConfig", "ToyResult", "toy_probabilities", "train", "train_many"]

@@ -14,6 +14,13 @@ except Exception:  # noqa: BLE001
 if not _HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Small CPU ops thrash when several torch threads share 2 cores with other processes; the
+# C++ kernels use OpenMP and are unaffected.
+try:
+    torch.set_num_threads(int(os.environ.get("SUPERKERN_TEST_THREADS", "1")))
+except Exception:  # noqa: BLE001
+    pass
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")

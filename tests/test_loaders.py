@@ -236,7 +236,7 @@ def test_torch_state_dicts(tmp_path, capsys):
     h = superkern.load_head(tmp_path / "wrapped.pt")
     assert h.tensor == "model.embed_tokens.weight" and h.tied is True
     with open(tmp_path / "evil.pt", "wb") as f:
-        pickle.dump({"lm_head.weight": _Evil()}, f)
+        pickle.dump({"lm_head.weight": _Evil()}, f, protocol=2)
     with pytest.raises(ValueError, match="refused.*arbitrary"):
         superkern.load_head(tmp_path / "evil.pt")
     assert "must never run" not in capsys.readouterr().out

@@ -89,16 +89,31 @@ def test_ragged_multitile_schedules_against_gold(name):
     assert torch.equal(got.topk_pairs, ref.topk_pairs)
 
 
-@pytest.mark.parametrize("anisotropic", [False, True])
-def test_histogram_window_and_full_paths(anisotropic):
-    # m = 512: every |c| of a tile fits a 32-bin window of 128 bins -> the windowed path;
-    # with a shared direction |c| spreads over [0, 1] -> the full path. Both must give the
-    # reference counts, and the same counts with the window disabled (win >= bins).
-    W = _rand(140, 512, seed=2, anisotropic=anisotropic)
+@pytest.mark.parametrize("m, anisotropic, paths", [(512, False, {32}), (512, True, {32, 64}),
+                                                    (96, False, {64}), (8, False, {128})])
+def test_histogram_window_and_full_paths(m, anisotropic, paths, monkeypatch):
+    # 128 bins, window 32: a tile's c spans < 32 bins at m = 512 (window; also around the
+    # offset of a shared direction), 32..63 at m = 96 (double window), most of [-1, 1] at
+    # m = 8 (all bins). Masked elements count as c = 0 in the window choice, so diagonal
+    # tiles far from 0 take the double window. Every path must give the reference counts,
+    # and the very same counts as with the windows disabled.
+    W = _rand(140, m, seed=2, anisotropic=anisotropic)
     X, s = _operands(W)
+    sizes = []
+    if DEV == "cpu":  # which histogram sizes ran (interpreter internals; a spy only)
+        from triton.runtime import interpreter
+        orig = interpreter.InterpreterBuilder.create_histogram
+
+        def spy(self, data, bins, mask):
+            sizes.append(bins)
+            return orig(self, data, bins, mask)
+
+        monkeypatch.setattr(interpreter.InterpreterBuilder, "create_histogram", spy)
+    win = T.overlap_partials_triton(X, s, bins=128, topk=0, config=_cfg(m, win=32))
+    if DEV == "cpu":
+        assert set(sizes) == paths, f"expected {paths}-bin histograms, ran {set(sizes)}"
+    full = T.overlap_partials_triton(X, s, bins=128, topk=0, config=_cfg(m, win=128))
     ref = overlap_partials_torch(X, s, bins=128, topk=0)
-    win = T.overlap_partials_triton(X, s, bins=128, topk=0, config=_cfg(512, win=32))
-    full = T.overlap_partials_triton(X, s, bins=128, topk=0, config=_cfg(512, win=128))
     amb = gold_stats(W, bins=128)["hist_ambiguous"]
     assert torch.equal(win.hist, full.hist), (win.hist - full.hist).nonzero()
     assert int((win.hist - ref.hist).abs().sum()) <= 2 * amb
@@ -129,9 +144,12 @@ def test_low_precisions_match_reference(precision, dtype):
     assert_partials_match(got, ref, tol=TOL, hist_slack=4)
 
 
-@pytest.mark.parametrize("cap", [7, 13])
-def test_topk_overflow_reruns_until_exact(cap, monkeypatch):
-    W = _rand(200, 16, seed=5)
+@pytest.mark.parametrize("n, k, cap", [(200, 6, 7), (200, 6, 13), (9, 6, 7)])
+def test_topk_overflow_reruns_until_exact(n, k, cap, monkeypatch):
+    # Start from the weakest valid threshold (every pair a candidate) so that the buffer
+    # overflows. With 2k <= n the 2k-th largest row max is the next threshold; with 2k > n
+    # (no such bound) the k-th best collected pair is, pass after pass.
+    W = _rand(n, 16, seed=5)
     X, s = _operands(W)
     calls = []
     launch = T._launch
@@ -141,18 +159,18 @@ def test_topk_overflow_reruns_until_exact(cap, monkeypatch):
         return launch(*a, **kw)
 
     monkeypatch.setattr(T, "_launch", counting)
-    # Start from the weakest valid threshold (every pair is a candidate) so that the
-    # buffer must overflow and the threshold must climb.
-    monkeypatch.setattr(T._topk, "initial_threshold", lambda *a, **kw: (-1.0, 19900.0))
-    got = T.overlap_partials_triton(X, s, bins=0, topk=6, topk_capacity=cap)
-    ref = overlap_partials_torch(X, s, bins=0, topk=6)
-    assert len(calls) >= 3, f"a {cap}-slot buffer must overflow twice; passes: {calls}"
-    assert all(b[0] >= a[0] for a, b in zip(calls, calls[1:])), calls
+    P = n * (n - 1) // 2
+    monkeypatch.setattr(T._topk, "initial_threshold", lambda *a, **kw: (-1.0, float(P)))
+    got = T.overlap_partials_triton(X, s, bins=0, topk=k, topk_capacity=cap)
+    ref = overlap_partials_torch(X, s, bins=0, topk=k)
+    assert len(calls) >= 2, f"a {cap}-slot buffer must overflow; passes: {calls}"
+    keys = [(-t, i, j) for t, i, j in calls]
+    assert keys == sorted(keys, reverse=True), f"thresholds must only tighten: {calls}"
     assert torch.equal(got.topk_pairs, ref.topk_pairs), (got.topk_pairs, ref.topk_pairs)
     assert_allclose("topk values", got.topk_values, ref.topk_values, rtol=0, atol=TOL)
 
 
-def test_all_identical_rows_ties_and_termination():
+def test_all_identical_rows_ties_and_termination(monkeypatch):
     # Small integers: every dot product is exact, so all |c| tie exactly at 1 (signs from
     # the negated copies). Top-k must be the first pairs in (i, j) order, the argmax the
     # smallest other row, and a buffer barely larger than k must still converge.
@@ -163,7 +181,11 @@ def test_all_identical_rows_ties_and_termination():
     W[1::3] *= -1.0
     X, s = _operands(W)
     s = torch.full_like(s, float(s[0]))  # identical scale bits
+    calls = []
+    launch = T._launch
+    monkeypatch.setattr(T, "_launch", lambda *a, **kw: calls.append(kw["thr"]) or launch(*a, **kw))
     got = T.overlap_partials_triton(X, s, bins=8, topk=9, topk_capacity=11)
+    assert len(calls) >= 2, calls  # every pair ties with the best: the buffer overflows
     c = float((X[0] @ X[0]) * s[0] * s[0])
     want_pairs = torch.tensor([[0, j] for j in range(1, 10)])
     assert torch.equal(got.topk_pairs, want_pairs), got.topk_pairs

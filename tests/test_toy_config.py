@@ -137,3 +137,15 @@ def test_seeds_are_separate_streams():
     assert data_seed(0) != 0 and data_seed(0) != data_seed(1)
     assert all(0 <= data_seed(s) < 2 ** 63 for s in (0, 1, 2 ** 62))
     assert math.isfinite(ToyConfig(m=3).lr)
+
+
+def test_replace_refills_preset_fields_only():
+    c = ToyConfig(preset="large", m=8)
+    d = c.replace(m=64)
+    assert d.lr == pytest.approx(0.02 * (8 / 64) ** 0.25, rel=1e-15) and d.lr_b == 2 / 64, d
+    assert d == ToyConfig(preset="large", m=64)
+    assert c.replace(steps=20000).warmup == 1000
+    e = ToyConfig(preset="large", m=8, lr=0.5).replace(m=64)
+    assert (e.lr, e.lr_b) == (0.5, 2 / 64), e          # explicit lr kept, lr_b refilled
+    f = ToyConfig(preset=None, m=1, steps=1, batch=1, dist=(0.5, 0.5))   # n from len(p)
+    assert f.replace(dist=(0.2, 0.3, 0.5)).n == 3

@@ -35,7 +35,8 @@ def test_frequencies_match_p():
     z = _freq_zscores(x, p)
     chi2 = float((z * z).sum())
     pval = float(stats.chi2.sf(chi2, df=p.numel()))
-    assert float(z.abs().max()) < 5.0, f"max |z| = {float(z.abs().max()):.2f} at {int(z.abs().argmax())}"
+    worst = int(z.abs().argmax())
+    assert float(z.abs().max()) < 5.0, f"max |z| = {float(z.abs().max()):.2f} at feature {worst}"
     assert pval > 1e-4, f"chi2 = {chi2:.1f} on {p.numel()} df, p-value {pval:.2e}"
 
 

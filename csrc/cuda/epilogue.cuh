@@ -96,7 +96,7 @@ __device__ __forceinline__ void reduce_max_sum(float& v, int& j, float& s) {
 // Column pass (ci outer): per-column max / sum of squares, recomputing c from the accumulators
 // (two multiplies) instead of carrying 24 column registers through the row pass, which would
 // spill under the 128-register cap of two blocks per SM.
-template <class L, bool STATS, bool HIST, bool TOPK, bool MASKED>
+template <class L, bool STATS, bool HIST, bool TOPK>
 __device__ __forceinline__ void epilogue(const Params& p, const EpiSmem& s, float (&acc)[8][8],
                                          int64_t i0, int64_t j0, int warp, int lane, float& sc,
                                          float& sa, float& ss) {
@@ -120,7 +120,7 @@ __device__ __forceinline__ void epilogue(const Params& p, const EpiSmem& s, floa
       const int gj = gj0 + L::col(ci, warp, lane);
       // Same association as the reference: (x_i . x_j * s_i) * s_j.
       const float c = __fmul_rn(__fmul_rn(acc[ri][ci], si), sj[ci]);
-      const bool valid = !MASKED || (gi < gj && gj < n);
+      const bool valid = gi < gj && gj < n;  // upper triangle, inside the matrix
       const float a = fabsf(c);
       if constexpr (STATS) {
         if (valid) {
@@ -191,7 +191,7 @@ __device__ __forceinline__ void epilogue(const Params& p, const EpiSmem& s, floa
       for (int ri = 0; ri < 8; ++ri) {
         const int gi = gi0 + L::row(ri, warp, lane);
         const float c = __fmul_rn(__fmul_rn(acc[ri][ci], si[ri]), sj[ci]);
-        const bool valid = !MASKED || (gi < gj && gj < n);
+        const bool valid = gi < gj && gj < n;  // upper triangle, inside the matrix
         if (valid) {
           const float a = fabsf(c);
           cs += __fmul_rn(c, c);

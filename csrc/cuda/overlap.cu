@@ -15,8 +15,14 @@
 
 namespace sk::cuda {
 
+// Two blocks per SM (128-register cap) for the tensor-core modes, so one block's epilogue
+// overlaps the other's mainloop. The fp32 FFMA mode needs 64 accumulators plus 20 operand
+// registers per thread and spills inside its k loop under that cap: it runs one block per SM.
+template <int MODE>
+constexpr int kMinBlocks = MODE == kFp32 ? 1 : 2;
+
 template <int MODE, bool STATS, bool HIST, bool TOPK>
-__global__ void __launch_bounds__(kThreads, 2) overlap_kernel(const Params p) {
+__global__ void __launch_bounds__(kThreads, kMinBlocks<MODE>) overlap_kernel(const Params p) {
   using L = std::conditional_t<MODE == kFp32, SimtLayout, MmaLayout>;
   extern __shared__ __align__(128) unsigned char smem[];
   const EpiSmem s = carve_epi(smem + kPipeBytes);
@@ -47,10 +53,9 @@ __global__ void __launch_bounds__(kThreads, 2) overlap_kernel(const Params p) {
 
     // fp32 within the tile, fp64 across tiles.
     float sc = 0.0f, sa = 0.0f, ss = 0.0f;
-    if (bi == bj || j0 + kTile > p.n)
-      epilogue<L, STATS, HIST, TOPK, true>(p, s, acc, i0, j0, warp, lane, sc, sa, ss);
-    else
-      epilogue<L, STATS, HIST, TOPK, false>(p, s, acc, i0, j0, warp, lane, sc, sa, ss);
+    // One masked epilogue for every tile: an unmasked copy for interior tiles saves two
+    // integer compares per pair but doubles the epilogue code and its compile time.
+    epilogue<L, STATS, HIST, TOPK>(p, s, acc, i0, j0, warp, lane, sc, sa, ss);
     if constexpr (STATS) {
       s.sums[tid * 3 + 0] += static_cast<double>(sc);
       s.sums[tid * 3 + 1] += static_cast<double>(sa);

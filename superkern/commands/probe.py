@@ -46,6 +46,8 @@ def register(sub) -> None:
     p.add_argument("--sample", type=_sample, default=None, metavar="N|auto",
                    help="row cap of the centred/split overlap passes (auto: 8192 on CPU, none "
                         "on CUDA; 0: exact everywhere). mean c^2 is always exact")
+    p.add_argument("--sample-main", action="store_true",
+                   help="apply the --sample cap to the main pass too (for very large heads)")
     p.add_argument("--no-splits", action="store_true", help="skip the norm-split blocks")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     p.add_argument("--markdown", metavar="FILE", help="write the report as Markdown")
@@ -63,7 +65,8 @@ def run(args) -> int:
     report = probe(args.path, tensor=args.tensor, precision=args.precision,
                    backend=args.backend, device=args.device, bins=args.bins, topk=args.topk,
                    exclude=args.exclude, exclude_duplicates=args.exclude_duplicates,
-                   sample=args.sample, splits=not args.no_splits, seed=args.seed,
+                   sample=args.sample, sample_main=args.sample_main,
+                   splits=not args.no_splits, seed=args.seed,
                    progress=False if args.no_progress else None)
     written = report.save(json_path=args.json, markdown_path=args.markdown,
                           plots_dir=args.plots)

@@ -94,28 +94,33 @@ def overlap_partials_cuda(X: torch.Tensor, scale: torch.Tensor, *, bins: int, to
         raise ValueError(f"scale must have shape ({N},), got {tuple(scale.shape)}")
     if N < 2:
         return overlap_partials_torch(X, scale, bins=bins, topk=topk, precision=precision)
-    ext = _ext()
     dev = X.device
     with torch.cuda.device(dev):
-        run = _Run(ext, X, scale, bins=bins, topk=topk, precision=precision, capacity=capacity)
-        key = run.initial_threshold() if topk else _ALL_PAIRS
-        blocks = run.launch(N, stats=True, key=key)
-        sums = run.block_sums[:blocks].cpu()
-        top = run.topk_full(key) if topk else None
-        return run.finish(sums, top)
+        run = _Run(_ext(), X, scale, bins=bins, topk=topk, precision=precision,
+                   capacity=capacity, stream=torch.cuda.current_stream(dev).cuda_stream,
+                   max_blocks=4 * torch.cuda.get_device_properties(dev).multi_processor_count)
+        return _drive(run)
+
+
+def _drive(run: "_Run") -> OverlapPartials:
+    """Threshold search, the full stats run, top-k settling, final reductions."""
+    key = run.initial_threshold() if run.topk else _ALL_PAIRS
+    blocks = run.launch(run.N, stats=True, key=key)
+    sums = run.block_sums[:blocks].cpu()
+    top = run.topk_full(key) if run.topk else None
+    return run.finish(sums, top)
 
 
 class _Run:
     """Buffers and launches of one overlap_partials_cuda call (all on the current stream)."""
 
-    def __init__(self, ext, X, scale, *, bins, topk, precision, capacity):
+    def __init__(self, ext, X, scale, *, bins, topk, precision, capacity, stream, max_blocks):
         self.ext, self.bins, self.topk, self.precision = ext, bins, topk, precision
         self.X, self.ld = cuda_operand(X, precision)
         self.N, self.m = X.shape
         dev = X.device
         self.scale = scale.to(device=dev, dtype=torch.float32).contiguous()
-        self.stream = torch.cuda.current_stream(dev).cuda_stream
-        self.max_blocks = 4 * torch.cuda.get_device_properties(dev).multi_processor_count
+        self.stream, self.max_blocks = stream, max_blocks
         i64 = dict(dtype=torch.int64, device=dev)
         self.row_key = torch.zeros(self.N, **i64)
         self.row_sq = torch.zeros(self.N, **i64)
@@ -136,12 +141,16 @@ class _Run:
         if k:
             self.cand_count.zero_()
         hist_on = bool(self.bins) and stats
+        return self._kernel(n=n, stats=stats, bins=self.bins if hist_on else 0, k=k, key=key)
+
+    def _kernel(self, *, n: int, stats: bool, bins: int, k: int, key) -> int:
+        """The one call into the extension (tests substitute an emulation here)."""
         blocks = self.ext.overlap_partials_cuda(
             x_ptr=self.X.data_ptr(), scale_ptr=self.scale.data_ptr(), n=n, m=self.m, ld=self.ld,
             precision=self.precision, stats=stats,
             row_key_ptr=self.row_key.data_ptr(), row_sq_ptr=self.row_sq.data_ptr(),
             block_sums_ptr=self.block_sums.data_ptr(), max_blocks=self.max_blocks,
-            bins=self.bins if hist_on else 0, hist_ptr=self.hist.data_ptr() if hist_on else 0,
+            bins=bins, hist_ptr=self.hist.data_ptr() if bins else 0,
             topk=k, cand_cap=self.cap if k else 0,
             cand_count_ptr=self.cand_count.data_ptr() if k else 0,
             cand_val_ptr=self.cand_val.data_ptr() if k else 0,

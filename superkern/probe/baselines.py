@@ -38,7 +38,7 @@ def random_density(c: np.ndarray, m: int) -> np.ndarray:
     c = np.asarray(c, dtype=np.float64)
     log_norm = gammaln(m / 2) - gammaln((m - 1) / 2) - 0.5 * math.log(math.pi)
     inside = np.clip(1.0 - c * c, 0.0, None)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # log(0) at c = +-1, masked below
         out = np.exp(log_norm + 0.5 * (m - 3) * np.log(inside))
     return np.where(np.abs(c) < 1.0, out, 0.0)
 

@@ -174,6 +174,8 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
         if not main and key in sets and idx.numel() == keep_idx.numel():
             # Same rows as the main pass (e.g. every norm > 1): reuse its full result.
             stats, sampled = blocks["all"].stats, blocks["all"].sampled
+            if "all" in samples:
+                samples[key] = samples["all"]
         elif ex["n_used"] >= 2:
             t1 = time.perf_counter()
             run_idx, sampled = sample_rows(idx, cap if (sample_main or not main) else 0,

@@ -39,9 +39,10 @@ SWEEP_OPTIONS = ("max_instances", "device", "save_weights")
 ALIASES = {"seeds": "seed"}
 # Fields that must agree for configs to share one instance-batched launch.
 LAUNCH_KEY = ("n", "steps", "batch", "precision", "backend", "preset", "log_every")
-# Order inside a launch: configs with the same feature frequencies next to each other, so an
-# engine that shares each sampled batch among equal-p instances gets long runs of them.
-_SORT_KEY = ("dist", "alpha", "E", "density_s", "gamma", "m", "seed")
+# Order before chunking: width first, so a launch whose W is padded to its largest m wastes
+# little; then equal feature frequencies next to each other (an engine shares each sampled
+# batch among instances with equal p and seed).
+_SORT_KEY = ("m", "dist", "alpha", "E", "density_s", "gamma", "seed")
 
 
 @dataclass(frozen=True)

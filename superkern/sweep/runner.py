@@ -96,7 +96,7 @@ def make_row(result: Any, *, experiment: str, weights: Optional[str], launch: di
     row.setdefault("precision", cfg.get("precision"))
     row["weights"] = weights
     row["launch"] = launch
-    row["versions"] = vers
+    row["versions"] = {**(body.get("versions") or {}), **vers}
     row["created"] = _now()
     return json.loads(json.dumps(row, default=_json_default))
 
@@ -128,22 +128,24 @@ class _Bar:
                 self.bar = None
         self._launch_base = 0
         self._launch_seen = 0
+        self._launch_steps = 0
 
     def _postfix(self) -> None:
         if self.bar is not None:
             self.bar.set_postfix_str(f"models {self.models_done}/{self.models_total}")
 
-    def start_launch(self) -> None:
+    def start_launch(self, steps: int) -> None:
         self._launch_base += self._launch_seen
         self._launch_seen = 0
+        self._launch_steps = steps
 
-    def callback(self, *args: Any, **kwargs: Any) -> None:
-        """Progress hook handed to the trainer: called with the steps done so far in this
-        launch (first positional int, or ``step=``); increments are derived here."""
-        step = kwargs.get("step", args[0] if args else None)
-        if self.bar is None or not isinstance(step, (int, float)):
+    def callback(self, done: float, total: float, *_: Any) -> None:
+        """Progress hook handed to the trainer, ``callback(model_steps_done, model_steps_total)``
+        (``superkern.toy.train_many``'s protocol). Every model of a launch has the same step
+        count, so the launch's step is ``done / total * steps``."""
+        if self.bar is None or not total:
             return
-        step = int(step)
+        step = int(self._launch_steps * float(done) / float(total))
         if step > self._launch_seen:
             self.bar.update(step - self._launch_seen)
             self._launch_seen = step
@@ -223,7 +225,7 @@ def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = 
     t_start = time.perf_counter()
     try:
         for index, launch in enumerate(launches):
-            bar.start_launch()
+            bar.start_launch(launch.steps)
             t0 = time.perf_counter()
             try:
                 results = engine.results_as_sequence(

@@ -75,6 +75,7 @@ class BatchedTrainer:
         self.G = len(keys)
         self.p = torch.stack([toy_probabilities(firsts[g]).float() for g in range(self.G)]).to(dev)
         self.group = torch.tensor(group, dtype=torch.int64, device=dev)
+        self.group32 = self.group.to(torch.int32)
         self.seeds = torch.tensor([firsts[g].data_seed for g in range(self.G)], dtype=torch.int64,
                                   device=dev)
         self.identity_groups = group == list(range(I))
@@ -104,7 +105,7 @@ class BatchedTrainer:
         """(loss (I,), dW, db) of step s; the triton kernel draws x itself when x is None."""
         if self.backend == "triton":
             return self.tri.toy_loss_grad_triton(
-                self.W, self.b, self.p, self.group.to(torch.int32), self.seeds, s, self.B,
+                self.W, self.b, self.p, self.group32, self.seeds, s, self.B,
                 self.loss_scale, self.precision, x)
         if x is None:
             x = self.sample(s)
@@ -126,7 +127,7 @@ class BatchedTrainer:
             o.t += 1
             self.tri.toy_adamw_step_triton(
                 self.W, self.b, dW, db, o.mW, o.vW, o.mb, o.vb, lr_W.float(), lr_b.float(),
-                o.gamma.float(), s, ADAM_BETA1, ADAM_BETA2, ADAM_EPS)
+                o.gamma32.view(-1), s, ADAM_BETA1, ADAM_BETA2, ADAM_EPS)
         else:
             self.opt.step(self.W, self.b, dW, db, lr_W, lr_b)
         self.rec.record(s, loss)

@@ -137,9 +137,11 @@ class ToyConfig:
         return (self.n, hashlib.sha256(p.numpy().tobytes()).hexdigest(), self.data_seed)
 
     def replace(self, **changes: Any) -> "ToyConfig":
-        """A copy with fields changed. Preset-filled fields keep their filled values unless
-        changed or reset to ``None`` (e.g. ``replace(m=20, lr=None)`` refills lr for m=20)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with fields changed. Fields the preset filled are filled again for the new
+        values (``replace(m=20)`` of a large config gets lr = 0.02 (8/20)^0.25); fields that
+        were given explicitly keep their values unless changed."""
+        refill = {k: None for k in getattr(self, "_filled", ()) if k not in changes}
+        return dataclasses.replace(self, **{**refill, **changes})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of all fields (explicit p as a list)."""
@@ -193,18 +195,22 @@ def _fill_and_validate(c: ToyConfig) -> None:
         raise ValueError("m (the width) is required")
     if not _is_int(c.m) or c.m < 1:
         raise ValueError(f"m must be an integer >= 1, got {c.m!r}")
-    explicit_p = None
+    explicit_p, n_from_p = None, False
     if isinstance(c.dist, (tuple, list)):
         explicit_p = tuple(float(v) for v in c.dist)
         put("dist", explicit_p)
         if c.n is None:
             put("n", len(explicit_p))
+            n_from_p = True
     elif c.dist not in DISTS:
         raise ValueError(f"unknown dist {c.dist!r}; choose from {DISTS} or a tuple of n floats")
     defaults = _preset_defaults(c.preset, c.m, c.steps)
-    for key, val in defaults.items():
-        if getattr(c, key) is None:
-            put(key, val)
+    # Remembered so that replace() fills them again for the new values.
+    filled = {k for k in defaults if getattr(c, k) is None}
+    for key in filled:
+        put(key, defaults[key])
+    if n_from_p:
+        filled.add("n")
     for key in ("n", "steps", "batch"):
         v = getattr(c, key)
         if v is None:
@@ -221,7 +227,9 @@ def _fill_and_validate(c: ToyConfig) -> None:
     if c.E <= 0:
         raise ValueError(f"E (activation density) must be > 0, got {c.E}")
     if c.lr_b is None:
+        filled.add("lr_b")
         put("lr_b", c.lr)
+    put("_filled", frozenset(filled))
     for key in ("lr", "lr_b", "loss_scale"):
         put(key, _finite(getattr(c, key), key))
         if getattr(c, key) <= 0:

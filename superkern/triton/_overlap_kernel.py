@@ -75,50 +75,57 @@ def _gram_tile(x_ptr, x_desc, rows, cols, r0, c0, M, stride_x,
 
 
 @triton.jit
-def _bin_of(c, HALF: tl.constexpr, BINS: tl.constexpr):
+def _bin_of(c, half_bins, n_bins):
     """Histogram bin of c: clamp(floor((c + 1) * bins / 2), 0, bins - 1) in fp32.
 
     Truncation equals floor here: a negative (c + 1) * bins / 2 is clamped to 0 either way.
     """
-    idx = ((c + 1.0) * HALF).to(tl.int32)
-    return tl.minimum(tl.maximum(idx, 0), BINS - 1)
+    idx = ((c + 1.0) * half_bins).to(tl.int32)
+    return tl.minimum(tl.maximum(idx, 0), n_bins - 1)
 
 
 @triton.jit
-def _hist_tile(hist_row_ptr, c, valid, amax, n_invalid, NEL: tl.constexpr,
-               BINS: tl.constexpr, HBINS: tl.constexpr, HALF: tl.constexpr, WIN: tl.constexpr):
-    """Add the tile's histogram to this program's private row (int64 atomics).
+def _hist_window(hist_row_ptr, idx, valid, lo, n_invalid, NEL: tl.constexpr,
+                 n_bins, W: tl.constexpr):
+    """Histogram of bins lo .. lo + W - 1 added to this program's private row (int64 atomics).
 
-    Masked elements are sent to the first bin counted and subtracted again (the mask argument
-    of tl.histogram is not relied on). When every overlap of the tile falls in a window of
-    WIN bins (the common case: |c| is small for m >= ~100), a WIN-bin histogram is computed
-    instead of a BINS-bin one: the ballot-based histogram costs ~ log2(bins) + bins/32 per
-    element, the dominant epilogue cost at small m. HBINS is BINS rounded up to a power of
-    two (>= 32): Triton tensors have power-of-two shapes; the extra bins stay empty.
+    Masked elements are sent to the first bin and subtracted again (tl.histogram's mask
+    argument is not relied on). The caller guarantees every valid idx lies in the window.
     """
-    idx = _bin_of(c, HALF, BINS)
-    full = True
-    if WIN < HBINS:
-        # Window [lo, hi] from the tile's max |c|: the bin function is monotone, so every
-        # valid element lies inside. One bin of slack each side absorbs a fused multiply-add
-        # that rounds c + 1 once instead of twice.
-        lo = tl.maximum(_bin_of(-amax, HALF, BINS) - 1, 0)
-        hi = _bin_of(amax, HALF, BINS) + 1
-        if hi - lo < WIN:
-            full = False
-            offs_w = tl.arange(0, WIN)
-            w = tl.where(valid, idx - lo, 0)
-            w = tl.minimum(tl.maximum(w, 0), WIN - 1)
-            hw = tl.histogram(tl.reshape(w, [NEL], can_reorder=True), WIN)
-            hw = hw - tl.where(offs_w == 0, n_invalid, 0)
-            tl.atomic_add(hist_row_ptr + lo + offs_w, hw.to(tl.int64),
-                          mask=(hw != 0) & (lo + offs_w < BINS), sem="relaxed")
-    if full:
-        offs_b = tl.arange(0, HBINS)
-        hb = tl.histogram(tl.reshape(tl.where(valid, idx, 0), [NEL], can_reorder=True),
-                          HBINS)
-        hb = hb - tl.where(offs_b == 0, n_invalid, 0)
-        tl.atomic_add(hist_row_ptr + offs_b, hb.to(tl.int64), mask=hb != 0, sem="relaxed")
+    offs_w = tl.arange(0, W)
+    w = tl.minimum(tl.maximum(tl.where(valid, idx - lo, 0), 0), W - 1)
+    h = tl.histogram(tl.reshape(w, [NEL], can_reorder=True), W)
+    h = h - tl.where(offs_w == 0, n_invalid, 0)
+    tl.atomic_add(hist_row_ptr + lo + offs_w, h.to(tl.int64),
+                  mask=(h != 0) & (lo + offs_w < n_bins), sem="relaxed")
+
+
+@triton.jit
+def _hist_tile(hist_row_ptr, c, valid, cmin, cmax, n_invalid, NEL: tl.constexpr,
+               n_bins, HBINS: tl.constexpr, half_bins,
+               WIN: tl.constexpr, WIN2: tl.constexpr, FULL_FROM: tl.constexpr):
+    """Add the tile part's histogram of c to this program's private row.
+
+    The ballot-based tl.histogram costs ~ log2(bins) + bins / 32 instructions per element
+    per thread, the largest epilogue cost at small m. Overlaps of one tile usually span few
+    bins (|c| ~ 1/sqrt(m)), so when the tile's [min c, max c] fits a window of WIN (or WIN2)
+    bins only that window is counted; otherwise all HBINS bins (n_bins rounded up to a power
+    of two >= 32, Triton shapes being powers of two; the extra bins stay empty). WIN / WIN2
+    are 0 when disabled; FULL_FROM = max(WIN, WIN2).
+    """
+    idx = _bin_of(c, half_bins, n_bins)
+    # The bin function is monotone, so valid elements lie in [bin(cmin), bin(cmax)]; one bin
+    # of slack each side absorbs a fused multiply-add rounding c + 1 once instead of twice.
+    lo = tl.maximum(_bin_of(cmin, half_bins, n_bins) - 1, 0)
+    span = _bin_of(cmax, half_bins, n_bins) + 1 - lo
+    if WIN > 0:
+        if span < WIN:
+            _hist_window(hist_row_ptr, idx, valid, lo, n_invalid, NEL, n_bins, WIN)
+    if WIN2 > 0:
+        if (span >= WIN) & (span < WIN2):
+            _hist_window(hist_row_ptr, idx, valid, lo, n_invalid, NEL, n_bins, WIN2)
+    if span >= FULL_FROM:
+        _hist_window(hist_row_ptr, idx, valid, 0, n_invalid, NEL, n_bins, HBINS)
 
 
 @triton.jit
@@ -130,9 +137,10 @@ def _row_key(vmax, arg):
 def _epilogue_part(acc, si, rows, cp0, r0, diag, N, scale_ptr, hist_row_ptr, row_key_ptr,
                    row_sq_ptr, cand_cnt_ptr, cand_val_ptr, cand_i_ptr, cand_j_ptr, cand_cap,
                    thr_val, thr_i, thr_j,
-                   BM: tl.constexpr, BP: tl.constexpr, BINS: tl.constexpr, HBINS: tl.constexpr,
-                   HALF: tl.constexpr, WIN: tl.constexpr, HAS_HIST: tl.constexpr,
-                   HAS_TOPK: tl.constexpr, SQ_SCALE: tl.constexpr):
+                   BM: tl.constexpr, BP: tl.constexpr, n_bins, HBINS: tl.constexpr,
+                   half_bins, WIN: tl.constexpr, WIN2: tl.constexpr,
+                   FULL_FROM: tl.constexpr, HAS_HIST: tl.constexpr, HAS_TOPK: tl.constexpr,
+                   SQ_SCALE: tl.constexpr):
     """Reduce a (BM, BP) column part of a tile: columns cp0 .. cp0 + BP.
 
     Column statistics are final for this part and go out by atomics here; row statistics
@@ -180,8 +188,11 @@ def _epilogue_part(acc, si, rows, cp0, r0, diag, N, scale_ptr, hist_row_ptr, row
         # (rows are < N there); on it, column cp0 + x holds the rows r0 .. cp0 + x - 1.
         vc = tl.maximum(tl.minimum(N - cp0, BP), 0)
         n_valid = tl.where(diag, vc * (cp0 - r0) + vc * (vc - 1) // 2, BM * vc)
-        _hist_tile(hist_row_ptr, c, valid, amax, BM * BP - n_valid, BM * BP,
-                   BINS, HBINS, HALF, WIN)
+        # Masked elements hold c = 0: at worst they widen the window, never break it.
+        cmin = tl.min(tl.min(c, axis=1), axis=0)
+        cmax = tl.max(tl.max(c, axis=1), axis=0)
+        _hist_tile(hist_row_ptr, c, valid, cmin, cmax, BM * BP - n_valid, BM * BP,
+                   n_bins, HBINS, half_bins, WIN, WIN2, FULL_FROM)
     return r_c, r_a, r_q, r_max, cp0 + r_arg
 
 
@@ -189,17 +200,18 @@ def _epilogue_part(acc, si, rows, cp0, r0, diag, N, scale_ptr, hist_row_ptr, row
 def _overlap_kernel(
     x_ptr, x_desc, scale_ptr, N, M, stride_x,
     part_sums_ptr,          # (G, 3) fp64: sum c, sum |c|, sum c^2 of this program's tiles
-    part_hist_ptr,          # (G, HBINS) int64 private histograms (dummy when BINS == 0)
+    part_hist_ptr,          # (G, HBINS) int64 private histograms (dummy when n_bins == 0)
     row_key_ptr,            # (N,) int64 packed (max |c| bits, ARG_BASE - argmax j)
     row_sq_ptr,             # (N,) int64 row sums of c^2 in fixed point (x SQ_SCALE)
     cand_cnt_ptr,           # (1,) int64 number of top-k candidates seen (may exceed cap)
     cand_val_ptr, cand_i_ptr, cand_j_ptr, cand_cap,
     thr_val, thr_i, thr_j,  # candidate iff (|c|, i, j) ranks at or before this triple
     NB, NUM_TILES,
+    n_bins, half_bins,      # histogram bins and bins / 2 (fp32, the bin rule's factor)
     BM: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr, EVEN_K: tl.constexpr,
     SPLIT: tl.constexpr,
-    BINS: tl.constexpr, HBINS: tl.constexpr, HALF: tl.constexpr, WIN: tl.constexpr,
-    HAS_HIST: tl.constexpr, HAS_TOPK: tl.constexpr,
+    HBINS: tl.constexpr, WIN: tl.constexpr,
+    WIN2: tl.constexpr, FULL_FROM: tl.constexpr, HAS_HIST: tl.constexpr, HAS_TOPK: tl.constexpr,
     USE_TMA: tl.constexpr, INPUT_PRECISION: tl.constexpr, SQ_SCALE: tl.constexpr,
 ):
     pid = tl.program_id(0).to(tl.int64)
@@ -240,8 +252,8 @@ def _overlap_kernel(
             r_c, r_a, r_q, r_max, r_arg = _epilogue_part(
                 acc, si, rows, c0, r0, diag, N, scale_ptr, hist_row_ptr, row_key_ptr,
                 row_sq_ptr, cand_cnt_ptr, cand_val_ptr, cand_i_ptr, cand_j_ptr, cand_cap,
-                thr_val, thr_i, thr_j, BM, BM, BINS, HBINS, HALF, WIN, HAS_HIST, HAS_TOPK,
-                SQ_SCALE)
+                thr_val, thr_i, thr_j, BM, BM, n_bins, HBINS, half_bins, WIN, WIN2, FULL_FROM,
+                HAS_HIST, HAS_TOPK, SQ_SCALE)
         else:
             # Epilogue on two column halves (a register-layout view, no data movement):
             # half the live temporaries, so no spills at 128 x 128.
@@ -250,13 +262,13 @@ def _overlap_kernel(
             r_c, r_a, r_q, r_max, r_arg = _epilogue_part(
                 acc0, si, rows, c0, r0, diag, N, scale_ptr, hist_row_ptr, row_key_ptr,
                 row_sq_ptr, cand_cnt_ptr, cand_val_ptr, cand_i_ptr, cand_j_ptr, cand_cap,
-                thr_val, thr_i, thr_j, BM, BM // 2, BINS, HBINS, HALF, WIN, HAS_HIST,
-                HAS_TOPK, SQ_SCALE)
+                thr_val, thr_i, thr_j, BM, BM // 2, n_bins, HBINS, half_bins, WIN, WIN2, FULL_FROM,
+                HAS_HIST, HAS_TOPK, SQ_SCALE)
             h_c, h_a, h_q, h_max, h_arg = _epilogue_part(
                 acc1, si, rows, c0 + BM // 2, r0, diag, N, scale_ptr, hist_row_ptr,
                 row_key_ptr, row_sq_ptr, cand_cnt_ptr, cand_val_ptr, cand_i_ptr, cand_j_ptr,
-                cand_cap, thr_val, thr_i, thr_j, BM, BM // 2, BINS, HBINS, HALF, WIN,
-                HAS_HIST, HAS_TOPK, SQ_SCALE)
+                cand_cap, thr_val, thr_i, thr_j, BM, BM // 2, n_bins, HBINS, half_bins, WIN, WIN2,
+                FULL_FROM, HAS_HIST, HAS_TOPK, SQ_SCALE)
             r_c += h_c
             r_a += h_a
             r_q += h_q

@@ -161,6 +161,9 @@ def _launch(X, desc, scale, cfg, *, bins, topk, cap, thr, input_precision) -> _P
     num_tiles = nb * (nb + 1) // 2
     G = _num_programs(cfg, dev, num_tiles)
     hbins = max(32, _next_pow2(bins)) if bins else 32
+    # Histogram windows of win and 2 win bins, each only where smaller than all bins.
+    win = cfg.win if cfg.win < hbins else 0
+    win2 = 2 * cfg.win if win and 2 * cfg.win < hbins else 0
     sums = torch.zeros((G, 3), dtype=torch.float64, device=dev)
     hist = torch.zeros((G, hbins) if bins else (1,), dtype=torch.int64, device=dev)
     row_key = torch.zeros(N, dtype=torch.int64, device=dev)
@@ -176,10 +179,9 @@ def _launch(X, desc, scale, cfg, *, bins, topk, cap, thr, input_precision) -> _P
     _overlap_kernel[(G,)](
         X, desc if desc is not None else X, scale, N, m, X.stride(0),
         sums, hist, row_key, row_sq, cnt, cval, ci, cj, ncap,
-        float(thr[0]), int(thr[1]), int(thr[2]), nb, num_tiles,
+        float(thr[0]), int(thr[1]), int(thr[2]), nb, num_tiles, max(bins, 1), bins * 0.5,
         BM=cfg.block, BK=cfg.block_k, GROUP=cfg.group, EVEN_K=(m % cfg.block_k == 0),
-        SPLIT=cfg.split,
-        BINS=max(bins, 1), HBINS=hbins, HALF=bins * 0.5, WIN=cfg.win,
+        SPLIT=cfg.split, HBINS=hbins, WIN=win, WIN2=win2, FULL_FROM=max(win, win2),
         HAS_HIST=bins > 0, HAS_TOPK=topk > 0, USE_TMA=desc is not None,
         INPUT_PRECISION=input_precision, SQ_SCALE=sq_scale,
         **_launch_options(cfg, dev))
@@ -190,22 +192,49 @@ def _launch(X, desc, scale, cfg, *, bins, topk, cap, thr, input_precision) -> _P
                  count=count, cand=cand)
 
 
+def _row_max_bound(first: _Pass, N: int, k: int) -> tuple[float, int, int] | None:
+    """A valid threshold from the first pass's per-row maxima (None when 2k > N).
+
+    The 2k rows with the largest row max each own a pair at least that large, and a pair is
+    owned by at most its two rows: so at least k distinct pairs have |c| >= the 2k-th largest
+    row max. The candidates it admits all lie among those ~2k rows.
+    """
+    if 2 * k > N:
+        return None
+    row_max = _row_max(first.row_key.cpu())
+    m = float(torch.topk(row_max, 2 * k).values[-1])
+    return (m, N, N)
+
+
+def _tighter(a, b):
+    """Of two valid thresholds, the one ranked first in (|c| desc, i asc, j asc): it admits
+    fewer pairs. None loses."""
+    if a is None or b is None:
+        return a if b is None else b
+    return a if (-a[0], a[1], a[2]) <= (-b[0], b[1], b[2]) else b
+
+
 def _select_topk(run, cap: int, N: int, k: int, first: _Pass):
-    """Exact top-k by (|c| desc, i asc, j asc); reruns the kernel only on buffer overflow."""
+    """Exact top-k by (|c| desc, i asc, j asc); reruns the kernel only on buffer overflow
+    (or, never seen, when rounding put the estimate above the kernel's k-th value)."""
     p = first
+    bound = _row_max_bound(first, N, k)
     for _ in range(MAX_PASSES):
         if p.count < k:
-            # The subset estimate was above the kernel's k-th value (rounding): take all.
-            thr = (-1.0, N, N)
+            thr = bound or (-1.0, N, N)
         elif p.count > cap:
             absv, _, pi, pj = _topk.canonical(*p.cand, k)
-            thr = (float(absv[-1]), int(pi[-1]), int(pj[-1]))
+            thr = _tighter((float(absv[-1]), int(pi[-1]), int(pj[-1])), bound)
         else:
             _, vals, pi, pj = _topk.canonical(*p.cand, k)
             return vals.float(), torch.stack([pi, pj], 1)
         p = run(thr)
     raise RuntimeError(f"top-k did not converge in {MAX_PASSES} passes "
                        f"(N={N}, k={k}, capacity={cap}, last count={p.count})")
+
+
+def _row_max(key: torch.Tensor) -> torch.Tensor:
+    return (key >> 32).to(torch.int32).view(torch.float32).clone()
 
 
 def overlap_partials_triton(X: torch.Tensor, scale: torch.Tensor, *, bins: int, topk: int,
@@ -276,7 +305,7 @@ def overlap_partials_triton(X: torch.Tensor, scale: torch.Tensor, *, bins: int, 
 
     sums = first.sums.cpu()
     key = first.row_key.cpu()
-    row_max = (key >> 32).to(torch.int32).view(torch.float32).clone()
+    row_max = _row_max(key)
     row_arg = ARG_BASE - (key & 0xFFFFFFFF)
     return OverlapPartials(
         sum_cos=math.fsum(sums[:, 0].tolist()), sum_abs=math.fsum(sums[:, 1].tolist()),

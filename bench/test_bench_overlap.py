@@ -1,0 +1,208 @@
+"""GPU benchmark of the overlap engine: Triton kernel vs the torch reference vs naive PyTorch.
+
+Run on a GPU machine (skipped without CUDA):
+    pytest bench/test_bench_overlap.py --benchmark-json=out/overlap.json
+
+Shapes are real LM-head sizes in bf16 (SmolLM2 49152x576, GPT-2 50257x768, Llama-3 128256x4096,
+Qwen2 152064x8192) with bins=256 and the per-row statistics (always computed), plus topk=100
+on the largest. Timed: the backend's partials function on prepared operands (X bf16, fp32
+scales), i.e. the kernel and its host glue, synchronised inside the call; the public op adds
+row norms and index mapping on top. Each case checks its result first (pair count, exact Gram
+identities, spot rows, top-1 vs row max). extra_info holds TFLOP/s = 2 P m / t, the fraction
+of the bf16 GEMM peak measured in this session (8192^3 torch matmul, median of 10) and the
+speed-up over ``naive_blockwise_stats``.
+
+Triton variants: ``SUPERKERN_BENCH_TRITON="default:;tma:tma=1"`` (name:config pairs, config as
+in ``SUPERKERN_TRITON_OVERLAP``), e.g. add ``regs:maxnreg=128,programs_per_sm=2``. Restrict
+backends with ``SUPERKERN_BENCH_BACKENDS=naive,triton-default`` (the torch reference takes
+tens of seconds per round on the two large heads).
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    pytest.skip("GPU benchmark: needs CUDA", allow_module_level=True)
+
+from superkern import backend as B  # noqa: E402
+from superkern.ops.overlap_ref import overlap_partials_torch  # noqa: E402
+
+try:
+    from bench.naive import naive_blockwise_stats  # noqa: E402
+except ImportError:  # bench/ itself on sys.path (pytest rootdir insertion)
+    from naive import naive_blockwise_stats  # noqa: E402
+
+SHAPES = [(49152, 576), (50257, 768), (128256, 4096), (152064, 8192)]
+BINS = 256
+TOPK = {(152064, 8192): 100}
+VARIANTS = dict(item.split(":", 1) for item in
+                os.environ.get("SUPERKERN_BENCH_TRITON", "default:;tma:tma=1").split(";") if item)
+BACKENDS = [b for b in ["naive", "torch"] + [f"triton-{v}" for v in VARIANTS]
+            if b in os.environ.get("SUPERKERN_BENCH_BACKENDS", b).split(",")]
+
+
+def _sync_time(fn, *args, **kwargs):
+    """(result, seconds) with the GPU synchronised before and after."""
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    torch.cuda.synchronize()
+    return out, time.perf_counter() - t0
+
+
+@pytest.fixture(scope="session")
+def peak_bf16() -> float:
+    """bf16 GEMM TFLOP/s of this GPU in this session: 8192^3 torch matmul, median of 10."""
+    n = 8192
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(10):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return 2 * n ** 3 / statistics.median(times) / 1e12
+
+
+class _Case:
+    """Operands and exact references of one shape, built once per session."""
+
+    def __init__(self, N: int, m: int):
+        g = torch.Generator(device="cuda").manual_seed(N + m)
+        W = torch.randn(N, m, device="cuda", generator=g)
+        W += 0.3 * torch.randn(1, m, device="cuda", generator=g)  # a shared direction
+        self.X = W.to(torch.bfloat16)
+        del W
+        norms = torch.cat([torch.linalg.vector_norm(self.X[i:i + 16384].double(), dim=1)
+                           for i in range(0, N, 16384)])
+        self.scale = (1.0 / norms).float()
+        self.U = torch.cat([(self.X[i:i + 16384].double() / norms[i:i + 16384, None])
+                            .to(torch.bfloat16) for i in range(0, N, 16384)])  # naive's input
+        self.N, self.m, self.P = N, m, N * (N - 1) // 2
+        # Exact sums from the Gram identities, in fp64 on the very operands the kernels read:
+        # with u_i = s_i x_i, sum_{i<j} c^2 = (||U^T U||_F^2 - sum_i c_ii^2) / 2 and
+        # sum_{i<j} c = (||U^T 1||^2 - sum_i c_ii) / 2, where c_ii = s_i^2 ||x_i||^2 ~ 1.
+        G = torch.zeros(m, m, dtype=torch.float64, device="cuda")
+        col = torch.zeros(m, dtype=torch.float64, device="cuda")
+        d = []
+        for i in range(0, N, 16384):
+            Ub = self.X[i:i + 16384].double() * self.scale[i:i + 16384, None].double()
+            G += Ub.T @ Ub
+            col += Ub.sum(0)
+            d.append(Ub.square().sum(1))
+        d = torch.cat(d)
+        self.sum_sq = (float((G * G).sum()) - float((d * d).sum())) / 2
+        self.sum_cos = (float(col @ col) - float(d.sum())) / 2
+        self.naive_seconds = None
+
+
+_CASES: dict = {}
+
+
+def _case(shape) -> _Case:
+    if shape not in _CASES:
+        _CASES.clear()  # one shape's operands at a time (the largest is 2.5 GB + 2.5 GB)
+        torch.cuda.empty_cache()
+        _CASES[shape] = _Case(*shape)
+    return _CASES[shape]
+
+
+def _naive_seconds(case: _Case) -> float:
+    if case.naive_seconds is None:
+        _sync_time(naive_blockwise_stats, case.U)
+        case.naive_seconds = statistics.median(
+            _sync_time(naive_blockwise_stats, case.U)[1] for _ in range(3))
+    return case.naive_seconds
+
+
+def _check(part, case: _Case, topk: int) -> None:
+    """Correctness before timing; failures print the numbers."""
+    P = case.P
+    assert int(part.hist.sum()) == P, f"histogram counts {int(part.hist.sum())} pairs, P={P}"
+    for name, got, want in (("sum_sq", part.sum_sq, case.sum_sq),
+                            ("sum_cos", part.sum_cos, case.sum_cos)):
+        err = abs(got - want)
+        assert err <= 2e-3 * abs(want) + 1e-6 * P, f"{name}: got {got}, exact {want}, err {err}"
+    for r in (0, case.N // 2, case.N - 1):
+        a = ((case.X @ case.X[r]).float() * case.scale * case.scale[r]).abs()
+        a[r] = -1.0
+        got = float(part.row_max_abs[r])
+        assert abs(got - float(a.max())) <= 5e-3, f"row_max_abs[{r}] {got} vs {float(a.max())}"
+        j = int(part.row_argmax[r])
+        assert j != r and abs(float(a[j]) - got) <= 5e-3, f"row_argmax[{r}]={j}"
+    if topk:
+        v = part.topk_values.abs()
+        assert v.numel() == topk and bool((v[:-1] >= v[1:]).all()), "top-k not sorted"
+        assert float(v[0]) == float(part.row_max_abs.max()), "top-1 != max row max"
+        assert bool((part.topk_pairs[:, 0] < part.topk_pairs[:, 1]).all())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"{n}x{m}" for n, m in SHAPES])
+def test_overlap_bf16(benchmark, peak_bf16, monkeypatch, backend, shape):
+    case = _case(shape)
+    topk = TOPK.get(shape, 0)
+    big = case.P * case.m > 1e14
+    if backend == "naive":
+        out = naive_blockwise_stats(case.U)
+        mean_abs = float(out["sum_abs"]) / case.P
+        assert float(out["max_abs"]) <= 1.01 and 0.0 < mean_abs < 1.0, (out, mean_abs)
+        assert abs(float(out["sum_cos"]) - case.sum_cos) <= 1e-2 * abs(case.sum_cos) + 1e-3 * case.P
+        fn, rounds, warmup = (lambda: naive_blockwise_stats(case.U)), 3, 1
+    elif backend == "torch":
+        # The reference is the oracle; one round (tens of seconds on the large heads), its
+        # result checked against the identities right after.
+        fn, rounds, warmup = (lambda: overlap_partials_torch(
+            case.X, case.scale, bins=BINS, topk=topk, precision="bf16")), 1, 0
+    else:
+        why = B.available("cuda")["triton"]
+        if why is not None:
+            pytest.skip(f"triton unavailable: {why}")
+        from superkern.triton.overlap import ENV_CONFIG, overlap_partials_triton
+        monkeypatch.setenv(ENV_CONFIG, VARIANTS[backend.split("-", 1)[1]])
+        fn = (lambda: overlap_partials_triton(case.X, case.scale, bins=BINS, topk=topk,
+                                              precision="bf16"))
+        _check(fn(), case, topk)  # compiles, then checks before any timing
+        rounds, warmup = (3 if big else 7), 1
+
+    times = []
+
+    def timed():
+        out, t = _sync_time(fn)
+        times.append(t)
+        return out
+
+    benchmark.group = f"overlap {shape[0]}x{shape[1]} bf16 bins={BINS} topk={topk}"
+    result = benchmark.pedantic(timed, rounds=rounds, warmup_rounds=warmup, iterations=1)
+    if backend == "torch":
+        _check(result, case, topk)
+    t = statistics.median(times[warmup:] or times)
+    tflops = 2.0 * case.P * case.m / t / 1e12
+    naive = _naive_seconds(case)
+    benchmark.extra_info.update({
+        "backend": backend, "config": VARIANTS.get(backend.split("-", 1)[-1], ""),
+        "N": case.N, "m": case.m, "pairs": case.P, "bins": BINS, "topk": topk,
+        "per_row": True, "seconds": t, "tflops": tflops, "peak_bf16_tflops": peak_bf16,
+        "fraction_of_peak": tflops / peak_bf16, "naive_seconds": naive,
+        "speedup_vs_naive": naive / t, "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__, "triton": _triton_version()})
+    print(f"\n{backend:>16} {shape[0]}x{shape[1]}: {t * 1e3:9.2f} ms {tflops:7.1f} TFLOP/s "
+          f"({100 * tflops / peak_bf16:5.1f}% of {peak_bf16:.0f}) x{naive / t:.2f} vs naive")
+
+
+def _triton_version() -> str:
+    try:
+        import triton
+        return triton.__version__
+    except ImportError:
+        return ""

@@ -1,0 +1,245 @@
+"""Per-cell analyses of a results file: alpha_m fits, the unlearned-feature loss prediction,
+phi tables. Each returns plain dataclasses; :func:`fit_report` bundles them for ``superkern
+fit`` (text or JSON)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from superkern.analysis.fits import PowerLawFit, fit_power_law_seeds, paper_fit_range
+from superkern.analysis.tables import (Results, Run, by_width, cells, dist_label, regime)
+from superkern.sweep import engine
+
+# The paper's Fig. 1d (strong superposition, large toy model) exponents, Appendix D.1.
+PAPER_FIG1_STRONG = {"exponential": (1.01, 0.05), "power": (1.0, 0.1), "linear": (0.89, 0.05)}
+
+
+@dataclass(frozen=True)
+class CellFit:
+    """alpha_m of one cell (every config field but m and seed fixed)."""
+
+    cell: dict[str, Any]
+    label: str
+    m: tuple[float, ...]
+    loss_mean: tuple[float, ...]
+    loss_std: tuple[float, ...]
+    n_runs: int
+    fit: Optional[PowerLawFit] = None
+    error: str = ""
+
+    @property
+    def gamma(self) -> float:
+        return float(self.cell.get("gamma", 0.0))
+
+    @property
+    def alpha(self) -> float:
+        a = self.cell.get("alpha")
+        return math.nan if a is None else float(a)
+
+    @property
+    def E(self) -> float:
+        cfg = dict(self.cell)
+        if cfg.get("density_s") is None:
+            return float(cfg.get("E") or 1.0)
+        return engine.activation_density(cfg)
+
+
+def fit_cells(results: Results | list[Run], fit_range: str = "paper", n_boot: int = 1000,
+              min_widths: int = 3) -> list[CellFit]:
+    """alpha_m of every cell with at least ``min_widths`` widths.
+
+    Args:
+        results: a :class:`Results` or a list of runs.
+        fit_range: a name accepted by :func:`superkern.analysis.fits.select_range`, or
+            ``"paper"`` (per cell, :func:`superkern.analysis.fits.paper_fit_range`).
+        n_boot: bootstrap resamples over seeds (used when a width has >= 2 seeds).
+    """
+    runs = results.runs if isinstance(results, Results) else results
+    out = []
+    for key, members in sorted(cells(runs).items(), key=lambda kv: _order(dict(kv[0]))):
+        cell = dict(key)
+        widths, groups = by_width(members)
+        mean = tuple(float(np.exp(np.log(g).mean())) if np.all(g > 0) else math.nan
+                     for g in groups)
+        std = tuple(float(g.std(ddof=1)) if g.size > 1 else math.nan for g in groups)
+        base = dict(cell=cell, label=_label(cell), m=tuple(widths.tolist()), loss_mean=mean,
+                    loss_std=std, n_runs=len(members))
+        if widths.size < min_widths:
+            out.append(CellFit(**base, error=f"only {widths.size} width(s)"))
+            continue
+        rng = paper_fit_range(members[0].config) if fit_range == "paper" else fit_range
+        try:
+            fit = fit_power_law_seeds(widths, groups, rng, n_boot=n_boot)
+        except ValueError as exc:
+            out.append(CellFit(**base, error=str(exc)))
+            continue
+        out.append(CellFit(**base, fit=fit))
+    return out
+
+
+def _order(cell: dict[str, Any]) -> tuple:
+    s = cell.get("density_s")
+    return (str(cell.get("preset")), int(cell.get("n") or 0), str(cell.get("dist")),
+            float(cell.get("gamma") or 0.0), float(cell.get("alpha") or 0.0),
+            -1.0 if s is None else float(s), float(cell.get("E") or 1.0))
+
+
+def _label(cell: dict[str, Any]) -> str:
+    parts = [dist_label(cell), f"gamma={float(cell.get('gamma', 0.0)):+.3g}"]
+    if cell.get("density_s") is not None:
+        parts.append(f"E={engine.activation_density(cell):.3g}")
+    elif float(cell.get("E") or 1.0) != 1.0:
+        parts.append(f"E={float(cell['E']):g}")
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class UnlearnedRow:
+    """Weak-regime loss against the loss of the features left out (SPEC 3, paper Eq. 4)."""
+
+    run_id: str
+    label: str
+    gamma: float
+    m: int
+    phi_half: float
+    loss: float
+    predicted: float            # <v^2> sum_{i > phi_half n} p_i
+    predicted_integral: float   # the paper's integral form (power law only; else NaN)
+
+    @property
+    def ratio(self) -> float:
+        return self.loss / self.predicted if self.predicted > 0 else math.inf
+
+
+def unlearned_table(results: Results | list[Run], weak_only: bool = True) -> list[UnlearnedRow]:
+    """Measured loss vs the unlearned-feature prediction, per run (gamma > 0 when
+    ``weak_only``)."""
+    runs = results.runs if isinstance(results, Results) else results
+    out = []
+    for r in sorted(runs, key=lambda r: (r.gamma, r.dist, r.alpha, r.m, r.seed)):
+        if weak_only and r.gamma <= 0:
+            continue
+        if not math.isfinite(r.phi_half):
+            continue
+        out.append(UnlearnedRow(run_id=r.run_id, label=dist_label(r.config), gamma=r.gamma,
+                                m=r.m, phi_half=r.phi_half, loss=r.final_loss,
+                                predicted=engine.unlearned_loss(r.config, r.phi_half),
+                                predicted_integral=engine.unlearned_loss_integral(
+                                    r.config, r.phi_half)))
+    return out
+
+
+@dataclass(frozen=True)
+class PhiRow:
+    """phi_half and phi_1 of one (cell, m), averaged over seeds."""
+
+    label: str
+    gamma: float
+    alpha: float
+    E: float
+    n: int
+    m: int
+    phi_half: float
+    phi_1: float
+    phi_half_std: float
+    phi_1_std: float
+    n_seeds: int
+
+
+def phi_table(results: Results | list[Run]) -> list[PhiRow]:
+    """phi_half and phi_1 per (cell, m)."""
+    runs = results.runs if isinstance(results, Results) else results
+    out = []
+    for key, members in sorted(cells(runs).items(), key=lambda kv: _order(dict(kv[0]))):
+        cell = dict(key)
+        for w in sorted({r.m for r in members}):
+            grp = [r for r in members if r.m == w]
+            ph = np.array([r.phi_half for r in grp])
+            p1 = np.array([r.phi_1 for r in grp])
+            out.append(PhiRow(label=_label(cell), gamma=grp[0].gamma, alpha=grp[0].alpha,
+                              E=grp[0].E, n=grp[0].n, m=w, phi_half=float(ph.mean()),
+                              phi_1=float(p1.mean()),
+                              phi_half_std=float(ph.std(ddof=1)) if ph.size > 1 else math.nan,
+                              phi_1_std=float(p1.std(ddof=1)) if p1.size > 1 else math.nan,
+                              n_seeds=len(grp)))
+    return out
+
+
+@dataclass
+class FitReport:
+    """Everything ``superkern fit RESULTS`` prints."""
+
+    source: str
+    caption: str
+    fit_range: str
+    cells: list[CellFit] = field(default_factory=list)
+    unlearned: list[UnlearnedRow] = field(default_factory=list)
+    phi: list[PhiRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def fit_report(results: Results, fit_range: str = "paper", n_boot: int = 1000) -> FitReport:
+    """The bundle behind ``superkern fit RESULTS``."""
+    return FitReport(source=str(results.path), caption=results.caption(), fit_range=fit_range,
+                     cells=fit_cells(results, fit_range, n_boot=n_boot),
+                     unlearned=unlearned_table(results), phi=phi_table(results))
+
+
+def format_report(rep: FitReport, max_rows: int = 400) -> str:
+    """Plain-text tables of a :class:`FitReport`."""
+    lines = [f"superkern fit: {rep.caption}; fit range: {rep.fit_range}", "",
+             "Model exponent alpha_m = -slope of ln L on ln m (linregress; +- standard error)"]
+    hdr = f"{'cell':<40} {'m':>13} {'pts':>3} {'alpha_m':>8} {'+-se':>6} {'R^2':>6} {'95% CI':>17}"
+    lines.append(hdr)
+    for c in rep.cells[:max_rows]:
+        mrange = f"{c.m[0]:g}..{c.m[-1]:g}" if c.m else "-"
+        if c.fit is None:
+            lines.append(f"{c.label:<40} {mrange:>13}   -  skipped: {c.error}")
+            continue
+        f = c.fit
+        ci = f"[{f.ci_low:.3f}, {f.ci_high:.3f}]" + ("b" if f.ci_method == "bootstrap" else "")
+        paper = ""
+        if c.cell.get("preset") == "large" and c.gamma < 0 and c.cell.get("dist") in \
+                PAPER_FIG1_STRONG:
+            pv, pe = PAPER_FIG1_STRONG[str(c.cell["dist"])]
+            paper = f"  (paper {pv} +- {pe})"
+        lines.append(f"{c.label:<40} {mrange:>13} {f.n_points:>3} {f.alpha_m:>8.3f} "
+                     f"{f.stderr:>6.3f} {f.r2:>6.3f} {ci:>17}  [{f.fit_range}]{paper}")
+    if len(rep.cells) > max_rows:
+        lines.append(f"... {len(rep.cells) - max_rows} more cells (use --json)")
+    if rep.unlearned:
+        lines += ["", "Weak regime (gamma > 0): loss vs <v^2> sum_{i > phi_half n} p_i",
+                  f"{'cell':<28} {'gamma':>6} {'m':>5} {'phi_half':>8} {'loss':>10} "
+                  f"{'predicted':>10} {'ratio':>6}"]
+        for u in rep.unlearned[:max_rows]:
+            lines.append(f"{u.label:<28} {u.gamma:>6.3f} {u.m:>5} {u.phi_half:>8.4f} "
+                         f"{u.loss:>10.4g} {u.predicted:>10.4g} {u.ratio:>6.2f}")
+        ratios = np.array([u.ratio for u in rep.unlearned if math.isfinite(u.ratio)])
+        if ratios.size:
+            lines.append(f"median loss/prediction {np.median(ratios):.3f} over {ratios.size} "
+                         "runs (the paper: slightly above 1)")
+    if rep.phi:
+        lines += ["", "Fractions of rows with norm > 1/2 (phi_half) and > 1 (phi_1), mean over "
+                  "seeds", f"{'cell':<40} {'m':>5} {'phi_half':>9} {'phi_1':>9} {'m/n':>8} "
+                  f"{'m^2/2n':>8} {'seeds':>5}"]
+        for p in rep.phi[:max_rows]:
+            lines.append(f"{p.label + ', n=' + str(p.n):<40} {p.m:>5} {p.phi_half:>9.4f} "
+                         f"{p.phi_1:>9.4f} {p.m / p.n:>8.4f} {min(1.0, p.m ** 2 / 2 / p.n):>8.4f}"
+                         f" {p.n_seeds:>5}")
+    return "\n".join(lines)

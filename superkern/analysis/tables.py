@@ -1,0 +1,222 @@
+"""Read sweep results into runs and cells (analysis never retrains; it only reads rows).
+
+A *cell* is every config field except the width ``m`` and the ``seed`` (and the bookkeeping
+fields ``log_every``, ``preset``, and the width-dependent learning rates of the large preset):
+the set of models a scaling exponent alpha_m is fitted over.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from superkern.sweep import engine
+from superkern.sweep.store import read_jsonl
+
+# Fields that vary inside a cell, or do not define it. lr and lr_b depend on m in the large
+# preset (0.02 (8/m)^0.25 and 2/m), so they vary along the width axis by design.
+_NOT_CELL = ("m", "seed", "log_every", "lr", "lr_b", "warmup")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One stored model (a results row, with the fields analysis uses lifted out)."""
+
+    run_id: str
+    config: dict[str, Any]
+    final_loss: float
+    final_loss_std: float
+    phi_half: float
+    phi_1: float
+    geometry: dict[str, Any] = field(default_factory=dict)
+    weights: Optional[Path] = None
+    row: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def m(self) -> int:
+        return int(self.config["m"])
+
+    @property
+    def n(self) -> int:
+        return int(self.config["n"])
+
+    @property
+    def gamma(self) -> float:
+        return float(self.config.get("gamma", 0.0))
+
+    @property
+    def alpha(self) -> float:
+        a = self.config.get("alpha")
+        return math.nan if a is None else float(a)
+
+    @property
+    def dist(self) -> str:
+        d = self.config.get("dist", "power")
+        return d if isinstance(d, str) else "explicit"
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("seed", 0))
+
+    @property
+    def E(self) -> float:
+        """Activation density sum_i p_i (the density sweep's s mapped to E)."""
+        if self.config.get("density_s") is None and isinstance(self.config.get("dist"), str):
+            return float(self.config.get("E") or 1.0)
+        return engine.activation_density(self.config)
+
+
+@dataclass
+class Results:
+    """Runs read from one results file."""
+
+    path: Path
+    runs: list[Run]
+    read_at: str
+    skipped: int = 0  # rows without a finite loss (diverged) or duplicates
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def caption(self, runs: Optional[Sequence[Run]] = None) -> str:
+        """'from <file> (<n> runs, <date>)': every figure says which runs it came from."""
+        k = len(self.runs if runs is None else runs)
+        created = sorted(r.row.get("created", "") for r in (runs or self.runs)
+                         if r.row.get("created"))
+        when = created[-1][:10] if created else self.read_at[:10]
+        return f"from {self.path.parent.name}/{self.name} ({k} runs, {when})"
+
+    def where(self, **conds: Any) -> list[Run]:
+        """Runs whose config matches every ``field=value`` (callables act as predicates)."""
+        out = []
+        for r in self.runs:
+            ok = True
+            for k, v in conds.items():
+                val = getattr(r, k) if k in ("E",) else r.config.get(k)
+                ok = v(val) if callable(v) else val == v
+                if not ok:
+                    break
+            if ok:
+                out.append(r)
+        return out
+
+
+def _finite(v: Any) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return f
+
+
+def load_results(path: str | Path) -> Results:
+    """Read a ``results.jsonl``; duplicates (same run_id) keep the first row, and rows with no
+    finite final loss (diverged runs) are counted in ``skipped`` and left out."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no results file at {path}")
+    runs, seen, skipped = [], set(), 0
+    for row in read_jsonl(path):
+        rid = str(row.get("run_id", ""))
+        cfg = row.get("config")
+        if not rid or not isinstance(cfg, dict) or rid in seen:
+            skipped += 1
+            continue
+        seen.add(rid)
+        loss = _finite(row.get("final_loss"))
+        if not math.isfinite(loss) or row.get("diverged"):
+            skipped += 1
+            continue
+        w = row.get("weights")
+        runs.append(Run(run_id=rid, config=cfg, final_loss=loss,
+                        final_loss_std=_finite(row.get("final_loss_std")),
+                        phi_half=_finite(row.get("phi_half")), phi_1=_finite(row.get("phi_1")),
+                        geometry=dict(row.get("geometry") or {}),
+                        weights=(path.parent / w) if w else None, row=row))
+    if skipped:
+        warnings.warn(f"{path}: left out {skipped} row(s) (duplicates, diverged or malformed)",
+                      stacklevel=2)
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return Results(path=path, runs=runs, read_at=now, skipped=skipped)
+
+
+def _hashable(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+def cell_key(config: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """Sorted ``(field, value)`` pairs identifying a config's cell."""
+    cfg = dict(config)
+    if isinstance(cfg.get("dist"), str) and cfg["dist"] != "power":
+        cfg["alpha"] = None  # alpha is meaningless for exponential / linear
+    return tuple(sorted((k, _hashable(v)) for k, v in cfg.items() if k not in _NOT_CELL))
+
+
+def cells(runs: Iterable[Run]) -> dict[tuple, list[Run]]:
+    """Runs grouped by :func:`cell_key`, each group sorted by (m, seed)."""
+    out: dict[tuple, list[Run]] = {}
+    for r in runs:
+        out.setdefault(cell_key(r.config), []).append(r)
+    for v in out.values():
+        v.sort(key=lambda r: (r.m, r.seed))
+    return out
+
+
+def dist_label(config: Mapping[str, Any]) -> str:
+    """'exponential', 'linear', 'power a=1.2', 'explicit'."""
+    d = config.get("dist", "power")
+    if not isinstance(d, str):
+        return "explicit"
+    if d == "power":
+        return f"power a={float(config.get('alpha', 1.0)):g}"
+    return d
+
+
+def regime(gamma: float) -> str:
+    """'strong' for gamma < 0 (row norms pulled to 1), else 'weak'."""
+    return "strong" if gamma < 0 else "weak"
+
+
+def by_width(runs: Sequence[Run], value: str = "final_loss") -> tuple[np.ndarray, list[np.ndarray]]:
+    """Distinct widths and, per width, the values of ``value`` over seeds."""
+    widths = sorted({r.m for r in runs})
+    groups = [np.array([getattr(r, value) for r in runs if r.m == w], dtype=np.float64)
+              for w in widths]
+    return np.array(widths, dtype=np.float64), groups
+
+
+def load_width_csv(path: str | Path) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray]:
+    """Rows of a (family, dataset, m, loss) CSV with a header naming those columns.
+
+    Returns:
+        ``(groups, m, loss)`` with groups ``(family, dataset)``.
+    """
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
+        need = ("family", "dataset", "m", "loss")
+        missing = [c for c in need if c not in cols]
+        if missing:
+            raise ValueError(f"{path}: CSV needs columns {need}; missing {missing} "
+                             f"(header: {reader.fieldnames})")
+        groups, ms, ls = [], [], []
+        for lineno, row in enumerate(reader, 2):
+            try:
+                ms.append(float(row[cols["m"]]))
+                ls.append(float(row[cols["loss"]]))
+            except (TypeError, ValueError):
+                raise ValueError(f"{path}:{lineno}: m and loss must be numbers: {row}") from None
+            groups.append((row[cols["family"]].strip(), row[cols["dataset"]].strip()))
+    if not groups:
+        raise ValueError(f"{path}: no data rows")
+    return groups, np.array(ms), np.array(ls)

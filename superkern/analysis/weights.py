@@ -1,0 +1,94 @@
+"""Statistics that need a run's saved W (paper Figs. 5b, 15, 16), read from the sweep's
+safetensors files. Pure reads: nothing is trained."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+# Above this many rows, the O(N^2 m) mean |c| pass is skipped (mean c^2 stays exact via the
+# O(N m^2) identity).
+MAX_ROWS_ABS = 4096
+
+
+def load_w(path: Path) -> torch.Tensor:
+    """W (n, m) from a file written by ``ToyResult.save`` (fp64 on CPU)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.get_tensor("W").to(torch.float64)
+
+
+def subset_overlaps(W: torch.Tensor, rows: torch.Tensor, with_abs: bool = True) -> dict:
+    """Overlap statistics among ``W[rows]`` after normalising each row.
+
+    Returns a dict with ``count``, ``mean_sq`` (exact, from ||U^T U||_F^2), and, when
+    ``with_abs`` and count <= MAX_ROWS_ABS, ``mean_abs`` and ``var_abs`` (variance of |c|).
+    Zero rows are left out.
+    """
+    U = W[rows]
+    norms = U.norm(dim=1)
+    U = U[norms > 0] / norms[norms > 0, None]
+    k = U.shape[0]
+    out = {"count": int(k), "mean_sq": math.nan, "mean_abs": math.nan, "var_abs": math.nan}
+    if k < 2:
+        return out
+    pairs = k * (k - 1) / 2
+    g = U.T @ U
+    out["mean_sq"] = float(((g * g).sum() - k) / 2 / pairs)
+    if with_abs and k <= MAX_ROWS_ABS:
+        c = U @ U.T
+        iu = torch.triu_indices(k, k, offset=1)
+        a = c[iu[0], iu[1]].abs()
+        out["mean_abs"] = float(a.mean())
+        out["var_abs"] = float(a.var(unbiased=False))
+    return out
+
+
+def strong_weak(W: torch.Tensor, threshold: float = 1.0, with_abs: bool = True) -> dict:
+    """Overlaps among rows with norm > threshold ("strong") and <= threshold ("weak")."""
+    norms = W.norm(dim=1)
+    return {"strong": subset_overlaps(W, norms > threshold, with_abs),
+            "weak": subset_overlaps(W, (norms <= threshold) & (norms > 0), with_abs=False)}
+
+
+def ambiguity(W: torch.Tensor) -> float:
+    """Spectral norm of W W^T minus the ideal no-superposition Gram (identity on the first m
+    rows, zero elsewhere): the paper's Appendix D.5 distance to perfect recovery of the m most
+    frequent features."""
+    n, m = W.shape
+    g = W @ W.T
+    idx = torch.arange(min(m, n))
+    g[idx, idx] -= 1.0
+    return float(torch.linalg.eigvalsh(g).abs().max())
+
+
+def random_var_abs(m: int, count: Optional[int] = None, seed: int = 0) -> float:
+    """Variance of |c| among ``count`` (default m^2/2, capped at 3000) iid Gaussian unit vectors
+    in R^m: the dashed baseline of the paper's Fig. 15."""
+    k = int(min(count or max(2, m * m // 2), 3000))
+    gen = torch.Generator().manual_seed(seed)
+    U = torch.randn(k, m, generator=gen, dtype=torch.float64)
+    U /= U.norm(dim=1, keepdim=True)
+    c = U @ U.T
+    iu = torch.triu_indices(k, k, offset=1)
+    return float(c[iu[0], iu[1]].abs().var(unbiased=False))
+
+
+def cached_stats(path: Optional[Path], cache: dict, kind: str) -> Optional[dict | float]:
+    """``strong_weak`` or ``ambiguity`` of a weights file, memoised in ``cache``; None when the
+    file is missing."""
+    if path is None or not Path(path).is_file():
+        return None
+    key = (str(path), kind)
+    if key not in cache:
+        W = load_w(Path(path))
+        cache[key] = ambiguity(W) if kind == "ambiguity" else strong_weak(W)
+    return cache[key]
+
+
+def nan_to_none(x: float) -> Optional[float]:
+    return None if x is None or (isinstance(x, float) and not np.isfinite(x)) else x

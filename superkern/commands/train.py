@@ -1,0 +1,97 @@
+"""``superkern train``: train one toy model or a small grid (comma lists for m, gamma, alpha)
+with :func:`superkern.toy.train_many` and print a table."""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from typing import Any
+
+
+def _floats(s: str) -> list[float]:
+    return [float(v) for v in s.split(",") if v.strip()]
+
+
+def _ints(s: str) -> list[int]:
+    return [int(v) for v in s.split(",") if v.strip()]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train the paper's toy model y = ReLU(W W^T x + b)",
+                       description="Train toy models (SPEC section 2). Comma lists for --m, "
+                                   "--gamma and --alpha train the grid of all combinations at "
+                                   "once. Unset fields come from --preset.")
+    p.add_argument("--preset", default="small", choices=["small", "large", "none"])
+    p.add_argument("--m", default="39", help="width(s), e.g. 10,15,25,39,63,100")
+    p.add_argument("--gamma", default="-1", help="weight decay(s); < 0 grows rows to norm 1. "
+                   "Write negative lists with =, e.g. --gamma=-1,0.5")
+    p.add_argument("--alpha", default=None, help="power-law exponent(s) (preset default)")
+    p.add_argument("--n", type=int, default=None)
+    p.add_argument("--dist", default="power", choices=["power", "exponential", "linear"])
+    p.add_argument("--E", type=float, default=1.0, help="activation density sum_i p_i")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="peak lr of W (preset default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "triton"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "tf32x3", "bf16"])
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--out", default=None, help="directory: W,b safetensors + results.jsonl")
+    p.add_argument("--json", action="store_true", help="print one JSON line per model")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.set_defaults(func=run)
+
+
+def build_configs(args) -> list:
+    from superkern.toy import ToyConfig
+
+    alphas: list[Any] = [None] if args.alpha is None else _floats(args.alpha)
+    out = []
+    for m, gamma, alpha in itertools.product(_ints(args.m), _floats(args.gamma), alphas):
+        out.append(ToyConfig(
+            n=args.n, m=m, gamma=gamma, dist=args.dist, alpha=alpha, E=args.E,
+            steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+            preset=None if args.preset == "none" else args.preset,
+            precision=args.precision, backend=args.backend, log_every=args.log_every))
+    return out
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return format(float("nan") if v is None else float(v), spec)
+
+
+def format_table(results) -> str:
+    head = (f"{'run_id':<16} {'n':>6} {'m':>5} {'gamma':>7} {'alpha':>6} {'loss':>10} "
+            f"{'+-':>9} {'phi_1/2':>7} {'phi_1':>6} {'cos2_str':>8} {'welch2':>8} "
+            f"{'L_unlrn':>9} {'s':>7} {'backend':>7}")
+    lines = [head]
+    for r in results:
+        c, g = r.config, r.geometry
+        lines.append(
+            f"{r.run_id:<16} {c.n:>6} {c.m:>5} {c.gamma:>7.3f} {c.alpha:>6.3f} "
+            f"{_fmt(r.final_loss, '10.4g')} {_fmt(r.final_loss_std, '9.2g')} "
+            f"{_fmt(r.phi_half, '7.3f')} {_fmt(r.phi_1, '6.3f')} "
+            f"{_fmt(g.get('mean_sq_strong'), '8.4f')} {_fmt(g.get('welch_kappa2_strong'), '8.4f')} "
+            f"{_fmt(g.get('unlearned_loss'), '9.4g')} {r.seconds:>7.2f} {r.backend:>7}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from superkern.toy import train_many
+
+    configs = build_configs(args)
+    results = train_many(configs, device=args.device, progress=True if args.progress else None)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "results.jsonl"), "a") as f:
+            for r in results:
+                row = r.to_dict()
+                row["weights"] = r.save(args.out).name
+                f.write(json.dumps(row, allow_nan=False) + "\n")
+    if args.json:
+        for r in results:
+            print(json.dumps(r.to_dict(), allow_nan=False))
+    else:
+        print(format_table(results))
+    return 0
