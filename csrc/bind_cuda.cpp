@@ -122,8 +122,8 @@ int64_t overlap_partials_cuda(int64_t x_ptr, int64_t scale_ptr, int64_t n, int64
 }
 
 py::array_t<int64_t> tile_schedule(int64_t tiles_per_side, int64_t group) {
-  SK_CHECK(tiles_per_side >= 0 && tiles_per_side <= 4096, "tiles_per_side must be in [0, 4096], got ",
-           tiles_per_side);
+  SK_CHECK(tiles_per_side >= 0 && tiles_per_side <= 4096,
+           "tiles_per_side must be in [0, 4096], got ", tiles_per_side);
   SK_CHECK(group >= 1, "group must be >= 1, got ", group);
   const int64_t count = tiles_per_side * (tiles_per_side + 1) / 2;
   py::array_t<int64_t> out({count, int64_t{2}});
@@ -146,7 +146,7 @@ c_ij = (X_i . X_j * scale_i) * scale_j computed in `precision` ("fp32" exact FFM
 device addresses (tensor.data_ptr()) on the current CUDA device; outputs are accumulated into,
 so the caller zeroes them:
   stats=True:  row_key (n,) int64 atomicMax of (fp32 bits of |c| << 32 | 0xFFFFFFFF - j),
-               row_sq (n,) int64 fixed-point sum of c^2 (scale 2^40), block_sums
+               row_sq (n,) int64 fixed-point sum of c^2 (scale 2^32), block_sums
                (max_blocks, 3) fp64 per-block (sum c, sum |c|, sum c^2), written, not added.
   bins > 0:    hist (bins,) int64 counts, bin = clamp(floor((c + 1) * (bins * 0.5f)), 0, bins-1).
   topk > 0:    every pair whose key (|c| desc, i asc, j asc) ranks at or above the threshold
@@ -178,7 +178,7 @@ void register_cuda(py::module_& m) {
   cfg["group"] = sk::cuda::kTileGroup;
   cfg["max_rows"] = sk::cuda::kMaxRows;
   cfg["smem_hist_bins"] = sk::cuda::kSmemHistBins;
-  cfg["row_sq_fixed_bits"] = 40;
+  cfg["row_sq_fixed_bits"] = sk::cuda::kRowSqFixedBits;
   m.attr("overlap_cuda_config") = cfg;
 #else
   (void)m;

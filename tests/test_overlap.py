@@ -246,5 +246,5 @@ def test_row_norm_stats():
     ns = superkern.row_norm_stats(W, bins=4)
     assert ns.n_zero == 1 and ns.phi_half == 0.5 and ns.phi_1 == 0.25
     assert abs(ns.median - 0.55) < 1e-7  # fp32 inputs; median of (0, .3, .8, 1.5)
-    assert ns.phi_half_median == 0.5 and ns.phi_1_median == 0.5  # norms / 0.55: 0,.55,1.45,2.7
+    assert ns.phi_half_median == 0.75 and ns.phi_1_median == 0.5  # norms / 0.55: 0,.545,1.45,2.7
     assert int(ns.hist.sum()) == 4 and abs(ns.max - 1.5) < 1e-12

@@ -13,7 +13,11 @@ namespace sk::cuda {
 
 constexpr int kHistWords = 4096;          // shared-memory histogram words (all copies)
 constexpr unsigned kHistFlushTiles = 1u << 17;  // 2^17 tiles x 2^14 pairs < 2^32 per word
-constexpr float kFix = 1099511627776.0f;  // 2^40: fixed-point scale of per-row sums of c^2
+// Fixed-point scale of per-row sums of c^2: a tile partial (<= 128) times 2^32 fits easily,
+// a whole row (<= n - 1 < 2^30) times 2^32 stays below 2^62, and the rounding quantum 2^-32 per
+// tile partial is far below fp32's own error on that partial.
+constexpr int kFixBits = 32;
+constexpr float kFix = 4294967296.0f;  // 2^kFixBits
 
 struct Params {
   const char* x;          // (n, ld) row-major operand, 16-byte aligned rows
@@ -24,7 +28,7 @@ struct Params {
   int64_t group;          // tile rows per band of the schedule
   // STATS
   unsigned long long* row_key;  // (n,) packed (|c| bits << 32 | ~j), atomicMax
-  unsigned long long* row_sq;   // (n,) fixed-point sum of c^2 (scale 2^40), atomicAdd
+  unsigned long long* row_sq;   // (n,) fixed-point sum of c^2 (scale 2^32), atomicAdd
   double* block_sums;           // (gridDim.x, 3) sum c, sum |c|, sum c^2 per block
   // HIST
   unsigned long long* hist;     // (bins,) int64 counts

@@ -46,7 +46,9 @@ struct MmaLayout {
 struct SimtLayout {
   static constexpr unsigned kRowLanes = 0x0F;
   static constexpr unsigned kColLanes = 0x10;
-  __device__ static int row(int ri, int warp, int lane) { return ((warp * 32 + lane) >> 4) + 16 * ri; }
+  __device__ static int row(int ri, int warp, int lane) {
+    return ((warp * 32 + lane) >> 4) + 16 * ri;
+  }
   __device__ static int col(int ci, int, int lane) { return (lane & 15) + 16 * ci; }
   __device__ static bool row_leader(int lane) { return (lane & 15) == 0; }
   __device__ static bool col_leader(int lane) { return lane < 16; }

@@ -6,6 +6,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "checks.h"
 #include "cuda/epilogue.cuh"
@@ -188,6 +189,9 @@ void tile_coords_host(std::int64_t t, std::int64_t tiles_per_side, std::int64_t 
                       std::int64_t* bi, std::int64_t* bj) {
   tile_coords(t, tiles_per_side, group, bi, bj);
 }
+
+static_assert(kFixBits == kRowSqFixedBits, "row_sq fixed-point scale out of sync");
+static_assert(kTile == kTileRows && kHistWords == kSmemHistBins, "constants out of sync");
 
 std::int64_t overlap_partials(const OverlapArgs& a) {
   if (a.n < 2) return 0;  // no pairs: nothing to launch (the caller's buffers stay as given)

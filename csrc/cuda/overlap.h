@@ -11,6 +11,7 @@ constexpr std::int64_t kTileRows = 128;   // rows per Gram tile (BM = BN)
 constexpr std::int64_t kTileGroup = 16;   // tile rows per band of the schedule
 constexpr std::int64_t kMaxRows = std::int64_t{1} << 30;
 constexpr std::int64_t kSmemHistBins = 4096;  // more bins: counted with global atomics
+constexpr int kRowSqFixedBits = 32;  // row_sq fixed-point scale 2^32 (epilogue.cuh kFix)
 
 // Arguments of one launch, already validated by the binding (csrc/bind_cuda.cpp). Pointers
 // are device addresses of buffers the caller allocated; see the binding's docstring.

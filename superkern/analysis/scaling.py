@@ -65,7 +65,10 @@ def fit_cells(results: Results | list[Run], fit_range: str = "paper", n_boot: in
         widths, groups = by_width(members)
         mean = tuple(float(np.exp(np.log(g).mean())) if np.all(g > 0) else math.nan
                      for g in groups)
-        std = tuple(float(g.std(ddof=1)) if g.size > 1 else math.nan for g in groups)
+        # error bar: spread over seeds, or (one seed) the run's std over its last 100 steps
+        std = tuple(float(g.std(ddof=1)) if g.size > 1 else
+                    next(r.final_loss_std for r in members if r.m == w)
+                    for w, g in zip(widths, groups))
         base = dict(cell=cell, label=_label(cell), m=tuple(widths.tolist()), loss_mean=mean,
                     loss_std=std, n_runs=len(members))
         if widths.size < min_widths:

@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 
 # Above this many rows, the O(N^2 m) mean |c| pass is skipped (mean c^2 stays exact via the
@@ -88,7 +87,3 @@ def cached_stats(path: Optional[Path], cache: dict, kind: str) -> Optional[dict 
         W = load_w(Path(path))
         cache[key] = ambiguity(W) if kind == "ambiguity" else strong_weak(W)
     return cache[key]
-
-
-def nan_to_none(x: float) -> Optional[float]:
-    return None if x is None or (isinstance(x, float) and not np.isfinite(x)) else x

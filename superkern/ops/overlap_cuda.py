@@ -8,7 +8,7 @@ torch on the tensor's device, passes raw device addresses and the current stream
 - ``sum_*``: fp64 per-block partials, summed on the host in block order (``math.fsum``).
 - ``row_max_abs`` / ``row_argmax``: decoded from packed ``(fp32 bits of |c|) << 32 | ~j`` keys
   (an integer atomicMax keeps the max with ties to the smallest j).
-- ``row_sum_sq``: fixed-point int64 sums (scale 2^40) -> fp64.
+- ``row_sum_sq``: fixed-point int64 sums (scale 2^32) -> fp64.
 - top-k: the kernel appends every pair whose key (|c| desc, i asc, j asc) ranks at or above a
   threshold key; this launcher picks the threshold (k-th key of a leading block of rows, which
   the same kernel computes bit-identically), raises it when the candidate buffer overflows
@@ -163,6 +163,8 @@ class _Run:
     def _candidates(self, k: int):
         """Canonically ordered best k of the stored candidates: (|c|, c, i, j)."""
         count = min(int(self.cand_count.item()), self.cap)
+        # A valid threshold admits at least k pairs; fewer means the kernel lost candidates.
+        assert count >= k, f"top-k threshold admitted {count} < k={k} pairs"
         ij = self.cand_ij[:count]
         val = self.cand_val[:count]
         return _topk_canonical(val.abs(), val, ij >> 32, ij & 0xFFFFFFFF, k)

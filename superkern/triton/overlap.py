@@ -77,14 +77,17 @@ def _env_overrides() -> dict:
     raw = os.environ.get(ENV_CONFIG, "").strip()
     if not raw:
         return {}
-    fields = {f.name: f.type for f in dataclasses.fields(OverlapTritonConfig)}
+    names = {f.name for f in dataclasses.fields(OverlapTritonConfig)}
     out = {}
     for item in raw.split(","):
         key, _, val = item.partition("=")
         key = key.strip()
-        if key not in fields:
-            raise ValueError(f"{ENV_CONFIG}: unknown key {key!r}; known: {sorted(fields)}")
-        out[key] = val.strip() not in ("0", "false", "False", "") if key == "tma" else int(val)
+        if key not in names:
+            raise ValueError(f"{ENV_CONFIG}: unknown key {key!r}; known: {sorted(names)}")
+        try:
+            out[key] = val.strip() not in ("0", "false", "") if key == "tma" else int(val)
+        except ValueError:
+            raise ValueError(f"{ENV_CONFIG}: {key}={val!r} is not an integer") from None
     return out
 
 
@@ -119,9 +122,13 @@ def _num_programs(cfg: OverlapTritonConfig, device: torch.device, num_tiles: int
     return max(1, min(num_tiles, cfg.programs))
 
 
-def _tma_descriptor(X: torch.Tensor, cfg: OverlapTritonConfig):
-    """Host tensor descriptor over X (N, m) with (block, block_k) boxes, or None if unusable."""
-    if not cfg.tma:
+def _tma_descriptor(X: torch.Tensor, cfg: OverlapTritonConfig, input_precision: str):
+    """Host tensor descriptor over X (N, m) with (block, block_k) boxes, or None if unusable.
+
+    Not for IEEE fp32 on the GPU: that dot runs on CUDA cores, and ptxas spills heavily
+    when it is fed by TMA (seen compiling for sm_90 with triton 3.6).
+    """
+    if not cfg.tma or (X.is_cuda and input_precision == "ieee"):
         return None
     row_bytes = X.shape[1] * X.element_size()
     if row_bytes % 16 or X.data_ptr() % 16 or cfg.block_k * X.element_size() < 16:
@@ -187,7 +194,7 @@ def _launch(X, desc, scale, cfg, *, bins, topk, cap, thr, input_precision) -> _P
         **_launch_options(cfg, dev))
     count = int(cnt.item()) if topk else 0
     n = min(count, ncap)
-    cand = (cval[:n].cpu(), ci[:n].cpu(), cj[:n].cpu())
+    cand = (cval[:n], ci[:n], cj[:n])  # stays on the device: the selection sorts there
     return _Pass(sums=sums, hist=hist, row_key=row_key, row_sq=row_sq.double() / sq_scale,
                  count=count, cand=cand)
 
@@ -227,7 +234,7 @@ def _select_topk(run, cap: int, N: int, k: int, first: _Pass):
             thr = _tighter((float(absv[-1]), int(pi[-1]), int(pj[-1])), bound)
         else:
             _, vals, pi, pj = _topk.canonical(*p.cand, k)
-            return vals.float(), torch.stack([pi, pj], 1)
+            return vals.float().cpu(), torch.stack([pi, pj], 1).cpu()
         p = run(thr)
     raise RuntimeError(f"top-k did not converge in {MAX_PASSES} passes "
                        f"(N={N}, k={k}, capacity={cap}, last count={p.count})")
@@ -283,7 +290,7 @@ def overlap_partials_triton(X: torch.Tensor, scale: torch.Tensor, *, bins: int, 
     scale = scale.to(device=dev, dtype=torch.float32).contiguous()
     cfg = config or overlap_config(Xk.dtype, m, dev)
     cfg.validate()
-    desc = _tma_descriptor(Xk, cfg)
+    desc = _tma_descriptor(Xk, cfg, input_precision)
 
     cap, t0 = 1, -1.0
     if topk:

@@ -1,0 +1,361 @@
+"""Loss-scaling figures: paper Figs. 1, 4a, 4b, 5a, 5b, 6e, 7, 14, 17, 18."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from superkern.analysis.figures import Context, MissingData, figure, footer
+from superkern.analysis.scaling import CellFit, unlearned_table
+from superkern.analysis.tables import dist_label
+from superkern.analysis.weights import cached_stats
+
+
+def plain_cells(ctx: Context, fitted: bool = True) -> list[CellFit]:
+    """Cells at the default activation density (no density sweep, E = 1)."""
+    return [c for c in ctx.fits() if (c.fit is not None or not fitted)
+            and c.cell.get("density_s") is None and float(c.cell.get("E") or 1.0) == 1.0]
+
+
+def power_cells(ctx: Context) -> list[CellFit]:
+    return [c for c in plain_cells(ctx) if c.cell.get("dist") == "power"]
+
+
+def runs_of(ctx: Context, cells: Sequence[CellFit]):
+    keys = {tuple(sorted((k, v) for k, v in c.cell.items())) for c in cells}
+    from superkern.analysis.tables import cell_key
+
+    return [r for r in ctx.results.runs if cell_key(r.config) in keys]
+
+
+def grid_of(cells: Sequence[CellFit], value) -> tuple[list[float], list[float], np.ndarray]:
+    """(gammas, alphas, Z[alpha, gamma]) of a value over power-law cells; NaN where absent."""
+    gammas = sorted({c.gamma for c in cells})
+    alphas = sorted({c.alpha for c in cells})
+    z = np.full((len(alphas), len(gammas)), np.nan)
+    for c in cells:
+        z[alphas.index(c.alpha), gammas.index(c.gamma)] = value(c)
+    return gammas, alphas, z
+
+
+def heatmap(ax, gammas, alphas, z, label: str, cmap: str = "viridis", vmin=None, vmax=None):
+    im = ax.imshow(z, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
+                   extent=(-0.5, len(gammas) - 0.5, -0.5, len(alphas) - 0.5))
+    step_g = max(1, len(gammas) // 6)
+    step_a = max(1, len(alphas) // 9)
+    ax.set_xticks(range(0, len(gammas), step_g),
+                  [f"{g:.2f}" for g in gammas][::step_g])
+    ax.set_yticks(range(0, len(alphas), step_a), [f"{a:g}" for a in alphas][::step_a])
+    ax.set_xlabel("weight decay gamma")
+    ax.set_ylabel("data exponent alpha")
+    plt.colorbar(im, ax=ax, label=label)
+    return im
+
+
+def _need_grid(cells: Sequence[CellFit], what: str) -> None:
+    if len({c.gamma for c in cells}) < 2 or len({c.alpha for c in cells}) < 2:
+        raise MissingData(f"{what} needs power-law cells over >= 2 weight decays and >= 2 data "
+                          "exponents (the 'small' experiment)")
+
+
+def _pick(values: Sequence[float], k: int) -> list[float]:
+    """At most k values, evenly spread."""
+    values = sorted(values)
+    if len(values) <= k:
+        return values
+    idx = np.unique(np.linspace(0, len(values) - 1, k).round().astype(int))
+    return [values[i] for i in idx]
+
+
+def regime_panels(cells: Sequence[CellFit]) -> list[tuple[str, float]]:
+    """Weak panel at the positive gamma nearest 0.1, strong panel at the most negative."""
+    gammas = sorted({c.gamma for c in cells})
+    panels = []
+    weak = [g for g in gammas if g > 0]
+    if weak:
+        panels.append(("weak superposition", min(weak, key=lambda g: abs(g - 0.1))))
+    strong = [g for g in gammas if g < 0]
+    if strong:
+        panels.append(("strong superposition", strong[0]))
+    if not panels and gammas:
+        panels.append(("gamma = 0", gammas[0]))
+    return panels
+
+
+def _panel_cells(cells: Sequence[CellFit], gamma: float, k: int = 8) -> list[CellFit]:
+    sel = [c for c in cells if c.gamma == gamma]
+    powers = [c for c in sel if c.cell.get("dist") == "power"]
+    keep_alpha = set(_pick([c.alpha for c in powers], k))
+    return [c for c in sel if c.cell.get("dist") != "power" or c.alpha in keep_alpha]
+
+
+@figure("fig1", "Loss vs model width at weak and strong superposition (Fig. 1b, 1d)")
+def fig1(ctx: Context):
+    cells = plain_cells(ctx)
+    if not cells:
+        raise MissingData("no cell with >= 3 widths")
+    panels = regime_panels(cells)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 4.4), squeeze=False)
+    used = []
+    for ax, (name, g) in zip(axes[0], panels):
+        sel = _panel_cells(cells, g)
+        colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(sel), 1)))
+        for col, c in zip(colors, sel):
+            f = c.fit
+            m = np.array(c.m)
+            ax.errorbar(m, c.loss_mean, yerr=np.nan_to_num(c.loss_std), fmt="o", ms=4,
+                        color=col, capsize=2,
+                        label=f"{dist_label(c.cell)}: alpha_m={f.alpha_m:.2f}+-{f.stderr:.2f}")
+            mu = np.array(f.m_used)
+            ax.plot(mu, f.predict(mu), "-", color=col, lw=1.2, alpha=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("model width m")
+        ax.set_ylabel("final loss")
+        ax.set_title(f"{name} (gamma={g:g})")
+        ax.legend(fontsize=7)
+        used += sel
+    fig.suptitle("Loss vs width; lines: least-squares fits over the fit range")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    footer(fig, ctx, runs_of(ctx, used), f"fit range {ctx.fit_range}")
+    return fig
+
+
+@figure("fig4a", "R^2 of the log-log fits by distribution and regime (Fig. 4a)")
+def fig4a(ctx: Context):
+    cells = [c for c in plain_cells(ctx) if c.cell.get("dist") != "power" or c.alpha == 1.2
+             or len({x.alpha for x in plain_cells(ctx)}) == 1]
+    panels = regime_panels(cells)
+    labels, vals, colors = [], [], []
+    for name, g in panels:
+        for c in _panel_cells(cells, g, k=4):
+            labels.append(f"{dist_label(c.cell)}\n{name.split()[0]}")
+            vals.append(c.fit.r2)
+            colors.append("tab:red" if g < 0 else "tab:blue")
+    if not vals:
+        raise MissingData("no fitted cells")
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(vals)), 4))
+    ax.bar(range(len(vals)), vals, color=colors)
+    ax.set_xticks(range(len(vals)), labels, fontsize=7)
+    ax.set_ylim(min(0.8, min(vals) - 0.02), 1.0)
+    ax.set_ylabel("R^2 of ln L vs ln m")
+    ax.set_title("How power-law-like is the loss? (red: strong, blue: weak)")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    footer(fig, ctx, runs_of(ctx, cells))
+    return fig
+
+
+@figure("fig4b", "Model exponent alpha_m over weight decay x data exponent (Fig. 4b)")
+def fig4b(ctx: Context):
+    cells = power_cells(ctx)
+    _need_grid(cells, "Fig. 4b")
+    g, a, z = grid_of(cells, lambda c: c.fit.alpha_m)
+    fig, ax = plt.subplots(figsize=(6, 4.8))
+    heatmap(ax, g, a, z, "alpha_m", cmap="magma")
+    ax.set_title("alpha_m = -slope of ln L on ln m")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    footer(fig, ctx, runs_of(ctx, cells), f"widths {cells[0].m[0]:g}..{cells[0].m[-1]:g}")
+    return fig
+
+
+@figure("fig14", "R^2 of the alpha_m fits over weight decay x data exponent (Fig. 14)")
+def fig14(ctx: Context):
+    cells = power_cells(ctx)
+    _need_grid(cells, "Fig. 14")
+    g, a, z = grid_of(cells, lambda c: c.fit.r2)
+    fig, ax = plt.subplots(figsize=(6, 4.8))
+    heatmap(ax, g, a, z, "R^2", cmap="cividis", vmax=1.0)
+    ax.set_title("R^2 of ln L vs ln m")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    footer(fig, ctx, runs_of(ctx, cells))
+    return fig
+
+
+@figure("fig5a", "Weak superposition: loss vs loss of unlearned features (Fig. 5a, 10b)")
+def fig5a(ctx: Context):
+    rows = [u for u in unlearned_table(ctx.results) if u.predicted > 0]
+    if not rows:
+        raise MissingData("no weak-superposition runs (gamma > 0) with phi_half")
+    runs = {r.run_id: r for r in ctx.results.runs}
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    alphas = np.array([runs[u.run_id].alpha for u in rows])
+    sc = ax.scatter([u.predicted for u in rows], [u.loss for u in rows], s=12,
+                    c=np.nan_to_num(alphas), cmap="viridis")
+    lo = min(min(u.predicted for u in rows), min(u.loss for u in rows))
+    hi = max(max(u.predicted for u in rows), max(u.loss for u in rows))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="loss = prediction")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("<v^2> sum_{i > phi_half n} p_i")
+    ax.set_ylabel("final loss")
+    ax.legend(fontsize=8)
+    if len(set(alphas.tolist())) > 1:
+        plt.colorbar(sc, ax=ax, label="alpha")
+    ax.set_title("Loss from activated but unlearned features")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    footer(fig, ctx, [runs[u.run_id] for u in rows])
+    return fig
+
+
+def ideal_weak_cells(ctx: Context, k: int = 9) -> tuple[list[CellFit], str]:
+    """Weak cells closest to no superposition: the k with the smallest maximum ambiguity
+    ||W W^T - I_m||_2 over widths (Appendix D.5) when weights exist, else gamma nearest 0.5."""
+    cells = [c for c in power_cells(ctx) if c.gamma > 0]
+    if not cells:
+        return [], ""
+    if ctx.use_weights:
+        scores = []
+        for c in cells:
+            vals = [cached_stats(r.weights, ctx.cache, "ambiguity") for r in runs_of(ctx, [c])]
+            if vals and all(v is not None for v in vals):
+                scores.append((max(vals), c))
+        if len(scores) == len(cells):
+            scores.sort(key=lambda t: t[0])
+            return [c for _, c in scores[:k]], "smallest max ambiguity"
+    g = min({c.gamma for c in cells}, key=lambda x: abs(x - 0.5))
+    return [c for c in cells if c.gamma == g], f"gamma={g:.2f} (no weights for ambiguity)"
+
+
+@figure("fig5b", "alpha_m vs alpha near no superposition (Fig. 5b)")
+def fig5b(ctx: Context):
+    sel, how = ideal_weak_cells(ctx)
+    if len({c.alpha for c in sel}) < 2:
+        raise MissingData("needs weak-superposition power-law cells over >= 2 data exponents")
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    a = np.array([c.alpha for c in sel])
+    ax.errorbar(a, [c.fit.alpha_m for c in sel], yerr=[c.fit.stderr for c in sel], fmt="o",
+                capsize=2, label="measured")
+    xs = np.linspace(min(a.min(), 1.0), a.max(), 50)
+    ax.plot(xs, xs - 1, "k--", lw=1, label="alpha - 1")
+    ax.set_xlabel("data exponent alpha")
+    ax.set_ylabel("model exponent alpha_m")
+    ax.legend(fontsize=8)
+    ax.set_title(f"Weak superposition, cells closest to ideal ({how})", fontsize=9)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    footer(fig, ctx, runs_of(ctx, sel))
+    return fig
+
+
+def _alpha_rule_axes(ax, alphas: np.ndarray) -> None:
+    xs = np.linspace(min(alphas.min(), 0.0), alphas.max(), 100)
+    ax.axhline(1.0, color="k", lw=0.8, label="alpha_m = 1")
+    ax.plot(xs, 2 * (xs - 1), "k--", lw=0.8, label="2(alpha - 1)")
+    ax.plot(xs, xs - 1, "k:", lw=0.8, label="alpha - 1")
+    ax.plot(xs, np.maximum(1, 2 * (xs - 1)), color="tab:red", lw=2, alpha=0.35,
+            label="max(1, 2(alpha - 1))")
+    ax.set_xlabel("data exponent alpha")
+    ax.set_ylabel("model exponent alpha_m")
+
+
+@figure("fig6e", "Strong superposition: alpha_m vs alpha and max(1, 2(alpha-1)) (Fig. 6e)")
+def fig6e(ctx: Context):
+    cells = [c for c in power_cells(ctx) if c.gamma < 0]
+    if len({c.alpha for c in cells}) < 2:
+        raise MissingData("needs strong-superposition (gamma < 0) power-law cells over >= 2 "
+                          "data exponents")
+    neg = sorted({c.gamma for c in cells})
+    chosen = neg[1:4] if len(neg) >= 4 else neg  # the paper: 2nd to 4th smallest gammas
+    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    colors = plt.cm.plasma(np.linspace(0, 0.8, len(chosen)))
+    used = []
+    for col, g in zip(colors, chosen):
+        sel = sorted((c for c in cells if c.gamma == g), key=lambda c: c.alpha)
+        ax.errorbar([c.alpha for c in sel], [c.fit.alpha_m for c in sel],
+                    yerr=[c.fit.stderr for c in sel], fmt="o", ms=4, capsize=2, color=col,
+                    label=f"gamma={g:.2f}")
+        used += sel
+    weak, _ = ideal_weak_cells(ctx)
+    if weak:
+        ax.errorbar([c.alpha for c in weak], [c.fit.alpha_m for c in weak],
+                    yerr=[c.fit.stderr for c in weak], fmt="s", ms=3, color="0.6",
+                    label="weak, near ideal")
+    _alpha_rule_axes(ax, np.array([c.alpha for c in cells]))
+    ax.legend(fontsize=7)
+    ax.set_title("alpha_m ~ max(1, 2(alpha - 1)) at strong superposition", fontsize=9)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    footer(fig, ctx, runs_of(ctx, used + weak))
+    return fig
+
+
+@figure("fig17", "alpha_m vs alpha with every width above sqrt(2n) (Fig. 17)")
+def fig17(ctx: Context):
+    cells = [c for c in power_cells(ctx) if c.gamma < 0
+             and all(m * m / 2 > int(c.cell.get("n") or 0) for m in c.m)]
+    if len({c.alpha for c in cells}) < 2:
+        raise MissingData("needs strong-superposition cells whose widths all have m^2/2 > n "
+                          "(the 'fig17' experiment) over >= 2 data exponents")
+    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    gammas = sorted({c.gamma for c in cells})
+    for col, g in zip(plt.cm.plasma(np.linspace(0, 0.8, len(gammas))), gammas):
+        sel = sorted((c for c in cells if c.gamma == g), key=lambda c: c.alpha)
+        ax.errorbar([c.alpha for c in sel], [c.fit.alpha_m for c in sel],
+                    yerr=[c.fit.stderr for c in sel], fmt="o", ms=4, capsize=2, color=col,
+                    label=f"gamma={g:.2f}")
+    _alpha_rule_axes(ax, np.array([c.alpha for c in cells]))
+    ax.legend(fontsize=7)
+    ax.set_title(f"widths {min(c.m[0] for c in cells):g}..{max(c.m[-1] for c in cells):g}",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    footer(fig, ctx, runs_of(ctx, cells))
+    return fig
+
+
+def density_cells(ctx: Context) -> list[CellFit]:
+    cells = [c for c in ctx.fits() if c.cell.get("dist") == "power"]
+    if len({round(c.E, 9) for c in cells}) < 2:
+        raise MissingData("needs runs at >= 2 activation densities E (the 'density' "
+                          "experiment)")
+    return cells
+
+
+@figure("fig7", "Activation density: loss vs E at fixed superposition, alpha_m vs E (Fig. 7)")
+def fig7(ctx: Context, gamma: Optional[float] = None):
+    cells = density_cells(ctx)
+    runs = [r for r in runs_of(ctx, cells)]
+    widths = sorted({r.m for r in runs})
+    m0 = min(widths, key=lambda w: abs(w - 63))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 4.4))
+    gammas = sorted({c.gamma for c in cells})
+    colors = plt.cm.coolwarm(np.linspace(0, 1, len(gammas)))
+    for col, g in zip(colors, gammas):
+        pts = sorted((r.E, r.final_loss) for r in runs if r.gamma == g and r.m == m0)
+        if not pts:
+            continue
+        e, loss = np.array(pts).T
+        k = float(e @ loss / (e @ e))  # least squares through the origin: loss = k E
+        ax1.plot(e, loss, "o", color=col, ms=4, label=f"gamma={g:.2f}")
+        ax1.plot(e, k * e, "-", color=col, lw=0.8)
+    ax1.set_xlabel("activation density E")
+    ax1.set_ylabel("final loss")
+    ax1.set_title(f"m = {m0}; lines: loss = k E", fontsize=9)
+    ax1.legend(fontsize=6, ncol=2)
+    g0 = gammas[0] if gamma is None else gamma
+    sel = sorted((c for c in cells if c.gamma == g0 and c.fit), key=lambda c: c.E)
+    ax2.errorbar([c.E for c in sel], [c.fit.alpha_m for c in sel],
+                 yerr=[c.fit.stderr for c in sel], fmt="o", capsize=2)
+    ax2.axhline(1.0, color="k", lw=0.8)
+    ax2.set_xlabel("activation density E")
+    ax2.set_ylabel("model exponent alpha_m")
+    ax2.set_title(f"gamma = {g0:.2f}", fontsize=9)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    footer(fig, ctx, runs)
+    return fig
+
+
+@figure("fig18", "alpha_m vs activation density at every weight decay (Fig. 18)")
+def fig18(ctx: Context):
+    cells = [c for c in density_cells(ctx) if c.fit]
+    fig, ax = plt.subplots(figsize=(5.8, 4.6))
+    gammas = sorted({c.gamma for c in cells})
+    for col, g in zip(plt.cm.coolwarm(np.linspace(0, 1, len(gammas))), gammas):
+        sel = sorted((c for c in cells if c.gamma == g), key=lambda c: c.E)
+        ax.errorbar([c.E for c in sel], [c.fit.alpha_m for c in sel],
+                    yerr=[c.fit.stderr for c in sel], fmt="o-", ms=3, lw=0.8, capsize=2,
+                    color=col, label=f"gamma={g:.2f}")
+    ax.set_xlabel("activation density E")
+    ax.set_ylabel("model exponent alpha_m")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    footer(fig, ctx, runs_of(ctx, cells))
+    return fig

@@ -1,0 +1,133 @@
+"""``superkern figures``: PNGs mirroring the paper's toy-model figures, from a results file.
+
+Plotting only: every number comes from the stored rows (and, for Figs. 5b, 15, 16, the saved
+weights); nothing is trained. A figure whose data are absent is skipped with the reason.
+Every figure carries a footer naming the results file, the number of runs and the date.
+"""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless, and no GUI backend probing on import
+import matplotlib.pyplot as plt  # noqa: E402
+
+from superkern.analysis.tables import Results, load_results  # noqa: E402
+from superkern.sweep.store import atomic_write_bytes  # noqa: E402
+
+
+class MissingData(Exception):
+    """The results lack what a figure needs (the message says what)."""
+
+
+@dataclass
+class Context:
+    """Shared state of one ``make_figures`` call (fit and weight-statistics caches)."""
+
+    results: Results
+    fit_range: str = "paper"
+    n_boot: int = 200
+    use_weights: bool = True
+    cache: dict = field(default_factory=dict)
+
+    def fits(self):
+        if "fits" not in self.cache:
+            from superkern.analysis.scaling import fit_cells
+
+            self.cache["fits"] = fit_cells(self.results, self.fit_range, n_boot=self.n_boot)
+        return self.cache["fits"]
+
+
+FigureFn = Callable[[Context], "plt.Figure"]
+REGISTRY: dict[str, tuple[str, FigureFn]] = {}
+
+
+def figure(name: str, title: str) -> Callable[[FigureFn], FigureFn]:
+    """Register a figure function under ``name`` (the PNG is ``<name>.png``)."""
+    def deco(fn: FigureFn) -> FigureFn:
+        REGISTRY[name] = (title, fn)
+        return fn
+    return deco
+
+
+def footer(fig: "plt.Figure", ctx: Context, runs: Optional[Sequence] = None,
+           note: str = "") -> None:
+    """Provenance line at the bottom of a figure."""
+    text = ctx.results.caption(runs) + (f"; {note}" if note else "")
+    fig.text(0.005, 0.004, text, fontsize=6.5, color="0.35", ha="left", va="bottom")
+
+
+def save_png(fig: "plt.Figure", path: Path, dpi: int = 130) -> Path:
+    """Render to memory, then write atomically (no partial PNG is ever visible)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+@dataclass
+class FiguresReport:
+    """What :func:`make_figures` wrote and skipped."""
+
+    written: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def text(self) -> str:
+        lines = [f"wrote {name}: {path}" for name, path in self.written.items()]
+        lines += [f"skipped {name}: {why}" for name, why in self.skipped.items()]
+        return "\n".join(lines)
+
+
+def _load_registry() -> None:
+    # Importing the figure modules registers their functions.
+    from superkern.analysis import fig_geometry, fig_scaling  # noqa: F401
+
+
+def available_figures() -> dict[str, str]:
+    """Figure names -> titles."""
+    _load_registry()
+    return {k: v[0] for k, v in REGISTRY.items()}
+
+
+def make_figures(results: str | Path | Results, out_dir: str | Path = "figures",
+                 only: Optional[Sequence[str]] = None, fit_range: str = "paper",
+                 n_boot: int = 200, use_weights: bool = True, dpi: int = 130) -> FiguresReport:
+    """Write every figure the results support as ``<out_dir>/<name>.png``.
+
+    Args:
+        results: a results file (or its folder) or loaded :class:`Results`.
+        out_dir: output folder (created).
+        only: figure names to make (default all; see :func:`available_figures`).
+        fit_range: alpha_m fit range (``paper``, ``all``, ``m>=32``, ``last5``, ...).
+        n_boot: bootstrap resamples for alpha_m intervals (with several seeds).
+        use_weights: allow figures that read saved weights (5b, 15, 16).
+        dpi: PNG resolution.
+    """
+    _load_registry()
+    res = results if isinstance(results, Results) else load_results(results)
+    names = list(REGISTRY) if not only else list(only)
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown figure(s) {unknown}; available: {list(REGISTRY)}")
+    if not res.runs:
+        raise ValueError(f"{res.path}: no usable runs")
+    ctx = Context(res, fit_range=fit_range, n_boot=n_boot, use_weights=use_weights)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = FiguresReport()
+    for name in names:
+        title, fn = REGISTRY[name]
+        try:
+            fig = fn(ctx)
+        except MissingData as exc:
+            report.skipped[name] = str(exc)
+            plt.close("all")
+            continue
+        report.written[name] = os.fspath(save_png(fig, out / f"{name}.png", dpi=dpi))
+    return report

@@ -1,0 +1,37 @@
+"""``superkern figures RESULTS``: the paper's toy-model figures as PNGs (thin shim over
+:func:`superkern.analysis.figures.make_figures`)."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "figures", help="PNGs mirroring the paper's toy-model figures from a results file",
+        description="Plot what a results.jsonl supports (Figs. 1, 3, 4a, 4b, 5a, 5b, 6c-e, 7, "
+                    "10, 13-18); figures whose data are absent are skipped with the reason.")
+    p.add_argument("results", nargs="?", help="results.jsonl or its folder")
+    p.add_argument("--out", default=None, help="output folder (default <results folder>/figures)")
+    p.add_argument("--only", action="append", metavar="NAME", help="make only these (repeatable)")
+    p.add_argument("--range", dest="fit_range", default="paper", help="alpha_m fit range")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (200)")
+    p.add_argument("--no-weights", action="store_true",
+                   help="skip figures that read saved weights (5b falls back, 15 and 16 skip)")
+    p.add_argument("--dpi", type=int, default=130)
+    p.add_argument("--list", action="store_true", help="list the figures")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from superkern.analysis.figures import available_figures, make_figures
+
+    if args.list or not args.results:
+        for name, title in available_figures().items():
+            print(f"{name:<6} {title}")
+        return 0 if args.list else 2
+    res = Path(args.results)
+    out = args.out or ((res if res.is_dir() else res.parent) / "figures")
+    report = make_figures(res, out, only=args.only, fit_range=args.fit_range,
+                          n_boot=args.bootstrap, use_weights=not args.no_weights, dpi=args.dpi)
+    print(report.text())
+    return 0 if report.written else 1

@@ -1,0 +1,81 @@
+"""``superkern fit``: scaling exponents from sweep results, Zipf exponents of counts, and the
+LLM width law (thin shims over :mod:`superkern.analysis`)."""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "fit", help="fit alpha_m (results), a Zipf exponent (zipf FILE) or the width law "
+                    "(width-law CSV)",
+        description="superkern fit RESULTS: alpha_m per cell, unlearned-feature loss, phi "
+                    "tables.  superkern fit zipf FILE: Zipf exponent (pinned recipe) of a counts "
+                    "file, a {token: count} JSON, or a text file.  superkern fit width-law CSV: "
+                    "L = C/m^alpha + L_g from (family, dataset, m, loss) rows.")
+    p.add_argument("target", help="results.jsonl (or its folder), 'zipf' or 'width-law'")
+    p.add_argument("file", nargs="?", help="the counts/text file (zipf) or CSV (width-law)")
+    p.add_argument("--range", dest="fit_range", default="paper",
+                   help="alpha_m fit range: paper (default), all, m>=32, last5, from3, ...")
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="bootstrap resamples over seeds (default 1000)")
+    p.add_argument("--mode", default="auto", choices=("auto", "counts", "text", "json"),
+                   help="zipf input format (default: detect)")
+    p.add_argument("--points", type=int, default=1000, help="zipf: log-rank points (1000)")
+    p.add_argument("--json", metavar="FILE", help="also write the result as JSON ('-': stdout)")
+    p.set_defaults(func=run)
+
+
+def _emit(obj, path) -> None:
+    from superkern.sweep.store import atomic_write_text
+
+    text = json.dumps(obj, indent=2, default=str)
+    if path == "-":
+        print(text)
+    elif path:
+        atomic_write_text(path, text + "\n")
+
+
+def run(args) -> int:
+    import dataclasses
+
+    if args.target in ("zipf", "width-law", "width") and not args.file:
+        print(f"superkern fit {args.target}: a file argument is required", file=sys.stderr)
+        return 2
+    if args.target == "zipf":
+        from superkern.analysis.zipf import load_counts, zipf_fit
+
+        counts, mode = load_counts(args.file, args.mode)
+        z = zipf_fit(counts, points=args.points)
+        if args.json != "-":
+            print(f"{args.file} ({mode}): alpha = {z.alpha:.4f} (slope se {z.stderr:.4f}), "
+                  f"R^2 = {z.r2:.4f}, {z.n_types} types, {z.n_tokens} tokens, "
+                  f"{z.points} log-rank points")
+        _emit({"file": args.file, "mode": mode, **dataclasses.asdict(z)}, args.json)
+        return 0
+    if args.target in ("width-law", "width"):
+        from superkern.analysis.fits import fit_width_law
+        from superkern.analysis.tables import load_width_csv
+
+        groups, m, loss = load_width_csv(args.file)
+        f = fit_width_law(groups, m, loss)
+        if args.json != "-":
+            print(f"L = C / m^alpha_m + L_g over {f.n_points} points, {f.n_params} parameters "
+                  f"(rmse {f.rmse:.4g}{'' if f.success else '; NOT converged: ' + f.message})")
+            print(f"alpha_m = {f.alpha_m:.4f} +- {f.alpha_m_se:.4f}   C = {f.c:.4g} +- "
+                  f"{f.c_se:.3g}   (paper, LLMs: alpha_m = 0.91 +- 0.04)")
+            for g, (v, se) in f.offsets.items():
+                print(f"  L_g {'/'.join(g):<30} {v:.4f} +- {se:.4f}")
+        d = dataclasses.asdict(f)
+        d["offsets"] = {"/".join(k): v for k, v in f.offsets.items()}
+        _emit(d, args.json)
+        return 0
+    from superkern.analysis.scaling import fit_report, format_report
+    from superkern.analysis.tables import load_results
+
+    rep = fit_report(load_results(args.target), args.fit_range, n_boot=args.bootstrap)
+    if args.json != "-":
+        print(format_report(rep))
+    _emit(rep.to_dict(), args.json)
+    return 0

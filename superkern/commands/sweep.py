@@ -1,0 +1,59 @@
+"""``superkern sweep CONFIG``: run or resume a toy-model experiment grid (thin shim over
+:func:`superkern.sweep.sweep`)."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "sweep", help="run or resume a toy-model sweep (one JSONL row per model)",
+        description="Expand an experiment grid (a TOML file or a built-in: fig1, small, density, "
+                    "fig17 and aliases such as fig4b, fig7), validate every config, train what "
+                    "is not yet in OUT/results.jsonl, and append one row per model. Safe to "
+                    "kill and rerun.")
+    p.add_argument("config", nargs="?", help="experiment TOML file or built-in name")
+    p.add_argument("--out", help="output folder (default runs/<name>[-quick])")
+    p.add_argument("--quick", action="store_true",
+                   help="the experiment's reduced CPU form (a few minutes on 2 cores)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME",
+                   help="apply a named [variants.NAME] table, e.g. fig1 --variant code "
+                        "(40000 steps, batch 8192); repeatable")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field or axis, value in TOML: steps=200, m=[10,20], "
+                        "gamma={linspace=[-1,1,5]}, dist=\"linear\"; repeatable")
+    p.add_argument("--device", help="device for training (default: cuda if available)")
+    p.add_argument("--max-instances", type=int, help="most models per launch")
+    p.add_argument("--no-weights", action="store_true", help="do not save W and b")
+    p.add_argument("--keep-going", action="store_true",
+                   help="record a failed launch and continue with the next")
+    p.add_argument("--dry-run", action="store_true",
+                   help="expand and validate, print the plan, train nothing")
+    p.add_argument("--list", action="store_true", help="list the built-in experiments")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from superkern import sweep as sw
+
+    if args.list or not args.config:
+        for name, path in sw.builtin_experiments().items():
+            exp = sw.load_experiment(str(path))
+            alias = "" if name == exp.name else f" (alias of {exp.name})"
+            print(f"{name:<8} {exp.size():>5} models{alias}  {exp.paper}")
+        return 0 if args.list else 2
+    if args.dry_run:
+        exp, configs = sw.prepare(args.config, quick=args.quick, variants=args.variant,
+                                  overrides=args.overrides)
+        launches = sw.group_configs(configs, max_instances=int(
+            args.max_instances or exp.sweep.get("max_instances", 32)), device=args.device)
+        print(f"{exp.name}: {len(configs)} valid configs in {len(launches)} launch(es); "
+              f"axes: " + ", ".join(f"{k}={v}" for k, v in exp.axes.items()))
+        print("base: " + ", ".join(f"{k}={v}" for k, v in exp.base.items()))
+        return 0
+    summary = sw.sweep(args.config, args.out, quick=args.quick, variants=args.variant,
+                       overrides=args.overrides, device=args.device,
+                       max_instances=args.max_instances, progress=not args.no_progress,
+                       save_weights=False if args.no_weights else None,
+                       keep_going=args.keep_going)
+    print(summary.text())
+    return 1 if summary.failed else 0

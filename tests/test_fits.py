@@ -1,0 +1,170 @@
+"""Fits: power laws with noise (estimate and standard error), fit ranges, bootstrap over seeds,
+the pinned Zipf recipe, the shared-exponent width law, and the CLI shims."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from superkern.analysis.fits import (fit_power_law, fit_power_law_seeds, fit_width_law,
+                                     paper_fit_range, select_range)
+from superkern.analysis.zipf import load_counts, zipf_fit
+
+M = np.array([8, 16, 32, 64, 128, 256, 512, 1024], dtype=float)
+
+
+def test_power_law_exact_and_noisy_with_sensible_stderr():
+    exact = fit_power_law(M, 3.0 * M ** -1.01)
+    assert abs(exact.alpha_m - 1.01) < 1e-12 and exact.r2 > 1 - 1e-12
+    assert np.allclose(exact.predict(M), 3.0 * M ** -1.01)
+    rng = np.random.default_rng(0)
+    sigma, alphas, ses = 0.05, [], []
+    for _ in range(400):
+        f = fit_power_law(M, 3.0 * M ** -0.89 * np.exp(rng.normal(0, sigma, M.size)))
+        alphas.append(f.alpha_m)
+        ses.append(f.stderr)
+    alphas, ses = np.array(alphas), np.array(ses)
+    # analytic slope sd for iid log-noise: sigma / sqrt(sum (x - xbar)^2)
+    x = np.log(M)
+    sd_true = sigma / math.sqrt(((x - x.mean()) ** 2).sum())
+    print(f"mean alpha {alphas.mean():.4f}, sd {alphas.std():.4f}, mean se {ses.mean():.4f}, "
+          f"analytic {sd_true:.4f}")
+    assert abs(alphas.mean() - 0.89) < 4 * sd_true / math.sqrt(alphas.size)
+    assert 0.8 < alphas.std() / sd_true < 1.2
+    assert 0.8 < ses.mean() / sd_true < 1.2
+    within = np.abs(alphas - 0.89) <= 3 * ses
+    assert within.mean() > 0.95, within.mean()
+
+
+def test_fit_ranges_and_paper_rules():
+    assert select_range(M, "all").all()
+    assert M[select_range(M, "m>=32")].min() == 32 and select_range(M, "m>=32").sum() == 6
+    assert M[select_range(M, "last5")].tolist() == [64, 128, 256, 512, 1024]
+    assert M[select_range(M, "from3")].tolist() == M[2:].tolist()
+    seeds = np.repeat(M, 3)  # counting is over distinct widths, not points
+    assert select_range(seeds, "last5").sum() == 15
+    with pytest.raises(ValueError, match="unknown fit range"):
+        select_range(M, "middle")
+    loss = M ** -1.0
+    loss[:2] *= 3  # curvature at small m that the paper's range leaves out
+    assert abs(fit_power_law(M, loss, "m>=32").alpha_m - 1.0) < 1e-12
+    assert fit_power_law(M, loss, "all").alpha_m > 1.1
+    large = {"preset": "large"}
+    assert paper_fit_range({**large, "gamma": -1.0, "dist": "exponential"}) == "all"
+    assert paper_fit_range({**large, "gamma": -1.0, "dist": "power"}) == "m>=32"
+    assert paper_fit_range({**large, "gamma": -1.0, "dist": "linear"}) == "m>=32"
+    assert paper_fit_range({**large, "gamma": 0.1, "dist": "power"}) == "last5"
+    assert paper_fit_range({**large, "gamma": 0.1, "dist": "linear"}) == "all"
+    assert paper_fit_range({"preset": "small", "gamma": -1.0, "dist": "power"}) == "all"
+    with pytest.raises(ValueError, match="need >= 3"):
+        fit_power_law(M[:2], M[:2] ** -1.0)
+    with pytest.raises(ValueError, match="> 0"):
+        fit_power_law(M, -M)
+
+
+def test_bootstrap_over_seeds_covers_truth():
+    rng = np.random.default_rng(1)
+    groups = [1.7 * m ** -1.3 * np.exp(rng.normal(0, 0.03, 4)) for m in M]
+    f = fit_power_law_seeds(M, groups, n_boot=500)
+    print(f)
+    assert f.ci_method == "bootstrap" and f.n_seeds == 4
+    assert f.ci_low < 1.3 < f.ci_high and f.ci_high - f.ci_low < 0.1
+    again = fit_power_law_seeds(M, groups, n_boot=500)
+    assert (again.ci_low, again.ci_high) == (f.ci_low, f.ci_high)  # deterministic
+    one = fit_power_law_seeds(M, [g[:1] for g in groups])
+    assert one.ci_method == "stderr"
+
+
+def test_zipf_recipe_exact_counts_and_sample():
+    ranks = np.arange(1, 20001)
+    for a in (0.8, 1.0, 1.3):
+        f = zipf_fit(1e9 * ranks ** -a)
+        assert abs(f.alpha - a) < 1e-9 and f.r2 > 1 - 1e-12 and f.points == 1000
+        ints = np.floor(1e7 * ranks ** -a)  # integer counts: still recovered closely
+        assert abs(zipf_fit(ints).alpha - a) < 0.02, zipf_fit(ints)
+    rng = np.random.default_rng(0)
+    sample = rng.zipf(2.0, 300_000)
+    counts = np.bincount(sample)[1:]
+    f = zipf_fit(counts)
+    print(f"numpy zipf(2.0): alpha {f.alpha:.3f} R^2 {f.r2:.3f} types {f.n_types}")
+    assert abs(f.alpha - 2.0) < 0.25 and f.n_tokens == 300_000
+    # the recipe keeps duplicated low ranks: at N=5, all 1000 points fall on ranks 1..5
+    g = zipf_fit([50, 20, 10, 5, 1])
+    assert g.n_types == 5 and g.alpha > 0
+    with pytest.raises(ValueError):
+        zipf_fit([3])
+
+
+def test_load_counts_formats(tmp_path):
+    (tmp_path / "c.txt").write_text("100\n50\n\n33\n25\n")
+    (tmp_path / "tc.txt").write_text("the 100\nof 50\nand\t33\n")
+    (tmp_path / "c.json").write_text(json.dumps({"a": 9, "b": 3, "c": 1}))
+    (tmp_path / "t.txt").write_text("The cat the DOG the cat\nthe end\n")
+    c, mode = load_counts(tmp_path / "c.txt")
+    assert mode == "counts" and sorted(c.tolist()) == [25, 33, 50, 100]
+    c, mode = load_counts(tmp_path / "tc.txt")
+    assert mode == "counts" and sorted(c.tolist()) == [33, 50, 100]
+    c, mode = load_counts(tmp_path / "c.json")
+    assert mode == "json" and sorted(c.tolist()) == [1, 3, 9]
+    c, mode = load_counts(tmp_path / "t.txt")
+    assert mode == "text" and sorted(c.tolist()) == [1, 1, 2, 4]  # the x4, cat x2, dog, end
+    with pytest.raises(ValueError):
+        load_counts(tmp_path / "t.txt", mode="counts")
+
+
+def _width_data(noise: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    fams = {"opt": [768, 1024, 2048, 2560, 4096, 5120, 7168, 9216],
+            "qwen": [896, 1536, 2048, 3584, 5120, 8192], "gpt2": [768, 1024, 1280, 1600],
+            "pythia": [512, 1024, 2048, 2560, 4096, 5120]}
+    offsets = {}
+    groups, m, loss = [], [], []
+    for i, (fam, widths) in enumerate(fams.items()):
+        for j, ds in enumerate(("wiki", "c4", "pile", "books")):
+            lg = 1.5 + 0.3 * i + 0.2 * j
+            offsets[(fam, ds)] = lg
+            for w in widths:
+                groups.append((fam, ds))
+                m.append(w)
+                loss.append(600.0 / w ** 0.91 + lg + rng.normal(0, noise))
+    return groups, np.array(m, float), np.array(loss), offsets
+
+
+def test_width_law_recovers_parameters():
+    g, m, y, offsets = _width_data(0.0)
+    f = fit_width_law(g, m, y)
+    assert f.success and f.n_params == 18 and f.n_points == y.size
+    assert abs(f.alpha_m - 0.91) < 1e-6 and abs(f.c / 600.0 - 1) < 1e-5
+    assert max(abs(f.offsets[k][0] - v) for k, v in offsets.items()) < 1e-6
+    est, ses = [], []
+    for seed in range(40):
+        g, m, y, _ = _width_data(0.01, seed)
+        f = fit_width_law(g, m, y)
+        est.append(f.alpha_m)
+        ses.append(f.alpha_m_se)
+    est, ses = np.array(est), np.array(ses)
+    print(f"width law: alpha mean {est.mean():.4f} sd {est.std():.4f} mean se {ses.mean():.4f}")
+    assert abs(est.mean() - 0.91) < 4 * est.std() / math.sqrt(est.size) + 1e-3
+    assert 0.6 < est.std() / ses.mean() < 1.5
+    with pytest.raises(ValueError, match="cannot fit"):
+        fit_width_law(g[:3], m[:3], y[:3])  # 3 points, 3 parameters
+
+
+def test_cli_fit_zipf_and_width_law(tmp_path, capsys):
+    from superkern.cli import main
+
+    counts = tmp_path / "counts.txt"
+    counts.write_text("\n".join(str(int(1e6 / r)) for r in range(1, 3001)) + "\n")
+    assert main(["fit", "zipf", str(counts), "--json", str(tmp_path / "z.json")]) == 0
+    assert "alpha = 1.00" in capsys.readouterr().out
+    assert abs(json.loads((tmp_path / "z.json").read_text())["alpha"] - 1.0) < 0.01
+    g, m, y, _ = _width_data(0.0)
+    csv = tmp_path / "llm.csv"
+    csv.write_text("family,dataset,m,loss\n" + "".join(
+        f"{a},{b},{w:g},{float(v)!r}\n" for (a, b), w, v in zip(g, m, y)))
+    assert main(["fit", "width-law", str(csv)]) == 0
+    out = capsys.readouterr().out
+    assert "alpha_m = 0.9100" in out and "L_g opt/wiki" in out
+    assert main(["fit", "zipf"]) == 2

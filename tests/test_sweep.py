@@ -1,0 +1,258 @@
+"""Sweep layer: grid expansion, validation, grouping, the crash-safe store, resume after kill -9,
+the row schema, and one tiny end-to-end sweep through the real toy engine."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from superkern.sweep import (apply_overrides, apply_variant, build_configs, expand,
+                             group_configs, load_experiment, prepare, run_sweep)
+from superkern.sweep.grid import parse_experiment
+from superkern.sweep.runner import ROW_KEYS
+from superkern.sweep.store import ResultsStore, ResultsWarning, read_jsonl
+from superkern.toy import ToyConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A fake trainer: no torch work, deterministic numbers, optional sleep per launch. Also used by
+# the subprocess of the kill test (written out as a module there).
+FAKE = textwrap.dedent('''
+    import json, time
+    from pathlib import Path
+
+    class FakeResult:
+        def __init__(self, config):
+            self.config = config
+            self.final_loss = 1.0 / config.m
+            self.final_loss_std = 0.01 / config.m
+            self.phi_half = 1.0 if config.gamma < 0 else config.m / config.n
+            self.phi_1 = 0.5
+            self.geometry = {"mean_sq_strong": 1.0 / config.m}
+
+        def to_dict(self):
+            return {"run_id": self.config.run_id, "config": self.config.to_dict(),
+                    "final_loss": self.final_loss, "final_loss_std": self.final_loss_std,
+                    "phi_half": self.phi_half, "phi_1": self.phi_1, "geometry": self.geometry,
+                    "curve": [[1, 2.0], [self.config.steps, self.final_loss]], "seconds": 0.0,
+                    "backend": "fake", "precision": self.config.precision, "device": "cpu"}
+
+        def save(self, directory):
+            d = Path(directory)
+            d.mkdir(parents=True, exist_ok=True)
+            p = d / f"{self.config.run_id}.safetensors"
+            p.write_bytes(b"fake")
+            return p
+
+    def make_fake(sleep=0.0, calls=None):
+        def train(configs, device=None, progress=None):
+            if calls is not None:
+                calls.append([c.run_id for c in configs])
+            for s in range(1, 4):
+                time.sleep(sleep / 3)
+                if progress:
+                    progress(s * len(configs) * configs[0].steps // 3,
+                             len(configs) * configs[0].steps)
+            return [FakeResult(c) for c in configs]
+        return train
+''')
+_ns: dict = {}
+exec(FAKE, _ns)  # noqa: S102 - test helper defined once, shared with the subprocess
+make_fake = _ns["make_fake"]
+
+DOC = {
+    "experiment": {"name": "t"},
+    "base": {"preset": None, "n": 64, "steps": 30, "batch": 16},
+    "grid": {"data": [{"dist": "exponential"}, {"dist": "power", "alpha": 1.5}],
+             "gamma": {"linspace": [-1.0, 1.0, 3]},
+             "m": {"powers_of_2": [2, 4]}, "seeds": [0, 1]},
+    "variants": {"quick": {"m": [4, 8], "steps": 10}},
+}
+
+
+def small_configs(**over):
+    exp = apply_overrides(parse_experiment(DOC), [f"{k}={v}" for k, v in over.items()])
+    return build_configs(expand(exp))
+
+
+def test_expand_product_zip_generators_and_overrides():
+    exp = parse_experiment(DOC)
+    dicts = expand(exp)
+    assert exp.size() == len(dicts) == 2 * 3 * 3 * 2
+    assert {d["gamma"] for d in dicts} == {-1.0, 0.0, 1.0}
+    assert {d["m"] for d in dicts} == {4, 8, 16}
+    assert {d["seed"] for d in dicts} == {0, 1}
+    assert all(("alpha" in d) == (d["dist"] == "power") for d in dicts)
+    q = apply_variant(exp, "quick")
+    assert {d["m"] for d in expand(q)} == {4, 8} and expand(q)[0]["steps"] == 10
+    o = apply_overrides(exp, ["steps=200", "m=[10,20]", "gamma=0.5", 'dist="linear"'])
+    d = expand(o)
+    assert len(d) == 2 * 1 * 2 * 2 and {x["m"] for x in d} == {10, 20}
+    assert all(x["dist"] == "linear" and x["steps"] == 200 and x["gamma"] == 0.5 for x in d)
+
+
+def test_invalid_configs_rejected_before_any_work(tmp_path):
+    calls: list = []
+    exp = apply_overrides(parse_experiment(DOC), ["m=[8, 100]"])  # m=100 > n=64
+    with pytest.raises(ValueError, match=r"12 of 24 configs are invalid(.|\n)*exceeds n=64"):
+        configs = build_configs(expand(exp))
+        run_sweep(configs, tmp_path, train_fn=make_fake(calls=calls), progress=False)
+    assert calls == [] and not (tmp_path / "results.jsonl").exists()
+    with pytest.raises(ValueError, match="unknown field"):
+        expand(apply_overrides(parse_experiment(DOC), ["widht=3"]))
+
+
+def test_builtin_experiments_expand_and_validate():
+    sizes = {}
+    for name in ("fig1", "small", "density", "fig17"):
+        exp, configs = prepare(name)
+        sizes[name] = len(configs)
+        _, quick = prepare(name, quick=True)
+        assert 0 < len(quick) <= 64
+        assert len({c.run_id for c in configs}) == len(configs)
+    assert sizes == {"fig1": 48, "small": 1020, "density": 540, "fig17": 408}, sizes
+    _, fig1 = prepare("fig1")
+    assert {c.m for c in fig1} == {2 ** k for k in range(3, 11)} and fig1[0].n == 10240
+    assert {(c.steps, c.batch) for c in fig1} == {(20000, 2048)}
+    _, code = prepare("fig1", variants=["code"])
+    assert {(c.steps, c.batch) for c in code} == {(40000, 8192)}
+    _, small = prepare("fig4b")  # alias of "small"
+    assert sorted({c.m for c in small}) == [10, 15, 25, 39, 63, 100]
+    assert len({c.alpha for c in small}) == 17 and len({c.gamma for c in small}) == 10
+    _, dens = prepare("fig7")
+    from superkern.toy import toy_probabilities
+    es = sorted({round(float(toy_probabilities(c).sum()), 4) for c in dens})
+    assert len(es) == 9 and es[0] == 1.0 and abs(es[-1] - 7.4855) < 1e-3, es
+
+
+def test_grouping_shares_launches_and_chunks():
+    configs = small_configs()
+    configs += build_configs([{**c.to_dict(), "steps": 40} for c in configs[:5]])
+    launches = group_configs(configs, max_instances=7)
+    assert sum(len(lz.configs) for lz in launches) == len(configs)
+    for lz in launches:
+        assert len(lz.configs) <= 7
+        assert len({(c.n, c.steps, c.batch, c.precision, c.backend) for c in lz.configs}) == 1
+        ms = [c.m for c in lz.configs]
+        assert ms == sorted(ms)  # widths sorted: little padding waste
+    assert {lz.steps for lz in launches} == {30, 40}
+    with pytest.raises(ValueError):
+        group_configs(configs, max_instances=0)
+
+
+def test_store_tolerates_and_repairs_partial_last_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    store = ResultsStore(path)
+    store.append({"run_id": "a", "x": 1})
+    store.append({"run_id": "b", "x": 2})
+    with open(path, "ab") as f:
+        f.write(b'{"run_id": "c", "x"')  # a kill in the middle of a write
+    with pytest.warns(ResultsWarning, match="partial last line"):
+        rows = read_jsonl(path)
+    assert [r["run_id"] for r in rows] == ["a", "b"]
+    with pytest.warns(ResultsWarning, match="removed a partial"):
+        assert store.repair() > 0
+    store.append({"run_id": "c", "x": 3})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [r["run_id"] for r in read_jsonl(path)] == ["a", "b", "c"]
+
+
+def test_resume_skips_done_and_rows_match_schema(tmp_path):
+    configs = small_configs()
+    calls: list = []
+    s1 = run_sweep(configs[:10], tmp_path, experiment="t", train_fn=make_fake(calls=calls),
+                   max_instances=4, progress=False)
+    assert (s1.trained, s1.skipped, s1.launches) == (10, 0, 3)
+    s2 = run_sweep(configs, tmp_path, experiment="t", train_fn=make_fake(calls=calls),
+                   max_instances=4, progress=True)
+    assert (s2.trained, s2.skipped) == (len(configs) - 10, 10)
+    rows = read_jsonl(tmp_path / "results.jsonl")
+    assert sorted(r["run_id"] for r in rows) == sorted(c.run_id for c in configs)
+    trained = [rid for call in calls for rid in call]
+    assert len(trained) == len(set(trained)) == len(configs)
+    for r in rows:
+        missing = [k for k in ROW_KEYS if k not in r]
+        assert not missing, missing
+        assert ToyConfig.from_dict(r["config"]).run_id == r["run_id"]
+        assert r["seed"] == r["config"]["seed"]
+        assert r["weights"].startswith("weights/") and (tmp_path / r["weights"]).is_file()
+        assert r["versions"]["torch"] and r["versions"]["superkern"]
+        assert isinstance(r["final_loss"], float) and r["launch"]["instances"] >= 1
+
+
+KILL_SCRIPT = '''
+import sys
+sys.path.insert(0, {repo!r})
+from fake_trainer import make_fake
+from superkern.sweep import apply_overrides, build_configs, expand, run_sweep
+from superkern.sweep.grid import parse_experiment
+doc = {doc!r}
+configs = build_configs(expand(parse_experiment(doc)))
+run_sweep(configs, sys.argv[1], train_fn=make_fake(sleep=0.15), max_instances=2,
+          progress=False)
+'''
+
+
+def test_kill_9_mid_sweep_then_resume(tmp_path):
+    (tmp_path / "fake_trainer.py").write_text(FAKE)
+    script = tmp_path / "run.py"
+    script.write_text(KILL_SCRIPT.format(repo=str(REPO), doc=DOC))
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
+    proc = subprocess.Popen([sys.executable, str(script), str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    results = out / "results.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait for a few launches to land, then kill mid-sweep
+        if results.exists() and results.read_bytes().count(b"\n") >= 5:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"sweep exited early: {proc.communicate()[1].decode()[-2000:]}")
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_before = len(read_jsonl(results))
+    configs = build_configs(expand(parse_experiment(DOC)))
+    assert 5 <= n_before < len(configs), n_before
+    calls: list = []
+    s = run_sweep(configs, out, train_fn=make_fake(calls=calls), max_instances=2,
+                  progress=False)
+    rows = read_jsonl(results)
+    ids = [r["run_id"] for r in rows]
+    assert len(ids) == len(set(ids)) == len(configs), (len(ids), len(set(ids)), len(configs))
+    assert s.skipped == n_before and s.trained == len(configs) - n_before
+    assert not list((out / "weights").glob(".*.tmp"))  # no stray temp file became visible
+
+
+def test_cli_sweep_and_fit_roundtrip(tmp_path, capsys):
+    from superkern.cli import main
+
+    toml = tmp_path / "e.toml"
+    toml.write_text('[experiment]\nname = "cli"\n[base]\npreset = "small"\nn = 48\n'
+                    'steps = 40\nbatch = 32\nalpha = 1.5\n[grid]\ngamma = [-1.0, 0.5]\n'
+                    'm = [3, 6, 12]\n')
+    assert main(["sweep", str(toml), "--out", str(tmp_path / "o"), "--dry-run",
+                 "--set", "m=[4,8,16]"]) == 0
+    assert "6 valid configs" in capsys.readouterr().out
+    rc = main(["sweep", str(toml), "--out", str(tmp_path / "o"), "--device", "cpu",
+               "--no-progress", "--set", "m=[4,8,16]"])
+    assert rc == 0
+    rows = read_jsonl(tmp_path / "o" / "results.jsonl")
+    assert len(rows) == 6 and all(r["device"] == "cpu" for r in rows)
+    assert all(r["final_loss"] > 0 and 0 <= r["phi_half"] <= 1 for r in rows)
+    assert all((tmp_path / "o" / r["weights"]).is_file() for r in rows)
+    assert main(["sweep", str(toml), "--out", str(tmp_path / "o"), "--device", "cpu",
+                 "--no-progress", "--set", "m=[4,8,16]"]) == 0
+    assert "0 trained, 6 already done" in capsys.readouterr().out
+    assert main(["fit", str(tmp_path / "o"), "--json", str(tmp_path / "fit.json")]) == 0
+    fit = json.loads((tmp_path / "fit.json").read_text())
+    assert len(fit["cells"]) == 2 and all(c["fit"]["n_points"] == 3 for c in fit["cells"])
