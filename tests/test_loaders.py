@@ -12,7 +12,6 @@ import torch
 
 import superkern
 from superkern.cli import main as cli_main
-from superkern.probe import loaders
 from superkern.probe.packages import package_dir
 
 safetensors_torch = pytest.importorskip("safetensors.torch")

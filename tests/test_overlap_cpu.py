@@ -215,3 +215,37 @@ def test_pair_counts_beyond_int32():
     assert r["hist"].tolist() == [a * b, 0, 0, P - a * b], r["hist"]
     assert r["topk_pairs"].tolist() == [[0, 1], [0, 2], [0, 3]] and r["row_arg"][-1] == 0
     assert r["row_sq"][0] == n - 1 and r["row_sq"][-1] == n - 1
+
+
+def test_non_finite_input_is_contained():
+    # The public op rejects NaN/Inf first; the raw kernel must still not crash or corrupt memory:
+    # sums turn NaN, every pair is still counted once, the NaN row reports NaN / -1.
+    X, s = _operands(100, 10, 17)
+    X[7, 3], X[50, 0] = np.nan, np.inf
+    for kernel in KERNELS:
+        r = _run(X, s, bins=8, topk=5, kernel=kernel)
+        assert np.isnan(r["sums"]).all() and int(r["hist"].sum()) == 100 * 99 // 2
+        assert np.isnan(r["row_max"][7]) and r["row_arg"][7] == -1 and np.isnan(r["row_sq"][7])
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_error_within_twice_torch_error(kernel):
+    # Both the kernel and the torch reference compute fp32 products; against the fp64 gold the
+    # kernel may be at most ~2x as wrong as torch (plus a floor of a few fp32 ulps).
+    X, s = _operands(250, 37, 21)
+    g = gold_stats(torch.from_numpy(X).double())
+    P = 250 * 249 // 2
+    r = _run(X, s, kernel=kernel, tile=48)
+    ref = overlap_partials_torch(torch.from_numpy(X), torch.from_numpy(s), bins=0, topk=0)
+    gold_sums = [g["mean_cos"] * P, g["mean_abs"] * P, g["mean_sq"] * P]
+    for x, (ours, theirs, want) in enumerate(zip(r["sums"], [ref.sum_cos, ref.sum_abs,
+                                                             ref.sum_sq], gold_sums)):
+        e, e_ref = abs(ours - want), abs(theirs - want)
+        assert e <= 2 * e_ref + 1e-9 * abs(want), f"sum {x}: error {e:.3e} vs torch {e_ref:.3e}"
+    for name, ours, theirs, want in [
+            ("row_max", r["row_max"], ref.row_max_abs.numpy(), g["row_max_abs"].numpy()),
+            ("row_sq", r["row_sq"], ref.row_sum_sq.numpy(), g["row_sum_sq"].numpy())]:
+        e = float(np.abs(ours - want).max())
+        e_ref = float(np.abs(theirs - want).max())
+        assert e <= 2 * e_ref + 4 * 2.0**-24 * float(np.abs(want).max()), (
+            f"{name}: max error {e:.3e} vs torch {e_ref:.3e}")

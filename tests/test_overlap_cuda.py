@@ -206,7 +206,9 @@ def test_launcher_topk_terminates_on_identical_rows():
 # ---- GPU: the kernel itself -----------------------------------------------------------------
 
 gpu = pytest.mark.gpu
-PREC_TOL = {"fp32": 2e-6, "tf32": 5e-5, "bf16": 5e-5, "fp16": 5e-5}  # vs reference, same inputs
+# Per-pair tolerance against the reference on identically rounded inputs: only the fp32
+# summation order differs (random-walk error ~ sqrt(m) 2^-24; tensor cores truncate).
+PREC_TOL = {"fp32": 1e-5, "tf32": 1e-4, "bf16": 1e-4, "fp16": 1e-4}
 
 
 def _cuda_ready():

@@ -309,3 +309,21 @@ def test_callable_package_and_api():
     cmp = superkern.compare([W, W * 2], names=["x", "2x"], progress=False)
     assert [r["name"] for r in cmp.rows] == ["x", "2x"]
     assert_close("scale-invariant", cmp.rows[0]["mean_sq"], cmp.rows[1]["mean_sq"], 1e-12)
+
+
+@pytest.mark.gpu
+def test_probe_on_cuda_matches_cpu(minilm):
+    rows = _subset(minilm.n, 500, 1500, seed=2)
+    a = probe(minilm, rows=rows, sample=0, topk=5, device="cpu", backend="torch", progress=False)
+    b = probe(minilm, rows=rows, sample=0, topk=5, device="cuda", progress=False)
+    assert b.run["device"].startswith("cuda")
+    for key, blk in a.blocks.items():
+        other = b.blocks[key]
+        assert blk.rows == other.rows, key
+        if blk.stats is None:
+            continue
+        assert_close(f"{key} exact", other.mean_sq, blk.mean_sq, 1e-10)
+        for f in ("mean_abs", "mean_sq", "max_abs"):
+            assert_close(f"{key} {f}", getattr(other.stats, f), getattr(blk.stats, f), RTOL)
+    full = probe("minilm", device="cuda", progress=False)  # no sampling on CUDA
+    assert not any(blk.sampled for blk in full.blocks.values())

@@ -155,7 +155,7 @@ struct Generic {
     for (int64_t k = 0; k < P.m; ++k, a += MR, b += NR)
       for (int r = 0; r < MR; ++r)
         for (int q = 0; q < NR; ++q) c[r][q] += a[r] * b[q];
-    float s1 = 0, s2 = 0, s3 = 0;
+    double s1 = 0, s2 = 0, s3 = 0;  // scalar order: fp64 keeps it as accurate as the SIMD tree
     for (int r = 0; r < MR; ++r) {
       for (int q = 0; q < NR; ++q) {
         const int64_t i = i0 + r, j = j0 + q;
@@ -170,7 +170,8 @@ struct Generic {
         if (av > A.colv[cl + q]) { A.colv[cl + q] = av; A.colj[cl + q] = rl + r; }
         A.colq[cl + q] += v2;
         if (HIST) {
-          const float t = std::min(std::max((v + 1.0f) * P.hb, 0.0f), P.bmax);
+          float t = (v + 1.0f) * P.hb;
+          t = t > 0.0f ? std::min(t, P.bmax) : 0.0f;  // floor == truncation here; NaN -> 0
           ++A.sub[static_cast<int64_t>(t) << P.hsh];
         }
         if (TOPK && av >= A.top.threshold()) A.top.offer({av, v, i, j});

@@ -22,6 +22,11 @@ def _tok(s: str, width: int = 18) -> str:
     return r if len(r) <= width else r[:width - 3] + "...'"
 
 
+def _md_tok(s: str) -> str:
+    """A token for a Markdown table cell: repr (shows whitespace), pipes and backticks escaped."""
+    return "`" + repr(s).replace("`", "'").replace("|", "\\|") + "`"
+
+
 def _tied(head: dict) -> str:
     t = head["tied"]
     word = "unknown" if t is None else ("yes" if t else "no")
@@ -67,7 +72,7 @@ def format_table(report) -> str:
            f"  source  {h['source']} ({h['format']})",
            f"  tensor  {h['tensor']}: {h['shape'][0]} x {h['shape'][1]}, {h['dtype']}",
            f"  tied    {_tied(h)}",
-           f"  vocab   " + (f"{h['vocab_size']} tokens ({h['vocab_source']})"
+           "  vocab   " + (f"{h['vocab_size']} tokens ({h['vocab_source']})"
                             if h["vocab_size"] else "none (rows shown as #index)"),
            f"  rows    {rows['analysed']} analysed of {rows['n']}"
            + (f" (selected {rows['selected']})" if rows["selected"] is not None else "")
@@ -90,8 +95,8 @@ def format_table(report) -> str:
     main = d["overlaps"]["all"].get("tiled") or {}
     if main.get("max_pair"):
         i, j = main["max_pair"]
-        out += ["", f"Largest |c| = {_f(main['max_abs'])} between rows {i} {_tok(main['max_tokens'][0])}"
-                    f" and {j} {_tok(main['max_tokens'][1])}"]
+        a, b = (_tok(t) for t in main["max_tokens"])
+        out += ["", f"Largest |c| = {_f(main['max_abs'])} between rows {i} {a} and {j} {b}"]
     if main.get("topk"):
         out.append(f"Top {len(main['topk'])} pairs by |c|:")
         out += _grid(["c", "i", "j", "token i", "token j"],
@@ -121,17 +126,18 @@ def format_markdown(report) -> str:
           f"| phi_1/2 | {_f(nd['phi_half'])} | {_f(nd['phi_half_median'])} |",
           f"| phi_1 | {_f(nd['phi_1'])} | {_f(nd['phi_1_median'])} |", "",
           "## Overlaps", "",
-          "| " + " | ".join(_OVERLAP_HEAD) + " |", "|---" + "|---:" * (len(_OVERLAP_HEAD) - 1) + "|"]
+          "| " + " | ".join(h.replace("|", "\\|") for h in _OVERLAP_HEAD) + " |",
+          "|---" + "|---:" * (len(_OVERLAP_HEAD) - 1) + "|"]
     md += ["| " + " | ".join(r) + " |" for r in _overlap_rows(d)]
     if any((b.get("tiled") or {}).get("sampled") for b in d["overlaps"].values()):
-        md += ["", f"\\* mean|c|, var|c|, max|c| on a seeded sample of {d['run']['sample']} rows; "
-                   "mean c^2 exact over all rows."]
+        md += ["", "\\* mean\\|c\\|, var\\|c\\|, max\\|c\\| on a seeded sample of "
+                   f"{d['run']['sample']} rows; mean c^2 exact over all rows."]
     main = d["overlaps"]["all"].get("tiled") or {}
     if main.get("topk"):
         md += ["", "## Most overlapping pairs", "", "| c | i | j | token i | token j |",
                "|---:|---:|---:|---|---|"]
-        md += [f"| {p['cos']:+.4f} | {p['i']} | {p['j']} | `{p['tokens'][0]!r}` | "
-               f"`{p['tokens'][1]!r}` |" for p in main["topk"]]
+        md += [f"| {p['cos']:+.4f} | {p['i']} | {p['j']} | {_md_tok(p['tokens'][0])} | "
+               f"{_md_tok(p['tokens'][1])} |" for p in main["topk"]]
     md += ["", "## Verdict", "", f"**{v['label']}**: {v['summary']}", ""]
     md += [f"- {note}" for note in v["notes"]]
     md += [f"- phi used {v['norm_scale_text']}", "", f"Run: {_timing(d['run'])}", ""]

@@ -96,14 +96,15 @@ def _from_path(source: Any, tensor: Optional[str]) -> Head:
 
 
 def _sniff(path: Path) -> str:
-    kind = _SUFFIX.get(path.suffix.lower())
-    if kind:
-        return kind
+    """Format from the magic bytes (GGUF, npy, zip) first, then the suffix."""
     with open(path, "rb") as f:
         start = f.read(16)
     for magic, k in _MAGIC.items():
-        if start.startswith(magic):
+        if start.startswith(magic) and not (k == "torch" and path.suffix == ".npz"):
             return k
+    kind = _SUFFIX.get(path.suffix.lower())
+    if kind:
+        return kind
     if len(start) > 8 and start[8:9] == b"{":
         return "safetensors"
     raise ValueError(f"{path}: unrecognised format (expected .safetensors, .gguf, .npy, "

@@ -105,6 +105,11 @@ def mean_sq_vs_m_png(rows: Sequence[dict[str, Any]]) -> bytes:
     ax.scatter([], [], facecolors="none", edgecolors="gray", label="centred")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(sorted({int(m) for m in ms}))
     ax.set_xlabel("model width m")
     ax.set_ylabel("mean squared overlap  <c^2>")
     ax.set_title("Mean squared overlap of LM-head rows vs width", fontsize=10)

@@ -91,7 +91,8 @@ class OverlapBlock:
             tiled["hist_range"] = [-1.0, 1.0]
         if s.topk_values is not None and s.topk_values.numel():
             tiled["topk"] = [
-                {"i": int(i), "j": int(j), "cos": float(c), "tokens": [token(int(i)), token(int(j))]}
+                {"i": int(i), "j": int(j), "cos": float(c),
+                 "tokens": [token(int(i)), token(int(j))]}
                 for (i, j), c in zip(s.topk_pairs.tolist(), s.topk_values.tolist())]
         out["tiled"] = tiled
         out["mean_abs"] = _num(s.mean_abs)

@@ -21,11 +21,12 @@ def _adamw_kernel(W_ptr, b_ptr, dW_ptr, db_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, 
     gam = tl.load(gamma_ptr + inst)
     offs_r = rt * BR + tl.arange(0, BR)
     r_ok = offs_r < n
-    rows = inst * n * M + offs_r[:, None].to(tl.int64) * M
+    base = inst * n * M
+    rows = offs_r[:, None] * M
     sq = tl.zeros([BR], dtype=tl.float32)
     for m0 in range(0, M, BMA):
         offs_m = m0 + tl.arange(0, BMA)
-        w = tl.load(W_ptr + rows + offs_m[None, :],
+        w = tl.load(W_ptr + base + (rows + offs_m[None, :]),
                     mask=r_ok[:, None] & (offs_m < M)[None, :], other=0.0)
         sq += tl.sum(w * w, axis=1)
     # gamma >= 0: W *= 1 - lr gamma; gamma < 0: W += lr gamma W (1 - 1 / (||W_i|| + 1e-8)).
@@ -35,10 +36,10 @@ def _adamw_kernel(W_ptr, b_ptr, dW_ptr, db_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, 
         offs_m = m0 + tl.arange(0, BMA)
         mk = r_ok[:, None] & (offs_m < M)[None, :]
         ptr = rows + offs_m[None, :]
-        w = tl.load(W_ptr + ptr, mask=mk, other=0.0)
-        gr = tl.load(dW_ptr + ptr, mask=mk, other=0.0)
-        m1 = tl.load(mW_ptr + ptr, mask=mk, other=0.0)
-        m2 = tl.load(vW_ptr + ptr, mask=mk, other=0.0)
+        w = tl.load(W_ptr + base + ptr, mask=mk, other=0.0)
+        gr = tl.load(dW_ptr + base + ptr, mask=mk, other=0.0)
+        m1 = tl.load(mW_ptr + base + ptr, mask=mk, other=0.0)
+        m2 = tl.load(vW_ptr + base + ptr, mask=mk, other=0.0)
         if gam >= 0:
             w = w * (1.0 - lr * gam)
         else:
@@ -46,9 +47,9 @@ def _adamw_kernel(W_ptr, b_ptr, dW_ptr, db_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, 
         m1 = beta1 * m1 + (1.0 - beta1) * gr
         m2 = beta2 * m2 + (1.0 - beta2) * gr * gr
         w = w - step_size * m1 / (tl.sqrt(m2) / bc2_sqrt + eps)
-        tl.store(W_ptr + ptr, w, mask=mk)
-        tl.store(mW_ptr + ptr, m1, mask=mk)
-        tl.store(vW_ptr + ptr, m2, mask=mk)
+        tl.store(W_ptr + base + ptr, w, mask=mk)
+        tl.store(mW_ptr + base + ptr, m1, mask=mk)
+        tl.store(vW_ptr + base + ptr, m2, mask=mk)
     bptr = inst * n + offs_r
     bv = tl.load(b_ptr + bptr, mask=r_ok, other=0.0)
     gb = tl.load(db_ptr + bptr, mask=r_ok, other=0.0)

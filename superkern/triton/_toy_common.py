@@ -108,8 +108,7 @@ def _draw(p_ptr, x_ptr, seed, step, g, offs_s, offs_f, s_ok, f_ok, n, stride_xg,
     """
     ok = s_ok[:, None] & f_ok[None, :]
     if FROM_X:
-        ptrs = (x_ptr + g.to(tl.int64) * stride_xg + offs_s[:, None].to(tl.int64) * stride_xs
-                + offs_f[None, :])
+        ptrs = x_ptr + g.to(tl.int64) * stride_xg + (offs_s[:, None] * stride_xs + offs_f[None, :])
         v = tl.load(ptrs, mask=ok, other=0.0)
         active = ok & (v != 0.0)
     else:

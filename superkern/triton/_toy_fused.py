@@ -10,9 +10,9 @@ Math (c = loss_scale * 2 / (B n); x sparse, entries e = (s, i, v)):
     loss * B n = sum y^2 + sum_e ((y_e - v)^2 - y_e^2)
 so the dense part never needs x: the data enter only through the entry lists.
 
-_rows_kernel, one program per (batch tile, instance): h by gathering W rows, the dense sweep
-over feature tiles (z, y, dh += y W), then per entry z_e = h_s . W_i + b_i (exact fp32), gx_e,
-dh += gx_e W_i and the loss. Writes h, dh (I, B, M), gx (I, cap), loss partials.
+_rows_kernel, one program per (batch tile, instance): h by gathering W rows; per entry
+z_e = h_s . W_i + b_i (exact fp32), gx_e and the loss's entry part; the dense sweep over
+feature tiles (z, y, dh += c y W); dh += gx_e W_i. Writes h, dh (I, B, M), gx (I, cap), loss partials.
 _cols_kernel, one program per (feature tile, instance): recomputes z for its feature tile over
 all batch tiles (cheaper than storing y, see docs), dW_t += y^T h, db_t += sum y, then the
 tile's entries in feature-major chunks: a one-hot (features x entries) matrix times the
@@ -53,18 +53,33 @@ def _rows_kernel(W_ptr, b_ptr, group_ptr, c_ptr, row_ptr_ptr, csr_i_ptr, csr_v_p
         ok = (k < cnt) & (e < cap)
         fi = tl.load(csr_i_ptr + ent + e, mask=ok, other=0)
         v = tl.load(csr_v_ptr + ent + e, mask=ok, other=0.0)
-        w = tl.load(Wb + fi[:, None].to(tl.int64) * M + offs_m[None, :],
+        w = tl.load(Wb + (fi[:, None] * M + offs_m[None, :]),
                     mask=ok[:, None] & m_ok[None, :], other=0.0)
         h += v[:, None] * w
-    hb = h_ptr + inst * B * M + offs_b[:, None].to(tl.int64) * M + offs_m[None, :]
+    hb = h_ptr + inst * B * M + (offs_b[:, None] * M + offs_m[None, :])
     tl.store(hb, h, mask=b_ok[:, None] & m_ok[None, :])
+    # Entries: the exact z at each active (s, i), the data part of g (gx) and the loss's
+    # entry part. Three slot loops (h, entries, dh's entry part) rather than one or two: at
+    # width 128 any loop holding three (BB, BM) tiles spills registers.
+    lsp = tl.zeros([BB], dtype=tl.float32)
+    for k in range(0, kmax):
+        e = rp + k
+        ok = (k < cnt) & (e < cap)
+        fi = tl.load(csr_i_ptr + ent + e, mask=ok, other=0)
+        v = tl.load(csr_v_ptr + ent + e, mask=ok, other=0.0)
+        w = tl.load(Wb + (fi[:, None] * M + offs_m[None, :]),
+                    mask=ok[:, None] & m_ok[None, :], other=0.0)
+        ze = tl.sum(h * w, axis=1) + tl.load(bb + fi, mask=ok, other=0.0)
+        ye = tl.maximum(ze, 0.0)
+        lsp += tl.where(ok, (ye - v) * (ye - v) - ye * ye, 0.0)
+        tl.store(gx_ptr + inst * cap + e, tl.where(ze > 0.0, -c * v, 0.0), mask=ok)
     # Dense sweep: z = h W_t^T + b_t, y, dh += y W_t.
     dh = tl.zeros([BB, BM], dtype=tl.float32)
     ysq = tl.zeros([BB], dtype=tl.float32)
     for f0 in range(0, n, BN):
         offs_n = f0 + tl.arange(0, BN)
         n_ok = offs_n < n
-        Wt = tl.load(Wb + offs_n[:, None].to(tl.int64) * M + offs_m[None, :],
+        Wt = tl.load(Wb + (offs_n[:, None] * M + offs_m[None, :]),
                      mask=n_ok[:, None] & m_ok[None, :], other=0.0)
         bias = tl.load(bb + offs_n, mask=n_ok, other=0.0)
         z = _mm(tl.zeros([BB, BN], dtype=tl.float32), h, tl.trans(Wt), PREC, INTERP)
@@ -73,22 +88,17 @@ def _rows_kernel(W_ptr, b_ptr, group_ptr, c_ptr, row_ptr_ptr, csr_i_ptr, csr_v_p
         ysq += tl.sum(y * y, axis=1)
         dh = _mm(dh, y, Wt, PREC, INTERP)
     dh = dh * c
-    # Entries: the exact z at each active (s, i), the data part of g, its share of dh, loss.
-    lsp = tl.zeros([BB], dtype=tl.float32)
+    # gx was written by this program's own threads; the barrier makes it visible to all.
+    tl.debug_barrier()
     for k in range(0, kmax):
         e = rp + k
         ok = (k < cnt) & (e < cap)
         fi = tl.load(csr_i_ptr + ent + e, mask=ok, other=0)
-        v = tl.load(csr_v_ptr + ent + e, mask=ok, other=0.0)
-        w = tl.load(Wb + fi[:, None].to(tl.int64) * M + offs_m[None, :],
+        gx = tl.load(gx_ptr + inst * cap + e, mask=ok, other=0.0)
+        w = tl.load(Wb + (fi[:, None] * M + offs_m[None, :]),
                     mask=ok[:, None] & m_ok[None, :], other=0.0)
-        ze = tl.sum(h * w, axis=1) + tl.load(bb + fi, mask=ok, other=0.0)
-        ye = tl.maximum(ze, 0.0)
-        gx = tl.where(ok & (ze > 0.0), -c * v, 0.0)
         dh += gx[:, None] * w
-        lsp += tl.where(ok, (ye - v) * (ye - v) - ye * ye, 0.0)
-        tl.store(gx_ptr + inst * cap + e, gx, mask=ok)
-    dhb = dh_ptr + inst * B * M + offs_b[:, None].to(tl.int64) * M + offs_m[None, :]
+    dhb = dh_ptr + inst * B * M + (offs_b[:, None] * M + offs_m[None, :])
     tl.store(dhb, dh, mask=b_ok[:, None] & m_ok[None, :])
     tl.store(loss_ptr + inst * n_bt + bt, tl.sum(ysq + lsp, axis=0))
 
@@ -110,10 +120,10 @@ def _csc_chunks(dW, db, lo, hi, ent, inst, offs_n, offs_m, m_ok, M, B, cap, csc_
         fi = tl.load(csr_i_ptr + ent + pos, mask=ok, other=-1)
         v = tl.load(csr_v_ptr + ent + pos, mask=ok, other=0.0)
         gx = tl.load(gx_ptr + inst * cap + pos, mask=ok, other=0.0)
-        rows = inst * B * M + s[:, None].to(tl.int64) * M + offs_m[None, :]
+        rows = s[:, None] * M + offs_m[None, :]
         rmask = ok[:, None] & m_ok[None, :]
-        dhg = tl.load(dh_ptr + rows, mask=rmask, other=0.0)
-        hg = tl.load(h_ptr + rows, mask=rmask, other=0.0)
+        dhg = tl.load(dh_ptr + inst * B * M + rows, mask=rmask, other=0.0)
+        hg = tl.load(h_ptr + inst * B * M + rows, mask=rmask, other=0.0)
         sel = fi[None, :] == offs_n[:, None]
         fv = tl.where(sel, v[None, :], 0.0)
         fg = tl.where(sel, gx[None, :], 0.0)
@@ -138,15 +148,15 @@ def _cols_kernel(W_ptr, b_ptr, group_ptr, c_ptr, col_ptr_ptr, csc_perm_ptr, csr_
     offs_m = tl.arange(0, BM)
     m_ok = offs_m < M
     wmask = n_ok[:, None] & m_ok[None, :]
-    wofs = inst * n * M + offs_n[:, None].to(tl.int64) * M + offs_m[None, :]
-    Wt = tl.load(W_ptr + wofs, mask=wmask, other=0.0)
+    wofs = offs_n[:, None] * M + offs_m[None, :]
+    Wt = tl.load(W_ptr + inst * n * M + wofs, mask=wmask, other=0.0)
     bias = tl.load(b_ptr + inst * n + offs_n, mask=n_ok, other=0.0)
     dW = tl.zeros([BN, BM], dtype=tl.float32)
     db = tl.zeros([BN], dtype=tl.float32)
     for b0 in range(0, B, BB):
         offs_b = b0 + tl.arange(0, BB)
         b_ok = offs_b < B
-        h = tl.load(h_ptr + inst * B * M + offs_b[:, None].to(tl.int64) * M + offs_m[None, :],
+        h = tl.load(h_ptr + inst * B * M + (offs_b[:, None] * M + offs_m[None, :]),
                     mask=b_ok[:, None] & m_ok[None, :], other=0.0)
         z = _mm(tl.zeros([BB, BN], dtype=tl.float32), h, tl.trans(Wt), PREC, INTERP)
         z += bias[None, :]
@@ -161,7 +171,7 @@ def _cols_kernel(W_ptr, b_ptr, group_ptr, c_ptr, col_ptr_ptr, csc_perm_ptr, csr_
     dW, db = _csc_chunks(dW, db, lo, hi, g * cap, inst, offs_n, offs_m, m_ok, M, B, cap,
                          csc_perm_ptr, csr_s_ptr, csr_i_ptr, csr_v_ptr, gx_ptr, h_ptr, dh_ptr,
                          BK, PREC, INTERP)
-    tl.store(dW_ptr + wofs, dW, mask=wmask)
+    tl.store(dW_ptr + inst * n * M + wofs, dW, mask=wmask)
     tl.store(db_ptr + inst * n + offs_n, db, mask=n_ok)
 
 

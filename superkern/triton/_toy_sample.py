@@ -42,7 +42,7 @@ def _sample_dense_kernel(p_ptr, seed_ptr, x_ptr, step, B, n,
     seed = tl.load(seed_ptr + g)
     _a, v = _draw(p_ptr, p_ptr, seed, step, g, offs_s, offs_f, s_ok, f_ok, n, 0, 0,
                   FROM_X=False)
-    ptrs = x_ptr + g * B * n + offs_s[:, None].to(tl.int64) * n + offs_f[None, :]
+    ptrs = x_ptr + g * B * n + (offs_s[:, None] * n + offs_f[None, :])
     tl.store(ptrs, v, mask=s_ok[:, None] & f_ok[None, :])
 
 

@@ -44,10 +44,10 @@ def _h_kernel(W_ptr, group_ptr, row_ptr_ptr, csr_i_ptr, csr_v_ptr, h_ptr, n, M, 
         ok = (k < cnt) & (e < cap)
         fi = tl.load(csr_i_ptr + ent + e, mask=ok, other=0)
         v = tl.load(csr_v_ptr + ent + e, mask=ok, other=0.0)
-        w = tl.load(W_ptr + inst * n * M + fi[:, None].to(tl.int64) * M + offs_m[None, :],
+        w = tl.load(W_ptr + inst * n * M + (fi[:, None] * M + offs_m[None, :]),
                     mask=ok[:, None] & m_ok[None, :], other=0.0)
         h += v[:, None] * w
-    tl.store(h_ptr + inst * B * M + offs_b[:, None].to(tl.int64) * M + offs_m[None, :], h,
+    tl.store(h_ptr + inst * B * M + (offs_b[:, None] * M + offs_m[None, :]), h,
              mask=b_ok[:, None] & m_ok[None, :])
 
 
@@ -66,15 +66,15 @@ def _z_kernel(W_ptr, b_ptr, h_ptr, y_ptr, ysq_ptr, n, M, B, n_ft,
     for m0 in range(0, M, BMC):
         offs_m = m0 + tl.arange(0, BMC)
         m_ok = offs_m < M
-        h = tl.load(h_ptr + inst * B * M + offs_b[:, None].to(tl.int64) * M + offs_m[None, :],
+        h = tl.load(h_ptr + inst * B * M + (offs_b[:, None] * M + offs_m[None, :]),
                     mask=b_ok[:, None] & m_ok[None, :], other=0.0)
-        Wt = tl.load(W_ptr + inst * n * M + offs_n[:, None].to(tl.int64) * M + offs_m[None, :],
+        Wt = tl.load(W_ptr + inst * n * M + (offs_n[:, None] * M + offs_m[None, :]),
                      mask=n_ok[:, None] & m_ok[None, :], other=0.0)
         z = _mm(z, h, tl.trans(Wt), PREC, INTERP)
     z += tl.load(b_ptr + inst * n + offs_n, mask=n_ok, other=0.0)[None, :]
     ok = b_ok[:, None] & n_ok[None, :]
     y = tl.where(ok, tl.maximum(z, 0.0), 0.0)
-    tl.store(y_ptr + inst * B * n + offs_b[:, None].to(tl.int64) * n + offs_n[None, :], y,
+    tl.store(y_ptr + inst * B * n + (offs_b[:, None] * n + offs_n[None, :]), y,
              mask=ok)
     tl.store(ysq_ptr + (inst * tl.num_programs(1) + bt) * n_ft + ft, tl.sum(tl.sum(y * y, 1), 0))
 
@@ -101,9 +101,8 @@ def _entry_kernel(W_ptr, b_ptr, group_ptr, c_ptr, row_ptr_ptr, csr_i_ptr, csr_v_
         for m0 in range(0, M, BMC):
             offs_m = m0 + tl.arange(0, BMC)
             mk = ok[:, None] & (offs_m < M)[None, :]
-            h = tl.load(h_ptr + inst * B * M + offs_b[:, None].to(tl.int64) * M
-                        + offs_m[None, :], mask=mk, other=0.0)
-            w = tl.load(W_ptr + inst * n * M + fi[:, None].to(tl.int64) * M + offs_m[None, :],
+            h = tl.load(h_ptr + inst * B * M + (offs_b[:, None] * M + offs_m[None, :]), mask=mk, other=0.0)
+            w = tl.load(W_ptr + inst * n * M + (fi[:, None] * M + offs_m[None, :]),
                         mask=mk, other=0.0)
             ze += tl.sum(h * w, axis=1)
         ye = tl.maximum(ze, 0.0)
@@ -130,9 +129,9 @@ def _dh_kernel(W_ptr, group_ptr, c_ptr, row_ptr_ptr, csr_i_ptr, y_ptr, gx_ptr, d
     for f0 in range(0, n, BN):
         offs_n = f0 + tl.arange(0, BN)
         n_ok = offs_n < n
-        y = tl.load(y_ptr + inst * B * n + offs_b[:, None].to(tl.int64) * n + offs_n[None, :],
+        y = tl.load(y_ptr + inst * B * n + (offs_b[:, None] * n + offs_n[None, :]),
                     mask=b_ok[:, None] & n_ok[None, :], other=0.0)
-        Wt = tl.load(Wb + offs_n[:, None].to(tl.int64) * M + offs_m[None, :],
+        Wt = tl.load(Wb + (offs_n[:, None] * M + offs_m[None, :]),
                      mask=n_ok[:, None] & m_ok[None, :], other=0.0)
         acc = _mm(acc, y, Wt, PREC, INTERP)
     acc = acc * c
@@ -143,10 +142,10 @@ def _dh_kernel(W_ptr, group_ptr, c_ptr, row_ptr_ptr, csr_i_ptr, y_ptr, gx_ptr, d
         ok = (k < cnt) & (e < cap)
         fi = tl.load(csr_i_ptr + g * cap + e, mask=ok, other=0)
         gx = tl.load(gx_ptr + inst * cap + e, mask=ok, other=0.0)
-        w = tl.load(Wb + fi[:, None].to(tl.int64) * M + offs_m[None, :],
+        w = tl.load(Wb + (fi[:, None] * M + offs_m[None, :]),
                     mask=ok[:, None] & m_ok[None, :], other=0.0)
         acc += gx[:, None] * w
-    tl.store(dh_ptr + inst * B * M + offs_b[:, None].to(tl.int64) * M + offs_m[None, :], acc,
+    tl.store(dh_ptr + inst * B * M + (offs_b[:, None] * M + offs_m[None, :]), acc,
              mask=b_ok[:, None] & m_ok[None, :])
 
 
@@ -170,9 +169,9 @@ def _dw_kernel(group_ptr, c_ptr, col_ptr_ptr, csc_perm_ptr, csr_s_ptr, csr_i_ptr
     for b0 in range(0, B, BB):
         offs_b = b0 + tl.arange(0, BB)
         b_ok = offs_b < B
-        y = tl.load(y_ptr + inst * B * n + offs_b[:, None].to(tl.int64) * n + offs_n[None, :],
+        y = tl.load(y_ptr + inst * B * n + (offs_b[:, None] * n + offs_n[None, :]),
                     mask=b_ok[:, None] & n_ok[None, :], other=0.0)
-        h = tl.load(h_ptr + inst * B * M + offs_b[:, None].to(tl.int64) * M + offs_m[None, :],
+        h = tl.load(h_ptr + inst * B * M + (offs_b[:, None] * M + offs_m[None, :]),
                     mask=b_ok[:, None] & m_ok[None, :], other=0.0)
         dW = _mm(dW, tl.trans(y), h, PREC, INTERP)
         db += tl.sum(y, axis=0)
@@ -184,7 +183,7 @@ def _dw_kernel(group_ptr, c_ptr, col_ptr_ptr, csc_perm_ptr, csr_s_ptr, csr_i_ptr
     dW, db = _csc_chunks(dW, db, lo, hi, g * cap, inst, offs_n, offs_m, m_ok, M, B, cap,
                          csc_perm_ptr, csr_s_ptr, csr_i_ptr, csr_v_ptr, gx_ptr, h_ptr, dh_ptr,
                          BK, PREC, INTERP)
-    tl.store(dW_ptr + inst * n * M + offs_n[:, None].to(tl.int64) * M + offs_m[None, :], dW,
+    tl.store(dW_ptr + inst * n * M + (offs_n[:, None] * M + offs_m[None, :]), dW,
              mask=n_ok[:, None] & m_ok[None, :])
     tl.store(db_ptr + inst * n + offs_n, db, mask=n_ok & (mc == 0))
 

@@ -1,0 +1,131 @@
+"""Figures render from a small synthetic results file (written by the real runner with a
+synthetic trainer whose losses follow the paper's laws), and fits recover those laws."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from superkern.sweep import build_configs, run_sweep
+from superkern.toy import ToyConfig, toy_probabilities
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def law_alpha_m(c: ToyConfig) -> float:
+    """The exponent the synthetic trainer builds in: max(1, 2(alpha-1)) strong, else weak."""
+    a = c.alpha if c.dist == "power" else 1.0
+    return max(1.0, 2 * (a - 1)) if c.gamma < 0 else max(0.2, a - 1)
+
+
+class SynthResult:
+    def __init__(self, c: ToyConfig, rng: np.random.Generator):
+        self.config = c
+        E = float(toy_probabilities(c).sum())
+        self.final_loss = 2.0 * E * c.m ** -law_alpha_m(c) * math.exp(rng.normal(0, 0.01))
+        self.final_loss_std = 0.02 * self.final_loss
+        strong = c.gamma < 0
+        self.phi_half = 1.0 if strong else c.m / c.n
+        self.phi_1 = min(1.0, c.m ** 2 / 2 / c.n) if strong else 0.0
+        self.geometry = {"mean_sq_strong": 1.1 / c.m if strong else None,
+                         "welch_kappa2_strong": 1.0 / c.m}
+        gen = torch.Generator().manual_seed(c.seed * 1000 + c.m)
+        W = torch.randn(c.n, c.m, generator=gen)
+        W /= W.norm(dim=1, keepdim=True)
+        if strong:
+            W *= torch.linspace(1.3, 0.7, c.n)[:, None]
+        else:
+            W[c.m:] *= 0.01
+        self.W = W
+
+    def to_dict(self):
+        return {"final_loss": self.final_loss, "final_loss_std": self.final_loss_std,
+                "phi_half": self.phi_half, "phi_1": self.phi_1, "geometry": self.geometry,
+                "seconds": 0.0, "backend": "synthetic", "device": "cpu"}
+
+    def save(self, directory):
+        from safetensors.torch import save_file
+
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{self.config.run_id}.safetensors"
+        save_file({"W": self.W, "b": torch.zeros(self.config.n)}, str(path))
+        return path
+
+
+def synth_train(configs, device=None, progress=None):
+    rng = np.random.default_rng(len(configs))
+    return [SynthResult(c, rng) for c in configs]
+
+
+def synth_configs():
+    base = dict(preset="small", steps=10, batch=8, dist="power")
+    dicts = [dict(base, n=100, m=m, gamma=g, alpha=a)
+             for g in (-1.0, -0.7778, -0.5556, -0.3333, 0.5556, 1.0)
+             for a in (0.5, 1.0, 1.5, 2.0) for m in (10, 20, 40)]
+    dicts += [dict(base, n=200, m=m, gamma=-1.0, alpha=a) for a in (1.0, 2.0)
+              for m in (21, 30, 45)]
+    dicts += [dict(base, n=100, m=m, gamma=g, alpha=1.0, density_s=s)
+              for s in (0.0, 0.5, 1.0) for g in (-1.0, 0.5556) for m in (10, 20, 40)]
+    dicts += [dict(preset="large", n=256, steps=10, batch=8, m=m, gamma=g, **d)
+              for d in ({"dist": "exponential"}, {"dist": "power", "alpha": 1.2},
+                        {"dist": "linear"}) for g in (-1.0, 0.1) for m in (8, 16, 32, 64, 128)]
+    return build_configs(dicts)
+
+
+@pytest.fixture(scope="module")
+def results_file(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    run_sweep(synth_configs(), out, experiment="synthetic", train_fn=synth_train,
+              progress=False)
+    return out / "results.jsonl"
+
+
+def test_fit_report_recovers_the_built_in_laws(results_file):
+    from superkern.analysis import fit_report, format_report, load_results
+
+    res = load_results(results_file)
+    rep = fit_report(res, n_boot=0)
+    fitted = [c for c in rep.cells if c.fit]
+    assert len(fitted) == len(rep.cells) == 24 + 2 + 6 + 6
+    for c in fitted:
+        want = law_alpha_m(SimpleNamespace(dist=c.cell["dist"], alpha=c.cell.get("alpha"),
+                                           gamma=c.gamma))
+        # 1% log-noise on 3 to 5 widths: slope sd ~0.01; stderr with 1 dof is itself noisy
+        assert abs(c.fit.alpha_m - want) < max(5 * c.fit.stderr, 0.05), (c.label, c.fit, want)
+    text = format_report(rep)
+    assert "(paper 1.01 +- 0.05)" in text and "median loss/prediction" in text
+    phi = {(p.label, p.m): p for p in rep.phi}
+    assert phi[("power a=1, gamma=-1", 10)].phi_half == 1.0
+    assert rep.unlearned and all(u.gamma > 0 for u in rep.unlearned)
+    assert "synth" in res.caption() and f"{len(res.runs)} runs" in res.caption()
+
+
+def test_all_figures_render(results_file, tmp_path):
+    from superkern.analysis.figures import available_figures, make_figures
+
+    rep = make_figures(results_file, tmp_path / "figs", n_boot=50, dpi=60)
+    assert not rep.skipped, rep.skipped
+    assert set(rep.written) == set(available_figures())
+    for name, path in rep.written.items():
+        data = open(path, "rb").read()
+        assert data[:8] == PNG_MAGIC, name
+        assert len(data) > 8000, (name, len(data))
+    assert not list((tmp_path / "figs").glob(".*.tmp"))
+
+
+def test_figures_skip_with_reasons(tmp_path):
+    from superkern.cli import main
+
+    only_large = [c for c in synth_configs() if c.preset == "large"]
+    run_sweep(only_large, tmp_path, train_fn=synth_train, progress=False)
+    from superkern.analysis.figures import make_figures
+
+    rep = make_figures(tmp_path, tmp_path / "f", dpi=50, n_boot=0)
+    assert {"fig1", "fig4a", "fig10", "fig6c", "fig6d", "fig5a"} <= set(rep.written)
+    assert "small" in rep.skipped["fig4b"] and "density" in rep.skipped["fig7"]
+    assert main(["figures", str(tmp_path), "--out", str(tmp_path / "g"), "--only", "fig1",
+                 "--dpi", "50"]) == 0
+    assert (tmp_path / "g" / "fig1.png").read_bytes()[:8] == PNG_MAGIC
