@@ -28,3 +28,9 @@ __all__ += ["Head", "compare", "load_head", "probe"]
 from superkern.toy import ToyConfig, ToyResult, toy_probabilities, train, train_many  # noqa: E402
 
 __all__ += ["ToyConfig", "ToyResult", "toy_probabilities", "train", "train_many"]
+
+# Resumable experiment grids over the toy model (superkern.sweep.sweep("fig1", quick=True)).
+# superkern.analysis (fits, figures) is not imported here: it pulls in scipy and matplotlib.
+from superkern import sweep  # noqa: E402
+
+__all__ += ["sweep"]

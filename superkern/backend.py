@@ -96,7 +96,9 @@ def available(device: torch.device | str = "cpu") -> dict[str, Optional[str]]:
 
 
 # Preference order for "auto", by device type.
-_AUTO_ORDER = {"cuda": ("cuda", "triton", "torch"), "cpu": ("cpu", "torch")}
+# Triton before the hand-written CUDA kernel on GPUs until the CUDA kernel has been verified
+# on hardware (see README, "Status").
+_AUTO_ORDER = {"cuda": ("triton", "cuda", "torch"), "cpu": ("cpu", "torch")}
 
 
 def resolve(backend: str, tensor: torch.Tensor, *, supported: tuple[str, ...] = BACKENDS) -> str:

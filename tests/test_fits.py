@@ -53,8 +53,9 @@ def test_fit_ranges_and_paper_rules():
     assert fit_power_law(M, loss, "all").alpha_m > 1.1
     large = {"preset": "large"}
     assert paper_fit_range({**large, "gamma": -1.0, "dist": "exponential"}) == "all"
-    assert paper_fit_range({**large, "gamma": -1.0, "dist": "power"}) == "m>=32"
-    assert paper_fit_range({**large, "gamma": -1.0, "dist": "linear"}) == "m>=32"
+    assert paper_fit_range({**large, "gamma": -1.0, "dist": "power"}) == "from3"
+    assert paper_fit_range({**large, "gamma": -1.0, "dist": "linear"}) == "from3"
+    assert M[select_range(M, "from3")].min() == 32  # = m >= 32 on the paper's widths
     assert paper_fit_range({**large, "gamma": 0.1, "dist": "power"}) == "last5"
     assert paper_fit_range({**large, "gamma": 0.1, "dist": "linear"}) == "all"
     assert paper_fit_range({"preset": "small", "gamma": -1.0, "dist": "power"}) == "all"

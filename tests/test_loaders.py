@@ -239,6 +239,15 @@ def test_torch_state_dicts(tmp_path, capsys):
     with pytest.raises(ValueError, match="refused.*arbitrary"):
         superkern.load_head(tmp_path / "evil.pt")
     assert "must never run" not in capsys.readouterr().out
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    torch.save({"model.embed_tokens.weight": W}, sharded / "pytorch_model-00001-of-00002.bin")
+    torch.save({"model.norm.weight": torch.ones(10)}, sharded / "pytorch_model-00002-of-00002.bin")
+    (sharded / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {
+        "model.embed_tokens.weight": "pytorch_model-00001-of-00002.bin",
+        "model.norm.weight": "pytorch_model-00002-of-00002.bin"}}))
+    h = superkern.load_head(sharded)
+    assert h.format == "torch-sharded" and h.tied is True and torch.equal(h.matrix, W)
     raw = (tmp_path / "pytorch_model.bin").read_bytes()
     (tmp_path / "trunc.pt").write_bytes(raw[: len(raw) // 3])
     with pytest.raises(ValueError, match="trunc.pt.*(truncated|corrupt)"):

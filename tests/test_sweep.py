@@ -116,7 +116,7 @@ def test_builtin_experiments_expand_and_validate():
         exp, configs = prepare(name)
         sizes[name] = len(configs)
         _, quick = prepare(name, quick=True)
-        assert 0 < len(quick) <= 64
+        assert 0 < len(quick) <= 80
         assert len({c.run_id for c in configs}) == len(configs)
     assert sizes == {"fig1": 48, "small": 1020, "density": 540, "fig17": 408}, sizes
     _, fig1 = prepare("fig1")

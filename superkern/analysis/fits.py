@@ -81,15 +81,16 @@ def paper_fit_range(config: Mapping[str, object]) -> str:
     """The paper's fit range for a cell (Appendix D.1, D.4).
 
     Large preset (Fig. 1): strong superposition (gamma < 0): exponential all m, power and
-    linear m >= 32 (the third point on); weak (gamma >= 0): power law the last five points,
-    others all. Every other cell (the small-model Figs. 4b-7): all points.
+    linear "starting from the third point" (``from3``; m >= 32 on the paper's widths 8..1024);
+    weak (gamma >= 0): power law the last five points, others all. Every other cell (the
+    small-model Figs. 4b-7): all points.
     """
     if config.get("preset") != "large":
         return "all"
     dist = config.get("dist")
     gamma = float(config.get("gamma", 0.0))  # type: ignore[arg-type]
     if gamma < 0:
-        return "all" if dist == "exponential" else "m>=32"
+        return "all" if dist == "exponential" else "from3"
     return "last5" if dist == "power" else "all"
 
 

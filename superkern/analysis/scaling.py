@@ -78,8 +78,13 @@ def fit_cells(results: Results | list[Run], fit_range: str = "paper", n_boot: in
         try:
             fit = fit_power_law_seeds(widths, groups, rng, n_boot=n_boot)
         except ValueError as exc:
-            out.append(CellFit(**base, error=str(exc)))
-            continue
+            if fit_range != "paper" or rng == "all":
+                out.append(CellFit(**base, error=str(exc)))
+                continue
+            # a grid with fewer widths than the paper's (e.g. --quick): the paper's range leaves
+            # too few points, so fit them all and say so in the range name
+            fit = fit_power_law_seeds(widths, groups, "all", n_boot=n_boot)
+            fit = dataclasses.replace(fit, fit_range=f"all (paper's {rng} left < 3 widths)")
         out.append(CellFit(**base, fit=fit))
     return out
 

@@ -14,7 +14,8 @@ def register(sub) -> None:
     add_compute_options(p)
     p.add_argument("--names", help="comma-separated display names, one per path")
     p.add_argument("--sample", type=_sample, default=None, metavar="N|auto",
-                   help="row cap of every overlap pass (auto: 8192 on CPU, none on CUDA)")
+                   help="row cap of every overlap pass (auto: 8192 on CPU, 4096 with the "
+                        "torch backend, none on CUDA)")
     p.add_argument("--exact", action="store_true", help="no sampling anywhere")
     p.add_argument("--csv", metavar="FILE", help="write the table as CSV")
     p.add_argument("--json", metavar="FILE", help="write the table and full reports as JSON")

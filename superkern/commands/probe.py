@@ -44,8 +44,9 @@ def register(sub) -> None:
     p.add_argument("--exclude-duplicates", action="store_true",
                    help="keep only the first of each group of exactly equal rows")
     p.add_argument("--sample", type=_sample, default=None, metavar="N|auto",
-                   help="row cap of the centred/split overlap passes (auto: 8192 on CPU, none "
-                        "on CUDA; 0: exact everywhere). mean c^2 is always exact")
+                   help="row cap of the centred/split overlap passes (auto: 8192 on CPU, 4096 "
+                        "with the torch backend, none on CUDA; 0: exact everywhere). mean c^2 "
+                        "is always exact")
     p.add_argument("--sample-main", action="store_true",
                    help="apply the --sample cap to the main pass too (for very large heads)")
     p.add_argument("--no-splits", action="store_true", help="skip the norm-split blocks")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -13,6 +14,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from superkern.probe.format import _f, _grid
+from superkern.probe.packages import ALIASES
 from superkern.probe.report import clean
 
 COLUMNS = ("name", "source", "tensor", "n", "m", "n_over_m", "dtype", "tied",
@@ -134,6 +136,11 @@ def compare(sources: Sequence[Any], *, names: Optional[Sequence[str]] = None,
         raise ValueError("compare needs at least one head")
     if names is not None and len(names) != len(sources):
         raise ValueError(f"{len(names)} names for {len(sources)} heads")
+    for src in sources:  # fail before any (slow) probe on a path that does not exist
+        if isinstance(src, (str, os.PathLike)) and not os.path.exists(src) and \
+                str(src).strip().lower() not in ALIASES:
+            raise FileNotFoundError(f"{src}: no such file or directory (and not a known "
+                                    f"package alias: {', '.join(ALIASES)})")
     rows, norms, reports = [], [], []
     for k, src in enumerate(sources):
         rep = probe(src, tensor=tensor, precision=precision, backend=backend, device=device,

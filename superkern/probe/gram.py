@@ -4,8 +4,10 @@ For the unit rows U of a set (N nonzero rows), over its P = N(N-1)/2 pairs i < j
     sum c_ij   = (||U^T 1||^2 - N) / 2,      sum c_ij^2 = (||U^T U||_F^2 - N) / 2
 (SPEC section 1; the same identities as :func:`superkern.overlap_moments_exact`, which is the
 test oracle). The probe needs them for up to five overlapping sets (all rows, and both halves
-of two norm splits): one pass over the rows, each chunk's unit rows added to the Gram matrix of
-every set they belong to, costs sum_k N_k m^2 instead of two passes per set. fp64 throughout.
+of two norm splits). One pass over the rows adds each chunk's unit rows to the Gram matrix of
+every set they belong to, and a set that is another set minus a third (the larger half of a
+split) is obtained by subtracting their Gram matrices: cost ~ (1 + sum of smaller halves) N m^2
+instead of two passes per set. fp64 throughout.
 """
 from __future__ import annotations
 
@@ -15,6 +17,27 @@ from typing import Any, Optional
 import torch
 
 
+def _find_complements(member: torch.Tensor, order: list[int]) -> dict[int, tuple[int, int]]:
+    """k -> (total, part) when set k == set total minus set part (part a subset of total)."""
+    out: dict[int, tuple[int, int]] = {}
+    sizes = member.sum(1).tolist()
+    for k in sorted(order, key=lambda j: -sizes[j]):  # derive the larger half, sum the smaller
+        for t in order:
+            if t == k or sizes[t] <= sizes[k] or t in out:
+                continue
+            for p in order:
+                if p in (k, t) or p in out or sizes[p] > sizes[k] or \
+                        sizes[p] + sizes[k] != sizes[t]:
+                    continue
+                if torch.equal(member[k] | member[p], member[t]) and \
+                        not bool((member[k] & member[p]).any()):
+                    out[k] = (t, p)
+                    break
+            if k in out:
+                break
+    return out
+
+
 def set_moments(W: torch.Tensor, sets: dict[str, torch.Tensor], *,
                 centre: Optional[torch.Tensor] = None,
                 chunk: int = 1 << 14) -> dict[str, dict[str, Any]]:
@@ -22,7 +45,8 @@ def set_moments(W: torch.Tensor, sets: dict[str, torch.Tensor], *,
 
     Args:
         W: (n, m) finite matrix (any float dtype, any device).
-        sets: name -> int64 row indices (CPU). Identical sets are computed once.
+        sets: name -> int64 row indices (CPU). Identical sets are computed once; a set equal
+            to another minus a third is derived by subtraction.
         centre: (m,) fp64 vector subtracted from every row first (the centred matrix without
             rounding it to W's dtype).
         chunk: rows per step (memory O(chunk * m) fp64).
@@ -33,18 +57,19 @@ def set_moments(W: torch.Tensor, sets: dict[str, torch.Tensor], *,
     member = torch.zeros((len(names), n), dtype=torch.bool)
     for k, name in enumerate(names):
         member[k, sets[name].to("cpu")] = True
-    # Identical sets share one accumulator.
-    first: list[int] = []
+    first: list[int] = []  # one representative per distinct set
+    alias = {}
     for k in range(len(names)):
         same = next((j for j in first if torch.equal(member[j], member[k])), None)
         if same is None:
             first.append(k)
-    alias = {k: next(j for j in first if torch.equal(member[j], member[k]))
-             for k in range(len(names))}
-    G = {k: torch.zeros((m, m), dtype=torch.float64, device=dev) for k in first}
-    col = {k: torch.zeros(m, dtype=torch.float64, device=dev) for k in first}
-    used = {k: 0 for k in first}
-    union = torch.nonzero(member[first].any(0)).flatten()
+        alias[k] = k if same is None else same
+    derived = _find_complements(member, first)
+    direct = [k for k in first if k not in derived]
+    G = {k: torch.zeros((m, m), dtype=torch.float64, device=dev) for k in direct}
+    col = {k: torch.zeros(m, dtype=torch.float64, device=dev) for k in direct}
+    used = {k: 0 for k in direct}
+    union = torch.nonzero(member[direct].any(0)).flatten()
     for s in range(0, union.numel(), chunk):
         idx = union[s:s + chunk]
         X = W[idx.to(dev)].double()
@@ -54,7 +79,7 @@ def set_moments(W: torch.Tensor, sets: dict[str, torch.Tensor], *,
         nz = r > 0
         U = X[nz] / r[nz, None]
         in_set = member[:, idx][:, nz.cpu()]
-        for k in first:
+        for k in direct:
             sel = in_set[k]
             cnt = int(sel.sum())
             if not cnt:
@@ -63,6 +88,8 @@ def set_moments(W: torch.Tensor, sets: dict[str, torch.Tensor], *,
             G[k] += Uk.T @ Uk
             col[k] += Uk.sum(0)
             used[k] += cnt
+    for k, (t, p) in derived.items():
+        G[k], col[k], used[k] = G[t] - G[p], col[t] - col[p], used[t] - used[p]
     out = {}
     for k, name in enumerate(names):
         a = alias[k]

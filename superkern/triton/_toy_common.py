@@ -30,7 +30,9 @@ class ToyTritonConfig:
     the sparse feature-major pass. bmc: width chunk of the stored path (M > fused_max).
     bs, bf: sample and feature tiles of the data sampler. br: rows per program of the
     optimizer. fused_max: the largest padded width (power of two) that the fused path keeps
-    in registers; above it the stored path runs (y stored as (I, B, n) fp32).
+    in registers for tf32/bf16 products; above it the stored path runs (y stored as
+    (I, B, n) fp32). fused_max_exact: the same for fp32 ("ieee") and tf32x3 products, whose
+    tiles need far more registers (FMA operands, or split hi/lo operands); 0 = always stored.
     """
 
     bb: int = 64
@@ -41,6 +43,7 @@ class ToyTritonConfig:
     bf: int = 128
     br: int = 32
     fused_max: int = 128
+    fused_max_exact: int = 0
     num_warps: int = 4
     num_stages: int = 2
 
@@ -49,6 +52,8 @@ class ToyTritonConfig:
             v = getattr(self, name)
             if v < 16 or v & (v - 1):
                 raise ValueError(f"{name}={v} must be a power of two >= 16")
+        if self.fused_max_exact & (self.fused_max_exact - 1):
+            raise ValueError(f"fused_max_exact={self.fused_max_exact} must be 0 or a power of 2")
 
 
 def next_pow2(v: int) -> int:
@@ -93,6 +98,12 @@ def toy_config(M: int, device: torch.device | str) -> ToyTritonConfig:
     cfg = dataclasses.replace(cfg, **_env_overrides())
     cfg.validate()
     return cfg
+
+
+def choose_path(M: int, precision: str, cfg: ToyTritonConfig) -> str:
+    """"fused" (recompute z, no (B, n) buffer) or "stored" (y stored, width-chunked GEMMs)."""
+    limit = cfg.fused_max if precision in ("tf32", "bf16") else cfg.fused_max_exact
+    return "fused" if block_m(M) <= limit else "stored"
 
 
 def is_interp(t: torch.Tensor) -> bool:

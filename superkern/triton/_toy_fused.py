@@ -89,7 +89,10 @@ def _rows_kernel(W_ptr, b_ptr, group_ptr, c_ptr, row_ptr_ptr, csr_i_ptr, csr_v_p
         dh = _mm(dh, y, Wt, PREC, INTERP)
     dh = dh * c
     # gx was written by this program's own threads; the barrier makes it visible to all.
+    # rp and cnt are reloaded rather than kept live (64 registers each) across the sweep.
     tl.debug_barrier()
+    rp = tl.load(row_ptr_ptr + g * (B + 1) + offs_b, mask=b_ok, other=0)
+    cnt = tl.load(row_ptr_ptr + g * (B + 1) + offs_b + 1, mask=b_ok, other=0) - rp
     for k in range(0, kmax):
         e = rp + k
         ok = (k < cnt) & (e < cap)
@@ -112,6 +115,7 @@ def _csc_chunks(dW, db, lo, hi, ent, inst, offs_n, offs_m, m_ok, M, B, cap, csc_
     Entries of a feature tile are contiguous in CSC order; each chunk of BK of them becomes a
     one-hot (BN, BK) matrix (weights v or gx) times the gathered (BK, width) rows.
     """
+    hi = tl.minimum(hi, cap)        # a too small caller-given cap: stay in bounds (NaN loss)
     for e0 in range(lo, hi, BK):
         offs_e = e0 + tl.arange(0, BK)
         pos = tl.load(csc_perm_ptr + ent + offs_e, mask=offs_e < hi, other=cap)

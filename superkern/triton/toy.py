@@ -22,13 +22,13 @@ import torch
 import triton
 
 from superkern.triton._toy_adam import _adamw_kernel
-from superkern.triton._toy_common import PRECISIONS, block_m, is_interp, toy_config
+from superkern.triton._toy_common import PRECISIONS, block_m, choose_path, is_interp, toy_config
 from superkern.triton._toy_fused import fused_loss_grad
 from superkern.triton._toy_sample import build_sparse, nnz_cap_from_p, sample_dense
 from superkern.triton._toy_stored import stored_loss_grad
 
 __all__ = ["toy_sample_triton", "toy_loss_grad_triton", "toy_adamw_step_triton",
-           "toy_nnz_cap", "bench_toy_step", "PRECISIONS"]
+           "toy_nnz_cap", "toy_path", "bench_toy_step", "PRECISIONS"]
 
 _INT32_MAX = 2 ** 31 - 1
 _cap_cache: dict = {}
@@ -68,6 +68,11 @@ def toy_sample_triton(p: torch.Tensor, seeds: torch.Tensor, step: int, batch: in
     _check_data_args(p, seeds, step, batch)
     cfg = toy_config(16, p.device)
     return sample_dense(p.contiguous(), seeds.contiguous(), int(step), int(batch), cfg)
+
+
+def toy_path(M: int, precision: str = "fp32", device: torch.device | str = "cuda") -> str:
+    """The kernel path :func:`toy_loss_grad_triton` takes by default for width M."""
+    return choose_path(M, precision, toy_config(M, device))
 
 
 def toy_nnz_cap(p: torch.Tensor, batch: int) -> int:
@@ -147,7 +152,7 @@ def toy_loss_grad_triton(W: torch.Tensor, b: torch.Tensor, p: torch.Tensor,
     cfg = toy_config(M, dev)
     bm = block_m(M)
     if path is None:
-        path = "fused" if bm <= cfg.fused_max else "stored"
+        path = choose_path(M, precision, cfg)
     _need(path in ("fused", "stored"), f"path={path!r}; choose 'fused' or 'stored'")
     W, b, p = W.contiguous(), b.contiguous(), p.contiguous()
     group = group.to(torch.int32).contiguous()

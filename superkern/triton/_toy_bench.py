@@ -1,0 +1,145 @@
+"""Timing of one toy training step (loss/grad + AdamW) for I models: the Triton kernels against an
+eager instance-batched torch step (bmm) measured in the same run. Used by
+``bench/test_bench_toy_triton.py`` and callable directly::
+
+    python -c "from superkern.triton.toy import bench_toy_step as b; print(b(1020, 1000, 100, 2048, 'tf32'))"
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+
+
+def _setup(I: int, n: int, M: int, B: int, device: torch.device, seed: int = 0):
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    W = (torch.randn(I, n, M, generator=gen) / math.sqrt(M)).to(device)
+    b = torch.randn(I, n, generator=gen).to(device)
+    p = 1.0 / torch.arange(1, n + 1, dtype=torch.float64)           # alpha = 1, E = 1
+    p = (p / p.sum()).float().reshape(1, n).to(device)
+    group = torch.zeros(I, dtype=torch.int32, device=device)
+    seeds = torch.tensor([seed], dtype=torch.int64, device=device)
+    scale = torch.ones(I, device=device)
+    lr = torch.full((I,), 1e-2, device=device)
+    gamma = torch.linspace(-1, 1, I, device=device)
+    return W, b, p, group, seeds, scale, lr, gamma
+
+
+def _adamw_torch(W, b, dW, db, st, lr, gamma, t, b1=0.9, b2=0.999, eps=1e-8):
+    """Eager torch AdamW with the paper's decay branches (the baseline, vectorised over I)."""
+    mW, vW, mb, vb = st
+    lrc, gc = lr[:, None, None], gamma[:, None, None]
+    norm = torch.linalg.vector_norm(W, dim=2, keepdim=True)
+    W.copy_(torch.where(gc >= 0, W * (1 - lrc * gc), W + lrc * gc * W * (1 - 1 / (norm + 1e-8))))
+    bc1, bc2 = 1 - b1 ** t, math.sqrt(1 - b2 ** t)
+    for P, g, m, v, l in ((W, dW, mW, vW, lrc), (b, db, mb, vb, lr[:, None])):
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        P.sub_(l / bc1 * m / (v.sqrt() / bc2 + eps))
+
+
+def _torch_step(W, b, p, scale, lr, gamma, st, t, B):
+    """One eager step: sample x (shared batch), forward, manual backward via bmm, AdamW."""
+    n = W.shape[1]
+    u = torch.rand(B, n, device=W.device) < p[0]
+    x = u * (2 * torch.rand(B, n, device=W.device))
+    h = torch.matmul(x, W)                                    # (I, B, M)
+    z = torch.baddbmm(b[:, None, :], h, W.transpose(1, 2))    # (I, B, n)
+    y = torch.relu(z)
+    r = y - x
+    loss = r.square().mean((1, 2))
+    g = r * (z > 0) * (scale * (2.0 / (B * n)))[:, None, None]
+    db = g.sum(1)
+    gh = torch.bmm(g, W)                                      # dL/dh
+    dW = torch.bmm(g.transpose(1, 2), h) + torch.matmul(x.t(), gh)
+    _adamw_torch(W, b, dW, db, st, lr, gamma, t)
+    return loss
+
+
+def _time(fn, iters: int, device: torch.device) -> float:
+    """Seconds per call, synchronised (CUDA events on GPU)."""
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        a, z = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        for _ in range(iters):
+            fn()
+        z.record()
+        torch.cuda.synchronize()
+        return a.elapsed_time(z) / 1e3 / iters
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - t0) / iters
+
+
+def bench_toy_step(I: int, n: int, M: int, B: int, precision: str = "fp32",
+                   iters: int = 20, torch_baseline: bool = True) -> dict:
+    """Time one full training step of I models of width M (all dense, one data group).
+
+    Returns ms per step for the Triton step and its parts (loss/grad, AdamW), us per
+    model-step, TFLOP/s by the dense count 6 B n M per model-step, and the same for an eager
+    torch instance-batched step (bmm, fp32; tf32 matmuls when precision is "tf32") run in the
+    same process. The torch step is skipped (None) when its (I, B, n) intermediates would
+    not fit in half the free GPU memory.
+    """
+    from superkern.triton import toy as T
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    W, b, p, group, seeds, scale, lr, gamma = _setup(I, n, M, B, device)
+    st = [torch.zeros_like(W), torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(b)]
+    cap = T.toy_nnz_cap(p, B)
+    step = [0]
+
+    def loss_grad():
+        step[0] += 1
+        return T.toy_loss_grad_triton(W, b, p, group, seeds, step[0], B, scale, precision,
+                                      nnz_cap=cap)
+
+    grads = loss_grad()
+
+    def adamw():
+        T.toy_adamw_step_triton(W, b, grads[1], grads[2], *st, lr, lr, gamma, max(1, step[0]))
+
+    def full():
+        loss, dW, db = loss_grad()
+        T.toy_adamw_step_triton(W, b, dW, db, *st, lr, lr, gamma, step[0])
+
+    t_lg = _time(loss_grad, iters, device)
+    t_opt = _time(adamw, iters, device)
+    t_step = _time(full, iters, device)
+    flops = 6.0 * B * n * M * I
+    out = {"I": I, "n": n, "M": M, "B": B, "precision": precision,
+           "path": T.toy_path(M, precision, device),
+           "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+           "ms_per_step": t_step * 1e3, "ms_loss_grad": t_lg * 1e3, "ms_adamw": t_opt * 1e3,
+           "us_per_model_step": t_step * 1e6 / I, "tflops": flops / t_step / 1e12,
+           "torch_ms_per_step": None, "torch_tflops": None, "speedup_vs_torch": None}
+    if not torch_baseline:
+        return out
+    need = 4 * I * B * (3 * n + 2 * M) * 4
+    free = torch.cuda.mem_get_info()[0] if device.type == "cuda" else 8 << 30
+    if need > free // 2:
+        return out
+    W2, b2 = W.clone(), b.clone()
+    st2 = [torch.zeros_like(W2), torch.zeros_like(W2), torch.zeros_like(b2),
+           torch.zeros_like(b2)]
+    t = [0]
+
+    def torch_step():
+        t[0] += 1
+        _torch_step(W2, b2, p, scale, lr, gamma, st2, t[0], B)
+
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    try:
+        with torch.no_grad():
+            t_torch = _time(torch_step, max(2, iters // 4), device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    out.update(torch_ms_per_step=t_torch * 1e3, torch_tflops=flops / t_torch / 1e12,
+               speedup_vs_torch=t_torch / t_step)
+    return out
