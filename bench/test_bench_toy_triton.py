@@ -67,7 +67,8 @@ def _signature(kern, consts):
 
 
 def _compile_sm90(kern, consts, num_warps, num_stages=2):
-    """(registers, stack bytes, spill instructions inside the MMA/FMA span) of the sm_90 build."""
+    """(registers, stack bytes, spill instructions between the first and last MMA/FFMA) of
+    the sm_90 build: a coarse but useful proxy for "the product loop spills"."""
     import triton
     import triton.backends.nvidia as nv
     from triton.backends.compiler import GPUTarget
@@ -83,7 +84,8 @@ def _compile_sm90(kern, consts, num_warps, num_stages=2):
     sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
     os.unlink(f.name)
     lines = [ln for ln in sass.splitlines() if re.search(r"/\*[0-9a-f]{4,}\*/", ln)]
-    mma = [i for i, ln in enumerate(lines) if re.search(r"HGMMA|HMMA", ln)]
+    mma = ([i for i, ln in enumerate(lines) if re.search(r"HGMMA|HMMA", ln)]
+           or [i for i, ln in enumerate(lines) if "FFMA" in ln])   # fp32 products: FMA
     spill = [i for i, ln in enumerate(lines) if re.search(r"\b(LDL|STL)", ln)]
     inside = sum(min(mma) <= i <= max(mma) for i in spill) if mma else 0
     return (int(re.search(r"REG:(\d+)", res).group(1)),
@@ -98,9 +100,9 @@ def _launch_plans():
     from superkern.triton import _toy_stored as S
     from superkern.triton._toy_common import PRECISIONS, block_m, choose_path, toy_config
     plans = []
-    for M in (16, 64, 100, 1024):
-        cfg = toy_config(M, "cuda")
+    for M in (16, 32, 64, 100, 1024):
         for prec in PRECISIONS:
+            cfg = toy_config(M, "cuda", prec)
             c = dict(PREC=PRECISIONS[prec], INTERP=False)
             if choose_path(M, prec, cfg) == "fused":
                 c.update(BB=cfg.bb, BN=cfg.bn, BM=block_m(M))
@@ -113,10 +115,16 @@ def _launch_plans():
                 plans += [(f"z M={M} {prec}", S._z_kernel, c, sw),
                           (f"dh M={M} {prec}", S._dh_kernel, c, sw),
                           (f"dw M={M} {prec}", S._dw_kernel, dict(c, BK=cfg.bk), sw)]
+                plans += [(f"h M={M} {prec}", S._h_kernel, dict(BB=cfg.bb, BMC=c["BMC"]), sw),
+                          (f"entry M={M} {prec}", S._entry_kernel,
+                           dict(BB=cfg.bb, BMC=c["BMC"]), sw)]
     cfg = toy_config(64, "cuda")
-    plans += [("count", D._count_kernel, dict(FROM_X=False, BS=cfg.bs, BF=cfg.bf), 4),
-              ("fill", D._fill_kernel, dict(FROM_X=False, BS=cfg.bs, BF=cfg.bf), 4),
-              ("adam", A._adamw_kernel, dict(BR=cfg.br, BMA=64), 8)]
+    sw = cfg.sampler_warps
+    plans += [("count", D._count_kernel, dict(FROM_X=False, BS=cfg.bs, BF=cfg.bf), sw),
+              ("fill", D._fill_kernel, dict(FROM_X=False, BS=cfg.bs, BF=cfg.bf), sw),
+              ("fill x", D._fill_kernel, dict(FROM_X=True, BS=cfg.bs, BF=cfg.bf), sw),
+              ("sample", D._sample_dense_kernel, dict(BS=cfg.bs, BF=cfg.bf), sw),
+              ("adam", A._adamw_kernel, dict(BR=cfg.br, BMA=64), cfg.adam_warps)]
     return plans
 
 

@@ -24,27 +24,31 @@ PRECISIONS = {"fp32": "ieee", "tf32": "tf32", "tf32x3": "tf32x3", "bf16": "bf16"
 
 @dataclass(frozen=True)
 class ToyTritonConfig:
-    """Launch parameters of the toy kernels.
+    """Launch parameters of the toy kernels (GPU defaults; see :func:`toy_config`).
 
     bb, bn: batch-tile and feature-tile sizes of the dense products. bk: entries per chunk of
-    the sparse feature-major pass. bmc: width chunk of the stored path (M > fused_max).
-    bs, bf: sample and feature tiles of the data sampler. br: rows per program of the
-    optimizer. fused_max: the largest padded width (power of two) that the fused path keeps
-    in registers for tf32/bf16 products; above it the stored path runs (y stored as
-    (I, B, n) fp32). fused_max_exact: the same for fp32 ("ieee") and tf32x3 products, whose
-    tiles need far more registers (FMA operands, or split hi/lo operands); 0 = always stored.
+    the sparse feature-major pass. bmc: width chunk of the stored path. bs, bf: sample and
+    feature tiles of the data sampler. br: rows per program of the optimizer.
+    fused_max: the largest padded width (power of two) that the fused path keeps in registers
+    for tf32/bf16 products; above it the stored path runs (y stored as (I, B, n) fp32).
+    fused_max_exact: the same for fp32 ("ieee") and tf32x3 products, whose tiles need far more
+    registers (FMA operands, split hi/lo operands); 0 = always stored.
+    num_warps: fused path; stored_warps: stored path, sampler_warps, adam_warps.
     """
 
     bb: int = 64
     bn: int = 64
     bk: int = 64
     bmc: int = 64
-    bs: int = 64
-    bf: int = 128
+    bs: int = 32
+    bf: int = 64
     br: int = 32
     fused_max: int = 128
     fused_max_exact: int = 0
     num_warps: int = 4
+    stored_warps: int = 8
+    sampler_warps: int = 4
+    adam_warps: int = 8
     num_stages: int = 2
 
     def validate(self) -> None:
@@ -81,20 +85,25 @@ def _env_overrides() -> dict:
     return out
 
 
-def toy_config(M: int, device: torch.device | str) -> ToyTritonConfig:
-    """The one place block sizes come from (per device kind and padded width).
+def toy_config(M: int, device: torch.device | str, precision: str = "tf32") -> ToyTritonConfig:
+    """The one place block sizes come from (per device kind, padded width and precision).
 
-    GPU: 64 x 64 tiles (tl.dot M-dimension 64 keeps Hopper's warpgroup MMA usable), 8 warps
-    once the fused path holds two 64 x 128 fp32 tiles (h, dh) in registers. Interpreter: the
-    cost is per program and per loop trip, not per element, so 32-wide tiles keep the tests'
-    grids at a few programs while still walking several tiles and ragged edges.
+    GPU (checked by compiling for sm_90 with Triton's ptxas: no register spills inside any
+    product loop; bench/test_bench_toy_triton.py repeats the check): 64 x 64 tiles (a tl.dot
+    M-dimension of 64 keeps Hopper's warpgroup MMA usable); the fused path with 4 warps up to
+    width 32 and 8 warps above (it holds (64, width) tiles of h and dh); the stored path with
+    8 warps and width chunks of 64 (32 for tf32x3, whose split operands double the registers);
+    sampler tiles of 32 x 64 Philox draws. Interpreter: the cost is per program and per loop
+    trip, not per element, so 32-wide tiles keep the tests' grids at a few programs while
+    still walking several tiles and ragged edges. ``SUPERKERN_TRITON_TOY`` overrides fields.
     """
     device = torch.device(device)
     bm = block_m(M)
     if device.type == "cuda":
-        cfg = ToyTritonConfig(num_warps=8 if bm >= 128 else 4, num_stages=2)
+        cfg = ToyTritonConfig(num_warps=8 if bm >= 64 else 4,
+                              bmc=32 if precision == "tf32x3" else 64)
     else:
-        cfg = ToyTritonConfig(bb=16, bn=16, bk=16, bmc=16, bs=16, bf=32, br=16)
+        cfg = ToyTritonConfig(bb=32, bn=32, bk=32, bmc=16, bs=32, bf=64, br=32)
     cfg = dataclasses.replace(cfg, **_env_overrides())
     cfg.validate()
     return cfg

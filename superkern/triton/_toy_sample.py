@@ -118,7 +118,8 @@ def sample_dense(p: torch.Tensor, seeds: torch.Tensor, step: int, batch: int,
     if x.numel() == 0:
         return x
     grid = (triton.cdiv(batch, cfg.bs), triton.cdiv(n, cfg.bf), G)
-    _sample_dense_kernel[grid](p, seeds, x, step, batch, n, BS=cfg.bs, BF=cfg.bf)
+    _sample_dense_kernel[grid](p, seeds, x, step, batch, n, BS=cfg.bs, BF=cfg.bf,
+                               num_warps=cfg.sampler_warps)
     return x
 
 
@@ -151,11 +152,11 @@ def build_sparse(p: torch.Tensor, seeds: torch.Tensor, step: int, batch: int,
     cnt_f = torch.empty((G, n_sbt, n), dtype=torch.int32, device=dev)
     grid = (n_sbt, G)
     _count_kernel[grid](p, seeds, xt, cnt_s, cnt_f, step, batch, n, n_sbt, sxg, sxs,
-                        FROM_X=from_x, BS=cfg.bs, BF=cfg.bf)
+                        FROM_X=from_x, BS=cfg.bs, BF=cfg.bf, num_warps=cfg.sampler_warps)
     row_ptr = torch.zeros((G, batch + 1), dtype=torch.int32, device=dev)
-    torch.cumsum(cnt_s, 1, dtype=torch.int32, out=row_ptr[:, 1:])
+    row_ptr[:, 1:] = torch.cumsum(cnt_s, 1, dtype=torch.int32)
     col_ptr = torch.zeros((G, n + 1), dtype=torch.int32, device=dev)
-    torch.cumsum(cnt_f.sum(1, dtype=torch.int32), 1, dtype=torch.int32, out=col_ptr[:, 1:])
+    col_ptr[:, 1:] = torch.cumsum(cnt_f.sum(1, dtype=torch.int32), 1, dtype=torch.int32)
     # Where sample tile sbt starts writing feature i: the feature's start + earlier tiles.
     col_off = (col_ptr[:, None, :-1] + torch.cumsum(cnt_f, 1, dtype=torch.int32) - cnt_f)
     col_off = col_off.contiguous()
@@ -168,6 +169,7 @@ def build_sparse(p: torch.Tensor, seeds: torch.Tensor, step: int, batch: int,
     csr_v = torch.empty(G * cap, dtype=torch.float32, device=dev)
     csc_perm = torch.empty(G * cap, dtype=torch.int32, device=dev)
     _fill_kernel[grid](p, seeds, xt, row_ptr, col_off, csr_s, csr_i, csr_v, csc_perm, step,
-                       batch, n, n_sbt, cap, sxg, sxs, FROM_X=from_x, BS=cfg.bs, BF=cfg.bf)
+                       batch, n, n_sbt, cap, sxg, sxs, FROM_X=from_x, BS=cfg.bs, BF=cfg.bf,
+                       num_warps=cfg.sampler_warps)
     return SparseBatch(cap=cap, row_ptr=row_ptr, col_ptr=col_ptr, nnz=nnz, csr_s=csr_s,
                        csr_i=csr_i, csr_v=csr_v, csc_perm=csc_perm)

@@ -193,9 +193,9 @@ def stored_loss_grad(W, b, group, c, sp, B, cfg, prec, interp):
     I, n, M = W.shape
     dev = W.device
     f32 = {"dtype": torch.float32, "device": dev}
-    bmc = cfg.bmc
+    bmc = min(cfg.bmc, max(16, 1 << (M - 1).bit_length()))
     n_bt, n_ft, n_mc = triton.cdiv(B, cfg.bb), triton.cdiv(n, cfg.bn), triton.cdiv(M, bmc)
-    opts = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+    opts = {"num_warps": cfg.stored_warps, "num_stages": cfg.num_stages}
     h = torch.empty((I, B, M), **f32)
     dh = torch.empty((I, B, M), **f32)
     y = torch.empty((I, B, n), **f32)

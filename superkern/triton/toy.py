@@ -72,7 +72,7 @@ def toy_sample_triton(p: torch.Tensor, seeds: torch.Tensor, step: int, batch: in
 
 def toy_path(M: int, precision: str = "fp32", device: torch.device | str = "cuda") -> str:
     """The kernel path :func:`toy_loss_grad_triton` takes by default for width M."""
-    return choose_path(M, precision, toy_config(M, device))
+    return choose_path(M, precision, toy_config(M, device, precision))
 
 
 def toy_nnz_cap(p: torch.Tensor, batch: int) -> int:
@@ -149,7 +149,7 @@ def toy_loss_grad_triton(W: torch.Tensor, b: torch.Tensor, p: torch.Tensor,
     dev = W.device
     if I == 0 or n == 0:
         return (torch.zeros(I, device=dev), torch.zeros_like(W), torch.zeros_like(b))
-    cfg = toy_config(M, dev)
+    cfg = toy_config(M, dev, precision)
     bm = block_m(M)
     if path is None:
         path = choose_path(M, precision, cfg)
@@ -202,12 +202,12 @@ def toy_adamw_step_triton(W: torch.Tensor, b: torch.Tensor, dW: torch.Tensor, db
     if W.numel() == 0 and b.numel() == 0:
         return
     cfg = toy_config(M, W.device)
-    bma = min(block_m(M), 128 if W.is_cuda else 64)
+    bma = min(block_m(M), 64)
     bc1 = 1.0 - beta1 ** step
     bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
     _adamw_kernel[(triton.cdiv(n, cfg.br), I)](
         W, b, dW, db, mW, vW, mb, vb, lr_W, lr_b, gamma, n, M, float(beta1), float(beta2),
-        float(eps), bc1, bc2_sqrt, BR=cfg.br, BMA=bma, num_warps=4)
+        float(eps), bc1, bc2_sqrt, BR=cfg.br, BMA=bma, num_warps=cfg.adam_warps)
 
 
 def bench_toy_step(I: int, n: int, M: int, B: int, precision: str = "fp32",
