@@ -129,3 +129,17 @@ def test_figures_skip_with_reasons(tmp_path):
     assert main(["figures", str(tmp_path), "--out", str(tmp_path / "g"), "--only", "fig1",
                  "--dpi", "50"]) == 0
     assert (tmp_path / "g" / "fig1.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_ambiguity_matches_dense_spectral_norm():
+    from superkern.analysis.weights import ambiguity
+
+    gen = torch.Generator().manual_seed(0)
+    for n, m in ((1, 1), (7, 3), (33, 33), (120, 9)):
+        W = torch.randn(n, m, generator=gen, dtype=torch.float64) / math.sqrt(m)
+        gold = W @ W.T
+        k = min(n, m)
+        gold[range(k), range(k)] -= 1.0
+        want = torch.linalg.matrix_norm(gold, ord=2).item()
+        got = ambiguity(W)
+        assert abs(got - want) <= 1e-12 * max(1.0, want), (n, m, got, want)

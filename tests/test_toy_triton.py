@@ -216,6 +216,9 @@ def test_argument_errors_name_the_numbers():
         toy.toy_loss_grad_triton(W, b[:, :3], p, group, seeds, 1, 8, scale)
     with pytest.raises(ValueError, match="x must be"):
         toy.toy_loss_grad_triton(W, b, p, group, seeds, 1, 8, scale, x=torch.zeros(1, 9, 40))
+    if not CUDA:
+        with pytest.raises(ValueError, match=r"group values must lie in \[0, 1\), got \[2, 2\]"):
+            toy.toy_loss_grad_triton(W, b, p, group + 2, seeds, 1, 8, scale)
     with pytest.raises(ValueError, match="seeds"):
         toy.toy_sample_triton(p, seeds.int(), 0, 8)
     with pytest.raises(ValueError, match="step"):
@@ -278,7 +281,8 @@ def test_adamw_gamma_zero_is_torch_adam():
 
 # ----------------------------------------------------------------------------- training
 
-def test_fifty_steps_match_fp64_torch_loop():
+@pytest.mark.parametrize("path", ["fused", "stored"])
+def test_fifty_steps_match_fp64_torch_loop(path):
     """Our loss_grad (drawing its own data) + AdamW vs an fp64 torch loop on replayed x."""
     W, b, p, group, seeds, scale = make_models(ms=(5, 12), M=16, n=24, G=1, E=1.0, seed=5)
     scale = torch.tensor([100.0, 100.0], device=DEV)
@@ -292,7 +296,7 @@ def test_fifty_steps_match_fp64_torch_loop():
     W, b = W.clone(), b.clone()
     losses, ref_losses = [], []
     for s in range(1, steps + 1):
-        loss, dW, db = toy.toy_loss_grad_triton(W, b, p, group, seeds, s, B, scale)
+        loss, dW, db = toy.toy_loss_grad_triton(W, b, p, group, seeds, s, B, scale, path=path)
         toy.toy_adamw_step_triton(W, b, dW, db, *st, lr_W, lr_b, gamma, s)
         x = toy.toy_sample_triton(p, seeds, s, B)
         L0, dW0, db0 = loss_grad_ref(Wd, bd, x, group, scale)

@@ -134,7 +134,8 @@ def fig4a(ctx: Context):
             vals.append(c.fit.r2)
             colors.append("tab:red" if g < 0 else "tab:blue")
     if not vals:
-        raise MissingData("no fitted cells")
+        raise MissingData("needs fitted cells of several frequency distributions (exponential, "
+                          "power 1.2, linear: the 'fig1' experiment)")
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(vals)), 4))
     ax.bar(range(len(vals)), vals, color=colors)
     ax.set_xticks(range(len(vals)), labels, fontsize=7)
@@ -237,7 +238,7 @@ def fig5b(ctx: Context):
     return fig
 
 
-def _alpha_rule_axes(ax, alphas: np.ndarray) -> None:
+def _alpha_rule_axes(ax, alphas: np.ndarray, values: Sequence[float] = ()) -> None:
     xs = np.linspace(min(alphas.min(), 0.0), alphas.max(), 100)
     ax.axhline(1.0, color="k", lw=0.8, label="alpha_m = 1")
     ax.plot(xs, 2 * (xs - 1), "k--", lw=0.8, label="2(alpha - 1)")
@@ -246,6 +247,8 @@ def _alpha_rule_axes(ax, alphas: np.ndarray) -> None:
             label="max(1, 2(alpha - 1))")
     ax.set_xlabel("data exponent alpha")
     ax.set_ylabel("model exponent alpha_m")
+    vals = np.asarray(list(values) or [1.0], dtype=float)
+    ax.set_ylim(min(-0.1, vals.min() - 0.1), max(2.2, vals.max() + 0.2))
 
 
 @figure("fig6e", "Strong superposition: alpha_m vs alpha and max(1, 2(alpha-1)) (Fig. 6e)")
@@ -270,7 +273,8 @@ def fig6e(ctx: Context):
         ax.errorbar([c.alpha for c in weak], [c.fit.alpha_m for c in weak],
                     yerr=[c.fit.stderr for c in weak], fmt="s", ms=3, color="0.6",
                     label="weak, near ideal")
-    _alpha_rule_axes(ax, np.array([c.alpha for c in cells]))
+    _alpha_rule_axes(ax, np.array([c.alpha for c in cells]),
+                     [c.fit.alpha_m for c in used + weak])
     ax.legend(fontsize=7)
     ax.set_title("alpha_m ~ max(1, 2(alpha - 1)) at strong superposition", fontsize=9)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
@@ -292,7 +296,7 @@ def fig17(ctx: Context):
         ax.errorbar([c.alpha for c in sel], [c.fit.alpha_m for c in sel],
                     yerr=[c.fit.stderr for c in sel], fmt="o", ms=4, capsize=2, color=col,
                     label=f"gamma={g:.2f}")
-    _alpha_rule_axes(ax, np.array([c.alpha for c in cells]))
+    _alpha_rule_axes(ax, np.array([c.alpha for c in cells]), [c.fit.alpha_m for c in cells])
     ax.legend(fontsize=7)
     ax.set_title(f"widths {min(c.m[0] for c in cells):g}..{max(c.m[-1] for c in cells):g}",
                  fontsize=9)
@@ -335,6 +339,7 @@ def fig7(ctx: Context, gamma: Optional[float] = None):
     ax2.errorbar([c.E for c in sel], [c.fit.alpha_m for c in sel],
                  yerr=[c.fit.stderr for c in sel], fmt="o", capsize=2)
     ax2.axhline(1.0, color="k", lw=0.8)
+    ax2.set_ylim(0, max([1.5] + [c.fit.alpha_m + 0.2 for c in sel]))
     ax2.set_xlabel("activation density E")
     ax2.set_ylabel("model exponent alpha_m")
     ax2.set_title(f"gamma = {g0:.2f}", fontsize=9)

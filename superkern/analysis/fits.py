@@ -191,6 +191,11 @@ class WidthLawFit:
     success: bool = True
     message: str = ""
 
+    @property
+    def alpha_m_ci(self) -> tuple[float, float]:
+        """Approximate 95% interval of alpha_m, +-1.96 standard errors."""
+        return (self.alpha_m - 1.96 * self.alpha_m_se, self.alpha_m + 1.96 * self.alpha_m_se)
+
     def predict(self, m: np.ndarray | float, group: tuple[str, ...]) -> np.ndarray:
         """Fitted loss of ``group`` at widths ``m``."""
         return self.c / np.asarray(m, dtype=np.float64) ** self.alpha_m + self.offsets[group][0]

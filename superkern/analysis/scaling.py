@@ -177,6 +177,45 @@ def phi_table(results: Results | list[Run]) -> list[PhiRow]:
     return out
 
 
+@dataclass(frozen=True)
+class DensityRow:
+    """How loss grows with activation density E at fixed gamma and m: the slope of ln L on
+    ln E (1 = proportional, the paper's Fig. 7a)."""
+
+    gamma: float
+    m: int
+    n_E: int
+    E_min: float
+    E_max: float
+    exponent: float
+    stderr: float
+    r2: float
+
+
+def density_table(results: Results | list[Run]) -> list[DensityRow]:
+    """ln L vs ln E per (gamma, m, other fields) with >= 3 distinct E (density sweeps)."""
+    from scipy import stats
+
+    runs = results.runs if isinstance(results, Results) else results
+    groups: dict[tuple, list[Run]] = {}
+    for r in runs:
+        key = tuple(sorted((k, str(v)) for k, v in r.config.items()
+                           if k not in ("E", "density_s", "seed", "log_every")))
+        groups.setdefault(key, []).append(r)
+    out = []
+    for members in groups.values():
+        e = np.array([r.E for r in members])
+        if np.unique(np.round(e, 9)).size < 3:
+            continue
+        loss = np.array([r.final_loss for r in members])
+        res = stats.linregress(np.log(e), np.log(loss))
+        out.append(DensityRow(gamma=members[0].gamma, m=members[0].m, n_E=int(e.size),
+                              E_min=float(e.min()), E_max=float(e.max()),
+                              exponent=float(res.slope), stderr=float(res.stderr),
+                              r2=float(res.rvalue ** 2)))
+    return sorted(out, key=lambda d: (d.gamma, d.m))
+
+
 @dataclass
 class FitReport:
     """Everything ``superkern fit RESULTS`` prints."""
@@ -187,6 +226,7 @@ class FitReport:
     cells: list[CellFit] = field(default_factory=list)
     unlearned: list[UnlearnedRow] = field(default_factory=list)
     phi: list[PhiRow] = field(default_factory=list)
+    density: list[DensityRow] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))
@@ -206,7 +246,8 @@ def fit_report(results: Results, fit_range: str = "paper", n_boot: int = 1000) -
     """The bundle behind ``superkern fit RESULTS``."""
     return FitReport(source=str(results.path), caption=results.caption(), fit_range=fit_range,
                      cells=fit_cells(results, fit_range, n_boot=n_boot),
-                     unlearned=unlearned_table(results), phi=phi_table(results))
+                     unlearned=unlearned_table(results), phi=phi_table(results),
+                     density=density_table(results))
 
 
 def format_report(rep: FitReport, max_rows: int = 400) -> str:
@@ -242,6 +283,13 @@ def format_report(rep: FitReport, max_rows: int = 400) -> str:
         if ratios.size:
             lines.append(f"median loss/prediction {np.median(ratios):.3f} over {ratios.size} "
                          "runs (the paper: slightly above 1)")
+    if rep.density:
+        lines += ["", "Loss vs activation density at fixed gamma and m: slope of ln L on ln E "
+                  "(1 = loss proportional to E)",
+                  f"{'gamma':>7} {'m':>5} {'E range':>13} {'slope':>7} {'+-se':>6} {'R^2':>6}"]
+        for d in rep.density[:max_rows]:
+            lines.append(f"{d.gamma:>7.3f} {d.m:>5} {d.E_min:>6.2f}..{d.E_max:<5.2f} "
+                         f"{d.exponent:>7.3f} {d.stderr:>6.3f} {d.r2:>6.3f}")
     if rep.phi:
         lines += ["", "Fractions of rows with norm > 1/2 (phi_half) and > 1 (phi_1), mean over "
                   "seeds", f"{'cell':<40} {'m':>5} {'phi_half':>9} {'phi_1':>9} {'m/n':>8} "

@@ -59,10 +59,16 @@ def ambiguity(W: torch.Tensor) -> float:
     rows, zero elsewhere): the paper's Appendix D.5 distance to perfect recovery of the m most
     frequent features."""
     n, m = W.shape
-    g = W @ W.T
-    idx = torch.arange(min(m, n))
-    g[idx, idx] -= 1.0
-    return float(torch.linalg.eigvalsh(g).abs().max())
+    k = min(m, n)
+    # W W^T - P (P = identity on the first m rows) has rank <= 2m and lives in the span of
+    # [W, e_1..e_m]: with an orthonormal basis Q of that span its nonzero eigenvalues are those
+    # of the (2m x 2m) matrix Q^T (W W^T - P) Q. O(n m^2) instead of an n x n eigenproblem.
+    basis = torch.cat([W.to(torch.float64), torch.eye(n, k, dtype=torch.float64)], dim=1)
+    q, _ = torch.linalg.qr(basis)
+    a = q.T @ W.to(torch.float64)
+    e = q[:k].T  # Q^T E_m, E_m = first m unit vectors
+    small = a @ a.T - e @ e.T
+    return float(torch.linalg.eigvalsh(small).abs().max())
 
 
 def random_var_abs(m: int, count: Optional[int] = None, seed: int = 0) -> float:

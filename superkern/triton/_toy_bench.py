@@ -2,7 +2,8 @@
 eager instance-batched torch step (bmm) measured in the same run. Used by
 ``bench/test_bench_toy_triton.py`` and callable directly::
 
-    python -c "from superkern.triton.toy import bench_toy_step as b; print(b(1020, 1000, 100, 2048, 'tf32'))"
+    python -c "from superkern.triton.toy import bench_toy_step as b; \
+               print(b(1020, 1000, 100, 2048, 'tf32'))"
 """
 from __future__ import annotations
 
@@ -40,20 +41,25 @@ def _adamw_torch(W, b, dW, db, st, lr, gamma, t, b1=0.9, b2=0.999, eps=1e-8):
         P.sub_(l / bc1 * m / (v.sqrt() / bc2 + eps))
 
 
+def _torch_loss_grad(W, b, x, scale):
+    """Eager loss and gradients of I models on one shared batch x (B, n), manual bmm backward."""
+    B, n = x.shape
+    h = torch.matmul(x, W)                                    # (I, B, M)
+    z = torch.baddbmm(b[:, None, :], h, W.transpose(1, 2))    # (I, B, n)
+    r = torch.relu(z) - x
+    loss = r.square().mean((1, 2))
+    g = r * (z > 0) * (scale * (2.0 / (B * n)))[:, None, None]
+    gh = torch.bmm(g, W)                                      # dL/dh
+    dW = torch.bmm(g.transpose(1, 2), h) + torch.matmul(x.t(), gh)
+    return loss, dW, g.sum(1)
+
+
 def _torch_step(W, b, p, scale, lr, gamma, st, t, B):
     """One eager step: sample x (shared batch), forward, manual backward via bmm, AdamW."""
     n = W.shape[1]
     u = torch.rand(B, n, device=W.device) < p[0]
     x = u * (2 * torch.rand(B, n, device=W.device))
-    h = torch.matmul(x, W)                                    # (I, B, M)
-    z = torch.baddbmm(b[:, None, :], h, W.transpose(1, 2))    # (I, B, n)
-    y = torch.relu(z)
-    r = y - x
-    loss = r.square().mean((1, 2))
-    g = r * (z > 0) * (scale * (2.0 / (B * n)))[:, None, None]
-    db = g.sum(1)
-    gh = torch.bmm(g, W)                                      # dL/dh
-    dW = torch.bmm(g.transpose(1, 2), h) + torch.matmul(x.t(), gh)
+    loss, dW, db = _torch_loss_grad(W, b, x, scale)
     _adamw_torch(W, b, dW, db, st, lr, gamma, t)
     return loss
 
@@ -80,11 +86,13 @@ def bench_toy_step(I: int, n: int, M: int, B: int, precision: str = "fp32",
                    iters: int = 20, torch_baseline: bool = True) -> dict:
     """Time one full training step of I models of width M (all dense, one data group).
 
-    Returns ms per step for the Triton step and its parts (loss/grad, AdamW), us per
-    model-step, TFLOP/s by the dense count 6 B n M per model-step, and the same for an eager
+    First checks the kernels on one replayed batch against an fp64 eager computation
+    (``rel_err_loss``, ``rel_err_dW``, ``rel_err_db``: max abs error / max |gold|). Returns
+    ms per step for the Triton step and its parts (loss/grad, AdamW), us per model-step,
+    TFLOP/s by the dense count 6 B n M per model-step, and the same for an eager
     torch instance-batched step (bmm, fp32; tf32 matmuls when precision is "tf32") run in the
-    same process. The torch step is skipped (None) when its (I, B, n) intermediates would
-    not fit in half the free GPU memory.
+    same process (on the largest chunk of models that fits in half the free memory, scaled
+    linearly to I; ``torch_chunk`` says how many).
     """
     from superkern.triton import toy as T
 
@@ -99,6 +107,17 @@ def bench_toy_step(I: int, n: int, M: int, B: int, precision: str = "fp32",
         return T.toy_loss_grad_triton(W, b, p, group, seeds, step[0], B, scale, precision,
                                       nnz_cap=cap)
 
+    # Correctness first: the kernels on a replayed batch vs the eager torch formula.
+    x = T.toy_sample_triton(p, seeds, 1, B)
+    mine = T.toy_loss_grad_triton(W, b, p, group, seeds, 1, B, scale, precision, x)
+    k = min(I, 4)       # fp64 gold for the first few models (all of them would not fit)
+    with torch.no_grad():
+        ref = _torch_loss_grad(W[:k].double(), b[:k].double(), x[0].double(),
+                               scale[:k].double())
+    check = {f"rel_err_{name}": float((a[:k].double() - r).abs().max()
+                                      / r.abs().max().clamp_min(1e-300))
+             for name, a, r in zip(("loss", "dW", "db"), mine, ref)}
+    del x, mine, ref
     grads = loss_grad()
 
     def adamw():
@@ -117,21 +136,26 @@ def bench_toy_step(I: int, n: int, M: int, B: int, precision: str = "fp32",
            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
            "ms_per_step": t_step * 1e3, "ms_loss_grad": t_lg * 1e3, "ms_adamw": t_opt * 1e3,
            "us_per_model_step": t_step * 1e6 / I, "tflops": flops / t_step / 1e12,
-           "torch_ms_per_step": None, "torch_tflops": None, "speedup_vs_torch": None}
+           "torch_ms_per_step": None, "torch_tflops": None, "speedup_vs_torch": None,
+           **check}
     if not torch_baseline:
         return out
-    need = 4 * I * B * (3 * n + 2 * M) * 4
+    # The eager step holds ~4 (I, B, n) fp32 tensors: time the largest chunk of models that
+    # fits in half the free memory and scale linearly to I (reported as torch_chunk).
+    per_model = 4 * B * (3 * n + 2 * M) * 4
     free = torch.cuda.mem_get_info()[0] if device.type == "cuda" else 8 << 30
-    if need > free // 2:
+    Ic = min(I, (free // 2) // per_model)
+    if Ic < 1:
         return out
-    W2, b2 = W.clone(), b.clone()
+    W2, b2 = W[:Ic].clone(), b[:Ic].clone()
     st2 = [torch.zeros_like(W2), torch.zeros_like(W2), torch.zeros_like(b2),
            torch.zeros_like(b2)]
+    scale2, lr2, gamma2 = scale[:Ic], lr[:Ic], gamma[:Ic]
     t = [0]
 
     def torch_step():
         t[0] += 1
-        _torch_step(W2, b2, p, scale, lr, gamma, st2, t[0], B)
+        _torch_step(W2, b2, p, scale2, lr2, gamma2, st2, t[0], B)
 
     old = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
@@ -140,6 +164,7 @@ def bench_toy_step(I: int, n: int, M: int, B: int, precision: str = "fp32",
             t_torch = _time(torch_step, max(2, iters // 4), device)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old
+    t_torch *= I / Ic
     out.update(torch_ms_per_step=t_torch * 1e3, torch_tflops=flops / t_torch / 1e12,
-               speedup_vs_torch=t_torch / t_step)
+               speedup_vs_torch=t_torch / t_step, torch_chunk=Ic)
     return out

@@ -12,7 +12,8 @@ so the dense part never needs x: the data enter only through the entry lists.
 
 _rows_kernel, one program per (batch tile, instance): h by gathering W rows; per entry
 z_e = h_s . W_i + b_i (exact fp32), gx_e and the loss's entry part; the dense sweep over
-feature tiles (z, y, dh += c y W); dh += gx_e W_i. Writes h, dh (I, B, M), gx (I, cap), loss partials.
+feature tiles (z, y, dh += y W, then dh *= c); dh += gx_e W_i. Writes h, dh (I, B, M),
+gx (I, cap) and loss partials.
 _cols_kernel, one program per (feature tile, instance): recomputes z for its feature tile over
 all batch tiles (cheaper than storing y, see docs), dW_t += y^T h, db_t += sum y, then the
 tile's entries in feature-major chunks: a one-hot (features x entries) matrix times the
@@ -89,7 +90,7 @@ def _rows_kernel(W_ptr, b_ptr, group_ptr, c_ptr, row_ptr_ptr, csr_i_ptr, csr_v_p
         dh = _mm(dh, y, Wt, PREC, INTERP)
     dh = dh * c
     # gx was written by this program's own threads; the barrier makes it visible to all.
-    # rp and cnt are reloaded rather than kept live (64 registers each) across the sweep.
+    # rp and cnt are reloaded rather than kept live across the sweep (registers).
     tl.debug_barrier()
     rp = tl.load(row_ptr_ptr + g * (B + 1) + offs_b, mask=b_ok, other=0)
     cnt = tl.load(row_ptr_ptr + g * (B + 1) + offs_b + 1, mask=b_ok, other=0) - rp

@@ -101,7 +101,8 @@ def _entry_kernel(W_ptr, b_ptr, group_ptr, c_ptr, row_ptr_ptr, csr_i_ptr, csr_v_
         for m0 in range(0, M, BMC):
             offs_m = m0 + tl.arange(0, BMC)
             mk = ok[:, None] & (offs_m < M)[None, :]
-            h = tl.load(h_ptr + inst * B * M + (offs_b[:, None] * M + offs_m[None, :]), mask=mk, other=0.0)
+            h = tl.load(h_ptr + inst * B * M + (offs_b[:, None] * M + offs_m[None, :]),
+                        mask=mk, other=0.0)
             w = tl.load(W_ptr + inst * n * M + (fi[:, None] * M + offs_m[None, :]),
                         mask=mk, other=0.0)
             ze += tl.sum(h * w, axis=1)

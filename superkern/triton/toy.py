@@ -120,7 +120,8 @@ def toy_loss_grad_triton(W: torch.Tensor, b: torch.Tensor, p: torch.Tensor,
         x: optional (G, B, n) float32 batch to use instead of drawing it (replay).
         nnz_cap: optional per-group entry capacity (see :func:`toy_nnz_cap`); default: from p
             (cached per p), or exact from x. A cap exceeded returns NaN loss for that group.
-        path: "fused" or "stored" to force a kernel path (default: by padded width).
+        path: "fused" or "stored" to force a kernel path (default: by padded width and
+            precision, see :func:`toy_path`).
 
     Returns:
         (loss (I,) float32, dW (I, n, M) float32, db (I, n) float32).
@@ -138,9 +139,15 @@ def toy_loss_grad_triton(W: torch.Tensor, b: torch.Tensor, p: torch.Tensor,
           f"group must be ({I},) int32, got {tuple(group.shape)} {group.dtype}")
     _need(loss_scale.shape == (I,), f"loss_scale must be ({I},), got {tuple(loss_scale.shape)}")
     _need(M >= 1, f"W has width M={M}; need >= 1")
+    # Offsets inside one instance are int32 (registers); across instances int64.
+    _need(max(n, batch) * M <= _INT32_MAX,
+          f"max(n, B) * M = {max(n, batch)} * {M} exceeds 2^31 - 1")
     for name, t in (("b", b), ("p", p), ("group", group), ("seeds", seeds),
                     ("loss_scale", loss_scale)):
         _need(t.device == W.device, f"{name} on {t.device}, W on {W.device}")
+    if not W.is_cuda and group.numel():     # on the GPU this check would cost a sync
+        _need(int(group.min()) >= 0 and int(group.max()) < G,
+              f"group values must lie in [0, {G}), got [{int(group.min())}, {int(group.max())}]")
     if x is not None:
         _need(x.shape == (G, batch, n) and x.dtype == torch.float32,
               f"x must be ({G}, {batch}, {n}) float32, got {tuple(x.shape)} {x.dtype}")
