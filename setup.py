@@ -68,6 +68,7 @@ setup(
         "scipy>=1.10",
         "matplotlib>=3.7",
         "tqdm>=4.60",
+        "tomli>=2; python_version<'3.11'",
     ],
     extras_require={
         "triton": ["triton>=3.6"],

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from superkern.sweep import (apply_overrides, apply_variant, build_configs, expand,
-                             group_configs, load_experiment, prepare, run_sweep)
+                             group_configs, prepare, run_sweep)
 from superkern.sweep.grid import parse_experiment
 from superkern.sweep.runner import ROW_KEYS
 from superkern.sweep.store import ResultsStore, ResultsWarning, read_jsonl
@@ -197,7 +197,7 @@ from superkern.sweep import apply_overrides, build_configs, expand, run_sweep
 from superkern.sweep.grid import parse_experiment
 doc = {doc!r}
 configs = build_configs(expand(parse_experiment(doc)))
-run_sweep(configs, sys.argv[1], train_fn=make_fake(sleep=0.15), max_instances=2,
+run_sweep(configs, sys.argv[1], train_fn=make_fake(sleep=0.3), max_instances=2,
           progress=False)
 '''
 

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import numpy as np
 
 from superkern.analysis.fits import PowerLawFit, fit_power_law_seeds, paper_fit_range
-from superkern.analysis.tables import (Results, Run, by_width, cells, dist_label, regime)
+from superkern.analysis.tables import Results, Run, by_width, cells, dist_label
 from superkern.sweep import engine
 
 # The paper's Fig. 1d (strong superposition, large toy model) exponents, Appendix D.1.

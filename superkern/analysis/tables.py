@@ -181,11 +181,6 @@ def dist_label(config: Mapping[str, Any]) -> str:
     return d
 
 
-def regime(gamma: float) -> str:
-    """'strong' for gamma < 0 (row norms pulled to 1), else 'weak'."""
-    return "strong" if gamma < 0 else "weak"
-
-
 def by_width(runs: Sequence[Run], value: str = "final_loss") -> tuple[np.ndarray, list[np.ndarray]]:
     """Distinct widths and, per width, the values of ``value`` over seeds."""
     widths = sorted({r.m for r in runs})
