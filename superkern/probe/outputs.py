@@ -4,9 +4,10 @@ so an error never leaves a half-written file."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Union
+
+from superkern._atomic import write_atomic  # re-exported for callers of this module
 
 PathLike = Union[str, os.PathLike]
 
@@ -28,27 +29,6 @@ def check_target(path: Optional[PathLike], *, is_dir: bool = False) -> None:
         probe_dir = probe_dir.parent
     if not probe_dir.is_dir() or not os.access(probe_dir, os.W_OK):
         raise ValueError(f"{p}: cannot write there ({probe_dir} is not a writable directory)")
-
-
-def write_atomic(path: PathLike, data: Union[bytes, str]) -> str:
-    """Write ``data`` to ``path`` via a temp file + ``os.replace``; creates parent folders."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return str(p)
 
 
 def write_all(files: dict[str, Union[bytes, str]]) -> list[str]:

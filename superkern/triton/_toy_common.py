@@ -10,12 +10,12 @@ kernel that knows (p, seed, step) can regenerate any block of x exactly.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
+from superkern.triton._env import parse_overrides
 
 ENV_CONFIG = "SUPERKERN_TRITON_TOY"
 # precision name -> tl.dot input_precision ("bf16" casts the operands instead).
@@ -71,18 +71,7 @@ def block_m(M: int) -> int:
 
 def _env_overrides() -> dict:
     """``SUPERKERN_TRITON_TOY="bb=64,bn=32,num_warps=8"`` (tuning on the GPU, tests)."""
-    raw = os.environ.get(ENV_CONFIG, "").strip()
-    if not raw:
-        return {}
-    names = {f.name for f in dataclasses.fields(ToyTritonConfig)}
-    out = {}
-    for item in raw.split(","):
-        key, _, val = item.partition("=")
-        key = key.strip()
-        if key not in names:
-            raise ValueError(f"{ENV_CONFIG}: unknown key {key!r}; known: {sorted(names)}")
-        out[key] = int(val)
-    return out
+    return parse_overrides(ENV_CONFIG, ToyTritonConfig, ())
 
 
 def toy_config(M: int, device: torch.device | str, precision: str = "tf32") -> ToyTritonConfig:

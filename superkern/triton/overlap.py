@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -23,6 +22,7 @@ from superkern.ops.overlap_ref import PRECISIONS, round_to_precision
 from superkern.ops.overlap_types import OverlapPartials
 from superkern.triton import _overlap_topk as _topk
 from superkern.triton._overlap_kernel import ARG_BASE, _overlap_kernel
+from superkern.triton._env import parse_overrides
 
 ENV_CONFIG = "SUPERKERN_TRITON_OVERLAP"
 _COMPUTE_DTYPE = {"fp32": torch.float32, "tf32": torch.float32,
@@ -74,21 +74,7 @@ def _next_pow2(v: int) -> int:
 
 def _env_overrides() -> dict:
     """``SUPERKERN_TRITON_OVERLAP="block=128,block_k=64,num_stages=4,tma=1"`` (tuning on GPU)."""
-    raw = os.environ.get(ENV_CONFIG, "").strip()
-    if not raw:
-        return {}
-    names = {f.name for f in dataclasses.fields(OverlapTritonConfig)}
-    out = {}
-    for item in raw.split(","):
-        key, _, val = item.partition("=")
-        key = key.strip()
-        if key not in names:
-            raise ValueError(f"{ENV_CONFIG}: unknown key {key!r}; known: {sorted(names)}")
-        try:
-            out[key] = val.strip() not in ("0", "false", "") if key == "tma" else int(val)
-        except ValueError:
-            raise ValueError(f"{ENV_CONFIG}: {key}={val!r} is not an integer") from None
-    return out
+    return parse_overrides(ENV_CONFIG, OverlapTritonConfig, ("tma",))
 
 
 def overlap_config(dtype: torch.dtype, m: int, device: torch.device | str) -> OverlapTritonConfig:

@@ -1,0 +1,31 @@
+"""Atomic file writes: a temporary file beside the target, fsync, then ``os.replace`` (atomic on
+POSIX), so a reader or a killed run never sees a half-written file."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def write_atomic(path: PathLike, data: Union[bytes, str]) -> str:
+    """Write ``data`` (bytes, or str as UTF-8) to ``path``; creates parent folders. Returns the path."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return str(p)

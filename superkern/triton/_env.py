@@ -1,0 +1,33 @@
+"""Launch-setting overrides from an environment variable (tuning on a GPU without code edits)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+
+def parse_overrides(env_name: str, config_cls: type, bool_keys: tuple[str, ...] = ()) -> dict:
+    """Parse ``ENV="key=value,key=value"`` into a dict of fields of dataclass ``config_cls``.
+
+    Values are integers, except ``bool_keys`` ("0", "false" or "" mean False).
+
+    Raises:
+        ValueError: an unknown key (the message lists the known ones) or a non-integer value.
+    """
+    raw = os.environ.get(env_name, "").strip()
+    if not raw:
+        return {}
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    out = {}
+    for item in raw.split(","):
+        key, _, val = item.partition("=")
+        key = key.strip()
+        if key not in names:
+            raise ValueError(f"{env_name}: unknown key {key!r}; known: {sorted(names)}")
+        if key in bool_keys:
+            out[key] = val.strip().lower() not in ("0", "false", "")
+            continue
+        try:
+            out[key] = int(val)
+        except ValueError:
+            raise ValueError(f"{env_name}: {key}={val!r} is not an integer") from None
+    return out
