@@ -156,61 +156,49 @@ def _weight_runs(ctx: Context, what: str) -> list[Run]:
     return runs
 
 
-@figure("fig15", "Variance of |overlap| among strongly represented rows (Fig. 15)")
-def fig15(ctx: Context):
-    runs = _weight_runs(ctx, "Fig. 15")
+def _weight_split_vs_m(ctx: Context, what: str, split: str, key: str, ylabel: str,
+                       reference) -> plt.Figure:
+    """Scatter of one statistic of the strong/weak row split of saved weights against m,
+    coloured by alpha, with a reference curve ``reference(widths) -> (x, y, label)``."""
     pts = []
-    for r in runs:
-        st = cached_stats(r.weights, ctx.cache, "overlaps")["strong"]
-        if math.isfinite(st["var_abs"]):
-            pts.append((r, st["var_abs"]))
+    for r in _weight_runs(ctx, what):
+        v = cached_stats(r.weights, ctx.cache, "overlaps")[split][key]
+        if math.isfinite(v):
+            pts.append((r, v))
     if not pts:
-        raise MissingData("no run has >= 2 strongly represented rows")
+        raise MissingData(f"no run has >= 2 {split}ly represented rows")
     fig, ax = plt.subplots(figsize=(5.4, 4.5))
     c, lo, hi = _by_alpha_colors([r for r, _ in pts])
     sc = ax.scatter([r.m for r, _ in pts], [v for _, v in pts], c=c, s=12, cmap="viridis",
                     vmin=lo, vmax=hi)
-    widths = sorted({r.m for r, _ in pts})
-    ax.plot(widths, [random_var_abs(w) for w in widths], "k--", lw=1,
-            label="random unit vectors (m^2/2 of them)")
+    x, y, label = reference(sorted({r.m for r, _ in pts}))
+    ax.plot(x, y, "k--", lw=1, label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("model width m")
-    ax.set_ylabel("var |cos| among rows with norm > 1")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
     if hi > lo:
         plt.colorbar(sc, ax=ax, label="alpha")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     footer(fig, ctx, [r for r, _ in pts])
     return fig
+
+
+@figure("fig15", "Variance of |overlap| among strongly represented rows (Fig. 15)")
+def fig15(ctx: Context):
+    return _weight_split_vs_m(
+        ctx, "Fig. 15", "strong", "var_abs", "var |cos| among rows with norm > 1",
+        lambda w: (w, [random_var_abs(x) for x in w], "random unit vectors (m^2/2 of them)"))
 
 
 @figure("fig16", "Mean squared overlap of weakly represented rows (Fig. 16)")
 def fig16(ctx: Context):
-    runs = _weight_runs(ctx, "Fig. 16")
-    pts = []
-    for r in runs:
-        wk = cached_stats(r.weights, ctx.cache, "overlaps")["weak"]
-        if math.isfinite(wk["mean_sq"]):
-            pts.append((r, wk["mean_sq"]))
-    if not pts:
-        raise MissingData("no run has >= 2 weakly represented rows")
-    fig, ax = plt.subplots(figsize=(5.4, 4.5))
-    c, lo, hi = _by_alpha_colors([r for r, _ in pts])
-    sc = ax.scatter([r.m for r, _ in pts], [v for _, v in pts], c=c, s=12, cmap="viridis",
-                    vmin=lo, vmax=hi)
-    ms = np.geomspace(min(r.m for r, _ in pts), max(r.m for r, _ in pts), 50)
-    ax.plot(ms, 1 / ms, "k--", lw=1, label="1/m")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("model width m")
-    ax.set_ylabel("mean cos^2 among rows with 0 < norm <= 1")
-    ax.legend(fontsize=7)
-    if hi > lo:
-        plt.colorbar(sc, ax=ax, label="alpha")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    footer(fig, ctx, [r for r, _ in pts])
-    return fig
+    def one_over_m(w):
+        ms = np.geomspace(min(w), max(w), 50)
+        return ms, 1 / ms, "1/m"
+    return _weight_split_vs_m(ctx, "Fig. 16", "weak", "mean_sq",
+                              "mean cos^2 among rows with 0 < norm <= 1", one_over_m)
 
 
 @figure("fig10", "Large toy model vs theory: phi_half, unlearned loss, phi_1, overlaps (Fig. 10)")
