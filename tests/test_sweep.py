@@ -189,6 +189,38 @@ def test_resume_skips_done_and_rows_match_schema(tmp_path):
         assert isinstance(r["final_loss"], float) and r["launch"]["instances"] >= 1
 
 
+
+def test_group_by_reaches_the_trainer(tmp_path):
+    """``group_by`` (argument or ``[sweep]`` option) is passed to the trainer; None leaves
+    the trainer's protocol (and train_many's default, "bucket") untouched."""
+    seen: list = []
+    fake = make_fake()
+
+    def train(configs, device=None, progress=None, **kw):
+        seen.append(kw)
+        return fake(configs, device=device, progress=progress)
+
+    configs = small_configs()[:4]
+    run_sweep(configs, tmp_path / "a", train_fn=train, progress=False)
+    run_sweep(configs, tmp_path / "b", train_fn=train, progress=False, group_by="width")
+    assert seen[0] == {} and seen[-1] == {"group_by": "width"}
+    # Old-style trainers without the keyword keep working when it is not given.
+    run_sweep(configs, tmp_path / "c", train_fn=make_fake(), progress=False)
+    with pytest.raises(ValueError, match="unknown group_by 'widths'"):
+        run_sweep(configs, tmp_path / "d", train_fn=train, progress=False, group_by="widths")
+    assert not (tmp_path / "d").exists()
+    exp = apply_overrides(parse_experiment(DOC), ["group_by=\"none\""])
+    assert exp.sweep["group_by"] == "none"
+    from superkern.sweep import sweep
+
+    toml = tmp_path / "e.toml"
+    toml.write_text('[base]\npreset = "small"\nn = 48\nsteps = 10\nbatch = 8\n'
+                    '[grid]\nm = [3, 20]\n[sweep]\ngroup_by = "none"\n')
+    sweep(str(toml), tmp_path / "e", train_fn=train, progress=False)
+    assert seen[-1] == {"group_by": "none"}
+    sweep(str(toml), tmp_path / "f", train_fn=train, progress=False, group_by="bucket")
+    assert seen[-1] == {"group_by": "bucket"}
+
 KILL_SCRIPT = '''
 import sys
 sys.path.insert(0, {repo!r})

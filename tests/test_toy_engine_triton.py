@@ -80,3 +80,21 @@ def test_engine_backends_agree_on_replayed_batches():
 def test_train_many_runs_on_triton():
     res = train_many(_configs(steps=2), device=DEV)
     assert all(r.backend == "triton" and r.W.shape == (32, r.config.m) for r in res)
+
+
+def test_train_many_group_by_policies_agree_on_triton():
+    """The Philox stream is keyed by (data seed, step), so a data group split across launches
+    draws the same batches: every grouping policy gives the same models (up to rounding)."""
+    kw = dict(preset=None, n=32, steps=3, batch=16, log_every=1, backend="triton")
+    configs = [ToyConfig(m=3, gamma=-1.0, seed=0, **kw),     # bucket 16, data group A
+               ToyConfig(m=20, gamma=0.5, seed=0, **kw),     # bucket 32, data group A
+               ToyConfig(m=8, gamma=0.0, seed=1, **kw)]      # bucket 16
+    runs = {g: train_many(configs, device=DEV, group_by=g) for g in ("none", "bucket", "width")}
+    assert [r.group_size for r in runs["bucket"]] == [2, 1, 2]
+    for g in ("bucket", "width"):
+        for c, a, r in zip(configs, runs["none"], runs[g]):
+            assert r.backend == "triton" and r.W.shape == (c.n, c.m)
+            assert_allclose(f"W ({g}, m={c.m})", r.W, a.W, rtol=1e-5, atol=1e-6)
+            assert_allclose(f"b ({g}, m={c.m})", r.b, a.b, rtol=1e-5, atol=1e-6)
+            assert_allclose(f"curve ({g}, m={c.m})", torch.tensor([v for _, v in r.curve]),
+                            torch.tensor([v for _, v in a.curve]), rtol=1e-5, atol=1e-7)

@@ -72,6 +72,68 @@ def test_padding_is_exact():
     assert_allclose("padded W", both.W[0, :, :4], alone.W[0], rtol=1e-5, atol=1e-7)
 
 
+def _widths(steps=20, backend="torch"):
+    """Widths in three buckets (16: 3, 8, 16; 32: 20, 17; 64: 33); A, B and F share data."""
+    kw = dict(preset=None, n=40, steps=steps, batch=16, backend=backend, log_every=5)
+    return [ToyConfig(m=m, gamma=g, seed=s, **kw) for m, g, s in
+            [(3, -1.0, 0), (20, 0.5, 0), (8, 0.0, 1), (17, -1.0, 1), (33, 0.3, 2),
+             (20, -0.5, 0), (16, -1.0, 3)]]
+
+
+def test_width_bucket_rule():
+    assert [api.width_bucket(m) for m in (1, 2, 15, 16, 17, 32, 33, 100, 128, 129, 1000)] == \
+        [16, 16, 16, 16, 32, 32, 64, 128, 128, 256, 1024]
+    with pytest.raises(ValueError, match="m must be >= 1"):
+        api.width_bucket(0)
+
+
+def test_width_bucket_equals_triton_block_m():
+    """The pure-python bucket rule is the padded width the Triton kernels use."""
+    common = pytest.importorskip("superkern.triton._toy_common")
+    for m in range(1, 2049):
+        assert api.width_bucket(m) == common.block_m(m), m
+
+
+def test_plan_groups_policies():
+    configs = _widths()
+    cpu = torch.device("cpu")
+    plans = {g: [idx for _, idx in api.plan_groups(configs, cpu, g)] for g in api.GROUP_BY}
+    assert plans["none"] == [[0, 1, 2, 3, 4, 5, 6]]
+    assert plans["bucket"] == [[0, 2, 6], [1, 3, 5], [4]]
+    assert plans["width"] == [[0], [1, 5], [2], [3], [4], [6]]
+    assert api.plan_groups(configs, cpu) == api.plan_groups(configs, cpu, "bucket")
+    # Width splits come on top of the other keys, never instead of them.
+    other = configs + [configs[0].replace(steps=30), configs[1].replace(batch=8)]
+    assert [idx for _, idx in api.plan_groups(other, cpu, "none")] == [list(range(7)), [7], [8]]
+    assert [idx for _, idx in api.plan_groups(other, cpu, "bucket")] == \
+        [[0, 2, 6], [1, 3, 5], [4], [7], [8]]
+    for bad in ("Bucket", "m", None):
+        with pytest.raises(ValueError, match=r"unknown group_by .*'bucket', 'width', 'none'"):
+            api.plan_groups(configs, cpu, bad)
+    with pytest.raises(ValueError, match="unknown group_by 'widths'"):
+        train_many(configs, device="cpu", group_by="widths")
+
+
+def test_train_many_group_by_policies_agree():
+    """Same init and batches under every policy (split data groups redraw the same stream):
+    results agree up to the rounding of the padded products, and group sizes follow the plan."""
+    configs = _widths()
+    runs = {g: train_many(configs, device="cpu", group_by=g) for g in api.GROUP_BY}
+    assert [r.group_size for r in runs["none"]] == [7] * 7
+    assert [r.group_size for r in runs["bucket"]] == [3, 3, 3, 3, 1, 3, 3]
+    assert [r.group_size for r in runs["width"]] == [1, 2, 1, 1, 1, 2, 1]
+    for g in ("bucket", "width"):
+        for c, a, r in zip(configs, runs["none"], runs[g]):
+            tag = f"{g}: m={c.m} seed={c.seed}"
+            assert r.config == c and r.W.shape == (c.n, c.m)
+            assert_allclose(f"W ({tag})", r.W, a.W, rtol=1e-5, atol=1e-6)
+            assert_allclose(f"b ({tag})", r.b, a.b, rtol=1e-5, atol=1e-6)
+            assert [s for s, _ in r.curve] == [s for s, _ in a.curve] == [1, 5, 10, 15, 20]
+            assert_allclose(f"curve ({tag})", torch.tensor([v for _, v in r.curve]),
+                            torch.tensor([v for _, v in a.curve]), rtol=1e-5)
+            assert r.final_loss == pytest.approx(a.final_loss, rel=1e-5), tag
+
+
 def test_strong_vs_weak_superposition():
     """n = 200, m = 10: growth (gamma = -1) represents nearly every feature (phi_1/2 ~ 1),
     decay (gamma = 0.5) about m of them (phi_1/2 ~ m/n = 0.05), and the weak model's loss is

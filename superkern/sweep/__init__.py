@@ -40,7 +40,8 @@ def sweep(spec: str, out_dir: Optional[str | Path] = None, *, quick: bool = Fals
           variants: Sequence[str] = (), overrides: Sequence[str] = (),
           device: Optional[str] = None, max_instances: Optional[int] = None,
           progress: bool = True, save_weights: Optional[bool] = None, keep_going: bool = False,
-          train_fn: Optional[Callable[..., Sequence[Any]]] = None) -> SweepSummary:
+          train_fn: Optional[Callable[..., Sequence[Any]]] = None,
+          group_by: Optional[str] = None) -> SweepSummary:
     """Run (or resume) an experiment: the library function behind ``superkern sweep``.
 
     Args:
@@ -53,6 +54,8 @@ def sweep(spec: str, out_dir: Optional[str | Path] = None, *, quick: bool = Fals
         progress: tqdm bar on stderr.
         keep_going: continue after a failed launch.
         train_fn: trainer to use instead of ``superkern.toy.train_many``.
+        group_by: width grouping inside each launch ("bucket", "width", "none"); default the
+            experiment's ``[sweep] group_by``, else the trainer's default ("bucket").
     """
     exp, configs = prepare(spec, quick=quick, variants=variants, overrides=overrides)
     opts = dict(exp.sweep)
@@ -68,4 +71,5 @@ def sweep(spec: str, out_dir: Optional[str | Path] = None, *, quick: bool = Fals
         progress=progress,
         save_weights=bool(opts.get("save_weights", True) if save_weights is None
                           else save_weights),
-        keep_going=keep_going, manifest=manifest)
+        keep_going=keep_going, manifest=manifest,
+        group_by=group_by if group_by is not None else opts.get("group_by"))

@@ -75,6 +75,17 @@ def default_train_fn() -> Callable[..., list]:
     return _toy().train_many
 
 
+def check_group_by(group_by: Optional[str]) -> None:
+    """ValueError unless ``group_by`` is None (the trainer's default, "bucket") or one of
+    ``train_many``'s width-grouping policies ("bucket", "width", "none")."""
+    if group_by is None:
+        return
+    from superkern.toy.api import GROUP_BY
+
+    if group_by not in GROUP_BY:
+        raise ValueError(f"unknown group_by {group_by!r}; choose from {GROUP_BY}")
+
+
 def _probabilities_fallback(cfg: Mapping[str, Any]) -> np.ndarray:
     """SPEC section 2 feature frequencies, used only if the engine lacks ``toy_probabilities``."""
     n = int(cfg["n"])

@@ -10,7 +10,8 @@ An experiment file has these tables (all but ``[grid]`` optional)::
                                               #   powers_of_2 / logspace_int),
     data = [{dist = "exponential"}, {dist = "power", alpha = 1.2}]
                                  #   or a list of tables, merged into the config (zipped axes)
-    [sweep]                      # runner options: max_instances, device
+    [sweep]                      # runner options: max_instances, device, save_weights,
+                                 #   group_by (train_many's width grouping)
     [variants.quick]             # named overrides: flat keys, as with --set
 
 ``seeds`` is accepted as an alias of the ``seed`` axis. Values are validated by building every
@@ -35,7 +36,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-SWEEP_OPTIONS = ("max_instances", "device", "save_weights")
+SWEEP_OPTIONS = ("max_instances", "device", "save_weights", "group_by")
 ALIASES = {"seeds": "seed"}
 # Fields that must agree for configs to share one instance-batched launch.
 LAUNCH_KEY = ("n", "steps", "batch", "precision", "backend", "preset", "log_every")

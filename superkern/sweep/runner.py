@@ -183,7 +183,8 @@ def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = 
               train_fn: Optional[Callable[..., Sequence[Any]]] = None,
               device: Optional[str] = None, max_instances: int = 32, progress: bool = True,
               save_weights: bool = True, keep_going: bool = False,
-              manifest: Optional[dict[str, Any]] = None) -> SweepSummary:
+              manifest: Optional[dict[str, Any]] = None,
+              group_by: Optional[str] = None) -> SweepSummary:
     """Train every config not yet in ``out_dir/results.jsonl`` and append its row.
 
     Args:
@@ -198,10 +199,16 @@ def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = 
         progress: show a tqdm bar on stderr.
         save_weights: write each model's W and b next to the results.
         keep_going: on a failed launch, record the error and continue with the next one.
+        group_by: how the trainer splits a launch by width, passed on as
+            ``train_fn(..., group_by=...)``: "bucket", "width" or "none" (see
+            ``superkern.toy.train_many``). None (default): not passed, so the trainer's own
+            default applies ("bucket" for ``train_many``).
 
     Returns:
         A :class:`SweepSummary`.
     """
+    engine.check_group_by(group_by)
+    train_kw = {} if group_by is None else {"group_by": group_by}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / RESULTS_NAME
@@ -229,7 +236,8 @@ def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = 
             t0 = time.perf_counter()
             try:
                 results = engine.results_as_sequence(
-                    train(list(launch.configs), device=device, progress=bar.callback),
+                    train(list(launch.configs), device=device, progress=bar.callback,
+                          **train_kw),
                     len(launch.configs))
             except Exception as exc:  # noqa: BLE001
                 if not keep_going:

@@ -13,6 +13,30 @@ from superkern.toy.result import ToyResult
 
 ProgressArg = Union[None, bool, Callable[[int, int], None]]
 
+# Launch-grouping policies of train_many / plan_groups (the first is the default).
+GROUP_BY = ("bucket", "width", "none")
+# Smallest padded width of the Triton kernels' register tiles (tl.dot's minimum); must equal
+# the rule of ``superkern.triton._toy_common.block_m`` (tests check that they agree).
+_MIN_BUCKET = 16
+
+
+def width_bucket(m: int) -> int:
+    """The padded width the Triton toy kernels use for width m: the next power of two, at
+    least 16 (pure python, the same rule as ``superkern.triton._toy_common.block_m``).
+
+    ``train_many(group_by="bucket")`` never puts two widths with different buckets in one
+    launch, so no model is padded past the width its kernels would pad it to anyway.
+    """
+    m = int(m)
+    if m < 1:
+        raise ValueError(f"width m must be >= 1, got {m}")
+    return max(_MIN_BUCKET, 1 << (m - 1).bit_length())
+
+
+def _check_group_by(group_by: str) -> None:
+    if group_by not in GROUP_BY:
+        raise ValueError(f"unknown group_by {group_by!r}; choose from {GROUP_BY}")
+
 
 def _device(device) -> torch.device:
     return default_device() if device is None else torch.device(device)
@@ -42,20 +66,32 @@ def train(config: ToyConfig, *, device: Optional[Union[str, torch.device]] = Non
     return tr.results(tr.run())[0]
 
 
-def plan_groups(configs: Sequence[ToyConfig], device: torch.device
+def plan_groups(configs: Sequence[ToyConfig], device: torch.device, group_by: str = "bucket"
                 ) -> list[tuple[str, list[int]]]:
     """Partition config indices into launch groups: equal (resolved backend, n, steps, batch,
-    precision, log_every). Resolves (and so validates) every backend first.
+    precision, log_every), and further split by width according to ``group_by``:
+
+    - "bucket": equal :func:`width_bucket` (m padded as the kernels pad it), the default;
+    - "width": equal m (no padding at all, more launches);
+    - "none": no split (every model padded to its group's largest m).
+
+    Resolves (and so validates) every backend first.
 
     Returns:
         ``[(backend, [indices]), ...]`` in first-appearance order.
+
+    Raises:
+        ValueError: an unknown ``group_by``, a non-config, a backend that cannot run here.
     """
+    _check_group_by(group_by)
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(configs):
         if not isinstance(c, ToyConfig):
             raise ValueError(f"configs[{i}] must be a ToyConfig, got {type(c).__name__}")
         be = resolve_toy_backend(c.backend, device, c.precision)
-        groups.setdefault((be, c.n, c.steps, c.batch, c.precision, c.log_every), []).append(i)
+        width = {"bucket": width_bucket(c.m), "width": c.m, "none": None}[group_by]
+        key = (be, c.n, c.steps, c.batch, c.precision, c.log_every, width)
+        groups.setdefault(key, []).append(i)
     return [(key[0], idx) for key, idx in groups.items()]
 
 
@@ -83,26 +119,32 @@ def _progress_fn(progress: ProgressArg, total: int):
 
 
 def train_many(configs: Sequence[ToyConfig], *, device: Optional[Union[str, torch.device]] = None,
-               progress: ProgressArg = None) -> list[ToyResult]:
+               progress: ProgressArg = None, group_by: str = "bucket") -> list[ToyResult]:
     """Train many toy models, sharing launches where exact (SPEC section 2).
 
-    Configs with the same n, steps, batch, precision, log_every and resolved backend train
-    together on an instance axis (W padded to the group's largest m; models with the same p and
-    data seed share each batch). With the torch backend each result equals training that config
-    alone with :func:`train` (the reference) up to floating-point rounding: same init, same
-    batches.
+    Configs with the same n, steps, batch, precision, log_every and resolved backend (and,
+    by default, the same width bucket) train together on an instance axis (W padded to the
+    group's largest m; models with the same p and data seed share each batch). With the torch
+    backend each result equals training that config alone with :func:`train` (the reference)
+    up to floating-point rounding: same init, same batches. The grouping never changes which
+    init or batches a model sees (each launch seeds its data groups afresh; the triton stream
+    is keyed by data seed and step), only the padding and so the rounding.
 
     Args:
         configs: the runs, in any order; results come back in the same order.
         device: as :func:`train`.
         progress: None, True (tqdm bar) or ``callable(model_steps_done, model_steps_total)``.
+        group_by: how widths share a launch: "bucket" (default: same :func:`width_bucket`,
+            i.e. the power-of-two width the Triton kernels pad to), "width" (same m) or
+            "none" (all widths together, padded to the largest); see :func:`plan_groups`.
 
     Raises:
-        ValueError: any config whose backend / precision cannot run here, before any work.
+        ValueError: an unknown ``group_by``, any config whose backend / precision cannot run
+            here, before any work.
     """
     configs = list(configs)
     dev = _device(device)
-    plan = plan_groups(configs, dev)
+    plan = plan_groups(configs, dev, group_by)
     total = sum(c.steps for c in configs)
     make, close = _progress_fn(progress, total)
     out: list[Optional[ToyResult]] = [None] * len(configs)

@@ -1,5 +1,6 @@
-"""Shared pieces of the toy-model kernels: block sizes (one helper), the Philox data stream and
-the precision-dispatching tile product.
+"""Shared pieces of the toy-model kernels: block sizes (one helper), the Philox data stream,
+the precision-dispatching tile product, and the common end of the fused and stored dW/db
+kernels (scale, sparse entry term in CSC chunks, store).
 
 The data stream. x[g, s, i] = u * v with u = 1[r1 < p[g, i]] and v = 2 * r2, where (r1, r2) are
 the first two 32-bit outputs of Philox-4x32-10 keyed by seeds[g] (all 64 bits) at the counter
@@ -147,3 +148,59 @@ def _mm(acc, a, b, PREC: tl.constexpr, INTERP: tl.constexpr):
     else:
         out = tl.dot(a, b, acc, input_precision=PREC)
     return out
+
+
+@triton.jit
+def _csc_chunks(dW, db, lo, hi, ent, inst, offs_n, offs_m, m_ok, M, B, cap, csc_perm_ptr,
+                csr_s_ptr, csr_i_ptr, csr_v_ptr, gx_ptr, h_ptr, dh_ptr, BK: tl.constexpr,
+                PREC: tl.constexpr, INTERP: tl.constexpr):
+    """dW_t += sum over the tile's entries of (v dh_s + gx_e h_s) e_i^T; db_t += sum gx_e.
+
+    Entries of a feature tile are contiguous in CSC order; each chunk of BK of them becomes a
+    one-hot (BN, BK) matrix (weights v or gx) times the gathered (BK, width) rows.
+    """
+    hi = tl.minimum(hi, cap)        # a too small caller-given cap: stay in bounds (NaN loss)
+    for e0 in range(lo, hi, BK):
+        offs_e = e0 + tl.arange(0, BK)
+        pos = tl.load(csc_perm_ptr + ent + offs_e, mask=offs_e < hi, other=cap)
+        ok = (offs_e < hi) & (pos < cap)
+        s = tl.load(csr_s_ptr + ent + pos, mask=ok, other=0)
+        fi = tl.load(csr_i_ptr + ent + pos, mask=ok, other=-1)
+        v = tl.load(csr_v_ptr + ent + pos, mask=ok, other=0.0)
+        gx = tl.load(gx_ptr + inst * cap + pos, mask=ok, other=0.0)
+        rows = s[:, None] * M + offs_m[None, :]
+        rmask = ok[:, None] & m_ok[None, :]
+        dhg = tl.load(dh_ptr + inst * B * M + rows, mask=rmask, other=0.0)
+        hg = tl.load(h_ptr + inst * B * M + rows, mask=rmask, other=0.0)
+        sel = fi[None, :] == offs_n[:, None]
+        fv = tl.where(sel, v[None, :], 0.0)
+        fg = tl.where(sel, gx[None, :], 0.0)
+        dW = _mm(dW, fv, dhg, PREC, INTERP)
+        dW = _mm(dW, fg, hg, PREC, INTERP)
+        db += tl.sum(fg, axis=1)
+    return dW, db
+
+
+@triton.jit
+def _dw_db_finish(dW, db, c, g, inst, f0, offs_n, n_ok, offs_m, m_ok, db_ok, n, M, B, cap,
+                  col_ptr_ptr, csc_perm_ptr, csr_s_ptr, csr_i_ptr, csr_v_ptr, gx_ptr, h_ptr,
+                  dh_ptr, dW_ptr, db_ptr, BN: tl.constexpr, BK: tl.constexpr,
+                  PREC: tl.constexpr, INTERP: tl.constexpr):
+    """The common end of the dW/db kernels (fused ``_cols_kernel``, stored ``_dw_kernel``).
+
+    Takes the dense sums dW_t = y^T h (BN, width tile) and db_t = sum y of feature tile f0
+    of instance inst (data group g); scales both by c, adds the tile's sparse entry terms
+    (:func:`_csc_chunks`, entries [col_ptr[f0], col_ptr[f0 + BN]) of group g) and stores dW
+    (rows offs_n, columns offs_m) and db (where ``db_ok``).
+    """
+    dW = dW * c
+    db = db * c
+    cp = col_ptr_ptr + g * (n + 1)
+    lo = tl.load(cp + f0)
+    hi = tl.load(cp + tl.minimum(f0 + BN, n))
+    dW, db = _csc_chunks(dW, db, lo, hi, g * cap, inst, offs_n, offs_m, m_ok, M, B, cap,
+                         csc_perm_ptr, csr_s_ptr, csr_i_ptr, csr_v_ptr, gx_ptr, h_ptr, dh_ptr,
+                         BK, PREC, INTERP)
+    tl.store(dW_ptr + inst * n * M + (offs_n[:, None] * M + offs_m[None, :]), dW,
+             mask=n_ok[:, None] & m_ok[None, :])
+    tl.store(db_ptr + inst * n + offs_n, db, mask=db_ok)

@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from superkern.triton._toy_common import _mm
+from superkern.triton._toy_common import _dw_db_finish, _mm
 
 
 @triton.jit
@@ -108,37 +108,6 @@ def _rows_kernel(W_ptr, b_ptr, group_ptr, c_ptr, row_ptr_ptr, csr_i_ptr, csr_v_p
 
 
 @triton.jit
-def _csc_chunks(dW, db, lo, hi, ent, inst, offs_n, offs_m, m_ok, M, B, cap, csc_perm_ptr,
-                csr_s_ptr, csr_i_ptr, csr_v_ptr, gx_ptr, h_ptr, dh_ptr, BK: tl.constexpr,
-                PREC: tl.constexpr, INTERP: tl.constexpr):
-    """dW_t += sum over the tile's entries of (v dh_s + gx_e h_s) e_i^T; db_t += sum gx_e.
-
-    Entries of a feature tile are contiguous in CSC order; each chunk of BK of them becomes a
-    one-hot (BN, BK) matrix (weights v or gx) times the gathered (BK, width) rows.
-    """
-    hi = tl.minimum(hi, cap)        # a too small caller-given cap: stay in bounds (NaN loss)
-    for e0 in range(lo, hi, BK):
-        offs_e = e0 + tl.arange(0, BK)
-        pos = tl.load(csc_perm_ptr + ent + offs_e, mask=offs_e < hi, other=cap)
-        ok = (offs_e < hi) & (pos < cap)
-        s = tl.load(csr_s_ptr + ent + pos, mask=ok, other=0)
-        fi = tl.load(csr_i_ptr + ent + pos, mask=ok, other=-1)
-        v = tl.load(csr_v_ptr + ent + pos, mask=ok, other=0.0)
-        gx = tl.load(gx_ptr + inst * cap + pos, mask=ok, other=0.0)
-        rows = s[:, None] * M + offs_m[None, :]
-        rmask = ok[:, None] & m_ok[None, :]
-        dhg = tl.load(dh_ptr + inst * B * M + rows, mask=rmask, other=0.0)
-        hg = tl.load(h_ptr + inst * B * M + rows, mask=rmask, other=0.0)
-        sel = fi[None, :] == offs_n[:, None]
-        fv = tl.where(sel, v[None, :], 0.0)
-        fg = tl.where(sel, gx[None, :], 0.0)
-        dW = _mm(dW, fv, dhg, PREC, INTERP)
-        dW = _mm(dW, fg, hg, PREC, INTERP)
-        db += tl.sum(fg, axis=1)
-    return dW, db
-
-
-@triton.jit
 def _cols_kernel(W_ptr, b_ptr, group_ptr, c_ptr, col_ptr_ptr, csc_perm_ptr, csr_s_ptr,
                  csr_i_ptr, csr_v_ptr, h_ptr, dh_ptr, gx_ptr, dW_ptr, db_ptr, n, M, B, cap,
                  BB: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr,
@@ -168,16 +137,9 @@ def _cols_kernel(W_ptr, b_ptr, group_ptr, c_ptr, col_ptr_ptr, csc_perm_ptr, csr_
         y = tl.where(b_ok[:, None] & n_ok[None, :], tl.maximum(z, 0.0), 0.0)
         dW = _mm(dW, tl.trans(y), h, PREC, INTERP)
         db += tl.sum(y, axis=0)
-    dW = dW * c
-    db = db * c
-    cp = col_ptr_ptr + g * (n + 1)
-    lo = tl.load(cp + f0)
-    hi = tl.load(cp + tl.minimum(f0 + BN, n))
-    dW, db = _csc_chunks(dW, db, lo, hi, g * cap, inst, offs_n, offs_m, m_ok, M, B, cap,
-                         csc_perm_ptr, csr_s_ptr, csr_i_ptr, csr_v_ptr, gx_ptr, h_ptr, dh_ptr,
-                         BK, PREC, INTERP)
-    tl.store(dW_ptr + inst * n * M + wofs, dW, mask=wmask)
-    tl.store(db_ptr + inst * n + offs_n, db, mask=n_ok)
+    _dw_db_finish(dW, db, c, g, inst, f0, offs_n, n_ok, offs_m, m_ok, n_ok, n, M, B, cap,
+                  col_ptr_ptr, csc_perm_ptr, csr_s_ptr, csr_i_ptr, csr_v_ptr, gx_ptr, h_ptr,
+                  dh_ptr, dW_ptr, db_ptr, BN, BK, PREC, INTERP)
 
 
 def fused_loss_grad(W, b, group, c, sp, B, cfg, bm, prec, interp):

@@ -20,8 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from superkern.triton._toy_common import _mm
-from superkern.triton._toy_fused import _csc_chunks
+from superkern.triton._toy_common import _dw_db_finish, _mm
 
 
 @triton.jit
@@ -176,17 +175,10 @@ def _dw_kernel(group_ptr, c_ptr, col_ptr_ptr, csc_perm_ptr, csr_s_ptr, csr_i_ptr
                     mask=b_ok[:, None] & m_ok[None, :], other=0.0)
         dW = _mm(dW, tl.trans(y), h, PREC, INTERP)
         db += tl.sum(y, axis=0)
-    dW = dW * c
-    db = db * c
-    cp = col_ptr_ptr + g * (n + 1)
-    lo = tl.load(cp + f0)
-    hi = tl.load(cp + tl.minimum(f0 + BN, n))
-    dW, db = _csc_chunks(dW, db, lo, hi, g * cap, inst, offs_n, offs_m, m_ok, M, B, cap,
-                         csc_perm_ptr, csr_s_ptr, csr_i_ptr, csr_v_ptr, gx_ptr, h_ptr, dh_ptr,
-                         BK, PREC, INTERP)
-    tl.store(dW_ptr + inst * n * M + (offs_n[:, None] * M + offs_m[None, :]), dW,
-             mask=n_ok[:, None] & m_ok[None, :])
-    tl.store(db_ptr + inst * n + offs_n, db, mask=n_ok & (mc == 0))
+    # db is the same for every width chunk: only chunk 0 stores it.
+    _dw_db_finish(dW, db, c, g, inst, f0, offs_n, n_ok, offs_m, m_ok, n_ok & (mc == 0), n, M,
+                  B, cap, col_ptr_ptr, csc_perm_ptr, csr_s_ptr, csr_i_ptr, csr_v_ptr, gx_ptr,
+                  h_ptr, dh_ptr, dW_ptr, db_ptr, BN, BK, PREC, INTERP)
 
 
 def stored_loss_grad(W, b, group, c, sp, B, cfg, prec, interp):
