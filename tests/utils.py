@@ -65,3 +65,43 @@ def assert_allclose(name: str, got: torch.Tensor, want: torch.Tensor, rtol: floa
             f"{name}: {int(bad.sum())} of {bad.numel()} mismatch; max abs err "
             f"{float(err.max()):.3e}; first at flat index {i}: got {float(got.flatten()[i])!r}, "
             f"want {float(want.flatten()[i])!r}")
+
+
+# Per-precision tolerances on a single overlap (elementwise) and on means.
+TOL = {"fp32": 2e-5, "tf32": 4e-3, "fp16": 4e-3, "bf16": 3e-2}
+
+def check_against_gold(st, gold, precision, bins=0, topk=0, per_row=False):
+    tol = TOL[precision]
+    assert st.n_used == gold["N"] and st.n_pairs == gold["P"]
+    if gold["P"] == 0:
+        return
+    assert_close("mean_cos", st.mean_cos, gold["mean_cos"], rtol=tol, atol=tol / 10)
+    assert_close("mean_abs", st.mean_abs, gold["mean_abs"], rtol=tol, atol=tol / 10)
+    assert_close("mean_sq", st.mean_sq, gold["mean_sq"], rtol=2 * tol, atol=tol / 10)
+    assert_close("max_abs", st.max_abs, gold["max_abs"], rtol=0, atol=tol)
+    i, j = st.max_pair
+    loc = {int(v): k for k, v in enumerate(gold["idx"])}
+    assert i < j and abs(abs(float(gold["C"][loc[i], loc[j]])) - gold["max_abs"]) <= tol
+    if bins:
+        assert int(st.hist.sum()) == gold["P"], "histogram must count every pair once"
+        diff = int((st.hist - gold["hist"]).abs().sum())
+        assert diff <= 2 * gold["hist_ambiguous"] + (0 if precision == "fp32" else gold["P"] // 50), (
+            f"histogram L1 diff {diff} > allowed (ambiguous {gold['hist_ambiguous']})")
+    if topk:
+        want = gold["c"].abs().sort(descending=True).values[:topk]
+        assert_allclose("topk |c|", st.topk_values.abs(), want, rtol=0, atol=tol)
+        pairs = st.topk_pairs
+        assert (pairs[:, 0] < pairs[:, 1]).all()
+        assert len({tuple(p) for p in pairs.tolist()}) == topk, "top-k pairs must be distinct"
+        cg = torch.tensor([float(gold["C"][loc[int(a)], loc[int(b)]]) for a, b in pairs])
+        assert_allclose("topk values vs their pairs", st.topk_values, cg, rtol=0, atol=tol)
+    if per_row:
+        used = gold["idx"]
+        assert_allclose("row_max_abs", st.row_max_abs[used], gold["row_max_abs"], rtol=0, atol=tol)
+        assert_allclose("row_sum_sq", st.row_sum_sq[used], gold["row_sum_sq"], rtol=2 * tol,
+                        atol=tol)
+        # The reported argmax attains the row max.
+        for r in range(gold["N"]):
+            j = int(st.row_argmax[used[r]])
+            assert j != int(used[r]) and abs(abs(float(gold["C"][r, loc[j]]))
+                                             - float(gold["row_max_abs"][r])) <= tol

@@ -15,6 +15,7 @@ from superkern import backend as _backend
 from superkern.ops._checks import as_matrix, as_nonneg_int, row_selection
 from superkern.ops.overlap_ref import PRECISIONS, overlap_partials_torch
 from superkern.ops.overlap_types import OverlapPartials, OverlapStats
+from superkern.ops import overlap_stream as _stream
 
 _COMPUTE_DTYPE = {"fp32": torch.float32, "tf32": torch.float32,
                   "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -50,7 +51,7 @@ def prepare_rows(W: Any, *, rows: Any = None, center: bool = False):
     idx = torch.arange(n, dtype=torch.int64) if sel is None else sel
     if center:
         X = X - X.double().mean(0).to(X.dtype) if X.shape[0] else X
-    norms = torch.linalg.vector_norm(X.double(), dim=1) if X.shape[0] else X.new_zeros(0).double()
+    norms = _stream.row_norms(X)
     nonzero = norms > 0
     n_zero = int((~nonzero).sum())
     if n_zero:
@@ -69,9 +70,31 @@ def _compute_operands(X: torch.Tensor, norms: torch.Tensor, precision: str):
     return X.to(dtype).contiguous(), (1.0 / norms).float()
 
 
+def _target_device(device: Any, X: torch.Tensor) -> torch.device:
+    """Where the kernel runs: ``device`` if given (validated), else where the rows are."""
+    if device is None:
+        return X.device
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r} is not a torch device ({exc})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}: CUDA is not available on this machine")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        elif dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA "
+                             f"device(s)")
+    elif dev.type != "cpu":
+        raise ValueError(f"device={device!r}: overlap_stats runs on 'cpu' or 'cuda'")
+    return dev
+
+
 def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False,
                   center: bool = False, rows: Any = None, precision: str = "fp32",
-                  backend: str = "auto") -> OverlapStats:
+                  backend: str = "auto", device: Any = None, block_rows: Any = None,
+                  max_device_bytes: Any = None) -> OverlapStats:
     """Statistics of all pairwise cosine overlaps between the rows of W.
 
     c_ij = u_i . u_j with u_i = W_i / ||W_i|| over the P = N(N-1)/2 unordered pairs of the N
@@ -88,6 +111,13 @@ def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False
             always fp32 within a tile and fp64 across tiles.
         backend: "auto", "torch", "cpu", "triton" or "cuda" (env SUPERKERN_BACKEND overrides
             auto).
+        device: where to compute (default: W's device). A head on the CPU with
+            ``device="cuda"`` is converted to the compute dtype and uploaded in row blocks.
+        block_rows: force block-pair streaming with blocks of this many rows (a multiple of
+            128): the device then holds two blocks, not the whole head. Default: stream only
+            when the compute copy does not fit ``max_device_bytes``.
+        max_device_bytes: device memory the operand copy may take (default: the free memory
+            less a 512 MiB reserve). Streaming runs on the torch and triton backends.
 
     Returns:
         OverlapStats with original row indices.
@@ -108,17 +138,37 @@ def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False
     if topk > P:
         raise ValueError(f"topk={topk} exceeds the number of pairs P={P} "
                          f"(N={N} nonzero selected rows of n={n})")
-    name = _backend.resolve(backend, X)
+    target = _target_device(device, X)
+    name = _backend.resolve(backend, X if X.device == target else
+                            torch.empty(0, device=target))
+    dtype = _COMPUTE_DTYPE[precision]
+    stream_rows = 0
     if N >= 2:
-        Xc, scale = _compute_operands(X, norms, precision)
-        part = _kernel(name)(Xc, scale.to(Xc.device), bins=bins, topk=topk, precision=precision)
+        stream_rows = _stream.plan_block_rows(X, precision, target, dtype,
+                                              block_rows=block_rows,
+                                              max_device_bytes=max_device_bytes)
+        if stream_rows and name not in _stream.STREAM_BACKENDS:
+            raise ValueError(
+                f"the ({N}, {m}) head needs block streaming (blocks of {stream_rows} rows), "
+                f"which the {name!r} backend does not implement; use one of "
+                f"{_stream.STREAM_BACKENDS}")
+        if stream_rows:
+            part = _stream.stream_partials(
+                _kernel(name), X, norms, precision=precision, bins=bins, topk=topk,
+                block_rows=stream_rows, device=target, dtype=dtype, operands=_compute_operands)
+        else:
+            Xc, scale = _stream.device_operands(X, norms, precision, target, dtype,
+                                                _compute_operands)
+            part = _kernel(name)(Xc, scale, bins=bins, topk=topk, precision=precision)
     else:
         part = overlap_partials_torch(X.float(), torch.ones(N), bins=bins, topk=topk)
-    if X.is_cuda:
-        torch.cuda.synchronize(X.device)
-    return _finish(part, idx, n=n, m=m, N=N, P=P, n_zero=n_zero, bins=bins, topk=topk,
-                   per_row=per_row, center=center, backend=name, precision=precision,
-                   seconds=time.perf_counter() - t0)
+    if target.type == "cuda":
+        torch.cuda.synchronize(target)
+    stats = _finish(part, idx, n=n, m=m, N=N, P=P, n_zero=n_zero, bins=bins, topk=topk,
+                    per_row=per_row, center=center, backend=name, precision=precision,
+                    seconds=time.perf_counter() - t0)
+    stats.block_rows = stream_rows
+    return stats
 
 
 def _finish(part: OverlapPartials, idx: torch.Tensor, *, n, m, N, P, n_zero, bins, topk,

@@ -37,6 +37,17 @@ def hist_bins(c: torch.Tensor, bins: int) -> torch.Tensor:
     return idx.clamp_(0, bins - 1)
 
 
+def check_split(split: int, N: int) -> None:
+    """``split`` of a cross-pair call: 0 (all pairs) or an S with 0 < S < N."""
+    if split and not 0 < split < N:
+        raise ValueError(f"split={split} must be 0 (all pairs) or in (0, N={N})")
+
+
+def num_pairs(N: int, split: int = 0) -> int:
+    """Pairs a kernel call reduces: N(N-1)/2, or S(N-S) cross pairs for split S."""
+    return split * (N - split) if split else N * (N - 1) // 2
+
+
 def _merge_row_max(best_v, best_j, v, j):
     """Elementwise running (max, argmax) with ties to the smaller j."""
     take = (v > best_v) | ((v == best_v) & (j < best_j))
@@ -53,16 +64,21 @@ def _topk_canonical(absval, val, pi, pj, k):
 
 
 def overlap_partials_torch(X: torch.Tensor, scale: torch.Tensor, *, bins: int, topk: int,
-                           precision: str = "fp32", block: int = 2048) -> OverlapPartials:
+                           precision: str = "fp32", block: int = 2048,
+                           split: int = 0) -> OverlapPartials:
     """Reference reductions over pairs i < j of c_ij = scale_i scale_j (X_i . X_j).
 
     Args:
         X: (N, m) rows, any float dtype; rounded to ``precision`` before the products.
         scale: (N,) per-row factors (1 / norm).
-        bins, topk: histogram bins (0 = none) and number of top pairs (<= N(N-1)/2).
+        bins, topk: histogram bins (0 = none) and number of top pairs (<= the pair count).
         block: rows per block; memory is O(block^2).
+        split: 0 for all pairs i < j; S in (0, N) for the cross pairs i < S <= j only (the
+            block-pair streaming of :mod:`superkern.ops.overlap_stream`). Per-row statistics
+            then cover each row's cross pairs.
     """
     N = X.shape[0]
+    check_split(split, N)
     dev = X.device
     Xr = round_to_precision(X, precision)
     s = scale.to(device=dev, dtype=torch.float32)
@@ -72,10 +88,11 @@ def overlap_partials_torch(X: torch.Tensor, scale: torch.Tensor, *, bins: int, t
     row_arg = torch.full((N,), -1, dtype=torch.int64, device=dev)
     row_sq = torch.zeros(N, dtype=torch.float64, device=dev)
     cand = None  # (absval, val, i, j) candidates for the top-k
-    for a0 in range(0, N, block):
-        Xa = Xr[a0:a0 + block]
+    a_end = split or N
+    for a0 in range(0, a_end, block):
+        Xa = Xr[a0:min(a0 + block, a_end)]
         ia = torch.arange(a0, a0 + Xa.shape[0], device=dev)
-        for b0 in range(a0, N, block):
+        for b0 in range(split or a0, N, block):
             Xb = Xr[b0:b0 + block]
             jb = torch.arange(b0, b0 + Xb.shape[0], device=dev)
             C = (Xa @ Xb.T) * s[ia, None] * s[None, jb]

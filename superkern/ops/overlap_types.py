@@ -82,6 +82,7 @@ class OverlapStats:
     backend: str = ""
     precision: str = "fp32"
     seconds: float = 0.0
+    block_rows: int = 0  # rows per streamed block (0: one call over the whole head)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tensors become lists, NaN becomes None)."""

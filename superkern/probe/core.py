@@ -19,6 +19,7 @@ from superkern import backend as _backend
 from superkern.ops.norms import row_norm_stats
 from superkern.ops.overlap import overlap_stats
 from superkern.ops.overlap_ref import PRECISIONS
+from superkern.ops.overlap_stream import free_device_bytes
 from superkern.probe.gram import set_moments
 from superkern.probe.loaders import load_head
 from superkern.probe.progress import Stages
@@ -151,7 +152,7 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
         r[keep_idx] = norms.norms
     _timed(timings, "norms_duplicates", t0)
 
-    Wd = W.to(dev)
+    Wd = _place_head(W, dev)
     kr = r[keep_idx]
     med = norms.median
     sets = {"all": ("all rows", keep_idx)}
@@ -163,10 +164,11 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
             "norm<=median": ("norm <= median", keep_idx[(kr > 0) & (kr <= med)])})
     t0 = time.perf_counter()
     with bar.stage("exact"):
-        exact = set_moments(Wd, {k: v[1] for k, v in sets.items()})
+        exact = set_moments(Wd, {k: v[1] for k, v in sets.items()}, device=dev)
         if centred:
             mean = _column_mean(Wd, keep_idx)
-            exact["centred"] = set_moments(Wd, {"centred": keep_idx}, centre=mean)["centred"]
+            exact["centred"] = set_moments(Wd, {"centred": keep_idx}, centre=mean,
+                                           device=dev)["centred"]
             Wc = _centre(Wd, mean)
     _timed(timings, "exact", t0)
 
@@ -189,7 +191,7 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
             pairs = ex["n_pairs"] if not sampled else run_idx.numel() * (run_idx.numel() - 1) // 2
             stats = overlap_stats(Wx, bins=bins, topk=min(topk, pairs) if main else 0,
                                   rows=None if run_idx.numel() == n else run_idx,
-                                  precision=precision, backend=backend)
+                                  precision=precision, backend=backend, device=dev)
             samples[key] = run_idx
             _timed(timings, "tiled", t1)
         blocks[key] = OverlapBlock(key=key, title=title, rows=int(idx.numel()), m=m, exact=ex,
@@ -216,6 +218,8 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
            "sample": cap, "sample_main": sample_main, "seed": seed,
            "threads": torch.get_num_threads(), "torch": torch.__version__,
            "superkern": superkern.__version__,
+           "head_in_host_memory": Wd.device != dev,
+           "block_rows": main.stats.block_rows if main.stats is not None else 0,
            "timings": timings, "seconds": time.perf_counter() - t_start}
     in_base = torch.zeros(n, dtype=torch.bool)
     in_base[base] = True
@@ -224,6 +228,17 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
                        duplicates=dups, duplicates_excluded=exclude_duplicates, norms=norms,
                        blocks=blocks, verdict=verdict, run=run,
                        rows_selected=None if sel is None else N, sample_rows=samples)
+
+
+def _place_head(W: torch.Tensor, dev: torch.device, room: float = 0.5) -> torch.Tensor:
+    """The head on the compute device when it takes at most ``room`` of the free memory (the
+    centred copy and the kernel operand need the rest), else left in host memory: every pass
+    then moves it in row blocks (``overlap_stats(device=...)`` streams it)."""
+    if dev.type != "cuda" or W.device == dev:
+        return W.to(dev)
+    if W.numel() * W.element_size() <= room * free_device_bytes(dev):
+        return W.to(dev)
+    return W
 
 
 def _column_mean(W: torch.Tensor, idx: torch.Tensor, chunk: int = 1 << 15) -> torch.Tensor:

@@ -40,7 +40,8 @@ def _find_complements(member: torch.Tensor, order: list[int]) -> dict[int, tuple
 
 def set_moments(W: torch.Tensor, sets: dict[str, torch.Tensor], *,
                 centre: Optional[torch.Tensor] = None,
-                chunk: int = 1 << 14) -> dict[str, dict[str, Any]]:
+                chunk: int = 1 << 14,
+                device: Optional[torch.device] = None) -> dict[str, dict[str, Any]]:
     """``{name: {n_used, n_zero, n_pairs, mean_cos, mean_sq}}`` for each row set.
 
     Args:
@@ -50,9 +51,11 @@ def set_moments(W: torch.Tensor, sets: dict[str, torch.Tensor], *,
         centre: (m,) fp64 vector subtracted from every row first (the centred matrix without
             rounding it to W's dtype).
         chunk: rows per step (memory O(chunk * m) fp64).
+        device: where to accumulate (default W's device); a host-resident W is then moved
+            chunk by chunk.
     """
     n, m = W.shape
-    dev = W.device
+    dev = W.device if device is None else torch.device(device)
     names = list(sets)
     member = torch.zeros((len(names), n), dtype=torch.bool)
     for k, name in enumerate(names):
@@ -72,7 +75,7 @@ def set_moments(W: torch.Tensor, sets: dict[str, torch.Tensor], *,
     union = torch.nonzero(member[direct].any(0)).flatten()
     for s in range(0, union.numel(), chunk):
         idx = union[s:s + chunk]
-        X = W[idx.to(dev)].double()
+        X = W[idx.to(W.device)].to(dev).double()
         if centre is not None:
             X = X - centre
         r = torch.linalg.vector_norm(X, dim=1)

@@ -1,6 +1,7 @@
 """The fused Triton kernel of the overlap engine: triangular Gram tiles + reduction epilogue.
 
-One persistent program walks a static list of upper-triangle tiles (bi <= bj) and, per tile,
+One persistent program walks a static list of upper-triangle tiles (bi <= bj; with RECT, the
+cross tiles of two row parts, for block-pair streaming) and, per tile,
 computes C = diag(s_a) X_a X_b^T diag(s_b) with an fp32 accumulator, then reduces it in
 registers: sums of c, |c|, c^2; a histogram of c; per-row max |c| with argmax and per-row
 sum of c^2 for the tile's rows AND columns (symmetry); optionally the top-k candidates.
@@ -207,8 +208,10 @@ def _overlap_kernel(
     cand_val_ptr, cand_i_ptr, cand_j_ptr, cand_cap,
     thr_val, thr_i, thr_j,  # candidate iff (|c|, i, j) ranks at or before this triple
     NB, NUM_TILES,
+    NBA,                    # RECT: block-rows of the first part (rows < NBA * BM = split)
     n_bins, half_bins,      # histogram bins and bins / 2 (fp32, the bin rule's factor)
     BM: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr, EVEN_K: tl.constexpr,
+    RECT: tl.constexpr,     # cross pairs only: tiles (bi < NBA, bj >= NBA) instead of bi <= bj
     SPLIT: tl.constexpr,
     HBINS: tl.constexpr, WIN: tl.constexpr,
     WIN2: tl.constexpr, FULL_FROM: tl.constexpr, HAS_HIST: tl.constexpr, HAS_TOPK: tl.constexpr,
@@ -222,11 +225,18 @@ def _overlap_kernel(
     n_mine = (num_tiles - pid + G - 1) // G
     hist_row_ptr = part_hist_ptr + pid * HBINS
 
+    nba = NBA.to(tl.int64)
     # Band walker state (block-row bands of GROUP rows); t only grows, so bands only advance.
+    # Triangular: a band holds its diagonal triangle, then the rectangle to its right. RECT:
+    # bands of the first part's block-rows, each against all nb - nba block-columns.
     band_r0 = nb * 0
-    band_R = tl.minimum(nb, GROUP)
     band_start = nb * 0
-    band_end = band_R * (band_R + 1) // 2 + band_R * (nb - band_R)
+    if RECT:
+        band_R = tl.minimum(nba, GROUP)
+        band_end = band_R * (nb - nba)
+    else:
+        band_R = tl.minimum(nb, GROUP)
+        band_end = band_R * (band_R + 1) // 2 + band_R * (nb - band_R)
 
     s_c = tl.zeros((BM,), dtype=tl.float64)
     s_a = tl.zeros((BM,), dtype=tl.float64)
@@ -236,9 +246,19 @@ def _overlap_kernel(
         while t >= band_end:
             band_start = band_end
             band_r0 += GROUP
-            band_R = tl.minimum(nb - band_r0, GROUP)
-            band_end = band_start + band_R * (band_R + 1) // 2 + band_R * (nb - band_r0 - band_R)
-        bi, bj = _decode_in_band(t - band_start, band_r0, band_R, GROUP)
+            if RECT:
+                band_R = tl.minimum(nba - band_r0, GROUP)
+                band_end = band_start + band_R * (nb - nba)
+            else:
+                band_R = tl.minimum(nb - band_r0, GROUP)
+                band_end = (band_start + band_R * (band_R + 1) // 2
+                            + band_R * (nb - band_r0 - band_R))
+        if RECT:
+            # Column by column inside the band, rows inner (as the triangular rectangle part).
+            bi = band_r0 + (t - band_start) % band_R
+            bj = nba + (t - band_start) // band_R
+        else:
+            bi, bj = _decode_in_band(t - band_start, band_r0, band_R, GROUP)
         r0 = (bi * BM).to(tl.int32)
         c0 = (bj * BM).to(tl.int32)
         diag = bi == bj

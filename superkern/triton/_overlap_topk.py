@@ -36,28 +36,44 @@ def subset_rows(N: int, k: int, max_rows: int) -> torch.Tensor:
     return torch.randperm(N, generator=g)[:s].sort().values
 
 
+def _subset_gram(X: torch.Tensor, scale: torch.Tensor, ia: torch.Tensor, jb: torch.Tensor):
+    """|c| over the rows ia x columns jb (fp32; the compute dtype's product on the GPU)."""
+    Xa, Xb = X[ia.to(X.device)], X[jb.to(X.device)]
+    if not Xa.is_cuda:
+        Xa, Xb = Xa.float(), Xb.float()
+    C = (Xa @ Xb.T).float()
+    sa, sb = scale[ia.to(X.device)].float(), scale[jb.to(X.device)].float()
+    return (C * sa[:, None] * sb[None, :]).abs_()
+
+
 def initial_threshold(X: torch.Tensor, scale: torch.Tensor, k: int, *, max_rows: int,
-                      rel_margin: float) -> tuple[float, float]:
+                      rel_margin: float, split: int = 0) -> tuple[float, float]:
     """(t0, expected number of pairs with |c| >= t0) from the pairs of a row subset.
 
     X is what the kernel reads (already in its compute dtype); the subset Gram runs in that
     dtype on the GPU (fast; its rounding is what ``rel_margin`` covers) and in fp32 on CPU.
-    t0 = -1 (collect everything) when the subset has fewer than k pairs.
+    t0 = -1 (collect everything) when the subset has fewer than k pairs. With ``split`` S
+    only cross pairs i < S <= j count: subsets of both parts, their rectangle of pairs.
     """
     N = X.shape[0]
-    P = N * (N - 1) // 2
-    idx = subset_rows(N, k, max_rows).to(X.device)
-    s = idx.numel()
-    Ps = s * (s - 1) // 2
-    if Ps < k:
-        return -1.0, float(P)
-    Xs = X[idx]
-    if not Xs.is_cuda:
-        Xs = Xs.float()
-    C = (Xs @ Xs.T).float()
-    sc = scale[idx].float()
-    A = (C * sc[:, None] * sc[None, :]).abs_()
-    A.masked_fill_(torch.ones(s, s, dtype=torch.bool, device=A.device).tril_(), -1.0)
+    if split:
+        P = split * (N - split)
+        half = max(1, max_rows // 2)
+        ia = subset_rows(split, k, half)
+        jb = split + subset_rows(N - split, k, half)
+        Ps = ia.numel() * jb.numel()
+        if Ps < k:
+            return -1.0, float(P)
+        A = _subset_gram(X, scale, ia, jb)
+    else:
+        P = N * (N - 1) // 2
+        idx = subset_rows(N, k, max_rows)
+        s = idx.numel()
+        Ps = s * (s - 1) // 2
+        if Ps < k:
+            return -1.0, float(P)
+        A = _subset_gram(X, scale, idx, idx)
+        A.masked_fill_(torch.ones(s, s, dtype=torch.bool, device=A.device).tril_(), -1.0)
     kth = float(torch.topk(A.flatten(), k).values[-1])
     t0 = kth * (1.0 - rel_margin) - 1e-6
     return t0, k * P / Ps

@@ -18,7 +18,7 @@ import torch
 import triton
 
 from superkern import backend as _backend
-from superkern.ops.overlap_ref import PRECISIONS, round_to_precision
+from superkern.ops.overlap_ref import PRECISIONS, check_split, num_pairs, round_to_precision
 from superkern.ops.overlap_types import OverlapPartials
 from superkern.triton import _overlap_topk as _topk
 from superkern.triton._overlap_kernel import ARG_BASE, _overlap_kernel
@@ -147,11 +147,12 @@ class _Pass:
     cand: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def _launch(X, desc, scale, cfg, *, bins, topk, cap, thr, input_precision) -> _Pass:
+def _launch(X, desc, scale, cfg, *, bins, topk, cap, thr, input_precision, split=0) -> _Pass:
     N, m = X.shape
     dev = X.device
     nb = triton.cdiv(N, cfg.block)
-    num_tiles = nb * (nb + 1) // 2
+    nba = split // cfg.block
+    num_tiles = nba * (nb - nba) if split else nb * (nb + 1) // 2
     G = _num_programs(cfg, dev, num_tiles)
     hbins = max(32, _next_pow2(bins)) if bins else 32
     # Histogram windows of win and 2 win bins, each only where smaller than all bins.
@@ -172,8 +173,9 @@ def _launch(X, desc, scale, cfg, *, bins, topk, cap, thr, input_precision) -> _P
     _overlap_kernel[(G,)](
         X, desc if desc is not None else X, scale, N, m, X.stride(0),
         sums, hist, row_key, row_sq, cnt, cval, ci, cj, ncap,
-        float(thr[0]), int(thr[1]), int(thr[2]), nb, num_tiles, max(bins, 1), bins * 0.5,
+        float(thr[0]), int(thr[1]), int(thr[2]), nb, num_tiles, nba, max(bins, 1), bins * 0.5,
         BM=cfg.block, BK=cfg.block_k, GROUP=cfg.group, EVEN_K=(m % cfg.block_k == 0),
+        RECT=split > 0,
         SPLIT=cfg.split, HBINS=hbins, WIN=win, WIN2=win2, FULL_FROM=max(win, win2),
         HAS_HIST=bins > 0, HAS_TOPK=topk > 0, USE_TMA=desc is not None,
         INPUT_PRECISION=input_precision, SQ_SCALE=sq_scale,
@@ -233,7 +235,8 @@ def _row_max(key: torch.Tensor) -> torch.Tensor:
 def overlap_partials_triton(X: torch.Tensor, scale: torch.Tensor, *, bins: int, topk: int,
                             precision: str = "fp32",
                             config: Optional[OverlapTritonConfig] = None,
-                            topk_capacity: Optional[int] = None) -> OverlapPartials:
+                            topk_capacity: Optional[int] = None,
+                            split: int = 0) -> OverlapPartials:
     """Reductions over all pairs i < j of c_ij = scale_i scale_j (X_i . X_j), fused in Triton.
 
     Args:
@@ -245,6 +248,8 @@ def overlap_partials_triton(X: torch.Tensor, scale: torch.Tensor, *, bins: int, 
         config: launch parameters (default :func:`overlap_config`).
         topk_capacity: candidate buffer length (default sized from the threshold estimate;
             tests force a tiny one to exercise the overflow path).
+        split: 0 for all pairs i < j; S for the cross pairs i < S <= j only (block-pair
+            streaming), S a multiple of the tile edge ``config.block``.
 
     Returns:
         OverlapPartials on CPU.
@@ -255,7 +260,8 @@ def overlap_partials_triton(X: torch.Tensor, scale: torch.Tensor, *, bins: int, 
         raise ValueError(f"X must be (N, m) and scale (N,): got {tuple(X.shape)}, "
                          f"{tuple(scale.shape)}")
     N, m = X.shape
-    P = N * (N - 1) // 2
+    check_split(split, N)
+    P = num_pairs(N, split)
     assert N >= 2, "the caller handles N < 2"
     if N >= 2 ** 31 - 1:
         raise ValueError(f"N={N} rows: row indices must fit in int32")
@@ -276,18 +282,20 @@ def overlap_partials_triton(X: torch.Tensor, scale: torch.Tensor, *, bins: int, 
     scale = scale.to(device=dev, dtype=torch.float32).contiguous()
     cfg = config or overlap_config(Xk.dtype, m, dev)
     cfg.validate()
+    if split % cfg.block:
+        raise ValueError(f"split={split} must be a multiple of the tile edge {cfg.block}")
     desc = _tma_descriptor(Xk, cfg, input_precision)
 
     cap, t0 = 1, -1.0
     if topk:
         t0, expected = _topk.initial_threshold(
             Xk, scale, topk, max_rows=4096 if not interp else 256,
-            rel_margin=2.0 ** -6 if not interp else 1e-4)
+            rel_margin=2.0 ** -6 if not interp else 1e-4, split=split)
         cap = _topk.capacity(topk, P, expected, topk_capacity)
 
     def run(thr):
         return _launch(Xk, desc, scale, cfg, bins=bins, topk=topk, cap=cap, thr=thr,
-                       input_precision=input_precision)
+                       input_precision=input_precision, split=split)
 
     first = run((t0, N, N))
     if topk:

@@ -1,0 +1,216 @@
+"""Heads that do not sit on the compute device, or do not fit it: operands moved in row blocks.
+
+Two levels, both exact:
+
+1. **Blockwise upload.** A head on the CPU (or stored in a wider dtype than the kernel reads)
+   whose compute copy fits the device is converted block by block straight into one device
+   buffer in the compute dtype: the peak is that buffer plus one source block, never a full
+   fp32 copy on the device. Then the ordinary single-launch kernel runs.
+2. **Block-pair streaming.** When even the compute copy does not fit, rows are cut into K
+   blocks of ``b`` rows (a multiple of the kernels' 128-row tile). Each diagonal block is one
+   ordinary call; each pair I < J is one call over the concatenation [X_I; X_J] restricted to
+   its cross pairs (``split=len(X_I)``), so every pair is computed exactly once. The device
+   holds two blocks at a time.
+
+Partials of the calls merge exactly: histogram counts add, the three sums are combined with
+``math.fsum`` in a fixed order, per-row (max, argmax) merge with ties to the smallest global
+index, per-row sums of c^2 add in a fixed order, and the top-k is the canonical top-k of the
+union of each call's exact top-k (row maps are increasing, so local order is global order).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+
+from superkern.ops.overlap_ref import _merge_row_max, _topk_canonical, num_pairs
+from superkern.ops.overlap_types import OverlapPartials
+
+ALIGN = 128                 # block rows: a multiple of every GPU kernel's tile edge
+STREAM_BACKENDS = ("torch", "triton")  # kernels with cross-pair (split) calls
+RESERVE_BYTES = 512 << 20   # left free on the device: kernel workspace, top-k buffers, norms
+CHUNK_ELEMS = 1 << 25       # rows per conversion chunk: ~32 M elements (128 MiB of fp32)
+
+_ELEM = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2}
+
+Operands = Callable[[torch.Tensor, torch.Tensor, str], tuple[torch.Tensor, torch.Tensor]]
+
+
+def row_norms(X: torch.Tensor) -> torch.Tensor:
+    """fp64 row norms of X on X's device, chunked: O(chunk) temporary memory, not O(n m)."""
+    N, m = X.shape
+    out = torch.empty(N, dtype=torch.float64, device=X.device)
+    step = max(1, CHUNK_ELEMS // max(m, 1) // 4)
+    for s in range(0, N, step):
+        out[s:s + step] = torch.linalg.vector_norm(X[s:s + step].double(), dim=1)
+    return out
+
+
+def _chunk_rows(m: int) -> int:
+    return max(1, CHUNK_ELEMS // max(m, 1))
+
+
+def needs_copy(X: torch.Tensor, precision: str, device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the kernel's operand differs from X itself (another device or dtype, a strided
+    view, or fp16's pre-normalised rows)."""
+    return (X.device != device or X.dtype != dtype or not X.is_contiguous()
+            or precision == "fp16")
+
+
+def device_operands(X: torch.Tensor, norms: torch.Tensor, precision: str,
+                    device: torch.device, dtype: torch.dtype, operands: Operands
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(operand on ``device`` in ``dtype``, fp32 scale) built chunk by chunk (level 1)."""
+    N, m = X.shape
+    if not needs_copy(X, precision, device, dtype):
+        return operands(X, norms, precision)
+    out = torch.empty((N, m), dtype=dtype, device=device)
+    scale = torch.empty(N, dtype=torch.float32, device=device)
+    step = _chunk_rows(m)
+    for s in range(0, N, step):
+        xc, sc = operands(X[s:s + step].to(device), norms[s:s + step].to(device), precision)
+        out[s:s + step] = xc
+        scale[s:s + step] = sc
+    return out, scale
+
+
+def free_device_bytes(device: torch.device) -> Optional[int]:
+    """Free bytes on a CUDA device (None elsewhere: host memory is not budgeted)."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free)
+
+
+def plan_block_rows(X: torch.Tensor, precision: str, device: torch.device,
+                    dtype: torch.dtype, *, block_rows: Optional[int],
+                    max_device_bytes: Optional[int]) -> int:
+    """Rows per streamed block, or 0 for a single call on the whole operand.
+
+    ``block_rows`` forces streaming with that block size (validated). Otherwise stream only
+    when the operand copy the kernel needs exceeds the budget: ``max_device_bytes`` if given,
+    else the device's free memory less a reserve; then the largest aligned block such that two
+    blocks fit.
+
+    Raises:
+        ValueError: a bad ``block_rows`` / ``max_device_bytes``, or a budget too small for two
+            aligned blocks.
+    """
+    N, m = X.shape
+    elem = _ELEM[precision]
+    if block_rows is not None:
+        if isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows <= 0 \
+                or block_rows % ALIGN:
+            raise ValueError(f"block_rows={block_rows!r} must be a positive multiple of {ALIGN}")
+        return block_rows if block_rows < N else 0
+    if max_device_bytes is not None and (isinstance(max_device_bytes, bool)
+                                         or not isinstance(max_device_bytes, int)
+                                         or max_device_bytes <= 0):
+        raise ValueError(f"max_device_bytes={max_device_bytes!r} must be a positive integer")
+    if not needs_copy(X, precision, device, dtype):
+        return 0
+    budget = max_device_bytes
+    if budget is None:
+        free = free_device_bytes(device)
+        if free is None:
+            return 0
+        budget = free - RESERVE_BYTES
+    if N * m * elem <= budget:
+        return 0
+    b = budget // (2 * m * elem) // ALIGN * ALIGN
+    if b < ALIGN:
+        raise ValueError(
+            f"device memory budget of {budget} bytes cannot hold two {ALIGN}-row blocks of the "
+            f"({N}, {m}) head in {precision} ({2 * ALIGN * m * elem} bytes); free memory or "
+            f"pass a larger max_device_bytes")
+    return int(b)
+
+
+class _Merger:
+    """Exact merge of the partials of diagonal-block and cross-block calls (module docstring)."""
+
+    def __init__(self, N: int, bins: int, topk: int):
+        self.topk = topk
+        self.sums: list[tuple[float, float, float]] = []
+        self.hist = torch.zeros(bins, dtype=torch.int64) if bins else None
+        self.row_max = torch.full((N,), -1.0, dtype=torch.float32)
+        self.row_arg = torch.full((N,), -1, dtype=torch.int64)
+        self.row_sq = torch.zeros(N, dtype=torch.float64)
+        self.cand: Optional[tuple[torch.Tensor, ...]] = None
+
+    def add(self, part: OverlapPartials, rows: torch.Tensor) -> None:
+        """Merge one call's partials; ``rows`` maps its local rows to global ones (increasing)."""
+        self.sums.append((part.sum_cos, part.sum_abs, part.sum_sq))
+        if self.hist is not None:
+            self.hist += part.hist
+        ok = part.row_argmax >= 0
+        g = rows[ok]
+        v, j = part.row_max_abs[ok], rows[part.row_argmax[ok]]
+        self.row_max[g], self.row_arg[g] = _merge_row_max(self.row_max[g], self.row_arg[g], v, j)
+        self.row_sq.index_add_(0, rows, part.row_sum_sq)
+        if self.topk and part.topk_values.numel():
+            pairs = rows[part.topk_pairs]
+            new = (part.topk_values.abs(), part.topk_values, pairs[:, 0], pairs[:, 1])
+            if self.cand is not None:
+                new = tuple(torch.cat([x, y]) for x, y in zip(self.cand, new))
+            self.cand = _topk_canonical(*new, self.topk)
+
+    def result(self) -> OverlapPartials:
+        if self.cand is not None:
+            topk_values = self.cand[1].float()
+            topk_pairs = torch.stack([self.cand[2], self.cand[3]], 1)
+        else:
+            topk_values = torch.zeros(0, dtype=torch.float32)
+            topk_pairs = torch.zeros((0, 2), dtype=torch.int64)
+        return OverlapPartials(
+            sum_cos=math.fsum(s[0] for s in self.sums), sum_abs=math.fsum(s[1] for s in self.sums),
+            sum_sq=math.fsum(s[2] for s in self.sums), hist=self.hist, row_max_abs=self.row_max,
+            row_argmax=self.row_arg, row_sum_sq=self.row_sq, topk_values=topk_values,
+            topk_pairs=topk_pairs)
+
+
+def stream_partials(kernel: Callable[..., OverlapPartials], X: torch.Tensor, norms: torch.Tensor,
+                    *, precision: str, bins: int, topk: int, block_rows: int,
+                    device: torch.device, dtype: torch.dtype, operands: Operands
+                    ) -> OverlapPartials:
+    """OverlapPartials of all pairs of X's N >= 2 rows from block calls (level 2).
+
+    Args:
+        kernel: a backend's partials function accepting ``split`` (see STREAM_BACKENDS).
+        X, norms: the rows (any device) and their fp64 norms.
+        block_rows: rows per block (a multiple of ALIGN, < N).
+        device, dtype: where the kernel runs and the dtype it reads.
+        operands: (rows, norms, precision) -> (operand, scale), applied per block.
+    """
+    N, m = X.shape
+    b = block_rows
+    starts = list(range(0, N, b))
+    merge = _Merger(N, bins, topk)
+    Z = torch.empty((2 * b, m), dtype=dtype, device=device)
+    sZ = torch.empty(2 * b, dtype=torch.float32, device=device)
+
+    def load(s: int, at: int) -> int:
+        """Block starting at row s into Z[at:]; returns its row count."""
+        e = min(s + b, N)
+        step = _chunk_rows(m)
+        for c in range(s, e, step):
+            ce = min(c + step, e)
+            xc, sc = operands(X[c:ce].to(device), norms[c:ce].to(device), precision)
+            Z[at + c - s:at + ce - s] = xc
+            sZ[at + c - s:at + ce - s] = sc
+        return e - s
+
+    for bi, si in enumerate(starts):
+        na = load(si, 0)
+        rows_a = torch.arange(si, si + na, dtype=torch.int64)
+        if na >= 2:
+            k = min(topk, num_pairs(na))
+            merge.add(kernel(Z[:na], sZ[:na], bins=bins, topk=k, precision=precision), rows_a)
+        for sj in starts[bi + 1:]:
+            nb = load(sj, na)
+            rows = torch.cat([rows_a, torch.arange(sj, sj + nb, dtype=torch.int64)])
+            k = min(topk, num_pairs(na + nb, na))
+            merge.add(kernel(Z[:na + nb], sZ[:na + nb], bins=bins, topk=k,
+                             precision=precision, split=na), rows)
+    return merge.result()
