@@ -1,4 +1,5 @@
-"""GPU benchmark of the overlap engine: Triton kernel vs the torch reference vs naive PyTorch.
+"""GPU benchmark of the overlap engine: Triton and CUDA kernels vs the torch reference vs naive
+PyTorch (eager and under torch.compile).
 
 Run on a GPU machine (skipped without CUDA):
     pytest bench/test_bench_overlap.py --benchmark-json=out/overlap.json
@@ -9,8 +10,10 @@ on the largest. Timed: the backend's partials function on prepared operands (X b
 scales), i.e. the kernel and its host glue, synchronised inside the call; the public op adds
 row norms and index mapping on top. Each case checks its result first (pair count, exact Gram
 identities, spot rows, top-1 vs row max). extra_info holds TFLOP/s = 2 P m / t, the fraction
-of the bf16 GEMM peak measured in this session (8192^3 torch matmul, median of 10) and the
-speed-up over ``naive_blockwise_stats``.
+of the GEMM peak of that precision measured in this session (8192^3 torch matmul, median of
+10) and the speed-up over ``naive_blockwise_stats``. The naive rows (eager and
+``compiled_blockwise_stats``) compute only sum c, sum |c| and max |c|. The tf32 case is
+Qwen2's 152064x8192 head in fp32 on tf32 tensor cores.
 
 Triton variants: ``SUPERKERN_BENCH_TRITON="default:;tma:tma=1"`` (name:config pairs, config as
 in ``SUPERKERN_TRITON_OVERLAP``), e.g. add ``regs:maxnreg=128,programs_per_sm=2``. Restrict
@@ -33,17 +36,19 @@ from superkern import backend as B  # noqa: E402
 from superkern.ops.overlap_ref import overlap_partials_torch  # noqa: E402
 
 try:
-    from bench.naive import naive_blockwise_stats  # noqa: E402
+    from bench.naive import compiled_blockwise_stats, naive_blockwise_stats  # noqa: E402
 except ImportError:  # bench/ itself on sys.path (pytest rootdir insertion)
-    from naive import naive_blockwise_stats  # noqa: E402
+    from naive import compiled_blockwise_stats, naive_blockwise_stats  # noqa: E402
 
 SHAPES = [(49152, 576), (50257, 768), (128256, 4096), (152064, 8192)]
+TF32_SHAPES = [(152064, 8192)]  # the issue's tf32 target shape (fp32 operands, 5 GB)
 BINS = 256
 TOPK = {(152064, 8192): 100}
 VARIANTS = dict(item.split(":", 1) for item in
                 os.environ.get("SUPERKERN_BENCH_TRITON", "default:;tma:tma=1").split(";") if item)
-BACKENDS = [b for b in ["naive", "torch"] + [f"triton-{v}" for v in VARIANTS]
+BACKENDS = [b for b in ["naive", "compiled", "torch", "cuda"] + [f"triton-{v}" for v in VARIANTS]
             if b in os.environ.get("SUPERKERN_BENCH_BACKENDS", b).split(",")]
+_DTYPE = {"bf16": torch.bfloat16, "tf32": torch.float32}
 
 
 def _sync_time(fn, *args, **kwargs):
@@ -55,39 +60,53 @@ def _sync_time(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
-@pytest.fixture(scope="session")
-def peak_bf16() -> float:
-    """bf16 GEMM TFLOP/s of this GPU in this session: 8192^3 torch matmul, median of 10."""
+def _matmul_peak(precision: str) -> float:
+    """GEMM TFLOP/s of this GPU in this session: 8192^3 torch matmul in bf16, or fp32 with
+    tf32 tensor cores, median of 10."""
     n = 8192
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(10):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        a @ b
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
+    a = torch.randn(n, n, device="cuda", dtype=_DTYPE[precision])
+    b = torch.randn(n, n, device="cuda", dtype=_DTYPE[precision])
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    try:
+        for _ in range(3):
+            a @ b
+        times = []
+        for _ in range(10):
+            start, end = (torch.cuda.Event(enable_timing=True),
+                          torch.cuda.Event(enable_timing=True))
+            start.record()
+            a @ b
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
     return 2 * n ** 3 / statistics.median(times) / 1e12
+
+
+@pytest.fixture(scope="session")
+def peaks() -> dict:
+    """Measured GEMM peaks, filled on first use per precision."""
+    return {}
 
 
 class _Case:
     """Operands and exact references of one shape, built once per session."""
 
-    def __init__(self, N: int, m: int):
+    def __init__(self, N: int, m: int, precision: str = "bf16"):
         g = torch.Generator(device="cuda").manual_seed(N + m)
         W = torch.randn(N, m, device="cuda", generator=g)
         W += 0.3 * torch.randn(1, m, device="cuda", generator=g)  # a shared direction
-        self.X = W.to(torch.bfloat16)
+        self.precision = precision
+        dtype = _DTYPE[precision]
+        self.X = W.to(dtype) if dtype != torch.float32 else W
         del W
         norms = torch.cat([torch.linalg.vector_norm(self.X[i:i + 16384].double(), dim=1)
                            for i in range(0, N, 16384)])
         self.scale = (1.0 / norms).float()
         self.U = torch.cat([(self.X[i:i + 16384].double() / norms[i:i + 16384, None])
-                            .to(torch.bfloat16) for i in range(0, N, 16384)])  # naive's input
+                            .to(dtype) for i in range(0, N, 16384)])  # naive's input
         self.N, self.m, self.P = N, m, N * (N - 1) // 2
         # Exact sums from the Gram identities, in fp64 on the very operands the kernels read:
         # with u_i = s_i x_i, sum_{i<j} c^2 = (||U^T U||_F^2 - sum_i c_ii^2) / 2 and
@@ -109,19 +128,32 @@ class _Case:
 _CASES: dict = {}
 
 
-def _case(shape) -> _Case:
-    if shape not in _CASES:
+def _case(shape, precision: str = "bf16") -> _Case:
+    key = (shape, precision)
+    if key not in _CASES:
         _CASES.clear()  # one shape's operands at a time (the largest is 2.5 GB + 2.5 GB)
         torch.cuda.empty_cache()
-        _CASES[shape] = _Case(*shape)
-    return _CASES[shape]
+        _CASES[key] = _Case(*shape, precision)
+    return _CASES[key]
+
+
+def _with_tf32(precision: str, fn):
+    """fn with torch's matmuls on tf32 tensor cores when the case is tf32."""
+    def run(*args, **kwargs):
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = old
+    return run
 
 
 def _naive_seconds(case: _Case) -> float:
     if case.naive_seconds is None:
-        _sync_time(naive_blockwise_stats, case.U)
-        case.naive_seconds = statistics.median(
-            _sync_time(naive_blockwise_stats, case.U)[1] for _ in range(3))
+        naive = _with_tf32(case.precision, naive_blockwise_stats)
+        _sync_time(naive, case.U)
+        case.naive_seconds = statistics.median(_sync_time(naive, case.U)[1] for _ in range(3))
     return case.naive_seconds
 
 
@@ -134,7 +166,7 @@ def _check(part, case: _Case, topk: int) -> None:
         err = abs(got - want)
         assert err <= 2e-3 * abs(want) + 1e-6 * P, f"{name}: got {got}, exact {want}, err {err}"
     for r in (0, case.N // 2, case.N - 1):
-        a = ((case.X @ case.X[r]).float() * case.scale * case.scale[r]).abs()
+        a = ((case.X.float() @ case.X[r].float()) * case.scale * case.scale[r]).abs()
         a[r] = -1.0
         got = float(part.row_max_abs[r])
         assert abs(got - float(a.max())) <= 5e-3, f"row_max_abs[{r}] {got} vs {float(a.max())}"
@@ -149,29 +181,48 @@ def _check(part, case: _Case, topk: int) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"{n}x{m}" for n, m in SHAPES])
-def test_overlap_bf16(benchmark, peak_bf16, monkeypatch, backend, shape):
-    case = _case(shape)
+def test_overlap_bf16(benchmark, peaks, monkeypatch, backend, shape):
+    _run(benchmark, peaks, monkeypatch, backend, shape, "bf16")
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "torch"])
+@pytest.mark.parametrize("shape", TF32_SHAPES, ids=[f"{n}x{m}" for n, m in TF32_SHAPES])
+def test_overlap_tf32(benchmark, peaks, monkeypatch, backend, shape):
+    _run(benchmark, peaks, monkeypatch, backend, shape, "tf32")
+
+
+def _run(benchmark, peaks, monkeypatch, backend, shape, precision):
+    case = _case(shape, precision)
+    if precision not in peaks:
+        peaks[precision] = _matmul_peak(precision)
+    peak = peaks[precision]
     topk = TOPK.get(shape, 0)
     big = case.P * case.m > 1e14
-    if backend == "naive":
-        out = naive_blockwise_stats(case.U)
+    if backend in ("naive", "compiled"):
+        base = naive_blockwise_stats if backend == "naive" else compiled_blockwise_stats
+        fn = _with_tf32(precision, lambda: base(case.U))
+        out = fn()  # compiles the torch.compile row before any timing
         mean_abs = float(out["sum_abs"]) / case.P
         assert float(out["max_abs"]) <= 1.01 and 0.0 < mean_abs < 1.0, (out, mean_abs)
         assert abs(float(out["sum_cos"]) - case.sum_cos) <= 1e-2 * abs(case.sum_cos) + 1e-3 * case.P
-        fn, rounds, warmup = (lambda: naive_blockwise_stats(case.U)), 3, 1
+        rounds, warmup = 3, 1
     elif backend == "torch":
         # The reference is the oracle; one round (tens of seconds on the large heads), its
         # result checked against the identities right after.
         fn, rounds, warmup = (lambda: overlap_partials_torch(
-            case.X, case.scale, bins=BINS, topk=topk, precision="bf16")), 1, 0
+            case.X, case.scale, bins=BINS, topk=topk, precision=precision)), 1, 0
     else:
-        why = B.available("cuda")["triton"]
+        name = backend.split("-", 1)[0]
+        why = B.available("cuda")[name]
         if why is not None:
-            pytest.skip(f"triton unavailable: {why}")
-        from superkern.triton.overlap import ENV_CONFIG, overlap_partials_triton
-        monkeypatch.setenv(ENV_CONFIG, VARIANTS[backend.split("-", 1)[1]])
-        fn = (lambda: overlap_partials_triton(case.X, case.scale, bins=BINS, topk=topk,
-                                              precision="bf16"))
+            pytest.skip(f"{name} unavailable: {why}")
+        if name == "cuda":
+            from superkern.ops.overlap_cuda import overlap_partials_cuda as kernel
+        else:
+            from superkern.triton.overlap import ENV_CONFIG
+            from superkern.triton.overlap import overlap_partials_triton as kernel
+            monkeypatch.setenv(ENV_CONFIG, VARIANTS[backend.split("-", 1)[1]])
+        fn = (lambda: kernel(case.X, case.scale, bins=BINS, topk=topk, precision=precision))
         _check(fn(), case, topk)  # compiles, then checks before any timing
         rounds, warmup = (3 if big else 7), 1
 
@@ -182,7 +233,7 @@ def test_overlap_bf16(benchmark, peak_bf16, monkeypatch, backend, shape):
         times.append(t)
         return out
 
-    benchmark.group = f"overlap {shape[0]}x{shape[1]} bf16 bins={BINS} topk={topk}"
+    benchmark.group = f"overlap {shape[0]}x{shape[1]} {precision} bins={BINS} topk={topk}"
     result = benchmark.pedantic(timed, rounds=rounds, warmup_rounds=warmup, iterations=1)
     if backend == "torch":
         _check(result, case, topk)
@@ -191,13 +242,15 @@ def test_overlap_bf16(benchmark, peak_bf16, monkeypatch, backend, shape):
     naive = _naive_seconds(case)
     benchmark.extra_info.update({
         "backend": backend, "config": VARIANTS.get(backend.split("-", 1)[-1], ""),
-        "N": case.N, "m": case.m, "pairs": case.P, "bins": BINS, "topk": topk,
-        "per_row": True, "seconds": t, "tflops": tflops, "peak_bf16_tflops": peak_bf16,
-        "fraction_of_peak": tflops / peak_bf16, "naive_seconds": naive,
-        "speedup_vs_naive": naive / t, "device": torch.cuda.get_device_name(0),
-        "torch": torch.__version__, "triton": _triton_version()})
-    print(f"\n{backend:>16} {shape[0]}x{shape[1]}: {t * 1e3:9.2f} ms {tflops:7.1f} TFLOP/s "
-          f"({100 * tflops / peak_bf16:5.1f}% of {peak_bf16:.0f}) x{naive / t:.2f} vs naive")
+        "precision": precision, "N": case.N, "m": case.m, "pairs": case.P, "bins": BINS,
+        "topk": topk, "per_row": backend not in ("naive", "compiled"), "seconds": t,
+        "tflops": tflops, f"peak_{precision}_tflops": peak, "fraction_of_peak": tflops / peak,
+        "naive_seconds": naive, "speedup_vs_naive": naive / t,
+        "device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+        "triton": _triton_version()})
+    print(f"\n{backend:>16} {shape[0]}x{shape[1]} {precision}: {t * 1e3:9.2f} ms "
+          f"{tflops:7.1f} TFLOP/s ({100 * tflops / peak:5.1f}% of {peak:.0f}) "
+          f"x{naive / t:.2f} vs naive")
 
 
 def _triton_version() -> str:

@@ -13,7 +13,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -72,6 +71,7 @@ def run_case(benchmark, W: torch.Tensor, name: str, rounds: int) -> None:
     torch_s = time.perf_counter() - t0
     check_same(superkern.overlap_stats(W, backend="cpu", **kw), ref)
     mm = matmul_gflops(m)
+    naive_s, compiled_s = naive_rows(W)
     st = benchmark.pedantic(lambda: superkern.overlap_stats(W, backend="cpu", **kw),
                             rounds=rounds, iterations=1, warmup_rounds=0)
     secs = benchmark.stats.stats.min
@@ -80,10 +80,33 @@ def run_case(benchmark, W: torch.Tensor, name: str, rounds: int) -> None:
     benchmark.extra_info.update(
         shape=[n, m], n_pairs=st.n_pairs, threads=superkern._C.cpu_num_threads(),
         gflops=round(gflops, 1), matmul_gflops=round(mm, 1), frac_of_matmul=round(gflops / mm, 3),
-        torch_ref_s=round(torch_s, 3), speedup_vs_torch_ref=round(torch_s / secs, 2))
+        torch_ref_s=round(torch_s, 3), speedup_vs_torch_ref=round(torch_s / secs, 2),
+        naive_s=round(naive_s, 3), speedup_vs_naive=round(naive_s / secs, 2),
+        compiled_naive_s=round(compiled_s, 3), speedup_vs_compiled=round(compiled_s / secs, 2),
+        torch=torch.__version__)
     print(f"\n{name}: cpu {secs:.3f} s = {gflops:.1f} GFLOP/s ({gflops / mm:.2f} of matmul "
           f"{mm:.1f} GFLOP/s); torch reference {torch_s:.2f} s -> {torch_s / secs:.2f}x; "
+          f"naive {naive_s:.2f} s -> {naive_s / secs:.2f}x; torch.compile naive "
+          f"{compiled_s:.2f} s -> {compiled_s / secs:.2f}x; "
           f"{superkern._C.cpu_num_threads()} threads")
+
+
+def naive_rows(W: torch.Tensor, block: int = 4096) -> tuple[float, float]:
+    """Seconds of the naive baseline (sum c, sum |c|, max |c| only) eager and under
+    torch.compile (compiled and warmed first), on the unit rows in fp32; checks they agree."""
+    try:
+        from bench.naive import compiled_blockwise_stats, naive_blockwise_stats
+    except ImportError:
+        from naive import compiled_blockwise_stats, naive_blockwise_stats
+    U = (W.double() / torch.linalg.vector_norm(W.double(), dim=1, keepdim=True)).float()
+    out = []
+    for fn in (naive_blockwise_stats, compiled_blockwise_stats):
+        r = fn(U, block=block)  # warm-up (and compilation)
+        t0 = time.perf_counter()
+        r2 = fn(U, block=block)
+        out.append(time.perf_counter() - t0)
+        assert float(r["max_abs"]) == float(r2["max_abs"]) <= 1.0 + 1e-5
+    return out[0], out[1]
 
 
 def test_bench_overlap_cpu_random(benchmark):
