@@ -45,7 +45,8 @@ int64_t overlap_partials_cuda(int64_t x_ptr, int64_t scale_ptr, int64_t n, int64
                               int64_t row_sq_ptr, int64_t block_sums_ptr, int64_t max_blocks,
                               int64_t bins, int64_t hist_ptr, int64_t topk, int64_t cand_cap,
                               int64_t cand_count_ptr, int64_t cand_val_ptr, int64_t cand_ij_ptr,
-                              double thr_value, int64_t thr_i, int64_t thr_j, int64_t stream) {
+                              double thr_value, int64_t thr_i, int64_t thr_j, int64_t stream,
+                              int64_t split) {
   sk::cuda::OverlapArgs a;
   int64_t elem = 0;
   a.precision = precision_code(precision, &elem);
@@ -75,7 +76,11 @@ int64_t overlap_partials_cuda(int64_t x_ptr, int64_t scale_ptr, int64_t n, int64
     SK_CHECK(stats, "bins=", bins, " needs stats=True (the histogram is part of the stats pass)");
     check_ptr(hist_ptr, "hist_ptr", 8);
   }
-  const int64_t pairs = n * (n - 1) / 2;  // n <= 2^30: no overflow
+  SK_CHECK(split == 0 || (split > 0 && split < n && split % sk::cuda::kTileRows == 0),
+           "split=", split, " must be 0 (all pairs) or a multiple of ", sk::cuda::kTileRows,
+           " in (0, n=", n, ")");
+  // n <= 2^30: no overflow either way.
+  const int64_t pairs = split > 0 ? split * (n - split) : n * (n - 1) / 2;
   SK_CHECK(topk >= 0, "topk must be >= 0, got ", topk);
   SK_CHECK(topk <= pairs, "topk=", topk, " exceeds the number of pairs P=", pairs, " (n=", n, ")");
   if (topk > 0) {
@@ -101,6 +106,7 @@ int64_t overlap_partials_cuda(int64_t x_ptr, int64_t scale_ptr, int64_t n, int64
   a.n = n;
   a.m = m;
   a.ld = ld;
+  a.split = split;
   a.stats = stats;
   a.row_key = stats ? row_key_ptr : 0;
   a.row_sq = stats ? row_sq_ptr : 0;
@@ -121,16 +127,19 @@ int64_t overlap_partials_cuda(int64_t x_ptr, int64_t scale_ptr, int64_t n, int64
   return sk::cuda::overlap_partials(a);
 }
 
-py::array_t<int64_t> tile_schedule(int64_t tiles_per_side, int64_t group) {
+py::array_t<int64_t> tile_schedule(int64_t tiles_per_side, int64_t group, int64_t rect_a) {
   SK_CHECK(tiles_per_side >= 0 && tiles_per_side <= 4096,
            "tiles_per_side must be in [0, 4096], got ", tiles_per_side);
   SK_CHECK(group >= 1, "group must be >= 1, got ", group);
-  const int64_t count = tiles_per_side * (tiles_per_side + 1) / 2;
+  SK_CHECK(rect_a >= 0 && (rect_a == 0 || rect_a < tiles_per_side), "rect_a=", rect_a,
+           " must be 0 (triangular) or in (0, tiles_per_side=", tiles_per_side, ")");
+  const int64_t count = rect_a > 0 ? rect_a * (tiles_per_side - rect_a)
+                                   : tiles_per_side * (tiles_per_side + 1) / 2;
   py::array_t<int64_t> out({count, int64_t{2}});
   auto v = out.mutable_unchecked<2>();
   for (int64_t t = 0; t < count; ++t) {
     int64_t bi = 0, bj = 0;
-    sk::cuda::tile_coords_host(t, tiles_per_side, group, &bi, &bj);
+    sk::cuda::tile_coords_host(t, tiles_per_side, group, rect_a, &bi, &bj);
     v(t, 0) = bi;
     v(t, 1) = bj;
   }
@@ -139,7 +148,8 @@ py::array_t<int64_t> tile_schedule(int64_t tiles_per_side, int64_t group) {
 
 constexpr const char* kDoc = R"doc(Enqueue the fused overlap kernel on a CUDA stream (asynchronous).
 
-Pairs i < j of the n rows of X (n, ld) (row stride ld; the first m columns are used, and the
+Pairs i < j of the n rows of X (n, ld) (or, with split=S, a multiple of 128 in (0, n), only the
+cross pairs i < S <= j) (row stride ld; the first m columns are used, and the
 kernel reads whole 16-byte chunks, so columns m .. m rounded up to 16 bytes must be zero), with
 c_ij = (X_i . X_j * scale_i) * scale_j computed in `precision` ("fp32" exact FFMA; "tf32",
 "bf16", "fp16" on tensor cores; X is fp32 for fp32/tf32, else bf16/fp16). All pointers are
@@ -169,10 +179,11 @@ void register_cuda(py::module_& m) {
         py::arg("block_sums_ptr"), py::arg("max_blocks"), py::arg("bins"), py::arg("hist_ptr"),
         py::arg("topk"), py::arg("cand_cap"), py::arg("cand_count_ptr"),
         py::arg("cand_val_ptr"), py::arg("cand_ij_ptr"), py::arg("thr_value"),
-        py::arg("thr_i"), py::arg("thr_j"), py::arg("stream"));
+        py::arg("thr_i"), py::arg("thr_j"), py::arg("stream"), py::arg("split") = 0);
   m.def("overlap_cuda_tile_schedule", &tile_schedule,
-        "(tiles, 2) int64 (bi, bj) of the CUDA kernel's static triangular tile order (host copy)",
-        py::arg("tiles_per_side"), py::arg("group"));
+        "(tiles, 2) int64 (bi, bj) of the CUDA kernel's static tile order (host copy): the "
+        "triangle bi <= bj, or with rect_a > 0 the split-mode rectangle bi < rect_a <= bj",
+        py::arg("tiles_per_side"), py::arg("group"), py::arg("rect_a") = 0);
   py::dict cfg;
   cfg["tile"] = sk::cuda::kTileRows;
   cfg["group"] = sk::cuda::kTileGroup;

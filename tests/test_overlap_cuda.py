@@ -71,6 +71,10 @@ def _args(**over):
     (dict(thr_i=-1), r"thr_i must be in \[0, 2147483647\], got -1"),
     (dict(thr_value=float("nan")), "thr_value is NaN"),
     (dict(stream=-5), "stream must be .* got -5"),
+    (dict(n=300, split=100), r"split=100 must be 0 \(all pairs\) or a multiple of 128"),
+    (dict(n=128, split=128), r"split=128 must be .* in \(0, n=128\)"),
+    (dict(n=300, split=128, topk=22017, cand_cap=30000),
+     r"topk=22017 exceeds the number of pairs P=22016"),
 ])
 def test_binding_validation(over, match):
     with pytest.raises(ValueError, match=match):
@@ -87,6 +91,21 @@ def test_binding_without_gpu_is_a_clean_error():
         with pytest.raises(RuntimeError, match="CUDA error in cudaGetDevice"):
             EXT.overlap_partials_cuda(**_args())
     assert EXT.overlap_partials_cuda(**_args(n=1, topk=0, cand_cap=0)) == 0  # no pairs: no-op
+
+
+@needs_binding
+@pytest.mark.parametrize("T,ra", [(2, 1), (17, 1), (17, 8), (33, 16), (33, 32), (100, 37)])
+def test_tile_schedule_split_rectangle(T, ra):
+    g = EXT.overlap_cuda_config["group"]
+    tiles = EXT.overlap_cuda_tile_schedule(T, g, ra)
+    assert tiles.shape == (ra * (T - ra), 2)
+    bi, bj = tiles[:, 0], tiles[:, 1]
+    assert (bi >= 0).all() and (bi < ra).all() and (bj >= ra).all() and (bj < T).all()
+    assert len({(int(a), int(b)) for a, b in tiles}) == len(tiles), "a tile appears twice"
+    band0 = tiles[: min(g, ra) * (T - ra)]
+    assert (band0[:, 0] < g).all(), "the first band holds only its g tile rows"
+    with pytest.raises(ValueError, match="rect_a=5 must be 0"):
+        EXT.overlap_cuda_tile_schedule(5, g, 5)
 
 
 @needs_binding
@@ -141,8 +160,12 @@ class _EmulatedRun(oc._Run):
         self.launches.append((n, stats, k, key))
         Xr = round_to_precision(self.X[:n, :self.m], self.precision)
         s = self.scale[:n]
-        iu = torch.triu_indices(n, n, 1)
-        i, j = iu[0], iu[1]
+        if self.split:  # cross pairs only: rows [0, split) x [split, n)
+            i = torch.arange(self.split).repeat_interleave(n - self.split)
+            j = torch.arange(self.split, n).repeat(self.split)
+        else:
+            iu = torch.triu_indices(n, n, 1)
+            i, j = iu[0], iu[1]
         c = ((Xr @ Xr.T) * s[:, None] * s[None, :])[i, j].contiguous()
         a = c.abs()
         if stats:
@@ -168,11 +191,13 @@ class _EmulatedRun(oc._Run):
         return 3
 
 
-def _emulate(X, *, bins, topk, capacity=None, precision="fp32"):
+def _emulate(X, *, bins, topk, capacity=None, precision="fp32", split=0):
     scale = 1.0 / torch.linalg.vector_norm(X.double(), dim=1).float()
-    run = _EmulatedRun(X, scale, bins=bins, topk=topk, precision=precision, capacity=capacity)
+    run = _EmulatedRun(X, scale, bins=bins, topk=topk, precision=precision, capacity=capacity,
+                       split=split)
     part = oc._drive(run)
-    ref = overlap_partials_torch(X, scale, bins=bins, topk=topk, precision=precision)
+    ref = overlap_partials_torch(X, scale, bins=bins, topk=topk, precision=precision,
+                                 split=split)
     return part, ref, run
 
 
@@ -191,6 +216,31 @@ def test_launcher_logic_matches_reference(capacity):
     if capacity:  # P = 11175 > capacity: leading-row thresholds and overflow reruns happened
         assert len(run.launches) > 2 and run.launches[0][0] < 150
         assert sum(1 for n, stats, _, _ in run.launches if stats) == 1, "stats computed once"
+
+
+@pytest.mark.parametrize("capacity", [None, 300, 2000])
+def test_launcher_split_mode_matches_reference(capacity):
+    # Cross pairs of rows [0, 128) x [128, 300): what block-pair streaming asks of the kernel.
+    X = torch.randn(300, 16, generator=torch.Generator().manual_seed(2))
+    X[250] = -X[3]
+    part, ref, run = _emulate(X, bins=16, topk=7, capacity=capacity, split=128)
+    for f in ("sum_cos", "sum_abs", "sum_sq"):
+        assert math.isclose(getattr(part, f), getattr(ref, f), rel_tol=1e-9, abs_tol=1e-9), f
+    assert int(part.hist.sum()) == 128 * 172 and int((part.hist - ref.hist).abs().sum()) <= 2
+    assert torch.equal(part.row_argmax, ref.row_argmax)
+    assert torch.equal(part.topk_pairs, ref.topk_pairs), (part.topk_pairs, ref.topk_pairs)
+    assert tuple(part.topk_pairs[0].tolist()) == (3, 250)
+    if capacity:  # 22016 cross pairs > capacity: leading blocks of the second part first
+        leading = [n for n, stats, _, _ in run.launches if not stats]
+        assert leading and min(leading) < 300 and all(n > 128 for n in leading)
+        assert sum(1 for n, stats, _, _ in run.launches if stats) == 1, "stats computed once"
+
+
+@pytest.mark.gpu
+def test_launcher_rejects_unaligned_split():
+    X = torch.randn(300, 16, device="cuda")
+    with pytest.raises(ValueError, match="multiple of the kernel's tile edge 128"):
+        oc.overlap_partials_cuda(X, torch.ones(300, device="cuda"), bins=0, topk=0, split=100)
 
 
 def test_launcher_topk_terminates_on_identical_rows():

@@ -219,9 +219,12 @@ def test_gpu_cpu_resident_head_uploaded_in_blocks(backend):
 
 
 @pytest.mark.gpu
-def test_gpu_streamed_head_matches_resident():
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_gpu_streamed_head_matches_resident(backend):
+    if B.available("cuda")[backend] is not None:
+        pytest.skip(f"{backend} unavailable")
     W = _head(40000, 512, seed=10)
-    kw = dict(bins=256, topk=100, per_row=True, precision="bf16", backend="triton")
+    kw = dict(bins=256, topk=100, per_row=True, precision="bf16", backend=backend)
     one = superkern.overlap_stats(W.cuda(), **kw)
     # The bf16 copy takes 41 MB; a 20.5 MB budget gives blocks of 9984 rows: five blocks (the
     # last of 64 rows), fifteen block calls.

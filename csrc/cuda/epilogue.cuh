@@ -26,6 +26,7 @@ struct Params {
   int64_t k_bytes;        // bytes of a row that take part: m * elem rounded up to 16 (pad = 0)
   int64_t tiles_per_side, tiles;
   int64_t group;          // tile rows per band of the schedule
+  int64_t rect_a;         // split mode: tile rows of the first part (0 = triangular schedule)
   // STATS
   unsigned long long* row_key;  // (n,) packed (|c| bits << 32 | ~j), atomicMax
   unsigned long long* row_sq;   // (n,) fixed-point sum of c^2 (scale 2^32), atomicAdd

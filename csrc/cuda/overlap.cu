@@ -43,7 +43,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<MODE>) overlap_kernel(con
   unsigned since_flush = 0;  // 32-bit: registers are at the cap across the mainloop
   for (int64_t t = blockIdx.x; t < p.tiles; t += gridDim.x) {
     int64_t bi, bj;
-    tile_coords(t, p.tiles_per_side, p.group, &bi, &bj);
+    if (p.rect_a > 0)
+      rect_tile_coords(t, p.rect_a, p.tiles_per_side, p.group, &bi, &bj);
+    else
+      tile_coords(t, p.tiles_per_side, p.group, &bi, &bj);
     const int64_t i0 = bi * kTile, j0 = bj * kTile;
     float acc[8][8];
 #pragma unroll
@@ -186,8 +189,11 @@ int device_count() {
 }
 
 void tile_coords_host(std::int64_t t, std::int64_t tiles_per_side, std::int64_t group,
-                      std::int64_t* bi, std::int64_t* bj) {
-  tile_coords(t, tiles_per_side, group, bi, bj);
+                      std::int64_t rect_a, std::int64_t* bi, std::int64_t* bj) {
+  if (rect_a > 0)
+    rect_tile_coords(t, rect_a, tiles_per_side, group, bi, bj);
+  else
+    tile_coords(t, tiles_per_side, group, bi, bj);
 }
 
 static_assert(kFixBits == kRowSqFixedBits, "row_sq fixed-point scale out of sync");
@@ -215,7 +221,10 @@ std::int64_t overlap_partials(const OverlapArgs& a) {
   p.ld_bytes = a.ld * elem;
   p.k_bytes = (a.m * elem + 15) / 16 * 16;
   p.tiles_per_side = (a.n + kTile - 1) / kTile;
-  p.tiles = num_tiles(p.tiles_per_side);
+  // Split mode: only the cross tiles of rows [0, split) x [split, n) (split % kTile == 0,
+  // checked by the binding), so every tile lies strictly above the diagonal.
+  p.rect_a = a.split / kTile;
+  p.tiles = a.split > 0 ? p.rect_a * (p.tiles_per_side - p.rect_a) : num_tiles(p.tiles_per_side);
   p.group = kTileGroup;
   p.row_key = reinterpret_cast<unsigned long long*>(a.row_key);
   p.row_sq = reinterpret_cast<unsigned long long*>(a.row_sq);

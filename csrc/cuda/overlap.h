@@ -17,6 +17,7 @@ constexpr int kRowSqFixedBits = 32;  // row_sq fixed-point scale 2^32 (epilogue.
 // are device addresses of buffers the caller allocated; see the binding's docstring.
 struct OverlapArgs {
   std::int64_t x = 0, scale = 0, n = 0, m = 0, ld = 0;
+  std::int64_t split = 0;  // 0: pairs i < j; S: cross pairs i < S <= j (S % kTileRows == 0)
   int precision = 0;  // 0 fp32 (FFMA), 1 tf32, 2 bf16, 3 fp16 (tensor cores)
   bool stats = true;
   std::int64_t row_key = 0, row_sq = 0, block_sums = 0, max_blocks = 0;
@@ -32,8 +33,9 @@ struct OverlapArgs {
 // device) or std::runtime_error (any CUDA error, with its string).
 std::int64_t overlap_partials(const OverlapArgs& args);
 
-// Tile t -> (bi, bj) of the static triangular schedule (host copy, for tests).
+// Tile t -> (bi, bj) of the static schedule (host copy, for tests): triangular, or the
+// split-mode rectangle when rect_a > 0 (tile rows of the first part).
 void tile_coords_host(std::int64_t t, std::int64_t tiles_per_side, std::int64_t group,
-                      std::int64_t* bi, std::int64_t* bj);
+                      std::int64_t rect_a, std::int64_t* bi, std::int64_t* bj);
 
 }  // namespace sk::cuda

@@ -56,4 +56,18 @@ SK_HD void tile_coords(int64_t t, int64_t T, int64_t g, int64_t* bi, int64_t* bj
   }
 }
 
+// Split mode (cross pairs of two row parts): tiles (bi, bj) with bi < ta <= bj < T, in bands
+// of g tile rows, column by column inside a band (rows inner), like the rectangle part of a
+// triangular band. Every band before the last has g * (T - ta) tiles.
+SK_HD void rect_tile_coords(int64_t t, int64_t ta, int64_t T, int64_t g, int64_t* bi,
+                            int64_t* bj) {
+  const int64_t full = g * (T - ta);
+  const int64_t b = t / full;
+  const int64_t r0 = b * g;
+  const int64_t h = (ta - r0) < g ? (ta - r0) : g;
+  const int64_t u = t - b * full;
+  *bi = r0 + u % h;
+  *bj = ta + u / h;
+}
+
 }  // namespace sk::cuda

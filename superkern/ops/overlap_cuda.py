@@ -24,11 +24,13 @@ from typing import Optional
 import torch
 
 from superkern import backend as _backend
-from superkern.ops.overlap_ref import PRECISIONS, _topk_canonical, overlap_partials_torch
+from superkern.ops.overlap_ref import (PRECISIONS, _topk_canonical, check_split, num_pairs,
+                                       overlap_partials_torch)
 from superkern.ops.overlap_types import OverlapPartials
 
 _DTYPE = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16,
           "fp16": torch.float16}
+TILE = 128  # rows per Gram tile (the extension's overlap_cuda_config["tile"]; a test checks)
 DEFAULT_CAPACITY = 1 << 20  # top-k candidate slots (12 bytes each)
 _I32_MAX = 2**31 - 1
 _ALL_PAIRS = (-1.0, _I32_MAX, _I32_MAX)  # threshold key every pair ranks above
@@ -65,7 +67,7 @@ def cuda_operand(X: torch.Tensor, precision: str) -> tuple[torch.Tensor, int]:
 
 def overlap_partials_cuda(X: torch.Tensor, scale: torch.Tensor, *, bins: int, topk: int,
                           precision: str = "fp32",
-                          capacity: Optional[int] = None) -> OverlapPartials:
+                          capacity: Optional[int] = None, split: int = 0) -> OverlapPartials:
     """OverlapPartials of rows X (N, m) on a CUDA device with the hand-written kernel.
 
     Args:
@@ -78,6 +80,8 @@ def overlap_partials_cuda(X: torch.Tensor, scale: torch.Tensor, *, bins: int, to
             accumulate).
         capacity: top-k candidate slots (default max(2^20, 8 topk)); small values exercise the
             threshold-raising path.
+        split: 0 for all pairs i < j; S (a multiple of the 128-row tile) for the cross pairs
+            i < S <= j only (block-pair streaming).
 
     Returns:
         OverlapPartials on the CPU, with the reference's tie rules and top-k order.
@@ -87,7 +91,10 @@ def overlap_partials_cuda(X: torch.Tensor, scale: torch.Tensor, *, bins: int, to
     if X.dim() != 2 or not X.is_cuda:
         raise ValueError(f"X must be a 2-D CUDA tensor, got shape {tuple(X.shape)} on {X.device}")
     N, m = X.shape
-    P = N * (N - 1) // 2
+    check_split(split, N)
+    if split % TILE:
+        raise ValueError(f"split={split} must be a multiple of the kernel's tile edge {TILE}")
+    P = num_pairs(N, split)
     if bins < 0 or topk < 0 or topk > P:
         raise ValueError(f"need bins >= 0 and 0 <= topk <= P={P}; got bins={bins}, topk={topk}")
     if scale.shape != (N,):
@@ -97,7 +104,7 @@ def overlap_partials_cuda(X: torch.Tensor, scale: torch.Tensor, *, bins: int, to
     dev = X.device
     with torch.cuda.device(dev):
         run = _Run(_ext(), X, scale, bins=bins, topk=topk, precision=precision,
-                   capacity=capacity, stream=torch.cuda.current_stream(dev).cuda_stream,
+                   capacity=capacity, split=split, stream=torch.cuda.current_stream(dev).cuda_stream,
                    max_blocks=4 * torch.cuda.get_device_properties(dev).multi_processor_count)
         return _drive(run)
 
@@ -114,8 +121,10 @@ def _drive(run: "_Run") -> OverlapPartials:
 class _Run:
     """Buffers and launches of one overlap_partials_cuda call (all on the current stream)."""
 
-    def __init__(self, ext, X, scale, *, bins, topk, precision, capacity, stream, max_blocks):
+    def __init__(self, ext, X, scale, *, bins, topk, precision, capacity, stream, max_blocks,
+                 split=0):
         self.ext, self.bins, self.topk, self.precision = ext, bins, topk, precision
+        self.split = split
         self.X, self.ld = cuda_operand(X, precision)
         self.N, self.m = X.shape
         dev = X.device
@@ -135,9 +144,13 @@ class _Run:
             self.cand_val = torch.empty(self.cap, dtype=torch.float32, device=dev)
             self.cand_ij = torch.empty(self.cap, **i64)
 
+    def pairs(self, n: int) -> int:
+        """Pairs of a launch over the first n rows (cross pairs only in split mode)."""
+        return num_pairs(n, self.split)
+
     def launch(self, n: int, *, stats: bool, key=_ALL_PAIRS) -> int:
         """Enqueue one kernel over the first n rows; returns the blocks launched."""
-        k = min(self.topk, n * (n - 1) // 2)
+        k = min(self.topk, self.pairs(n))
         if k:
             self.cand_count.zero_()
         hist_on = bool(self.bins) and stats
@@ -155,7 +168,8 @@ class _Run:
             cand_count_ptr=self.cand_count.data_ptr() if k else 0,
             cand_val_ptr=self.cand_val.data_ptr() if k else 0,
             cand_ij_ptr=self.cand_ij.data_ptr() if k else 0,
-            thr_value=float(key[0]), thr_i=int(key[1]), thr_j=int(key[2]), stream=self.stream)
+            thr_value=float(key[0]), thr_i=int(key[1]), thr_j=int(key[2]), stream=self.stream,
+            split=self.split)
         if os.environ.get("SUPERKERN_CUDA_SYNC", "0") not in ("", "0"):
             torch.cuda.synchronize()
         return blocks
@@ -177,7 +191,7 @@ class _Run:
         """After a launch over n rows: while the buffer overflowed, raise the threshold to the
         k-th key among the stored candidates (a subset of the true ones, so still a lower
         bound, and strictly higher since cap > k distinct keys) and rerun top-k only."""
-        k = min(self.topk, n * (n - 1) // 2)
+        k = min(self.topk, self.pairs(n))
         while int(self.cand_count.item()) > self.cap:
             key = self._kth_key(k)
             self.launch(n, stats=False, key=key)
@@ -187,22 +201,33 @@ class _Run:
         """Threshold key for the full run: the k-th key over the pairs of a leading block of
         rows (a subset of all pairs, computed bit-identically by the same kernel, hence a
         valid lower bound), grown geometrically so each run expects about cap/4 candidates."""
-        N, k, cap = self.N, self.topk, self.cap
-        if N * (N - 1) // 2 <= cap:
+        N, k, cap, split = self.N, self.topk, self.cap, self.split
+        if self.pairs(N) <= cap:
             return _ALL_PAIRS
-        S = (1 + math.isqrt(1 + 8 * cap)) // 2  # largest S with S(S-1)/2 <= cap
-        while S * (S - 1) // 2 > cap:
-            S -= 1
         # At least doubling: with a small capacity the next level overflows and _settle
         # raises the threshold instead of crawling up one row at a time.
         grow = max(2.0, math.sqrt(cap / (4.0 * k)))
+        if split:
+            # Split mode: the first part against a leading block of the second part's rows
+            # (a subset of the cross pairs, so again a valid lower bound).
+            S = split + max(1, cap // split)
+
+            def nxt(S):
+                return min(N, split + max(S - split + 1, int((S - split) * grow)))
+        else:
+            S = (1 + math.isqrt(1 + 8 * cap)) // 2  # largest S with S(S-1)/2 <= cap
+            while S * (S - 1) // 2 > cap:
+                S -= 1
+
+            def nxt(S):
+                return min(N, int(S * grow))
         key = _ALL_PAIRS
         while S < N:
-            if S * (S - 1) // 2 >= k:  # fewer than k pairs bound nothing
+            if self.pairs(S) >= k:  # fewer than k pairs bound nothing
                 self.launch(S, stats=False, key=key)
                 key = self._settle(S, key)
                 key = self._kth_key(k)
-            S = min(N, int(S * grow))
+            S = nxt(S)
         return key
 
     def topk_full(self, key):

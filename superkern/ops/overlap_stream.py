@@ -28,7 +28,7 @@ from superkern.ops.overlap_ref import _merge_row_max, _topk_canonical, num_pairs
 from superkern.ops.overlap_types import OverlapPartials
 
 ALIGN = 128                 # block rows: a multiple of every GPU kernel's tile edge
-STREAM_BACKENDS = ("torch", "triton")  # kernels with cross-pair (split) calls
+STREAM_BACKENDS = ("torch", "triton", "cuda")  # kernels with cross-pair (split) calls
 RESERVE_BYTES = 512 << 20   # left free on the device: kernel workspace, top-k buffers, norms
 CHUNK_ELEMS = 1 << 25       # rows per conversion chunk: ~32 M elements (128 MiB of fp32)
 
