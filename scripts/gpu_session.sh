@@ -22,7 +22,7 @@ echo "build: $(( $(date +%s) - t0 )) s"
 $PY -m superkern env | tee -a "$OUT/env.txt"
 if [ "$what" = tests ] || [ "$what" = all ]; then
   timeout 420 $PY -m pytest -q -x --timeout=300 tests/test_overlap.py tests/test_overlap_triton.py \
-    $(ls tests/test_overlap_cuda.py tests/test_toy_triton.py tests/test_toy_engine_triton.py 2>/dev/null) ${kexpr:+-k "$kexpr"} -p no:randomly \
+    $(ls tests/test_overlap_cuda.py tests/test_overlap_stream.py tests/test_toy_triton.py tests/test_toy_engine_triton.py 2>/dev/null) ${kexpr:+-k "$kexpr"} -p no:randomly \
     2>&1 | tee "$OUT/tests.log" | tail -25
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
