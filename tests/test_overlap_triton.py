@@ -299,3 +299,22 @@ def test_gpu_n_times_m_beyond_int32():
                      atol=1e-3)
     assert_allclose("row_sum_sq", got.row_sum_sq.double(), ex["row_sum_sq"], rtol=2e-2,
                     atol=1e-2)
+
+
+def test_integer_arguments_used_as_tensors_are_not_specialised():
+    # Compiled Triton turns an int argument equal to 1 into a constant with no .to(); the
+    # interpreter does not, so this is checked on the source: every argument the kernel
+    # calls .to() on must be excluded from specialisation (1 tile: a head of <= 128 rows, or
+    # a 128-row first part in split mode).
+    import inspect
+    import re
+
+    from superkern.triton._overlap_kernel import _overlap_kernel as K
+    src = inspect.getsource(K.fn)
+    used = {a for a in K.arg_names if re.search(rf"\b{a}\.to\(", src)}
+    assert used >= {"NB", "NUM_TILES", "NBA"}
+    if hasattr(K, "params"):  # compiled JITFunction
+        kept = {p.name for p in K.params if p.do_not_specialize}
+    else:  # the interpreter keeps the decorator's arguments
+        kept = set(K.kwargs.get("do_not_specialize") or ())
+    assert used <= kept, f"specialisable arguments used as tensors: {sorted(used - kept)}"

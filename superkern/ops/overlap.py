@@ -49,8 +49,8 @@ def prepare_rows(W: Any, *, rows: Any = None, center: bool = False):
     sel = row_selection(rows, n)
     X = W if sel is None else W[sel.to(W.device)]
     idx = torch.arange(n, dtype=torch.int64) if sel is None else sel
-    if center:
-        X = X - X.double().mean(0).to(X.dtype) if X.shape[0] else X
+    if center and X.shape[0]:
+        X = X - _stream.column_mean(X).to(X.dtype)  # one copy in X's dtype
     norms = _stream.row_norms(X)
     nonzero = norms > 0
     n_zero = int((~nonzero).sum())
@@ -68,6 +68,18 @@ def _compute_operands(X: torch.Tensor, norms: torch.Tensor, precision: str):
         U = (X.double() / norms[:, None]).to(dtype).contiguous()
         return U, torch.ones_like(norms, dtype=torch.float32)
     return X.to(dtype).contiguous(), (1.0 / norms).float()
+
+
+def _backend_copy_bytes(name: str, precision: str, m: int) -> int:
+    """Bytes per operand element a backend copies on top of its input: the torch reference
+    rounds a low-precision operand into fp32; the cuda kernel pads rows whose byte length is
+    not a multiple of 16."""
+    elem = 4 if precision in ("fp32", "tf32") else 2
+    if name == "torch" and precision != "fp32":
+        return 4
+    if name == "cuda" and (m * elem) % 16:
+        return elem
+    return 0
 
 
 def _target_device(device: Any, X: torch.Tensor) -> torch.device:
@@ -117,20 +129,24 @@ def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False
             128): the device then holds two blocks, not the whole head. Default: stream only
             when the compute copy does not fit ``max_device_bytes``.
         max_device_bytes: device memory the operand copy may take (default: the free memory
-            less a 512 MiB reserve). Streaming runs on the torch and triton backends.
+            less a 512 MiB reserve). Streaming runs on the torch, triton and cuda backends.
 
     Returns:
         OverlapStats with original row indices.
 
     Raises:
         ValueError: bad shape, dtype, non-finite values, bins < 0, topk > P, bad rows mask,
-            unknown precision or an unavailable backend.
+            unknown precision, an unavailable backend, a bad ``device`` (unknown, or CUDA
+            absent), ``block_rows`` not a positive multiple of 128, a non-positive
+            ``max_device_bytes`` or one too small for two blocks, or a head that needs
+            streaming on the cpu backend.
     """
     t0 = time.perf_counter()
     bins = as_nonneg_int(bins, "bins")
     topk = as_nonneg_int(topk, "topk")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
+    _stream.check_options(block_rows, max_device_bytes)
     W, idx, X, norms, n_zero = prepare_rows(W, rows=rows, center=center)
     n, m = W.shape
     N = X.shape[0]
@@ -144,9 +160,10 @@ def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False
     dtype = _COMPUTE_DTYPE[precision]
     stream_rows = 0
     if N >= 2:
-        stream_rows = _stream.plan_block_rows(X, precision, target, dtype,
-                                              block_rows=block_rows,
-                                              max_device_bytes=max_device_bytes)
+        stream_rows = _stream.plan_block_rows(
+            X, precision, target, dtype, block_rows=block_rows,
+            max_device_bytes=max_device_bytes,
+            extra_elem_bytes=_backend_copy_bytes(name, precision, m))
         if stream_rows and name not in _stream.STREAM_BACKENDS:
             raise ValueError(
                 f"the ({N}, {m}) head needs block streaming (blocks of {stream_rows} rows), "

@@ -20,7 +20,7 @@ union of each call's exact top-k (row maps are increasing, so local order is glo
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -30,7 +30,9 @@ from superkern.ops.overlap_types import OverlapPartials
 ALIGN = 128                 # block rows: a multiple of every GPU kernel's tile edge
 STREAM_BACKENDS = ("torch", "triton", "cuda")  # kernels with cross-pair (split) calls
 RESERVE_BYTES = 512 << 20   # left free on the device: kernel workspace, top-k buffers, norms
-CHUNK_ELEMS = 1 << 25       # rows per conversion chunk: ~32 M elements (128 MiB of fp32)
+# Elements per conversion chunk: 8 M. The fp16 path (fp64 rows / norms) peaks at ~20 bytes
+# per element, 160 MiB, well inside the reserve.
+CHUNK_ELEMS = 1 << 23
 
 _ELEM = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2}
 
@@ -45,6 +47,15 @@ def row_norms(X: torch.Tensor) -> torch.Tensor:
     for s in range(0, N, step):
         out[s:s + step] = torch.linalg.vector_norm(X[s:s + step].double(), dim=1)
     return out
+
+
+def column_mean(X: torch.Tensor) -> torch.Tensor:
+    """fp64 column mean of X, chunked: no fp64 copy of X."""
+    total = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
+    step = max(1, CHUNK_ELEMS // max(X.shape[1], 1) // 4)
+    for s in range(0, X.shape[0], step):
+        total += X[s:s + step].double().sum(0)
+    return total / X.shape[0]
 
 
 def _chunk_rows(m: int) -> int:
@@ -76,39 +87,49 @@ def device_operands(X: torch.Tensor, norms: torch.Tensor, precision: str,
 
 
 def free_device_bytes(device: torch.device) -> Optional[int]:
-    """Free bytes on a CUDA device (None elsewhere: host memory is not budgeted)."""
+    """Bytes a new allocation can use on a CUDA device: the driver's free memory plus what
+    PyTorch's caching allocator holds but does not use (None off CUDA: host memory is not
+    budgeted)."""
     if device.type != "cuda":
         return None
     free, _ = torch.cuda.mem_get_info(device)
-    return int(free)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return int(free + max(cached, 0))
+
+
+def check_options(block_rows: Any, max_device_bytes: Any) -> None:
+    """ValueError unless block_rows is None or a positive multiple of ALIGN and
+    max_device_bytes is None or a positive int."""
+    if max_device_bytes is not None and (isinstance(max_device_bytes, bool)
+                                         or not isinstance(max_device_bytes, int)
+                                         or max_device_bytes <= 0):
+        raise ValueError(f"max_device_bytes={max_device_bytes!r} must be a positive integer")
+    if block_rows is not None and (isinstance(block_rows, bool) or not isinstance(block_rows, int)
+                                   or block_rows <= 0 or block_rows % ALIGN):
+        raise ValueError(f"block_rows={block_rows!r} must be a positive multiple of {ALIGN}")
 
 
 def plan_block_rows(X: torch.Tensor, precision: str, device: torch.device,
                     dtype: torch.dtype, *, block_rows: Optional[int],
-                    max_device_bytes: Optional[int]) -> int:
+                    max_device_bytes: Optional[int], extra_elem_bytes: int = 0) -> int:
     """Rows per streamed block, or 0 for a single call on the whole operand.
 
     ``block_rows`` forces streaming with that block size (validated). Otherwise stream only
     when the operand copy the kernel needs exceeds the budget: ``max_device_bytes`` if given,
     else the device's free memory less a reserve; then the largest aligned block such that two
-    blocks fit.
+    blocks fit. ``extra_elem_bytes`` counts per-element copies the backend makes of its operand
+    on top (the torch reference's fp32 rounding copy, the cuda kernel's padded copy).
 
     Raises:
         ValueError: a bad ``block_rows`` / ``max_device_bytes``, or a budget too small for two
             aligned blocks.
     """
     N, m = X.shape
-    elem = _ELEM[precision]
+    elem = _ELEM[precision] + extra_elem_bytes
+    check_options(block_rows, max_device_bytes)
     if block_rows is not None:
-        if isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows <= 0 \
-                or block_rows % ALIGN:
-            raise ValueError(f"block_rows={block_rows!r} must be a positive multiple of {ALIGN}")
         return block_rows if block_rows < N else 0
-    if max_device_bytes is not None and (isinstance(max_device_bytes, bool)
-                                         or not isinstance(max_device_bytes, int)
-                                         or max_device_bytes <= 0):
-        raise ValueError(f"max_device_bytes={max_device_bytes!r} must be a positive integer")
-    if not needs_copy(X, precision, device, dtype):
+    if not needs_copy(X, precision, device, dtype) and not extra_elem_bytes:
         return 0
     budget = max_device_bytes
     if budget is None:
@@ -116,14 +137,15 @@ def plan_block_rows(X: torch.Tensor, precision: str, device: torch.device,
         if free is None:
             return 0
         budget = free - RESERVE_BYTES
-    if N * m * elem <= budget:
+    copy = N * m * (elem if needs_copy(X, precision, device, dtype) else extra_elem_bytes)
+    if copy <= budget:
         return 0
-    b = budget // (2 * m * elem) // ALIGN * ALIGN
+    b = max(budget, 0) // (2 * m * elem) // ALIGN * ALIGN
     if b < ALIGN:
         raise ValueError(
             f"device memory budget of {budget} bytes cannot hold two {ALIGN}-row blocks of the "
-            f"({N}, {m}) head in {precision} ({2 * ALIGN * m * elem} bytes); free memory or "
-            f"pass a larger max_device_bytes")
+            f"({N}, {m}) head in {precision} ({2 * ALIGN * m * elem} bytes with the backend's "
+            f"copies); free device memory or pass a larger max_device_bytes")
     return int(b)
 
 
@@ -144,7 +166,8 @@ class _Merger:
         self.sums.append((part.sum_cos, part.sum_abs, part.sum_sq))
         if self.hist is not None:
             self.hist += part.hist
-        ok = part.row_argmax >= 0
+        # Every row of a streamed call has a pair; the mask only guards the N < 2 marker.
+        ok = (part.row_argmax >= 0) & (part.row_argmax < rows.numel())
         g = rows[ok]
         v, j = part.row_max_abs[ok], rows[part.row_argmax[ok]]
         self.row_max[g], self.row_arg[g] = _merge_row_max(self.row_max[g], self.row_arg[g], v, j)

@@ -152,7 +152,7 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
         r[keep_idx] = norms.norms
     _timed(timings, "norms_duplicates", t0)
 
-    Wd = _place_head(W, dev)
+    Wd = _place_head(W, dev, centred=centred, precision=precision)
     kr = r[keep_idx]
     med = norms.median
     sets = {"all": ("all rows", keep_idx)}
@@ -230,13 +230,25 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
                        rows_selected=None if sel is None else N, sample_rows=samples)
 
 
-def _place_head(W: torch.Tensor, dev: torch.device, room: float = 0.5) -> torch.Tensor:
-    """The head on the compute device when it takes at most ``room`` of the free memory (the
-    centred copy and the kernel operand need the rest), else left in host memory: every pass
-    then moves it in row blocks (``overlap_stats(device=...)`` streams it)."""
+_OPERAND_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2}
+
+
+def _place_head(W: torch.Tensor, dev: torch.device, *, centred: bool = True,
+                precision: str = "fp32", room: float = 0.8) -> torch.Tensor:
+    """The head on the compute device when everything a probe puts there fits in ``room`` of
+    the free memory: the head, its fp32 centred copy (when centred), and the kernel operand
+    when the head's dtype is not the operand's. Otherwise the head stays in host memory and
+    every pass moves it in row blocks (``overlap_stats(device=...)`` streams it; the centred
+    copy is then made in host memory too)."""
     if dev.type != "cuda" or W.device == dev:
         return W.to(dev)
-    if W.numel() * W.element_size() <= room * free_device_bytes(dev):
+    elems = W.numel()
+    need = elems * W.element_size()
+    if centred:
+        need += elems * 4
+    if W.element_size() != _OPERAND_BYTES[precision] or precision == "fp16":
+        need += elems * _OPERAND_BYTES[precision]
+    if need <= room * free_device_bytes(dev):
         return W.to(dev)
     return W
 

@@ -197,7 +197,13 @@ def _epilogue_part(acc, si, rows, cp0, r0, diag, N, scale_ptr, hist_row_ptr, row
     return r_c, r_a, r_q, r_max, cp0 + r_arg
 
 
-@triton.jit
+# Triton turns an integer argument equal to 1 into a compile-time constant, and a plain int has
+# no .to(): the tile counts (1 for a head of <= 128 rows, or a 128-row first part in split
+# mode) are never specialised.
+_NO_SPECIALIZE = ["NB", "NUM_TILES", "NBA"]
+
+
+@triton.jit(do_not_specialize=_NO_SPECIALIZE)
 def _overlap_kernel(
     x_ptr, x_desc, scale_ptr, N, M, stride_x,
     part_sums_ptr,          # (G, 3) fp64: sum c, sum |c|, sum c^2 of this program's tiles
