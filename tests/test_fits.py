@@ -45,6 +45,10 @@ def test_fit_ranges_and_paper_rules():
     assert M[select_range(M, "from3")].tolist() == M[2:].tolist()
     seeds = np.repeat(M, 3)  # counting is over distinct widths, not points
     assert select_range(seeds, "last5").sum() == 15
+    assert M[select_range(M, "m<=128")].tolist() == [8, 16, 32, 64, 128]
+    assert M[select_range(M, "16 <= m <= 64")].tolist() == [16, 32, 64]
+    with pytest.raises(ValueError, match="empty fit range.*64 > 16"):
+        select_range(M, "64<=m<=16")
     with pytest.raises(ValueError, match="unknown fit range"):
         select_range(M, "middle")
     loss = M ** -1.0

@@ -288,3 +288,10 @@ def test_cli_sweep_and_fit_roundtrip(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "o"), "--json", str(tmp_path / "fit.json")]) == 0
     fit = json.loads((tmp_path / "fit.json").read_text())
     assert len(fit["cells"]) == 2 and all(c["fit"]["n_points"] == 3 for c in fit["cells"])
+    assert main(["fit", str(tmp_path / "o"), "--range", "m<=8", "--json",
+                 str(tmp_path / "fit8.json")]) == 0
+    fit8 = json.loads((tmp_path / "fit8.json").read_text())  # 2 widths: too few for a line
+    assert all(c["fit"] is None and "leaves 2 point" in c["error"] for c in fit8["cells"])
+    capsys.readouterr()
+    assert main(["fit", str(tmp_path / "o"), "--range", "middle"]) == 2
+    assert "unknown fit range 'middle'" in capsys.readouterr().err

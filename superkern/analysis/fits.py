@@ -17,7 +17,8 @@ import numpy as np
 from scipy import optimize, stats
 
 # Fit-range names. "paper" is resolved per cell by :func:`paper_fit_range`.
-FIT_RANGES = ("all", "paper", "m>=K (e.g. m>=32)", "lastK (e.g. last5)", "firstK", "fromK")
+FIT_RANGES = ("all", "paper", "m>=K (e.g. m>=32)", "m<=K", "K<=m<=L (e.g. 16<=m<=128)",
+              "lastK (e.g. last5)", "firstK", "fromK")
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ class PowerLawFit:
 def select_range(m: Sequence[float], fit_range: str) -> np.ndarray:
     """Boolean mask over ``m`` (any order) for a fit-range name.
 
-    Names: ``all``; ``m>=K`` (widths at least K); ``lastK`` / ``firstK`` (the K largest /
+    Names: ``all``; ``m>=K`` / ``m<=K`` / ``K<=m<=L`` (widths in a closed interval);
+    ``lastK`` / ``firstK`` (the K largest /
     smallest distinct widths); ``fromK`` (from the K-th smallest distinct width on, 1-based:
     the paper's "starting from the third point" is ``from3``).
     """
@@ -66,6 +68,13 @@ def select_range(m: Sequence[float], fit_range: str) -> np.ndarray:
         return np.ones(m.size, dtype=bool)
     if (g := re.fullmatch(r"m>=([0-9.]+)", name)):
         return m >= float(g.group(1))
+    if (g := re.fullmatch(r"m<=([0-9.]+)", name)):
+        return m <= float(g.group(1))
+    if (g := re.fullmatch(r"([0-9.]+)<=m<=([0-9.]+)", name)):
+        lo, hi = float(g.group(1)), float(g.group(2))
+        if lo > hi:
+            raise ValueError(f"empty fit range {fit_range!r}: {lo:g} > {hi:g}")
+        return (m >= lo) & (m <= hi)
     if (g := re.fullmatch(r"last([0-9]+)", name)):
         keep = widths[-int(g.group(1)):] if int(g.group(1)) > 0 else widths[:0]
     elif (g := re.fullmatch(r"first([0-9]+)", name)):

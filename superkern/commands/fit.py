@@ -17,7 +17,8 @@ def register(sub) -> None:
     p.add_argument("target", help="results.jsonl (or its folder), 'zipf' or 'width-law'")
     p.add_argument("file", nargs="?", help="the counts/text file (zipf) or CSV (width-law)")
     p.add_argument("--range", dest="fit_range", default="paper",
-                   help="alpha_m fit range: paper (default), all, m>=32, last5, from3, ...")
+                   help="alpha_m fit range: paper (default), all, m>=32, m<=128, 16<=m<=128, last5, "
+                        "first5, from3")
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="bootstrap resamples over seeds (default 1000)")
     p.add_argument("--mode", default="auto", choices=("auto", "counts", "text", "json"),
@@ -71,9 +72,12 @@ def run(args) -> int:
         d["offsets"] = {"/".join(k): v for k, v in f.offsets.items()}
         _emit(d, args.json)
         return 0
+    from superkern.analysis.fits import select_range
     from superkern.analysis.scaling import fit_report, format_report
     from superkern.analysis.tables import load_results
 
+    if args.fit_range != "paper":
+        select_range([1.0], args.fit_range)  # a bad range name fails before any work
     rep = fit_report(load_results(args.target), args.fit_range, n_boot=args.bootstrap)
     if args.json != "-":
         print(format_report(rep))
