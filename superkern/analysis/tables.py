@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from superkern.sweep import engine
+from superkern.sweep.shard import RESULTS_NAME, results_files
 from superkern.sweep.store import read_jsonl
 
 # Fields that vary inside a cell, or do not define it. lr and lr_b depend on m in the large
@@ -80,9 +81,12 @@ class Results:
     runs: list[Run]
     read_at: str
     skipped: int = 0  # rows without a finite loss (diverged) or duplicates
+    files: tuple[Path, ...] = ()  # every file read (a folder: results.jsonl and shard files)
 
     @property
     def name(self) -> str:
+        if len(self.files) > 1:
+            return f"results*.jsonl ({len(self.files)} files)"
         return self.path.name
 
     def caption(self, runs: Optional[Sequence[Run]] = None) -> str:
@@ -117,15 +121,24 @@ def _finite(v: Any) -> float:
 
 
 def load_results(path: str | Path) -> Results:
-    """Read a ``results.jsonl``; duplicates (same run_id) keep the first row, and rows with no
-    finite final loss (diverged runs) are counted in ``skipped`` and left out."""
+    """Read a ``results.jsonl``, or a sweep folder: its ``results.jsonl`` and the files of
+    sharded runs (``results.shard-K-of-N.jsonl``) together. Duplicates (same run_id) keep the
+    first row, and rows with no finite final loss (diverged runs) are counted in ``skipped``
+    and left out."""
     path = Path(path)
     if path.is_dir():
-        path = path / "results.jsonl"
-    if not path.is_file():
+        files = results_files(path)
+        if not files:
+            raise FileNotFoundError(f"no results file in {path} (neither {RESULTS_NAME} nor "
+                                    "results.shard-K-of-N.jsonl)")
+        path = path / RESULTS_NAME
+    else:
+        files = [path]
+    if not files[0].is_file():
         raise FileNotFoundError(f"no results file at {path}")
+    rows = [row for f in files for row in read_jsonl(f)]
     runs, seen, skipped = [], set(), 0
-    for row in read_jsonl(path):
+    for row in rows:
         rid = str(row.get("run_id", ""))
         cfg = row.get("config")
         if not rid or not isinstance(cfg, dict) or rid in seen:
@@ -146,7 +159,7 @@ def load_results(path: str | Path) -> Results:
         warnings.warn(f"{path}: left out {skipped} row(s) (duplicates, diverged or malformed)",
                       stacklevel=2)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    return Results(path=path, runs=runs, read_at=now, skipped=skipped)
+    return Results(path=path, runs=runs, read_at=now, skipped=skipped, files=tuple(files))
 
 
 def _hashable(v: Any) -> Any:

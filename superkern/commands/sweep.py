@@ -29,7 +29,33 @@ def register(sub) -> None:
                    help="expand and validate, print the plan, train nothing")
     p.add_argument("--list", action="store_true", help="list the built-in experiments")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--shard", metavar="K/N",
+                   help="run only shard K of N (1-based) of the grid, appending to "
+                        "OUT/results.shard-K-of-N.jsonl; N processes (on any machines "
+                        "sharing OUT) given 1/N..N/N train every model once")
+    p.add_argument("--devices", metavar="LIST",
+                   help="start one shard per device and wait for all: 'all' (every visible "
+                        "GPU) or a list such as cuda:0,cuda:1 (cpu allowed, repeats too)")
     p.set_defaults(func=run)
+
+
+def _child_argv(args) -> list[str]:
+    """The options a shard started by --devices repeats (everything but out, shard, device,
+    devices and progress)."""
+    argv = [args.config]
+    if args.quick:
+        argv.append("--quick")
+    for v in args.variant:
+        argv += ["--variant", v]
+    for o in args.overrides:
+        argv += ["--set", o]
+    if args.max_instances:
+        argv += ["--max-instances", str(args.max_instances)]
+    if args.no_weights:
+        argv.append("--no-weights")
+    if args.keep_going:
+        argv.append("--keep-going")
+    return argv
 
 
 def run(args) -> int:
@@ -41,19 +67,51 @@ def run(args) -> int:
             alias = "" if name == exp.name else f" (alias of {exp.name})"
             print(f"{name:<8} {exp.size():>5} models{alias}  {exp.paper}")
         return 0 if args.list else 2
+    shard = None
+    if args.shard is not None:
+        shard = sw.parse_shard(args.shard)
+        if args.devices:
+            raise ValueError("--shard and --devices do not combine: --devices starts shards "
+                             "1..N itself")
+    if args.devices and not args.dry_run:
+        if args.device:
+            raise ValueError("--device and --devices do not combine: --devices gives each "
+                             "shard its device")
+        from superkern.sweep.shard import resolve_devices, run_local_shards
+
+        devices = resolve_devices(args.devices)
+        exp, configs = sw.prepare(args.config, quick=args.quick, variants=args.variant,
+                                  overrides=args.overrides)  # a bad grid fails before a start
+        out = args.out or sw.default_out(exp, args.quick)
+        return run_local_shards(_child_argv(args), devices, out,
+                                total=len({c.run_id for c in configs}),
+                                progress=not args.no_progress)
     if args.dry_run:
+        from superkern.sweep.runner import unique_configs
+        from superkern.sweep.shard import model_cost, partition, resolve_devices
+
         exp, configs = sw.prepare(args.config, quick=args.quick, variants=args.variant,
                                   overrides=args.overrides)
-        launches = sw.group_configs(configs, max_instances=int(
-            args.max_instances or exp.sweep.get("max_instances", 32)), device=args.device)
+        max_inst = int(args.max_instances or exp.sweep.get("max_instances", 32))
+        launches = sw.group_configs(configs, max_instances=max_inst, device=args.device)
         print(f"{exp.name}: {len(configs)} valid configs in {len(launches)} launch(es); "
               f"axes: " + ", ".join(f"{k}={v}" for k, v in exp.axes.items()))
         print("base: " + ", ".join(f"{k}={v}" for k, v in exp.base.items()))
+        count = shard[1] if shard else (len(resolve_devices(args.devices)) if args.devices
+                                        else 0)
+        if count:
+            parts = partition(unique_configs(configs)[0], count)
+            grand = sum(model_cost(c) for part in parts for c in part) or 1.0
+            for k, part in enumerate(parts, 1):
+                cost = sum(model_cost(c) for c in part)
+                n_launch = len(sw.group_configs(part, max_instances=max_inst))
+                print(f"shard {k}/{count}: {len(part)} models in {n_launch} launch(es), "
+                      f"{100 * cost / grand:.1f}% of the estimated work")
         return 0
     summary = sw.sweep(args.config, args.out, quick=args.quick, variants=args.variant,
                        overrides=args.overrides, device=args.device,
                        max_instances=args.max_instances, progress=not args.no_progress,
                        save_weights=False if args.no_weights else None,
-                       keep_going=args.keep_going)
+                       keep_going=args.keep_going, shard=shard)
     print(summary.text())
     return 1 if summary.failed else 0

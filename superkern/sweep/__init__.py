@@ -13,11 +13,14 @@ from superkern.sweep.grid import (Experiment, Launch, apply_overrides, apply_var
                                   build_configs, builtin_experiments, expand, group_configs,
                                   load_experiment)
 from superkern.sweep.runner import RESULTS_NAME, SweepSummary, run_sweep
+from superkern.sweep.shard import parse_shard, results_files
 from superkern.sweep.store import ResultsStore, read_jsonl
 
 __all__ = ["Experiment", "Launch", "RESULTS_NAME", "ResultsStore", "SweepSummary",
-           "apply_overrides", "apply_variant", "build_configs", "builtin_experiments", "expand",
-           "group_configs", "load_experiment", "prepare", "read_jsonl", "run_sweep", "sweep"]
+           "apply_overrides", "apply_variant", "build_configs", "builtin_experiments",
+           "default_out", "expand",
+           "group_configs", "load_experiment", "parse_shard", "prepare", "read_jsonl",
+           "results_files", "run_sweep", "sweep"]
 
 
 def prepare(spec: str, *, quick: bool = False, variants: Sequence[str] = (),
@@ -36,12 +39,18 @@ def prepare(spec: str, *, quick: bool = False, variants: Sequence[str] = (),
     return exp, build_configs(expand(exp))
 
 
+def default_out(exp: Experiment, quick: bool) -> Path:
+    """Where a sweep writes when no folder is given: ``runs/<name>[-quick]``."""
+    return Path("runs") / (exp.name + ("-quick" if quick else ""))
+
+
 def sweep(spec: str, out_dir: Optional[str | Path] = None, *, quick: bool = False,
           variants: Sequence[str] = (), overrides: Sequence[str] = (),
           device: Optional[str] = None, max_instances: Optional[int] = None,
           progress: bool = True, save_weights: Optional[bool] = None, keep_going: bool = False,
           train_fn: Optional[Callable[..., Sequence[Any]]] = None,
-          group_by: Optional[str] = None) -> SweepSummary:
+          group_by: Optional[str] = None,
+          shard: Optional[tuple[int, int] | str] = None) -> SweepSummary:
     """Run (or resume) an experiment: the library function behind ``superkern sweep``.
 
     Args:
@@ -56,14 +65,17 @@ def sweep(spec: str, out_dir: Optional[str | Path] = None, *, quick: bool = Fals
         train_fn: trainer to use instead of ``superkern.toy.train_many``.
         group_by: width grouping inside each launch ("bucket", "width", "none"); default the
             experiment's ``[sweep] group_by``, else the trainer's default ("bucket").
+        shard: ``(K, N)`` or ``"K/N"``: run shard K of N only (``superkern.sweep.shard``).
     """
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
     exp, configs = prepare(spec, quick=quick, variants=variants, overrides=overrides)
     opts = dict(exp.sweep)
     if out_dir is None:
-        out_dir = Path("runs") / (exp.name + ("-quick" if quick else ""))
+        out_dir = default_out(exp, quick)
     manifest = {"experiment": exp.name, "source": exp.source, "applied": list(exp.applied),
                 "base": exp.base, "axes": exp.axes, "description": exp.description,
-                "paper": exp.paper}
+                "paper": exp.paper, "models": len({c.run_id for c in configs})}
     return run_sweep(
         configs, out_dir, experiment=exp.name, train_fn=train_fn,
         device=device if device is not None else opts.get("device"),
@@ -72,4 +84,4 @@ def sweep(spec: str, out_dir: Optional[str | Path] = None, *, quick: bool = Fals
         save_weights=bool(opts.get("save_weights", True) if save_weights is None
                           else save_weights),
         keep_going=keep_going, manifest=manifest,
-        group_by=group_by if group_by is not None else opts.get("group_by"))
+        group_by=group_by if group_by is not None else opts.get("group_by"), shard=shard)

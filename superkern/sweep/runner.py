@@ -19,9 +19,10 @@ from typing import Any, Callable, Optional, Sequence
 
 from superkern.sweep import engine
 from superkern.sweep.grid import Launch, group_configs
+from superkern.sweep.shard import (RESULTS_NAME, results_files, shard_configs,
+                                   shard_results_name)
 from superkern.sweep.store import ResultsStore, atomic_write_text
 
-RESULTS_NAME = "results.jsonl"
 WEIGHTS_DIR = "weights"
 SCHEMA_VERSION = 1
 # Row keys every consumer (fits, figures) may rely on; tests check them.
@@ -41,11 +42,13 @@ class SweepSummary:
     launches: int = 0
     seconds: float = 0.0
     failed: list[str] = field(default_factory=list)
+    shard: Optional[tuple[int, int]] = None
 
     def text(self) -> str:
         failed = f", {len(self.failed)} launch(es) failed" if self.failed else ""
-        return (f"{self.trained} trained, {self.skipped} already done, of {self.total} models, "
-                f"in {self.launches} launch(es), {self.seconds:.1f} s{failed} -> "
+        part = f" (shard {self.shard[0]}/{self.shard[1]})" if self.shard else ""
+        return (f"{self.trained} trained, {self.skipped} already done, of {self.total} models"
+                f"{part}, in {self.launches} launch(es), {self.seconds:.1f} s{failed} -> "
                 f"{self.results_path}")
 
 
@@ -162,21 +165,33 @@ class _Bar:
             self.bar.close()
 
 
-def plan(configs: Sequence[Any], results_path: Path, *, max_instances: int,
-         device: Optional[str]) -> tuple[list[Launch], int, int]:
-    """Launches still to run, the number of configs already done, and duplicates dropped."""
-    done = ResultsStore(results_path).done_ids()
-    pending, seen, dups = [], set(), 0
+def unique_configs(configs: Sequence[Any]) -> tuple[list[Any], int]:
+    """Configs with repeated run ids dropped (first kept), and how many were dropped."""
+    out, seen = [], set()
     for c in configs:
         rid = engine.run_id(c)
-        if rid in seen:
-            dups += 1
-            continue
-        seen.add(rid)
-        if rid not in done:
-            pending.append(c)
-    skipped = len(seen) - len(pending)
-    return group_configs(pending, max_instances=max_instances, device=device), skipped, dups
+        if rid not in seen:
+            seen.add(rid)
+            out.append(c)
+    return out, len(configs) - len(out)
+
+
+def done_ids(out_dir: Path) -> set[str]:
+    """run ids stored in any results file of the folder (``results.jsonl`` and the shards')."""
+    done: set[str] = set()
+    for path in results_files(out_dir):
+        done |= ResultsStore(path).done_ids()
+    return done
+
+
+def plan(configs: Sequence[Any], out_dir: Path, *, max_instances: int,
+         device: Optional[str]) -> tuple[list[Launch], int]:
+    """Launches still to run for ``configs`` (already de-duplicated) and the number of them
+    already done in ``out_dir``."""
+    done = done_ids(out_dir)
+    pending = [c for c in configs if engine.run_id(c) not in done]
+    return (group_configs(pending, max_instances=max_instances, device=device),
+            len(configs) - len(pending))
 
 
 def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = "",
@@ -184,8 +199,9 @@ def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = 
               device: Optional[str] = None, max_instances: int = 32, progress: bool = True,
               save_weights: bool = True, keep_going: bool = False,
               manifest: Optional[dict[str, Any]] = None,
-              group_by: Optional[str] = None) -> SweepSummary:
-    """Train every config not yet in ``out_dir/results.jsonl`` and append its row.
+              group_by: Optional[str] = None,
+              shard: Optional[tuple[int, int]] = None) -> SweepSummary:
+    """Train every config not yet in ``out_dir``'s results and append its row.
 
     Args:
         configs: validated configs (``superkern.toy.ToyConfig``), e.g. from
@@ -203,26 +219,32 @@ def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = 
             ``train_fn(..., group_by=...)``: "bucket", "width" or "none" (see
             ``superkern.toy.train_many``). None (default): not passed, so the trainer's own
             default applies ("bucket" for ``train_many``).
+        shard: ``(K, N)``: train only shard K of N (1-based; see ``superkern.sweep.shard``)
+            and append to ``results.shard-K-of-N.jsonl``. The split depends only on the grid,
+            so N processes given 1..N train every model exactly once.
+            Models done in any results file of the folder are skipped either way.
 
     Returns:
         A :class:`SweepSummary`.
     """
     engine.check_group_by(group_by)
     train_kw = {} if group_by is None else {"group_by": group_by}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    results_path = out / RESULTS_NAME
-    store = ResultsStore(results_path)
-    store.repair()
-    launches, skipped, dups = plan(configs, results_path, max_instances=max_instances,
-                                   device=device)
+    configs, dups = unique_configs(configs)
     if dups:
         warnings.warn(f"{dups} duplicate config(s) in the grid were dropped", stacklevel=2)
-    total = len(configs) - dups
-    summary = SweepSummary(str(results_path), total=total, skipped=skipped)
+    if shard is not None:
+        configs = shard_configs(configs, shard)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / (RESULTS_NAME if shard is None else shard_results_name(shard))
+    store = ResultsStore(results_path)
+    store.repair()
+    launches, skipped = plan(configs, out, max_instances=max_instances, device=device)
+    summary = SweepSummary(str(results_path), total=len(configs), skipped=skipped, shard=shard)
     if manifest is not None:
         atomic_write_text(out / "sweep.json", json.dumps(
-            {**manifest, "models": total, "updated": _now(), "versions": versions()}, indent=2))
+            {"models": len(configs), **manifest,
+             "updated": _now(), "versions": versions()}, indent=2))
     if not launches:
         return summary
     train = train_fn or engine.default_train_fn()
