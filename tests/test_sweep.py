@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -334,11 +335,15 @@ def test_partition_is_complete_balanced_and_order_free():
         assert max(loads) - min(loads) <= biggest
         for part in parts:  # grid order kept inside a shard
             assert [configs.index(c) for c in part] == sorted(configs.index(c) for c in part)
-        again = partition(list(reversed(configs)), count)
-        assert [sorted(c.run_id for c in p) for p in again] == \
-            [sorted(c.run_id for c in p) for p in parts]
+        shuffled = list(configs)
+        random.Random(count).shuffle(shuffled)
+        for other in (list(reversed(configs)), shuffled):
+            assert [sorted(c.run_id for c in p) for p in partition(other, count)] == \
+                [sorted(c.run_id for c in p) for p in parts]
     with pytest.raises(ValueError, match="shard count must be >= 1, got 0"):
         partition(configs, 0)
+    with pytest.raises(ValueError, match="61 configs, 60 distinct run ids"):
+        partition(configs + configs[:1], 2)
 
 
 def test_shards_train_every_model_once_and_readers_merge_them(tmp_path):
@@ -376,9 +381,18 @@ def test_shards_train_every_model_once_and_readers_merge_them(tmp_path):
     assert len(res.runs) == len(configs) and len(res.files) == 4
     assert "4 files" in res.caption()
     assert all(r.weights is not None and r.weights.is_file() for r in res.runs)
+    with pytest.warns(UserWarning, match="reading 1 of the 4 results files"):
+        assert len(load_results(tmp_path / "results.jsonl").runs) == 5
     # A folder with shard files only (no results.jsonl) reads too.
     (tmp_path / "results.jsonl").unlink()
     assert len(load_results(tmp_path).runs) == len(configs) - 5
+    with pytest.raises(FileNotFoundError, match="has 3 results file.*pass the folder"):
+        load_results(tmp_path / "results.jsonl")
+    for f in results_files(tmp_path)[1:]:
+        f.unlink()
+    one = load_results(tmp_path)  # one shard file: named as itself, not results.jsonl
+    assert one.path.name == "results.shard-1-of-3.jsonl" and one.path.is_file()
+    assert "results.shard-1-of-3.jsonl" in one.caption()
     with pytest.raises(FileNotFoundError, match="no results file in"):
         load_results(tmp_path / "weights")
 
@@ -432,9 +446,56 @@ def test_devices_parent_stopped_stops_every_shard(tmp_path):
     assert len(pids) == 2, first
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)  # a second signal must not cut the clean-up short
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, (out, err)
-    assert "rerun the same command to resume" in err
-    for pid in pids:  # the parent waited for (reaped) both shards
+    assert proc.returncode == 128 + signal.SIGTERM, (out, err)
+    assert "rerun the same command to resume" in err and "Traceback" not in err
+    for pid in pids:  # both shards are gone (not left running on their own)
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_shard_environment_and_forwarded_options(monkeypatch):
+    from superkern.cli import build_parser
+    from superkern.commands.sweep import _child_argv
+    from superkern.sweep.shard import _child_env
+
+    for visible, want in ((None, "1"), ("4,5", "5"), ("GPU-a, GPU-b", "GPU-b")):
+        if visible is None:
+            monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        else:
+            monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        env, dev = _child_env("cuda:1")
+        assert (env["CUDA_VISIBLE_DEVICES"], dev) == (want, "cuda")
+    assert _child_env("cpu")[1] == "cpu"
+    # Every option a shard must repeat survives the trip parent -> child argv -> parser.
+    parser = build_parser()
+    parent = parser.parse_args(["sweep", "fig1", "--quick", "--variant", "a", "--variant", "b",
+                                "--set", "n=64", "--set", "m=[4,8]", "--max-instances", "7",
+                                "--no-weights", "--keep-going", "--devices", "cpu,cpu",
+                                "--out", "o"])
+    child = parser.parse_args(["sweep", *_child_argv(parent), "--out", "o", "--shard", "1/2",
+                               "--device", "cpu", "--no-progress"])
+    own = {"shard", "device", "devices", "no_progress", "func"}
+    mismatched = {k for k, v in vars(parent).items() if k not in own and vars(child)[k] != v}
+    assert not mismatched, mismatched
+
+
+def test_a_shard_runs_once_and_only_on_its_siblings_grid(tmp_path):
+    from superkern.sweep.shard import claim_shard
+
+    configs = small_configs()
+    with claim_shard(tmp_path, (1, 2), configs):
+        with pytest.raises(ValueError, match=r"shard 1/2 is already running .* \(held by pid"):
+            with claim_shard(tmp_path, (1, 2), configs):
+                pass
+        with claim_shard(tmp_path, (2, 2), configs):  # another shard: fine
+            pass
+    with claim_shard(tmp_path, (1, 2), configs):  # released after the run
+        pass
+    with pytest.raises(ValueError, match="records another grid .*same CONFIG"):
+        run_sweep(configs[:-1], tmp_path, train_fn=make_fake(), progress=False, shard=(2, 2))
+    assert not (tmp_path / "results.shard-2-of-2.jsonl").exists()
+    # Another N is another split: allowed, and it only trains what is missing.
+    s = run_sweep(configs[:-1], tmp_path, train_fn=make_fake(), progress=False, shard=(1, 3))
+    assert s.trained == s.total > 0

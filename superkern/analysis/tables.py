@@ -87,7 +87,7 @@ class Results:
     def name(self) -> str:
         if len(self.files) > 1:
             return f"results*.jsonl ({len(self.files)} files)"
-        return self.path.name
+        return (self.files[0] if self.files else self.path).name
 
     def caption(self, runs: Optional[Sequence[Run]] = None) -> str:
         """'from <file> (<n> runs, <date>)': every figure says which runs it came from."""
@@ -131,11 +131,17 @@ def load_results(path: str | Path) -> Results:
         if not files:
             raise FileNotFoundError(f"no results file in {path} (neither {RESULTS_NAME} nor "
                                     "results.shard-K-of-N.jsonl)")
-        path = path / RESULTS_NAME
+        path = files[0] if len(files) == 1 else path / RESULTS_NAME
     else:
         files = [path]
-    if not files[0].is_file():
-        raise FileNotFoundError(f"no results file at {path}")
+        if not path.is_file():
+            extra = (f"; {path.parent} has {len(results_files(path.parent))} results file(s): "
+                     "pass the folder to read them all") if results_files(path.parent) else ""
+            raise FileNotFoundError(f"no results file at {path}{extra}")
+        siblings = results_files(path.parent)
+        if path.name.startswith("results") and len(siblings) > 1:
+            warnings.warn(f"{path}: reading 1 of the {len(siblings)} results files of "
+                          f"{path.parent}; pass the folder to read them all", stacklevel=2)
     rows = [row for f in files for row in read_jsonl(f)]
     runs, seen, skipped = [], set(), 0
     for row in rows:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "figures", help="PNGs mirroring the paper's toy-model figures from a results file",
-        description="Plot what a results.jsonl supports (Figs. 1, 3, 4a, 4b, 5a, 5b, 6c-e, 7, "
+        "figures", help="PNGs mirroring the paper's toy-model figures from sweep results",
+        description="Plot what a sweep's results support (Figs. 1, 3, 4a, 4b, 5a, 5b, 6c-e, 7, "
                     "10, 13-18); figures whose data are absent are skipped with the reason.")
-    p.add_argument("results", nargs="?", help="results.jsonl or its folder")
+    p.add_argument("results", nargs="?", help="a sweep folder (all its results files) or one "
+                                                   "results file")
     p.add_argument("--out", default=None, help="output folder (default <results folder>/figures)")
     p.add_argument("--only", action="append", metavar="NAME", help="make only these (repeatable)")
     p.add_argument("--range", dest="fit_range", default="paper", help="alpha_m fit range")

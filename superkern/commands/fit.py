@@ -14,7 +14,8 @@ def register(sub) -> None:
                     "tables.  superkern fit zipf FILE: Zipf exponent (pinned recipe) of a counts "
                     "file, a {token: count} JSON, or a text file.  superkern fit width-law CSV: "
                     "L = C/m^alpha + L_g from (family, dataset, m, loss) rows.")
-    p.add_argument("target", help="results.jsonl (or its folder), 'zipf' or 'width-law'")
+    p.add_argument("target", help="a sweep folder (all its results files) or one results file, 'zipf' "
+                        "or 'width-law'")
     p.add_argument("file", nargs="?", help="the counts/text file (zipf) or CSV (width-law)")
     p.add_argument("--range", dest="fit_range", default="paper",
                    help="alpha_m fit range: paper (default), all, m>=32, m<=128, 16<=m<=128, last5, "

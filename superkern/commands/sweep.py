@@ -8,7 +8,8 @@ def register(sub) -> None:
         "sweep", help="run or resume a toy-model sweep (one JSONL row per model)",
         description="Expand an experiment grid (a TOML file or a built-in: fig1, small, density, "
                     "fig17 and aliases such as fig4b, fig7), validate every config, train what "
-                    "is not yet in OUT/results.jsonl, and append one row per model. Safe to "
+                    "is not yet in OUT's results files, and append one row per model to "
+                    "OUT/results.jsonl (OUT/results.shard-K-of-N.jsonl with --shard). Safe to "
                     "kill and rerun.")
     p.add_argument("config", nargs="?", help="experiment TOML file or built-in name")
     p.add_argument("--out", help="output folder (default runs/<name>[-quick])")
@@ -73,10 +74,10 @@ def run(args) -> int:
         if args.devices:
             raise ValueError("--shard and --devices do not combine: --devices starts shards "
                              "1..N itself")
+    if args.devices and args.device:
+        raise ValueError("--device and --devices do not combine: --devices gives each "
+                         "shard its device")
     if args.devices and not args.dry_run:
-        if args.device:
-            raise ValueError("--device and --devices do not combine: --devices gives each "
-                             "shard its device")
         from superkern.sweep.shard import resolve_devices, run_local_shards
 
         devices = resolve_devices(args.devices)
@@ -84,7 +85,7 @@ def run(args) -> int:
                                   overrides=args.overrides)  # a bad grid fails before a start
         out = args.out or sw.default_out(exp, args.quick)
         return run_local_shards(_child_argv(args), devices, out,
-                                total=len({c.run_id for c in configs}),
+                                grid_ids={c.run_id for c in configs},
                                 progress=not args.no_progress)
     if args.dry_run:
         from superkern.sweep.runner import unique_configs

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 import sys
 import time
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from superkern.sweep import engine
 from superkern.sweep.grid import Launch, group_configs
-from superkern.sweep.shard import (RESULTS_NAME, results_files, shard_configs,
+from superkern.sweep.shard import (RESULTS_NAME, claim_shard, results_files, shard_configs,
                                    shard_results_name)
 from superkern.sweep.store import ResultsStore, atomic_write_text
 
@@ -177,10 +179,12 @@ def unique_configs(configs: Sequence[Any]) -> tuple[list[Any], int]:
 
 
 def done_ids(out_dir: Path) -> set[str]:
-    """run ids stored in any results file of the folder (``results.jsonl`` and the shards')."""
+    """run ids stored in any results file of the folder (``results.jsonl`` and the shards').
+    Quiet about a partial last line: another shard may be writing it right now (a sweep
+    repairs its own file before reading)."""
     done: set[str] = set()
     for path in results_files(out_dir):
-        done |= ResultsStore(path).done_ids()
+        done |= ResultsStore(path).done_ids(warn=False)
     return done
 
 
@@ -232,10 +236,28 @@ def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = 
     configs, dups = unique_configs(configs)
     if dups:
         warnings.warn(f"{dups} duplicate config(s) in the grid were dropped", stacklevel=2)
-    if shard is not None:
-        configs = shard_configs(configs, shard)
+    grid_models = len(configs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        if shard is not None:
+            # Refuses a second process on this shard and a grid other than its siblings'.
+            stack.enter_context(claim_shard(out, shard, configs))
+            configs = shard_configs(configs, shard)
+        return _run(configs, out, experiment=experiment, train_fn=train_fn, device=device,
+                    max_instances=max_instances, progress=progress, save_weights=save_weights,
+                    keep_going=keep_going, train_kw=train_kw, shard=shard,
+                    manifest=None if manifest is None else {
+                        "models": grid_models, **manifest,
+                        **({"shards": shard[1]} if shard else {})})
+
+
+def _run(configs: list[Any], out: Path, *, experiment: str,
+         train_fn: Optional[Callable[..., Sequence[Any]]], device: Optional[str],
+         max_instances: int, progress: bool, save_weights: bool, keep_going: bool,
+         train_kw: dict[str, Any], shard: Optional[tuple[int, int]],
+         manifest: Optional[dict[str, Any]]) -> SweepSummary:
+    """The body of :func:`run_sweep` once the configs (this shard's) are fixed."""
     results_path = out / (RESULTS_NAME if shard is None else shard_results_name(shard))
     store = ResultsStore(results_path)
     store.repair()
@@ -243,12 +265,12 @@ def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = 
     summary = SweepSummary(str(results_path), total=len(configs), skipped=skipped, shard=shard)
     if manifest is not None:
         atomic_write_text(out / "sweep.json", json.dumps(
-            {"models": len(configs), **manifest,
-             "updated": _now(), "versions": versions()}, indent=2))
+            {**manifest, "updated": _now(), "versions": versions()}, indent=2))
     if not launches:
         return summary
     train = train_fn or engine.default_train_fn()
     vers = versions()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     bar = _Bar(sum(lz.steps for lz in launches), sum(len(lz.configs) for lz in launches),
                progress)
     t_start = time.perf_counter()
@@ -270,6 +292,10 @@ def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = 
                 continue
             seconds = time.perf_counter() - t0
             info = {"index": index, "instances": len(launch.configs), "seconds": round(seconds, 3)}
+            if shard is not None:
+                info["shard"] = list(shard)
+            if visible is not None:
+                info["cuda_visible_devices"] = visible
             for cfg, result in zip(launch.configs, results):
                 if engine.run_id(result.config) != engine.run_id(cfg):
                     raise RuntimeError("trainer returned results out of order: "
@@ -283,6 +309,9 @@ def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = 
             summary.trained += len(launch.configs)
             summary.launches += 1
             bar.finish_launch(launch.steps, len(launch.configs))
+            if shard is not None and not progress:  # a shard's log shows each launch
+                print(f"launch {index + 1}/{len(launches)}: {len(launch.configs)} models, "
+                      f"{launch.steps} steps, {seconds:.1f} s", flush=True)
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - t_start

@@ -18,11 +18,22 @@ the output folder. There is no coordinator and nothing to lock between shards:
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
 import re
+import socket
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from superkern.sweep import engine
+from superkern.sweep.store import atomic_write_text
+
+try:  # POSIX; elsewhere a shard is not protected against a second copy of itself
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
 
 RESULTS_NAME = "results.jsonl"
 _SHARD_GLOB = "results.shard-*-of-*.jsonl"
@@ -78,6 +89,10 @@ def partition(configs: Sequence[Any], count: int) -> list[list[Any]]:
     on the configs, not on their order or on what is already done."""
     if count < 1:
         raise ValueError(f"shard count must be >= 1, got {count}")
+    ids = [engine.run_id(c) for c in configs]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"partition needs configs without repeats: {len(ids)} configs, "
+                         f"{len(set(ids))} distinct run ids")
     order = sorted(range(len(configs)),
                    key=lambda i: (-model_cost(configs[i]), engine.run_id(configs[i])))
     loads = [0.0] * count
@@ -97,6 +112,60 @@ def shard_configs(configs: Sequence[Any], shard: tuple[int, int]) -> list[Any]:
     return partition(configs, n)[k - 1]
 
 
+def grid_hash(configs: Sequence[Any]) -> str:
+    """16 hex digits naming a grid: the sha256 of its sorted run ids."""
+    ids = sorted({engine.run_id(c) for c in configs})
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def claim_shard(out: Path, shard: tuple[int, int], configs: Sequence[Any]) -> Iterator[None]:
+    """Hold shard ``(K, N)`` of the grid ``configs`` in folder ``out`` for a run.
+
+    Takes an exclusive lock on ``out/.shard-K-of-N.lock`` (so a second process on the same
+    shard, e.g. one left running by a killed parent, fails instead of training the same
+    models), checks that every other shard of N recorded in ``out/sweep.shard-*-of-N.json``
+    split the same grid, and records this shard's grid there.
+
+    Raises:
+        ValueError: the shard is already running, or a sibling shard ran another grid.
+    """
+    k, n = shard
+    h = grid_hash(configs)
+    lock_path = out / f".shard-{k}-of-{n}.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+                raise ValueError(f"shard {k}/{n} is already running on {out} (held by "
+                                 f"{holder}); stop it first, or wait for it") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        for p in sorted(out.glob(f"sweep.shard-*-of-{n}.json")):
+            if p.name == f"sweep.shard-{k}-of-{n}.json":
+                continue
+            try:
+                other = json.loads(p.read_text())
+            except (OSError, ValueError):
+                continue  # unreadable record: written atomically, so only a foreign file
+            if other.get("grid_hash") not in (None, h):
+                raise ValueError(
+                    f"shard {k}/{n}: {p.name} records another grid ({other['grid_hash']}, "
+                    f"{other.get('models')} models) than this one ({h}, {len(configs)} "
+                    "models). Run every shard with the same CONFIG, --quick, --variant, --set "
+                    f"and superkern version, or remove {out}/sweep.shard-*-of-{n}.json to start "
+                    "a new split (finished models are kept and skipped).")
+        atomic_write_text(out / f"sweep.shard-{k}-of-{n}.json", json.dumps(
+            {"shard": [k, n], "grid_hash": h, "models": len(configs),
+             "host": socket.gethostname(), "pid": os.getpid()}, indent=2))
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def resolve_devices(spec: str) -> list[str]:
     """``--devices`` value -> one device per shard: ``all`` (every visible CUDA device), or a
     comma list of ``cuda``, ``cuda:K`` and ``cpu`` (repeats allowed: two shards on one GPU).
@@ -110,7 +179,8 @@ def resolve_devices(spec: str) -> list[str]:
     if spec.strip() == "all":
         if count == 0:
             raise ValueError("--devices all: torch sees no CUDA device (use e.g. "
-                             "--devices cpu,cpu for CPU shards)")
+                             "--devices cpu,cpu for CPU shards, or --dry-run --shard 1/N to "
+                             "preview an N-way split)")
         return [f"cuda:{i}" for i in range(count)]
     devices = [d.strip() for d in spec.split(",") if d.strip()]
     if not devices:
@@ -130,8 +200,6 @@ def resolve_devices(spec: str) -> list[str]:
 def _child_env(device: str) -> tuple[dict[str, str], str]:
     """Environment and ``--device`` for the shard on ``device``: a CUDA shard sees only its
     GPU (``CUDA_VISIBLE_DEVICES``), so every kernel launches on the right one."""
-    import os
-
     env = dict(os.environ)
     if device == "cpu":
         return env, "cpu"
@@ -141,15 +209,25 @@ def _child_env(device: str) -> tuple[dict[str, str], str]:
     return env, "cuda"
 
 
+def _exit_code(returncode: int) -> int:
+    """A shell-style exit code: a process killed by signal S (returncode -S) gives 128 + S."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
 def run_local_shards(sweep_argv: Sequence[str], devices: Sequence[str], out_dir: str | Path, *,
-                     total: int, progress: bool = True, poll: float = 2.0) -> int:
+                     grid_ids: set[str], progress: bool = True, poll: float = 2.0) -> int:
     """Run shard K of N = len(devices) as ``superkern sweep SWEEP_ARGV --shard K/N`` on
-    device K, all at once; wait for all of them.
+    device K, all at once, and wait for all of them.
 
     Each shard logs to ``OUT/logs/shard-K-of-N.log`` (appended across reruns). A progress bar
-    counts models done in the folder. Ctrl-C or SIGTERM stops every shard (each loses at most
-    its launch in flight; a rerun resumes). Returns 0 if every shard succeeded, else the first
-    non-zero exit code, after printing each shard's last log lines.
+    counts the models of ``grid_ids`` done in the folder. SIGINT, SIGTERM or SIGHUP, however
+    often they come, and any error in this process stop every shard that is still running
+    (SIGTERM, then SIGKILL after 30 s) and wait for it; each shard loses at most its launch in
+    flight, and the same command resumes.
+
+    Returns:
+        0 if every shard succeeded; 128 + the signal number if stopped by a signal; else the
+        first failing shard's exit code, after printing its last log lines.
     """
     import signal
     import subprocess
@@ -163,16 +241,23 @@ def run_local_shards(sweep_argv: Sequence[str], devices: Sequence[str], out_dir:
     logs.mkdir(parents=True, exist_ok=True)
     n = len(devices)
     procs: list[tuple[int, str, Path, subprocess.Popen]] = []
+    stopped: list[int] = []
     bar = None
-    old_term = signal.getsignal(signal.SIGTERM)
 
-    def _term(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt
+    def _stop(signum, frame):  # noqa: ARG001  (only records; the loop below acts on it)
+        stopped.append(signum)
 
+    def _done() -> int:
+        return len(done_ids(out) & grid_ids)
+
+    caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {s: signal.signal(s, _stop) for s in caught}
     try:
-        signal.signal(signal.SIGTERM, _term)
         for k, dev in enumerate(devices, 1):
+            if stopped:
+                break
             env, child_dev = _child_env(dev)
+            env["PYTHONUNBUFFERED"] = "1"  # the log shows each launch as it ends
             log = logs / f"shard-{k}-of-{n}.log"
             argv = [sys.executable, "-m", "superkern", "sweep", *sweep_argv, "--out", str(out),
                     "--shard", f"{k}/{n}", "--device", child_dev, "--no-progress"]
@@ -181,44 +266,50 @@ def run_local_shards(sweep_argv: Sequence[str], devices: Sequence[str], out_dir:
                 fh.flush()
                 procs.append((k, dev, log, subprocess.Popen(argv, stdout=fh,
                                                             stderr=subprocess.STDOUT, env=env)))
-        print(f"{n} shard(s) started on {', '.join(devices)} (pids "
-              f"{', '.join(str(p.pid) for *_, p in procs)}); logs in {logs}", flush=True)
-        if progress:
+        if not stopped:
+            print(f"{n} shard(s) started on {', '.join(devices)} (pids "
+                  f"{', '.join(str(p.pid) for *_, p in procs)}); logs in {logs}", flush=True)
+        if progress and not stopped:
             try:
                 from tqdm.auto import tqdm
 
-                bar = tqdm(total=total, unit="model", desc="sweep", file=sys.stderr,
-                           dynamic_ncols=True, initial=min(len(done_ids(out)), total))
+                bar = tqdm(total=len(grid_ids), unit="model", desc="sweep", file=sys.stderr,
+                           dynamic_ncols=True, initial=_done())
             except ImportError:
                 bar = None
-        while any(p.poll() is None for *_, p in procs):
+        while not stopped and any(p.poll() is None for *_, p in procs):
             time.sleep(poll)
             if bar is not None:
-                bar.update(min(len(done_ids(out)), total) - bar.n)
-        if bar is not None:
-            bar.update(min(len(done_ids(out)), total) - bar.n)
-    except KeyboardInterrupt:
-        for *_, p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for *_, p in procs:
+                bar.update(_done() - bar.n)
+        if bar is not None and not stopped:
+            bar.update(_done() - bar.n)
+    finally:
+        live = [p for *_, p in procs if p.poll() is None]
+        for p in live:
+            p.terminate()
+        deadline = time.monotonic() + 30.0
+        for p in live:
             try:
-                p.wait(timeout=30)
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.kill()
-        print(f"interrupted: stopped {n} shard(s); rerun the same command to resume",
-              file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
+                p.wait()
+        for s, handler in old.items():
+            signal.signal(s, handler)
         if bar is not None:
             bar.close()
+    if stopped:
+        print(f"stopped by signal {stopped[0]}: {len(live)} running shard(s) of {n} ended; "
+              "rerun the same command to resume", file=sys.stderr)
+        return 128 + int(stopped[0])
     code = 0
     for k, dev, log, p in procs:
         lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
         ok = p.returncode == 0
-        code = code or p.returncode
-        print(f"shard {k}/{n} on {dev}: " + ("ok" if ok else f"FAILED (exit {p.returncode})"))
+        code = code or _exit_code(p.returncode)
+        print(f"shard {k}/{n} on {dev}: " + ("ok" if ok else
+                                              f"FAILED (exit {_exit_code(p.returncode)})"))
         for ln in lines[-1:] if ok else lines[-8:]:
             print(f"  {ln}")
+    print(f"{_done()} of {len(grid_ids)} models of the grid done in {out}")
     return code
