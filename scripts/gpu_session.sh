@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One lease on a GPU machine: build the extension there, run the GPU tests and the benchmarks,
 # and leave logs and JSON under $OUT (device tool) or ./out. Usage:
-#   bash scripts/gpu_session.sh [tests|bench|all] [extra pytest -k expression]
+#   bash scripts/gpu_session.sh [tests|bench|all|fig1] [extra pytest -k expression]
+# fig1: the full-size Fig. 1 sweep (48 models, 20000 steps) on the GPU, then its fit; it stops
+# at 540 s and a rerun with the same OUT resumes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-out}"; mkdir -p "$OUT"
@@ -28,4 +30,11 @@ fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   timeout 480 $PY -m pytest -q bench ${kexpr:+-k "$kexpr"} --benchmark-json="$OUT/bench.json" \
     --benchmark-columns=median,min,max,rounds 2>&1 | tee "$OUT/bench.log" | tail -40
+fi
+if [ "$what" = fig1 ]; then
+  t1=$(date +%s)
+  timeout 540 $PY -m superkern sweep fig1 --out "$OUT/fig1" --no-weights --no-progress \
+    2>&1 | tee "$OUT/fig1.log" | tail -5
+  echo "fig1 sweep: $(( $(date +%s) - t1 )) s" | tee -a "$OUT/fig1.log"
+  $PY -m superkern fit "$OUT/fig1" --json "$OUT/fig1-fit.json" 2>&1 | tee "$OUT/fig1-fit.txt" | head -12
 fi
