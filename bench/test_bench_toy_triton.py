@@ -19,6 +19,8 @@ import tempfile
 import pytest
 import torch
 
+from superkern.triton._toy_bench import compile_signature, launch_plans
+
 CUDA = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 
@@ -47,25 +49,6 @@ def test_bench_toy_step(benchmark, shape, precision):
 
 # --------------------------------------------------------------------------- sm_90 compile check
 
-_INT_PTRS = {"group_ptr", "row_ptr_ptr", "col_ptr_ptr", "csr_s_ptr", "csr_i_ptr",
-             "csc_perm_ptr", "cnt_s_ptr", "cnt_f_ptr", "col_off_ptr"}
-
-
-def _signature(kern, consts):
-    sig = {}
-    for name in kern.arg_names:
-        if name in consts:
-            sig[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            sig[name] = ("*i32" if name in _INT_PTRS else "*i64" if name == "seed_ptr"
-                         else "*fp32")
-        elif name in ("beta1", "beta2", "eps", "bc1", "bc2_sqrt"):
-            sig[name] = "fp32"
-        else:
-            sig[name] = "i32"
-    return sig
-
-
 def _compile_sm90(kern, consts, num_warps, num_stages=2):
     """(registers, stack bytes, spill instructions between the first and last MMA/FFMA) of
     the sm_90 build: a coarse but useful proxy for "the product loop spills"."""
@@ -73,7 +56,8 @@ def _compile_sm90(kern, consts, num_warps, num_stages=2):
     import triton.backends.nvidia as nv
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    cc = triton.compile(ASTSource(fn=kern, signature=_signature(kern, consts), constexprs=consts),
+    cc = triton.compile(ASTSource(fn=kern, signature=compile_signature(kern, consts),
+                                  constexprs=consts),
                         target=GPUTarget("cuda", 90, 32),
                         options={"num_warps": num_warps, "num_stages": num_stages})
     tool = os.path.join(os.path.dirname(nv.__file__), "bin", "cuobjdump")
@@ -92,49 +76,13 @@ def _compile_sm90(kern, consts, num_warps, num_stages=2):
             int(re.search(r"STACK:(\d+)", res).group(1)), inside)
 
 
-def _launch_plans():
-    """Every (kernel, constexprs, warps) the default GPU configs launch for common widths."""
-    from superkern.triton import _toy_adam as A
-    from superkern.triton import _toy_fused as F
-    from superkern.triton import _toy_sample as D
-    from superkern.triton import _toy_stored as S
-    from superkern.triton._toy_common import PRECISIONS, block_m, choose_path, toy_config
-    plans = []
-    for M in (16, 32, 64, 100, 1024):
-        for prec in PRECISIONS:
-            cfg = toy_config(M, "cuda", prec)
-            c = dict(PREC=PRECISIONS[prec], INTERP=False)
-            if choose_path(M, prec, cfg) == "fused":
-                c.update(BB=cfg.bb, BN=cfg.bn, BM=block_m(M))
-                plans += [(f"rows M={M} {prec}", F._rows_kernel, c, cfg.num_warps),
-                          (f"cols M={M} {prec}", F._cols_kernel, dict(c, BK=cfg.bk),
-                           cfg.num_warps)]
-            else:
-                sw = cfg.stored_warps
-                c.update(BB=cfg.bb, BN=cfg.bn, BMC=min(cfg.bmc, block_m(M)))
-                plans += [(f"z M={M} {prec}", S._z_kernel, c, sw),
-                          (f"dh M={M} {prec}", S._dh_kernel, c, sw),
-                          (f"dw M={M} {prec}", S._dw_kernel, dict(c, BK=cfg.bk), sw)]
-                plans += [(f"h M={M} {prec}", S._h_kernel, dict(BB=cfg.bb, BMC=c["BMC"]), sw),
-                          (f"entry M={M} {prec}", S._entry_kernel,
-                           dict(BB=cfg.bb, BMC=c["BMC"]), sw)]
-    cfg = toy_config(64, "cuda")
-    sw = cfg.sampler_warps
-    plans += [("count", D._count_kernel, dict(FROM_X=False, BS=cfg.bs, BF=cfg.bf), sw),
-              ("fill", D._fill_kernel, dict(FROM_X=False, BS=cfg.bs, BF=cfg.bf), sw),
-              ("fill x", D._fill_kernel, dict(FROM_X=True, BS=cfg.bs, BF=cfg.bf), sw),
-              ("sample", D._sample_dense_kernel, dict(BS=cfg.bs, BF=cfg.bf), sw),
-              ("adam", A._adamw_kernel, dict(BR=cfg.br, BMA=64), cfg.adam_warps)]
-    return plans
-
-
 @pytest.mark.skipif(os.environ.get("SUPERKERN_SM90_CHECK") != "1",
                     reason="set SUPERKERN_SM90_CHECK=1 (compiles ~40 kernels, minutes, no GPU)")
 def test_kernels_compile_for_sm90_without_loop_spills():
     """Runs on any machine with Triton's bundled ptxas: builds every default launch for
     sm_90 and fails if a product loop (the MMA span) spills registers."""
     bad = []
-    for name, kern, consts, warps in _launch_plans():
+    for name, kern, consts, warps in launch_plans():
         regs, stack, inside = _compile_sm90(kern, consts, warps)
         print(f"{name:28s} regs={regs:3d} stack={stack:5d} spills_in_mma_loop={inside}")
         if inside:

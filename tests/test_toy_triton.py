@@ -380,3 +380,47 @@ def test_gpu_training_matches_fp64_loop():
         adamw_ref(Wd, bd, dW0, db0, std, lr, lr, gamma, s)
     check("W after 100 steps", W, Wd, 1e-3)
     check("b after 100 steps", b, bd, 1e-3)
+
+
+_COMPILE_ALL = r'''
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from superkern.triton._toy_bench import compile_signature, launch_plans
+
+seen, failed = set(), []
+for name, kern, consts, warps in launch_plans():
+    if kern.fn.__name__ in seen:
+        continue
+    seen.add(kern.fn.__name__)
+    sig = compile_signature(kern, consts)
+    for ones in (False, True):  # as given, and every integer argument == 1 (a constexpr)
+        c = dict(consts, **({k: 1 for k, v in sig.items() if v == "i32"} if ones else {}))
+        s = {k: "constexpr" if k in c else v for k, v in sig.items()}
+        try:
+            triton.compile(ASTSource(fn=kern, signature=s, constexprs=c),
+                           target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+        except Exception as exc:
+            failed.append(f"{name} (ints = 1: {ones}): {type(exc).__name__}: {exc}"[:800])
+print(len(seen), "kernels")
+assert not failed, "\n".join(failed)
+'''
+
+
+def test_every_kernel_compiles_for_sm90_with_integer_arguments_of_one():
+    """Compiled Triton (not the interpreter the other CPU tests use) turns every integer
+    argument equal to 1 into a constexpr: ``step`` on the first step, ``B``/``n`` in corner
+    cases. Each toy kernel is compiled for sm_90 as launched and with all its integer
+    arguments specialised to 1, offline with Triton's bundled ptxas (no GPU needed)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", _COMPILE_ALL], env=env, capture_output=True,
+                          text=True, timeout=900)
+    if proc.returncode != 0 and "ptxas" in proc.stderr and "not found" in proc.stderr.lower():
+        pytest.skip("Triton's bundled ptxas is not available here")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "11 kernels" in proc.stdout, proc.stdout

@@ -168,3 +168,63 @@ def bench_toy_step(I: int, n: int, M: int, B: int, precision: str = "fp32",
     out.update(torch_ms_per_step=t_torch * 1e3, torch_tflops=flops / t_torch / 1e12,
                speedup_vs_torch=t_torch / t_step, torch_chunk=Ic)
     return out
+
+
+# ------------------------------------------------------ offline compile plans (no GPU)
+
+_INT_PTRS = {"group_ptr", "row_ptr_ptr", "col_ptr_ptr", "csr_s_ptr", "csr_i_ptr",
+             "csc_perm_ptr", "cnt_s_ptr", "cnt_f_ptr", "col_off_ptr"}
+
+
+def compile_signature(kern, consts):
+    """Triton signature of a toy kernel for an offline ``triton.compile``: ``consts`` are
+    constexprs, ``*_ptr`` arguments are fp32 pointers (int32 for index arrays, int64 for the
+    seeds), the Adam scalars fp32, every other argument i32."""
+    sig = {}
+    for name in kern.arg_names:
+        if name in consts:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            sig[name] = ("*i32" if name in _INT_PTRS else "*i64" if name == "seed_ptr"
+                         else "*fp32")
+        elif name in ("beta1", "beta2", "eps", "bc1", "bc2_sqrt"):
+            sig[name] = "fp32"
+        else:
+            sig[name] = "i32"
+    return sig
+
+
+def launch_plans():
+    """Every (kernel, constexprs, warps) the default GPU configs launch for common widths."""
+    from superkern.triton import _toy_adam as A
+    from superkern.triton import _toy_fused as F
+    from superkern.triton import _toy_sample as D
+    from superkern.triton import _toy_stored as S
+    from superkern.triton._toy_common import PRECISIONS, block_m, choose_path, toy_config
+    plans = []
+    for M in (16, 32, 64, 100, 1024):
+        for prec in PRECISIONS:
+            cfg = toy_config(M, "cuda", prec)
+            c = dict(PREC=PRECISIONS[prec], INTERP=False)
+            if choose_path(M, prec, cfg) == "fused":
+                c.update(BB=cfg.bb, BN=cfg.bn, BM=block_m(M))
+                plans += [(f"rows M={M} {prec}", F._rows_kernel, c, cfg.num_warps),
+                          (f"cols M={M} {prec}", F._cols_kernel, dict(c, BK=cfg.bk),
+                           cfg.num_warps)]
+            else:
+                sw = cfg.stored_warps
+                c.update(BB=cfg.bb, BN=cfg.bn, BMC=min(cfg.bmc, block_m(M)))
+                plans += [(f"z M={M} {prec}", S._z_kernel, c, sw),
+                          (f"dh M={M} {prec}", S._dh_kernel, c, sw),
+                          (f"dw M={M} {prec}", S._dw_kernel, dict(c, BK=cfg.bk), sw)]
+                plans += [(f"h M={M} {prec}", S._h_kernel, dict(BB=cfg.bb, BMC=c["BMC"]), sw),
+                          (f"entry M={M} {prec}", S._entry_kernel,
+                           dict(BB=cfg.bb, BMC=c["BMC"]), sw)]
+    cfg = toy_config(64, "cuda")
+    sw = cfg.sampler_warps
+    plans += [("count", D._count_kernel, dict(FROM_X=False, BS=cfg.bs, BF=cfg.bf), sw),
+              ("fill", D._fill_kernel, dict(FROM_X=False, BS=cfg.bs, BF=cfg.bf), sw),
+              ("fill x", D._fill_kernel, dict(FROM_X=True, BS=cfg.bs, BF=cfg.bf), sw),
+              ("sample", D._sample_dense_kernel, dict(BS=cfg.bs, BF=cfg.bf), sw),
+              ("adam", A._adamw_kernel, dict(BR=cfg.br, BMA=64), cfg.adam_warps)]
+    return plans
