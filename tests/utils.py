@@ -105,3 +105,24 @@ def check_against_gold(st, gold, precision, bins=0, topk=0, per_row=False):
             j = int(st.row_argmax[used[r]])
             assert j != int(used[r]) and abs(abs(float(gold["C"][r, loc[j]]))
                                              - float(gold["row_max_abs"][r])) <= tol
+
+
+def run_compiled_triton(code: str, timeout: float = 900.0):
+    """Run ``code`` in a fresh Python without TRITON_INTERPRET, so ``@triton.jit`` functions are
+    real JIT functions that ``triton.compile`` can build for a GPU target offline (Triton's
+    bundled ptxas; no GPU needed). Skips when Triton's NVIDIA backend is missing; fails with
+    the child's stderr otherwise."""
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if proc.returncode != 0 and "ptxas" in proc.stderr and "not found" in proc.stderr.lower():
+        pytest.skip("Triton's bundled ptxas is not available here")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
