@@ -299,3 +299,95 @@ def format_report(rep: FitReport, max_rows: int = 400) -> str:
                          f"{p.phi_1:>9.4f} {p.m / p.n:>8.4f} {min(1.0, p.m ** 2 / 2 / p.n):>8.4f}"
                          f" {p.n_seeds:>5}")
     return "\n".join(lines)
+
+
+# Fields that say how a model was computed, not which model it is: a comparison of two runs of
+# the same grid (fp32 against tf32x3, torch against triton) matches cells on everything else.
+COMPUTE_FIELDS = ("precision", "backend")
+
+
+@dataclass(frozen=True)
+class ExponentComparison:
+    """alpha_m of one cell in two runs, e.g. fp32 against tf32x3.
+
+    diff = b - a; z = diff / sqrt(se_a^2 + se_b^2) (the two fits taken as independent, which
+    overstates the noise of a difference between runs that share seeds and data, so |z| is a
+    conservative test); agree when |z| <= z_max and |diff| <= tol.
+    """
+
+    label: str
+    cell: dict[str, Any]
+    compute_a: str
+    compute_b: str
+    alpha_a: float
+    se_a: float
+    alpha_b: float
+    se_b: float
+    diff: float
+    z: float
+    agree: bool
+
+
+def compare_exponents(a: list[CellFit], b: list[CellFit], *, z_max: float = 2.0,
+                      tol: float = 0.05) -> tuple[list[ExponentComparison], list[str]]:
+    """Match the cells of two fits on every field but :data:`COMPUTE_FIELDS` and compare
+    their alpha_m.
+
+    Returns:
+        ``(comparisons, unmatched)``: one :class:`ExponentComparison` per cell fitted in both,
+        and the labels of cells fitted in only one of them (or skipped in either).
+    """
+    def key(c: CellFit) -> tuple:
+        return tuple(sorted((k, repr(v)) for k, v in c.cell.items() if k not in COMPUTE_FIELDS))
+
+    def compute(c: CellFit) -> str:
+        return "/".join(str(c.cell.get(k)) for k in COMPUTE_FIELDS)
+
+    bmap: dict[tuple, CellFit] = {}
+    for c in b:
+        bmap.setdefault(key(c), c)
+    out, unmatched, used = [], [], set()
+    for ca in a:
+        cb = bmap.get(key(ca))
+        if cb is None or ca.fit is None or cb.fit is None:
+            unmatched.append(ca.label + (" (only in the first)" if cb is None
+                                         else " (not fitted in both)"))
+            if cb is not None:
+                used.add(key(ca))
+            continue
+        used.add(key(ca))
+        fa, fb = ca.fit, cb.fit
+        diff = fb.alpha_m - fa.alpha_m
+        se = math.hypot(fa.stderr, fb.stderr)
+        z = diff / se if se > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
+        out.append(ExponentComparison(
+            label=ca.label, cell=ca.cell, compute_a=compute(ca), compute_b=compute(cb),
+            alpha_a=fa.alpha_m, se_a=fa.stderr, alpha_b=fb.alpha_m, se_b=fb.stderr, diff=diff,
+            z=z, agree=abs(z) <= z_max and abs(diff) <= tol))
+    unmatched += [c.label + " (only in the second)" for c in b if key(c) not in used]
+    return out, unmatched
+
+
+def format_comparison(rows: list[ExponentComparison], unmatched: list[str], *, a: str, b: str,
+                      z_max: float, tol: float) -> str:
+    """Plain-text table and verdict of :func:`compare_exponents`."""
+    lines = [f"A: runs {a}", f"B: runs {b}",
+             f"alpha_m of A against B, cell by cell: agree when |z| <= {z_max:g} and "
+             f"|B - A| <= {tol:g}",
+             f"{'cell':<40} {'A':>14} {'B':>14} {'B - A':>8} {'z':>6}  verdict"]
+    for r in rows:
+        lines.append(f"{r.label:<40} {r.alpha_a:>7.3f}+-{r.se_a:<5.3f} {r.alpha_b:>7.3f}+-"
+                     f"{r.se_b:<5.3f} {r.diff:>+8.3f} {r.z:>6.2f}  "
+                     f"{'agree' if r.agree else 'DIFFER'}")
+    for u in unmatched:
+        lines.append(f"{u:<40} not compared")
+    bad = [r for r in rows if not r.agree]
+    if not rows:
+        lines.append("no cell was fitted in both: nothing compared")
+    elif bad:
+        lines.append(f"exponents DIFFER in {len(bad)} of {len(rows)} cells")
+    else:
+        lines.append(f"exponents agree in all {len(rows)} cells (max |z| "
+                     f"{max(abs(r.z) for r in rows):.2f}, max |B - A| "
+                     f"{max(abs(r.diff) for r in rows):.3f})")
+    return "\n".join(lines)

@@ -26,6 +26,13 @@ def register(sub) -> None:
                    help="zipf input format (default: detect)")
     p.add_argument("--points", type=int, default=1000, help="zipf: log-rank points (1000)")
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON ('-': stdout)")
+    p.add_argument("--against", metavar="RESULTS",
+                   help="compare alpha_m cell by cell with a second run of the same grid (e.g. "
+                        "fp32 against tf32x3); exit 1 if any cell differs")
+    p.add_argument("--z-max", type=float, default=2.0,
+                   help="--against: largest |z| of B - A counted as agreement (default 2)")
+    p.add_argument("--tol", type=float, default=0.05,
+                   help="--against: largest |B - A| counted as agreement (default 0.05)")
     p.set_defaults(func=run)
 
 
@@ -79,6 +86,22 @@ def run(args) -> int:
 
     if args.fit_range != "paper":
         select_range([1.0], args.fit_range)  # a bad range name fails before any work
+    if args.against:
+        from superkern.analysis.scaling import (_jsonable, compare_exponents, fit_cells,
+                                                format_comparison)
+
+        ra, rb = load_results(args.target), load_results(args.against)
+        rows, unmatched = compare_exponents(
+            fit_cells(ra, args.fit_range, n_boot=args.bootstrap),
+            fit_cells(rb, args.fit_range, n_boot=args.bootstrap), z_max=args.z_max, tol=args.tol)
+        if args.json != "-":
+            print(format_comparison(rows, unmatched, a=ra.caption(), b=rb.caption(),
+                                    z_max=args.z_max, tol=args.tol))
+        _emit({"a": ra.caption(), "b": rb.caption(), "z_max": args.z_max, "tol": args.tol,
+               "cells": _jsonable([dataclasses.asdict(r) for r in rows]),
+               "unmatched": unmatched},
+              args.json)
+        return 0 if rows and all(r.agree for r in rows) else 1
     rep = fit_report(load_results(args.target), args.fit_range, n_boot=args.bootstrap)
     if args.json != "-":
         print(format_report(rep))
