@@ -3,7 +3,8 @@
 # and leave logs and JSON under $OUT (device tool) or ./out. Usage:
 #   bash scripts/gpu_session.sh [tests|bench|all|fig1] [extra pytest -k expression]
 # fig1: the full-size Fig. 1 sweep (48 models, 20000 steps) on the GPU, then its fit; it stops
-# at 540 s and a rerun with the same OUT resumes.
+# at 540 s and a rerun with the same OUT resumes. PREC=tf32x3 (or tf32, bf16) runs it in that
+# precision into $OUT/fig1-$PREC and compares its exponents with $OUT/fig1 (fp32) if present.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-out}"; mkdir -p "$OUT"
@@ -32,9 +33,13 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
     --benchmark-columns=median,min,max,rounds 2>&1 | tee "$OUT/bench.log" | tail -40
 fi
 if [ "$what" = fig1 ]; then
+  prec="${PREC:-fp32}"; run="fig1"; [ "$prec" = fp32 ] || run="fig1-$prec"
   t1=$(date +%s)
-  timeout 540 $PY -m superkern sweep fig1 --out "$OUT/fig1" --no-weights --no-progress \
-    2>&1 | tee "$OUT/fig1.log" | tail -5
-  echo "fig1 sweep: $(( $(date +%s) - t1 )) s" | tee -a "$OUT/fig1.log"
-  $PY -m superkern fit "$OUT/fig1" --json "$OUT/fig1-fit.json" 2>&1 | tee "$OUT/fig1-fit.txt" | head -12
+  timeout 540 $PY -m superkern sweep fig1 --out "$OUT/$run" --no-weights --no-progress \
+    --set "precision=\"$prec\"" 2>&1 | tee "$OUT/$run.log" | tail -5
+  echo "$run sweep: $(( $(date +%s) - t1 )) s" | tee -a "$OUT/$run.log"
+  $PY -m superkern fit "$OUT/$run" --json "$OUT/$run-fit.json" 2>&1 | tee "$OUT/$run-fit.txt" | head -12
+  if [ "$run" != fig1 ] && [ -d "$OUT/fig1" ]; then
+    $PY -m superkern fit "$OUT/fig1" --against "$OUT/$run" 2>&1 | tee "$OUT/$run-vs-fp32.txt"
+  fi
 fi
