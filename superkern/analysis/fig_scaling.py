@@ -106,7 +106,7 @@ def fig1(ctx: Context):
             m = np.array(c.m)
             ax.errorbar(m, c.loss_mean, yerr=np.nan_to_num(c.loss_std), fmt="o", ms=4,
                         color=col, capsize=2,
-                        label=f"{dist_label(c.cell)}: alpha_m={f.alpha_m:.2f}+-{f.stderr:.2f}")
+                        label=f"{dist_label(c.cell)}: alpha_m={f.alpha_m:.2f}+-{f.stderr:.2g}")
             mu = np.array(f.m_used)
             ax.plot(mu, f.predict(mu), "-", color=col, lw=1.2, alpha=0.8)
         ax.set_xscale("log")
