@@ -10,6 +10,20 @@ from typing import Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, but brief)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: PathLike, data: Union[bytes, str]) -> str:
     """Write ``data`` (bytes, or str as UTF-8) to ``path``; creates parent folders. Returns the path."""
     p = Path(path)
@@ -17,6 +31,10 @@ def write_atomic(path: PathLike, data: Union[bytes, str]) -> str:
     raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
+        # mkstemp creates the file 0600; give it the mode an ordinary open() would (0666 less
+        # the umask), so results shared between users or machines stay readable.
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()

@@ -267,6 +267,13 @@ def test_outputs_are_atomic(tmp_path, monkeypatch):
     assert d["overlaps"]["all"]["rows_used"] == 80 and "Verdict" in (tmp_path / "r.md").read_text()
     for name in ("norms.png", "overlaps.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+    # The mode an ordinary open() gives (0666 less the umask), not mkstemp's 0600.
+    old_mask = os.umask(0o027)
+    try:
+        rep.save(json_path=tmp_path / "mode.json")
+    finally:
+        os.umask(old_mask)
+    assert (tmp_path / "mode.json").stat().st_mode & 0o777 == 0o640
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
