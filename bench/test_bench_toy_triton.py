@@ -82,8 +82,8 @@ def test_kernels_compile_for_sm90_without_loop_spills():
     """Runs on any machine with Triton's bundled ptxas: builds every default launch for
     sm_90 and fails if a product loop (the MMA span) spills registers."""
     bad = []
-    for name, kern, consts, warps in launch_plans():
-        regs, stack, inside = _compile_sm90(kern, consts, warps)
+    for name, kern, consts, warps, stages in launch_plans():
+        regs, stack, inside = _compile_sm90(kern, consts, warps, stages)
         print(f"{name:28s} regs={regs:3d} stack={stack:5d} spills_in_mma_loop={inside}")
         if inside:
             bad.append(name)

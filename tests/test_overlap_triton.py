@@ -321,45 +321,52 @@ def test_integer_arguments_used_as_tensors_are_not_specialised():
 
 
 _COMPILE_OVERLAP = r'''
-import itertools
 import torch, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from superkern.triton._overlap_kernel import _overlap_kernel as K
-from superkern.triton.overlap import overlap_config
+from superkern.triton._overlap_kernel import _NO_SPECIALIZE, _overlap_kernel as K
+from superkern.triton.overlap import gpu_input_precision, kernel_constexprs, overlap_config
 
 PTRS = {"scale_ptr": "*fp32", "part_sums_ptr": "*fp64", "part_hist_ptr": "*i64",
         "row_key_ptr": "*i64", "row_sq_ptr": "*i64", "cand_cnt_ptr": "*i64",
         "cand_val_ptr": "*fp32", "cand_i_ptr": "*i32", "cand_j_ptr": "*i32",
         "thr_val": "fp32", "half_bins": "fp32"}
-NOT_SPECIALISED = {"NB", "NUM_TILES", "NBA"}
+DT = {"fp32": (torch.float32, "fp32"), "tf32": (torch.float32, "fp32"),
+      "bf16": (torch.bfloat16, "bf16"), "fp16": (torch.float16, "fp16")}
+# (precision, m, bins, topk, split, tma, every specialisable int = 1): each precision at the
+# probe's defaults (bins 100 -> a 64-bin window, odd K), then one factor at a time.
+VARIANTS = [(p, 4001, 100, 50, 0, False, False) for p in DT] + [
+    ("bf16", 8192, 0, 0, 0, False, False), ("bf16", 8192, 64, 0, 0, False, False),
+    ("bf16", 8192, 256, 0, 0, False, False), ("bf16", 8192, 0, 10, 0, False, False),
+    ("bf16", 8192, 256, 100, 1024, False, False), ("bf16", 8192, 256, 100, 0, True, False),
+    ("bf16", 8192, 0, 0, 1024, True, False), ("tf32", 576, 256, 100, 0, True, False),
+    ("bf16", 8192, 256, 100, 0, False, True), ("fp32", 39, 0, 0, 0, False, True)]
 done = 0
-for (dtype, ty, prec), hist, rect, tma, ones in itertools.product(
-        [(torch.bfloat16, "bf16", "ieee"), (torch.float32, "fp32", "tf32")],
-        [False, True], [False, True], [False, True], [False, True]):
-    if ones and (rect or tma):
-        continue
-    cfg = overlap_config(dtype, 8192, "cuda")
-    hbins = 256 if hist else 32
-    win = cfg.win if hist and cfg.win < hbins else 0
-    win2 = 2 * cfg.win if win and 2 * cfg.win < hbins else 0
-    c = dict(BM=cfg.block, BK=cfg.block_k, GROUP=cfg.group, EVEN_K=True, RECT=rect,
-             SPLIT=cfg.split, HBINS=hbins, WIN=win, WIN2=win2, FULL_FROM=max(win, win2),
-             HAS_HIST=hist, HAS_TOPK=hist, USE_TMA=tma, INPUT_PRECISION=prec,
-             SQ_SCALE=float(2 ** 40))
-    sig = {}
-    for a in K.arg_names:
-        sig[a] = ("constexpr" if a in c else PTRS.get(a) or
-                  ("*" + ty if a in ("x_ptr", "x_desc") else "i32"))
+for prec, m, bins, topk, split, tma, ones in VARIANTS:
+    dtype, ty = DT[prec]
+    cfg = overlap_config(dtype, m, "cuda")
+    c = kernel_constexprs(cfg, 152064, m, bins=bins, topk=topk, split=split, tma=tma,
+                          input_precision=gpu_input_precision(prec))
+    sig = {a: "constexpr" if a in c else PTRS.get(a) or
+           ("*" + ty if a in ("x_ptr", "x_desc") else "i32") for a in K.arg_names}
     if tma:
         sig["x_desc"] = f"tensordesc<{ty}[{cfg.block}, {cfg.block_k}]>"
-    if ones or not hist:  # bins = 0 and topk = 0 pass n_bins = 1 and cand_cap = 1
-        for a in ([x for x, t in sig.items() if t == "i32" and x not in NOT_SPECIALISED]
-                  if ones else ["n_bins", "cand_cap"]):
-            sig[a], c[a] = "constexpr", 1
-    triton.compile(ASTSource(fn=K, signature=sig, constexprs=c),
-                   target=GPUTarget("cuda", 90, 32),
-                   options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+    fixed = {}
+    if not bins:
+        fixed["n_bins"] = 1  # the launcher passes max(bins, 1)
+    if not topk:
+        fixed["cand_cap"] = 1
+    if ones:
+        fixed.update({a: 1 for a, t in sig.items() if t == "i32" and a not in _NO_SPECIALIZE})
+    for a, v in fixed.items():
+        sig[a], c[a] = "constexpr", v
+    try:
+        triton.compile(ASTSource(fn=K, signature=sig, constexprs=c),
+                       target=GPUTarget("cuda", 90, 32),
+                       options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+    except Exception as exc:
+        raise SystemExit(f"variant {(prec, m, bins, topk, split, tma, ones)}: "
+                         f"{type(exc).__name__}: {exc}"[:3000])
     done += 1
 print(done, "variants")
 '''
@@ -367,10 +374,11 @@ print(done, "variants")
 
 def test_kernel_compiles_for_sm90_in_every_variant():
     """The interpreter never specialises, so compile the real kernel offline for sm_90 (no
-    GPU needed): bf16 and tf32, with and without histogram/top-k, triangular and split (RECT)
-    schedules, pointer and TMA-descriptor loads, and with every specialisable integer argument
-    equal to 1 (compiled Triton makes those constexprs: bins = 0 gives n_bins = 1)."""
+    GPU needed), with the launcher's own constexprs (``kernel_constexprs``): every precision
+    at the probe's defaults (odd K, 100 bins), then histogram alone, top-k alone, neither,
+    256 bins, split (RECT) schedules, TMA-descriptor loads, and every specialisable integer
+    argument equal to 1 (compiled Triton makes those constexprs; bins = 0 passes n_bins = 1)."""
     from tests.utils import run_compiled_triton
 
     proc = run_compiled_triton(_COMPILE_OVERLAP)
-    assert "20 variants" in proc.stdout, proc.stdout
+    assert "14 variants" in proc.stdout, proc.stdout

@@ -195,7 +195,9 @@ def compile_signature(kern, consts):
 
 
 def launch_plans():
-    """Every (kernel, constexprs, warps) the default GPU configs launch for common widths."""
+    """Every (name, kernel, constexprs, warps, stages) the default GPU configs launch for
+    common widths (the fused and stored kernels run with ``cfg.num_stages``; the sampler and
+    Adam kernels with Triton's default of 3)."""
     from superkern.triton import _toy_adam as A
     from superkern.triton import _toy_fused as F
     from superkern.triton import _toy_sample as D
@@ -206,25 +208,26 @@ def launch_plans():
         for prec in PRECISIONS:
             cfg = toy_config(M, "cuda", prec)
             c = dict(PREC=PRECISIONS[prec], INTERP=False)
+            st = cfg.num_stages
             if choose_path(M, prec, cfg) == "fused":
                 c.update(BB=cfg.bb, BN=cfg.bn, BM=block_m(M))
-                plans += [(f"rows M={M} {prec}", F._rows_kernel, c, cfg.num_warps),
-                          (f"cols M={M} {prec}", F._cols_kernel, dict(c, BK=cfg.bk),
-                           cfg.num_warps)]
+                w = cfg.num_warps
+                plans += [(f"rows M={M} {prec}", F._rows_kernel, c, w, st),
+                          (f"cols M={M} {prec}", F._cols_kernel, dict(c, BK=cfg.bk), w, st)]
             else:
                 sw = cfg.stored_warps
                 c.update(BB=cfg.bb, BN=cfg.bn, BMC=min(cfg.bmc, block_m(M)))
-                plans += [(f"z M={M} {prec}", S._z_kernel, c, sw),
-                          (f"dh M={M} {prec}", S._dh_kernel, c, sw),
-                          (f"dw M={M} {prec}", S._dw_kernel, dict(c, BK=cfg.bk), sw)]
-                plans += [(f"h M={M} {prec}", S._h_kernel, dict(BB=cfg.bb, BMC=c["BMC"]), sw),
-                          (f"entry M={M} {prec}", S._entry_kernel,
-                           dict(BB=cfg.bb, BMC=c["BMC"]), sw)]
+                small = dict(BB=cfg.bb, BMC=c["BMC"])
+                plans += [(f"z M={M} {prec}", S._z_kernel, c, sw, st),
+                          (f"dh M={M} {prec}", S._dh_kernel, c, sw, st),
+                          (f"dw M={M} {prec}", S._dw_kernel, dict(c, BK=cfg.bk), sw, st),
+                          (f"h M={M} {prec}", S._h_kernel, small, sw, st),
+                          (f"entry M={M} {prec}", S._entry_kernel, small, sw, st)]
     cfg = toy_config(64, "cuda")
     sw = cfg.sampler_warps
-    plans += [("count", D._count_kernel, dict(FROM_X=False, BS=cfg.bs, BF=cfg.bf), sw),
-              ("fill", D._fill_kernel, dict(FROM_X=False, BS=cfg.bs, BF=cfg.bf), sw),
-              ("fill x", D._fill_kernel, dict(FROM_X=True, BS=cfg.bs, BF=cfg.bf), sw),
-              ("sample", D._sample_dense_kernel, dict(BS=cfg.bs, BF=cfg.bf), sw),
-              ("adam", A._adamw_kernel, dict(BR=cfg.br, BMA=64), cfg.adam_warps)]
+    plans += [("count", D._count_kernel, dict(FROM_X=False, BS=cfg.bs, BF=cfg.bf), sw, 3),
+              ("fill", D._fill_kernel, dict(FROM_X=False, BS=cfg.bs, BF=cfg.bf), sw, 3),
+              ("fill x", D._fill_kernel, dict(FROM_X=True, BS=cfg.bs, BF=cfg.bf), sw, 3),
+              ("sample", D._sample_dense_kernel, dict(BS=cfg.bs, BF=cfg.bf), sw, 3),
+              ("adam", A._adamw_kernel, dict(BR=cfg.br, BMA=64), cfg.adam_warps, 3)]
     return plans

@@ -147,6 +147,29 @@ class _Pass:
     cand: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
+def gpu_input_precision(precision: str) -> str:
+    """``tl.dot``'s input precision on a GPU: exact fp32 for "fp32", else "tf32" (the only
+    reduced mode for fp32 operands; bf16/fp16 operands ignore it)."""
+    return "ieee" if precision == "fp32" else "tf32"
+
+
+def kernel_constexprs(cfg: OverlapTritonConfig, N: int, m: int, *, bins: int, topk: int,
+                      split: int, tma: bool, input_precision: str) -> dict:
+    """The constexpr arguments of one ``_overlap_kernel`` launch (shared with the offline
+    compile test, so it builds exactly what runs)."""
+    hbins = max(32, _next_pow2(bins)) if bins else 32
+    # Histogram windows of win and 2 win bins, each only where smaller than all bins.
+    win = cfg.win if cfg.win < hbins else 0
+    win2 = 2 * cfg.win if win and 2 * cfg.win < hbins else 0
+    # Fixed point for row sums of c^2 (each <= N - 1 up to rounding): 2^40 leaves room up to
+    # N ~ 2^21; beyond that trade resolution (still ~1e-11 relative) for headroom.
+    sq_scale = float(2 ** min(40, 61 - N.bit_length()))
+    return dict(BM=cfg.block, BK=cfg.block_k, GROUP=cfg.group, EVEN_K=(m % cfg.block_k == 0),
+                RECT=split > 0, SPLIT=cfg.split, HBINS=hbins, WIN=win, WIN2=win2,
+                FULL_FROM=max(win, win2), HAS_HIST=bins > 0, HAS_TOPK=topk > 0, USE_TMA=tma,
+                INPUT_PRECISION=input_precision, SQ_SCALE=sq_scale)
+
+
 def _launch(X, desc, scale, cfg, *, bins, topk, cap, thr, input_precision, split=0) -> _Pass:
     N, m = X.shape
     dev = X.device
@@ -154,10 +177,9 @@ def _launch(X, desc, scale, cfg, *, bins, topk, cap, thr, input_precision, split
     nba = split // cfg.block
     num_tiles = nba * (nb - nba) if split else nb * (nb + 1) // 2
     G = _num_programs(cfg, dev, num_tiles)
-    hbins = max(32, _next_pow2(bins)) if bins else 32
-    # Histogram windows of win and 2 win bins, each only where smaller than all bins.
-    win = cfg.win if cfg.win < hbins else 0
-    win2 = 2 * cfg.win if win and 2 * cfg.win < hbins else 0
+    consts = kernel_constexprs(cfg, N, m, bins=bins, topk=topk, split=split,
+                               tma=desc is not None, input_precision=input_precision)
+    hbins = consts["HBINS"]
     sums = torch.zeros((G, 3), dtype=torch.float64, device=dev)
     hist = torch.zeros((G, hbins) if bins else (1,), dtype=torch.int64, device=dev)
     row_key = torch.zeros(N, dtype=torch.int64, device=dev)
@@ -167,24 +189,16 @@ def _launch(X, desc, scale, cfg, *, bins, topk, cap, thr, input_precision, split
     cval = torch.empty(ncap, dtype=torch.float32, device=dev)
     ci = torch.empty(ncap, dtype=torch.int32, device=dev)
     cj = torch.empty(ncap, dtype=torch.int32, device=dev)
-    # Fixed point for row sums of c^2 (each <= N - 1 up to rounding): 2^40 leaves room up to
-    # N ~ 2^21; beyond that trade resolution (still ~1e-11 relative) for headroom.
-    sq_scale = float(2 ** min(40, 61 - N.bit_length()))
     _overlap_kernel[(G,)](
         X, desc if desc is not None else X, scale, N, m, X.stride(0),
         sums, hist, row_key, row_sq, cnt, cval, ci, cj, ncap,
         float(thr[0]), int(thr[1]), int(thr[2]), nb, num_tiles, nba, max(bins, 1), bins * 0.5,
-        BM=cfg.block, BK=cfg.block_k, GROUP=cfg.group, EVEN_K=(m % cfg.block_k == 0),
-        RECT=split > 0,
-        SPLIT=cfg.split, HBINS=hbins, WIN=win, WIN2=win2, FULL_FROM=max(win, win2),
-        HAS_HIST=bins > 0, HAS_TOPK=topk > 0, USE_TMA=desc is not None,
-        INPUT_PRECISION=input_precision, SQ_SCALE=sq_scale,
-        **_launch_options(cfg, dev))
+        **consts, **_launch_options(cfg, dev))
     count = int(cnt.item()) if topk else 0
     n = min(count, ncap)
     cand = (cval[:n], ci[:n], cj[:n])  # stays on the device: the selection sorts there
-    return _Pass(sums=sums, hist=hist, row_key=row_key, row_sq=row_sq.double() / sq_scale,
-                 count=count, cand=cand)
+    return _Pass(sums=sums, hist=hist, row_key=row_key,
+                 row_sq=row_sq.double() / consts["SQ_SCALE"], count=count, cand=cand)
 
 
 def _row_max_bound(first: _Pass, N: int, k: int) -> tuple[float, int, int] | None:
@@ -278,7 +292,7 @@ def overlap_partials_triton(X: torch.Tensor, scale: torch.Tensor, *, bins: int, 
         input_precision = "ieee"
     else:
         Xk = X.to(_COMPUTE_DTYPE[precision]).contiguous()
-        input_precision = "ieee" if precision == "fp32" else "tf32"
+        input_precision = gpu_input_precision(precision)
     scale = scale.to(device=dev, dtype=torch.float32).contiguous()
     cfg = config or overlap_config(Xk.dtype, m, dev)
     cfg.validate()
