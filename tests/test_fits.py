@@ -175,18 +175,19 @@ def test_cli_fit_zipf_and_width_law(tmp_path, capsys):
     assert main(["fit", "zipf"]) == 2
 
 
-def _write_runs(path, precision, alphas, noise=0.0, seed=0):
+def _write_runs(path, precision, alphas, noise=0.0, seed=0, widths=(8, 16, 32, 64, 128),
+                mode="w", **over):
     """A results file of synthetic runs: loss = 2 m^-alpha (times log-normal noise) per
-    (gamma -> alpha) cell, m = 8..128, config fields from a real ToyConfig."""
+    (gamma -> alpha) cell, config fields from a real ToyConfig."""
     from superkern.toy import ToyConfig
 
     rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
+    with open(path, mode) as f:
         for gamma, alpha in alphas.items():
-            for m in (8, 16, 32, 64, 128):
+            for m in widths:
                 cfg = ToyConfig(n=256, m=m, gamma=gamma, dist="exponential", steps=10,
-                                batch=8, precision=precision)
+                                batch=8, precision=precision, **over)
                 loss = 2.0 * m ** -alpha * math.exp(noise * rng.standard_normal())
                 f.write(json.dumps({"run_id": cfg.run_id, "config": cfg.to_dict(),
                                     "final_loss": loss, "final_loss_std": 0.01 * loss,
@@ -194,32 +195,54 @@ def _write_runs(path, precision, alphas, noise=0.0, seed=0):
 
 
 def test_exponents_of_two_runs_compared_cell_by_cell(tmp_path, capsys):
-    from superkern.analysis.scaling import compare_exponents, fit_cells
+    from superkern.analysis.scaling import compare_runs
     from superkern.analysis.tables import load_results
     from superkern.cli import main
 
     _write_runs(tmp_path / "fp32" / "results.jsonl", "fp32", {-1.0: 1.0, 0.5: 0.4}, 0.02, 1)
     _write_runs(tmp_path / "x3" / "results.jsonl", "tf32x3", {-1.0: 1.0, 0.5: 0.4}, 0.02, 2)
     _write_runs(tmp_path / "bad" / "results.jsonl", "tf32", {-1.0: 1.0, 0.5: 0.7, 0.9: 1.0})
-    a = fit_cells(load_results(tmp_path / "fp32"), "all")
-    rows, unmatched = compare_exponents(a, fit_cells(load_results(tmp_path / "x3"), "all"))
-    assert len(rows) == 2 and not unmatched and all(r.agree for r in rows)
+    A = load_results(tmp_path / "fp32")
+    rows, skipped = compare_runs(A, load_results(tmp_path / "x3"), "all")
+    assert len(rows) == 2 and not skipped and all(r.agree for r in rows)
     assert {(r.compute_a, r.compute_b) for r in rows} == {("fp32/auto", "tf32x3/auto")}
     assert all(abs(r.diff) < 0.05 for r in rows)
-    rows, unmatched = compare_exponents(a, fit_cells(load_results(tmp_path / "bad"), "all"))
+    rows, skipped = compare_runs(A, load_results(tmp_path / "bad"), "all")
     by_gamma = {r.cell["gamma"]: r for r in rows}
     assert by_gamma[-1.0].agree and not by_gamma[0.5].agree
     assert by_gamma[0.5].alpha_b == pytest.approx(0.7, abs=1e-9)  # noiseless: exact
     assert by_gamma[0.5].diff == pytest.approx(0.7 - by_gamma[0.5].alpha_a, abs=1e-12)
     assert abs(by_gamma[0.5].diff - 0.3) < 0.05 and abs(by_gamma[0.5].z) > 2
-    assert unmatched == ["exponential, gamma=+0.9 (only in the second)"]
-    # The command: exit 0 when every cell agrees, 1 otherwise, with the table and verdict.
+    assert skipped == ["exponential, gamma=+0.9: only in the second run"]
+    # Not comparable: other widths, other models (lr), one side holding two precisions.
+    _write_runs(tmp_path / "short" / "results.jsonl", "tf32", {-1.0: 1.0, 0.5: 0.4},
+                widths=(8, 16, 32))
+    rows, skipped = compare_runs(A, load_results(tmp_path / "short"), "all")
+    assert not rows and all("fitted over different widths" in u for u in skipped)
+    _write_runs(tmp_path / "lr" / "results.jsonl", "tf32", {-1.0: 1.0}, lr=0.003)
+    rows, skipped = compare_runs(A, load_results(tmp_path / "lr"), "all")
+    assert not rows and "gamma=-1: the models differ in lr" in skipped[0]
+    _write_runs(tmp_path / "mixed" / "results.jsonl", "tf32", {-1.0: 0.5})
+    _write_runs(tmp_path / "mixed" / "results.jsonl", "fp32", {-1.0: 1.0}, mode="a")
+    with pytest.raises(ValueError, match="holds the cell 'exponential, gamma=-1' twice"):
+        compare_runs(A, load_results(tmp_path / "mixed"), "all")
+    with pytest.raises(ValueError, match="tol must be finite and > 0, got inf"):
+        compare_runs(A, A, "all", tol=math.inf)
+    # The command: exit 0 only when every cell is compared and agrees.
     assert main(["fit", str(tmp_path / "fp32"), "--against", str(tmp_path / "x3"),
                  "--range", "all"]) == 0
-    assert "exponents agree in all 2 cells" in capsys.readouterr().out
+    assert "exponents agree in all 2 compared cells" in capsys.readouterr().out
     assert main(["fit", str(tmp_path / "fp32"), "--against", str(tmp_path / "bad"),
                  "--range", "all", "--json", str(tmp_path / "cmp.json")]) == 1
     out = capsys.readouterr().out
-    assert "exponents DIFFER in 1 of 2 cells" in out and "not compared" in out
+    assert "exponents DIFFER in 1 of 2 cells; 1 cell(s) not compared" in out
     saved = json.loads((tmp_path / "cmp.json").read_text())
-    assert [c["agree"] for c in saved["cells"]] == [True, False]
+    assert [c["agree"] for c in saved["cells"]] == [True, False] and saved["agree"] is False
+    _write_runs(tmp_path / "part" / "results.jsonl", "tf32", {-1.0: 1.0, 0.5: 0.4, 0.9: 1.0})
+    assert main(["fit", str(tmp_path / "fp32"), "--against", str(tmp_path / "part"),
+                 "--range", "all"]) == 1  # the extra cell counts against agreement
+    assert main(["fit", str(tmp_path / "fp32"), "--against", str(tmp_path / "part"),
+                 "--range", "all", "--allow-partial"]) == 0
+    capsys.readouterr()
+    assert main(["fit", "zipf", "x.txt", "--against", str(tmp_path / "part")]) == 2
+    assert "does not apply" in capsys.readouterr().err

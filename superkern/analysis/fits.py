@@ -66,11 +66,11 @@ def select_range(m: Sequence[float], fit_range: str) -> np.ndarray:
     name = fit_range.replace(" ", "").lower()
     if name == "all":
         return np.ones(m.size, dtype=bool)
-    if (g := re.fullmatch(r"m>=([0-9.]+)", name)):
+    if (g := re.fullmatch(r"m>=(\d+(?:\.\d*)?|\.\d+)", name)):
         return m >= float(g.group(1))
-    if (g := re.fullmatch(r"m<=([0-9.]+)", name)):
+    if (g := re.fullmatch(r"m<=(\d+(?:\.\d*)?|\.\d+)", name)):
         return m <= float(g.group(1))
-    if (g := re.fullmatch(r"([0-9.]+)<=m<=([0-9.]+)", name)):
+    if (g := re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)<=m<=(\d+(?:\.\d*)?|\.\d+)", name)):
         lo, hi = float(g.group(1)), float(g.group(2))
         if lo > hi:
             raise ValueError(f"empty fit range {fit_range!r}: {lo:g} > {hi:g}")

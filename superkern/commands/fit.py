@@ -33,6 +33,8 @@ def register(sub) -> None:
                    help="--against: largest |z| of B - A counted as agreement (default 2)")
     p.add_argument("--tol", type=float, default=0.05,
                    help="--against: largest |B - A| counted as agreement (default 0.05)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="--against: exit 0 even if some cells could not be compared")
     p.set_defaults(func=run)
 
 
@@ -49,6 +51,9 @@ def _emit(obj, path) -> None:
 def run(args) -> int:
     import dataclasses
 
+    if args.against and args.target in ("zipf", "width-law", "width"):
+        raise ValueError(f"--against compares two sweep results; it does not apply to "
+                         f"'fit {args.target}'")
     if args.target in ("zipf", "width-law", "width") and not args.file:
         print(f"superkern fit {args.target}: a file argument is required", file=sys.stderr)
         return 2
@@ -87,21 +92,19 @@ def run(args) -> int:
     if args.fit_range != "paper":
         select_range([1.0], args.fit_range)  # a bad range name fails before any work
     if args.against:
-        from superkern.analysis.scaling import (_jsonable, compare_exponents, fit_cells,
-                                                format_comparison)
+        from superkern.analysis.scaling import _jsonable, compare_runs, format_comparison
 
         ra, rb = load_results(args.target), load_results(args.against)
-        rows, unmatched = compare_exponents(
-            fit_cells(ra, args.fit_range, n_boot=args.bootstrap),
-            fit_cells(rb, args.fit_range, n_boot=args.bootstrap), z_max=args.z_max, tol=args.tol)
+        rows, skipped = compare_runs(ra, rb, args.fit_range, z_max=args.z_max, tol=args.tol)
         if args.json != "-":
-            print(format_comparison(rows, unmatched, a=ra.caption(), b=rb.caption(),
+            print(format_comparison(rows, skipped, a=ra.caption(), b=rb.caption(),
                                     z_max=args.z_max, tol=args.tol))
-        _emit({"a": ra.caption(), "b": rb.caption(), "z_max": args.z_max, "tol": args.tol,
-               "cells": _jsonable([dataclasses.asdict(r) for r in rows]),
-               "unmatched": unmatched},
-              args.json)
-        return 0 if rows and all(r.agree for r in rows) else 1
+        ok = bool(rows) and all(r.agree for r in rows) and (args.allow_partial or not skipped)
+        _emit(_jsonable({"a": ra.caption(), "b": rb.caption(), "z_max": args.z_max,
+                         "tol": args.tol, "agree": ok,
+                         "cells": [dataclasses.asdict(r) for r in rows],
+                         "not_compared": skipped}), args.json)
+        return 0 if ok else 1
     rep = fit_report(load_results(args.target), args.fit_range, n_boot=args.bootstrap)
     if args.json != "-":
         print(format_report(rep))
