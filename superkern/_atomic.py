@@ -31,10 +31,15 @@ def write_atomic(path: PathLike, data: Union[bytes, str]) -> str:
     raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
-        # mkstemp creates the file 0600; give it the mode an ordinary open() would (0666 less
-        # the umask), so results shared between users or machines stay readable.
+        # mkstemp creates the file 0600; give it the mode an ordinary open() would: the
+        # target's own mode when it exists, else 0666 less the umask, so results shared
+        # between users or machines stay readable.
         if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o666 & ~_umask())
+            try:
+                mode = os.stat(p).st_mode & 0o7777
+            except OSError:
+                mode = 0o666 & ~_umask()
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()

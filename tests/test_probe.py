@@ -274,6 +274,9 @@ def test_outputs_are_atomic(tmp_path, monkeypatch):
     finally:
         os.umask(old_mask)
     assert (tmp_path / "mode.json").stat().st_mode & 0o777 == 0o640
+    os.chmod(tmp_path / "mode.json", 0o604)  # a rewrite keeps the file's own mode
+    rep.save(json_path=tmp_path / "mode.json")
+    assert (tmp_path / "mode.json").stat().st_mode & 0o777 == 0o604
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
