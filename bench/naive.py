@@ -12,6 +12,31 @@ import os
 import torch
 
 
+def _block_stats(Ua: torch.Tensor, Ub: torch.Tensor, diag: bool):
+    """One block of the naive baseline: (sum c, sum |c|, max |c|) of Ua @ Ub.T (fp32 sums)."""
+    C = Ua @ Ub.T
+    if diag:
+        C = torch.triu(C, diagonal=1)  # zeros add nothing to sums or to max |c|
+    A = C.abs()
+    return C.sum(dtype=torch.float32), A.sum(dtype=torch.float32), A.max().float()
+
+
+def _blockwise(U: torch.Tensor, block: int, block_fn) -> dict[str, torch.Tensor]:
+    """Walk the upper-triangle blocks of U @ U.T with ``block_fn`` and merge its results."""
+    N = U.shape[0]
+    sum_cos = torch.zeros((), dtype=torch.float64, device=U.device)
+    sum_abs = torch.zeros((), dtype=torch.float64, device=U.device)
+    max_abs = torch.zeros((), dtype=torch.float32, device=U.device)
+    for a in range(0, N, block):
+        Ua = U[a:a + block]
+        for b in range(a, N, block):
+            s, sa, mx = block_fn(Ua, U[b:b + block], a == b)
+            sum_cos += s.double()
+            sum_abs += sa.double()
+            max_abs = torch.maximum(max_abs, mx)
+    return {"sum_cos": sum_cos, "sum_abs": sum_abs, "max_abs": max_abs}
+
+
 def naive_blockwise_stats(U: torch.Tensor, block: int = 16384) -> dict[str, torch.Tensor]:
     """Sum of c, sum of |c| and max |c| over pairs i < j of the rows of U (unit rows).
 
@@ -22,30 +47,7 @@ def naive_blockwise_stats(U: torch.Tensor, block: int = 16384) -> dict[str, torc
     Returns:
         dict of 0-d tensors on U's device: ``sum_cos`` and ``sum_abs`` (fp64), ``max_abs``.
     """
-    N = U.shape[0]
-    sum_cos = torch.zeros((), dtype=torch.float64, device=U.device)
-    sum_abs = torch.zeros((), dtype=torch.float64, device=U.device)
-    max_abs = torch.zeros((), dtype=torch.float32, device=U.device)
-    for a in range(0, N, block):
-        Ua = U[a:a + block]
-        for b in range(a, N, block):
-            C = Ua @ U[b:b + block].T
-            if a == b:
-                C = torch.triu(C, diagonal=1)  # zeros add nothing to sums or to max |c|
-            A = C.abs()
-            sum_cos += C.sum(dtype=torch.float32).double()
-            sum_abs += A.sum(dtype=torch.float32).double()
-            max_abs = torch.maximum(max_abs, A.max().float())
-    return {"sum_cos": sum_cos, "sum_abs": sum_abs, "max_abs": max_abs}
-
-
-def _block_stats(Ua: torch.Tensor, Ub: torch.Tensor, diag: bool):
-    """One block of the naive baseline: (sum c, sum |c|, max |c|) of Ua @ Ub.T (fp32 sums)."""
-    C = Ua @ Ub.T
-    if diag:
-        C = torch.triu(C, diagonal=1)
-    A = C.abs()
-    return C.sum(dtype=torch.float32), A.sum(dtype=torch.float32), A.max().float()
+    return _blockwise(U, block, _block_stats)
 
 
 _COMPILED: dict = {}
@@ -64,16 +66,4 @@ def compiled_blockwise_stats(U: torch.Tensor, block: int = 16384,
     mode = mode or os.environ.get("SUPERKERN_BENCH_COMPILE_MODE") or None
     if mode not in _COMPILED:
         _COMPILED[mode] = torch.compile(_block_stats, mode=mode, dynamic=False)
-    fn = _COMPILED[mode]
-    N = U.shape[0]
-    sum_cos = torch.zeros((), dtype=torch.float64, device=U.device)
-    sum_abs = torch.zeros((), dtype=torch.float64, device=U.device)
-    max_abs = torch.zeros((), dtype=torch.float32, device=U.device)
-    for a in range(0, N, block):
-        Ua = U[a:a + block]
-        for b in range(a, N, block):
-            s, sa, mx = fn(Ua, U[b:b + block], a == b)
-            sum_cos += s.double()
-            sum_abs += sa.double()
-            max_abs = torch.maximum(max_abs, mx)
-    return {"sum_cos": sum_cos, "sum_abs": sum_abs, "max_abs": max_abs}
+    return _blockwise(U, block, _COMPILED[mode])
