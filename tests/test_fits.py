@@ -195,7 +195,7 @@ def _write_runs(path, precision, alphas, noise=0.0, seed=0, widths=(8, 16, 32, 6
 
 
 def test_exponents_of_two_runs_compared_cell_by_cell(tmp_path, capsys):
-    from superkern.analysis.scaling import compare_runs
+    from superkern.analysis.compare import compare_runs
     from superkern.analysis.tables import load_results
     from superkern.cli import main
 

@@ -92,7 +92,8 @@ def run(args) -> int:
     if args.fit_range != "paper":
         select_range([1.0], args.fit_range)  # a bad range name fails before any work
     if args.against:
-        from superkern.analysis.scaling import _jsonable, compare_runs, format_comparison
+        from superkern.analysis.compare import compare_runs, format_comparison
+        from superkern.analysis.scaling import _jsonable
 
         ra, rb = load_results(args.target), load_results(args.against)
         rows, skipped = compare_runs(ra, rb, args.fit_range, z_max=args.z_max, tol=args.tol)
