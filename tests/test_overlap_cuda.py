@@ -2,14 +2,12 @@
 
 CPU part (runs in CI): the extension's CUDA entry point exists when nvcc did, its argument
 checks raise ValueError with the numbers before touching a GPU, a call without a driver is a
-clean RuntimeError, the tile schedule covers the triangle once, and the launcher's logic
-(decoding, fixed order sums, top-k threshold loop) is driven against a torch emulation of what
-the kernel writes. GPU part (marked gpu): the kernel itself against the torch reference.
+clean RuntimeError, and the tile schedule covers the triangle once. The launcher's logic runs
+against an emulation of the kernel in tests/test_overlap_cuda_launcher.py. GPU part (marked gpu): the kernel itself against the torch reference.
 tests/test_overlap.py runs the public op on backend "cuda" as well.
 """
 from __future__ import annotations
 
-import math
 import os
 import shutil
 
@@ -18,7 +16,7 @@ import torch
 
 from superkern import backend as B
 from superkern.ops import overlap_cuda as oc
-from superkern.ops.overlap_ref import hist_bins, overlap_partials_torch, round_to_precision
+from superkern.ops.overlap_ref import overlap_partials_torch, round_to_precision
 
 EXT = B.extension()
 HAS_BINDING = EXT is not None and hasattr(EXT, "overlap_partials_cuda")
@@ -138,119 +136,6 @@ def test_cuda_operand_layout():
 def test_launcher_rejects_cpu_tensors():
     with pytest.raises(ValueError, match="CUDA tensor"):
         oc.overlap_partials_cuda(torch.randn(4, 3), torch.ones(4), bins=0, topk=0)
-
-
-# ---- the launcher driven against an emulation of what the kernel writes ------------------
-
-class _FakeExt:
-    overlap_cuda_config = {"row_sq_fixed_bits": 32}
-
-
-class _EmulatedRun(oc._Run):
-    """_Run whose kernel is a torch emulation: packed row keys, fixed-point row sums, three
-    blocks of fp64 partials, and the candidate buffer filled in a random arrival order with
-    overflow counted but not stored, as the atomics do."""
-
-    def __init__(self, *args, **kw):
-        super().__init__(_FakeExt(), *args, stream=0, max_blocks=8, **kw)
-        self.launches = []
-        self.gen = torch.Generator().manual_seed(0)
-
-    def _kernel(self, *, n, stats, bins, k, key):
-        self.launches.append((n, stats, k, key))
-        Xr = round_to_precision(self.X[:n, :self.m], self.precision)
-        s = self.scale[:n]
-        if self.split:  # cross pairs only: rows [0, split) x [split, n)
-            i = torch.arange(self.split).repeat_interleave(n - self.split)
-            j = torch.arange(self.split, n).repeat(self.split)
-        else:
-            iu = torch.triu_indices(n, n, 1)
-            i, j = iu[0], iu[1]
-        c = ((Xr @ Xr.T) * s[:, None] * s[None, :])[i, j].contiguous()
-        a = c.abs()
-        if stats:
-            bits = a.view(torch.int32).to(torch.int64) << 32
-            for rows, other in ((i, j), (j, i)):
-                self.row_key[:n].scatter_reduce_(0, rows, bits | (0xFFFFFFFF - other), "amax")
-            sq = torch.zeros(n, dtype=torch.float64)
-            sq.index_add_(0, i, c.double() ** 2).index_add_(0, j, c.double() ** 2)
-            self.row_sq[:n] += torch.round(sq * 2.0**32).long()
-            for b, idx in enumerate(torch.tensor_split(torch.arange(c.numel()), 3)):
-                cd = c[idx].double()
-                self.block_sums[b] = torch.stack([cd.sum(), cd.abs().sum(), (cd * cd).sum()])
-            if bins:
-                self.hist += torch.bincount(hist_bins(c, bins), minlength=bins)
-        if k:
-            tv, ti, tj = key
-            sel = (a > tv) | ((a == tv) & ((i < ti) | ((i == ti) & (j <= tj))))
-            idx = torch.nonzero(sel).flatten()
-            idx = idx[torch.randperm(idx.numel(), generator=self.gen)][: self.cap]
-            self.cand_count += int(sel.sum())
-            self.cand_val[: idx.numel()] = c[idx]
-            self.cand_ij[: idx.numel()] = (i[idx] << 32) | j[idx]
-        return 3
-
-
-def _emulate(X, *, bins, topk, capacity=None, precision="fp32", split=0):
-    scale = 1.0 / torch.linalg.vector_norm(X.double(), dim=1).float()
-    run = _EmulatedRun(X, scale, bins=bins, topk=topk, precision=precision, capacity=capacity,
-                       split=split)
-    part = oc._drive(run)
-    ref = overlap_partials_torch(X, scale, bins=bins, topk=topk, precision=precision,
-                                 split=split)
-    return part, ref, run
-
-
-@pytest.mark.parametrize("capacity", [None, 12, 40])
-def test_launcher_logic_matches_reference(capacity):
-    X = torch.randn(150, 24, generator=torch.Generator().manual_seed(1))
-    part, ref, run = _emulate(X, bins=16, topk=5, capacity=capacity)
-    for f in ("sum_cos", "sum_abs", "sum_sq"):
-        assert math.isclose(getattr(part, f), getattr(ref, f), rel_tol=1e-9, abs_tol=1e-9), f
-    assert int((part.hist - ref.hist).abs().sum()) <= 2
-    assert torch.allclose(part.row_max_abs, ref.row_max_abs, rtol=0, atol=1e-6)
-    assert torch.equal(part.row_argmax, ref.row_argmax)
-    assert torch.allclose(part.row_sum_sq, ref.row_sum_sq, rtol=1e-6, atol=1e-9)
-    assert torch.equal(part.topk_pairs, ref.topk_pairs), (part.topk_pairs, ref.topk_pairs)
-    assert torch.allclose(part.topk_values, ref.topk_values, rtol=0, atol=1e-6)
-    if capacity:  # P = 11175 > capacity: leading-row thresholds and overflow reruns happened
-        assert len(run.launches) > 2 and run.launches[0][0] < 150
-        assert sum(1 for n, stats, _, _ in run.launches if stats) == 1, "stats computed once"
-
-
-@pytest.mark.parametrize("capacity", [None, 300, 2000])
-def test_launcher_split_mode_matches_reference(capacity):
-    # Cross pairs of rows [0, 128) x [128, 300): what block-pair streaming asks of the kernel.
-    X = torch.randn(300, 16, generator=torch.Generator().manual_seed(2))
-    X[250] = -X[3]
-    part, ref, run = _emulate(X, bins=16, topk=7, capacity=capacity, split=128)
-    for f in ("sum_cos", "sum_abs", "sum_sq"):
-        assert math.isclose(getattr(part, f), getattr(ref, f), rel_tol=1e-9, abs_tol=1e-9), f
-    assert int(part.hist.sum()) == 128 * 172 and int((part.hist - ref.hist).abs().sum()) <= 2
-    assert torch.equal(part.row_argmax, ref.row_argmax)
-    assert torch.equal(part.topk_pairs, ref.topk_pairs), (part.topk_pairs, ref.topk_pairs)
-    assert tuple(part.topk_pairs[0].tolist()) == (3, 250)
-    if capacity:  # 22016 cross pairs > capacity: leading blocks of the second part first
-        leading = [n for n, stats, _, _ in run.launches if not stats]
-        assert leading and min(leading) < 300 and all(n > 128 for n in leading)
-        assert sum(1 for n, stats, _, _ in run.launches if stats) == 1, "stats computed once"
-
-
-@pytest.mark.gpu
-def test_launcher_rejects_unaligned_split():
-    X = torch.randn(300, 16, device="cuda")
-    with pytest.raises(ValueError, match="multiple of the kernel's tile edge 128"):
-        oc.overlap_partials_cuda(X, torch.ones(300, device="cuda"), bins=0, topk=0, split=100)
-
-
-def test_launcher_topk_terminates_on_identical_rows():
-    # Every |c| is the same: only the (i, j) part of the key separates pairs.
-    X = torch.ones(60, 8)
-    part, ref, run = _emulate(X, bins=4, topk=4, capacity=6)
-    want = torch.tensor([[0, 1], [0, 2], [0, 3], [0, 4]])
-    assert torch.equal(part.topk_pairs, want) and torch.equal(ref.topk_pairs, want)
-    assert len(run.launches) < 60, f"{len(run.launches)} launches"
-    assert torch.equal(part.row_argmax[:3], torch.tensor([1, 0, 0]))
 
 
 # ---- GPU: the kernel itself -----------------------------------------------------------------
@@ -427,30 +312,3 @@ def test_int64_offsets(precision):
     assert (part.row_max_abs - ref.row_max_abs).abs().max().item() <= 1e-4
     assert ((part.row_sum_sq - ref.row_sum_sq).abs() / ref.row_sum_sq).max().item() <= 1e-3
     assert torch.equal(part.topk_pairs, ref.topk_pairs), (part.topk_pairs, ref.topk_pairs)
-
-
-def test_block_streaming_through_the_emulated_launcher():
-    # The cuda launcher's split mode as the block-pair driver calls it: streamed partials of
-    # the emulation equal the reference's single call.
-    from superkern.ops import overlap_stream as S
-    from superkern.ops.overlap import _compute_operands
-
-    def kernel(X, scale, *, bins, topk, precision, split=0):
-        run = _EmulatedRun(X, scale, bins=bins, topk=topk, precision=precision, capacity=64,
-                           split=split)
-        return oc._drive(run)
-
-    X = torch.randn(400, 16, generator=torch.Generator().manual_seed(3))
-    X[390] = X[7]
-    norms = torch.linalg.vector_norm(X.double(), dim=1)
-    part = S.stream_partials(kernel, X, norms, precision="fp32", bins=16, topk=5,
-                             block_rows=128, device=torch.device("cpu"), dtype=torch.float32,
-                             operands=_compute_operands)
-    ref = overlap_partials_torch(X, (1.0 / norms).float(), bins=16, topk=5)
-    for f in ("sum_cos", "sum_abs", "sum_sq"):
-        assert math.isclose(getattr(part, f), getattr(ref, f), rel_tol=1e-6, abs_tol=1e-6), f
-    assert int(part.hist.sum()) == 400 * 399 // 2
-    assert int((part.hist - ref.hist).abs().sum()) <= 4
-    assert torch.equal(part.topk_pairs, ref.topk_pairs)
-    assert tuple(part.topk_pairs[0].tolist()) == (7, 390)
-    assert (part.row_argmax == ref.row_argmax).float().mean() > 0.99
