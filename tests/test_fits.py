@@ -246,3 +246,49 @@ def test_exponents_of_two_runs_compared_cell_by_cell(tmp_path, capsys):
     capsys.readouterr()
     assert main(["fit", "zipf", "x.txt", "--against", str(tmp_path / "part")]) == 2
     assert "does not apply" in capsys.readouterr().err
+
+
+def test_weak_cells_carry_the_ideal_weak_fit(tmp_path):
+    """Each weak cell also fits the ideal weak loss <v^2> sum_{i > m} p_i on its own widths and
+    range; on the paper's Fig. 1 grid that separates the power law (straight) from the curved
+    frequencies, checked here against an independent numpy computation."""
+    from scipy.stats import linregress
+
+    from superkern.analysis import fit_report, format_report
+    from superkern.analysis.tables import load_results
+    from superkern.toy import ToyConfig
+
+    n, widths = 10240, [8, 16, 32, 64, 128, 256, 512, 1024]
+    data = {"exponential": {}, "linear": {}, "power": {"alpha": 1.2}}
+    path = tmp_path / "results.jsonl"
+    with open(path, "w") as f:
+        for dist, extra in data.items():
+            for gamma in (0.1, -1.0):
+                for m in widths:
+                    cfg = ToyConfig(n=n, m=m, gamma=gamma, dist=dist, preset="large", steps=10,
+                                    batch=8, **extra)
+                    f.write(json.dumps({"run_id": cfg.run_id, "config": cfg.to_dict(),
+                                        "final_loss": 2.0 * m ** -0.5, "final_loss_std": 0.01,
+                                        "phi_half": m / n, "phi_1": m / n}) + "\n")
+    rep = fit_report(load_results(path), n_boot=0)
+    i = np.arange(n, dtype=np.float64)
+    p_of = {"exponential": np.exp(-i / 400), "linear": (n - i) / n, "power": (i + 1) ** -1.2}
+    seen = set()
+    for c in rep.cells:
+        dist = c.cell["dist"]
+        if c.gamma < 0:
+            assert c.ideal is None
+            continue
+        p = p_of[dist]
+        ideal = np.array([p[m:].sum() for m in widths])
+        sel = slice(-5, None) if dist == "power" else slice(None)   # the paper's weak ranges
+        ref = linregress(np.log(widths)[sel], np.log(ideal)[sel])
+        assert c.ideal.alpha_m == pytest.approx(-ref.slope, rel=1e-9)
+        assert c.ideal.r2 == pytest.approx(ref.rvalue ** 2, rel=1e-9)
+        assert c.ideal.n_points == (5 if dist == "power" else 8)
+        seen.add(dist)
+    assert seen == set(data)
+    by = {c.cell["dist"]: c.ideal for c in rep.cells if c.ideal is not None}
+    assert by["power"].r2 > 0.98 and by["exponential"].r2 < 0.8 and by["linear"].r2 < 0.8
+    text = format_report(rep)
+    assert "ideal weak loss" in text and f"{by['power'].r2:.3f}" in text

@@ -10,7 +10,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from superkern.analysis.fits import PowerLawFit, fit_power_law_seeds, paper_fit_range
+from superkern.analysis.fits import (PowerLawFit, fit_power_law, fit_power_law_seeds,
+                                     paper_fit_range)
 from superkern.analysis.tables import Results, Run, by_width, cells, dist_label
 from superkern.sweep import engine
 
@@ -30,6 +31,9 @@ class CellFit:
     n_runs: int
     fit: Optional[PowerLawFit] = None
     error: str = ""
+    # weak cells (gamma > 0): the same fit of the ideal weak-regime loss, the unlearned-feature
+    # loss with exactly the m most frequent features learned (phi_half n = m) at each width
+    ideal: Optional[PowerLawFit] = None
 
     @property
     def gamma(self) -> float:
@@ -85,8 +89,32 @@ def fit_cells(results: Results | list[Run], fit_range: str = "paper", n_boot: in
             # too few points, so fit them all and say so in the range name
             fit = fit_power_law_seeds(widths, groups, "all", n_boot=n_boot)
             fit = dataclasses.replace(fit, fit_range=f"all (paper's {rng} left < 3 widths)")
-        out.append(CellFit(**base, fit=fit))
+            rng = "all"
+        ideal = None
+        if float(cell.get("gamma", 0.0)) > 0:
+            ideal = ideal_weak_fit(members[0].config, widths, rng)
+        out.append(CellFit(**base, fit=fit, ideal=ideal))
     return out
+
+
+def ideal_weak_fit(config: dict[str, Any], widths: np.ndarray,
+                   fit_range: str) -> Optional[PowerLawFit]:
+    """alpha_m and R^2 of the ideal weak-regime loss ``<v^2> sum_{i > m} p_i`` over ``widths``.
+
+    What the unlearned-feature picture alone predicts for a cell's grid: a power law in p gives
+    a straight line here (R^2 near 1) and an exponential or linear p a curved one, but only
+    when the widths reach the scale on which p falls (exponential: m near 400), so a grid that
+    cannot show the paper's weak-regime contrast is told apart from a model that does not.
+    None when the prediction is zero somewhere (every feature learned) or p cannot be built.
+    """
+    try:
+        n = int(config["n"])
+        loss = [engine.unlearned_loss(config, float(w) / n) for w in widths]
+        if min(loss) <= 0:
+            return None
+        return fit_power_law(widths, loss, fit_range)
+    except (KeyError, ValueError):
+        return None
 
 
 def _order(cell: dict[str, Any]) -> tuple:
@@ -272,6 +300,15 @@ def format_report(rep: FitReport, max_rows: int = 400) -> str:
                      f"{f.stderr:>6.3f} {f.r2:>6.3f} {ci:>17}  [{f.fit_range}]{paper}")
     if len(rep.cells) > max_rows:
         lines.append(f"... {len(rep.cells) - max_rows} more cells (use --json)")
+    weak = [c for c in rep.cells[:max_rows] if c.fit is not None and c.ideal is not None]
+    if weak:
+        lines += ["", "Weak regime (gamma > 0): measured fit beside the same fit of the ideal "
+                  "weak loss <v^2> sum_{i > m} p_i", "(what the unlearned-feature picture alone "
+                  "gives on these widths: R^2 near 1 for a power law, lower for curved p)",
+                  f"{'cell':<40} {'alpha_m':>8} {'R^2':>6} {'ideal alpha_m':>13} {'ideal R^2':>9}"]
+        for c in weak:
+            lines.append(f"{c.label:<40} {c.fit.alpha_m:>8.3f} {c.fit.r2:>6.3f} "
+                         f"{c.ideal.alpha_m:>13.3f} {c.ideal.r2:>9.3f}")
     if rep.unlearned:
         lines += ["", "Weak regime (gamma > 0): loss vs <v^2> sum_{i > phi_half n} p_i",
                   f"{'cell':<28} {'gamma':>6} {'m':>5} {'phi_half':>8} {'loss':>10} "
