@@ -176,9 +176,10 @@ def test_cli_fit_zipf_and_width_law(tmp_path, capsys):
 
 
 def _write_runs(path, precision, alphas, noise=0.0, seed=0, widths=(8, 16, 32, 64, 128),
-                mode="w", **over):
+                mode="w", row_backend=None, **over):
     """A results file of synthetic runs: loss = 2 m^-alpha (times log-normal noise) per
-    (gamma -> alpha) cell, config fields from a real ToyConfig."""
+    (gamma -> alpha) cell, config fields from a real ToyConfig; ``row_backend`` is the
+    backend the row says it ran on (configs say "auto")."""
     from superkern.toy import ToyConfig
 
     rng = np.random.default_rng(seed)
@@ -191,7 +192,8 @@ def _write_runs(path, precision, alphas, noise=0.0, seed=0, widths=(8, 16, 32, 6
                 loss = 2.0 * m ** -alpha * math.exp(noise * rng.standard_normal())
                 f.write(json.dumps({"run_id": cfg.run_id, "config": cfg.to_dict(),
                                     "final_loss": loss, "final_loss_std": 0.01 * loss,
-                                    "phi_half": 1.0, "phi_1": 0.5}) + "\n")
+                                    "phi_half": 1.0, "phi_1": 0.5,
+                                    **({"backend": row_backend} if row_backend else {})}) + "\n")
 
 
 def test_exponents_of_two_runs_compared_cell_by_cell(tmp_path, capsys):
@@ -200,12 +202,14 @@ def test_exponents_of_two_runs_compared_cell_by_cell(tmp_path, capsys):
     from superkern.cli import main
 
     _write_runs(tmp_path / "fp32" / "results.jsonl", "fp32", {-1.0: 1.0, 0.5: 0.4}, 0.02, 1)
-    _write_runs(tmp_path / "x3" / "results.jsonl", "tf32x3", {-1.0: 1.0, 0.5: 0.4}, 0.02, 2)
+    _write_runs(tmp_path / "x3" / "results.jsonl", "tf32x3", {-1.0: 1.0, 0.5: 0.4}, 0.02, 2,
+                row_backend="triton")
     _write_runs(tmp_path / "bad" / "results.jsonl", "tf32", {-1.0: 1.0, 0.5: 0.7, 0.9: 1.0})
     A = load_results(tmp_path / "fp32")
     rows, skipped = compare_runs(A, load_results(tmp_path / "x3"), "all")
     assert len(rows) == 2 and not skipped and all(r.agree for r in rows)
-    assert {(r.compute_a, r.compute_b) for r in rows} == {("fp32/auto", "tf32x3/auto")}
+    # how each side ran: the rows' own backend where they record one, else the config's
+    assert {(r.compute_a, r.compute_b) for r in rows} == {("fp32/auto", "tf32x3/triton")}
     assert all(abs(r.diff) < 0.05 for r in rows)
     rows, skipped = compare_runs(A, load_results(tmp_path / "bad"), "all")
     by_gamma = {r.cell["gamma"]: r for r in rows}
@@ -231,7 +235,8 @@ def test_exponents_of_two_runs_compared_cell_by_cell(tmp_path, capsys):
     # The command: exit 0 only when every cell is compared and agrees.
     assert main(["fit", str(tmp_path / "fp32"), "--against", str(tmp_path / "x3"),
                  "--range", "all"]) == 0
-    assert "exponents agree in all 2 compared cells" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "exponents agree in all 2 compared cells" in out and "(fp32/auto vs tf32x3/triton)" in out
     assert main(["fit", str(tmp_path / "fp32"), "--against", str(tmp_path / "bad"),
                  "--range", "all", "--json", str(tmp_path / "cmp.json")]) == 1
     out = capsys.readouterr().out

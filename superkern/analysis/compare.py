@@ -59,6 +59,17 @@ def _model_configs(results: Results) -> dict[tuple, set]:
     return out
 
 
+def _ran_as(results: Results) -> dict[tuple, str]:
+    """Per cell (match key), how its rows were actually computed: "precision/backend" from
+    each row's own record (a config's backend "auto" resolves to a real one per row)."""
+    seen: dict[tuple, set] = {}
+    for r in results.runs:
+        key = _match_key(dict(cell_key(r.config)))
+        seen.setdefault(key, set()).add("/".join(
+            str(r.row.get(k) or r.config.get(k)) for k in COMPUTE_FIELDS))
+    return {k: ",".join(sorted(v)) for k, v in seen.items()}
+
+
 def _field_values(configs: set) -> dict[str, set]:
     """field -> the set of its values over a set of config tuples."""
     out: dict[str, set] = {}
@@ -83,13 +94,16 @@ def _unique(fits: list[CellFit], which: str) -> dict[tuple, CellFit]:
 def compare_exponents(a: list[CellFit], b: list[CellFit], *, z_max: float = 2.0,
                       tol: float = 0.05, configs_a: Optional[dict[tuple, set]] = None,
                       configs_b: Optional[dict[tuple, set]] = None,
+                      ran_a: Optional[dict[tuple, str]] = None,
+                      ran_b: Optional[dict[tuple, str]] = None,
                       ) -> tuple[list[ExponentComparison], list[str]]:
     """Match the cells of two fits on every field but :data:`COMPUTE_FIELDS` and compare
     their alpha_m.
 
     A pair is compared only when both are fitted over the same widths with the same range
     rule, and (given ``configs_a``/``configs_b`` from the runs) their models have the same
-    configs apart from seed, log_every, precision and backend.
+    configs apart from seed, log_every, precision and backend. ``ran_a``/``ran_b`` (per match
+    key, how the rows were computed) replace the configs' precision/backend in the output.
 
     Returns:
         ``(comparisons, not_compared)``: one :class:`ExponentComparison` per comparable cell,
@@ -132,7 +146,9 @@ def compare_exponents(a: list[CellFit], b: list[CellFit], *, z_max: float = 2.0,
         else:  # noiseless fits: only an exact match agrees
             z = 0.0 if abs(diff) <= 1e-12 else math.copysign(math.inf, diff)
         out.append(ExponentComparison(
-            label=ca.label, cell=ca.cell, compute_a=_compute(ca.cell), compute_b=_compute(cb.cell),
+            label=ca.label, cell=ca.cell,
+            compute_a=(ran_a or {}).get(key) or _compute(ca.cell),
+            compute_b=(ran_b or {}).get(key) or _compute(cb.cell),
             m_used=fa.m_used, alpha_a=fa.alpha_m, se_a=fa.stderr, alpha_b=fb.alpha_m,
             se_b=fb.stderr, diff=diff, z=z, agree=abs(z) <= z_max and abs(diff) <= tol))
     skipped += [f"{c.label}: only in the second run" for k, c in bmap.items() if k not in amap]
@@ -145,7 +161,7 @@ def compare_runs(a: Results, b: Results, fit_range: str = "paper", *, z_max: flo
     standard errors enter) and checking that matched cells trained the same models."""
     return compare_exponents(fit_cells(a, fit_range, n_boot=0), fit_cells(b, fit_range, n_boot=0),
                              z_max=z_max, tol=tol, configs_a=_model_configs(a),
-                             configs_b=_model_configs(b))
+                             configs_b=_model_configs(b), ran_a=_ran_as(a), ran_b=_ran_as(b))
 
 
 def format_comparison(rows: list[ExponentComparison], skipped: list[str], *, a: str, b: str,
@@ -158,7 +174,7 @@ def format_comparison(rows: list[ExponentComparison], skipped: list[str], *, a: 
     for r in rows:
         lines.append(f"{r.label:<40} {r.alpha_a:>7.3f}+-{r.se_a:<5.3f} {r.alpha_b:>7.3f}+-"
                      f"{r.se_b:<5.3f} {r.diff:>+8.3f} {r.z:>6.2f}  "
-                     f"{'agree' if r.agree else 'DIFFER'}  ({_compute(r.cell)} vs "
+                     f"{'agree' if r.agree else 'DIFFER'}  ({r.compute_a} vs "
                      f"{r.compute_b})")
     for u in skipped:
         lines.append(f"not compared: {u}")
