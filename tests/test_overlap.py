@@ -77,6 +77,25 @@ def test_zero_duplicate_anisotropic_rows(backend):
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpu", "triton", "cuda"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_tiny_and_huge_row_norms(backend, precision):
+    """Rows whose raw dot products would underflow or overflow fp32 (norms 1e-30, 1e30;
+    weight-decayed toy rows reach the first) still give their true cosines."""
+    dev = _need(backend)
+    W = _rand(60, 24, seed=11, device=dev)
+    W[:10] *= 1e-30
+    W[10:20] *= 1e30
+    W[25] = W[3] * 1e30   # a duplicate across the scales: |cos| = 1
+    W = W.float()
+    assert torch.isfinite(W).all() and (W[:10] != 0).all()
+    st = superkern.overlap_stats(W, bins=32, topk=4, per_row=True, precision=precision,
+                                 backend=backend)
+    assert st.n_zero == 0 and abs(st.max_abs - 1.0) < 1e-2 and set(st.max_pair) == {3, 25}
+    check_against_gold(st, gold_stats(W.double(), bins=32), precision, bins=32, topk=4,
+                       per_row=True)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "triton", "cuda"])
 def test_rows_mask_and_center(backend):
     dev = _need(backend)
     W = _rand(90, 16, seed=11, device=dev, anisotropic=True).float()

@@ -60,22 +60,34 @@ def prepare_rows(W: Any, *, rows: Any = None, center: bool = False):
     return W, idx, X, norms, n_zero
 
 
+# Raw rows are fed to the kernels with a scale 1/norm, so a dot product of two rows spans
+# norm_i * norm_j: rows with norms outside [2^-40, 2^40] would underflow (c -> 0) or overflow
+# fp32 there, and are normalised up front instead (scale 1).
+_SAFE_NORM = (2.0 ** -40, 2.0 ** 40)
+
+
 def _compute_operands(X: torch.Tensor, norms: torch.Tensor, precision: str):
     """(X in the compute dtype, fp32 scale). fp16 rows are normalised first: raw rows can
-    overflow fp16's range, unit rows cannot."""
+    overflow fp16's range, unit rows cannot. So are rows whose norm leaves ``_SAFE_NORM``."""
     dtype = _COMPUTE_DTYPE[precision]
     if precision == "fp16":
         U = (X.double() / norms[:, None]).to(dtype).contiguous()
         return U, torch.ones_like(norms, dtype=torch.float32)
-    return X.to(dtype).contiguous(), (1.0 / norms).float()
+    Xc, scale = X.to(dtype).contiguous(), (1.0 / norms).float()
+    odd = torch.nonzero((norms < _SAFE_NORM[0]) | (norms > _SAFE_NORM[1])).flatten()
+    if odd.numel():  # out of place: Xc may be the caller's own tensor
+        unit = (X[odd].double() / norms[odd, None]).to(dtype)
+        Xc = Xc.index_copy(0, odd, unit)
+        scale = scale.index_fill(0, odd, 1.0)
+    return Xc, scale
 
 
 def _backend_copy_bytes(name: str, precision: str, m: int) -> int:
     """Bytes per operand element a backend copies on top of its input: the torch reference
-    rounds a low-precision operand into fp32; the cuda kernel pads rows whose byte length is
-    not a multiple of 16."""
+    rounds a low-precision operand into fp32, as the triton kernel rounds a tf32 one; the cuda
+    kernel pads rows whose byte length is not a multiple of 16."""
     elem = 4 if precision in ("fp32", "tf32") else 2
-    if name == "torch" and precision != "fp32":
+    if (name == "torch" and precision != "fp32") or (name == "triton" and precision == "tf32"):
         return 4
     if name == "cuda" and (m * elem) % 16:
         return elem
