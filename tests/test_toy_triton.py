@@ -14,6 +14,8 @@ import torch
 
 triton = pytest.importorskip("triton")
 toy = pytest.importorskip("superkern.triton.toy")
+toy_common = pytest.importorskip("superkern.triton._toy_common")
+tl = triton.language
 
 CUDA = torch.cuda.is_available()
 DEV = "cuda" if CUDA else "cpu"
@@ -190,9 +192,10 @@ def test_fused_and_stored_paths_agree():
         check(name, a, c, 2e-6)
 
 
-@pytest.mark.parametrize("precision,tol", [("tf32", 5e-6), ("tf32x3", 5e-6), ("bf16", 3e-2)])
+@pytest.mark.parametrize("precision,tol", [("tf32", 5e-3), ("tf32x3", 5e-6), ("bf16", 3e-2)])
 def test_loss_grad_precisions_run(precision, tol):
-    """In the interpreter tf32 products are exact fp32; bf16 rounds the operands."""
+    """tf32 and bf16 round the operands (a visible difference from the fp64 gold, within the
+    format's error); tf32x3 recovers fp32."""
     W, b, p, group, seeds, scale = make_models(ms=(6, 16), M=16, G=1)
     x = toy.toy_sample_triton(p, seeds, 4, 32)
     loss, dW, db = toy.toy_loss_grad_triton(W, b, p, group, seeds, 4, 32, scale, precision, x)
@@ -200,6 +203,33 @@ def test_loss_grad_precisions_run(precision, tol):
     check(f"{precision} loss", loss, L0, tol)
     check(f"{precision} dW", dW, dW0, tol * 3)
     check(f"{precision} db", db, db0, tol * 3)
+    if precision != "tf32x3":  # the rounding really happens (fp32 products agree to ~1e-7)
+        rel = float((dW.cpu().double() - dW0).abs().max() / dW0.abs().max())
+        assert rel > 2e-5, f"{precision}: dW within {rel:.1e} of fp64, operands not rounded"
+
+
+@triton.jit
+def _round_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    v = tl.load(x_ptr + offs, mask=offs < n)
+    tl.store(y_ptr + offs, toy_common.tf32_rne(v), mask=offs < n)
+
+
+def test_tf32_operands_rounded_to_nearest_even():
+    """The toy kernels' in-register tf32 rounding is bit-identical to the overlap engine's
+    rounding rule: random values, exact ties (both parities), and values that carry."""
+    from superkern.ops.overlap_ref import round_to_precision
+
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(1000, generator=g) * torch.logspace(-20, 20, 1000)
+    bits = base.view(torch.int32) & ~0x1FFF
+    ties = torch.cat([bits | 0x1000, (bits | 0x2000) | 0x1000, bits | 0x1FFF]).view(torch.float32)
+    x = torch.cat([base, ties, -ties, torch.tensor([0.0, -0.0, 1.0])]).to(DEV)
+    y = torch.empty_like(x)
+    _round_kernel[(triton.cdiv(x.numel(), 256),)](x, y, x.numel(), BLOCK=256)
+    want = round_to_precision(x.cpu(), "tf32")
+    assert torch.equal(y.cpu().view(torch.int32), want.view(torch.int32))
+    assert not torch.equal(want, x.cpu())  # ties moved
 
 
 def test_too_small_nnz_cap_gives_nan_loss():
@@ -223,6 +253,16 @@ def test_argument_errors_name_the_numbers():
         toy.toy_sample_triton(p, seeds.int(), 0, 8)
     with pytest.raises(ValueError, match="step"):
         toy.toy_adamw_step_triton(W, b, W, b, W, W, b, b, scale, scale, scale, 0)
+    # more models or data groups than a launch's grid axis holds (65535): refused up front
+    I = 65536
+    Wb, bb, sb = torch.zeros(I, 1, 1), torch.zeros(I, 1), torch.ones(I)
+    with pytest.raises(ValueError, match="I=65536 models exceed the grid limit 65535"):
+        toy.toy_loss_grad_triton(Wb, bb, torch.full((1, 1), 0.5), torch.zeros(I, dtype=torch.int32),
+                                 torch.zeros(1, dtype=torch.int64), 1, 8, sb)
+    with pytest.raises(ValueError, match="I=65536 models exceed the grid limit 65535"):
+        toy.toy_adamw_step_triton(Wb, bb, Wb, bb, Wb, Wb, bb, bb, sb, sb, sb, 1)
+    with pytest.raises(ValueError, match="G=65536 data groups exceed the grid limit 65535"):
+        toy.toy_sample_triton(torch.full((I, 1), 0.5), torch.zeros(I, dtype=torch.int64), 1, 8)
 
 
 # ----------------------------------------------------------------------------- optimizer
@@ -395,11 +435,16 @@ for name, kern, consts, warps, stages in launch_plans():
         continue
     seen.add(key)
     sig = compile_signature(kern, consts)
-    for ones in (False, True):  # as launched, and every integer argument == 1 (a constexpr)
-        c = dict(consts, **({k: 1 for k, v in sig.items() if v == "i32"} if ones else {}))
+    kept = {p.name for p in kern.params if p.do_not_specialize}
+    for ones in (False, True):  # as launched, and every specialisable integer == 1 (constexpr)
+        c = dict(consts, **({k: 1 for k, v in sig.items() if v == "i32" and k not in kept}
+                            if ones else {}))
         s = {k: "constexpr" if k in c else v for k, v in sig.items()}
+        # a launch marks every (16-byte aligned) pointer divisible by 16
+        attrs = {(kern.arg_names.index(k),): [["tt.divisibility", 16]] for k, v in s.items()
+                 if v.startswith("*")}
         try:
-            triton.compile(ASTSource(fn=kern, signature=s, constexprs=c),
+            triton.compile(ASTSource(fn=kern, signature=s, constexprs=c, attrs=attrs),
                            target=GPUTarget("cuda", 90, 32),
                            options={"num_warps": warps, "num_stages": stages})
         except Exception as exc:

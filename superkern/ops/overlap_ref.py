@@ -24,7 +24,8 @@ def round_to_precision(X: torch.Tensor, precision: str) -> torch.Tensor:
     if precision == "fp16":
         return X.to(torch.float16).float()
     if precision == "tf32":
-        # Round-to-nearest-even onto tf32's 10 mantissa bits (what the tensor core reads).
+        # Round-to-nearest-even onto tf32's 10 mantissa bits. The tensor cores themselves
+        # truncate, so the GPU backends feed them operands rounded by this rule.
         bits = X.contiguous().view(torch.int32)
         bits = bits + 0xFFF + ((bits >> 13) & 1)
         return (bits & ~0x1FFF).view(torch.float32)

@@ -134,17 +134,31 @@ def _draw(p_ptr, x_ptr, seed, step, g, offs_s, offs_f, s_ok, f_ok, n, stride_xg,
 
 
 @triton.jit
+def tf32_rne(x):
+    """fp32 values rounded to nearest-even onto tf32's 10 mantissa bits (the bit rule of
+    ``round_to_precision``). The tensor cores truncate the low 13 bits of an fp32 operand, so
+    operands rounded first are read exactly and the product is unbiased."""
+    bits = x.to(tl.int32, bitcast=True)
+    bits = (bits + 0xFFF + ((bits >> 13) & 1)) & -8192
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def _mm(acc, a, b, PREC: tl.constexpr, INTERP: tl.constexpr):
     """acc + a @ b in the run's precision (fp32 accumulate).
 
     "bf16" casts the operands; the interpreter's 16-bit math is broken, so there the rounded
-    operands are widened back to fp32 before the (exact) product.
+    operands are widened back to fp32 before the (exact) product. "tf32" rounds the operands
+    to nearest first (see :func:`tf32_rne`); the interpreter's dot is then the exact product of
+    the values the tensor core reads.
     """
     if PREC == "bf16":
         if INTERP:
             out = tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), acc)
         else:
             out = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
+    elif PREC == "tf32":
+        out = tl.dot(tf32_rne(a), tf32_rne(b), acc, input_precision="tf32")
     else:
         out = tl.dot(a, b, acc, input_precision=PREC)
     return out
