@@ -360,8 +360,13 @@ for prec, m, bins, topk, split, tma, ones in VARIANTS:
         fixed.update({a: 1 for a, t in sig.items() if t == "i32" and a not in _NO_SPECIALIZE})
     for a, v in fixed.items():
         sig[a], c[a] = "constexpr", v
+    # what a launch adds: 16-byte alignment of every pointer, and of the ints that are
+    # multiples of 16 (m and the row stride here), which enables the pipelined loads
+    div = [a for a, t in sig.items() if t.startswith("*")]
+    div += [a for a in ("M", "stride_x") if sig[a] == "i32" and m % 16 == 0]
+    attrs = {(K.arg_names.index(a),): [["tt.divisibility", 16]] for a in div}
     try:
-        triton.compile(ASTSource(fn=K, signature=sig, constexprs=c),
+        triton.compile(ASTSource(fn=K, signature=sig, constexprs=c, attrs=attrs),
                        target=GPUTarget("cuda", 90, 32),
                        options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
     except Exception as exc:

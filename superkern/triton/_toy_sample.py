@@ -29,7 +29,9 @@ import triton.language as tl
 from superkern.triton._toy_common import ToyTritonConfig, _draw
 
 
-@triton.jit
+# ``step`` changes on every call: not specialised, or step 1 and every multiple of 16 would each
+# compile kernels of their own.
+@triton.jit(do_not_specialize=["step"])
 def _sample_dense_kernel(p_ptr, seed_ptr, x_ptr, step, B, n,
                          BS: tl.constexpr, BF: tl.constexpr):
     sbt = tl.program_id(0)
@@ -46,7 +48,7 @@ def _sample_dense_kernel(p_ptr, seed_ptr, x_ptr, step, B, n,
     tl.store(ptrs, v, mask=s_ok[:, None] & f_ok[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["step"])
 def _count_kernel(p_ptr, seed_ptr, x_ptr, cnt_s_ptr, cnt_f_ptr, step, B, n, n_sbt,
                   stride_xg, stride_xs, FROM_X: tl.constexpr, BS: tl.constexpr,
                   BF: tl.constexpr):
@@ -67,7 +69,7 @@ def _count_kernel(p_ptr, seed_ptr, x_ptr, cnt_s_ptr, cnt_f_ptr, step, B, n, n_sb
     tl.store(cnt_s_ptr + g * B + offs_s, row, mask=s_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["step"])
 def _fill_kernel(p_ptr, seed_ptr, x_ptr, row_ptr_ptr, col_off_ptr, csr_s_ptr, csr_i_ptr,
                  csr_v_ptr, csc_perm_ptr, step, B, n, n_sbt, cap, stride_xg, stride_xs,
                  FROM_X: tl.constexpr, BS: tl.constexpr, BF: tl.constexpr):

@@ -31,6 +31,7 @@ __all__ = ["toy_sample_triton", "toy_loss_grad_triton", "toy_adamw_step_triton",
            "toy_nnz_cap", "toy_path", "bench_toy_step", "PRECISIONS"]
 
 _INT32_MAX = 2 ** 31 - 1
+_GRID_YZ_MAX = 65535  # CUDA's limit on grid axes 1 and 2, where groups and models run
 _cap_cache: dict = {}
 
 
@@ -50,6 +51,7 @@ def _check_data_args(p: torch.Tensor, seeds: torch.Tensor, step: int, batch: int
     _need(batch >= 1, f"batch={batch} must be >= 1")
     _need(batch * n <= _INT32_MAX, f"batch * n = {batch} * {n} = {batch * n} exceeds 2^31 - 1 "
           f"(entry positions are int32)")
+    _need(G <= _GRID_YZ_MAX, f"G={G} data groups exceed the grid limit {_GRID_YZ_MAX} per launch")
 
 
 def toy_sample_triton(p: torch.Tensor, seeds: torch.Tensor, step: int, batch: int) -> torch.Tensor:
@@ -139,6 +141,7 @@ def toy_loss_grad_triton(W: torch.Tensor, b: torch.Tensor, p: torch.Tensor,
           f"group must be ({I},) int32, got {tuple(group.shape)} {group.dtype}")
     _need(loss_scale.shape == (I,), f"loss_scale must be ({I},), got {tuple(loss_scale.shape)}")
     _need(M >= 1, f"W has width M={M}; need >= 1")
+    _need(I <= _GRID_YZ_MAX, f"I={I} models exceed the grid limit {_GRID_YZ_MAX} per launch")
     # Offsets inside one instance are int32 (registers); across instances int64.
     _need(max(n, batch) * M <= _INT32_MAX,
           f"max(n, B) * M = {max(n, batch)} * {M} exceeds 2^31 - 1")
@@ -206,6 +209,8 @@ def toy_adamw_step_triton(W: torch.Tensor, b: torch.Tensor, dW: torch.Tensor, db
               f"{name} must be {shape} float32, got {tuple(t.shape)} {t.dtype}")
         _need(t.is_contiguous(), f"{name} must be contiguous (updated in place or read flat)")
         _need(t.device == W.device, f"{name} on {t.device}, W on {W.device}")
+    _need(n * M <= _INT32_MAX, f"n * M = {n} * {M} exceeds 2^31 - 1 (int32 offsets per model)")
+    _need(I <= _GRID_YZ_MAX, f"I={I} models exceed the grid limit {_GRID_YZ_MAX} per launch")
     if W.numel() == 0 and b.numel() == 0:
         return
     cfg = toy_config(M, W.device)
