@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One lease on a GPU machine: build the extension there, run the GPU tests and the benchmarks,
 # and leave logs and JSON under $OUT (device tool) or ./out. Usage:
-#   bash scripts/gpu_session.sh [tests|bench|all|fig1] [extra pytest -k expression]
+#   bash scripts/gpu_session.sh [tests|bench|all|fig1|sanitize] [extra pytest -k expression]
+# sanitize: compute-sanitizer (memcheck, racecheck, synccheck) on small cuda and triton
+# overlap calls in every precision, with histogram, top-k and the split mode.
 # fig1: the full-size Fig. 1 sweep (48 models, 20000 steps) on the GPU, then its fit; it stops
 # at 540 s and a rerun with the same OUT resumes. PREC=tf32x3 (or tf32, bf16) runs it in that
 # precision into $OUT/fig1-$PREC and compares its exponents with $OUT/fig1 (fp32) if present.
@@ -42,4 +44,29 @@ if [ "$what" = fig1 ]; then
   if [ "$run" != fig1 ] && [ -d "$OUT/fig1" ]; then
     $PY -m superkern fit "$OUT/fig1" --against "$OUT/$run" 2>&1 | tee "$OUT/$run-vs-fp32.txt"
   fi
+fi
+if [ "$what" = sanitize ]; then
+  cat > "$OUT/sanitize_case.py" <<'PYEOF'
+import sys, torch, superkern
+from superkern.ops.overlap_cuda import overlap_partials_cuda
+backend = sys.argv[1]
+g = torch.Generator(device="cuda").manual_seed(0)
+for prec in ("fp32", "tf32", "bf16", "fp16"):
+    W = torch.randn(300, 40, device="cuda", generator=g)
+    W[7] = W[3]
+    st = superkern.overlap_stats(W, bins=64, topk=5, per_row=True, precision=prec, backend=backend)
+    print(backend, prec, f"mean_abs {st.mean_abs:.6f} max {st.max_abs:.6f} pair {st.max_pair}")
+if backend == "cuda":  # the cross-pair (split) schedule on its own
+    X = torch.randn(300, 40, device="cuda", generator=g).to(torch.bfloat16)
+    part = overlap_partials_cuda(X, torch.ones(300, device="cuda"), bins=16, topk=3,
+                                 precision="bf16", split=128)
+    print("split ok", part.sum_sq)
+PYEOF
+  for tool in memcheck racecheck synccheck; do
+    for b in cuda triton; do
+      timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 $PY "$OUT/sanitize_case.py" "$b" \
+        >"$OUT/sanitize-$tool-$b.log" 2>&1
+      echo "sanitize $tool $b: exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$OUT/sanitize-$tool-$b.log") clean summaries)"
+    done
+  done | tee "$OUT/sanitize.txt"
 fi
