@@ -7,7 +7,9 @@ registers: sums of c, |c|, c^2; a histogram of c; per-row max |c| with argmax an
 sum of c^2 for the tile's rows AND columns (symmetry); optionally the top-k candidates.
 Nothing N x N is ever written. Every cross-program merge is order independent (integer
 atomics) or written per program and reduced on the host in a fixed order, so one input gives
-one result, bit for bit.
+one result, bit for bit, on a given GPU model and config. The fp64 sums depend on which tiles
+each program walked, that is on the program count (the SM count), so they may differ in the
+last bits between, say, an H100 SXM and PCIe; the histogram, row statistics and top-k do not.
 
 Works on triton 3.6 to 3.9 and in the interpreter: no make_block_ptr/advance, nothing added
 after 3.6; tensor descriptors only behind the USE_TMA constexpr.
