@@ -88,8 +88,10 @@ def test_tiny_and_huge_row_norms(backend, precision):
     W[25] = W[3] * 1e30   # a duplicate across the scales: |cos| = 1
     W = W.float()
     assert torch.isfinite(W).all() and (W[:10] != 0).all()
+    before = W.clone()
     st = superkern.overlap_stats(W, bins=32, topk=4, per_row=True, precision=precision,
                                  backend=backend)
+    assert torch.equal(W, before)  # the rescaled rows are a copy, never the caller's tensor
     assert st.n_zero == 0 and abs(st.max_abs - 1.0) < 1e-2 and set(st.max_pair) == {3, 25}
     check_against_gold(st, gold_stats(W.double(), bins=32), precision, bins=32, topk=4,
                        per_row=True)
