@@ -177,7 +177,7 @@ def test_all_identical_rows_ties_and_termination(monkeypatch):
     g = torch.Generator().manual_seed(6)
     v = torch.randint(-3, 4, (1, 32), generator=g).float()
     v[0, 0] = 5.0
-    W = v.repeat(130, 1)
+    W = v.repeat(130, 1).to(DEV)
     W[1::3] *= -1.0
     X, s = _operands(W)
     s = torch.full_like(s, float(s[0]))  # identical scale bits

@@ -351,7 +351,7 @@ def test_probe_host_resident_head_streams(minilm, monkeypatch):
     from superkern.ops import overlap as ov
 
     ref = probe(minilm, sample=0, topk=5, device="cuda", progress=False)
-    monkeypatch.setattr(core, "_place_head", lambda W, dev: W)
+    monkeypatch.setattr(core, "_place_head", lambda W, dev, **kw: W)
     real = ov.overlap_stats
     monkeypatch.setattr(core, "overlap_stats",
                         lambda *a, **k: real(*a, max_device_bytes=8 << 20, **k))

@@ -34,15 +34,19 @@ AUTO_SAMPLE_CPU_DEFAULT = 8192
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"``: CUDA when available, else CPU. An unusable explicit device is a ValueError."""
+    """``"auto"``: CUDA when available, else CPU. An unusable explicit device is a ValueError.
+    A CUDA device always carries its index (``"cuda"`` is the current device), so that it
+    compares equal to the device of a tensor placed there."""
     if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(device)
     except RuntimeError as exc:
         raise ValueError(f"unknown device {device!r} ({exc})") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available here")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
     return dev
 
 

@@ -73,6 +73,8 @@ def set_moments(W: torch.Tensor, sets: dict[str, torch.Tensor], *,
     col = {k: torch.zeros(m, dtype=torch.float64, device=dev) for k in direct}
     used = {k: 0 for k in direct}
     union = torch.nonzero(member[direct].any(0)).flatten()
+    if centre is not None:  # a host-resident head's centre is on the host too
+        centre = centre.to(device=dev, dtype=torch.float64)
     for s in range(0, union.numel(), chunk):
         idx = union[s:s + chunk]
         X = W[idx.to(W.device)].to(dev).double()
