@@ -21,7 +21,8 @@ import torch
 from superkern.toy import ToyConfig
 from superkern.toy.backend import triton_toy
 from superkern.toy.batched import BatchedTrainer
-from superkern.toy.engine import matmul_precision, synchronize
+from superkern._tf32 import matmul_precision
+from superkern.toy.engine import synchronize
 from superkern.toy.reference import ReferenceTrainer
 
 CUDA = torch.cuda.is_available()
@@ -58,7 +59,7 @@ def _time_steps(benchmark, trainer, device: str, steps: int, rounds: int) -> flo
         return (time.perf_counter() - t0) / steps
 
 
-def _record(benchmark, configs, M: int, per_step: float, group: str) -> None:
+def _record(benchmark, configs, M: int, per_step: float, group: str, device: str) -> None:
     B, n = configs[0].batch, configs[0].n
     useful = sum(6.0 * B * n * c.m for c in configs)
     executed = 10.0 * B * n * M * len(configs)
@@ -67,8 +68,8 @@ def _record(benchmark, configs, M: int, per_step: float, group: str) -> None:
         models=len(configs), n=n, B=B, m=sorted({c.m for c in configs}), M=M,
         seconds_per_step=per_step, seconds_per_model_step=per_step / len(configs),
         tflops=useful / per_step / 1e12, tflops_executed=executed / per_step / 1e12,
-        threads=torch.get_num_threads(), device=torch.cuda.get_device_name(0)
-        if CUDA else "cpu")
+        threads=torch.get_num_threads(),
+        device=torch.cuda.get_device_name(0) if device == "cuda" else "cpu")
 
 
 def _reference_losses(configs, device, steps=2):
@@ -85,7 +86,8 @@ def test_reference_step(benchmark, device):
     tr = ReferenceTrainer(c, device)
     per = _time_steps(benchmark, tr, device, steps=20 if device == "cuda" else 2,
                       rounds=5 if device == "cuda" else 3)
-    _record(benchmark, [c], 39, per, f"toy step reference {device} (n=1000, m=39, B=2048)")
+    _record(benchmark, [c], 39, per, f"toy step reference {device} (n=1000, m=39, B=2048)",
+            device)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -97,7 +99,8 @@ def test_batched_single_step(benchmark, device):
     assert torch.allclose(got, want, rtol=1e-5), (got, want)
     per = _time_steps(benchmark, tr, device, steps=20 if device == "cuda" else 2,
                       rounds=5 if device == "cuda" else 3)
-    _record(benchmark, [c], 39, per, f"toy step batched torch {device} (n=1000, m=39, B=2048)")
+    _record(benchmark, [c], 39, per, f"toy step batched torch {device} (n=1000, m=39, B=2048)",
+            device)
 
 
 def _backends(device):
@@ -123,4 +126,5 @@ def test_instance_batched_step(benchmark, device, backend):
     per = _time_steps(benchmark, tr, device, steps=5 if device == "cuda" else 1,
                       rounds=5 if device == "cuda" else 2)
     _record(benchmark, configs, tr.M, per,
-            f"toy step instance-batched {backend} {device} ({len(configs)} models, M={tr.M})")
+            f"toy step instance-batched {backend} {device} ({len(configs)} models, M={tr.M})",
+            device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from superkern._tf32 import matmul_precision
 from superkern.ops.overlap_types import OverlapPartials
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
@@ -78,6 +79,15 @@ def overlap_partials_torch(X: torch.Tensor, scale: torch.Tensor, *, bins: int, t
             block-pair streaming of :mod:`superkern.ops.overlap_stream`). Per-row statistics
             then cover each row's cross pairs.
     """
+    # Inputs are rounded to ``precision`` here and multiplied in IEEE fp32, whatever the
+    # caller's global tf32 switch says.
+    with matmul_precision("fp32"):
+        return _partials(X, scale, bins=bins, topk=topk, precision=precision, block=block,
+                         split=split)
+
+
+def _partials(X: torch.Tensor, scale: torch.Tensor, *, bins: int, topk: int, precision: str,
+              block: int, split: int) -> OverlapPartials:
     N = X.shape[0]
     check_split(split, N)
     dev = X.device

@@ -20,9 +20,10 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from superkern._tf32 import matmul_precision
 from superkern.toy.config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, ToyConfig
 from superkern.toy.data import sample_batch, toy_probabilities
-from superkern.toy.engine import LossRecorder, init_params, make_results, matmul_precision
+from superkern.toy.engine import LossRecorder, init_params, make_results
 from superkern.toy.engine import synchronize
 from superkern.toy.loss import toy_loss_grad_torch
 from superkern.toy.optim import ToyAdamW

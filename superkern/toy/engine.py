@@ -1,11 +1,9 @@
 """Pieces shared by the reference trainer and the instance-batched engine: initialisation,
-fp32 matmul mode, loss recording and result assembly."""
+loss recording and result assembly."""
 from __future__ import annotations
 
-import contextlib
 import math
-import warnings
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 
@@ -26,25 +24,6 @@ def init_params(config: ToyConfig) -> tuple[torch.Tensor, torch.Tensor]:
     W = torch.randn(config.n, config.m, generator=g) / math.sqrt(config.m)
     b = torch.randn(config.n, generator=g)
     return W, b
-
-
-@contextlib.contextmanager
-def matmul_precision(precision: str) -> Iterator[None]:
-    """fp32 matmuls with tf32 off ("fp32", the reference) or on ("tf32"), restored after."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        old = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
-        tf32 = precision == "tf32"
-        torch.set_float32_matmul_precision("high" if tf32 else "highest")
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-    try:
-        yield
-    finally:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.set_float32_matmul_precision(old[0])
-            torch.backends.cudnn.allow_tf32 = old[1]
 
 
 def synchronize(device: torch.device) -> None:

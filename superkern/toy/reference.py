@@ -12,9 +12,10 @@ from typing import Optional
 
 import torch
 
+from superkern._tf32 import matmul_precision
 from superkern.toy.config import ToyConfig
 from superkern.toy.data import sample_batch, toy_probabilities
-from superkern.toy.engine import LossRecorder, init_params, make_results, matmul_precision
+from superkern.toy.engine import LossRecorder, init_params, make_results
 from superkern.toy.engine import synchronize
 from superkern.toy.loss import toy_loss_ref
 from superkern.toy.optim import ToyAdamW
