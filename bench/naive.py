@@ -65,5 +65,11 @@ def compiled_blockwise_stats(U: torch.Tensor, block: int = 16384,
     """
     mode = mode or os.environ.get("SUPERKERN_BENCH_COMPILE_MODE") or None
     if mode not in _COMPILED:
+        # One graph per (block shape, diag, dtype): the bench's shapes and precisions need
+        # about 18, past dynamo's default limit of 8, beyond which it would quietly run eager.
+        import torch._dynamo.config as dynamo_config
+        for name in ("recompile_limit", "cache_size_limit"):
+            if hasattr(dynamo_config, name):
+                setattr(dynamo_config, name, max(getattr(dynamo_config, name), 64))
         _COMPILED[mode] = torch.compile(_block_stats, mode=mode, dynamic=False)
     return _blockwise(U, block, _COMPILED[mode])
