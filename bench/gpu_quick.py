@@ -13,6 +13,11 @@ import torch
 
 import superkern
 
+try:
+    from bench.naive import naive_blockwise_stats
+except ImportError:  # run as a script: bench/ itself is on sys.path
+    from naive import naive_blockwise_stats
+
 
 def timeit(fn, reps=5, warmup=1):
     for _ in range(warmup):
@@ -39,24 +44,6 @@ def peak(dtype, allow_tf32=False):
     return 2 * n ** 3 / t / 1e12
 
 
-def naive_blockwise(U, block=16384):
-    """The peer baseline: upper-triangle blocks of Ua @ Ub.T, then abs/sum/max per block."""
-    N = U.shape[0]
-    s_abs = torch.zeros((), dtype=torch.float64, device=U.device)
-    s_sq = torch.zeros((), dtype=torch.float64, device=U.device)
-    mx = torch.zeros((), device=U.device)
-    for a in range(0, N, block):
-        for b in range(a, N, block):
-            C = (U[a:a + block] @ U[b:b + block].T).float()
-            if a == b:
-                C = torch.triu(C, 1)
-            A = C.abs()
-            s_abs += A.sum(dtype=torch.float64)
-            s_sq += (C * C).sum(dtype=torch.float64)
-            mx = torch.maximum(mx, A.max())
-    return s_abs, s_sq, mx
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="49152x576,50257x768,128256x4096,152064x8192")
@@ -79,7 +66,7 @@ def main():
         for prec in args.precisions.split(","):
             Wd = W.to(torch.bfloat16) if prec == "bf16" else (W.half() if prec == "fp16" else W)
             U = (W / W.norm(dim=1, keepdim=True)).to(Wd.dtype)
-            t_naive = timeit(lambda: naive_blockwise(U), reps=3)
+            t_naive = timeit(lambda: naive_blockwise_stats(U), reps=3)
             for be in args.backends.split(","):
                 why = superkern.available_backends("cuda").get(be)
                 if why:
