@@ -1,0 +1,51 @@
+"""The fused Triton toy kernels compiled offline for sm_90 (no GPU needed): every launch the
+default configs make, as launched and with its specialisable integer arguments equal to 1."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("triton")
+
+
+_COMPILE_ALL = r'''
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from superkern.triton._toy_bench import compile_signature, launch_plans
+
+seen, failed = set(), []
+for name, kern, consts, warps, stages in launch_plans():
+    key = (kern.fn.__name__, tuple(sorted(consts.items())), warps, stages)
+    if key in seen:
+        continue
+    seen.add(key)
+    sig = compile_signature(kern, consts)
+    kept = {p.name for p in kern.params if p.do_not_specialize}
+    for ones in (False, True):  # as launched, and every specialisable integer == 1 (constexpr)
+        c = dict(consts, **({k: 1 for k, v in sig.items() if v == "i32" and k not in kept}
+                            if ones else {}))
+        s = {k: "constexpr" if k in c else v for k, v in sig.items()}
+        # a launch marks every (16-byte aligned) pointer divisible by 16
+        attrs = {(kern.arg_names.index(k),): [["tt.divisibility", 16]] for k, v in s.items()
+                 if v.startswith("*")}
+        try:
+            triton.compile(ASTSource(fn=kern, signature=s, constexprs=c, attrs=attrs),
+                           target=GPUTarget("cuda", 90, 32),
+                           options={"num_warps": warps, "num_stages": stages})
+        except Exception as exc:
+            failed.append(f"{name} (ints = 1: {ones}): {type(exc).__name__}: {exc}"[:800])
+print(len(seen), "launches", len({k[0] for k in seen}), "kernels")
+assert not failed, "\n".join(failed)
+'''
+
+
+def test_every_kernel_compiles_for_sm90_with_integer_arguments_of_one():
+    """Compiled Triton (not the interpreter the other CPU tests use) turns every integer
+    argument equal to 1 into a constexpr: ``step`` on the first step, ``B``/``n`` in corner
+    cases. Each toy kernel is compiled for sm_90 as launched and with all its integer
+    arguments specialised to 1 (those not marked do_not_specialize), offline with Triton's
+    bundled ptxas (no GPU needed)."""
+    from tests.utils import run_compiled_triton
+
+    proc = run_compiled_triton(_COMPILE_ALL)
+    assert " 11 kernels" in proc.stdout, proc.stdout
