@@ -4,8 +4,9 @@
 #   bash scripts/gpu_session.sh [tests|bench|all|fig1|sanitize] [extra pytest -k expression]
 # Under the device tool's 10-minute limit per command, run `tests` and `bench` as two calls
 # (`all` is both, for a machine without that limit). The build is incremental between calls.
-# sanitize: compute-sanitizer (memcheck, racecheck, synccheck) on small cuda and triton
-# overlap calls in every precision, with histogram, top-k and the split mode.
+# sanitize [memcheck|racecheck|synccheck]: one compute-sanitizer tool (default memcheck; one
+# tool per call fits the limit) on small cuda and triton overlap calls in every precision,
+# with histogram, top-k and the split mode.
 # fig1: the full-size Fig. 1 sweep (48 models, 20000 steps) on the GPU, then its fit; it stops
 # at 540 s and a rerun with the same OUT resumes. PREC=tf32x3 (or tf32, bf16) runs it in that
 # precision into $OUT/fig1-$PREC and compares its exponents with $OUT/fig1 (fp32) if present.
@@ -79,11 +80,10 @@ if backend == "cuda":  # the cross-pair (split) schedule on its own
                                  precision="bf16", split=128)
     print("split ok", part.sum_sq)
 PYEOF
-  for tool in memcheck racecheck synccheck; do
-    for b in cuda triton; do
-      timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 $PY "$OUT/sanitize_case.py" "$b" \
-        >"$OUT/sanitize-$tool-$b.log" 2>&1
-      echo "sanitize $tool $b: exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$OUT/sanitize-$tool-$b.log") clean summaries)"
-    done
-  done | tee "$OUT/sanitize.txt"
+  tool="${kexpr:-memcheck}"
+  for b in cuda triton; do
+    timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 $PY "$OUT/sanitize_case.py" "$b" \
+      >"$OUT/sanitize-$tool-$b.log" 2>&1
+    echo "sanitize $tool $b: exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$OUT/sanitize-$tool-$b.log") clean summaries)"
+  done | tee -a "$OUT/sanitize.txt"
 fi

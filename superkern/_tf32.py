@@ -1,4 +1,7 @@
-"""The one switch for tf32 in torch's fp32 matmuls (cuBLAS and cuDNN), set and restored."""
+"""The one switch for tf32 in torch's fp32 matmuls (cuBLAS and cuDNN), set and restored.
+
+The flags are process-global: a thread that runs matmuls while another is inside the context
+sees its setting. CPU matmuls do not read them."""
 from __future__ import annotations
 
 import contextlib

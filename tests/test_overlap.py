@@ -77,24 +77,44 @@ def test_zero_duplicate_anisotropic_rows(backend):
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpu", "triton", "cuda"])
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16", "fp16"])
 def test_tiny_and_huge_row_norms(backend, precision):
     """Rows whose raw dot products would underflow or overflow fp32 (norms 1e-30, 1e30;
-    weight-decayed toy rows reach the first) still give their true cosines."""
+    weight-decayed toy rows reach the first) still give their true cosines, in one call and
+    (torch, triton, cuda) streamed in row blocks."""
     dev = _need(backend)
-    W = _rand(60, 24, seed=11, device=dev)
+    W = _rand(300, 24, seed=11, device=dev)
     W[:10] *= 1e-30
     W[10:20] *= 1e30
     W[25] = W[3] * 1e30   # a duplicate across the scales: |cos| = 1
+    W[200] = W[150] * 1e-30
     W = W.float()
     assert torch.isfinite(W).all() and (W[:10] != 0).all()
     before = W.clone()
-    st = superkern.overlap_stats(W, bins=32, topk=4, per_row=True, precision=precision,
-                                 backend=backend)
-    assert torch.equal(W, before)  # the rescaled rows are a copy, never the caller's tensor
-    assert st.n_zero == 0 and abs(st.max_abs - 1.0) < 1e-2 and set(st.max_pair) == {3, 25}
-    check_against_gold(st, gold_stats(W.double(), bins=32), precision, bins=32, topk=4,
-                       per_row=True)
+    gold = gold_stats(W.double(), bins=32)
+    for block_rows in (None, 128):
+        if block_rows and backend == "cpu":
+            continue  # the cpu backend does not stream
+        st = superkern.overlap_stats(W, bins=32, topk=4, per_row=True, precision=precision,
+                                     backend=backend, block_rows=block_rows)
+        assert torch.equal(W, before)  # the rescaled rows are a copy, never the caller's
+        assert st.n_zero == 0 and abs(st.max_abs - 1.0) < 1e-2
+        assert {3, 25} in [set(p) for p in st.topk_pairs.tolist()]
+        assert st.block_rows == (block_rows or 0)
+        check_against_gold(st, gold, precision, bins=32, topk=4, per_row=True)
+
+
+def test_fp64_rows_whose_norms_leave_fp64_are_an_error():
+    W = torch.randn(5, 8, dtype=torch.float64)
+    W[2] *= 1e200   # squares overflow fp64
+    with pytest.raises(ValueError, match=r"row 2 has an fp64 norm of inf .* rescale"):
+        superkern.overlap_stats(W, backend="torch")
+    W = torch.randn(5, 8, dtype=torch.float64)
+    W[4] *= 1e-200  # squares underflow to 0: not a zero row
+    with pytest.raises(ValueError, match=r"row 4 has an fp64 norm of 0.0 .* not all zero"):
+        superkern.overlap_stats(W, backend="torch")
+    W[4] = 0.0      # a true zero row is still just excluded
+    assert superkern.overlap_stats(W, backend="torch").n_zero == 1
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpu", "triton", "cuda"])

@@ -153,6 +153,14 @@ def test_budget_plans_streaming_on_cpu():
                              max_device_bytes=100000) == 128
     assert S.plan_block_rows(W.float(), "fp32", dev, dtype, block_rows=None,
                              max_device_bytes=10) == 0  # no copy needed: nothing to budget
+    # ... unless a row's norm leaves SAFE_NORM: its operand is then a rescaled copy
+    Wf = W.float()
+    norms = S.row_norms(Wf)
+    assert S.plan_block_rows(Wf, "fp32", dev, dtype, block_rows=None, max_device_bytes=100000,
+                             norms=norms) == 0
+    norms[7] = 1e-30
+    assert S.plan_block_rows(Wf, "fp32", dev, dtype, block_rows=None, max_device_bytes=100000,
+                             norms=norms) == 128
     with pytest.raises(ValueError,
                        match=r"budget of 60000 bytes cannot hold two 128-row blocks .*65536 b"):
         S.plan_block_rows(W, "fp32", dev, dtype, block_rows=None, max_device_bytes=60000)

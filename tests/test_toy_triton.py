@@ -216,20 +216,30 @@ def _round_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
 
 
 def test_tf32_operands_rounded_to_nearest_even():
-    """The toy kernels' in-register tf32 rounding is bit-identical to the overlap engine's
-    rounding rule: random values, exact ties (both parities), and values that carry."""
+    """The toy kernels' in-register tf32 rounding against an independent oracle (frexp, then
+    numpy's round-half-even to 11 significant bits) on random values, exact ties of both
+    parities and values that carry; inf and NaN (the GPU's canonical 0x7FFFFFFF too) pass
+    unchanged. The overlap engine's host rounding must give the same bits."""
     from superkern.ops.overlap_ref import round_to_precision
 
     g = torch.Generator().manual_seed(5)
     base = torch.randn(1000, generator=g) * torch.logspace(-20, 20, 1000)
     bits = base.view(torch.int32) & ~0x1FFF
     ties = torch.cat([bits | 0x1000, (bits | 0x2000) | 0x1000, bits | 0x1FFF]).view(torch.float32)
-    x = torch.cat([base, ties, -ties, torch.tensor([0.0, -0.0, 1.0])]).to(DEV)
+    finite = torch.cat([base, ties, -ties, torch.tensor([0.0, -0.0, 1.0])])
+    special = torch.tensor([0x7FFFFFFF, -1, 0x7F800001, 0x7F800000, -8388608],
+                           dtype=torch.int32).view(torch.float32)   # NaNs, inf, -inf
+    x = torch.cat([finite, special]).to(DEV)
     y = torch.empty_like(x)
     _round_kernel[(triton.cdiv(x.numel(), 256),)](x, y, x.numel(), BLOCK=256)
-    want = round_to_precision(x.cpu(), "tf32")
-    assert torch.equal(y.cpu().view(torch.int32), want.view(torch.int32))
-    assert not torch.equal(want, x.cpu())  # ties moved
+    y = y.cpu()
+    xd = finite.double().numpy()
+    q = np.ldexp(1.0, np.frexp(xd)[1] - 11)
+    want = torch.from_numpy(np.round(xd / q) * q).float()
+    assert torch.equal(y[:finite.numel()].view(torch.int32), want.view(torch.int32))
+    assert not torch.equal(want, finite)  # ties moved
+    assert torch.equal(y[finite.numel():].view(torch.int32), special.view(torch.int32))
+    assert torch.equal(round_to_precision(x.cpu(), "tf32").view(torch.int32), y.view(torch.int32))
 
 
 def test_too_small_nnz_cap_gives_nan_loss():

@@ -52,6 +52,8 @@ def prepare_rows(W: Any, *, rows: Any = None, center: bool = False):
     if center and X.shape[0]:
         X = X - _stream.column_mean(X).to(X.dtype)  # one copy in X's dtype
     norms = _stream.row_norms(X)
+    if X.dtype == torch.float64:  # only fp64 rows can leave fp64's range when squared
+        _check_norm_range(X, norms, idx)
     nonzero = norms > 0
     n_zero = int((~nonzero).sum())
     if n_zero:
@@ -60,25 +62,37 @@ def prepare_rows(W: Any, *, rows: Any = None, center: bool = False):
     return W, idx, X, norms, n_zero
 
 
-# Raw rows are fed to the kernels with a scale 1/norm, so a dot product of two rows spans
-# norm_i * norm_j: rows with norms outside [2^-40, 2^40] would underflow (c -> 0) or overflow
-# fp32 there, and are normalised up front instead (scale 1).
-_SAFE_NORM = (2.0 ** -40, 2.0 ** 40)
+def _check_norm_range(X: torch.Tensor, norms: torch.Tensor, idx: torch.Tensor) -> None:
+    """ValueError for a finite row whose fp64 norm overflowed (inf) or underflowed to 0 while
+    the row is not zero: its cosines cannot be computed from that norm."""
+    bad = ~torch.isfinite(norms)
+    zero = torch.nonzero(norms == 0).flatten()
+    if zero.numel():
+        bad[zero] = X[zero].abs().amax(dim=1) > 0
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0])
+        raise ValueError(
+            f"row {int(idx[i])} has an fp64 norm of {float(norms[i])} although its values are "
+            f"finite and not all zero (largest |value| {float(X[i].abs().max()):.3g}): its "
+            f"squares leave fp64's range; rescale the matrix (cosines do not change)")
 
 
 def _compute_operands(X: torch.Tensor, norms: torch.Tensor, precision: str):
     """(X in the compute dtype, fp32 scale). fp16 rows are normalised first: raw rows can
-    overflow fp16's range, unit rows cannot. So are rows whose norm leaves ``_SAFE_NORM``."""
+    overflow fp16's range, unit rows cannot. So are rows whose norm leaves
+    ``overlap_stream.SAFE_NORM``: those the caller counted as a copy (``needs_copy``)."""
     dtype = _COMPUTE_DTYPE[precision]
     if precision == "fp16":
         U = (X.double() / norms[:, None]).to(dtype).contiguous()
         return U, torch.ones_like(norms, dtype=torch.float32)
     Xc, scale = X.to(dtype).contiguous(), (1.0 / norms).float()
-    odd = torch.nonzero((norms < _SAFE_NORM[0]) | (norms > _SAFE_NORM[1])).flatten()
-    if odd.numel():  # out of place: Xc may be the caller's own tensor
+    odd = torch.nonzero(_stream.odd_norms(norms)).flatten()
+    if odd.numel():
         unit = (X[odd].double() / norms[odd, None]).to(dtype)
-        Xc = Xc.index_copy(0, odd, unit)
-        scale = scale.index_fill(0, odd, 1.0)
+        if Xc.data_ptr() == X.data_ptr():  # never write into the caller's tensor
+            Xc = Xc.clone()
+        Xc.index_copy_(0, odd, unit)
+        scale.index_fill_(0, odd, 1.0)
     return Xc, scale
 
 
@@ -175,7 +189,7 @@ def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False
         stream_rows = _stream.plan_block_rows(
             X, precision, target, dtype, block_rows=block_rows,
             max_device_bytes=max_device_bytes,
-            extra_elem_bytes=_backend_copy_bytes(name, precision, m))
+            extra_elem_bytes=_backend_copy_bytes(name, precision, m), norms=norms)
         if stream_rows and name not in _stream.STREAM_BACKENDS:
             raise ValueError(
                 f"the ({N}, {m}) head needs block streaming (blocks of {stream_rows} rows), "

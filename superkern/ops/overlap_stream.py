@@ -62,11 +62,24 @@ def _chunk_rows(m: int) -> int:
     return max(1, CHUNK_ELEMS // max(m, 1))
 
 
-def needs_copy(X: torch.Tensor, precision: str, device: torch.device, dtype: torch.dtype) -> bool:
+# Kernels read raw rows with a scale 1/norm, so a dot product of two rows spans
+# norm_i * norm_j: rows with norms outside [2^-40, 2^40] would underflow (c -> 0) or overflow
+# fp32 there. The operands normalise those rows up front (scale 1).
+SAFE_NORM = (2.0 ** -40, 2.0 ** 40)
+
+
+def odd_norms(norms: torch.Tensor) -> torch.Tensor:
+    """Mask of the nonzero rows whose norms leave :data:`SAFE_NORM` (zero rows take no part
+    in any pair)."""
+    return ((norms > 0) & (norms < SAFE_NORM[0])) | (norms > SAFE_NORM[1])
+
+
+def needs_copy(X: torch.Tensor, precision: str, device: torch.device, dtype: torch.dtype,
+               norms: Optional[torch.Tensor] = None) -> bool:
     """Whether the kernel's operand differs from X itself (another device or dtype, a strided
-    view, or fp16's pre-normalised rows)."""
+    view, fp16's pre-normalised rows, or rows with norms outside :data:`SAFE_NORM`)."""
     return (X.device != device or X.dtype != dtype or not X.is_contiguous()
-            or precision == "fp16")
+            or precision == "fp16" or (norms is not None and bool(odd_norms(norms).any())))
 
 
 def device_operands(X: torch.Tensor, norms: torch.Tensor, precision: str,
@@ -74,7 +87,7 @@ def device_operands(X: torch.Tensor, norms: torch.Tensor, precision: str,
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(operand on ``device`` in ``dtype``, fp32 scale) built chunk by chunk (level 1)."""
     N, m = X.shape
-    if not needs_copy(X, precision, device, dtype):
+    if not needs_copy(X, precision, device, dtype, norms):
         return operands(X, norms, precision)
     out = torch.empty((N, m), dtype=dtype, device=device)
     scale = torch.empty(N, dtype=torch.float32, device=device)
@@ -111,7 +124,8 @@ def check_options(block_rows: Any, max_device_bytes: Any) -> None:
 
 def plan_block_rows(X: torch.Tensor, precision: str, device: torch.device,
                     dtype: torch.dtype, *, block_rows: Optional[int],
-                    max_device_bytes: Optional[int], extra_elem_bytes: int = 0) -> int:
+                    max_device_bytes: Optional[int], extra_elem_bytes: int = 0,
+                    norms: Optional[torch.Tensor] = None) -> int:
     """Rows per streamed block, or 0 for a single call on the whole operand.
 
     ``block_rows`` forces streaming with that block size (validated). Otherwise stream only
@@ -119,6 +133,7 @@ def plan_block_rows(X: torch.Tensor, precision: str, device: torch.device,
     else the device's free memory less a reserve; then the largest aligned block such that two
     blocks fit. ``extra_elem_bytes`` counts per-element copies the backend makes of its operand
     on top (the torch reference's fp32 rounding copy, the cuda kernel's padded copy).
+    ``norms`` (optional) lets rows outside :data:`SAFE_NORM` count as a needed copy.
 
     Raises:
         ValueError: a bad ``block_rows`` / ``max_device_bytes``, or a budget too small for two
@@ -129,7 +144,8 @@ def plan_block_rows(X: torch.Tensor, precision: str, device: torch.device,
     check_options(block_rows, max_device_bytes)
     if block_rows is not None:
         return block_rows if block_rows < N else 0
-    if not needs_copy(X, precision, device, dtype) and not extra_elem_bytes:
+    copies = needs_copy(X, precision, device, dtype, norms)
+    if not copies and not extra_elem_bytes:
         return 0
     budget = max_device_bytes
     if budget is None:
@@ -137,7 +153,7 @@ def plan_block_rows(X: torch.Tensor, precision: str, device: torch.device,
         if free is None:
             return 0
         budget = free - RESERVE_BYTES
-    copy = N * m * (elem if needs_copy(X, precision, device, dtype) else extra_elem_bytes)
+    copy = N * m * (elem if copies else extra_elem_bytes)
     if copy <= budget:
         return 0
     b = max(budget, 0) // (2 * m * elem) // ALIGN * ALIGN

@@ -202,8 +202,8 @@ def _epilogue_part(acc, si, rows, cp0, r0, diag, N, scale_ptr, hist_row_ptr, row
 # Triton turns an integer argument equal to 1 into a compile-time constant, and a plain int has
 # no .to(): the tile counts (1 for a head of <= 128 rows, or a 128-row first part in split
 # mode) are never specialised. Nor are the arguments that only enter comparisons and change
-# from call to call (row count, top-k threshold indices and capacity, bin count): each value
-# equal to 1 or divisible by 16 would otherwise compile a kernel of its own.
+# from call to call (row count, top-k threshold indices and capacity, bin count): Triton would
+# otherwise compile up to three variants per argument (equal to 1, divisible by 16, other).
 _NO_SPECIALIZE = ["NB", "NUM_TILES", "NBA", "N", "thr_i", "thr_j", "cand_cap", "n_bins"]
 
 

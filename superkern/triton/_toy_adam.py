@@ -32,7 +32,7 @@ def _adamw_kernel(W_ptr, b_ptr, dW_ptr, db_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, 
     # gamma >= 0: W *= 1 - lr gamma; gamma < 0: W += lr gamma W (1 - 1 / (||W_i|| + 1e-8)).
     # IEEE sqrt and division (plain tl.sqrt and / compile to approximate instructions)
     pull = lr * gam * (1.0 - tl.div_rn(1.0, tl.sqrt_rn(sq) + 1e-8))
-    step_size = lr / bc1
+    step_size = tl.div_rn(lr, bc1)
     for m0 in range(0, M, BMA):
         offs_m = m0 + tl.arange(0, BMA)
         mk = r_ok[:, None] & (offs_m < M)[None, :]
@@ -47,7 +47,8 @@ def _adamw_kernel(W_ptr, b_ptr, dW_ptr, db_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, 
             w = w + pull[:, None] * w
         m1 = beta1 * m1 + (1.0 - beta1) * gr
         m2 = beta2 * m2 + (1.0 - beta2) * gr * gr
-        w = w - step_size * tl.div_rn(m1, tl.div_rn(tl.sqrt_rn(m2), bc2_sqrt) + eps)
+        # torch's order: (lr / bc1 * m) / (sqrt(v) / sqrt(bc2) + eps)
+        w = w - tl.div_rn(step_size * m1, tl.div_rn(tl.sqrt_rn(m2), bc2_sqrt) + eps)
         tl.store(W_ptr + base + ptr, w, mask=mk)
         tl.store(mW_ptr + base + ptr, m1, mask=mk)
         tl.store(vW_ptr + base + ptr, m2, mask=mk)
@@ -56,7 +57,7 @@ def _adamw_kernel(W_ptr, b_ptr, dW_ptr, db_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, 
     gb = tl.load(db_ptr + bptr, mask=r_ok, other=0.0)
     m1 = beta1 * tl.load(mb_ptr + bptr, mask=r_ok, other=0.0) + (1.0 - beta1) * gb
     m2 = beta2 * tl.load(vb_ptr + bptr, mask=r_ok, other=0.0) + (1.0 - beta2) * gb * gb
-    bv = bv - tl.div_rn(lr_b, bc1) * tl.div_rn(m1, tl.div_rn(tl.sqrt_rn(m2), bc2_sqrt) + eps)
+    bv = bv - tl.div_rn(tl.div_rn(lr_b, bc1) * m1, tl.div_rn(tl.sqrt_rn(m2), bc2_sqrt) + eps)
     tl.store(b_ptr + bptr, bv, mask=r_ok)
     tl.store(mb_ptr + bptr, m1, mask=r_ok)
     tl.store(vb_ptr + bptr, m2, mask=r_ok)

@@ -136,11 +136,13 @@ def _draw(p_ptr, x_ptr, seed, step, g, offs_s, offs_f, s_ok, f_ok, n, stride_xg,
 @triton.jit
 def tf32_rne(x):
     """fp32 values rounded to nearest-even onto tf32's 10 mantissa bits (the bit rule of
-    ``round_to_precision``). The tensor cores truncate the low 13 bits of an fp32 operand, so
-    operands rounded first are read exactly and the product is unbiased."""
+    ``round_to_precision``; inf and NaN pass unchanged). The tensor cores truncate the low 13
+    bits of an fp32 operand, so operands rounded first are read exactly and the product is
+    unbiased."""
     bits = x.to(tl.int32, bitcast=True)
-    bits = (bits + 0xFFF + ((bits >> 13) & 1)) & -8192
-    return bits.to(tl.float32, bitcast=True)
+    rounded = (bits + 0xFFF + ((bits >> 13) & 1)) & -8192
+    special = (bits & 0x7F800000) == 0x7F800000
+    return tl.where(special, bits, rounded).to(tl.float32, bitcast=True)
 
 
 @triton.jit

@@ -29,8 +29,8 @@ import triton.language as tl
 from superkern.triton._toy_common import ToyTritonConfig, _draw
 
 
-# ``step`` changes on every call: not specialised, or step 1 and every multiple of 16 would each
-# compile kernels of their own.
+# ``step`` changes on every call: not specialised, or step 1, the multiples of 16 and the other
+# steps would each compile a variant of every sampler kernel.
 @triton.jit(do_not_specialize=["step"])
 def _sample_dense_kernel(p_ptr, seed_ptr, x_ptr, step, B, n,
                          BS: tl.constexpr, BF: tl.constexpr):
