@@ -146,13 +146,26 @@ def tf32_rne(x):
 
 
 @triton.jit
-def _mm(acc, a, b, PREC: tl.constexpr, INTERP: tl.constexpr):
+def tf32_op(x, PREC: tl.constexpr):
+    """x rounded for tf32 products (:func:`tf32_rne`); unchanged for the other precisions.
+    For an operand used in several products: round it once, then pass its flag to _mm."""
+    if PREC == "tf32":
+        out = tf32_rne(x)
+    else:
+        out = x
+    return out
+
+
+@triton.jit
+def _mm(acc, a, b, PREC: tl.constexpr, INTERP: tl.constexpr, A_RND: tl.constexpr,
+        B_RND: tl.constexpr):
     """acc + a @ b in the run's precision (fp32 accumulate).
 
     "bf16" casts the operands; the interpreter's 16-bit math is broken, so there the rounded
-    operands are widened back to fp32 before the (exact) product. "tf32" rounds the operands
-    to nearest first (see :func:`tf32_rne`); the interpreter's dot is then the exact product of
-    the values the tensor core reads.
+    operands are widened back to fp32 before the (exact) product. "tf32" rounds to nearest
+    first each operand whose flag (A_RND, B_RND) does not say it already went through
+    :func:`tf32_op`; the interpreter's dot is then the exact product of the values the tensor
+    core reads.
     """
     if PREC == "bf16":
         if INTERP:
@@ -160,7 +173,11 @@ def _mm(acc, a, b, PREC: tl.constexpr, INTERP: tl.constexpr):
         else:
             out = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
     elif PREC == "tf32":
-        out = tl.dot(tf32_rne(a), tf32_rne(b), acc, input_precision="tf32")
+        if not A_RND:
+            a = tf32_rne(a)
+        if not B_RND:
+            b = tf32_rne(b)
+        out = tl.dot(a, b, acc, input_precision="tf32")
     else:
         out = tl.dot(a, b, acc, input_precision=PREC)
     return out
@@ -191,8 +208,8 @@ def _csc_chunks(dW, db, lo, hi, ent, inst, offs_n, offs_m, m_ok, M, B, cap, csc_
         sel = fi[None, :] == offs_n[:, None]
         fv = tl.where(sel, v[None, :], 0.0)
         fg = tl.where(sel, gx[None, :], 0.0)
-        dW = _mm(dW, fv, dhg, PREC, INTERP)
-        dW = _mm(dW, fg, hg, PREC, INTERP)
+        dW = _mm(dW, fv, dhg, PREC, INTERP, False, False)
+        dW = _mm(dW, fg, hg, PREC, INTERP, False, False)
         db += tl.sum(fg, axis=1)
     return dW, db
 

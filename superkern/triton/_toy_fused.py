@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from superkern.triton._toy_common import _dw_db_finish, _mm
+from superkern.triton._toy_common import _dw_db_finish, _mm, tf32_op
 
 
 @triton.jit
@@ -74,20 +74,22 @@ def _rows_kernel(W_ptr, b_ptr, group_ptr, c_ptr, row_ptr_ptr, csr_i_ptr, csr_v_p
         ye = tl.maximum(ze, 0.0)
         lsp += tl.where(ok, (ye - v) * (ye - v) - ye * ye, 0.0)
         tl.store(gx_ptr + inst * cap + e, tl.where(ze > 0.0, -c * v, 0.0), mask=ok)
-    # Dense sweep: z = h W_t^T + b_t, y, dh += y W_t.
+    # Dense sweep: z = h W_t^T + b_t, y, dh += y W_t. h and each W_t take part in products
+    # only from here on: rounded once for tf32 (no second copy live in the loop).
+    h = tf32_op(h, PREC)
     dh = tl.zeros([BB, BM], dtype=tl.float32)
     ysq = tl.zeros([BB], dtype=tl.float32)
     for f0 in range(0, n, BN):
         offs_n = f0 + tl.arange(0, BN)
         n_ok = offs_n < n
-        Wt = tl.load(Wb + (offs_n[:, None] * M + offs_m[None, :]),
-                     mask=n_ok[:, None] & m_ok[None, :], other=0.0)
+        Wt = tf32_op(tl.load(Wb + (offs_n[:, None] * M + offs_m[None, :]),
+                             mask=n_ok[:, None] & m_ok[None, :], other=0.0), PREC)
         bias = tl.load(bb + offs_n, mask=n_ok, other=0.0)
-        z = _mm(tl.zeros([BB, BN], dtype=tl.float32), h, tl.trans(Wt), PREC, INTERP)
+        z = _mm(tl.zeros([BB, BN], dtype=tl.float32), h, tl.trans(Wt), PREC, INTERP, True, True)
         z += bias[None, :]
         y = tl.where(b_ok[:, None] & n_ok[None, :], tl.maximum(z, 0.0), 0.0)
         ysq += tl.sum(y * y, axis=1)
-        dh = _mm(dh, y, Wt, PREC, INTERP)
+        dh = _mm(dh, y, Wt, PREC, INTERP, False, True)
     dh = dh * c
     # gx was written by this program's own threads; the barrier makes it visible to all.
     # rp and cnt are reloaded rather than kept live across the sweep (registers).
@@ -123,20 +125,22 @@ def _cols_kernel(W_ptr, b_ptr, group_ptr, c_ptr, col_ptr_ptr, csc_perm_ptr, csr_
     m_ok = offs_m < M
     wmask = n_ok[:, None] & m_ok[None, :]
     wofs = offs_n[:, None] * M + offs_m[None, :]
-    Wt = tl.load(W_ptr + inst * n * M + wofs, mask=wmask, other=0.0)
+    # W_t takes part in products only: rounded once for tf32
+    Wt = tf32_op(tl.load(W_ptr + inst * n * M + wofs, mask=wmask, other=0.0), PREC)
     bias = tl.load(b_ptr + inst * n + offs_n, mask=n_ok, other=0.0)
     dW = tl.zeros([BN, BM], dtype=tl.float32)
     db = tl.zeros([BN], dtype=tl.float32)
     for b0 in range(0, B, BB):
         offs_b = b0 + tl.arange(0, BB)
         b_ok = offs_b < B
-        h = tl.load(h_ptr + inst * B * M + (offs_b[:, None] * M + offs_m[None, :]),
-                    mask=b_ok[:, None] & m_ok[None, :], other=0.0)
-        z = _mm(tl.zeros([BB, BN], dtype=tl.float32), h, tl.trans(Wt), PREC, INTERP)
+        h = tf32_op(tl.load(h_ptr + inst * B * M + (offs_b[:, None] * M + offs_m[None, :]),
+                            mask=b_ok[:, None] & m_ok[None, :], other=0.0), PREC)
+        z = _mm(tl.zeros([BB, BN], dtype=tl.float32), h, tl.trans(Wt), PREC, INTERP, True, True)
         z += bias[None, :]
         y = tl.where(b_ok[:, None] & n_ok[None, :], tl.maximum(z, 0.0), 0.0)
-        dW = _mm(dW, tl.trans(y), h, PREC, INTERP)
         db += tl.sum(y, axis=0)
+        y = tf32_op(y, PREC)  # db above took y exact; only the product reads it from here
+        dW = _mm(dW, tl.trans(y), h, PREC, INTERP, True, True)
     _dw_db_finish(dW, db, c, g, inst, f0, offs_n, n_ok, offs_m, m_ok, n_ok, n, M, B, cap,
                   col_ptr_ptr, csc_perm_ptr, csr_s_ptr, csr_i_ptr, csr_v_ptr, gx_ptr, h_ptr,
                   dh_ptr, dW_ptr, db_ptr, BN, BK, PREC, INTERP)

@@ -69,7 +69,7 @@ def _z_kernel(W_ptr, b_ptr, h_ptr, y_ptr, ysq_ptr, n, M, B, n_ft,
                     mask=b_ok[:, None] & m_ok[None, :], other=0.0)
         Wt = tl.load(W_ptr + inst * n * M + (offs_n[:, None] * M + offs_m[None, :]),
                      mask=n_ok[:, None] & m_ok[None, :], other=0.0)
-        z = _mm(z, h, tl.trans(Wt), PREC, INTERP)
+        z = _mm(z, h, tl.trans(Wt), PREC, INTERP, False, False)
     z += tl.load(b_ptr + inst * n + offs_n, mask=n_ok, other=0.0)[None, :]
     ok = b_ok[:, None] & n_ok[None, :]
     y = tl.where(ok, tl.maximum(z, 0.0), 0.0)
@@ -133,7 +133,7 @@ def _dh_kernel(W_ptr, group_ptr, c_ptr, row_ptr_ptr, csr_i_ptr, y_ptr, gx_ptr, d
                     mask=b_ok[:, None] & n_ok[None, :], other=0.0)
         Wt = tl.load(Wb + (offs_n[:, None] * M + offs_m[None, :]),
                      mask=n_ok[:, None] & m_ok[None, :], other=0.0)
-        acc = _mm(acc, y, Wt, PREC, INTERP)
+        acc = _mm(acc, y, Wt, PREC, INTERP, False, False)
     acc = acc * c
     rp = tl.load(row_ptr_ptr + g * (B + 1) + offs_b, mask=b_ok, other=0)
     cnt = tl.load(row_ptr_ptr + g * (B + 1) + offs_b + 1, mask=b_ok, other=0) - rp
@@ -173,7 +173,7 @@ def _dw_kernel(group_ptr, c_ptr, col_ptr_ptr, csc_perm_ptr, csr_s_ptr, csr_i_ptr
                     mask=b_ok[:, None] & n_ok[None, :], other=0.0)
         h = tl.load(h_ptr + inst * B * M + (offs_b[:, None] * M + offs_m[None, :]),
                     mask=b_ok[:, None] & m_ok[None, :], other=0.0)
-        dW = _mm(dW, tl.trans(y), h, PREC, INTERP)
+        dW = _mm(dW, tl.trans(y), h, PREC, INTERP, False, False)
         db += tl.sum(y, axis=0)
     # db is the same for every width chunk: only chunk 0 stores it.
     _dw_db_finish(dW, db, c, g, inst, f0, offs_n, n_ok, offs_m, m_ok, n_ok & (mc == 0), n, M,
