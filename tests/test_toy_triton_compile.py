@@ -1,5 +1,6 @@
 """The fused Triton toy kernels compiled offline for sm_90 (no GPU needed): every launch the
-default configs make, as launched and with its specialisable integer arguments equal to 1."""
+default configs make, as launched (where no product loop may spill registers) and with its
+specialisable integer arguments equal to 1."""
 from __future__ import annotations
 
 import pytest
@@ -11,9 +12,9 @@ _COMPILE_ALL = r'''
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from superkern.triton._toy_bench import compile_signature, launch_plans
+from superkern.triton._toy_bench import compile_signature, launch_plans, sass_spill_report
 
-seen, failed = set(), []
+seen, failed, spills = set(), [], []
 for name, kern, consts, warps, stages in launch_plans():
     key = (kern.fn.__name__, tuple(sorted(consts.items())), warps, stages)
     if key in seen:
@@ -29,13 +30,20 @@ for name, kern, consts, warps, stages in launch_plans():
         attrs = {(kern.arg_names.index(k),): [["tt.divisibility", 16]] for k, v in s.items()
                  if v.startswith("*")}
         try:
-            triton.compile(ASTSource(fn=kern, signature=s, constexprs=c, attrs=attrs),
-                           target=GPUTarget("cuda", 90, 32),
-                           options={"num_warps": warps, "num_stages": stages})
+            cc = triton.compile(ASTSource(fn=kern, signature=s, constexprs=c, attrs=attrs),
+                                target=GPUTarget("cuda", 90, 32),
+                                options={"num_warps": warps, "num_stages": stages})
         except Exception as exc:
             failed.append(f"{name} (ints = 1: {ones}): {type(exc).__name__}: {exc}"[:800])
+            continue
+        if not ones:
+            regs, stack, inside = sass_spill_report(cc.asm["cubin"])
+            print(f"{name:28s} regs={regs:3d} stack={stack:5d} spills_in_mma_loop={inside}")
+            if inside:
+                spills.append(name)
 print(len(seen), "launches", len({k[0] for k in seen}), "kernels")
 assert not failed, "\n".join(failed)
+assert not spills, f"register spills inside the product loop: {spills}"
 '''
 
 
@@ -44,7 +52,8 @@ def test_every_kernel_compiles_for_sm90_with_integer_arguments_of_one():
     argument equal to 1 into a constexpr: ``step`` on the first step, ``B``/``n`` in corner
     cases. Each toy kernel is compiled for sm_90 as launched and with all its integer
     arguments specialised to 1 (those not marked do_not_specialize), offline with Triton's
-    bundled ptxas (no GPU needed)."""
+    bundled ptxas (no GPU needed). The as-launched builds must not spill registers inside
+    their product loops (SASS read with cuobjdump)."""
     from tests.utils import run_compiled_triton
 
     proc = run_compiled_triton(_COMPILE_ALL)

@@ -231,3 +231,32 @@ def launch_plans():
               ("sample", D._sample_dense_kernel, dict(BS=cfg.bs, BF=cfg.bf), sw, 3),
               ("adam", A._adamw_kernel, dict(BR=cfg.br, BMA=64), cfg.adam_warps, 3)]
     return plans
+
+
+def sass_spill_report(cubin: bytes) -> tuple[int, int, int]:
+    """(registers, stack bytes, local-memory spill instructions between the first and last
+    MMA, or FFMA for fp32 products) of an sm_90 cubin, read with Triton's bundled cuobjdump:
+    a coarse but useful proxy for "the product loop spills"."""
+    import os
+    import re
+    import subprocess
+    import tempfile
+
+    import triton.backends.nvidia as nv
+    tool = os.path.join(os.path.dirname(nv.__file__), "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(cubin)
+    try:
+        res = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True,
+                             text=True, check=True).stdout
+        sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True,
+                              check=True).stdout
+    finally:
+        os.unlink(f.name)
+    lines = [ln for ln in sass.splitlines() if re.search(r"/\*[0-9a-f]{4,}\*/", ln)]
+    mma = ([i for i, ln in enumerate(lines) if re.search(r"HGMMA|HMMA", ln)]
+           or [i for i, ln in enumerate(lines) if "FFMA" in ln])
+    spill = [i for i, ln in enumerate(lines) if re.search(r"\b(LDL|STL)", ln)]
+    inside = sum(min(mma) <= i <= max(mma) for i in spill) if mma else 0
+    return (int(re.search(r"REG:(\d+)", res).group(1)),
+            int(re.search(r"STACK:(\d+)", res).group(1)), inside)
