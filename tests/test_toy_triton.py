@@ -273,6 +273,14 @@ def test_argument_errors_name_the_numbers():
         toy.toy_adamw_step_triton(Wb, bb, Wb, bb, Wb, Wb, bb, bb, sb, sb, sb, 1)
     with pytest.raises(ValueError, match="G=65536 data groups exceed the grid limit 65535"):
         toy.toy_sample_triton(torch.full((I, 1), 0.5), torch.zeros(I, dtype=torch.int64), 1, 8)
+    seed1, g1 = torch.zeros(1, dtype=torch.int64), torch.zeros(1, dtype=torch.int32)
+    big = 65535 * 64 + 1  # more feature tiles (64 wide on CPU) than a grid axis holds
+    with pytest.raises(ValueError, match=f"n={big} needs 65536 feature tiles of 64"):
+        toy.toy_sample_triton(torch.full((1, big), 0.5), seed1, 1, 1)
+    big = 65535 * 32 + 1  # more batch tiles (32 rows on CPU)
+    with pytest.raises(ValueError, match=f"batch={big} needs 65536 batch tiles of 32"):
+        toy.toy_loss_grad_triton(torch.zeros(1, 1, 1), torch.zeros(1, 1), torch.full((1, 1), 0.5),
+                                 g1, seed1, 1, big, torch.ones(1))
 
 
 # ----------------------------------------------------------------------------- optimizer

@@ -69,6 +69,9 @@ def toy_sample_triton(p: torch.Tensor, seeds: torch.Tensor, step: int, batch: in
     """
     _check_data_args(p, seeds, step, batch)
     cfg = toy_config(16, p.device)
+    _need(triton.cdiv(p.shape[1], cfg.bf) <= _GRID_YZ_MAX,
+          f"n={p.shape[1]} needs {triton.cdiv(p.shape[1], cfg.bf)} feature tiles of {cfg.bf}, "
+          f"more than the grid limit {_GRID_YZ_MAX}")
     return sample_dense(p.contiguous(), seeds.contiguous(), int(step), int(batch), cfg)
 
 
@@ -164,6 +167,9 @@ def toy_loss_grad_triton(W: torch.Tensor, b: torch.Tensor, p: torch.Tensor,
     if path is None:
         path = choose_path(M, precision, cfg)
     _need(path in ("fused", "stored"), f"path={path!r}; choose 'fused' or 'stored'")
+    _need(triton.cdiv(batch, cfg.bb) <= _GRID_YZ_MAX,
+          f"batch={batch} needs {triton.cdiv(batch, cfg.bb)} batch tiles of {cfg.bb}, more than "
+          f"the grid limit {_GRID_YZ_MAX}")
     W, b, p = W.contiguous(), b.contiguous(), p.contiguous()
     group = group.to(torch.int32).contiguous()
     c = (loss_scale.to(torch.float32) * (2.0 / (batch * n))).contiguous()
