@@ -242,6 +242,37 @@ def test_tf32_operands_rounded_to_nearest_even():
     assert torch.equal(round_to_precision(x.cpu(), "tf32").view(torch.int32), y.view(torch.int32))
 
 
+@pytest.mark.skipif(CUDA, reason="interpreter only: the flags' check patches a jit global")
+@pytest.mark.parametrize("path", ["fused", "stored"])
+def test_tf32_flags_name_only_rounded_operands(monkeypatch, path):
+    """_mm skips the tf32 rounding of operands flagged as already rounded. In the interpreter
+    it truncates like the tensor cores, so an operand flagged but never rounded would be
+    truncated, a bias no tolerance test sees. A run that ignores the flags must therefore give
+    the same bits, and one wrongly flagged operand must not."""
+    W, b, p, group, seeds, scale = make_models(ms=(6, 16), M=16, G=1)
+    x = toy.toy_sample_triton(p, seeds, 4, 32)
+
+    def run():
+        return toy.toy_loss_grad_triton(W, b, p, group, seeds, 4, 32, scale, "tf32", x,
+                                        path=path)
+
+    flagged = run()
+    monkeypatch.setattr(toy_common, "IGNORE_RND_FLAGS", tl.constexpr(True))
+    for name, f, a in zip(("loss", "dW", "db"), flagged, run()):
+        assert torch.equal(f, a), f"{name}: a tf32 flag names an operand that is not rounded"
+    if path == "fused":  # the check can fail: the fused kernels' roundings skipped, flags kept
+        import superkern.triton._toy_fused as F
+        monkeypatch.setattr(toy_common, "IGNORE_RND_FLAGS", tl.constexpr(False))
+        monkeypatch.setattr(F, "tf32_op", _no_rounding)
+        wrong = run()
+        assert not all(torch.equal(f, w) for f, w in zip(flagged, wrong))
+
+
+@triton.jit
+def _no_rounding(x, PREC: tl.constexpr):
+    return x
+
+
 def test_too_small_nnz_cap_gives_nan_loss():
     W, b, p, group, seeds, scale = make_models(ms=(4, 4), M=4, G=2, E=3.0)
     loss, _, _ = toy.toy_loss_grad_triton(W, b, p, group, seeds, 1, 32, scale, nnz_cap=5)
