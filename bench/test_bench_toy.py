@@ -45,7 +45,9 @@ def _instance_grid(device: str, backend: str):
     return [_cfg(m, g, 1.0, backend) for m, g in ((10, -1.0), (39, 0.5), (100, -1.0))]
 
 
-def _time_steps(benchmark, trainer, device: str, steps: int, rounds: int) -> float:
+def _time_steps(benchmark, trainer, device: str, steps: int, rounds: int, group: str) -> float:
+    benchmark.group = group  # read when the timing starts: set it first
+
     def run():
         for _ in range(steps):
             trainer.step()
@@ -59,11 +61,10 @@ def _time_steps(benchmark, trainer, device: str, steps: int, rounds: int) -> flo
         return (time.perf_counter() - t0) / steps
 
 
-def _record(benchmark, configs, M: int, per_step: float, group: str, device: str) -> None:
+def _record(benchmark, configs, M: int, per_step: float, device: str) -> None:
     B, n = configs[0].batch, configs[0].n
     useful = sum(6.0 * B * n * c.m for c in configs)
     executed = 10.0 * B * n * M * len(configs)
-    benchmark.group = group
     benchmark.extra_info.update(
         models=len(configs), n=n, B=B, m=sorted({c.m for c in configs}), M=M,
         seconds_per_step=per_step, seconds_per_model_step=per_step / len(configs),
@@ -85,9 +86,9 @@ def test_reference_step(benchmark, device):
     c = _cfg(39)
     tr = ReferenceTrainer(c, device)
     per = _time_steps(benchmark, tr, device, steps=20 if device == "cuda" else 2,
-                      rounds=5 if device == "cuda" else 3)
-    _record(benchmark, [c], 39, per, f"toy step reference {device} (n=1000, m=39, B=2048)",
-            device)
+                      rounds=5 if device == "cuda" else 3,
+                      group=f"toy step reference {device} (n=1000, m=39, B=2048)")
+    _record(benchmark, [c], 39, per, device)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -98,9 +99,9 @@ def test_batched_single_step(benchmark, device):
     got = torch.stack([tr.step().cpu() for _ in range(2)])
     assert torch.allclose(got, want, rtol=1e-5), (got, want)
     per = _time_steps(benchmark, tr, device, steps=20 if device == "cuda" else 2,
-                      rounds=5 if device == "cuda" else 3)
-    _record(benchmark, [c], 39, per, f"toy step batched torch {device} (n=1000, m=39, B=2048)",
-            device)
+                      rounds=5 if device == "cuda" else 3,
+                      group=f"toy step batched torch {device} (n=1000, m=39, B=2048)")
+    _record(benchmark, [c], 39, per, device)
 
 
 def _backends(device):
@@ -123,8 +124,8 @@ def test_instance_batched_step(benchmark, device, backend):
     else:                    # triton draws its own batches: a sanity range only
         loss = tr.step()
         assert bool(torch.isfinite(loss).all())
-    per = _time_steps(benchmark, tr, device, steps=5 if device == "cuda" else 1,
-                      rounds=5 if device == "cuda" else 2)
-    _record(benchmark, configs, tr.M, per,
-            f"toy step instance-batched {backend} {device} ({len(configs)} models, M={tr.M})",
-            device)
+    per = _time_steps(
+        benchmark, tr, device, steps=5 if device == "cuda" else 1,
+        rounds=5 if device == "cuda" else 2,
+        group=f"toy step instance-batched {backend} {device} ({len(configs)} models, M={tr.M})")
+    _record(benchmark, configs, tr.M, per, device)

@@ -51,6 +51,9 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
       2>&1 | tee "$OUT/$f.log" | tail -25
     echo "$f: exit ${PIPESTATUS[0]}"
   done
+  ls "$OUT"/test_bench_*.json >/dev/null 2>&1 && \
+    $PY bench/summarize.py "$OUT"/test_bench_*.json > "$OUT/bench-summary.md" && \
+    echo "tables for bench/RESULTS.md: $OUT/bench-summary.md"
 fi
 if [ "$what" = fig1 ]; then
   prec="${PREC:-fp32}"; run="fig1"; [ "$prec" = fp32 ] || run="fig1-$prec"

@@ -1,0 +1,80 @@
+"""Markdown tables of pytest-benchmark JSON files, with the ratios bench/ records per case.
+
+    python bench/summarize.py out/test_bench_overlap.json out/test_bench_toy_triton.json
+
+One table per benchmark group: the case, its median time, and the numbers in ``extra_info``
+that say how good it is (TFLOP/s, fraction of the peak measured in the same run, speed-up over
+naive PyTorch, ...), ready to paste into bench/RESULTS.md. ``pytest-benchmark compare`` shows
+the timings but not these columns.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+# extra_info fields worth a column, in this order (others are left out of the table)
+COLUMNS = ("backend", "precision", "tflops", "fraction_of_peak", "speedup_vs_naive",
+           "gflops", "frac_of_matmul", "speedup_vs_torch_ref", "speedup_vs_compiled",
+           "us_per_model_step", "seconds_per_model_step", "models", "threads")
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.4g}"
+    return str(v)
+
+
+def summarize(paths: list[Path]) -> str:
+    """The Markdown text for the benchmark JSON files at ``paths``."""
+    out = []
+    for path in paths:
+        data = json.loads(path.read_text())
+        benches = data.get("benchmarks")
+        if not isinstance(benches, list):
+            raise ValueError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
+        cpu = data.get("machine_info", {}).get("cpu", {}).get("brand_raw", "?")
+        devices = sorted({str(b.get("extra_info", {}).get("device")) for b in benches
+                          if b.get("extra_info", {}).get("device")})
+        out.append(f"## {path.name}: {len(benches)} cases, {data.get('datetime', '?')}")
+        out.append(f"CPU {cpu}; device {', '.join(devices) or '-'}")
+        groups: dict[str, list[dict]] = {}
+        for b in benches:
+            groups.setdefault(b.get("group") or "(no group)", []).append(b)
+        for group, rows in groups.items():
+            cols = [c for c in COLUMNS if any(c in r.get("extra_info", {}) for r in rows)]
+            out += ["", f"### {group}", "",
+                    "| case | median (ms) | " + " | ".join(cols) + " |",
+                    "|---|---|" + "---|" * len(cols)]
+            for r in rows:
+                extra = r.get("extra_info", {})
+                median = r.get("stats", {}).get("median")
+                ms = "-" if median is None else f"{median * 1e3:.4g}"
+                out.append(f"| {r.get('name', '?')} | {ms} | "
+                           + " | ".join(_cell(extra.get(c, "")) for c in cols) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("files", nargs="+", type=Path, help="pytest-benchmark --benchmark-json files")
+    args = ap.parse_args(argv)
+    missing = [str(p) for p in args.files if not p.is_file()]
+    if missing:
+        print(f"summarize: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    try:
+        print(summarize(args.files))
+    except (ValueError, json.JSONDecodeError) as exc:
+        print(f"summarize: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
