@@ -36,7 +36,8 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
   timeout 450 $PY -m pytest -q --maxfail=25 --timeout=300 -p no:randomly -k "$sel" \
     tests/test_overlap.py tests/test_overlap_triton.py tests/test_overlap_cuda.py \
     tests/test_overlap_cuda_launcher.py tests/test_overlap_stream.py tests/test_toy_triton.py \
-    tests/test_toy_engine_triton.py tests/test_toy_train.py tests/test_probe.py \
+    tests/test_toy_triton_tf32.py tests/test_toy_engine_triton.py tests/test_toy_train.py \
+    tests/test_probe.py \
     2>&1 | tee "$OUT/tests.log" | tail -30
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
