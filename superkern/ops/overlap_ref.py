@@ -20,6 +20,18 @@ _ROUND_CHUNK = 1 << 24  # elements per in-place rounding step
 
 def round_to_precision(X: torch.Tensor, precision: str) -> torch.Tensor:
     """fp32 tensor whose values are X rounded to ``precision``'s input format (exact upcast)."""
+    if precision == "tf32":
+        # Round-to-nearest-even onto tf32's 10 mantissa bits (values past tf32's largest round
+        # to inf; inf and NaN stay as they are). The tensor cores themselves truncate, so the
+        # GPU backends feed them operands rounded by this rule. One contiguous fp32 copy,
+        # rounded in place in chunks: the temporaries stay small.
+        out = X.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+        flat = out.view(-1).view(torch.int32)
+        for s in range(0, flat.numel(), _ROUND_CHUNK):
+            b = flat[s:s + _ROUND_CHUNK]
+            r = ((b >> 13) & 1).add_(0xFFF).add_(b).bitwise_and_(~0x1FFF)
+            b.copy_(torch.where((b & 0x7F800000) == 0x7F800000, b, r))
+        return out
     X = X.float()
     if precision == "fp32":
         return X
@@ -27,18 +39,6 @@ def round_to_precision(X: torch.Tensor, precision: str) -> torch.Tensor:
         return X.to(torch.bfloat16).float()
     if precision == "fp16":
         return X.to(torch.float16).float()
-    if precision == "tf32":
-        # Round-to-nearest-even onto tf32's 10 mantissa bits (values past tf32's largest round
-        # to inf; inf and NaN stay as they are). The tensor cores themselves truncate, so the
-        # GPU backends feed them operands rounded by this rule. One copy, rounded in place in
-        # chunks: the temporaries stay small.
-        out = X.to(torch.float32, copy=True).contiguous()
-        flat = out.view(-1).view(torch.int32)
-        for s in range(0, flat.numel(), _ROUND_CHUNK):
-            b = flat[s:s + _ROUND_CHUNK]
-            r = ((b >> 13) & 1).add_(0xFFF).add_(b).bitwise_and_(~0x1FFF)
-            b.copy_(torch.where((b & 0x7F800000) == 0x7F800000, b, r))
-        return out
     raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
 
 

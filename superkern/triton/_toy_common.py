@@ -145,6 +145,12 @@ def tf32_rne(x):
     return tl.where(special, bits, rounded).to(tl.float32, bitcast=True)
 
 
+@triton.jit
+def _tf32_truncate(x):
+    """What the tensor cores read of an fp32 operand: its low 13 bits dropped."""
+    return (x.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)
+
+
 # Tests set this to True: _mm then rounds every tf32 operand whatever its flag says. A run with
 # the flags must match that run bit for bit, because a flag may only skip the rounding of an
 # operand that tf32_op already rounded (see test_tf32_flags_name_only_rounded_operands).
@@ -184,8 +190,7 @@ def _mm(acc, a, b, PREC: tl.constexpr, INTERP: tl.constexpr, A_RND: tl.constexpr
         if IGNORE_RND_FLAGS or not B_RND:
             b = tf32_rne(b)
         if INTERP:
-            a = (a.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)
-            b = (b.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)
+            a, b = _tf32_truncate(a), _tf32_truncate(b)
         out = tl.dot(a, b, acc, input_precision="tf32")
     else:
         out = tl.dot(a, b, acc, input_precision=PREC)

@@ -291,13 +291,11 @@ def overlap_partials_triton(X: torch.Tensor, scale: torch.Tensor, *, bins: int, 
         # feed it the values the tensor cores would read, in fp32.
         Xk = round_to_precision(X, precision).contiguous()
         input_precision = "ieee"
-    elif precision == "tf32":
-        # The tensor cores truncate an fp32 operand's low 13 bits; rounded to nearest first,
-        # the operand is read exactly, as the torch and cuda backends round it.
-        Xk = round_to_precision(X, "tf32").contiguous()
-        input_precision = gpu_input_precision(precision)
     else:
-        Xk = X.to(_COMPUTE_DTYPE[precision]).contiguous()
+        # The tensor cores truncate an fp32 operand's low 13 bits; rounded to nearest first,
+        # a tf32 operand is read exactly, as the torch and cuda backends round it.
+        Xk = (round_to_precision(X, "tf32") if precision == "tf32"
+              else X.to(_COMPUTE_DTYPE[precision])).contiguous()
         input_precision = gpu_input_precision(precision)
     scale = scale.to(device=dev, dtype=torch.float32).contiguous()
     cfg = config or overlap_config(Xk.dtype, m, dev)
