@@ -9,14 +9,6 @@ from scipy import stats
 from superkern.toy import sample_batch, toy_probabilities
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # 2 shared cores: OpenMP barriers under contention cost ~100x on tiny ops.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def _freq_zscores(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     B = x.shape[0]

@@ -6,13 +6,6 @@ from superkern.toy.loss import toy_loss_grad_torch, toy_loss_ref
 from tests.utils import assert_allclose
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def _inputs(I, n, M, B, G=None, dtype=torch.float64, seed=0):
     g = torch.Generator().manual_seed(seed)

@@ -10,13 +10,6 @@ from superkern.toy.schedule import lr_at, lr_multiplier, lr_multipliers
 from tests.utils import assert_allclose
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def _rand(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))

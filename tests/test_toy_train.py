@@ -13,13 +13,6 @@ from superkern.toy.geometry import toy_geometry, unlearned_loss, welch_kappa2
 from tests.utils import assert_allclose
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def _mix(steps=30, n=48, B=24):
     """Different m, gamma, p, seeds, loss scales and schedules; A and B share a data group."""

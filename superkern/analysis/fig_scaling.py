@@ -147,30 +147,29 @@ def fig4a(ctx: Context):
     return fig
 
 
-@figure("fig4b", "Model exponent alpha_m over weight decay x data exponent (Fig. 4b)")
-def fig4b(ctx: Context):
+def _fit_heatmap(ctx: Context, what: str, value, label: str, title: str, **style):
+    """A heatmap over (gamma, alpha) of one number of each power-law cell's alpha_m fit."""
     cells = power_cells(ctx)
-    _need_grid(cells, "Fig. 4b")
-    g, a, z = grid_of(cells, lambda c: c.fit.alpha_m)
+    _need_grid(cells, what)
+    g, a, z = grid_of(cells, value)
     fig, ax = plt.subplots(figsize=(6, 4.8))
-    heatmap(ax, g, a, z, "alpha_m", cmap="magma")
-    ax.set_title("alpha_m = -slope of ln L on ln m")
+    heatmap(ax, g, a, z, label, **style)
+    ax.set_title(title)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     footer(fig, ctx, runs_of(ctx, cells), f"widths {cells[0].m[0]:g}..{cells[0].m[-1]:g}")
     return fig
 
 
+@figure("fig4b", "Model exponent alpha_m over weight decay x data exponent (Fig. 4b)")
+def fig4b(ctx: Context):
+    return _fit_heatmap(ctx, "Fig. 4b", lambda c: c.fit.alpha_m, "alpha_m",
+                        "alpha_m = -slope of ln L on ln m", cmap="magma")
+
+
 @figure("fig14", "R^2 of the alpha_m fits over weight decay x data exponent (Fig. 14)")
 def fig14(ctx: Context):
-    cells = power_cells(ctx)
-    _need_grid(cells, "Fig. 14")
-    g, a, z = grid_of(cells, lambda c: c.fit.r2)
-    fig, ax = plt.subplots(figsize=(6, 4.8))
-    heatmap(ax, g, a, z, "R^2", cmap="cividis", vmax=1.0)
-    ax.set_title("R^2 of ln L vs ln m")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    footer(fig, ctx, runs_of(ctx, cells))
-    return fig
+    return _fit_heatmap(ctx, "Fig. 14", lambda c: c.fit.r2, "R^2", "R^2 of ln L vs ln m",
+                        cmap="cividis", vmax=1.0)
 
 
 @figure("fig5a", "Weak superposition: loss vs loss of unlearned features (Fig. 5a, 10b)")
