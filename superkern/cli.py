@@ -36,7 +36,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # bad input, missing/unreadable file, full disk
         print(f"superkern {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

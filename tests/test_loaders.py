@@ -218,6 +218,19 @@ def test_npy(tmp_path):
     np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="o.npy"):
         superkern.load_head(tmp_path / "o.npy")
+    with pytest.raises(ValueError, match="one array.*'lm_head.weight'"):
+        superkern.load_head(tmp_path / "w.npy", tensor="lm_head.weight")
+
+
+def test_npy_byte_order_fortran_and_extended_precision(tmp_path):
+    W = np.asarray(_rand(20, 6), dtype=np.float32)
+    for name, arr in (("big", W.astype(">f4")), ("fortran", np.asfortranarray(W)),
+                      ("long", W.astype(np.longdouble))):
+        np.save(tmp_path / f"{name}.npy", arr)
+        for src in (tmp_path / f"{name}.npy", arr):  # the file and the in-memory array
+            h = superkern.load_head(src)
+            assert np.array_equal(h.matrix.numpy().astype(np.float32), W), name
+            assert h.matrix.dtype == (torch.float64 if name == "long" else torch.float32)
 
 
 class _Evil:  # a pickle that needs arbitrary code to load
@@ -225,7 +238,7 @@ class _Evil:  # a pickle that needs arbitrary code to load
         return (print, ("this must never run",))
 
 
-def test_torch_state_dicts(tmp_path, capsys):
+def test_torch_state_dicts(tmp_path, capsys, monkeypatch):
     W = _rand(30, 10)
     torch.save({"gpt_neox.embed_in.weight": _rand(30, 10, seed=9), "embed_out.weight": W},
                tmp_path / "pytorch_model.bin")
@@ -234,6 +247,24 @@ def test_torch_state_dicts(tmp_path, capsys):
     torch.save({"state_dict": {"model.embed_tokens.weight": W}}, tmp_path / "wrapped.pt")
     h = superkern.load_head(tmp_path / "wrapped.pt")
     assert h.tensor == "model.embed_tokens.weight" and h.tied is True
+    # Training checkpoints: the state dict beside scalar tensors and plain numbers.
+    for wrapper in ({"model": {"lm_head.weight": W, "x.bias": W[0]}, "step": torch.tensor(5)},
+                    {"model_state_dict": {"lm_head.weight": W}, "epoch": 3},
+                    {"ema": {"lm_head.weight": W}, "optimizer": {"lr": 0.1}}):
+        torch.save(wrapper, tmp_path / "ckpt.pt")
+        h = superkern.load_head(tmp_path / "ckpt.pt")
+        assert h.tensor == "lm_head.weight" and torch.equal(h.matrix, W), wrapper.keys()
+    h = superkern.load_head(tmp_path / "ckpt.pt", tensor="ema.lm_head.weight")
+    assert torch.equal(h.matrix, W)
+    torch.save({"model": {"foo": W}, "step": torch.tensor(5)}, tmp_path / "nohead.pt")
+    with pytest.raises(ValueError, match=r"no LM head.*model\.foo \[30, 10\]"):
+        superkern.load_head(tmp_path / "nohead.pt")
+    torch.save({"epoch": 3, "args": {"lr": 0.1}}, tmp_path / "notensors.pt")
+    with pytest.raises(ValueError, match="no tensors at its top level or under"):
+        superkern.load_head(tmp_path / "notensors.pt")
+    torch.save(W, tmp_path / "bare.pt")  # one bare tensor is the head
+    h = superkern.load_head(tmp_path / "bare.pt")
+    assert torch.equal(h.matrix, W) and h.tied is None
     with open(tmp_path / "evil.pt", "wb") as f:
         pickle.dump({"lm_head.weight": _Evil()}, f, protocol=2)
     with pytest.raises(ValueError, match="refused.*arbitrary"):
@@ -248,6 +279,13 @@ def test_torch_state_dicts(tmp_path, capsys):
         "model.norm.weight": "pytorch_model-00002-of-00002.bin"}}))
     h = superkern.load_head(sharded)
     assert h.format == "torch-sharded" and h.tied is True and torch.equal(h.matrix, W)
+    calls = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a) or real_load(*a, **k))
+    with pytest.raises(ValueError, match="no tensor named 'nope'"):
+        superkern.load_head(sharded, tensor="nope")
+    assert len(calls) <= 2 * 2, calls  # one (mmap, maybe a retry) load per shard, not per name
+    monkeypatch.undo()
     raw = (tmp_path / "pytorch_model.bin").read_bytes()
     (tmp_path / "trunc.pt").write_bytes(raw[: len(raw) // 3])
     with pytest.raises(ValueError, match="trunc.pt.*(truncated|corrupt)"):
@@ -280,6 +318,9 @@ def test_in_memory_tensor_array_module():
         assert h.token(3) == "3"
     with pytest.raises(ValueError, match="2-D"):
         superkern.load_head(torch.ones(3, 4, 5))
+    f8 = W.to(torch.float8_e4m3fn)  # stored dtype kept, computed in fp32
+    h = superkern.load_head(f8)
+    assert h.dtype == "float8_e4m3fn" and torch.equal(h.matrix, f8.float())
     with pytest.raises(ValueError, match="cannot load"):
         superkern.load_head(42)
 

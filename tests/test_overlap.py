@@ -216,6 +216,13 @@ def test_nan_inf_named():
         superkern.overlap_stats(W)
     with pytest.raises(ValueError, match="non-finite"):
         superkern.row_norm_stats(W)
+    # Only the rows that take part must be finite; a bad one among them is named in W.
+    keep = [0, 1, 2, 3, 4, 5, 7, 9]
+    want = superkern.overlap_stats(W[keep].clone())
+    got = superkern.overlap_stats(W, rows=keep)
+    assert got.mean_sq == pytest.approx(want.mean_sq, rel=1e-12) and got.n_used == 8
+    with pytest.raises(ValueError, match=r"1 non-finite.*first in row 8 of 10"):
+        superkern.overlap_stats(W, rows=[0, 1, 8])
 
 
 def test_bad_options():
@@ -250,6 +257,7 @@ def test_row_norm_stats():
     W = torch.tensor([[0.3, 0.0], [0.0, 0.8], [1.5, 0.0], [0.0, 0.0]])
     ns = superkern.row_norm_stats(W, bins=4)
     assert ns.n_zero == 1 and ns.phi_half == 0.5 and ns.phi_1 == 0.25
-    assert abs(ns.median - 0.55) < 1e-7  # fp32 inputs; median of (0, .3, .8, 1.5)
-    assert ns.phi_half_median == 0.75 and ns.phi_1_median == 0.5  # norms / 0.55: 0,.545,1.45,2.7
+    assert abs(ns.median - 0.8) < 1e-7  # fp32 inputs; median of the nonzero (.3, .8, 1.5)
+    # norms / 0.8: 0, .375, 1, 1.875; phi counts over all 4 rows, the zero row included
+    assert ns.phi_half_median == 0.5 and ns.phi_1_median == 0.25
     assert int(ns.hist.sum()) == 4 and abs(ns.max - 1.5) < 1e-12

@@ -217,6 +217,43 @@ def test_verdicts_on_toy_geometries():
     assert scaled.verdict["label"] == "strong superposition"
 
 
+def test_zero_rows_outliers_and_scale_choice():
+    n, m = 1000, 16
+    norms = torch.ones(n)
+    norms[500:] = 0.0  # half the vocabulary is padding
+    rep = probe(_toy(n, m, 7, norms), progress=False, splits=False)
+    ev = rep.verdict["evidence"]
+    assert ev["n_represented"] == 500 and ev["rows_analysed"] == n and ev["n"] == 500
+    assert rep.verdict["label"] == "weak superposition" and "500 of 1000" in rep.verdict["summary"]
+    assert rep.norms.median == pytest.approx(1.0)  # nonzero rows: zero padding does not make it 0
+    # The centred pass leaves zero rows out too (centring would make them equal vectors).
+    cen = rep.blocks["centred"]
+    assert cen.exact["n_used"] == 500 and cen.stats.max_abs < 0.999
+    X = _toy(n, m, 7, norms)[:500].double()
+    Xc = torch.nn.functional.normalize(X - X.mean(0))
+    G = Xc @ Xc.T
+    P = 500 * 499 / 2
+    assert_close("centred mean_sq", cen.exact["mean_sq"], float(((G ** 2).sum() - 500) / 2 / P),
+                 1e-9)
+    # More than half zero: the median-scaled fractions still see the represented rows.
+    norms[300:] = 0.0
+    norms[:300] = 3.0
+    rep = probe(_toy(n, m, 8, norms), progress=False, splits=False, centred=False)
+    assert rep.verdict["norm_scale"] == "median" and rep.norms.median == pytest.approx(3.0)
+    assert rep.verdict["evidence"]["n_represented"] == 300
+    # One outlying row does not switch the scale: 400 rows at 1 and 600 at 0.05 are weak.
+    norms = torch.full((n,), 0.05)
+    norms[:400] = 1.0
+    for top in (1.0, 2.1):
+        norms[0] = top
+        v = probe(_toy(n, m, 9, norms), progress=False, splits=False, centred=False).verdict
+        assert v["norm_scale"] == "raw" and v["label"] == "weak superposition", (top, v)
+    with pytest.raises(ValueError, match="only 1 nonzero row.*among the 10 analysed"):
+        probe(torch.cat([torch.ones(1, 4), torch.zeros(9, 4)]), progress=False)
+    with pytest.raises(ValueError, match="only 0 nonzero"):
+        probe(torch.zeros(10, 4), progress=False)
+
+
 def test_duplicates_exclusions_and_rows():
     W = _toy(50, 8, 5, torch.ones(50))
     W[7] = W[3]
@@ -235,6 +272,21 @@ def test_duplicates_exclusions_and_rows():
         probe(W, exclude="a-b", progress=False)
     with pytest.raises(ValueError, match="non-finite"):
         probe(torch.full((4, 3), float("nan")), progress=False)
+    with pytest.raises(ValueError, match="range '20-10' selects no rows"):
+        probe(W, exclude="20-10", progress=False)
+    with pytest.raises(ValueError, match=r"range '0:1000000000000' leaves \[0, 50\)"):
+        probe(W, exclude="0:1000000000000", progress=False)
+    # The first copy that is still analysed stays: excluding row 3 keeps 7 (not none of them).
+    rep = probe(W, exclude="3", exclude_duplicates=True, progress=False)
+    assert rep.rows_analysed == 50 - 1 - 1 - 1 and 7 not in rep.excluded and 9 in rep.excluded
+    rep = probe(W, rows="5:50", exclude_duplicates=True, progress=False)
+    assert rep.rows_analysed == 45 - 1 - 1 and 9 in rep.excluded and 7 not in rep.excluded
+    # NaN rows are named by their index in the whole head, and can be excluded.
+    Wn = W.clone()
+    Wn[30, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"1 non-finite value.*row\(s\): 30 \(of 50\)"):
+        probe(Wn, exclude="0-9", progress=False)
+    assert probe(Wn, exclude="30", progress=False).rows_analysed == 49
     with pytest.raises(ValueError, match="precision"):
         probe(W, precision="fp8")
 

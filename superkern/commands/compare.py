@@ -25,18 +25,16 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from superkern.probe.comparison import compare
-    from superkern.probe.outputs import check_target
+    from superkern.probe.outputs import check_targets
 
-    check_target(args.csv)
-    check_target(args.json)
-    check_target(args.plots, is_dir=True)
+    check_targets(args.csv, args.json, plots_dir=args.plots)
     names = [s.strip() for s in args.names.split(",")] if args.names else None
     result = compare(args.paths, names=names, tensor=args.tensor, precision=args.precision,
                      backend=args.backend, device=args.device, sample=args.sample,
                      exact=args.exact, bins=args.bins, seed=args.seed,
                      progress=False if args.no_progress else None)
+    print(result.format_table(), flush=True)  # shown even if writing a file fails
     written = result.save(csv_path=args.csv, json_path=args.json, plots_dir=args.plots)
-    print(result.format_table())
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -58,20 +58,18 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from superkern.probe.core import probe
-    from superkern.probe.outputs import check_target
+    from superkern.probe.outputs import check_targets
 
-    check_target(args.json)
-    check_target(args.markdown)
-    check_target(args.plots, is_dir=True)
+    check_targets(args.json, args.markdown, plots_dir=args.plots)
     report = probe(args.path, tensor=args.tensor, precision=args.precision,
                    backend=args.backend, device=args.device, bins=args.bins, topk=args.topk,
                    exclude=args.exclude, exclude_duplicates=args.exclude_duplicates,
                    sample=args.sample, sample_main=args.sample_main,
                    splits=not args.no_splits, seed=args.seed,
                    progress=False if args.no_progress else None)
+    print(report.format_table(), flush=True)  # shown even if writing a file fails
     written = report.save(json_path=args.json, markdown_path=args.markdown,
                           plots_dir=args.plots)
-    print(report.format_table())
     for path in written:
         print(f"wrote {path}")
     return 0

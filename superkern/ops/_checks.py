@@ -9,8 +9,11 @@ import torch
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def as_matrix(W: Any, name: str = "W") -> torch.Tensor:
-    """Validate a 2-D finite floating matrix and return it as a torch tensor (no copy if possible).
+def as_matrix(W: Any, name: str = "W", finite: bool = True) -> torch.Tensor:
+    """Validate a 2-D floating matrix and return it as a torch tensor (no copy if possible).
+
+    Args:
+        finite: also check for NaN/Inf (callers that use only some rows check those instead).
 
     Raises:
         ValueError: not 2-D, empty, non-floating dtype, or containing NaN/Inf (the message gives
@@ -30,12 +33,19 @@ def as_matrix(W: Any, name: str = "W") -> torch.Tensor:
     n, m = W.shape
     if n == 0 or m == 0:
         raise ValueError(f"{name} is empty: shape ({n}, {m})")
-    check_finite(W, name)
+    if finite:
+        check_finite(W, name)
     return W
 
 
-def check_finite(W: torch.Tensor, name: str = "W", chunk_rows: int = 1 << 14) -> None:
-    """Raise ValueError if W has NaN/Inf, naming the count and first row. Chunked: O(chunk) memory."""
+def check_finite(W: torch.Tensor, name: str = "W", chunk_rows: int = 1 << 14,
+                 index: torch.Tensor | None = None, n_total: int | None = None) -> None:
+    """Raise ValueError if W has NaN/Inf, naming the count and first row. Chunked: O(chunk) memory.
+
+    Args:
+        index, n_total: W holds rows ``index`` of a matrix with ``n_total`` rows; the message
+            names the row in that matrix.
+    """
     bad_total, first_row = 0, -1
     for start in range(0, W.shape[0], chunk_rows):
         block = W[start:start + chunk_rows]
@@ -46,8 +56,9 @@ def check_finite(W: torch.Tensor, name: str = "W", chunk_rows: int = 1 << 14) ->
             if first_row < 0:
                 first_row = start + int(torch.nonzero(rows_bad)[0, 0])
     if bad_total:
+        row = first_row if index is None else int(index[first_row])
         raise ValueError(f"{name} contains {bad_total} non-finite value(s) (NaN or Inf); "
-                         f"first in row {first_row} of {W.shape[0]}")
+                         f"first in row {row} of {W.shape[0] if n_total is None else n_total}")
 
 
 def as_nonneg_int(value: Any, name: str) -> int:

@@ -15,9 +15,11 @@ class NormStats:
     """Row norms r_i = ||W_i|| and their summary.
 
     ``phi_half`` = |{r_i > 1/2}| / n and ``phi_1`` = |{r_i > 1}| / n on the raw norms; the
-    ``*_median`` variants apply the same thresholds to r_i / median(r). The raw thresholds mean
-    something only for rows on the toy model's scale (norm ~1); real LM heads are not, so both
-    are reported and a verdict must say which it used.
+    ``*_median`` variants apply the same thresholds to r_i / median(r), where ``median`` is
+    taken over the nonzero rows (zero rows, e.g. vocabulary padding, count as unrepresented but
+    do not drag the median to 0). The raw thresholds mean something only for rows on the toy
+    model's scale (norm ~1); real LM heads are not, so both are reported and a verdict must say
+    which it used.
     """
 
     n: int
@@ -67,7 +69,9 @@ def row_norm_stats(W: Any, *, bins: int = 50, chunk_rows: int = 1 << 15) -> Norm
         raise ValueError(f"bins must be >= 1 for the norm histogram, got {bins}")
     n, m = W.shape
     r = torch.cat([row_norms_ref(W[s:s + chunk_rows]) for s in range(0, n, chunk_rows)]).cpu()
-    med = float(torch.quantile(r, 0.5)) if n <= 1 << 24 else float(r.median())
+    nz = r[r > 0]  # the median ignores zero rows (padding), which no threshold can count
+    med = 0.0 if nz.numel() == 0 else (float(torch.quantile(nz, 0.5)) if nz.numel() <= 1 << 24
+                                       else float(nz.median()))
     lo, hi = float(r.min()), float(r.max())
     hist = torch.histc(r, bins=bins, min=lo, max=hi if hi > lo else lo + 1.0).to(torch.int64)
     edges = torch.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1, dtype=torch.float64)

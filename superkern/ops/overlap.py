@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 
 from superkern import backend as _backend
-from superkern.ops._checks import as_matrix, as_nonneg_int, row_selection
+from superkern.ops._checks import as_matrix, as_nonneg_int, check_finite, row_selection
 from superkern.ops.overlap_ref import PRECISIONS, overlap_partials_torch
 from superkern.ops.overlap_types import OverlapPartials, OverlapStats
 from superkern.ops import overlap_stream as _stream
@@ -44,11 +44,12 @@ def prepare_rows(W: Any, *, rows: Any = None, center: bool = False):
     rows that take part (selected and nonzero), those rows (centred if asked; a view of W when
     nothing had to change) and their fp64 norms. Also returns the number of zero rows.
     """
-    W = as_matrix(W)
+    W = as_matrix(W, finite=False)
     n = W.shape[0]
     sel = row_selection(rows, n)
     X = W if sel is None else W[sel.to(W.device)]
     idx = torch.arange(n, dtype=torch.int64) if sel is None else sel
+    check_finite(X, index=idx, n_total=n)  # only the rows that take part must be finite
     if center and X.shape[0]:
         X = X - _stream.column_mean(X).to(X.dtype)  # one copy in X's dtype
     norms = _stream.row_norms(X)

@@ -101,11 +101,9 @@ class Comparison:
 
     def save(self, *, csv_path=None, json_path=None, plots_dir=None) -> list[str]:
         """Render everything, then write each file atomically."""
-        from superkern.probe.outputs import check_target, write_all
+        from superkern.probe.outputs import check_targets, write_all
 
-        check_target(csv_path)
-        check_target(json_path)
-        check_target(plots_dir, is_dir=True)
+        check_targets(csv_path, json_path, plots_dir=plots_dir)
         files: dict[str, Any] = {}
         if csv_path is not None:
             files[str(csv_path)] = self.to_csv()

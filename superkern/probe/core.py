@@ -144,20 +144,30 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
         keep = torch.zeros(n, dtype=torch.bool)
         keep[base] = True
         keep[drop] = False
-        if exclude_duplicates:
+        if exclude_duplicates:  # keep the first copy that is still analysed
             for g in dups:
-                keep[torch.tensor(g[1:], dtype=torch.int64)] = False
+                kept = [i for i in g if keep[i]]
+                keep[torch.tensor(kept[1:], dtype=torch.int64)] = False
         keep_idx = torch.nonzero(keep).flatten()
         if keep_idx.numel() == 0:
             raise ValueError(f"no rows left to analyse: n={n}, selected {N}, "
                              f"excluded {int(drop.numel())}")
-        norms = row_norm_stats(W if keep_idx.numel() == n else W[keep_idx], bins=norm_bins)
+        Wk = W if keep_idx.numel() == n else W[keep_idx]
+        _check_finite_rows(Wk, keep_idx, head)
+        norms = row_norm_stats(Wk, bins=norm_bins)
+        del Wk
         r = torch.full((n,), math.nan, dtype=torch.float64)
         r[keep_idx] = norms.norms
+        if keep_idx.numel() - norms.n_zero < 2:
+            raise ValueError(f"{head.source}: tensor {head.tensor!r}: only "
+                             f"{keep_idx.numel() - norms.n_zero} nonzero row(s) among the "
+                             f"{keep_idx.numel()} analysed ({norms.n_zero} are all zeros); "
+                             "pairwise overlaps need at least 2")
     _timed(timings, "norms_duplicates", t0)
 
     Wd = _place_head(W, dev, centred=centred, precision=precision)
     kr = r[keep_idx]
+    nz_idx = keep_idx[kr > 0]  # zero rows take part in no pairwise statistic, centred or not
     med = norms.median
     sets = {"all": ("all rows", keep_idx)}
     if splits:
@@ -170,8 +180,8 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
     with bar.stage("exact"):
         exact = set_moments(Wd, {k: v[1] for k, v in sets.items()}, device=dev)
         if centred:
-            mean = _column_mean(Wd, keep_idx)
-            exact["centred"] = set_moments(Wd, {"centred": keep_idx}, centre=mean,
+            mean = _column_mean(Wd, nz_idx)
+            exact["centred"] = set_moments(Wd, {"centred": nz_idx}, centre=mean,
                                            device=dev)["centred"]
             Wc = _centre(Wd, mean)
     _timed(timings, "exact", t0)
@@ -183,8 +193,8 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
         title = sets[key][0] if key in sets else "centred (column mean removed)"
         ex = exact[key]
         stats, sampled = None, False
-        if not main and key in sets and idx.numel() == keep_idx.numel():
-            # Same rows as the main pass (e.g. every norm > 1): reuse its full result.
+        if not main and key in sets and idx.numel() == nz_idx.numel():
+            # Same nonzero rows as the main pass (e.g. every norm > 1): reuse its result.
             stats, sampled = blocks["all"].stats, blocks["all"].sampled
             if "all" in samples:
                 samples[key] = samples["all"]
@@ -205,7 +215,7 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
         tiled("all", Wd, keep_idx, main=True)
     if centred:
         with bar.stage("centred"):
-            tiled("centred", Wc, keep_idx, main=False)
+            tiled("centred", Wc, nz_idx, main=False)
             del Wc
     if splits:
         with bar.stage("splits"):
@@ -255,6 +265,24 @@ def _place_head(W: torch.Tensor, dev: torch.device, *, centred: bool = True,
     if need <= room * free_device_bytes(dev):
         return W.to(dev)
     return W
+
+
+def _check_finite_rows(Wk: torch.Tensor, idx: torch.Tensor, head, chunk: int = 1 << 14) -> None:
+    """NaN/Inf in the analysed rows ``Wk`` (= W[idx]) is an error naming the checkpoint and the
+    row's index in the whole head."""
+    bad_rows = []
+    count = 0
+    for s in range(0, Wk.shape[0], chunk):
+        bad = ~torch.isfinite(Wk[s:s + chunk])
+        if bool(bad.any()):
+            count += int(bad.sum())
+            bad_rows.append(s + torch.nonzero(bad.any(dim=1)).flatten().cpu())
+    if count:
+        rows = idx[torch.cat(bad_rows)].tolist()
+        shown = ", ".join(map(str, rows[:10])) + (" ..." if len(rows) > 10 else "")
+        raise ValueError(f"{head.source}: tensor {head.tensor!r} has {count} non-finite "
+                         f"value(s) (NaN or Inf) in {len(rows)} analysed row(s): {shown} "
+                         f"(of {head.n}); exclude them (--exclude) or fix the checkpoint")
 
 
 def _column_mean(W: torch.Tensor, idx: torch.Tensor, chunk: int = 1 << 15) -> torch.Tensor:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from superkern.probe.head import Head
-from superkern.probe.names import has_head, resolve_tensor
+from superkern.probe.names import has_head, names_match, resolve_tensor
 from superkern.probe.packages import resolve_alias
 from superkern.probe.vocab import vocab_from_folder
 
@@ -63,6 +63,9 @@ def load_head(source: Any, tensor: Optional[str] = None, *,
     return head
 
 
+_ENGINE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
 def _check_matrix(head: Head) -> None:
     W = head.matrix
     where = f"{head.source}: tensor {head.tensor!r}"
@@ -73,6 +76,8 @@ def _check_matrix(head: Head) -> None:
         raise ValueError(f"{where} has dtype {W.dtype}; an LM head must be floating point")
     if W.shape[0] == 0 or W.shape[1] == 0:
         raise ValueError(f"{where} is empty: shape {list(W.shape)}")
+    if W.dtype not in _ENGINE_DTYPES:  # float8 variants: widened (head.dtype keeps the stored one)
+        head.matrix = W.to(torch.float32)
 
 
 def _from_path(source: Any, tensor: Optional[str]) -> Head:
@@ -238,12 +243,16 @@ def _load_index(index: Path, tensor: Optional[str]) -> Head:
     names = list(wmap)
     folder = index.parent
 
+    loaded: dict[Path, Any] = {}
+
     def shape_of(n: str) -> tuple[int, ...]:  # error messages only: reads shard headers
         shard = folder / wmap[n]
         if shard.suffix == ".safetensors":
             with _safe_open(shard) as f:
                 return tuple(f.get_slice(n).get_shape())
-        return tuple(_torch_load(shard)[n].shape)
+        if shard not in loaded:  # one (memory-mapped) load per shard, not one per name
+            loaded[shard] = _torch_load(shard)
+        return tuple(loaded[shard][n].shape)
 
     name, kind = resolve_tensor(names, tensor, str(index), shape_of)
     shard = folder / wmap[name]
@@ -278,9 +287,12 @@ def _load_npy(path: Path, tensor: Optional[str]) -> Head:
                          "(n tokens, m width)")
     if arr.dtype.kind != "f":
         raise ValueError(f"{path}: array has dtype {arr.dtype}; an LM head must be floating point")
-    W = torch.from_numpy(np.array(arr, copy=True))  # leave the read-only memory map behind
+    if tensor is not None:
+        raise ValueError(f"{path}: a .npy file holds one array; tensor={tensor!r} (--tensor) "
+                         "does not apply to it")
+    W = _native_tensor(arr, copy=True)  # leaves the read-only memory map behind
     vocab, vsrc = vocab_from_folder(path.parent)
-    return Head(matrix=W, source=str(path), tensor=tensor or "<array>", dtype=str(arr.dtype),
+    return Head(matrix=W, source=str(path), tensor="<array>", dtype=str(arr.dtype),
                 tied=None, tied_reason="a bare array: tying unknown", vocab=vocab,
                 vocab_source=vsrc, format="npy")
 
@@ -309,36 +321,64 @@ def _torch_load(path: Path) -> Any:
                          "corrupt") from None
 
 
+# Keys under which training checkpoints nest the state dict, most common first.
+_WRAPPERS = ("state_dict", "model_state_dict", "model", "module", "ema", "net", "network")
+
+
+def _tensors(obj: dict) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+
+
+def _pick_state_dict(obj: dict, tensor: Optional[str], path: Path):
+    """The (state dict, name, kind) holding the head: the top level first, then a nested dict
+    (``{"model": sd, "step": 5}``, ``{"model_state_dict": sd, "epoch": 3}``)."""
+    nested = [k for k in _WRAPPERS if isinstance(obj.get(k), dict)]
+    nested += [k for k, v in obj.items() if isinstance(v, dict) and k not in nested]
+    cands = [(k, _tensors(obj[k]) if k else _tensors(obj)) for k in [""] + nested]
+    cands = [(k, sd) for k, sd in cands if sd]
+    if not cands:
+        raise ValueError(f"{path}: holds a {type(obj).__name__} with no tensors at its top level "
+                         f"or under {nested or 'any key'}; expected a state dict (name -> "
+                         "tensor)")
+    for _, sd in cands:
+        if names_match(sd, tensor):
+            return (sd, *resolve_tensor(list(sd), tensor, str(path), lambda n: tuple(sd[n].shape)))
+    # Nothing matched: resolve over everything, prefixed by where it sits, so that the error
+    # lists every candidate (or a prefixed tensor= name such as "model.lm_head.weight" works).
+    flat = {f"{k}.{n}" if k else n: t for k, sd in cands for n, t in sd.items()}
+    return (flat, *resolve_tensor(list(flat), tensor, str(path),
+                                  lambda n: tuple(flat[n].shape)))
+
+
 def _from_state_dict(obj: Any, tensor: Optional[str], path: Path, fmt: str,
                      names: Optional[list[str]] = None) -> Head:
-    if isinstance(obj, torch.Tensor):
-        sd = {tensor or "<tensor>": obj}
+    if isinstance(obj, torch.Tensor):  # a file holding one bare tensor: that is the head
+        sd, name, kind = {tensor or "<tensor>": obj}, tensor or "<tensor>", "explicit"
     elif isinstance(obj, dict):
-        sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-        if not sd:  # {"state_dict": {...}} / {"model": {...}} wrappers
-            inner = [v for k, v in obj.items()
-                     if k in ("state_dict", "model", "module") and isinstance(v, dict)]
-            if inner:
-                sd = {k: v for k, v in inner[0].items() if isinstance(v, torch.Tensor)}
+        sd, name, kind = _pick_state_dict(obj, tensor, path)
     else:
-        sd = {}
-    if not sd:
-        raise ValueError(f"{path}: holds a {type(obj).__name__} with no tensors; expected a "
-                         "state dict (name -> tensor)")
-    keys = list(sd)
-    name, kind = resolve_tensor(keys, tensor, str(path), lambda n: tuple(sd[n].shape))
+        raise ValueError(f"{path}: holds a {type(obj).__name__}, not a tensor or a state dict "
+                         "(name -> tensor)")
     W = sd[name]
     if W.dim() != 2:
         raise ValueError(f"{path}: tensor {name!r} has shape {list(W.shape)}; an LM head must "
                          "be 2-D (n tokens, m width)")
-    return _finish(W.detach(), path, name, kind, names or keys, fmt, path.parent)
+    return _finish(W.detach(), path, name, kind, names or list(sd), fmt, path.parent)
+
+
+def _native_tensor(arr: np.ndarray, copy: bool = False) -> torch.Tensor:
+    """A torch tensor of a float array: byte-swapped arrays in native order, extended
+    precision (longdouble) as float64, which torch has no type beyond."""
+    target = np.float64 if arr.dtype.itemsize > 8 else arr.dtype.newbyteorder("=")
+    return torch.from_numpy(np.array(arr, dtype=target, order="C", copy=True) if copy
+                            else np.ascontiguousarray(arr, dtype=target))
 
 
 def _from_array(W: Any) -> Head:
     if isinstance(W, np.ndarray):
         if W.dtype.kind != "f":
             raise ValueError(f"array has dtype {W.dtype}; an LM head must be floating point")
-        W = torch.from_numpy(np.ascontiguousarray(W))
+        W = _native_tensor(W)
     return Head(matrix=W.detach().to("cpu"), source="<tensor>", tensor="<tensor>",
                 dtype=str(W.dtype).replace("torch.", ""), tied=None,
                 tied_reason="an in-memory tensor: tying unknown", format="memory",

@@ -127,6 +127,15 @@ def resolve_tensor(names: list[str], tensor: Optional[str], where: str,
                      f"(CLI: --tensor NAME). {describe_candidates(names, shape_of)}")
 
 
+def names_match(names: Iterable[str], tensor: Optional[str] = None) -> bool:
+    """True if :func:`resolve_tensor` would find something among ``names`` (possibly an
+    ambiguity, which it reports): the named tensor, or a known head or embedding name."""
+    names = list(names)
+    if tensor is not None:
+        return any(n == tensor or n.endswith("." + tensor) for n in names)
+    return any(_matches(n, p) for n in names for p in HEAD_PATTERNS + EMBEDDING_PATTERNS)
+
+
 def has_head(names: Iterable[str]) -> bool:
     """True if some tensor looks like a separate LM-head matrix."""
     return any(_matches(n, p) for n in names for p in HEAD_PATTERNS)

@@ -31,6 +31,23 @@ def check_target(path: Optional[PathLike], *, is_dir: bool = False) -> None:
         raise ValueError(f"{p}: cannot write there ({probe_dir} is not a writable directory)")
 
 
+def check_targets(*files: Optional[PathLike], plots_dir: Optional[PathLike] = None) -> None:
+    """:func:`check_target` for each output file and the plot folder, and no two outputs at the
+    same path (one would silently overwrite the other)."""
+    for f in files:
+        check_target(f)
+    check_target(plots_dir, is_dir=True)
+    seen: dict[Path, PathLike] = {}
+    for f in files:
+        if f is None:
+            continue
+        key = Path(f).resolve()
+        if key in seen:
+            raise ValueError(f"{f}: given for two outputs (also as {seen[key]}); each output "
+                             "needs its own file")
+        seen[key] = f
+
+
 def write_all(files: dict[str, Union[bytes, str]]) -> list[str]:
     return [write_atomic(path, data) for path, data in files.items()]
 
@@ -39,9 +56,7 @@ def write_outputs(report, *, json_path: Optional[PathLike] = None,
                   markdown_path: Optional[PathLike] = None,
                   plots_dir: Optional[PathLike] = None) -> list[str]:
     """Render the report's JSON, Markdown and PNG plots, then write them atomically."""
-    check_target(json_path)
-    check_target(markdown_path)
-    check_target(plots_dir, is_dir=True)
+    check_targets(json_path, markdown_path, plots_dir=plots_dir)
     files: dict[str, Union[bytes, str]] = {}
     if json_path is not None:
         files[str(json_path)] = report.to_json() + "\n"

@@ -147,7 +147,7 @@ class ProbeReport:
             "overlaps": {k: b.to_dict(tok) for k, b in self.blocks.items()},
             "baseline": {"m": self.m, "random_mean_sq": 1.0 / self.m,
                          "random_mean_abs": baselines.random_mean_abs(self.m),
-                         "welch_bound": baselines.welch_bound(self.rows_analysed, self.m)},
+                         "welch_bound": self.blocks["all"].welch},
             "verdict": self.verdict,
             "run": self.run,
         }

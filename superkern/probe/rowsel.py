@@ -28,16 +28,23 @@ def parse_rows(spec: Any, n: int, what: str = "exclude") -> torch.Tensor:
                 continue
             try:
                 if ":" in part:
-                    a, b = part.split(":")
-                    out.extend(range(int(a), int(b)))
-                elif "-" in part:
-                    a, b = part.split("-", 1)
-                    out.extend(range(int(a), int(b) + 1))
+                    a, b = (int(v) for v in part.split(":"))
+                    lo, hi = a, b - 1
+                elif "-" in part[1:]:
+                    a, b = (int(v) for v in part.split("-", 1))
+                    lo, hi = a, b
                 else:
                     out.append(int(part))
+                    continue
             except ValueError:
                 raise ValueError(f"{what}: cannot parse {part!r}; use indices and ranges like "
                                  "'0,5,10-19,100:200'") from None
+            if hi < lo:
+                raise ValueError(f"{what}: range {part!r} selects no rows (a-b includes b, "
+                                 "a:b excludes it); write the smaller index first")
+            if lo < 0 or hi >= n:  # before expanding: "0:10**12" must not build a list
+                raise ValueError(f"{what}: range {part!r} leaves [0, {n}) (rows {lo}..{hi})")
+            out.extend(range(lo, hi + 1))
     idx = torch.tensor(sorted(set(out)), dtype=torch.int64)
     if idx.numel() and (int(idx[0]) < 0 or int(idx[-1]) >= n):
         raise ValueError(f"{what}: row indices must lie in [0, {n}), got range "
@@ -46,25 +53,29 @@ def parse_rows(spec: Any, n: int, what: str = "exclude") -> torch.Tensor:
 
 
 def _row_bytes(W: torch.Tensor) -> np.ndarray:
-    A = W.detach().to("cpu").contiguous()
-    A = A + 0  # -0.0 -> +0.0, so equal values hash equally
+    """(rows, bytes) view of a block of rows, on the host, with -0.0 turned into +0.0 so that
+    equal values hash equally."""
+    A = W.detach().to("cpu").contiguous() + 0
     if A.dtype == torch.bfloat16:
         A = A.view(torch.int16)
     return np.ascontiguousarray(A.numpy()).view(np.uint8).reshape(A.shape[0], -1)
 
 
-def duplicate_groups(W: torch.Tensor) -> list[list[int]]:
+def duplicate_groups(W: torch.Tensor, chunk_rows: int = 1 << 13) -> list[list[int]]:
     """Groups (each sorted, listed by first row) of rows with exactly equal values, found by
-    hashing each row's bytes (blake2b-128) and confirmed by comparing the bytes."""
-    B = _row_bytes(W)
+    hashing each row's bytes (blake2b-128) and confirmed by comparing the bytes. Reads W in
+    blocks of ``chunk_rows`` rows: the host memory it needs beyond W is O(n + chunk)."""
     buckets: dict[bytes, list[int]] = {}
-    for i in range(B.shape[0]):
-        buckets.setdefault(hashlib.blake2b(B[i].tobytes(), digest_size=16).digest(), []).append(i)
+    for start in range(0, W.shape[0], chunk_rows):
+        B = _row_bytes(W[start:start + chunk_rows])
+        for i in range(B.shape[0]):
+            digest = hashlib.blake2b(B[i].tobytes(), digest_size=16).digest()
+            buckets.setdefault(digest, []).append(start + i)
     groups = []
     for rows in buckets.values():
         if len(rows) > 1:
-            first = B[rows[0]]
-            same = [r for r in rows if np.array_equal(B[r], first)]  # guard against collisions
+            B = _row_bytes(W[torch.tensor(rows, dtype=torch.int64, device=W.device)])
+            same = [r for r, b in zip(rows, B) if np.array_equal(b, B[0])]  # hash collisions
             if len(same) > 1:
                 groups.append(same)
     groups.sort(key=lambda g: g[0])

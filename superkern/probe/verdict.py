@@ -6,9 +6,9 @@
   n > m. Its signature in the overlaps is mean c^2 ~ 1/m (random-like or ETF-like packing).
 - Weak superposition: only some rows are represented, but more than m of them.
 
-phi_1/2 needs rows on the toy model's scale (norm ~1). The verdict uses the raw norms when the
-largest row norm lies in [0.5, 2] (that scale), otherwise norms divided by the median norm, and
-says which. mean c^2 counts as "close to 1/m" within a factor of 4 (a choice, reported).
+phi_1/2 needs rows on the toy model's scale (norm ~1). The verdict uses the raw norms when some
+row reaches norm 0.5 and at most 1% of the rows exceed norm 2 (that scale: one outlying row
+cannot switch it), otherwise norms divided by the median nonzero norm, and says which. mean c^2 counts as "close to 1/m" within a factor of 4 (a choice, reported).
 """
 from __future__ import annotations
 
@@ -17,32 +17,46 @@ from typing import Any, Optional
 
 REPRESENTED_MIN = 0.9       # phi_1/2 at or above this: "all rows represented"
 MSQ_FACTOR = 4.0            # m * mean c^2 within [1/4, 4]: "close to 1/m"
-TOY_SCALE = (0.5, 2.0)      # max row norm in this range: the raw thresholds apply
+TOY_SCALE = (0.5, 2.0)      # rows reach the lower end and (almost) none pass the upper one:
+TOY_SCALE_OUTLIERS = 0.01   # at most this fraction above TOY_SCALE[1]; the raw thresholds apply
 
 
 def superposition_verdict(*, n: int, m: int, norms: Any, mean_sq: float,
                           mean_sq_centred: Optional[float] = None) -> dict[str, Any]:
     """Classify a head; returns ``label``, ``summary``, ``notes``, ``norm_scale`` and
-    ``evidence`` (every number used)."""
-    raw_scale = TOY_SCALE[0] <= norms.max <= TOY_SCALE[1]
+    ``evidence`` (every number used).
+
+    Args:
+        n: nonzero rows in the pairwise statistics. m: width.
+        norms: the :class:`~superkern.ops.norms.NormStats` of the analysed rows (zero rows
+            included: they count as unrepresented).
+        mean_sq, mean_sq_centred: mean c^2 of the rows, and after removing the mean row.
+    """
+    above = float((norms.norms > TOY_SCALE[1]).double().mean()) if norms.n else 0.0
+    raw_scale = norms.max >= TOY_SCALE[0] and above <= TOY_SCALE_OUTLIERS
     if raw_scale:
         phi_half, phi_1, scale = norms.phi_half, norms.phi_1, "raw"
-        scale_text = (f"raw row norms (largest norm {norms.max:.3g} is on the toy model's scale, "
-                      "where the paper's 1/2 and 1 thresholds are defined)")
+        scale_text = (f"raw row norms (largest norm {norms.max:.3g}, {above:.2%} of rows above "
+                      f"{TOY_SCALE[1]:g}: the toy model's scale, where the paper's 1/2 and 1 "
+                      "thresholds are defined)")
     else:
         phi_half, phi_1, scale = norms.phi_half_median, norms.phi_1_median, "median"
-        scale_text = (f"row norms divided by the median norm {norms.median:.4g} (largest norm "
-                      f"{norms.max:.3g} is not on the toy model's scale)")
+        why = (f"largest norm {norms.max:.3g} < {TOY_SCALE[0]:g}" if norms.max < TOY_SCALE[0]
+               else f"{above:.1%} of rows above norm {TOY_SCALE[1]:g}")
+        scale_text = (f"row norms divided by the median nonzero norm {norms.median:.4g} ({why}: "
+                      "not the toy model's scale)")
     ratio = n / m
     msq_m = m * mean_sq if math.isfinite(mean_sq) else math.nan
     msq_m_c = m * mean_sq_centred if mean_sq_centred is not None else None
-    represented = int(round(phi_half * n))
+    rows = norms.n  # phi_1/2 counts over every analysed row, zero rows included
+    represented = int(round(phi_half * rows))
     evidence = {
-        "n": n, "m": m, "n_over_m": ratio, "phi_half": phi_half, "phi_1": phi_1,
+        "n": n, "m": m, "n_over_m": ratio, "rows_analysed": rows, "n_zero": norms.n_zero,
+        "phi_half": phi_half, "phi_1": phi_1, "scale_rows_above_2": above,
         "n_represented": represented, "min_norm_over_median":
             norms.min / norms.median if norms.median > 0 else math.nan,
         "m_mean_sq": msq_m, "m_mean_sq_centred": msq_m_c,
-        "etf_count_fraction": min(1.0, m * m / (2 * n)),
+        "etf_count_fraction": min(1.0, m * m / (2 * n)) if n else math.nan,
         "thresholds": {"represented_min_phi_half": REPRESENTED_MIN,
                        "m_mean_sq_close_to_1_within_factor": MSQ_FACTOR},
     }
@@ -58,7 +72,7 @@ def superposition_verdict(*, n: int, m: int, norms: Any, mean_sq: float,
                    f"no more than m = {m}")
     elif phi_half < REPRESENTED_MIN:
         label = "weak superposition"
-        summary = (f"{represented} of {n} rows are represented (phi_1/2 = {phi_half:.3f} < "
+        summary = (f"{represented} of {rows} rows are represented (phi_1/2 = {phi_half:.3f} < "
                    f"{REPRESENTED_MIN}), more than m = {m} but not all")
     else:
         label = "strong superposition"
