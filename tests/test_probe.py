@@ -364,6 +364,10 @@ def test_cli_probe_and_compare(tmp_path, capsys):
         assert (tmp_path / "cp" / name).read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(SystemExit):  # argparse rejects an unknown backend
         cli_main(["probe", str(a), "--backend", "nonesuch", "--no-progress"])
+    same = str(tmp_path / "same.out")
+    rc = cli_main(["probe", str(a), "--json", same, "--markdown", same, "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "given for two outputs" in err and not os.path.exists(same), err
 
 
 def test_callable_package_and_api():
