@@ -1,5 +1,6 @@
-"""Atomic file writes: a temporary file beside the target, fsync, then ``os.replace`` (atomic on
-POSIX), so a reader or a killed run never sees a half-written file."""
+"""Atomic file writes: a temporary file beside the target, fsync, ``os.replace`` (atomic on
+POSIX), then fsync of the folder, so a reader or a killed run never sees a half-written file
+and a rename is durable before a results row can point at it."""
 from __future__ import annotations
 
 import os
@@ -51,4 +52,20 @@ def write_atomic(path: PathLike, data: Union[bytes, str]) -> str:
         except OSError:
             pass
         raise
+    _sync_dir(p.parent)
     return str(p)
+
+
+def _sync_dir(folder: Path) -> None:
+    """fsync a folder so that a rename in it survives a power loss (POSIX; a no-op where
+    folders cannot be opened or synced)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

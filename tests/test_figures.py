@@ -85,6 +85,7 @@ def results_file(tmp_path_factory):
 
 def test_fit_report_recovers_the_built_in_laws(results_file):
     from superkern.analysis import fit_report, format_report, load_results
+    from superkern.analysis.tables import main_grid
 
     res = load_results(results_file)
     rep = fit_report(res, n_boot=0)
@@ -98,7 +99,12 @@ def test_fit_report_recovers_the_built_in_laws(results_file):
     text = format_report(rep)
     assert "(paper 1.01 +- 0.05)" in text and "median loss/prediction" in text
     phi = {(p.label, p.m): p for p in rep.phi}
-    assert phi[("power a=1, gamma=-1", 10)].phi_half == 1.0
+    assert phi[("power a=1, gamma=-1, n=100", 10)].phi_half == 1.0  # n=200 is another grid
+    # Heatmaps take the largest (gamma, alpha) grid, never two grids' cells on one pixel.
+    power = [c for c in rep.cells if c.cell["dist"] == "power" and c.cell["density_s"] is None]
+    grid, left_out = main_grid(power, lambda c: c.cell)
+    assert len(grid) == 24 and {c.cell["n"] for c in grid} == {100}
+    assert left_out == len(power) - 24 == 2 + 2  # fig17's n = 200 and the large model's cells
     assert rep.unlearned and all(u.gamma > 0 for u in rep.unlearned)
     assert "synth" in res.caption() and f"{len(res.runs)} runs" in res.caption()
 
@@ -143,3 +149,18 @@ def test_ambiguity_matches_dense_spectral_norm():
         want = torch.linalg.matrix_norm(gold, ord=2).item()
         got = ambiguity(W)
         assert abs(got - want) <= 1e-12 * max(1.0, want), (n, m, got, want)
+
+
+def test_damaged_weights_file_counts_as_missing(results_file, tmp_path):
+    from superkern.analysis.tables import load_results
+    from superkern.analysis.weights import cached_stats
+
+    run = next(r for r in load_results(results_file).runs if r.weights is not None)
+    ok = cached_stats(run.weights, {}, "strong_weak")
+    assert ok is not None
+    bad = tmp_path / "w.safetensors"
+    bad.write_bytes(run.weights.read_bytes()[:50])  # truncated
+    cache: dict = {}
+    with pytest.warns(UserWarning, match=r"w.safetensors: unreadable weights"):
+        assert cached_stats(bad, cache, "strong_weak") is None
+    assert cached_stats(bad, cache, "strong_weak") is None  # remembered: one warning per file

@@ -57,9 +57,9 @@ def test_fit_ranges_and_paper_rules():
     assert fit_power_law(M, loss, "all").alpha_m > 1.1
     large = {"preset": "large"}
     assert paper_fit_range({**large, "gamma": -1.0, "dist": "exponential"}) == "all"
-    assert paper_fit_range({**large, "gamma": -1.0, "dist": "power"}) == "from3"
-    assert paper_fit_range({**large, "gamma": -1.0, "dist": "linear"}) == "from3"
-    assert M[select_range(M, "from3")].min() == 32  # = m >= 32 on the paper's widths
+    assert paper_fit_range({**large, "gamma": -1.0, "dist": "power"}) == "m>=32"
+    assert paper_fit_range({**large, "gamma": -1.0, "dist": "linear"}) == "m>=32"
+    assert M[select_range(M, "from3")].min() == 32  # the paper's "from the third point"
     assert paper_fit_range({**large, "gamma": 0.1, "dist": "power"}) == "last5"
     assert paper_fit_range({**large, "gamma": 0.1, "dist": "linear"}) == "all"
     assert paper_fit_range({"preset": "small", "gamma": -1.0, "dist": "power"}) == "all"
@@ -74,12 +74,29 @@ def test_bootstrap_over_seeds_covers_truth():
     groups = [1.7 * m ** -1.3 * np.exp(rng.normal(0, 0.03, 4)) for m in M]
     f = fit_power_law_seeds(M, groups, n_boot=500)
     print(f)
-    assert f.ci_method == "bootstrap" and f.n_seeds == 4
+    assert f.ci_method == "t+bootstrap" and f.n_seeds == 4
     assert f.ci_low < 1.3 < f.ci_high and f.ci_high - f.ci_low < 0.1
+    t_only = fit_power_law(M, [math.exp(np.log(g).mean()) for g in groups])
+    assert f.ci_low <= t_only.ci_low and f.ci_high >= t_only.ci_high  # never narrower
     again = fit_power_law_seeds(M, groups, n_boot=500)
     assert (again.ci_low, again.ci_high) == (f.ci_low, f.ci_high)  # deterministic
     one = fit_power_law_seeds(M, [g[:1] for g in groups])
-    assert one.ci_method == "stderr"
+    assert one.ci_method == "t" and one.n_seeds == 1
+    # One width with extra seeds does not switch to a (far too narrow) seed bootstrap.
+    mixed = fit_power_law_seeds(M, [g if i == len(M) - 1 else g[:1] for i, g in enumerate(groups)])
+    assert mixed.ci_method == "t" and mixed.n_seeds == 1
+
+
+def test_interval_coverage_with_few_points():
+    """The 95% interval covers the true exponent about 95% of the time, also with 3 and 5
+    widths (a normal +-1.96 se interval covers 70% and 86% there)."""
+    rng = np.random.default_rng(3)
+    for k in (3, 5):
+        m = M[:k]
+        hits = sum(f.ci_low < 1.0 < f.ci_high for f in
+                   (fit_power_law(m, m ** -1.0 * np.exp(rng.normal(0, 0.1, k)))
+                    for _ in range(2000)))
+        assert 0.93 < hits / 2000 < 0.97, (k, hits)
 
 
 def test_zipf_recipe_exact_counts_and_sample():
@@ -117,6 +134,19 @@ def test_load_counts_formats(tmp_path):
     assert mode == "text" and sorted(c.tolist()) == [1, 1, 2, 4]  # the x4, cat x2, dog, end
     with pytest.raises(ValueError):
         load_counts(tmp_path / "t.txt", mode="counts")
+    # Header lines, CSV and TSV, counts written as strings: all read as counts, never as text.
+    for name, body in (("h.tsv", "token\tcount\nthe\t100\nof\t50\n"),
+                       ("h.csv", "token,count\nthe,100\nof,50\n"),
+                       ("s.json", json.dumps({"the": "100", "of": "50"}))):
+        (tmp_path / name).write_text(body)
+        c, mode = load_counts(tmp_path / name)
+        assert mode in ("counts", "json") and sorted(c.tolist()) == [50, 100], name
+    (tmp_path / "nested.json").write_text(json.dumps({"counts": {"the": 100}}))
+    with pytest.raises(ValueError, match="JSON must be"):
+        load_counts(tmp_path / "nested.json")  # parsed as JSON: never tokenised as text
+    (tmp_path / "gap.txt").write_text("".join(f"w{i} {100 - i}\n" for i in range(30)) + "oops\n")
+    with pytest.raises(ValueError, match=r"1 of 31 lines do not end in a count \(lines 31\)"):
+        load_counts(tmp_path / "gap.txt")
 
 
 def _width_data(noise: float, seed: int = 0):
@@ -228,7 +258,7 @@ def test_exponents_of_two_runs_compared_cell_by_cell(tmp_path, capsys):
     assert not rows and "gamma=-1: the models differ in lr" in skipped[0]
     _write_runs(tmp_path / "mixed" / "results.jsonl", "tf32", {-1.0: 0.5})
     _write_runs(tmp_path / "mixed" / "results.jsonl", "fp32", {-1.0: 1.0}, mode="a")
-    with pytest.raises(ValueError, match="holds the cell 'exponential, gamma=-1' twice"):
+    with pytest.raises(ValueError, match="holds the cell 'exponential, gamma=-1, precision=fp32' twice"):
         compare_runs(A, load_results(tmp_path / "mixed"), "all")
     with pytest.raises(ValueError, match="tol must be finite and > 0, got inf"):
         compare_runs(A, A, "all", tol=math.inf)
@@ -297,3 +327,43 @@ def test_weak_cells_carry_the_ideal_weak_fit(tmp_path):
     assert by["power"].r2 > 0.98 and by["exponential"].r2 < 0.8 and by["linear"].r2 < 0.8
     text = format_report(rep)
     assert "ideal weak loss" in text and f"{by['power'].r2:.3f}" in text
+
+
+def test_cells_never_pool_different_models_as_seeds(tmp_path):
+    """Runs of two learning rates are two cells; the large preset's width-dependent rates stay
+    one; one model stored twice (older run ids) counts once, never as two seeds."""
+    from superkern.analysis.scaling import fit_cells
+    from superkern.analysis.tables import cell_key, load_results
+    from superkern.toy import ToyConfig
+
+    f = tmp_path / "lr" / "results.jsonl"
+    _write_runs(f, "fp32", {-1.0: 1.0}, lr=0.01)  # preset None's own lr
+    _write_runs(f, "fp32", {-1.0: 0.5}, lr=0.05, mode="a")
+    fits = fit_cells(load_results(f), "all", n_boot=0)
+    assert sorted((c.label, round(c.fit.alpha_m, 6)) for c in fits) == [
+        ("exponential, gamma=-1, lr=0.05", 0.5), ("exponential, gamma=-1, lr=preset", 1.0)]
+    assert all(c.n_runs == 5 and c.fit.n_seeds == 1 for c in fits)
+    large = [ToyConfig(preset="large", n=256, m=m, gamma=-1.0, dist="linear", steps=10, batch=8)
+             for m in (8, 16, 32)]
+    assert len({c.lr for c in large}) == 3  # 0.02 (8/m)^0.25, 2/m: still one cell
+    assert len({cell_key(c.to_dict()) for c in large}) == 1
+    assert len({cell_key(c.replace(lr=0.01).to_dict()) for c in large}) == 1
+    assert cell_key(large[0].replace(lr=0.01).to_dict()) != cell_key(large[0].to_dict())
+    # alpha does not enter a non-power model: one run id, so a sweep trains it once.
+    exp = [ToyConfig(n=64, m=8, gamma=-1.0, dist="exponential", alpha=a, steps=5, batch=4)
+           for a in (1.0, 1.5)]
+    assert exp[0].run_id == exp[1].run_id
+    assert exp[0].replace(dist="power").run_id != exp[1].replace(dist="power").run_id
+    # Rows written before that (two run ids, one model): kept once, with a warning.
+    g = tmp_path / "dup" / "results.jsonl"
+    g.parent.mkdir()
+    with open(g, "w") as out:
+        for i, a in enumerate((1.0, 1.5)):
+            for m in (8, 16, 32):
+                cfg = ToyConfig(n=64, m=m, gamma=-1.0, dist="exponential", alpha=a, steps=5,
+                                batch=4).to_dict()
+                out.write(json.dumps({"run_id": f"old{i}{m}", "config": cfg,
+                                      "final_loss": 1.0 / m, "final_loss_std": 0.0}) + "\n")
+    with pytest.warns(UserWarning, match=r"are the same model.*differing only in \['alpha'\]"):
+        (fit,) = fit_cells(load_results(g), "all", n_boot=0)
+    assert fit.n_runs == 3 and fit.fit.n_seeds == 1

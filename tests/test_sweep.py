@@ -51,6 +51,24 @@ def test_invalid_configs_rejected_before_any_work(tmp_path):
         expand(apply_overrides(parse_experiment(DOC), ["widht=3"]))
 
 
+def test_set_values_and_sweep_options_checked(capsys):
+    from superkern.cli import main
+    from superkern.sweep.grid import parse_value
+
+    assert parse_value("linear") == "linear" and parse_value("[4, 8]") == [4, 8]
+    assert parse_value("false") is False and parse_value("4e-11") == 4e-11
+    for bad, msg in (("m=[4,8", "not a TOML value"), ("save_weights=no", "true or false"),
+                     ("group_by=foo", "group_by must be one of"),
+                     ("max_instances=0", "max_instances must be an integer >= 1")):
+        assert main(["sweep", "fig1", "--quick", "--dry-run", "--set", bad]) == 2
+        assert msg in capsys.readouterr().err, bad
+    # Tiny values survive the rounding of generated floats; repeated points are counted once.
+    assert main(["sweep", "fig1", "--quick", "--dry-run", "--set", "lr=4e-11",
+                 "--set", "seeds=[0,0]"]) == 0
+    out = capsys.readouterr().out
+    assert "30 valid configs (30 repeated grid point(s) dropped)" in out and "lr=4e-11" in out
+
+
 def test_builtin_experiments_expand_and_validate():
     sizes = {}
     for name in ("fig1", "small", "density", "fig17"):
@@ -236,3 +254,15 @@ def test_cli_sweep_and_fit_roundtrip(tmp_path, capsys):
     capsys.readouterr()
     assert main(["fit", str(tmp_path / "o"), "--range", "middle"]) == 2
     assert "unknown fit range 'middle'" in capsys.readouterr().err
+    # Another grid into the same folder: a warning, the old manifest kept, cells told apart.
+    with pytest.warns(UserWarning, match="already holds results of another grid"):
+        assert main(["sweep", str(toml), "--out", str(tmp_path / "o"), "--device", "cpu",
+                     "--no-progress", "--set", "m=[4,8,16]", "--set", "steps=41",
+                     "--set", "gamma=[-1.0]"]) == 0
+    manifest = json.loads((tmp_path / "o" / "sweep.json").read_text())
+    assert len(manifest["previous"]) == 1 and "set:m=[4,8,16]" in manifest["previous"][0][
+        "applied"][0] and manifest["base"]["steps"] == 41
+    assert main(["fit", str(tmp_path / "o"), "--json", str(tmp_path / "fit2.json")]) == 0
+    labels = sorted(c["label"] for c in json.loads((tmp_path / "fit2.json").read_text())["cells"])
+    assert labels == ["power a=1.5, gamma=+0.5", "power a=1.5, gamma=-1, steps=40",
+                      "power a=1.5, gamma=-1, steps=41"], labels

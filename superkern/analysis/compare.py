@@ -40,8 +40,14 @@ class ExponentComparison:
     agree: bool
 
 
+# Matched on, then checked: cells that differ only in these pair up, and the model-config check
+# names the difference ("the models differ in lr") instead of leaving both unmatched.
+_CHECKED_NOT_MATCHED = ("lr", "lr_b", "warmup")
+
+
 def _match_key(cell: dict[str, Any]) -> tuple:
-    return tuple(sorted((k, repr(v)) for k, v in cell.items() if k not in COMPUTE_FIELDS))
+    return tuple(sorted((k, repr(v)) for k, v in cell.items()
+                        if k not in COMPUTE_FIELDS + _CHECKED_NOT_MATCHED))
 
 
 def _compute(cell: dict[str, Any]) -> str:
@@ -124,8 +130,9 @@ def compare_exponents(a: list[CellFit], b: list[CellFit], *, z_max: float = 2.0,
             skipped.append(f"{ca.label}: only in the first run")
             continue
         if ca.fit is None or cb.fit is None:
-            skipped.append(f"{ca.label}: not fitted in "
-                           f"{'both runs' if ca.fit is None and cb.fit is None else 'the first run' if ca.fit is None else 'the second run'}")
+            where = ("both runs" if ca.fit is None and cb.fit is None
+                     else "the first run" if ca.fit is None else "the second run")
+            skipped.append(f"{ca.label}: not fitted in {where}")
             continue
         fa, fb = ca.fit, cb.fit
         if fa.m_used != fb.m_used or fa.fit_range != fb.fit_range:

@@ -9,7 +9,7 @@ import numpy as np
 from superkern.analysis.fig_scaling import heatmap
 from superkern.analysis.figures import Context, MissingData, figure, footer
 from superkern.analysis.scaling import unlearned_table
-from superkern.analysis.tables import Run, dist_label
+from superkern.analysis.tables import Run, cell_key, dist_label, main_grid
 from superkern.analysis.weights import cached_stats, random_var_abs
 
 
@@ -27,21 +27,24 @@ def _mean_grid(runs: list[Run], m: int, value: str):
     for i, a in enumerate(alphas):
         for j, g in enumerate(gammas):
             vals = [getattr(r, value) for r in runs if r.m == m and r.alpha == a and r.gamma == g]
-            if vals:
+            if vals:  # the mean over seeds
                 z[i, j] = float(np.mean(vals))
     return gammas, alphas, z
 
 
-def _need_grid(runs: list[Run], what: str) -> None:
+def _grid_runs(ctx: Context, what: str) -> tuple[list[Run], str]:
+    """The power-law runs of the largest (gamma, alpha) grid (see ``main_grid``), and a
+    footer note on what was left out."""
+    runs, left_out = main_grid(plain_runs(ctx), lambda r: cell_key(r.config))
     if len({r.gamma for r in runs}) < 2 or len({r.alpha for r in runs}) < 2:
         raise MissingData(f"{what} needs power-law runs over >= 2 weight decays and >= 2 data "
                           "exponents (the 'small' experiment)")
+    return runs, f"{left_out} runs of other grids left out" if left_out else ""
 
 
 @figure("fig3", "Fraction represented phi_half vs weight decay and data exponent (Fig. 3)")
 def fig3(ctx: Context):
-    runs = plain_runs(ctx)
-    _need_grid(runs, "Fig. 3")
+    runs, note = _grid_runs(ctx, "Fig. 3")
     widths = sorted({r.m for r in runs})
     m0 = min(widths, key=lambda w: abs(w - 39))
     a0 = min({r.alpha for r in runs}, key=lambda a: abs(a - 1.0))
@@ -62,14 +65,13 @@ def fig3(ctx: Context):
     ax2.set_title(f"m = {m0}", fontsize=9)
     fig.suptitle("Weight decay tunes superposition: phi_half ~ 1 (gamma < 0) to ~ m/n (gamma > 0)")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    footer(fig, ctx, runs)
+    footer(fig, ctx, runs, note)
     return fig
 
 
 @figure("fig13", "phi_half heatmaps at every width (Fig. 13)")
 def fig13(ctx: Context):
-    runs = plain_runs(ctx)
-    _need_grid(runs, "Fig. 13")
+    runs, note = _grid_runs(ctx, "Fig. 13")
     widths = sorted({r.m for r in runs})
     fig, axes = plt.subplots(1, len(widths), figsize=(3.3 * len(widths), 3.4), squeeze=False)
     for ax, w in zip(axes[0], widths):
@@ -77,7 +79,7 @@ def fig13(ctx: Context):
         heatmap(ax, g, a, z, "phi_half", cmap="viridis_r", vmin=0, vmax=1)
         ax.set_title(f"m = {w}", fontsize=9)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    footer(fig, ctx, runs)
+    footer(fig, ctx, runs, note)
     return fig
 
 

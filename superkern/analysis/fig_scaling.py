@@ -8,7 +8,7 @@ import numpy as np
 
 from superkern.analysis.figures import Context, MissingData, figure, footer
 from superkern.analysis.scaling import CellFit, unlearned_table
-from superkern.analysis.tables import dist_label
+from superkern.analysis.tables import dist_label, main_grid
 from superkern.analysis.weights import cached_stats
 
 
@@ -34,8 +34,15 @@ def grid_of(cells: Sequence[CellFit], value) -> tuple[list[float], list[float], 
     gammas = sorted({c.gamma for c in cells})
     alphas = sorted({c.alpha for c in cells})
     z = np.full((len(alphas), len(gammas)), np.nan)
+    at: dict[tuple[int, int], CellFit] = {}
     for c in cells:
-        z[alphas.index(c.alpha), gammas.index(c.gamma)] = value(c)
+        ij = (alphas.index(c.alpha), gammas.index(c.gamma))
+        if ij in at:
+            raise MissingData(f"cells '{at[ij].label}' and '{c.label}' both sit at gamma="
+                              f"{c.gamma:.3g}, alpha={c.alpha:g}: the results mix grids; pass "
+                              "one grid's results")
+        at[ij] = c
+        z[ij] = value(c)
     return gammas, alphas, z
 
 
@@ -149,14 +156,15 @@ def fig4a(ctx: Context):
 
 def _fit_heatmap(ctx: Context, what: str, value, label: str, title: str, **style):
     """A heatmap over (gamma, alpha) of one number of each power-law cell's alpha_m fit."""
-    cells = power_cells(ctx)
+    cells, left_out = main_grid(power_cells(ctx), lambda c: c.cell)
     _need_grid(cells, what)
     g, a, z = grid_of(cells, value)
     fig, ax = plt.subplots(figsize=(6, 4.8))
     heatmap(ax, g, a, z, label, **style)
     ax.set_title(title)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    footer(fig, ctx, runs_of(ctx, cells), f"widths {cells[0].m[0]:g}..{cells[0].m[-1]:g}")
+    note = f"; {left_out} cells of other grids left out" if left_out else ""
+    footer(fig, ctx, runs_of(ctx, cells), f"widths {cells[0].m[0]:g}..{cells[0].m[-1]:g}{note}")
     return fig
 
 

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -32,8 +33,10 @@ class PowerLawFit:
         r2: coefficient of determination of the line.
         n_points: points in the fit; ``m_used`` lists their widths.
         fit_range: the range rule applied.
-        ci_low, ci_high: interval for alpha_m (bootstrap percentile over seeds when
-            ``ci_method == "bootstrap"``, else +-1.96 stderr from the t approximation).
+        ci_low, ci_high: 95% interval for alpha_m. ``ci_method == "t"``: the slope's
+            Student-t interval, +- t(0.975, points - 2) stderr. ``"t+bootstrap"`` (every
+            fitted width has >= 2 seeds): the wider of that and a percentile bootstrap over
+            seeds, which alone under-covers with few seeds and misses lack of fit.
     """
 
     alpha_m: float
@@ -45,8 +48,8 @@ class PowerLawFit:
     fit_range: str
     ci_low: float = math.nan
     ci_high: float = math.nan
-    ci_method: str = "stderr"
-    n_seeds: int = 1
+    ci_method: str = "t"
+    n_seeds: int = 1  # the fewest seeds at a fitted width
 
     def predict(self, m: np.ndarray | float) -> np.ndarray:
         """Fitted loss at widths ``m``."""
@@ -90,8 +93,8 @@ def paper_fit_range(config: Mapping[str, object]) -> str:
     """The paper's fit range for a cell (Appendix D.1, D.4).
 
     Large preset (Fig. 1): strong superposition (gamma < 0): exponential all m, power and
-    linear "starting from the third point" (``from3``; m >= 32 on the paper's widths 8..1024);
-    weak (gamma >= 0): power law the last five points, others all. Every other cell (the
+    linear ``m>=32`` (SPEC; the paper's "starting from the third point" of 8..1024); weak
+    (gamma >= 0): power law the last five points, others all. Every other cell (the
     small-model Figs. 4b-7): all points.
     """
     if config.get("preset") != "large":
@@ -99,7 +102,7 @@ def paper_fit_range(config: Mapping[str, object]) -> str:
     dist = config.get("dist")
     gamma = float(config.get("gamma", 0.0))  # type: ignore[arg-type]
     if gamma < 0:
-        return "all" if dist == "exponential" else "from3"
+        return "all" if dist == "exponential" else "m>=32"
     return "last5" if dist == "power" else "all"
 
 
@@ -135,17 +138,20 @@ def fit_power_law(m: Sequence[float], loss: Sequence[float],
                          f"{np.unique(x).size} distinct width(s) of m={m_arr.tolist()}; need >= 3")
     res = stats.linregress(x, y)
     se = float(res.stderr)
+    half = float(stats.t.ppf(0.975, x.size - 2)) * se
     return PowerLawFit(alpha_m=-float(res.slope), stderr=se, log_c=float(res.intercept),
                        r2=float(res.rvalue ** 2), n_points=int(x.size),
                        m_used=tuple(float(v) for v in np.sort(m_arr[mask])), fit_range=fit_range,
-                       ci_low=-float(res.slope) - 1.96 * se, ci_high=-float(res.slope) + 1.96 * se)
+                       ci_low=-float(res.slope) - half, ci_high=-float(res.slope) + half)
 
 
 def fit_power_law_seeds(m_values: Sequence[float], losses: Sequence[Sequence[float]],
                         fit_range: str = "all", n_boot: int = 1000,
                         seed: int = 0) -> PowerLawFit:
     """alpha_m of per-width seed groups: the line through the per-width geometric means, and,
-    with >= 2 seeds somewhere, a bootstrap 95% interval resampling seeds within each width.
+    when every fitted width has >= 2 seeds, a 95% interval that is the wider of the line's t
+    interval and a percentile bootstrap resampling seeds within each width (a bootstrap over
+    2-3 seeds alone covers 67-80%, and widths with one seed would make it far too narrow).
 
     Args:
         m_values: distinct widths.
@@ -162,20 +168,21 @@ def fit_power_law_seeds(m_values: Sequence[float], losses: Sequence[Sequence[flo
     centre = np.array([math.exp(np.log(g).mean()) if np.all(g > 0) else math.nan
                        for g in groups])
     fit = fit_power_law(m_arr, centre, fit_range)
-    n_seeds = max(g.size for g in groups)
-    if n_seeds < 2 or n_boot < 1:
-        return fit
-    rng = np.random.default_rng(seed)
     mask = select_range(m_arr, fit_range)
-    x = np.log(m_arr[mask])
     sub = [np.log(g) for g, keep in zip(groups, mask) if keep]
+    n_seeds = min(g.size for g in sub)
+    if n_seeds < 2 or n_boot < 1:
+        return dataclasses.replace(fit, n_seeds=n_seeds)
+    rng = np.random.default_rng(seed)
+    x = np.log(m_arr[mask])
     boots = np.empty(n_boot)
     for b in range(n_boot):
         y = np.array([g[rng.integers(0, g.size, g.size)].mean() for g in sub])
         boots[b] = -np.polyfit(x, y, 1)[0]
     lo, hi = np.percentile(boots, [2.5, 97.5])
-    return PowerLawFit(**{**fit.__dict__, "ci_low": float(lo), "ci_high": float(hi),
-                          "ci_method": "bootstrap", "n_seeds": int(n_seeds)})
+    return dataclasses.replace(fit, ci_low=min(float(lo), fit.ci_low),
+                               ci_high=max(float(hi), fit.ci_high), ci_method="t+bootstrap",
+                               n_seeds=int(n_seeds))
 
 
 @dataclass(frozen=True)

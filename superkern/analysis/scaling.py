@@ -64,7 +64,9 @@ def fit_cells(results: Results | list[Run], fit_range: str = "paper", n_boot: in
     """
     runs = results.runs if isinstance(results, Results) else results
     out = []
-    for key, members in sorted(cells(runs).items(), key=lambda kv: _order(dict(kv[0]))):
+    grouped = cells(runs)
+    labels = _labels(list(grouped))
+    for key, members in sorted(grouped.items(), key=lambda kv: _order(dict(kv[0]))):
         cell = dict(key)
         widths, groups = by_width(members)
         mean = tuple(float(np.exp(np.log(g).mean())) if np.all(g > 0) else math.nan
@@ -73,7 +75,7 @@ def fit_cells(results: Results | list[Run], fit_range: str = "paper", n_boot: in
         std = tuple(float(g.std(ddof=1)) if g.size > 1 else
                     next(r.final_loss_std for r in members if r.m == w)
                     for w, g in zip(widths, groups))
-        base = dict(cell=cell, label=_label(cell), m=tuple(widths.tolist()), loss_mean=mean,
+        base = dict(cell=cell, label=labels[key], m=tuple(widths.tolist()), loss_mean=mean,
                     loss_std=std, n_runs=len(members))
         if widths.size < min_widths:
             out.append(CellFit(**base, error=f"only {widths.size} width(s)"))
@@ -133,6 +135,24 @@ def _label(cell: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _labels(keys: list[tuple]) -> dict[tuple, str]:
+    """A label per cell key: :func:`_label`, plus the fields that tell apart cells that would
+    otherwise share one (results of several grids in one folder: n, steps, lr, ...)."""
+    base = {k: _label(dict(k)) for k in keys}
+    out = dict(base)
+    for text in set(base.values()):
+        same = [dict(k) for k in keys if base[k] == text]
+        if len(same) < 2:
+            continue
+        differ = sorted({f for c in same for f in c
+                         if len({repr(d.get(f)) for d in same}) > 1} - {"alpha", "E"})
+        for k in keys:
+            if base[k] == text:
+                cell = dict(k)
+                out[k] = text + "".join(f", {f}={cell.get(f)}" for f in differ)
+    return out
+
+
 @dataclass(frozen=True)
 class UnlearnedRow:
     """Weak-regime loss against the loss of the features left out (SPEC 3, paper Eq. 4)."""
@@ -190,13 +210,14 @@ def phi_table(results: Results | list[Run]) -> list[PhiRow]:
     """phi_half and phi_1 per (cell, m)."""
     runs = results.runs if isinstance(results, Results) else results
     out = []
-    for key, members in sorted(cells(runs).items(), key=lambda kv: _order(dict(kv[0]))):
-        cell = dict(key)
+    grouped = cells(runs)
+    labels = _labels(list(grouped))
+    for key, members in sorted(grouped.items(), key=lambda kv: _order(dict(kv[0]))):
         for w in sorted({r.m for r in members}):
             grp = [r for r in members if r.m == w]
             ph = np.array([r.phi_half for r in grp])
             p1 = np.array([r.phi_1 for r in grp])
-            out.append(PhiRow(label=_label(cell), gamma=grp[0].gamma, alpha=grp[0].alpha,
+            out.append(PhiRow(label=labels[key], gamma=grp[0].gamma, alpha=grp[0].alpha,
                               E=grp[0].E, n=grp[0].n, m=w, phi_half=float(ph.mean()),
                               phi_1=float(p1.mean()),
                               phi_half_std=float(ph.std(ddof=1)) if ph.size > 1 else math.nan,
@@ -282,7 +303,7 @@ def format_report(rep: FitReport, max_rows: int = 400) -> str:
     """Plain-text tables of a :class:`FitReport`."""
     lines = [f"superkern fit: {rep.caption}; fit range: {rep.fit_range}", "",
              "Model exponent alpha_m = -slope of ln L on ln m (linregress; +- standard error)"]
-    hdr = f"{'cell':<40} {'m':>13} {'pts':>3} {'alpha_m':>8} {'+-se':>6} {'R^2':>6} {'95% CI':>17}"
+    hdr = f"{'cell':<40} {'m fitted':>13} {'pts':>3} {'alpha_m':>8} {'+-se':>6} {'R^2':>6} {'95% CI':>17}"
     lines.append(hdr)
     for c in rep.cells[:max_rows]:
         mrange = f"{c.m[0]:g}..{c.m[-1]:g}" if c.m else "-"
@@ -290,10 +311,11 @@ def format_report(rep: FitReport, max_rows: int = 400) -> str:
             lines.append(f"{c.label:<40} {mrange:>13}   -  skipped: {c.error}")
             continue
         f = c.fit
-        ci = f"[{f.ci_low:.3f}, {f.ci_high:.3f}]" + ("b" if f.ci_method == "bootstrap" else "")
+        mrange = f"{f.m_used[0]:g}..{f.m_used[-1]:g}"  # the widths fitted
+        ci = f"[{f.ci_low:.3f}, {f.ci_high:.3f}]" + ("b" if "bootstrap" in f.ci_method else "")
         paper = ""
         if c.cell.get("preset") == "large" and c.gamma < 0 and c.cell.get("dist") in \
-                PAPER_FIG1_STRONG:
+                PAPER_FIG1_STRONG and (c.cell["dist"] != "power" or c.alpha == 1.2):
             pv, pe = PAPER_FIG1_STRONG[str(c.cell["dist"])]
             paper = f"  (paper {pv} +- {pe})"
         lines.append(f"{c.label:<40} {mrange:>13} {f.n_points:>3} {f.alpha_m:>8.3f} "

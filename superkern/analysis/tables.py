@@ -1,8 +1,8 @@
 """Read sweep results into runs and cells (analysis never retrains; it only reads rows).
 
-A *cell* is every config field except the width ``m`` and the ``seed`` (and the bookkeeping
-fields ``log_every``, ``preset``, and the width-dependent learning rates of the large preset):
-the set of models a scaling exponent alpha_m is fitted over.
+A *cell* is every config field except the width ``m`` and the ``seed`` (and ``log_every``;
+learning rates count as "the preset's" where they follow the preset's width rule): the set of
+models a scaling exponent alpha_m is fitted over.
 """
 from __future__ import annotations
 
@@ -19,10 +19,13 @@ import numpy as np
 from superkern.sweep import engine
 from superkern.sweep.shard import RESULTS_NAME, results_files
 from superkern.sweep.store import read_jsonl
+from superkern.toy.config import preset_defaults
 
-# Fields that vary inside a cell, or do not define it. lr and lr_b depend on m in the large
-# preset (0.02 (8/m)^0.25 and 2/m), so they vary along the width axis by design.
-_NOT_CELL = ("m", "seed", "log_every", "lr", "lr_b", "warmup")
+# Fields that vary inside a cell, or do not define it. lr and lr_b enter the key as "preset"
+# when they are the preset's values for the run's width (the large preset makes them
+# functions of m: 0.02 (8/m)^0.25 and 2/m), and as their values otherwise.
+_NOT_CELL = ("m", "seed", "log_every")
+_BY_PRESET = ("lr", "lr_b")
 
 
 @dataclass(frozen=True)
@@ -172,22 +175,68 @@ def _hashable(v: Any) -> Any:
     return tuple(v) if isinstance(v, list) else v
 
 
+def _preset_marked(cfg: dict[str, Any]) -> None:
+    """lr / lr_b -> "preset" where they equal the preset's value at the run's width."""
+    try:
+        d = preset_defaults(cfg.get("preset"), int(cfg["m"]), cfg.get("steps"))
+    except (KeyError, TypeError, ValueError):
+        return
+    want = {"lr": d["lr"], "lr_b": cfg.get("lr") if d["lr_b"] is None else d["lr_b"]}
+    for k in _BY_PRESET:
+        v = cfg.get(k)
+        if isinstance(v, (int, float)) and isinstance(want[k], (int, float)) \
+                and math.isclose(v, want[k], rel_tol=1e-9):
+            cfg[k] = "preset"
+
+
 def cell_key(config: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     """Sorted ``(field, value)`` pairs identifying a config's cell."""
     cfg = dict(config)
-    if isinstance(cfg.get("dist"), str) and cfg["dist"] != "power":
-        cfg["alpha"] = None  # alpha is meaningless for exponential / linear
+    if cfg.get("dist", "power") != "power":
+        cfg["alpha"] = None  # alpha is meaningless for exponential / linear / explicit p
+    _preset_marked(cfg)
     return tuple(sorted((k, _hashable(v)) for k, v in cfg.items() if k not in _NOT_CELL))
 
 
 def cells(runs: Iterable[Run]) -> dict[tuple, list[Run]]:
-    """Runs grouped by :func:`cell_key`, each group sorted by (m, seed)."""
+    """Runs grouped by :func:`cell_key`, each group sorted by (m, seed).
+
+    A cell holds one run per (m, seed): two runs there differ only in fields that change
+    nothing (alpha of a non-power law, ``log_every``), i.e. one model stored twice under run
+    ids of older versions. The first is kept, with a warning; they never count as two seeds.
+    """
     out: dict[tuple, list[Run]] = {}
     for r in runs:
         out.setdefault(cell_key(r.config), []).append(r)
-    for v in out.values():
+    for key, v in out.items():
         v.sort(key=lambda r: (r.m, r.seed))
+        first: dict[tuple[int, int], Run] = {}
+        keep = []
+        for r in v:
+            other = first.setdefault((r.m, r.seed), r)
+            if other is r:
+                keep.append(r)
+                continue
+            differ = sorted(k for k in set(r.config) | set(other.config)
+                            if r.config.get(k) != other.config.get(k))
+            warnings.warn(f"runs {other.run_id} and {r.run_id} are the same model (m={r.m}, "
+                          f"seed={r.seed}; differing only in {differ}); keeping the first",
+                          stacklevel=2)
+        v[:] = keep
     return out
+
+
+def main_grid(items: Sequence[Any], cell_of) -> tuple[list[Any], int]:
+    """The items (runs or cell fits) of the largest (gamma, alpha) grid among them, and how
+    many were left out: cells that agree on every field but gamma and alpha form one grid, so
+    a folder holding two grids (e.g. n = 100 and n = 200) never puts both on one heatmap."""
+    groups: dict[tuple, list[Any]] = {}
+    for it in items:
+        key = tuple(sorted((k, repr(v)) for k, v in dict(cell_of(it)).items()
+                           if k not in ("gamma", "alpha")))
+        groups.setdefault(key, []).append(it)
+    best = max(groups.values(), key=len) if groups else []
+    return best, len(items) - len(best)
 
 
 def dist_label(config: Mapping[str, Any]) -> str:

@@ -3,6 +3,7 @@ safetensors files. Pure reads: nothing is trained."""
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -85,11 +86,17 @@ def random_var_abs(m: int, count: Optional[int] = None, seed: int = 0) -> float:
 
 def cached_stats(path: Optional[Path], cache: dict, kind: str) -> Optional[dict | float]:
     """``strong_weak`` or ``ambiguity`` of a weights file, memoised in ``cache``; None when the
-    file is missing."""
+    file is missing or unreadable (a truncated file: with a warning naming it)."""
     if path is None or not Path(path).is_file():
         return None
     key = (str(path), kind)
     if key not in cache:
-        W = load_w(Path(path))
+        try:
+            W = load_w(Path(path))
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, KeyError: a damaged file
+            warnings.warn(f"{path}: unreadable weights ({type(exc).__name__}: {exc}); that run "
+                          "counts as having no saved weights", stacklevel=2)
+            cache[key] = None
+            return None
         cache[key] = ambiguity(W) if kind == "ambiguity" else strong_weak(W)
     return cache[key]

@@ -78,22 +78,45 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
-def _parse_counts(text: str) -> np.ndarray | None:
-    """Counts from 'COUNT' or 'TOKEN COUNT' lines (or TOKEN<TAB>COUNT); None if not that form."""
-    values = []
-    for line in text.splitlines():
+def _count(field: str) -> float | None:
+    try:
+        v = float(field)
+    except ValueError:
+        return None
+    return v if v >= 0 and v == v and v != float("inf") else None
+
+
+def _parse_counts(text: str) -> tuple[np.ndarray | None, list[int]]:
+    """Counts from 'COUNT', 'TOKEN COUNT', 'TOKEN<TAB>COUNT' or 'TOKEN,COUNT' lines (the last
+    field is the count; a first line that is not, such as a 'token,count' header, is skipped).
+
+    Returns:
+        ``(counts, bad)``: counts (None if no line parsed) and the 1-based numbers of the
+        other lines that do not end in a count.
+    """
+    values, bad, first = [], [], True
+    for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        last = line.rsplit(None, 1)[-1]
-        try:
-            v = float(last)
-        except ValueError:
-            return None
-        if v < 0 or v != v:
-            return None
-        values.append(v)
-    return np.asarray(values, dtype=np.float64) if values else None
+        v = _count(re.split(r"[\s,;]+", line)[-1])
+        if v is None:
+            if not first:
+                bad.append(lineno)
+        else:
+            values.append(v)
+        first = False
+    return (np.asarray(values, dtype=np.float64) if values else None), bad
+
+
+def _json_counts(obj: object) -> np.ndarray | None:
+    """{token: count} or a list of counts (numbers, or numbers written as strings)."""
+    vals = list(obj.values()) if isinstance(obj, dict) else obj
+    if not isinstance(vals, list) or not vals:
+        return None
+    out = [_count(str(v)) if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+           else None for v in vals]
+    return None if any(v is None for v in out) else np.asarray(out, dtype=np.float64)
 
 
 def load_counts(path: str | Path, mode: Literal["auto", "counts", "text", "json"] = "auto"
@@ -101,9 +124,11 @@ def load_counts(path: str | Path, mode: Literal["auto", "counts", "text", "json"
     """Read counts from a file. Returns ``(counts, mode_used)``.
 
     Modes: ``json`` (an object ``{token: count}``, as the paper's token-frequency files, or a
-    list of counts); ``counts`` (one count per line, or ``token count`` lines: the last field is
-    the count); ``text`` (lowercased, whitespace-tokenised, then counted). ``auto`` tries json,
-    then counts, then text.
+    list of counts); ``counts`` (one count per line, or ``token count`` / ``token,count`` /
+    tab-separated lines: the last field is the count; a header line is skipped); ``text``
+    (lowercased, whitespace-tokenised, then counted). ``auto``: a file that parses as JSON
+    must be such JSON; otherwise counts when at least 90% of the lines end in a count (an
+    error names the lines that do not when some do not), else text.
     """
     path = Path(path)
     if not path.is_file():
@@ -116,15 +141,20 @@ def load_counts(path: str | Path, mode: Literal["auto", "counts", "text", "json"
             if mode == "json":
                 raise ValueError(f"{path}: not valid JSON") from None
         else:
-            vals = list(obj.values()) if isinstance(obj, dict) else obj
-            if isinstance(vals, list) and all(isinstance(v, (int, float)) for v in vals):
-                return np.asarray(vals, dtype=np.float64), "json"
-            if mode == "json":
-                raise ValueError(f"{path}: JSON must be {{token: count}} or a list of counts")
+            counts = _json_counts(obj)
+            if counts is None:
+                raise ValueError(f"{path}: JSON must be {{token: count}} or a list of counts "
+                                 f"(non-negative numbers); got {type(obj).__name__} "
+                                 f"{json.dumps(obj)[:80]}")
+            return counts, "json"
     if mode in ("auto", "counts"):
-        counts = _parse_counts(text)
-        if counts is not None:
+        counts, bad = _parse_counts(text)
+        n = 0 if counts is None else counts.size
+        if n and not bad:
             return counts, "counts"
-        if mode == "counts":
-            raise ValueError(f"{path}: every non-empty line must end in a count")
+        if mode == "counts" or (n and n >= 0.9 * (n + len(bad))):
+            shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
+            raise ValueError(f"{path}: {len(bad)} of {n + len(bad)} lines do not end in a count "
+                             f"(lines {shown or 'all'}); every line but a header must end in "
+                             "a non-negative number (or pass --mode text)")
     return counts_from_tokens(tokenize(text)), "text"

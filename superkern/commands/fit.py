@@ -106,7 +106,11 @@ def run(args) -> int:
                          "cells": [dataclasses.asdict(r) for r in rows],
                          "not_compared": skipped}), args.json)
         return 0 if ok else 1
-    rep = fit_report(load_results(args.target), args.fit_range, n_boot=args.bootstrap)
+    res = load_results(args.target)
+    if not res.runs:
+        raise ValueError(f"{args.target}: no usable runs ({res.skipped} row(s) left out: "
+                         "diverged, duplicated or malformed)")
+    rep = fit_report(res, args.fit_range, n_boot=args.bootstrap)
     if args.json != "-":
         print(format_report(rep))
     _emit(rep.to_dict(), args.json)

@@ -94,14 +94,16 @@ def run(args) -> int:
         exp, configs = sw.prepare(args.config, quick=args.quick, variants=args.variant,
                                   overrides=args.overrides)
         max_inst = int(args.max_instances or exp.sweep.get("max_instances", 32))
+        configs, repeated = unique_configs(configs)  # as a run trains them: each model once
         launches = sw.group_configs(configs, max_instances=max_inst, device=args.device)
-        print(f"{exp.name}: {len(configs)} valid configs in {len(launches)} launch(es); "
+        again = f" ({repeated} repeated grid point(s) dropped)" if repeated else ""
+        print(f"{exp.name}: {len(configs)} valid configs{again} in {len(launches)} launch(es); "
               f"axes: " + ", ".join(f"{k}={v}" for k, v in exp.axes.items()))
         print("base: " + ", ".join(f"{k}={v}" for k, v in exp.base.items()))
         count = shard[1] if shard else (len(resolve_devices(args.devices)) if args.devices
                                         else 0)
         if count:
-            parts = partition(unique_configs(configs)[0], count)
+            parts = partition(configs, count)
             grand = sum(model_cost(c) for part in parts for c in part) or 1.0
             for k, part in enumerate(parts, 1):
                 cost = sum(model_cost(c) for c in part)

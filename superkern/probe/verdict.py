@@ -8,7 +8,8 @@
 
 phi_1/2 needs rows on the toy model's scale (norm ~1). The verdict uses the raw norms when some
 row reaches norm 0.5 and at most 1% of the rows exceed norm 2 (that scale: one outlying row
-cannot switch it), otherwise norms divided by the median nonzero norm, and says which. mean c^2 counts as "close to 1/m" within a factor of 4 (a choice, reported).
+cannot switch it), otherwise norms divided by the median nonzero norm, and says which. mean
+c^2 counts as "close to 1/m" within a factor of 4 (a choice, reported).
 """
 from __future__ import annotations
 

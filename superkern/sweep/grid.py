@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import re
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -117,9 +118,7 @@ def parse_experiment(doc: Mapping[str, Any], source: str = "") -> Experiment:
     base = {ALIASES.get(k, k): v for k, v in doc.get("base", {}).items()}
     axes = {ALIASES.get(k, k): _axis_values(k, v) for k, v in doc.get("grid", {}).items()}
     sweep = dict(doc.get("sweep", {}))
-    bad = sorted(set(sweep) - set(SWEEP_OPTIONS))
-    if bad:
-        raise ValueError(f"{source}: unknown [sweep] option(s) {bad}; known: {SWEEP_OPTIONS}")
+    check_sweep_options(sweep, source)
     name = str(meta.get("name") or Path(source).stem or "experiment")
     return Experiment(name=name, base=base, axes=axes, sweep=sweep,
                       variants={k: dict(v) for k, v in doc.get("variants", {}).items()},
@@ -128,9 +127,11 @@ def parse_experiment(doc: Mapping[str, Any], source: str = "") -> Experiment:
 
 
 def _clean(x: Any) -> Any:
-    # Generated floats are rounded so that run ids do not hinge on the last ulp of linspace.
+    # Generated floats are rounded so that run ids do not hinge on the last ulp of linspace:
+    # to 10 decimals, or 10 significant digits below 1e-3 (lr = 4e-11 must not become 0).
     if isinstance(x, (float, np.floating)):
-        v = round(float(x), 10)
+        x = float(x)
+        v = round(x, 10) if abs(x) >= 1e-3 else float(f"{x:.10g}")
         return 0.0 if v == 0 else v
     if isinstance(x, np.integer):
         return int(x)
@@ -171,12 +172,41 @@ _GENERATORS: dict[str, Callable[..., Sequence[Any]]] = {
 }
 
 
+_BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.+-]*")
+
+
 def parse_value(text: str) -> Any:
-    """Parse the right-hand side of ``--set key=value`` as TOML, else keep it as a string."""
+    """Parse the right-hand side of ``--set key=value`` as TOML; a bare word (``linear``,
+    ``tf32x3``) is taken as a string, anything else that is not TOML is an error."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
+    except tomllib.TOMLDecodeError as exc:
+        if _BARE_WORD.fullmatch(text):
+            return text
+        raise ValueError(f"--set value {text!r} is not a TOML value ({exc}); write e.g. "
+                         "m=[8,16], gamma={linspace=[-1,1,5]}, dist=\"linear\", "
+                         "save_weights=false") from None
+
+
+def check_sweep_options(sweep: Mapping[str, Any], where: str) -> None:
+    """Types of the ``[sweep]`` options, checked before any work."""
+    from superkern.toy.api import GROUP_BY
+
+    bad = sorted(set(sweep) - set(SWEEP_OPTIONS))
+    if bad:
+        raise ValueError(f"{where}: unknown [sweep] option(s) {bad}; known: {SWEEP_OPTIONS}")
+    mi = sweep.get("max_instances", 1)
+    if isinstance(mi, bool) or not isinstance(mi, int) or mi < 1:
+        raise ValueError(f"{where}: max_instances must be an integer >= 1, got {mi!r}")
+    if not isinstance(sweep.get("save_weights", True), bool):
+        raise ValueError(f"{where}: save_weights must be true or false, got "
+                         f"{sweep['save_weights']!r}")
+    if not isinstance(sweep.get("device", ""), (str, type(None))):
+        raise ValueError(f"{where}: device must be a string such as \"cuda:0\", got "
+                         f"{sweep['device']!r}")
+    if sweep.get("group_by") not in (None,) + GROUP_BY:
+        raise ValueError(f"{where}: group_by must be one of {GROUP_BY}, got "
+                         f"{sweep['group_by']!r}")
 
 
 def apply_settings(exp: Experiment, settings: Mapping[str, Any], label: str) -> Experiment:
@@ -204,6 +234,7 @@ def apply_settings(exp: Experiment, settings: Mapping[str, Any], label: str) -> 
             if axis != key and any(isinstance(v, dict) and key in v for v in values):
                 axes[axis] = [{k: x for k, x in v.items() if k != key}
                               if isinstance(v, dict) else v for v in values]
+    check_sweep_options(sweep, label)
     return replace(exp, base=base, axes=axes, sweep=sweep, applied=exp.applied + (label,))
 
 

@@ -265,7 +265,7 @@ def _run(configs: list[Any], out: Path, *, experiment: str,
     summary = SweepSummary(str(results_path), total=len(configs), skipped=skipped, shard=shard)
     if manifest is not None:
         atomic_write_text(out / "sweep.json", json.dumps(
-            {**manifest, "updated": _now(), "versions": versions()}, indent=2))
+            _with_history(out / "sweep.json", manifest), indent=2))
     if not launches:
         return summary
     train = train_fn or engine.default_train_fn()
@@ -316,6 +316,31 @@ def _run(configs: list[Any], out: Path, *, experiment: str,
         bar.close()
         summary.seconds = time.perf_counter() - t_start
     return summary
+
+
+_GRID_FIELDS = ("experiment", "applied", "base", "axes")
+
+
+def _with_history(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The new manifest; a folder that held another grid keeps that one under "previous"
+    (with a warning), so that sweep.json still says where every stored row came from."""
+    new = {**manifest, "updated": _now(), "versions": versions()}
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return new
+    if not isinstance(old, dict):
+        return new
+    previous = list(old.pop("previous", []))
+    if any(old.get(k) != new.get(k) for k in _GRID_FIELDS):
+        warnings.warn(f"{path.parent}: already holds results of another grid "
+                      f"({old.get('experiment')}, {old.get('applied')}); the new rows join "
+                      "them, and analyses label cells by the fields that differ. Its manifest "
+                      "is kept under 'previous' in sweep.json", stacklevel=3)
+        previous.append(old)
+    if previous:
+        new["previous"] = previous[-50:]
+    return new
 
 
 def _relative(path: Any, root: Path) -> str:

@@ -116,8 +116,11 @@ class ToyConfig:
     # ---- derived values -------------------------------------------------------------------
     @property
     def run_id(self) -> str:
-        """Stable 16-hex-digit hash of every field that changes W, b or the losses."""
+        """Stable 16-hex-digit hash of every field that changes W, b or the losses (alpha only
+        for the power law: exponential, linear and explicit p ignore it)."""
         d = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
+        if d["dist"] != "power":
+            d.pop("alpha")
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -165,7 +168,8 @@ class ToyConfig:
 
 # ---- filling and validation (before any work) -----------------------------------------------
 
-def _preset_defaults(preset: Optional[str], m: int, steps: Optional[int]) -> dict[str, Any]:
+def preset_defaults(preset: Optional[str], m: int, steps: Optional[int]) -> dict[str, Any]:
+    """The values a preset fills in for a model of width m (lr_b None: equal to lr)."""
     if preset == "small":
         return dict(n=1000, alpha=1.0, steps=20000, batch=2048, lr=1e-2, lr_b=None,
                     warmup=2000, loss_scale=1.0)
@@ -204,7 +208,7 @@ def _fill_and_validate(c: ToyConfig) -> None:
             n_from_p = True
     elif c.dist not in DISTS:
         raise ValueError(f"unknown dist {c.dist!r}; choose from {DISTS} or a tuple of n floats")
-    defaults = _preset_defaults(c.preset, c.m, c.steps)
+    defaults = preset_defaults(c.preset, c.m, c.steps)
     # Remembered so that replace() fills them again for the new values.
     filled = {k for k in defaults if getattr(c, k) is None}
     for key in filled:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -92,31 +91,23 @@ class ToyResult:
     def save(self, directory: str | os.PathLike, name: Optional[str] = None) -> Path:
         """Write W and b to ``<directory>/<name or run_id>.safetensors`` atomically.
 
-        The file is written to a temporary name in the same directory and moved into place
-        with ``os.replace``, so a reader never sees a partial file. The metadata holds the
-        run id and the config as JSON.
+        The file is written to a temporary name in the same directory, synced, and moved
+        into place with ``os.replace``, so a reader never sees a partial file. The metadata
+        holds the run id and the config as JSON.
 
         Returns:
             The path written.
         """
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / f"{name or self.run_id}.safetensors"
+        from superkern._atomic import write_atomic
+
+        path = Path(directory) / f"{name or self.run_id}.safetensors"
         meta = {"run_id": self.run_id,
                 "config": json.dumps(self.config.to_dict(), sort_keys=True)}
         tensors = {"W": self.W.detach().to("cpu", torch.float32).contiguous(),
                    "b": self.b.detach().to("cpu", torch.float32).contiguous()}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=d)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomic(path, save(tensors, metadata=meta))  # fsynced before the rename
         return path
 
 
