@@ -354,7 +354,8 @@ def format_report(rep: FitReport, max_rows: int = 400) -> str:
                   "seeds", f"{'cell':<40} {'m':>5} {'phi_half':>9} {'phi_1':>9} {'m/n':>8} "
                   f"{'m^2/2n':>8} {'seeds':>5}"]
         for p in rep.phi[:max_rows]:
-            lines.append(f"{p.label + ', n=' + str(p.n):<40} {p.m:>5} {p.phi_half:>9.4f} "
+            label = p.label if ", n=" in p.label else f"{p.label}, n={p.n}"
+            lines.append(f"{label:<40} {p.m:>5} {p.phi_half:>9.4f} "
                          f"{p.phi_1:>9.4f} {p.m / p.n:>8.4f} {min(1.0, p.m ** 2 / 2 / p.n):>8.4f}"
                          f" {p.n_seeds:>5}")
     return "\n".join(lines)
