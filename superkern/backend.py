@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import sys
 from typing import Optional
 
 import torch
@@ -49,9 +50,46 @@ def triton_error() -> Optional[str]:
         return f"{type(exc).__name__}: {exc}"
 
 
+def resolve_device(device=None) -> torch.device:
+    """``None``/``"auto"``: CUDA when available, else CPU. An unusable explicit device (an
+    unknown name, CUDA where there is none, an index past the last GPU) is a ValueError. A
+    CUDA device always carries its index (``"cuda"`` is the current device), so that it
+    compares equal to the device of a tensor placed there."""
+    if device is None or (isinstance(device, str) and device in ("", "auto")):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r} ({exc})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} requested but CUDA is not available here")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        elif dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r}: torch sees {torch.cuda.device_count()} "
+                             "CUDA device(s)")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {str(device)!r}: only cpu and cuda are supported")
+    return dev
+
+
+# One kernel of each of this package's Triton kernel modules.
+_KERNELS = (("superkern.triton._overlap_kernel", "_overlap_kernel"),
+            ("superkern.triton._toy_fused", "_rows_kernel"))
+
+
 def triton_interpreting() -> bool:
-    """True when Triton kernels run in the CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """True when this package's Triton kernels run in the CPU interpreter.
+
+    Triton fixes that when a kernel is defined (``TRITON_INTERPRET`` as its modules are
+    imported), so once they are imported their own kind counts: setting the variable later
+    changes nothing, and must not make CPU tensors look runnable."""
+    for module, kernel in _KERNELS:
+        fn = getattr(sys.modules.get(module), kernel, None)
+        if fn is not None:
+            return type(fn).__name__ == "InterpretedFunction"
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on")
 
 
 def _why_not(name: str, device: torch.device) -> Optional[str]:
@@ -74,7 +112,7 @@ def _why_not(name: str, device: torch.device) -> Optional[str]:
         if device.type == "cpu" and triton_interpreting():
             return None
         return (f"the 'triton' backend needs CUDA tensors (got {device}); on CPU it runs only "
-                "under TRITON_INTERPRET=1")
+                "under TRITON_INTERPRET=1, set before the kernels are imported")
     if name == "cuda":
         ext = extension()
         if ext is None:

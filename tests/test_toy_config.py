@@ -1,6 +1,8 @@
 """ToyConfig presets, validation, run ids, and the feature frequencies p (SPEC section 2)."""
+import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -149,3 +151,24 @@ def test_replace_refills_preset_fields_only():
     assert (e.lr, e.lr_b) == (0.5, 2 / 64), e          # explicit lr kept, lr_b refilled
     f = ToyConfig(preset=None, m=1, steps=1, batch=1, dist=(0.5, 0.5))   # n from len(p)
     assert f.replace(dist=(0.2, 0.3, 0.5)).n == 3
+    # Through JSON (a results row, a weights file): the same refilling.
+    g = ToyConfig.from_dict(json.loads(json.dumps(c.to_dict())))
+    assert g == c and g.replace(m=64) == d and g.replace(steps=20000).warmup == 1000
+    h = ToyConfig.from_dict(json.loads(json.dumps(e.to_dict())))
+    assert h.replace(m=8).lr == 0.5  # an lr that is not the preset's stays explicit
+
+
+def test_numpy_scalars_and_extreme_alpha():
+    c = ToyConfig(n=np.int64(64), m=np.int64(2), preset=None, steps=np.int32(5), batch=4,
+                  seed=np.int64(3), gamma=np.float32(0.5), dist=np.full(64, 1 / 64))
+    assert type(c.m) is int and type(c.seed) is int and c.gamma == 0.5
+    assert c == ToyConfig(n=64, m=2, preset=None, steps=5, batch=4, seed=3, gamma=0.5,
+                          dist=tuple([1 / 64] * 64))
+    with pytest.raises(ValueError, match="m must be an integer >= 1, got True"):
+        ToyConfig(n=64, m=True, preset=None, steps=5, batch=4)
+    # i^-alpha overflows fp64 for alpha << 0: the same law, computed in log space.
+    p = toy_probabilities((1000, "power", -330.0))
+    assert bool(torch.isfinite(p).all()) and float(p.sum()) == pytest.approx(1.0)
+    i = torch.arange(1, 1001, dtype=torch.float64)
+    top = slice(900, None)  # the rest underflow to 0, as exp of -2000 must
+    assert torch.allclose(p[top].log() - p[-1].log(), 330.0 * (i[top].log() - i[-1].log()))

@@ -9,7 +9,6 @@ from scipy import stats
 from superkern.toy import sample_batch, toy_probabilities
 
 
-
 def _freq_zscores(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     B = x.shape[0]
     k = (x > 0).sum(0).double()

@@ -98,3 +98,52 @@ def test_train_many_group_by_policies_agree_on_triton():
             assert_allclose(f"b ({g}, m={c.m})", r.b, a.b, rtol=1e-5, atol=1e-6)
             assert_allclose(f"curve ({g}, m={c.m})", torch.tensor([v for _, v in r.curve]),
                             torch.tensor([v for _, v in a.curve]), rtol=1e-5, atol=1e-7)
+
+
+def test_launch_limits_checked_before_any_work(monkeypatch):
+    """A group the kernels cannot take fails in planning, not after other groups trained."""
+    import superkern.toy.api as api
+    from superkern.toy.api import plan_groups
+
+    small = ToyConfig(preset=None, n=16, m=2, steps=3, batch=4, backend="triton")
+    huge = ToyConfig(preset=None, n=65536, m=1, steps=3, batch=32768, backend="triton")
+    started = []
+    monkeypatch.setattr(api, "BatchedTrainer", lambda *a, **k: started.append(a))
+    with pytest.raises(ValueError, match=r"configs\[1\].*batch \* n = 32768 \* 65536"):
+        train_many([small, huge], device=DEV)
+    assert started == []
+    many = [small.replace(seed=s) for s in range(65537)]  # past a launch's 65535 models
+    sizes = [len(idx) for _, idx in plan_groups(many, torch.device(DEV))]
+    assert sizes == [65535, 2]
+
+
+def test_auto_never_picks_the_interpreter_and_says_so():
+    if torch.cuda.is_available():
+        pytest.skip("auto picks triton on CUDA")
+    bf16 = ToyConfig(preset=None, n=16, m=2, steps=2, batch=4, precision="bf16")
+    with pytest.raises(ValueError, match="does not use the CPU interpreter; pass "
+                                         "backend='triton'"):
+        train_many([bf16], device="cpu")
+
+
+def test_interpreter_flag_is_latched_when_the_kernels_are_defined():
+    """Setting TRITON_INTERPRET after the kernels were compiled-mode does not make CPU
+    tensors look runnable (that would crash inside Triton)."""
+    import subprocess
+    import sys
+
+    code = ("import os, superkern.triton.toy\n"
+            "os.environ['TRITON_INTERPRET'] = '1'\n"
+            "from superkern.backend import triton_interpreting\n"
+            "from superkern.toy import ToyConfig, train\n"
+            "assert not triton_interpreting()\n"
+            "try:\n"
+            "    train(ToyConfig(preset=None, n=16, m=2, steps=2, batch=4, backend='triton'),"
+            " device='cpu')\n"
+            "except ValueError as exc:\n"
+            "    assert 'set before the kernels are imported' in str(exc), exc\n"
+            "    print('refused')\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and "refused" in out.stdout, out.stderr[-2000:]

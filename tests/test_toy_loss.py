@@ -6,7 +6,6 @@ from superkern.toy.loss import toy_loss_grad_torch, toy_loss_ref
 from tests.utils import assert_allclose
 
 
-
 def _inputs(I, n, M, B, G=None, dtype=torch.float64, seed=0):
     g = torch.Generator().manual_seed(seed)
     W = torch.randn(I, n, M, generator=g, dtype=dtype) / M ** 0.5

@@ -10,7 +10,6 @@ from superkern.toy.schedule import lr_at, lr_multiplier, lr_multipliers
 from tests.utils import assert_allclose
 
 
-
 def _rand(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 

@@ -13,7 +13,6 @@ from superkern.toy.geometry import toy_geometry, unlearned_loss, welch_kappa2
 from tests.utils import assert_allclose
 
 
-
 def _mix(steps=30, n=48, B=24):
     """Different m, gamma, p, seeds, loss scales and schedules; A and B share a data group."""
     kw = dict(n=n, steps=steps, batch=B, backend="torch", log_every=10)
@@ -198,6 +197,19 @@ def test_bad_configs_raise_before_any_work(monkeypatch):
     assert calls == [], "work started before validation finished"
 
 
+def test_short_runs_and_bad_devices():
+    one = train(ToyConfig(preset=None, n=12, m=2, steps=1, batch=4, backend="torch"),
+                device="cpu")
+    assert math.isfinite(one.final_loss) and math.isnan(one.final_loss_std)
+    assert json.loads(json.dumps(one.to_dict(), allow_nan=False))["final_loss_std"] is None
+    cfg = ToyConfig(preset=None, n=12, m=2, steps=2, batch=4, backend="torch")
+    with pytest.raises(ValueError, match="unknown device"):
+        train(cfg, device="bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            train_many([cfg], device="cuda")
+
+
 def test_cli_grid(tmp_path, capsys):
     from superkern.cli import main
 
@@ -214,6 +226,17 @@ def test_cli_grid(tmp_path, capsys):
     assert main(["train", "--preset", "none", "--n", "5", "--m", "9", "--steps", "2",
                  "--batch", "2"]) == 2
     assert "m=9 exceeds n=5" in capsys.readouterr().err
+    small = ["train", "--preset", "none", "--n", "20", "--steps", "3", "--batch", "4",
+             "--backend", "torch", "--m", "2"]
+    for extra, msg in ((["--m", ","], "--m: no values"), (["--m", "2,x"], "comma list of ints"),
+                       (["--dist", "linear", "--alpha", "1,2"], "--alpha applies to --dist power"),
+                       (["--device", "bogus"], "unknown device 'bogus'"),
+                       (["--device", "cuda:7"], "cuda:7")):
+        assert main(small + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err, (extra, err)
+    assert main(small[:-2] + ["--m", "2,2,3", "--device", "cpu", "--json"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2  # "2,2" is one model
 
 
 @pytest.mark.parametrize("start", ["high", "highest", "mixed"])

@@ -5,15 +5,21 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import sys
 from typing import Any
 
 
-def _floats(s: str) -> list[float]:
-    return [float(v) for v in s.split(",") if v.strip()]
-
-
-def _ints(s: str) -> list[int]:
-    return [int(v) for v in s.split(",") if v.strip()]
+def _values(s: str, kind: type, option: str) -> list[Any]:
+    """A comma list for ``option``: every item parsed as ``kind``, at least one."""
+    items = [v.strip() for v in s.split(",") if v.strip()]
+    try:
+        out = [kind(v) for v in items]
+    except ValueError:
+        raise ValueError(f"{option}: expected a comma list of {kind.__name__}s, "
+                         f"got {s!r}") from None
+    if not out:
+        raise ValueError(f"{option}: no values in {s!r}")
+    return out
 
 
 def register(sub) -> None:
@@ -46,15 +52,19 @@ def register(sub) -> None:
 def build_configs(args) -> list:
     from superkern.toy import ToyConfig
 
-    alphas: list[Any] = [None] if args.alpha is None else _floats(args.alpha)
+    if args.alpha is not None and args.dist != "power":
+        raise ValueError(f"--alpha applies to --dist power only, not {args.dist}")
+    alphas: list[Any] = [None] if args.alpha is None else _values(args.alpha, float, "--alpha")
     out = []
-    for m, gamma, alpha in itertools.product(_ints(args.m), _floats(args.gamma), alphas):
+    for m, gamma, alpha in itertools.product(_values(args.m, int, "--m"),
+                                             _values(args.gamma, float, "--gamma"), alphas):
         out.append(ToyConfig(
             n=args.n, m=m, gamma=gamma, dist=args.dist, alpha=alpha, E=args.E,
             steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
             preset=None if args.preset == "none" else args.preset,
             precision=args.precision, backend=args.backend, log_every=args.log_every))
-    return out
+    unique = list({c.run_id: c for c in out}.values())  # "--m 8,8" trains one model
+    return unique
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -82,16 +92,19 @@ def run(args) -> int:
 
     configs = build_configs(args)
     results = train_many(configs, device=args.device, progress=True if args.progress else None)
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "results.jsonl"), "a") as f:
-            for r in results:
-                row = r.to_dict()
-                row["weights"] = r.save(args.out).name
-                f.write(json.dumps(row, allow_nan=False) + "\n")
     if args.json:
         for r in results:
             print(json.dumps(r.to_dict(), allow_nan=False))
     else:
         print(format_table(results))
+        bad = [r.run_id for r in results if r.diverged]
+        if bad:
+            print(f"{len(bad)} run(s) diverged (non-finite loss): {', '.join(bad)}")
+    sys.stdout.flush()  # the results are shown even if writing them fails
+    if args.out:
+        from superkern.sweep.store import ResultsStore
+
+        store = ResultsStore(os.path.join(args.out, "results.jsonl"))
+        for r in results:  # weights first (atomic), then one fsynced row that points at them
+            store.append({**r.to_dict(), "weights": r.save(args.out).name})
     return 0

@@ -16,6 +16,7 @@ import torch
 
 import superkern
 from superkern import backend as _backend
+from superkern.backend import resolve_device
 from superkern.ops.norms import row_norm_stats
 from superkern.ops.overlap import overlap_stats
 from superkern.ops.overlap_ref import PRECISIONS
@@ -31,23 +32,6 @@ from superkern.probe.verdict import superposition_verdict
 # does 8192 rows in about a second on 2 cores; plain torch is ~10x slower, so it gets fewer.
 AUTO_SAMPLE_CPU = {"torch": 4096}
 AUTO_SAMPLE_CPU_DEFAULT = 8192
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"``: CUDA when available, else CPU. An unusable explicit device is a ValueError.
-    A CUDA device always carries its index (``"cuda"`` is the current device), so that it
-    compares equal to the device of a tensor placed there."""
-    if device in (None, "", "auto"):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown device {device!r} ({exc})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available here")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
 
 
 def _check_int(value: Any, name: str, lo: int = 0) -> int:

@@ -5,7 +5,8 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from superkern.toy.backend import default_device, resolve_toy_backend, triton_toy
+from superkern.backend import resolve_device
+from superkern.toy.backend import resolve_toy_backend, triton_toy
 from superkern.toy.batched import BatchedTrainer
 from superkern.toy.config import ToyConfig
 from superkern.toy.reference import train_reference
@@ -33,13 +34,16 @@ def width_bucket(m: int) -> int:
     return max(_MIN_BUCKET, 1 << (m - 1).bit_length())
 
 
+_MAX_INSTANCES = 65535  # models per Triton launch (a CUDA grid axis)
+
+
 def _check_group_by(group_by: str) -> None:
     if group_by not in GROUP_BY:
         raise ValueError(f"unknown group_by {group_by!r}; choose from {GROUP_BY}")
 
 
 def _device(device) -> torch.device:
-    return default_device() if device is None else torch.device(device)
+    return resolve_device(device)  # None: CUDA when available; a bad device is a ValueError
 
 
 def train(config: ToyConfig, *, device: Optional[Union[str, torch.device]] = None
@@ -75,13 +79,16 @@ def plan_groups(configs: Sequence[ToyConfig], device: torch.device, group_by: st
     - "width": equal m (no padding at all, more launches);
     - "none": no split (every model padded to its group's largest m).
 
-    Resolves (and so validates) every backend first.
+    Resolves (and so validates) every backend first. Triton groups are split into launches of
+    at most 65535 models and checked against the kernels' size limits
+    (:func:`superkern.triton.toy.launch_limits`), so that no launch fails after others ran.
 
     Returns:
         ``[(backend, [indices]), ...]`` in first-appearance order.
 
     Raises:
-        ValueError: an unknown ``group_by``, a non-config, a backend that cannot run here.
+        ValueError: an unknown ``group_by``, a non-config, a backend that cannot run here, a
+            launch the Triton kernels cannot take.
     """
     _check_group_by(group_by)
     groups: dict[tuple, list[int]] = {}
@@ -92,7 +99,22 @@ def plan_groups(configs: Sequence[ToyConfig], device: torch.device, group_by: st
         width = {"bucket": width_bucket(c.m), "width": c.m, "none": None}[group_by]
         key = (be, c.n, c.steps, c.batch, c.precision, c.log_every, width)
         groups.setdefault(key, []).append(i)
-    return [(key[0], idx) for key, idx in groups.items()]
+    out = []
+    for key, idx in groups.items():
+        if key[0] != "triton":
+            out.append((key[0], idx))
+            continue
+        mod = triton_toy()[0]
+        for k in range(0, len(idx), _MAX_INSTANCES):
+            part = idx[k:k + _MAX_INSTANCES]
+            c = configs[part[0]]
+            why = mod.launch_limits(c.n, c.batch, max(configs[i].m for i in part), len(part),
+                                    device, c.precision)
+            if why is not None:
+                raise ValueError(f"configs[{part[0]}] (n={c.n}, batch={c.batch}, m={c.m}) "
+                                 f"cannot train on the triton backend: {why}")
+            out.append((key[0], part))
+    return out
 
 
 def _progress_fn(progress: ProgressArg, total: int):

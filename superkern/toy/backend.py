@@ -40,10 +40,6 @@ def triton_toy() -> tuple[Optional[ModuleType], Optional[str]]:
     return _triton_cache["mod"], _triton_cache["why"]  # type: ignore[return-value]
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _triton_why_not(device: torch.device) -> Optional[str]:
     mod, why = triton_toy()
     if mod is None:
@@ -53,7 +49,7 @@ def _triton_why_not(device: torch.device) -> Optional[str]:
     if device.type == "cpu" and _backend.triton_interpreting():
         return None
     return (f"the triton toy engine needs a CUDA device (got {device}); on CPU it runs only "
-            "under TRITON_INTERPRET=1")
+            "under TRITON_INTERPRET=1, set before the kernels are imported")
 
 
 def resolve_toy_backend(backend: str, device: torch.device, precision: str) -> str:
@@ -76,8 +72,10 @@ def resolve_toy_backend(backend: str, device: torch.device, precision: str) -> s
         if device.type == "cuda" and _triton_why_not(device) is None:
             return "triton"
         if precision not in TORCH_PRECISIONS:
-            raise ValueError(f"precision {precision!r} needs the triton backend, which cannot "
-                             f"run here: {_triton_why_not(device)}")
+            why = _triton_why_not(device) or ("backend 'auto' does not use the CPU "
+                                              "interpreter; pass backend='triton'")
+            raise ValueError(f"precision {precision!r} needs the triton backend, which auto "
+                             f"cannot use here: {why}")
         return "torch"
     if backend == "triton":
         why = _triton_why_not(device)

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
@@ -163,6 +164,14 @@ class ToyConfig:
         d = dict(d)
         if isinstance(d.get("dist"), list):
             d["dist"] = tuple(d["dist"])
+        # Fields equal to what the preset fills count as filled again, so that replace()
+        # (e.g. of m in the large preset, whose lr depends on m) refills them as it would have.
+        if _is_int(d.get("m")):
+            defaults = preset_defaults(d.get("preset"), d["m"], d.get("steps"))
+            for key, value in defaults.items():
+                want = d.get("lr") if key == "lr_b" and value is None else value
+                if want is not None and d.get(key) == want and not isinstance(want, bool):
+                    d[key] = None
         return cls(**d)
 
 
@@ -186,13 +195,22 @@ def _is_int(v: Any) -> bool:
 
 
 def _finite(v: Any, name: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
         raise ValueError(f"{name} must be a finite number, got {v!r}")
     return float(v)
 
 
+_INT_FIELDS = ("m", "n", "steps", "batch", "warmup", "seed", "log_every")
+
+
 def _fill_and_validate(c: ToyConfig) -> None:
     put = lambda k, v: object.__setattr__(c, k, v)  # noqa: E731 - frozen dataclass fill-in
+    for key in _INT_FIELDS:  # numpy integers become ints (bools stay, to be refused)
+        v = getattr(c, key)
+        if isinstance(v, numbers.Integral) and not isinstance(v, (bool, int)):
+            put(key, int(v))
+    if hasattr(c.dist, "tolist") and not isinstance(c.dist, str):  # a numpy / torch vector
+        put("dist", tuple(c.dist.tolist()))
     if c.preset is not None and c.preset not in PRESETS:
         raise ValueError(f"unknown preset {c.preset!r}; choose from {PRESETS} or None")
     if c.m is None:

@@ -17,7 +17,11 @@ def _named_p(n: int, dist: str, alpha: float) -> torch.Tensor:
     """Unnormalised frequencies, fp64. Indices as in the authors' code."""
     if dist == "power":
         i = torch.arange(1, n + 1, dtype=torch.float64)  # i = 1..n
-        return i ** (-alpha)
+        p = i ** (-alpha)
+        if not bool(torch.isfinite(p).all()):  # i^-alpha overflows fp64 (alpha << 0)
+            logp = -alpha * torch.log(i)
+            p = torch.exp(logp - logp.max())  # the same ratios, scaled to max 1
+        return p
     if dist == "exponential":
         return torch.exp(-torch.arange(n, dtype=torch.float64) / 400.0)  # i = 0..n-1
     if dist == "linear":

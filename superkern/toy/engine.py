@@ -68,7 +68,7 @@ def make_results(configs: Sequence[ToyConfig], W: Sequence[torch.Tensor],
     for i, cfg in enumerate(configs):
         t = tail[:, i]
         final = float(t.mean())
-        std = float(t.std()) if t.numel() > 1 else 0.0
+        std = float(t.std()) if t.numel() > 1 else math.nan  # one step: no spread to report
         Wi, bi = W[i].contiguous(), b[i].contiguous()
         finite = math.isfinite(final) and bool(torch.isfinite(Wi).all()) and bool(
             torch.isfinite(bi).all())

@@ -40,8 +40,9 @@ class ToyResult:
 
     Attributes:
         config: the (filled) :class:`ToyConfig`.
-        final_loss: mean of the reported loss (training loss * n) over the last 100 steps,
-            each on a fresh batch; ``final_loss_std`` their standard deviation (ddof = 1).
+        final_loss: mean of the reported loss (training loss * n) over the last 100 steps
+            (all steps of a shorter run), each on a fresh batch; ``final_loss_std`` their
+            standard deviation (ddof = 1; NaN, stored as null, for a one-step run).
         curve: ``[(step, reported loss), ...]`` sampled every ``log_every`` steps (plus the
             first and the last step); single-batch values, so noisy.
         W: (n, m) and b: (n,) final parameters, CPU fp32.

@@ -28,7 +28,7 @@ from superkern.triton._toy_sample import build_sparse, nnz_cap_from_p, sample_de
 from superkern.triton._toy_stored import stored_loss_grad
 
 __all__ = ["toy_sample_triton", "toy_loss_grad_triton", "toy_adamw_step_triton",
-           "toy_nnz_cap", "toy_path", "bench_toy_step", "PRECISIONS"]
+           "toy_nnz_cap", "toy_path", "launch_limits", "bench_toy_step", "PRECISIONS"]
 
 _INT32_MAX = 2 ** 31 - 1
 _GRID_YZ_MAX = 65535  # CUDA's limit on grid axes 1 and 2, where groups and models run
@@ -38,6 +38,27 @@ _cap_cache: dict = {}
 def _need(cond: bool, msg: str) -> None:
     if not cond:
         raise ValueError(msg)
+
+
+def launch_limits(n: int, batch: int, M: int, I: int, device: torch.device | str,
+                  precision: str = "fp32") -> Optional[str]:
+    """Why a training launch of I models (n features, batch B, padded width M) cannot run, or
+    None: int32 offsets, and CUDA's 65535 limit on the grid axes that carry models, batch
+    tiles and feature tiles. Checked by ``train_many`` before any work and by each launch."""
+    cfg, cfg_data = toy_config(M, device, precision), toy_config(16, device)
+    if batch * n > _INT32_MAX:
+        return f"batch * n = {batch} * {n} = {batch * n} exceeds 2^31 - 1 (int32 positions)"
+    if max(n, batch) * M > _INT32_MAX or n * M > _INT32_MAX:
+        return f"max(n, B) * M = {max(n, batch)} * {M} exceeds 2^31 - 1 (int32 offsets)"
+    if I > _GRID_YZ_MAX:
+        return f"I={I} models exceed the grid limit {_GRID_YZ_MAX} per launch"
+    if triton.cdiv(batch, cfg.bb) > _GRID_YZ_MAX:
+        return (f"batch={batch} needs {triton.cdiv(batch, cfg.bb)} batch tiles of {cfg.bb}, "
+                f"more than the grid limit {_GRID_YZ_MAX}")
+    if triton.cdiv(n, cfg_data.bf) > _GRID_YZ_MAX:
+        return (f"n={n} needs {triton.cdiv(n, cfg_data.bf)} feature tiles of {cfg_data.bf}, "
+                f"more than the grid limit {_GRID_YZ_MAX}")
+    return None
 
 
 def _check_data_args(p: torch.Tensor, seeds: torch.Tensor, step: int, batch: int) -> None:
@@ -144,10 +165,9 @@ def toy_loss_grad_triton(W: torch.Tensor, b: torch.Tensor, p: torch.Tensor,
           f"group must be ({I},) int32, got {tuple(group.shape)} {group.dtype}")
     _need(loss_scale.shape == (I,), f"loss_scale must be ({I},), got {tuple(loss_scale.shape)}")
     _need(M >= 1, f"W has width M={M}; need >= 1")
-    _need(I <= _GRID_YZ_MAX, f"I={I} models exceed the grid limit {_GRID_YZ_MAX} per launch")
     # Offsets inside one instance are int32 (registers); across instances int64.
-    _need(max(n, batch) * M <= _INT32_MAX,
-          f"max(n, B) * M = {max(n, batch)} * {M} exceeds 2^31 - 1")
+    why = launch_limits(n, batch, M, I, W.device, precision)
+    _need(why is None, str(why))
     for name, t in (("b", b), ("p", p), ("group", group), ("seeds", seeds),
                     ("loss_scale", loss_scale)):
         _need(t.device == W.device, f"{name} on {t.device}, W on {W.device}")
@@ -167,9 +187,6 @@ def toy_loss_grad_triton(W: torch.Tensor, b: torch.Tensor, p: torch.Tensor,
     if path is None:
         path = choose_path(M, precision, cfg)
     _need(path in ("fused", "stored"), f"path={path!r}; choose 'fused' or 'stored'")
-    _need(triton.cdiv(batch, cfg.bb) <= _GRID_YZ_MAX,
-          f"batch={batch} needs {triton.cdiv(batch, cfg.bb)} batch tiles of {cfg.bb}, more than "
-          f"the grid limit {_GRID_YZ_MAX}")
     W, b, p = W.contiguous(), b.contiguous(), p.contiguous()
     group = group.to(torch.int32).contiguous()
     c = (loss_scale.to(torch.float32) * (2.0 / (batch * n))).contiguous()
