@@ -150,8 +150,10 @@ def resolve(backend: str, tensor: torch.Tensor, *, supported: tuple[str, ...] = 
     Raises:
         ValueError: an explicitly named backend that is unknown or cannot run here.
     """
+    where = ""
     if backend == "auto":
         backend = os.environ.get(ENV_BACKEND, "auto") or "auto"
+        where = f" (set by {ENV_BACKEND})" if backend != "auto" else ""
     device = tensor.device
     if backend == "auto":
         for name in _AUTO_ORDER.get(device.type, ("torch",)):
@@ -159,12 +161,14 @@ def resolve(backend: str, tensor: torch.Tensor, *, supported: tuple[str, ...] = 
                 return name
         return "torch"
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose from {('auto',) + BACKENDS}")
+        raise ValueError(f"unknown backend {backend!r}{where}; choose from "
+                         f"{('auto',) + BACKENDS}")
     if backend not in supported:
-        raise ValueError(f"backend {backend!r} does not implement this op; it has {supported}")
+        raise ValueError(f"backend {backend!r}{where} does not implement this op; it has "
+                         f"{supported}")
     reason = _why_not(backend, device)
     if reason is not None:
         usable = [n for n in supported if _why_not(n, device) is None]
-        raise ValueError(f"backend {backend!r} is not available: {reason}. "
+        raise ValueError(f"backend {backend!r}{where} is not available: {reason}. "
                          f"Usable here for {device.type} tensors: {usable}")
     return backend

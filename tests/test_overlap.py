@@ -1,6 +1,8 @@
 """overlap_stats on every backend against an fp64 gold (full C in fp64, small shapes)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -104,17 +106,45 @@ def test_tiny_and_huge_row_norms(backend, precision):
         check_against_gold(st, gold, precision, bins=32, topk=4, per_row=True)
 
 
-def test_fp64_rows_whose_norms_leave_fp64_are_an_error():
-    W = torch.randn(5, 8, dtype=torch.float64)
-    W[2] *= 1e200   # squares overflow fp64
-    with pytest.raises(ValueError, match=r"row 2 has an fp64 norm of inf .* rescale"):
+def test_fp64_rows_whose_squares_leave_fp64_keep_exact_norms():
+    """Squares that overflow (1e200) or fall into subnormals (1e-161, 1e-200) would give wrong
+    norms; such rows are measured scaled, so their cosines equal the unscaled rows'."""
+    base = torch.randn(6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    W = base.clone()
+    W[2] *= 1e200
+    W[3] *= 1e-161
+    W[4] *= 1e-200
+    want = superkern.overlap_stats(base, backend="torch", topk=15, per_row=True)
+    for backend in ("torch", "cpu"):
+        got = superkern.overlap_stats(W, backend=backend, topk=15, per_row=True)
+        assert got.n_zero == 0
+        assert torch.allclose(got.topk_values.double(), want.topk_values.double(), atol=1e-6)
+        assert got.mean_sq == pytest.approx(want.mean_sq, rel=1e-6)
+    ns = superkern.row_norm_stats(W)
+    assert ns.n_zero == 0 and ns.norms[4] == pytest.approx(float(base[4].norm()) * 1e-200)
+    W[5] = 1e308  # the norm itself (2.8e308) is beyond fp64: an error naming the row
+    with pytest.raises(ValueError, match=r"row 5 has a norm beyond fp64's range"):
         superkern.overlap_stats(W, backend="torch")
-    W = torch.randn(5, 8, dtype=torch.float64)
-    W[4] *= 1e-200  # squares underflow to 0: not a zero row
-    with pytest.raises(ValueError, match=r"row 4 has an fp64 norm of 0.0 .* not all zero"):
-        superkern.overlap_stats(W, backend="torch")
-    W[4] = 0.0      # a true zero row is still just excluded
+    with pytest.raises(ValueError, match=r"row 5 has a norm beyond fp64's range"):
+        superkern.row_norm_stats(W)
+    W[5] = 0.0      # a true zero row is still just excluded
     assert superkern.overlap_stats(W, backend="torch").n_zero == 1
+
+
+def test_center_is_exact_for_narrow_dtypes_and_ops_keep_no_graph():
+    g = torch.Generator().manual_seed(5)
+    W = (torch.randn(200, 64, generator=g) + 30 * torch.randn(1, 64, generator=g)).bfloat16()
+    Wd = W.double()
+    C = torch.nn.functional.normalize(Wd - Wd.mean(0))
+    G = C @ C.T
+    gold = float((G.sum() - 200) / (200 * 199))
+    st = superkern.overlap_stats(W, center=True, backend="torch")
+    assert st.mean_cos == pytest.approx(gold, abs=2e-5)  # rounding the mean to bf16: 3e-3 off
+    P = torch.nn.Parameter(torch.randn(50, 8, generator=g))
+    out = superkern.overlap_stats(P, topk=3, per_row=True, backend="torch")
+    assert not out.topk_values.requires_grad and not out.row_sum_sq.requires_grad
+    assert not superkern.row_norm_stats(P).norms.requires_grad
+    assert not superkern.overlap_moments_exact(P)["row_sum_sq"].requires_grad
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpu", "triton", "cuda"])
@@ -166,6 +196,20 @@ def test_deterministic(backend):
         assert getattr(a, f) == getattr(b, f), f"{f} differs between identical runs"
     for f in ("hist", "topk_values", "topk_pairs", "row_max_abs", "row_argmax", "row_sum_sq"):
         assert torch.equal(getattr(a, f), getattr(b, f)), f"{f} differs between identical runs"
+    if dev == "cpu" and backend in ("torch", "cpu"):  # and on another thread count
+        W = (_rand(2049, 64, seed=24) + 0.3 * _rand(1, 64, seed=25)).float()
+        runs = []
+        old = torch.get_num_threads()
+        try:
+            for threads in (1, 2, 3):
+                torch.set_num_threads(threads)
+                runs.append(superkern.overlap_stats(W, bins=16, per_row=True, backend=backend))
+        finally:
+            torch.set_num_threads(old)
+        for r in runs[1:]:
+            assert (r.mean_cos, r.mean_abs, r.mean_sq) == \
+                (runs[0].mean_cos, runs[0].mean_abs, runs[0].mean_sq)
+            assert torch.equal(r.row_sum_sq, runs[0].row_sum_sq)
 
 
 def test_isotropic_random_baseline():
@@ -183,6 +227,7 @@ def test_one_row_and_no_pairs():
     assert zero.n_zero == 3 and zero.n_pairs == 0
     d = st.to_dict()
     assert d["mean_abs"] is None and d["n_rows"] == 1
+    assert d["row_max_abs"] == [None] and json.loads(json.dumps(d, allow_nan=False)) == d
 
 
 def test_exact_moments_against_gold():

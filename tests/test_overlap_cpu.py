@@ -2,10 +2,13 @@
 micro-kernels against an fp64 gold, exact ties, the bin rule, and bitwise thread invariance."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
+import superkern
 from superkern import backend as B
 from superkern.ops.overlap_ref import hist_bins, overlap_partials_torch
 from tests.utils import assert_allclose, assert_close, gold_stats
@@ -249,3 +252,12 @@ def test_error_within_twice_torch_error(kernel):
         e_ref = float(np.abs(theirs - want).max())
         assert e <= 2 * e_ref + 4 * 2.0**-24 * float(np.abs(want).max()), (
             f"{name}: max error {e:.3e} vs torch {e_ref:.3e}")
+
+
+def test_fixed_point_sums_round_to_nearest():
+    """Cross-tile sums are 2^-64 fixed point: a partial of 0.75 quanta rounds to 1 quantum
+    (truncation would give 0 and bias every tiny sum low)."""
+    c = math.sqrt(0.75) * 2.0 ** -32  # c^2 = 0.75 * 2^-64
+    W = torch.tensor([[1.0, 0.0], [c, 1.0]])
+    st = superkern.overlap_stats(W, backend="cpu", per_row=True)
+    assert st.mean_sq == 2.0 ** -64 and st.row_sum_sq.tolist() == [2.0 ** -64] * 2

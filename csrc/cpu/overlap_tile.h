@@ -23,7 +23,8 @@ using i128 = __int128;
 // associative, so per-tile partials merged in any order (any thread count, any schedule) give
 // the same bits, and the merge itself adds no rounding error (partials are far below 2^62).
 inline bool fixable(double v) { return std::fabs(v) < 0x1p62; }  // false for NaN/Inf too
-inline i128 to_fixed(double v) { return static_cast<i128>(v * 0x1p64); }
+// Rounded to nearest (not truncated toward zero), so tiny sums lose no systematic bias.
+inline i128 to_fixed(double v) { return static_cast<i128>(std::nearbyint(v * 0x1p64)); }
 inline double from_fixed(i128 v) { return static_cast<double>(v) * 0x1p-64; }
 
 template <class T>

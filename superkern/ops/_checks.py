@@ -22,7 +22,9 @@ def as_matrix(W: Any, name: str = "W", finite: bool = True) -> torch.Tensor:
     if isinstance(W, np.ndarray):
         if W.dtype.kind not in "f":
             raise ValueError(f"{name} must be a floating-point matrix, got numpy dtype {W.dtype}")
-        W = torch.from_numpy(np.ascontiguousarray(W))
+        # native byte order; extended precision (longdouble) as float64, torch's widest
+        target = np.float64 if W.dtype.itemsize > 8 else W.dtype.newbyteorder("=")
+        W = torch.from_numpy(np.ascontiguousarray(W, dtype=target))
     if not isinstance(W, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor or numpy array, got {type(W).__name__}")
     if W.dim() != 2:
@@ -79,6 +81,8 @@ def row_selection(rows: Any, n: int) -> torch.Tensor | None:
         if r.dim() != 1 or r.numel() != n:
             raise ValueError(f"rows mask must be 1-D of length n={n}, got shape {tuple(r.shape)}")
         return torch.nonzero(r).flatten()
+    if r.numel() == 0:  # [] parses as float: an empty selection, not a bad dtype
+        return torch.zeros(0, dtype=torch.int64)
     if r.dtype.is_floating_point or r.dtype.is_complex:
         raise ValueError(f"rows must be a boolean mask or integer indices, got dtype {r.dtype}")
     r = r.flatten().to(torch.int64)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from superkern.ops._checks import as_matrix, as_nonneg_int
+from superkern.ops.overlap_stream import row_norms
 
 
 @dataclass
@@ -49,10 +50,12 @@ class NormStats:
 
 
 def row_norms_ref(W: torch.Tensor) -> torch.Tensor:
-    """fp64 row norms (reference)."""
-    return torch.linalg.vector_norm(W.double(), dim=1)
+    """fp64 row norms (reference; fp64 rows whose squares leave fp64's range are measured
+    scaled by their largest |value|)."""
+    return row_norms(W)
 
 
+@torch.no_grad()  # statistics of a tensor, never a graph (a Parameter would keep one)
 def row_norm_stats(W: Any, *, bins: int = 50, chunk_rows: int = 1 << 15) -> NormStats:
     """Row-norm summary, histogram (``bins`` equal bins over [min, max]) and phi fractions.
 
@@ -69,6 +72,10 @@ def row_norm_stats(W: Any, *, bins: int = 50, chunk_rows: int = 1 << 15) -> Norm
         raise ValueError(f"bins must be >= 1 for the norm histogram, got {bins}")
     n, m = W.shape
     r = torch.cat([row_norms_ref(W[s:s + chunk_rows]) for s in range(0, n, chunk_rows)]).cpu()
+    if not bool(torch.isfinite(r).all()):
+        i = int(torch.nonzero(~torch.isfinite(r))[0])
+        raise ValueError(f"row {i} has a norm beyond fp64's range although its values are "
+                         "finite; rescale the matrix (cosines do not change)")
     nz = r[r > 0]  # the median ignores zero rows (padding), which no threshold can count
     med = 0.0 if nz.numel() == 0 else (float(torch.quantile(nz, 0.5)) if nz.numel() <= 1 << 24
                                        else float(nz.median()))

@@ -51,7 +51,7 @@ def prepare_rows(W: Any, *, rows: Any = None, center: bool = False):
     idx = torch.arange(n, dtype=torch.int64) if sel is None else sel
     check_finite(X, index=idx, n_total=n)  # only the rows that take part must be finite
     if center and X.shape[0]:
-        X = X - _stream.column_mean(X).to(X.dtype)  # one copy in X's dtype
+        X = _stream.centred(X, _stream.column_mean(X))  # one fp32 (fp64) copy
     norms = _stream.row_norms(X)
     if X.dtype == torch.float64:  # only fp64 rows can leave fp64's range when squared
         _check_norm_range(X, norms, idx)
@@ -64,18 +64,16 @@ def prepare_rows(W: Any, *, rows: Any = None, center: bool = False):
 
 
 def _check_norm_range(X: torch.Tensor, norms: torch.Tensor, idx: torch.Tensor) -> None:
-    """ValueError for a finite row whose fp64 norm overflowed (inf) or underflowed to 0 while
-    the row is not zero: its cosines cannot be computed from that norm."""
+    """ValueError for a finite row whose fp64 norm is infinite (values near fp64's maximum):
+    its cosines cannot be computed from that norm. (Tiny rows are measured scaled, see
+    ``overlap_stream.row_norms``, so they keep exact norms.)"""
     bad = ~torch.isfinite(norms)
-    zero = torch.nonzero(norms == 0).flatten()
-    if zero.numel():
-        bad[zero] = X[zero].abs().amax(dim=1) > 0
     if bool(bad.any()):
         i = int(torch.nonzero(bad)[0])
         raise ValueError(
-            f"row {int(idx[i])} has an fp64 norm of {float(norms[i])} although its values are "
-            f"finite and not all zero (largest |value| {float(X[i].abs().max()):.3g}): its "
-            f"squares leave fp64's range; rescale the matrix (cosines do not change)")
+            f"row {int(idx[i])} has a norm beyond fp64's range although its values are finite "
+            f"(largest |value| {float(X[i].abs().max()):.3g}); rescale the matrix (cosines "
+            "do not change)")
 
 
 def _compute_operands(X: torch.Tensor, norms: torch.Tensor, precision: str):
@@ -130,6 +128,10 @@ def _target_device(device: Any, X: torch.Tensor) -> torch.device:
     return dev
 
 
+MAX_BINS = 1 << 24  # bin = floor((c + 1) bins / 2) in fp32: exact up to 2^24 bins
+
+
+@torch.no_grad()  # statistics of a tensor, never a graph (a Parameter would keep one)
 def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False,
                   center: bool = False, rows: Any = None, precision: str = "fp32",
                   backend: str = "auto", device: Any = None, block_rows: Any = None,
@@ -170,6 +172,9 @@ def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False
     """
     t0 = time.perf_counter()
     bins = as_nonneg_int(bins, "bins")
+    if bins > MAX_BINS:
+        raise ValueError(f"bins={bins} exceeds 2^24={MAX_BINS}: the fp32 bin rule cannot tell "
+                         "more bins apart")
     topk = as_nonneg_int(topk, "topk")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
@@ -182,8 +187,10 @@ def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False
         raise ValueError(f"topk={topk} exceeds the number of pairs P={P} "
                          f"(N={N} nonzero selected rows of n={n})")
     target = _target_device(device, X)
-    name = _backend.resolve(backend, X if X.device == target else
-                            torch.empty(0, device=target))
+    # Asked-for streaming (block_rows, max_device_bytes): "auto" picks a backend that streams.
+    streams = backend == "auto" and (block_rows is not None or max_device_bytes is not None)
+    name = _backend.resolve(backend, X if X.device == target else torch.empty(0, device=target),
+                            supported=_stream.STREAM_BACKENDS if streams else _backend.BACKENDS)
     dtype = _COMPUTE_DTYPE[precision]
     stream_rows = 0
     if N >= 2:
@@ -249,6 +256,7 @@ def _finish(part: OverlapPartials, idx: torch.Tensor, *, n, m, N, P, n_zero, bin
     return stats
 
 
+@torch.no_grad()  # statistics of a tensor, never a graph (a Parameter would keep one)
 def overlap_moments_exact(W: Any, *, center: bool = False, rows: Any = None,
                           block: int = 1 << 15) -> dict[str, Any]:
     """``mean_cos``, ``mean_sq`` and ``row_sum_sq`` from the Gram identities, in O(N m^2) fp64.
@@ -260,6 +268,8 @@ def overlap_moments_exact(W: Any, *, center: bool = False, rows: Any = None,
         dict with ``n_used``, ``n_pairs``, ``mean_cos``, ``mean_sq`` and ``row_sum_sq`` (fp64,
         length n, NaN for rows not used).
     """
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"block must be an integer >= 1 (rows per chunk), got {block!r}")
     W, idx, X, norms, n_zero = prepare_rows(W, rows=rows, center=center)
     n, m = W.shape
     N = X.shape[0]

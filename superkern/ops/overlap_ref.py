@@ -117,13 +117,14 @@ def _partials(X: torch.Tensor, scale: torch.Tensor, *, bins: int, topk: int, pre
             jb = torch.arange(b0, b0 + Xb.shape[0], device=dev)
             C = (Xa @ Xb.T) * s[ia, None] * s[None, jb]
             valid = ia[:, None] < jb[None, :]
-            Cv = C[valid]
-            sums += torch.stack([Cv.double().sum(), Cv.double().abs().sum(),
-                                 Cv.double().square().sum()])
             if bins:
-                hist += torch.bincount(hist_bins(Cv, bins), minlength=bins)
+                hist += torch.bincount(hist_bins(C[valid], bins), minlength=bins)
+            # Row sums first, then the short vector: the same order on any thread count (a
+            # full reduction of the flat tensor splits differently per thread count).
+            Cd = torch.where(valid, C.double(), torch.zeros((), dtype=torch.float64, device=dev))
+            sq = Cd.square()
+            sums += torch.stack([Cd.sum(1).sum(), Cd.abs().sum(1).sum(), sq.sum(1).sum()])
             A = torch.where(valid, C.abs(), torch.full_like(C, -1.0))
-            sq = torch.where(valid, C.double().square(), torch.zeros_like(C, dtype=torch.float64))
             row_sq[ia] += sq.sum(1)
             row_sq[jb] += sq.sum(0)
             # Rows of block a against columns of block b, and (by symmetry) rows of b against a.

@@ -39,13 +39,35 @@ _ELEM = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2}
 Operands = Callable[[torch.Tensor, torch.Tensor, str], tuple[torch.Tensor, torch.Tensor]]
 
 
+# fp64 norms outside this range may have lost their squares to underflow (subnormal) or
+# overflow: those rows are measured again, scaled by their largest |value|.
+_SCALED_NORM = (2.0 ** -450, 2.0 ** 450)
+
+
+def _block_norms(block: torch.Tensor) -> torch.Tensor:
+    x = block.double()
+    r = torch.linalg.vector_norm(x, dim=1)
+    if block.dtype == torch.float64:  # squares of narrower types always fit fp64
+        odd = (r < _SCALED_NORM[0]) | (r > _SCALED_NORM[1])
+        if bool(odd.any()):
+            idx = torch.nonzero(odd).flatten()
+            xs = x[idx]
+            amax = xs.abs().amax(dim=1, keepdim=True)
+            scaled = amax.squeeze(1) * torch.linalg.vector_norm(
+                xs / torch.where(amax > 0, amax, torch.ones_like(amax)), dim=1)
+            r[idx] = torch.where(amax.squeeze(1) > 0, scaled, r[idx])
+    return r
+
+
 def row_norms(X: torch.Tensor) -> torch.Tensor:
-    """fp64 row norms of X on X's device, chunked: O(chunk) temporary memory, not O(n m)."""
+    """fp64 row norms of X on X's device, chunked: O(chunk) temporary memory, not O(n m).
+    fp64 rows whose squares leave fp64's range are measured scaled by their largest |value|,
+    so every finite row gets its norm to fp64 accuracy (inf only if the norm itself is)."""
     N, m = X.shape
     out = torch.empty(N, dtype=torch.float64, device=X.device)
     step = max(1, CHUNK_ELEMS // max(m, 1) // 4)
     for s in range(0, N, step):
-        out[s:s + step] = torch.linalg.vector_norm(X[s:s + step].double(), dim=1)
+        out[s:s + step] = _block_norms(X[s:s + step])
     return out
 
 
@@ -56,6 +78,18 @@ def column_mean(X: torch.Tensor) -> torch.Tensor:
     for s in range(0, X.shape[0], step):
         total += X[s:s + step].double().sum(0)
     return total / X.shape[0]
+
+
+def centred(X: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """X minus the fp64 ``mean`` row: subtracted in fp64 and rounded once, to fp32 (fp64 for
+    fp64 X), chunked. Keeping bf16 / fp16 there would round every centred row again, and
+    rounding the mean first would shift every row by the same error."""
+    out = torch.empty(X.shape, device=X.device,
+                      dtype=torch.float64 if X.dtype == torch.float64 else torch.float32)
+    step = max(1, CHUNK_ELEMS // max(X.shape[1], 1) // 4)
+    for s in range(0, X.shape[0], step):
+        out[s:s + step] = (X[s:s + step].double() - mean).to(X.dtype)
+    return out
 
 
 def _chunk_rows(m: int) -> int:

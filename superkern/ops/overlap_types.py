@@ -42,12 +42,13 @@ class OverlapPartials:
 
 
 def _jsonable(value: Any) -> Any:
+    """Lists for tensors and tuples, None for non-finite floats, at any depth."""
     if isinstance(value, torch.Tensor):
-        return value.tolist()
+        value = value.tolist()
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, tuple):
-        return list(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
     return value
 
 

@@ -163,7 +163,8 @@ def kernel_constexprs(cfg: OverlapTritonConfig, N: int, m: int, *, bins: int, to
     win = cfg.win if cfg.win < hbins else 0
     win2 = 2 * cfg.win if win and 2 * cfg.win < hbins else 0
     # Fixed point for row sums of c^2 (each <= N - 1 up to rounding): 2^40 leaves room up to
-    # N ~ 2^21; beyond that trade resolution (still ~1e-11 relative) for headroom.
+    # N ~ 2^21; beyond that trade resolution for headroom. The quantum is absolute (2^-40 per
+    # row and tile partial): near-orthogonal rows (all |c| < ~1e-6) keep few digits.
     sq_scale = float(2 ** min(40, 61 - N.bit_length()))
     return dict(BM=cfg.block, BK=cfg.block_k, GROUP=cfg.group, EVEN_K=(m % cfg.block_k == 0),
                 RECT=split > 0, SPLIT=cfg.split, HBINS=hbins, WIN=win, WIN2=win2,
