@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -284,6 +285,19 @@ def test_bad_options():
         superkern.overlap_stats(W, precision="fp8")
     with pytest.raises(ValueError, match="unknown backend"):
         superkern.overlap_stats(W, backend="metal")
+    with pytest.raises(ValueError, match=r"bins=16777217 exceeds 2\^24"):
+        superkern.overlap_stats(W, bins=(1 << 24) + 1, backend="torch")
+    with pytest.raises(ValueError, match="block must be an integer >= 1"):
+        superkern.overlap_moments_exact(W, block=0)
+    empty = superkern.overlap_stats(W, rows=[])  # an empty selection: no pairs, no error
+    assert empty.n_used == 0 and empty.n_pairs == 0
+    A = np.asarray(W.double().numpy(), dtype=np.longdouble)
+    for arr in (A, W.numpy().astype(">f4")):  # extended precision, byte-swapped
+        st = superkern.overlap_stats(arr, backend="torch")
+        assert st.mean_sq == pytest.approx(superkern.overlap_stats(W, backend="torch").mean_sq,
+                                           rel=1e-6)
+    # Streaming asked for with backend="auto" on CPU tensors: a backend that streams.
+    assert superkern.overlap_stats(torch.randn(300, 8), block_rows=128).backend == "torch"
 
 
 def test_explicit_unavailable_backend_lists_alternatives():
@@ -296,6 +310,9 @@ def test_explicit_unavailable_backend_lists_alternatives():
 def test_env_override(monkeypatch):
     monkeypatch.setenv("SUPERKERN_BACKEND", "torch")
     assert superkern.overlap_stats(torch.randn(6, 3)).backend == "torch"
+    monkeypatch.setenv("SUPERKERN_BACKEND", "metal")
+    with pytest.raises(ValueError, match=r"unknown backend 'metal' \(set by SUPERKERN_BACKEND\)"):
+        superkern.overlap_stats(torch.randn(6, 3))
 
 
 def test_row_norm_stats():
