@@ -1,22 +1,26 @@
 """Quick GPU timing of the overlap backends against naive PyTorch and the measured peaks.
 
-Run on a GPU machine: ``python bench/gpu_quick.py [--shapes 49152x576,152064x8192]``. Prints a
-table and writes JSON (``--json``). The pytest-benchmark suite in bench/ is the full version.
+Run on a GPU machine, after building the extension (``bash scripts/gpu_session.sh quick``
+does both): ``python bench/gpu_quick.py [--shapes 49152x576,152064x8192]``. Prints a table
+and writes JSON (``--json``). The pytest-benchmark suite in bench/ is the full version.
+Overlap times are of the public op (row norms, operand preparation and index mapping
+included); the naive baseline computes fewer statistics (sum c, sum |c|, max |c|).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 
 import torch
 
-import superkern
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo
+import superkern  # noqa: E402
+from superkern._tf32 import matmul_precision  # noqa: E402
 
-try:
-    from bench.naive import naive_blockwise_stats
-except ImportError:  # run as a script: bench/ itself is on sys.path
-    from naive import naive_blockwise_stats
+from bench.naive import naive_blockwise_stats  # noqa: E402
 
 
 def timeit(fn, reps=5, warmup=1):
@@ -66,7 +70,9 @@ def main():
         for prec in args.precisions.split(","):
             Wd = W.to(torch.bfloat16) if prec == "bf16" else (W.half() if prec == "fp16" else W)
             U = (W / W.norm(dim=1, keepdim=True)).to(Wd.dtype)
-            t_naive = timeit(lambda: naive_blockwise_stats(U), reps=3)
+            # naive on the tensor cores of the same precision (tf32 for tf32 rows)
+            with matmul_precision("tf32" if prec == "tf32" else "fp32"):
+                t_naive = timeit(lambda: naive_blockwise_stats(U), reps=3)
             for be in args.backends.split(","):
                 why = superkern.available_backends("cuda").get(be)
                 if why:
@@ -89,6 +95,7 @@ def main():
                       f"({100*row['frac_peak']:4.1f}% of peak)  naive {t_naive*1e3:8.2f} ms "
                       f"x{row['speedup_vs_naive']:.1f}  mean|c|={st.mean_abs:.6f}")
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump({"peaks": peaks, "device": torch.cuda.get_device_name(0),
                        "torch": torch.__version__, "rows": rows}, f, indent=1)

@@ -1,6 +1,7 @@
 """Markdown tables of pytest-benchmark JSON files, with the ratios bench/ records per case.
 
     python bench/summarize.py out/test_bench_overlap.json out/test_bench_toy_triton.json
+    python bench/summarize.py out/bench-overlap.jsonl   # one case per line (bench/conftest.py)
 
 One table per benchmark group: the case, its median time, and the numbers in ``extra_info``
 that say how good it is (TFLOP/s, fraction of the peak measured in the same run, speed-up over
@@ -16,9 +17,11 @@ import sys
 from pathlib import Path
 
 # extra_info fields worth a column, in this order (others are left out of the table)
-COLUMNS = ("backend", "precision", "tflops", "fraction_of_peak", "speedup_vs_naive",
-           "gflops", "frac_of_matmul", "speedup_vs_torch_ref", "speedup_vs_compiled",
-           "us_per_model_step", "seconds_per_model_step", "models", "threads")
+COLUMNS = ("backend", "precision", "path", "tflops", "tflops_executed", "fraction_of_peak",
+           "speedup_vs_naive", "gflops", "frac_of_matmul", "speedup_vs_torch_ref",
+           "speedup_vs_compiled", "ms_per_step", "torch_ms_per_step", "speedup_vs_torch",
+           "seconds_per_step", "us_per_model_step", "seconds_per_model_step", "rel_err_dW",
+           "models", "threads")
 
 
 def _cell(v) -> str:
@@ -29,14 +32,43 @@ def _cell(v) -> str:
     return str(v)
 
 
+def _load(path: Path) -> dict:
+    """A pytest-benchmark JSON document, or one built from a JSONL file of its entries."""
+    if path.suffix == ".jsonl":
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        benches = []
+        for k, ln in enumerate(lines, 1):
+            try:
+                benches.append(json.loads(ln))
+            except json.JSONDecodeError:
+                if k < len(lines):
+                    raise ValueError(f"{path}:{k}: not a JSON line") from None
+                # a last line cut by a kill: the cases before it stand
+        return {"benchmarks": benches, "datetime": "per case"}
+    return json.loads(path.read_text())
+
+
+def _fill_speedups(benches: list[dict]) -> None:
+    """speedup_vs_naive from the group's naive row where a case did not record it (cases
+    measured in separate processes, one backend each)."""
+    naive = {b.get("group"): b["stats"]["median"] for b in benches
+             if b.get("extra_info", {}).get("backend") == "naive" and b.get("stats")}
+    for b in benches:
+        extra, t = b.setdefault("extra_info", {}), b.get("stats", {}).get("median")
+        base = naive.get(b.get("group"))
+        if "speedup_vs_naive" not in extra and base and t and extra.get("backend") != "naive":
+            extra["speedup_vs_naive"] = base / t
+
+
 def summarize(paths: list[Path]) -> str:
-    """The Markdown text for the benchmark JSON files at ``paths``."""
+    """The Markdown text for the benchmark JSON (or JSONL) files at ``paths``."""
     out = []
     for path in paths:
-        data = json.loads(path.read_text())
+        data = _load(path)
         benches = data.get("benchmarks")
         if not isinstance(benches, list):
             raise ValueError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
+        _fill_speedups(benches)
         cpu = data.get("machine_info", {}).get("cpu", {}).get("brand_raw", "?")
         devices = sorted({str(b.get("extra_info", {}).get("device")) for b in benches
                           if b.get("extra_info", {}).get("device")})
@@ -48,7 +80,7 @@ def summarize(paths: list[Path]) -> str:
         for group, rows in groups.items():
             cols = [c for c in COLUMNS if any(c in r.get("extra_info", {}) for r in rows)]
             out += ["", f"### {group}", "",
-                    "| case | median (ms) | " + " | ".join(cols) + " |",
+                    "| case | median of the timed call (ms) | " + " | ".join(cols) + " |",
                     "|---|---|" + "---|" * len(cols)]
             for r in rows:
                 extra = r.get("extra_info", {})
@@ -62,7 +94,8 @@ def summarize(paths: list[Path]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("files", nargs="+", type=Path, help="pytest-benchmark --benchmark-json files")
+    ap.add_argument("files", nargs="+", type=Path,
+                    help="pytest-benchmark --benchmark-json files, or .jsonl case records")
     args = ap.parse_args(argv)
     missing = [str(p) for p in args.files if not p.is_file()]
     if missing:

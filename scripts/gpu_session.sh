@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# One lease on a GPU machine: build the extension there, run the GPU tests and the benchmarks,
-# and leave logs and JSON under $OUT (device tool) or ./out. Usage:
-#   bash scripts/gpu_session.sh [tests|bench|all|fig1|sanitize] [extra pytest -k expression]
-# Under the device tool's 10-minute limit per command, run `tests` and `bench` as two calls
-# (`all` is both, for a machine without that limit). The build is incremental between calls.
-# sanitize [memcheck|racecheck|synccheck]: one compute-sanitizer tool (default memcheck; one
-# tool per call fits the limit) on small cuda and triton overlap calls in every precision,
-# with histogram, top-k and the split mode.
-# fig1: the full-size Fig. 1 sweep (48 models, 20000 steps) on the GPU, then its fit; it stops
-# at 540 s and a rerun with the same OUT resumes. PREC=tf32x3 (or tf32, bf16) runs it in that
-# precision into $OUT/fig1-$PREC and compares its exponents with $OUT/fig1 (fp32) if present.
+# One call on a GPU machine: build the extension there, then one job, leaving logs, JSONL and
+# summaries under $OUT (device tool) or ./out. Usage:
+#   bash scripts/gpu_session.sh JOB [pytest -k expression | sanitizer tool]
+# JOB, each sized for the device tool's 10-minute limit per call (at most 8 files in $OUT):
+#   tests          every GPU test file -> tests.log
+#   bench-overlap  overlap benchmarks, one pytest process per backend (a CUDA fault or a
+#                  timeout costs only that backend) -> bench-overlap.jsonl, bench-overlap.log
+#   bench-toy      toy-model benchmarks (Triton kernels, then the torch engine) ->
+#                  bench-toy.jsonl, bench-toy.log
+#   quick          bench/gpu_quick.py, the public op against naive PyTorch -> quick.json
+#   sanitize       compute-sanitizer (memcheck, or the tool named: racecheck, synccheck) on
+#                  small cuda and triton overlap calls in every precision
+#   fig1           the full-size Fig. 1 sweep (48 models, 20000 steps), stopped at 480 s;
+#                  results live in runs/ of the machine's working copy, so the next call on
+#                  the same (warm) machine resumes it; PREC=tf32x3 (tf32, bf16) runs that
+#                  precision and compares its exponents with the fp32 run if present
+#   all            tests, both benches and quick (a machine without the 10-minute limit)
+# Every case of a bench is appended to the JSONL as it finishes (bench/conftest.py), so a
+# timeout loses at most the case in flight. bench-summary.md: bench/summarize.py tables.
+# The build is incremental while the machine stays warm; a fresh machine rebuilds (~40 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-out}"; mkdir -p "$OUT"
@@ -17,58 +26,77 @@ what="${1:-all}"; kexpr="${2:-}"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 [ -d /usr/local/cuda/bin ] && export PATH="/usr/local/cuda/bin:$PATH"  # CMake must find nvcc
 PY=python3
+LOG="$OUT/session.log"
 {
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv
   $PY -c "import sys,torch,triton;print('python',sys.version.split()[0],'torch',torch.__version__,'triton',triton.__version__,'cuda',torch.version.cuda)"
   nvcc --version | tail -1
-} 2>&1 | tee "$OUT/env.txt"
-t0=$(date +%s)
-SUPERKERN_CUDA_ARCH="${SUPERKERN_CUDA_ARCH:-90}" CMAKE_BUILD_PARALLEL_LEVEL=16 \
-  $PY setup.py -q build_ext --inplace >"$OUT/build.log" 2>&1 || {
-    echo "BUILD FAILED (CUDA); retrying without CUDA"; grep -E "error" "$OUT/build.log" | head -20
-    SUPERKERN_NO_CUDA=1 $PY setup.py -q build_ext --inplace >>"$OUT/build.log" 2>&1; }
-echo "build: $(( $(date +%s) - t0 )) s"
-$PY -m superkern env | tee -a "$OUT/env.txt"
-if [ "$what" = tests ] || [ "$what" = all ]; then
+  t0=$(date +%s)
+  SUPERKERN_CUDA_ARCH="${SUPERKERN_CUDA_ARCH:-90}" CMAKE_BUILD_PARALLEL_LEVEL=16 \
+    $PY setup.py -q build_ext --inplace >/tmp/superkern-build.log 2>&1 || {
+      echo "BUILD FAILED (CUDA); retrying without CUDA"; grep -E "error" /tmp/superkern-build.log | head -20
+      SUPERKERN_NO_CUDA=1 $PY setup.py -q build_ext --inplace >>/tmp/superkern-build.log 2>&1; }
+  tail -3 /tmp/superkern-build.log
+  echo "build: $(( $(date +%s) - t0 )) s"
+  $PY -m superkern env
+} 2>&1 | tee "$LOG"
+
+run_tests() {
   # Every GPU test file; the offline sm_90 compile checks are CI's job (real launches cover
   # them here). --maxfail keeps one early failure from hiding the rest.
-  sel="not compiles_for_sm90${kexpr:+ and ($kexpr)}"
+  local sel="not compiles_for_sm90${kexpr:+ and ($kexpr)}"
   timeout 450 $PY -m pytest -q --maxfail=25 --timeout=300 -p no:randomly -k "$sel" \
     tests/test_overlap.py tests/test_overlap_triton.py tests/test_overlap_cuda.py \
     tests/test_overlap_cuda_launcher.py tests/test_overlap_stream.py tests/test_toy_triton.py \
     tests/test_toy_triton_tf32.py tests/test_toy_engine_triton.py tests/test_toy_train.py \
-    tests/test_probe.py \
-    2>&1 | tee "$OUT/tests.log" | tail -30
-fi
-if [ "$what" = bench ] || [ "$what" = all ]; then
-  # One pytest per file: pytest-benchmark writes its JSON only when a session ends, so a
-  # timeout loses just that file. The torch reference (tens of seconds per round on the
-  # large heads) is left out unless SUPERKERN_BENCH_BACKENDS names it.
-  export SUPERKERN_BENCH_BACKENDS="${SUPERKERN_BENCH_BACKENDS:-naive,compiled,cuda,triton-default,triton-tma}"
-  for spec in "test_bench_overlap:270" "test_bench_toy_triton:150" "test_bench_toy:90"; do
-    f="${spec%%:*}"; lim="${spec##*:}"
-    timeout "$lim" $PY -m pytest -q "bench/$f.py" ${kexpr:+-k "$kexpr"} \
-      --benchmark-json="$OUT/$f.json" --benchmark-columns=median,min,max,rounds \
-      2>&1 | tee "$OUT/$f.log" | tail -25
-    echo "$f: exit ${PIPESTATUS[0]}"
-  done
-  ls "$OUT"/test_bench_*.json >/dev/null 2>&1 && \
-    $PY bench/summarize.py "$OUT"/test_bench_*.json > "$OUT/bench-summary.md" && \
-    echo "tables for bench/RESULTS.md: $OUT/bench-summary.md"
-fi
-if [ "$what" = fig1 ]; then
-  prec="${PREC:-fp32}"; run="fig1"; [ "$prec" = fp32 ] || run="fig1-$prec"
-  t1=$(date +%s)
-  timeout 540 $PY -m superkern sweep fig1 --out "$OUT/$run" --no-weights --no-progress \
-    --set "precision=\"$prec\"" 2>&1 | tee "$OUT/$run.log" | tail -5
-  echo "$run sweep: $(( $(date +%s) - t1 )) s" | tee -a "$OUT/$run.log"
-  $PY -m superkern fit "$OUT/$run" --json "$OUT/$run-fit.json" 2>&1 | tee "$OUT/$run-fit.txt" | head -12
-  if [ "$run" != fig1 ] && [ -d "$OUT/fig1" ]; then
-    $PY -m superkern fit "$OUT/fig1" --against "$OUT/$run" 2>&1 | tee "$OUT/$run-vs-fp32.txt"
-  fi
-fi
-if [ "$what" = sanitize ]; then
-  cat > "$OUT/sanitize_case.py" <<'PYEOF'
+    tests/test_probe.py 2>&1 | tee "$OUT/tests.log" | tail -30
+}
+
+bench_file() {  # bench_file NAME FILE PROCESS_LIMIT_S CASE_LIMIT_S [ENV=VALUE ...]
+  local name="$1" file="$2" lim="$3" case_lim="$4"; shift 4
+  local t1; t1=$(date +%s)
+  env "$@" SUPERKERN_BENCH_JSONL="$OUT/$name.jsonl" timeout "$lim" $PY -m pytest -q \
+    "bench/$file.py" ${kexpr:+-k "$kexpr"} --timeout="$case_lim" -p no:cacheprovider \
+    --benchmark-columns=median,min,max,rounds >>"$OUT/$name.log" 2>&1
+  echo "$file $*: exit $? after $(( $(date +%s) - t1 )) s, $(wc -l <"$OUT/$name.jsonl" 2>/dev/null || echo 0) cases in $name.jsonl" | tee -a "$LOG"
+}
+
+summary() {
+  ls "$OUT"/bench-*.jsonl >/dev/null 2>&1 && \
+    $PY bench/summarize.py "$OUT"/bench-*.jsonl > "$OUT/bench-summary.md" && \
+    echo "tables for bench/RESULTS.md: $OUT/bench-summary.md" | tee -a "$LOG"
+}
+
+case "$what" in
+  tests|all) run_tests ;;&
+  bench-overlap|all)
+    # Most important first. The torch reference (tens of seconds per round on the large
+    # heads) runs only when SUPERKERN_BENCH_BACKENDS names it.
+    for be in ${SUPERKERN_BENCH_BACKENDS:-triton-default naive cuda compiled triton-tma}; do
+      bench_file bench-overlap test_bench_overlap 100 90 SUPERKERN_BENCH_BACKENDS="$be"
+    done
+    summary ;;&
+  bench-toy|all)
+    bench_file bench-toy test_bench_toy_triton 330 120
+    bench_file bench-toy test_bench_toy 150 100
+    summary ;;&
+  quick|all)
+    timeout 400 $PY bench/gpu_quick.py --precisions bf16,tf32 --json "$OUT/quick.json" \
+      2>&1 | tee -a "$LOG" | tail -20 ;;&
+  fig1)
+    prec="${PREC:-fp32}"; run="fig1"; [ "$prec" = fp32 ] || run="fig1-$prec"
+    mkdir -p runs
+    t1=$(date +%s)
+    timeout 480 $PY -m superkern sweep fig1 --out "runs/gpu-$run" --no-weights --no-progress \
+      --set "precision=\"$prec\"" 2>&1 | tee -a "$LOG" | tail -5
+    echo "$run sweep: $(( $(date +%s) - t1 )) s this call" | tee -a "$LOG"
+    cp "runs/gpu-$run/results.jsonl" "$OUT/$run-results.jsonl" 2>/dev/null
+    $PY -m superkern fit "runs/gpu-$run" 2>&1 | tee "$OUT/$run-fit.txt" | head -12
+    if [ "$run" != fig1 ] && [ -d runs/gpu-fig1 ]; then
+      $PY -m superkern fit runs/gpu-fig1 --against "runs/gpu-$run" 2>&1 | tee "$OUT/$run-vs-fp32.txt"
+    fi ;;
+  sanitize)
+    cat > /tmp/sanitize_case.py <<'PYEOF'
 import sys, torch, superkern
 from superkern.ops.overlap_cuda import overlap_partials_cuda
 backend = sys.argv[1]
@@ -84,10 +112,12 @@ if backend == "cuda":  # the cross-pair (split) schedule on its own
                                  precision="bf16", split=128)
     print("split ok", part.sum_sq)
 PYEOF
-  tool="${kexpr:-memcheck}"
-  for b in cuda triton; do
-    timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 $PY "$OUT/sanitize_case.py" "$b" \
-      >"$OUT/sanitize-$tool-$b.log" 2>&1
-    echo "sanitize $tool $b: exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$OUT/sanitize-$tool-$b.log") clean summaries)"
-  done | tee -a "$OUT/sanitize.txt"
-fi
+    tool="${kexpr:-memcheck}"
+    for b in cuda triton; do
+      timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 $PY /tmp/sanitize_case.py "$b" \
+        >"$OUT/sanitize-$tool-$b.log" 2>&1
+      echo "sanitize $tool $b: exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$OUT/sanitize-$tool-$b.log") clean summaries)"
+    done | tee -a "$LOG" ;;
+  tests|bench-overlap|bench-toy|quick|all) ;;
+  *) echo "unknown job '$what': tests, bench-overlap, bench-toy, quick, sanitize, fig1, all" | tee -a "$LOG"; exit 2 ;;
+esac

@@ -130,12 +130,16 @@ def bench_toy_step(I: int, n: int, M: int, B: int, precision: str = "fp32",
     t_lg = _time(loss_grad, iters, device)
     t_opt = _time(adamw, iters, device)
     t_step = _time(full, iters, device)
-    flops = 6.0 * B * n * M * I
+    # tflops: the model's useful dense work, 6 B n M per model-step (the convention of
+    # bench/test_bench_toy.py); tflops_executed: the products the kernels run, 10 B n M
+    # (z = h W^T, y W, y^T h, x^T dh and the gather's share).
+    flops, executed = 6.0 * B * n * M * I, 10.0 * B * n * M * I
     out = {"I": I, "n": n, "M": M, "B": B, "precision": precision,
            "path": T.toy_path(M, precision, device),
            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
            "ms_per_step": t_step * 1e3, "ms_loss_grad": t_lg * 1e3, "ms_adamw": t_opt * 1e3,
            "us_per_model_step": t_step * 1e6 / I, "tflops": flops / t_step / 1e12,
+           "tflops_executed": executed / t_step / 1e12,
            "torch_ms_per_step": None, "torch_tflops": None, "speedup_vs_torch": None,
            **check}
     if not torch_baseline:
