@@ -88,7 +88,7 @@ def centred(X: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
                       dtype=torch.float64 if X.dtype == torch.float64 else torch.float32)
     step = max(1, CHUNK_ELEMS // max(X.shape[1], 1) // 4)
     for s in range(0, X.shape[0], step):
-        out[s:s + step] = (X[s:s + step].double() - mean).to(X.dtype)
+        out[s:s + step] = (X[s:s + step].double() - mean).to(out.dtype)
     return out
 
 
