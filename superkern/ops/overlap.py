@@ -109,23 +109,7 @@ def _backend_copy_bytes(name: str, precision: str, m: int) -> int:
 
 def _target_device(device: Any, X: torch.Tensor) -> torch.device:
     """Where the kernel runs: ``device`` if given (validated), else where the rows are."""
-    if device is None:
-        return X.device
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device={device!r} is not a torch device ({exc})") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r}: CUDA is not available on this machine")
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-        elif dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA "
-                             f"device(s)")
-    elif dev.type != "cpu":
-        raise ValueError(f"device={device!r}: overlap_stats runs on 'cpu' or 'cuda'")
-    return dev
+    return X.device if device is None else _backend.resolve_device(device)
 
 
 MAX_BINS = 1 << 24  # bin = floor((c + 1) bins / 2) in fp32: exact up to 2^24 bins
