@@ -4,8 +4,9 @@ pytest-benchmark writes its JSON only when a session ends, so a session killed a
 limit (or stopped by a CUDA fault) would lose every case it had measured. With
 ``SUPERKERN_BENCH_JSONL=path``, each case is appended to that file as one JSON line (the
 entry pytest-benchmark would write: name, group, params, stats, extra_info) as soon as it
-finishes, and synced; ``bench/summarize.py`` reads such files. A case interrupted before it
-has data (pytest-timeout) is marked as an error, so the session can still end cleanly.
+finishes, and synced; ``bench/summarize.py`` reads such files. A case that fails after it was
+timed (an accuracy check) is recorded with ``extra_info["failed"]``. A case interrupted before
+it has data (pytest-timeout) is marked as an error, so the session can still end cleanly.
 """
 from __future__ import annotations
 
@@ -47,5 +48,8 @@ def pytest_runtest_call(item):
             bm.has_error = True  # interrupted inside pedantic: no data for the session's JSON
         return
     path = os.environ.get(ENV_JSONL)
-    if path and outcome.excinfo is None:
-        record(path, _entry(item, bm))
+    if path:  # a case that failed after timing (an accuracy check) is kept, marked
+        entry = _entry(item, bm)
+        if outcome.excinfo is not None:
+            entry["extra_info"]["failed"] = " ".join(str(outcome.excinfo[1]).split())[:300]
+        record(path, entry)

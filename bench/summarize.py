@@ -21,7 +21,7 @@ COLUMNS = ("backend", "precision", "path", "tflops", "tflops_executed", "fractio
            "speedup_vs_naive", "gflops", "frac_of_matmul", "speedup_vs_torch_ref",
            "speedup_vs_compiled", "ms_per_step", "torch_ms_per_step", "speedup_vs_torch",
            "seconds_per_step", "us_per_model_step", "seconds_per_model_step", "rel_err_dW",
-           "models", "threads")
+           "models", "threads", "failed")
 
 
 def _cell(v) -> str:
@@ -29,7 +29,7 @@ def _cell(v) -> str:
         if not math.isfinite(v):
             return str(v)
         return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.4g}"
-    return str(v)
+    return " ".join(str(v).split()).replace("|", "/")  # one table cell
 
 
 def _load(path: Path) -> dict:

@@ -69,3 +69,34 @@ def test_jsonl_records_pair_naive_rows_and_survive_a_cut_line(tmp_path):
     bad.write_text("{\n" + lines[0] + "\n")
     with pytest.raises(ValueError, match="bad.jsonl:1: not a JSON line"):
         summarize([bad])
+
+
+def test_conftest_records_each_case_as_it_finishes(tmp_path):
+    """bench/conftest.py appends every timed case (a failed accuracy check marked) to the
+    JSONL file, which summarize reads; nothing waits for the end of the session."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    shutil.copy(Path(__file__).parents[1] / "bench" / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "test_cases.py").write_text(
+        "def test_ok(benchmark):\n"
+        "    benchmark.pedantic(lambda: sum(range(100)), rounds=2, iterations=1)\n"
+        "    benchmark.extra_info['backend'] = 'x'\n"
+        "def test_bad(benchmark):\n"
+        "    benchmark.pedantic(lambda: 1, rounds=2, iterations=1)\n"
+        "    assert False, 'rel_err 0.5 >\\n 0.1'\n"
+        "def test_plain():\n"
+        "    pass\n")
+    out = tmp_path / "cases.jsonl"
+    env = {**__import__("os").environ, "SUPERKERN_BENCH_JSONL": str(out)}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "test_cases.py"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert "1 failed, 2 passed" in run.stdout, run.stdout[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["name"] for r in rows] == ["test_ok", "test_bad"]
+    assert rows[0]["stats"]["rounds"] == 2 and rows[0]["extra_info"] == {"backend": "x"}
+    assert rows[1]["extra_info"]["failed"] == "rel_err 0.5 > 0.1 assert False"
+    assert "| test_bad |" in summarize([out])

@@ -156,6 +156,10 @@ def test_replace_refills_preset_fields_only():
     assert g == c and g.replace(m=64) == d and g.replace(steps=20000).warmup == 1000
     h = ToyConfig.from_dict(json.loads(json.dumps(e.to_dict())))
     assert h.replace(m=8).lr == 0.5  # an lr that is not the preset's stays explicit
+    for preset in ("small", None):  # lr_b = lr when filled: it follows a new lr
+        k = ToyConfig(preset=preset, m=64, n=128, steps=10, batch=4)
+        k2 = ToyConfig.from_dict(json.loads(json.dumps(k.to_dict())))
+        assert k2.replace(lr=0.05) == k.replace(lr=0.05) and k2.replace(lr=0.05).lr_b == 0.05
 
 
 def test_numpy_scalars_and_extreme_alpha():

@@ -6,6 +6,7 @@ compute dtype -> backend kernel (``OverlapPartials``) -> means, mapping back to 
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any, Callable
 
@@ -171,10 +172,14 @@ def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False
         raise ValueError(f"topk={topk} exceeds the number of pairs P={P} "
                          f"(N={N} nonzero selected rows of n={n})")
     target = _target_device(device, X)
-    # Asked-for streaming (block_rows, max_device_bytes): "auto" picks a backend that streams.
-    streams = backend == "auto" and (block_rows is not None or max_device_bytes is not None)
-    name = _backend.resolve(backend, X if X.device == target else torch.empty(0, device=target),
-                            supported=_stream.STREAM_BACKENDS if streams else _backend.BACKENDS)
+    where = X if X.device == target else torch.empty(0, device=target)
+    name = _backend.resolve(backend, where)
+    # Streaming asked for (block_rows; max_device_bytes on a GPU): a plain "auto" (no
+    # SUPERKERN_BACKEND) moves to a backend that streams.
+    streams = block_rows is not None or (max_device_bytes is not None and target.type == "cuda")
+    if (streams and backend == "auto" and name not in _stream.STREAM_BACKENDS
+            and not os.environ.get(_backend.ENV_BACKEND)):
+        name = _backend.resolve("auto", where, supported=_stream.STREAM_BACKENDS)
     dtype = _COMPUTE_DTYPE[precision]
     stream_rows = 0
     if N >= 2:

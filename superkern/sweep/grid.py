@@ -172,7 +172,7 @@ _GENERATORS: dict[str, Callable[..., Sequence[Any]]] = {
 }
 
 
-_BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.+-]*")
+_BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.+:-]*")  # linear, tf32x3, cuda:0
 
 
 def parse_value(text: str) -> Any:

@@ -167,10 +167,11 @@ class ToyConfig:
         # Fields equal to what the preset fills count as filled again, so that replace()
         # (e.g. of m in the large preset, whose lr depends on m) refills them as it would have.
         if _is_int(d.get("m")):
+            given = dict(d)
             defaults = preset_defaults(d.get("preset"), d["m"], d.get("steps"))
             for key, value in defaults.items():
-                want = d.get("lr") if key == "lr_b" and value is None else value
-                if want is not None and d.get(key) == want and not isinstance(want, bool):
+                want = given.get("lr") if key == "lr_b" and value is None else value
+                if want is not None and given.get(key) == want and not isinstance(want, bool):
                     d[key] = None
         return cls(**d)
 
