@@ -83,52 +83,66 @@ def fig13(ctx: Context):
     return fig
 
 
-def _by_alpha_colors(runs: list[Run]):
+def _strong_grid(ctx: Context, keep) -> tuple[list[Run], str]:
+    """Strong-superposition runs (gamma < 0) passing ``keep``, from one grid (every field but
+    gamma, alpha and the distribution equal), and a footer note on what was left out."""
+    runs = [r for r in plain_runs(ctx, dist=None) if r.gamma < 0 and keep(r)]
+    runs, left_out = main_grid(runs, lambda r: cell_key(r.config),
+                               axes=("gamma", "alpha", "dist"))
+    return runs, f"{left_out} runs of other grids left out" if left_out else ""
+
+
+def _scatter_runs(fig, ax, runs: list[Run], ys, **kw) -> None:
+    """Runs at their widths, coloured by distribution when there are several (Fig. 10),
+    else by the power law's alpha (Fig. 6)."""
+    dists = sorted({dist_label(r.config) for r in runs})
+    if len(dists) > 1:
+        for col, d in zip(plt.cm.tab10(np.arange(len(dists))), dists):
+            sel = [i for i, r in enumerate(runs) if dist_label(r.config) == d]
+            ax.scatter([runs[i].m for i in sel], [ys[i] for i in sel], color=col, label=d, **kw)
+        return
     alphas = np.array([r.alpha for r in runs])
     finite = alphas[np.isfinite(alphas)]
     lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
-    return np.nan_to_num(alphas), lo, hi
+    sc = ax.scatter([r.m for r in runs], ys, c=np.nan_to_num(alphas), cmap="viridis",
+                    vmin=lo, vmax=hi, label=dists[0] if dists else None, **kw)
+    if hi > lo:
+        fig.colorbar(sc, ax=ax, label="alpha")
 
 
 @figure("fig6c", "Fraction strongly represented phi_1 vs width (Fig. 6c, 10c)")
 def fig6c(ctx: Context):
-    runs = [r for r in plain_runs(ctx, dist=None) if r.gamma < 0 and math.isfinite(r.phi_1)]
+    runs, note = _strong_grid(ctx, lambda r: math.isfinite(r.phi_1))
     if len({r.m for r in runs}) < 2:
         raise MissingData("needs strong-superposition runs (gamma < 0) at >= 2 widths")
     g0 = min(r.gamma for r in runs)
     runs = [r for r in runs if r.gamma == g0]
-    n = runs[0].n
+    n = runs[0].n  # one grid: one n
     fig, ax = plt.subplots(figsize=(5.4, 4.5))
-    c, lo, hi = _by_alpha_colors(runs)
-    sc = ax.scatter([r.m for r in runs], [r.phi_1 for r in runs], c=c, s=14, cmap="viridis",
-                    vmin=lo, vmax=hi)
+    _scatter_runs(fig, ax, runs, [r.phi_1 for r in runs], s=14)
     ms = np.geomspace(min(r.m for r in runs), max(r.m for r in runs), 50)
-    ax.plot(ms, ms / n, "k:", lw=1, label="m/n")
+    ax.plot(ms, np.minimum(1, ms / n), "k:", lw=1, label="m/n")
     ax.plot(ms, np.minimum(1, ms ** 2 / 2 / n), "k--", lw=1, label="min(1, m^2/2n)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("model width m")
     ax.set_ylabel("phi_1 (norm > 1)")
     ax.legend(fontsize=8)
-    if hi > lo:
-        plt.colorbar(sc, ax=ax, label="alpha")
-    ax.set_title(f"gamma = {g0:.2f}", fontsize=9)
+    ax.set_title(f"gamma = {g0:.2f}, n = {n}", fontsize=9)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    footer(fig, ctx, runs)
+    footer(fig, ctx, runs, note)
     return fig
 
 
 @figure("fig6d", "Mean squared overlap of strongly represented rows vs width (Fig. 6d, 10d)")
 def fig6d(ctx: Context):
-    runs = [r for r in plain_runs(ctx, dist=None) if r.gamma < 0
-            and math.isfinite(float(r.geometry.get("mean_sq_strong") or math.nan))]
+    runs, note = _strong_grid(
+        ctx, lambda r: math.isfinite(float(r.geometry.get("mean_sq_strong") or math.nan)))
     if len({r.m for r in runs}) < 2:
         raise MissingData("needs strong-superposition runs with geometry.mean_sq_strong at >= 2 "
                           "widths")
     fig, ax = plt.subplots(figsize=(5.4, 4.5))
-    c, lo, hi = _by_alpha_colors(runs)
-    sc = ax.scatter([r.m for r in runs], [r.geometry["mean_sq_strong"] for r in runs], c=c,
-                    s=12, cmap="viridis", vmin=lo, vmax=hi, label="runs (gamma < 0)")
+    _scatter_runs(fig, ax, runs, [r.geometry["mean_sq_strong"] for r in runs], s=12)
     k2 = [(r.m, r.geometry.get("welch_kappa2_strong")) for r in runs]
     k2 = [(m, v) for m, v in k2 if v is not None and math.isfinite(v)]
     if k2:
@@ -140,22 +154,20 @@ def fig6d(ctx: Context):
     ax.set_xlabel("model width m")
     ax.set_ylabel("mean cos^2 among rows with norm > 1")
     ax.legend(fontsize=7)
-    if hi > lo:
-        plt.colorbar(sc, ax=ax, label="alpha")
+    ax.set_title(f"gamma < 0, n = {runs[0].n}", fontsize=9)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    footer(fig, ctx, runs)
+    footer(fig, ctx, runs, note)
     return fig
 
 
-def _weight_runs(ctx: Context, what: str) -> list[Run]:
+def _weight_runs(ctx: Context, what: str) -> tuple[list[Run], str]:
     if not ctx.use_weights:
         raise MissingData(f"{what} reads saved weights (disabled)")
-    runs = [r for r in plain_runs(ctx, dist=None) if r.gamma < 0
-            and r.weights is not None and r.weights.is_file()]
+    runs, note = _strong_grid(ctx, lambda r: r.weights is not None and r.weights.is_file())
     if len({r.m for r in runs}) < 2:
         raise MissingData(f"{what} needs saved weights of strong-superposition runs at >= 2 "
                           "widths")
-    return runs
+    return runs, note
 
 
 def _weight_split_vs_m(ctx: Context, what: str, split: str, key: str, ylabel: str,
@@ -163,16 +175,15 @@ def _weight_split_vs_m(ctx: Context, what: str, split: str, key: str, ylabel: st
     """Scatter of one statistic of the strong/weak row split of saved weights against m,
     coloured by alpha, with a reference curve ``reference(widths) -> (x, y, label)``."""
     pts = []
-    for r in _weight_runs(ctx, what):
+    runs, note = _weight_runs(ctx, what)
+    for r in runs:
         v = cached_stats(r.weights, ctx.cache, "overlaps")[split][key]
         if math.isfinite(v):
             pts.append((r, v))
     if not pts:
         raise MissingData(f"no run has >= 2 {split}ly represented rows")
     fig, ax = plt.subplots(figsize=(5.4, 4.5))
-    c, lo, hi = _by_alpha_colors([r for r, _ in pts])
-    sc = ax.scatter([r.m for r, _ in pts], [v for _, v in pts], c=c, s=12, cmap="viridis",
-                    vmin=lo, vmax=hi)
+    _scatter_runs(fig, ax, [r for r, _ in pts], [v for _, v in pts], s=12)
     x, y, label = reference(sorted({r.m for r, _ in pts}))
     ax.plot(x, y, "k--", lw=1, label=label)
     ax.set_xscale("log")
@@ -180,10 +191,8 @@ def _weight_split_vs_m(ctx: Context, what: str, split: str, key: str, ylabel: st
     ax.set_xlabel("model width m")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
-    if hi > lo:
-        plt.colorbar(sc, ax=ax, label="alpha")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    footer(fig, ctx, [r for r, _ in pts])
+    footer(fig, ctx, [r for r, _ in pts], note)
     return fig
 
 
@@ -206,6 +215,8 @@ def fig16(ctx: Context):
 @figure("fig10", "Large toy model vs theory: phi_half, unlearned loss, phi_1, overlaps (Fig. 10)")
 def fig10(ctx: Context):
     runs = [r for r in ctx.results.runs if r.config.get("preset") == "large"]
+    runs, left_out = main_grid(runs, lambda r: cell_key(r.config),
+                               axes=("gamma", "alpha", "dist"))
     if len({r.m for r in runs}) < 2:
         raise MissingData("needs large-preset runs (the 'fig1' experiment) at >= 2 widths")
     n = runs[0].n
@@ -246,5 +257,6 @@ def fig10(ctx: Context):
     axes[0].scatter([], [], color="k", marker="o", label="weak")
     axes[0].legend(fontsize=7)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    footer(fig, ctx, runs)
+    footer(fig, ctx, runs, f"n = {n}" + (f"; {left_out} runs of other grids left out"
+                                          if left_out else ""))
     return fig

@@ -1,6 +1,7 @@
 """Loss-scaling figures: paper Figs. 1, 4a, 4b, 5a, 5b, 6e, 7, 14, 17, 18."""
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import matplotlib.pyplot as plt
@@ -8,7 +9,7 @@ import numpy as np
 
 from superkern.analysis.figures import Context, MissingData, figure, footer
 from superkern.analysis.scaling import CellFit, unlearned_table
-from superkern.analysis.tables import dist_label, main_grid
+from superkern.analysis.tables import cell_key, dist_label, main_grid
 from superkern.analysis.weights import cached_stats
 
 
@@ -20,6 +21,25 @@ def plain_cells(ctx: Context, fitted: bool = True) -> list[CellFit]:
 
 def power_cells(ctx: Context) -> list[CellFit]:
     return [c for c in plain_cells(ctx) if c.cell.get("dist") == "power"]
+
+
+def grid_cells(cells: Sequence[CellFit], axes=("gamma", "alpha")) -> tuple[list[CellFit], str]:
+    """The cells of the largest grid over ``axes`` (see ``main_grid``) and a footer note."""
+    kept, left_out = main_grid(cells, lambda c: c.cell, axes=axes)
+    return kept, f"{left_out} cells of other grids left out" if left_out else ""
+
+
+def fit_note(cells: Sequence[CellFit]) -> str:
+    """Widths and the fit ranges actually used (a paper range falls back to all widths on
+    short grids), for a footer."""
+    widths = sorted({w for c in cells for w in c.m})
+    ranges = sorted({c.fit.fit_range for c in cells if c.fit})
+    return (f"widths {widths[0]:g}..{widths[-1]:g}" if widths else "") + \
+        (f"; fit range {', '.join(ranges)}" if ranges else "")
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
 
 
 def runs_of(ctx: Context, cells: Sequence[CellFit]):
@@ -125,7 +145,7 @@ def fig1(ctx: Context):
         used += sel
     fig.suptitle("Loss vs width; lines: least-squares fits over the fit range")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    footer(fig, ctx, runs_of(ctx, used), f"fit range {ctx.fit_range}")
+    footer(fig, ctx, runs_of(ctx, used), fit_note(used))
     return fig
 
 
@@ -156,15 +176,14 @@ def fig4a(ctx: Context):
 
 def _fit_heatmap(ctx: Context, what: str, value, label: str, title: str, **style):
     """A heatmap over (gamma, alpha) of one number of each power-law cell's alpha_m fit."""
-    cells, left_out = main_grid(power_cells(ctx), lambda c: c.cell)
+    cells, note = grid_cells(power_cells(ctx))
     _need_grid(cells, what)
     g, a, z = grid_of(cells, value)
     fig, ax = plt.subplots(figsize=(6, 4.8))
     heatmap(ax, g, a, z, label, **style)
     ax.set_title(title)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    note = f"; {left_out} cells of other grids left out" if left_out else ""
-    footer(fig, ctx, runs_of(ctx, cells), f"widths {cells[0].m[0]:g}..{cells[0].m[-1]:g}{note}")
+    footer(fig, ctx, runs_of(ctx, cells), _join(fit_note(cells), note))
     return fig
 
 
@@ -180,36 +199,42 @@ def fig14(ctx: Context):
                         cmap="cividis", vmax=1.0)
 
 
-@figure("fig5a", "Weak superposition: loss vs loss of unlearned features (Fig. 5a, 10b)")
+@figure("fig5a", "Loss vs loss of unlearned features, every weight decay (Fig. 5a, 10b)")
 def fig5a(ctx: Context):
-    rows = [u for u in unlearned_table(ctx.results) if u.predicted > 0]
-    if not rows:
+    """The paper's Fig. 5a: every run of one grid (all gamma), linear axes, coloured by gamma.
+    Weak runs lie near loss = prediction; strong ones (every feature represented) sit at a
+    prediction near 0 with a loss of their own."""
+    runs = [r for r in ctx.results.runs if r.config.get("density_s") is None
+            and float(r.config.get("E") or 1.0) == 1.0 and math.isfinite(r.phi_half)]
+    runs, left_out = main_grid(runs, lambda r: cell_key(r.config),
+                               axes=("gamma", "alpha", "dist"))
+    rows = unlearned_table(runs, weak_only=False)
+    if not any(u.gamma > 0 for u in rows):
         raise MissingData("no weak-superposition runs (gamma > 0) with phi_half")
-    runs = {r.run_id: r for r in ctx.results.runs}
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
-    alphas = np.array([runs[u.run_id].alpha for u in rows])
-    sc = ax.scatter([u.predicted for u in rows], [u.loss for u in rows], s=12,
-                    c=np.nan_to_num(alphas), cmap="viridis")
-    lo = min(min(u.predicted for u in rows), min(u.loss for u in rows))
+    fig, ax = plt.subplots(figsize=(5.4, 4.6))
+    gammas = np.array([u.gamma for u in rows])
+    lim = max(gammas.max(), -gammas.min(), 1e-12)
+    sc = ax.scatter([u.predicted for u in rows], [u.loss for u in rows], s=12, c=gammas,
+                    cmap="coolwarm", vmin=-lim, vmax=lim)
     hi = max(max(u.predicted for u in rows), max(u.loss for u in rows))
-    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="loss = prediction")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    ax.plot([0, hi], [0, hi], "k--", lw=1, label="loss = prediction")
     ax.set_xlabel("<v^2> sum_{i > phi_half n} p_i")
     ax.set_ylabel("final loss")
     ax.legend(fontsize=8)
-    if len(set(alphas.tolist())) > 1:
-        plt.colorbar(sc, ax=ax, label="alpha")
-    ax.set_title("Loss from activated but unlearned features")
+    plt.colorbar(sc, ax=ax, label="gamma")
+    ax.set_title("Loss from activated but unlearned features (red: weak, blue: strong)",
+                 fontsize=9)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    footer(fig, ctx, [runs[u.run_id] for u in rows])
+    by_id = {r.run_id: r for r in runs}
+    footer(fig, ctx, [by_id[u.run_id] for u in rows],
+           f"{left_out} runs of other grids left out" if left_out else "")
     return fig
 
 
 def ideal_weak_cells(ctx: Context, k: int = 9) -> tuple[list[CellFit], str]:
     """Weak cells closest to no superposition: the k with the smallest maximum ambiguity
     ||W W^T - I_m||_2 over widths (Appendix D.5) when weights exist, else gamma nearest 0.5."""
-    cells = [c for c in power_cells(ctx) if c.gamma > 0]
+    cells = [c for c in grid_cells(power_cells(ctx))[0] if c.gamma > 0]
     if not cells:
         return [], ""
     if ctx.use_weights:
@@ -241,7 +266,7 @@ def fig5b(ctx: Context):
     ax.legend(fontsize=8)
     ax.set_title(f"Weak superposition, cells closest to ideal ({how})", fontsize=9)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    footer(fig, ctx, runs_of(ctx, sel))
+    footer(fig, ctx, runs_of(ctx, sel), fit_note(sel))
     return fig
 
 
@@ -260,7 +285,8 @@ def _alpha_rule_axes(ax, alphas: np.ndarray, values: Sequence[float] = ()) -> No
 
 @figure("fig6e", "Strong superposition: alpha_m vs alpha and max(1, 2(alpha-1)) (Fig. 6e)")
 def fig6e(ctx: Context):
-    cells = [c for c in power_cells(ctx) if c.gamma < 0]
+    grid, note = grid_cells(power_cells(ctx))
+    cells = [c for c in grid if c.gamma < 0]
     if len({c.alpha for c in cells}) < 2:
         raise MissingData("needs strong-superposition (gamma < 0) power-law cells over >= 2 "
                           "data exponents")
@@ -285,14 +311,14 @@ def fig6e(ctx: Context):
     ax.legend(fontsize=7)
     ax.set_title("alpha_m ~ max(1, 2(alpha - 1)) at strong superposition", fontsize=9)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    footer(fig, ctx, runs_of(ctx, used + weak))
+    footer(fig, ctx, runs_of(ctx, used + weak), _join(fit_note(used + weak), note))
     return fig
 
 
 @figure("fig17", "alpha_m vs alpha with every width above sqrt(2n) (Fig. 17)")
 def fig17(ctx: Context):
-    cells = [c for c in power_cells(ctx) if c.gamma < 0
-             and all(m * m / 2 > int(c.cell.get("n") or 0) for m in c.m)]
+    cells, note = grid_cells([c for c in power_cells(ctx) if c.gamma < 0
+                              and all(m * m / 2 > int(c.cell.get("n") or 0) for m in c.m)])
     if len({c.alpha for c in cells}) < 2:
         raise MissingData("needs strong-superposition cells whose widths all have m^2/2 > n "
                           "(the 'fig17' experiment) over >= 2 data exponents")
@@ -308,19 +334,23 @@ def fig17(ctx: Context):
     ax.set_title(f"widths {min(c.m[0] for c in cells):g}..{max(c.m[-1] for c in cells):g}",
                  fontsize=9)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    footer(fig, ctx, runs_of(ctx, cells))
+    footer(fig, ctx, runs_of(ctx, cells), _join(fit_note(cells), note))
     return fig
 
 
 def density_cells(ctx: Context) -> list[CellFit]:
-    cells = [c for c in ctx.fits() if c.cell.get("dist") == "power"]
+    """The cells of the activation-density sweep (``density_s`` set), one grid over gamma
+    and density."""
+    cells = [c for c in ctx.fits() if c.cell.get("dist") == "power"
+             and c.cell.get("density_s") is not None]
+    cells, _ = grid_cells(cells, axes=("gamma", "density_s"))
     if len({round(c.E, 9) for c in cells}) < 2:
         raise MissingData("needs runs at >= 2 activation densities E (the 'density' "
                           "experiment)")
     return cells
 
 
-@figure("fig7", "Activation density: loss vs E at fixed superposition, alpha_m vs E (Fig. 7)")
+@figure("fig7", "Activation density: loss vs E at fixed superposition, loss vs m per E (Fig. 7)")
 def fig7(ctx: Context, gamma: Optional[float] = None):
     cells = density_cells(ctx)
     runs = [r for r in runs_of(ctx, cells)]
@@ -341,17 +371,23 @@ def fig7(ctx: Context, gamma: Optional[float] = None):
     ax1.set_ylabel("final loss")
     ax1.set_title(f"m = {m0}; lines: loss = k E", fontsize=9)
     ax1.legend(fontsize=6, ncol=2)
+    # 7b: loss vs width at several densities, one gamma, each with its fitted alpha_m.
     g0 = gammas[0] if gamma is None else gamma
     sel = sorted((c for c in cells if c.gamma == g0 and c.fit), key=lambda c: c.E)
-    ax2.errorbar([c.E for c in sel], [c.fit.alpha_m for c in sel],
-                 yerr=[c.fit.stderr for c in sel], fmt="o", capsize=2)
-    ax2.axhline(1.0, color="k", lw=0.8)
-    ax2.set_ylim(0, max([1.5] + [c.fit.alpha_m + 0.2 for c in sel]))
-    ax2.set_xlabel("activation density E")
-    ax2.set_ylabel("model exponent alpha_m")
+    for col, c in zip(plt.cm.viridis(np.linspace(0, 0.9, max(len(sel), 1))), sel):
+        ax2.errorbar(c.m, c.loss_mean, yerr=np.nan_to_num(c.loss_std), fmt="o", ms=3,
+                     capsize=2, color=col,
+                     label=f"E={c.E:.3g}: alpha_m={c.fit.alpha_m:.2f}+-{c.fit.stderr:.2g}")
+        mu = np.array(c.fit.m_used)
+        ax2.plot(mu, c.fit.predict(mu), "-", color=col, lw=1)
+    ax2.set_xscale("log")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("model width m")
+    ax2.set_ylabel("final loss")
     ax2.set_title(f"gamma = {g0:.2f}", fontsize=9)
+    ax2.legend(fontsize=6)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    footer(fig, ctx, runs)
+    footer(fig, ctx, runs, fit_note(sel))
     return fig
 
 

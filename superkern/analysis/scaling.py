@@ -303,7 +303,8 @@ def format_report(rep: FitReport, max_rows: int = 400) -> str:
     """Plain-text tables of a :class:`FitReport`."""
     lines = [f"superkern fit: {rep.caption}; fit range: {rep.fit_range}", "",
              "Model exponent alpha_m = -slope of ln L on ln m (linregress; +- standard error)"]
-    hdr = f"{'cell':<40} {'m fitted':>13} {'pts':>3} {'alpha_m':>8} {'+-se':>6} {'R^2':>6} {'95% CI':>17}"
+    hdr = (f"{'cell':<40} {'m fitted':>13} {'pts':>3} {'alpha_m':>8} {'+-se':>6} {'R^2':>6} "
+           f"{'95% CI':>17}")
     lines.append(hdr)
     for c in rep.cells[:max_rows]:
         mrange = f"{c.m[0]:g}..{c.m[-1]:g}" if c.m else "-"

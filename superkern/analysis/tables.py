@@ -226,14 +226,15 @@ def cells(runs: Iterable[Run]) -> dict[tuple, list[Run]]:
     return out
 
 
-def main_grid(items: Sequence[Any], cell_of) -> tuple[list[Any], int]:
-    """The items (runs or cell fits) of the largest (gamma, alpha) grid among them, and how
-    many were left out: cells that agree on every field but gamma and alpha form one grid, so
-    a folder holding two grids (e.g. n = 100 and n = 200) never puts both on one heatmap."""
+def main_grid(items: Sequence[Any], cell_of,
+              axes: Sequence[str] = ("gamma", "alpha")) -> tuple[list[Any], int]:
+    """The items (runs or cell fits) of the largest grid over ``axes`` among them, and how
+    many were left out: cells that agree on every field but the axes form one grid, so a
+    folder holding two grids (e.g. n = 100 and n = 200) never puts both in one figure."""
     groups: dict[tuple, list[Any]] = {}
     for it in items:
         key = tuple(sorted((k, repr(v)) for k, v in dict(cell_of(it)).items()
-                           if k not in ("gamma", "alpha")))
+                           if k not in axes))
         groups.setdefault(key, []).append(it)
     best = max(groups.values(), key=len) if groups else []
     return best, len(items) - len(best)

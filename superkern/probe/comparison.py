@@ -1,5 +1,5 @@
 """``compare``: probe many heads and put them in one table (stdout / CSV / JSON) and two
-figures: mean c^2 vs m with the 1/m line (paper Fig. 6a / 8a style) and row norms per head
+figures: mean c^2 vs m with the 1/m line (paper Fig. 8a style) and row norms per head
 (paper Fig. 20 style)."""
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Figures as PNG bytes (matplotlib's object API: no pyplot, no global backend change).
 
 Probe: row-norm histogram; overlap histogram (density, log scale) with the random-vector
-density f_m. Compare: mean c^2 vs m (paper Fig. 6a / 8a style, log-log, with 1/m) and per-head
+density f_m. Compare: mean c^2 vs m (paper Fig. 8a style, log-log, with 1/m) and per-head
 row-norm distributions (paper Fig. 20 style).
 """
 from __future__ import annotations
@@ -88,7 +88,8 @@ def overlap_histogram_png(report) -> bytes:
 
 
 def mean_sq_vs_m_png(rows: Sequence[dict[str, Any]]) -> bytes:
-    """Fig. 6a / 8a style: mean c^2 (exact) against m, log-log, with the 1/m line."""
+    """Fig. 8a style: mean c^2 (exact) against m, log-log, with the 1/m line of random vectors
+    (the paper draws a slope-1 guide: it reports the 1/m scaling, not the magnitude)."""
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
     ms = np.array([r["m"] for r in rows], dtype=float)

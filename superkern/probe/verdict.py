@@ -80,8 +80,9 @@ def superposition_verdict(*, n: int, m: int, norms: Any, mean_sq: float,
         summary = (f"n/m = {ratio:.1f} and phi_1/2 = {phi_half:.3f}: (almost) all {n} rows "
                    f"are represented in m = {m} dimensions")
         if close:
-            summary += (f"; mean cos^2 = {mean_sq:.3g} = {msq_m:.2f}/m, close to the 1/m of "
-                        "random packing, as the paper finds for LLM heads")
+            summary += (f"; mean cos^2 = {mean_sq:.3g} = {msq_m:.2f}/m, within a factor "
+                        f"{MSQ_FACTOR:g} of random packing's 1/m (the paper finds LLM heads' "
+                        "mean cos^2 scaling as 1/m across widths)")
         else:
             notes.append(f"mean cos^2 = {msq_m:.2f}/m is not within a factor {MSQ_FACTOR:g} of "
                          "1/m: the rows are more clustered than random packing")
