@@ -164,3 +164,22 @@ def test_damaged_weights_file_counts_as_missing(results_file, tmp_path):
     with pytest.warns(UserWarning, match=r"w.safetensors: unreadable weights"):
         assert cached_stats(bad, cache, "strong_weak") is None
     assert cached_stats(bad, cache, "strong_weak") is None  # remembered: one warning per file
+
+
+def test_figures_take_one_grid_and_the_right_runs(results_file):
+    """The synthetic folder mixes the small grid (n = 100), fig17's n = 200, a density sweep
+    and the large model: each figure reads only its own runs."""
+    from superkern.analysis.fig_geometry import _strong_grid
+    from superkern.analysis.fig_scaling import density_cells, grid_cells, power_cells
+    from superkern.analysis.figures import Context
+    from superkern.analysis.tables import load_results
+
+    ctx = Context(load_results(results_file), n_boot=0, use_weights=False)
+    dens = density_cells(ctx)  # Figs. 7, 18: the density sweep only
+    assert dens and all(c.cell["density_s"] is not None for c in dens)
+    assert {c.cell["n"] for c in dens} == {100} and len(dens) == 3 * 2
+    grid, note = grid_cells(power_cells(ctx))  # Figs. 4b, 5b, 6e, 14
+    assert {c.cell["n"] for c in grid} == {100} and note == "4 cells of other grids left out"
+    runs, note = _strong_grid(ctx, lambda r: True)  # Figs. 6c, 6d, 15, 16
+    assert {r.n for r in runs} == {100} and all(r.gamma < 0 for r in runs)
+    assert "runs of other grids left out" in note
