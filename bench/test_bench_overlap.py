@@ -13,9 +13,9 @@ identities, spot rows, top-1 vs row max). extra_info holds TFLOP/s = 2 P m / t, 
 of the GEMM peak of that precision measured in this session (8192^3 torch matmul, median of
 10) and the speed-up over ``naive_blockwise_stats`` (the naive row of the same shape, when it
 ran in the same process; otherwise ``bench/summarize.py`` pairs the rows of one session).
-``SUPERKERN_BENCH_JSONL=file`` records each case as it finishes (bench/conftest.py). The naive rows (eager and
-``compiled_blockwise_stats``) compute only sum c, sum |c| and max |c|. The tf32 case is
-Qwen2's 152064x8192 head in fp32 on tf32 tensor cores.
+``SUPERKERN_BENCH_JSONL=file`` records each case as it finishes (bench/conftest.py). The
+naive rows (eager and ``compiled_blockwise_stats``) compute only sum c, sum |c| and max |c|.
+The tf32 case is Qwen2's 152064x8192 head in fp32 on tf32 tensor cores.
 
 Triton variants: ``SUPERKERN_BENCH_TRITON="default:;tma:tma=1"`` (name:config pairs, config as
 in ``SUPERKERN_TRITON_OVERLAP``), e.g. add ``regs:maxnreg=128,programs_per_sm=2``. Restrict

@@ -9,7 +9,8 @@ Shapes: the small preset as the trainer launches it (1020 models padded to M = 1
 by width (170 models per m, M = m), and the large preset's n = 10240 at several widths.
 extra_info holds ms per step, us per model-step, TFLOP/s (6 B n M per model-step; 10 B n M
 executed) and the torch baseline's numbers; the case's timed call is the whole
-``bench_toy_step`` (set-up, checks, both timings), so read ms_per_step, not its median. SUPERKERN_TRITON_TOY overrides block sizes (see _toy_common).
+``bench_toy_step`` (set-up, checks, both timings), so read ms_per_step, not its median.
+SUPERKERN_TRITON_TOY overrides block sizes (see _toy_common).
 """
 from __future__ import annotations
 

@@ -58,7 +58,6 @@ def test_to_dict_round_trip():
               ToyConfig(preset=None, n=4, m=2, steps=5, batch=3, dist=(0.5, 0.25, 0.2, 0.05)),
               ToyConfig(m=10, density_s=0.5)):
         d = c.to_dict()
-        import json
         back = ToyConfig.from_dict(json.loads(json.dumps(d)))
         assert back == c and back.run_id == c.run_id, (c, back)
     with pytest.raises(ValueError, match="unknown ToyConfig field"):
