@@ -32,12 +32,12 @@ LOG="$OUT/session.log"
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv
   $PY -c "import sys,torch,triton;print('python',sys.version.split()[0],'torch',torch.__version__,'triton',triton.__version__,'cuda',torch.version.cuda)"
   nvcc --version | tail -1
-  t0=$(date +%s)
+  t0=$(date +%s); mkdir -p build
   SUPERKERN_CUDA_ARCH="${SUPERKERN_CUDA_ARCH:-90}" CMAKE_BUILD_PARALLEL_LEVEL=16 \
-    $PY setup.py -q build_ext --inplace >/tmp/superkern-build.log 2>&1 || {
-      echo "BUILD FAILED (CUDA); retrying without CUDA"; grep -E "error" /tmp/superkern-build.log | head -20
-      SUPERKERN_NO_CUDA=1 $PY setup.py -q build_ext --inplace >>/tmp/superkern-build.log 2>&1; }
-  tail -3 /tmp/superkern-build.log
+    $PY setup.py -q build_ext --inplace >build/superkern-build.log 2>&1 || {
+      echo "BUILD FAILED (CUDA); retrying without CUDA"; grep -E "error" build/superkern-build.log | head -20
+      SUPERKERN_NO_CUDA=1 $PY setup.py -q build_ext --inplace >>build/superkern-build.log 2>&1; }
+  tail -3 build/superkern-build.log
   echo "build: $(( $(date +%s) - t0 )) s"
   $PY -m superkern env
 } 2>&1 | tee "$LOG"
@@ -101,7 +101,7 @@ case "$what" in
       $PY -m superkern fit runs/gpu-fig1 --against "runs/gpu-$run" 2>&1 | tee "$OUT/$run-vs-fp32.txt"
     fi ;;
   sanitize)
-    cat > /tmp/sanitize_case.py <<'PYEOF'
+    cat > build/sanitize_case.py <<'PYEOF'
 import sys, torch, superkern
 from superkern.ops.overlap_cuda import overlap_partials_cuda
 backend = sys.argv[1]
@@ -119,7 +119,7 @@ if backend == "cuda":  # the cross-pair (split) schedule on its own
 PYEOF
     tool="${kexpr:-memcheck}"
     for b in cuda triton; do
-      timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 $PY /tmp/sanitize_case.py "$b" \
+      timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 $PY build/sanitize_case.py "$b" \
         >"$OUT/sanitize-$tool-$b.log" 2>&1
       echo "sanitize $tool $b: exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$OUT/sanitize-$tool-$b.log") clean summaries)"
     done | tee -a "$LOG" ;;
