@@ -9,7 +9,7 @@ import numpy as np
 from superkern.analysis.fig_scaling import heatmap
 from superkern.analysis.figures import Context, MissingData, figure, footer
 from superkern.analysis.scaling import unlearned_table
-from superkern.analysis.tables import Run, cell_key, dist_label, main_grid
+from superkern.analysis.tables import Run, dist_label, run_grid
 from superkern.analysis.weights import cached_stats, random_var_abs
 
 
@@ -35,11 +35,11 @@ def _mean_grid(runs: list[Run], m: int, value: str):
 def _grid_runs(ctx: Context, what: str) -> tuple[list[Run], str]:
     """The power-law runs of the largest (gamma, alpha) grid (see ``main_grid``), and a
     footer note on what was left out."""
-    runs, left_out = main_grid(plain_runs(ctx), lambda r: cell_key(r.config))
+    runs, note = run_grid(plain_runs(ctx))
     if len({r.gamma for r in runs}) < 2 or len({r.alpha for r in runs}) < 2:
         raise MissingData(f"{what} needs power-law runs over >= 2 weight decays and >= 2 data "
                           "exponents (the 'small' experiment)")
-    return runs, f"{left_out} runs of other grids left out" if left_out else ""
+    return runs, note
 
 
 @figure("fig3", "Fraction represented phi_half vs weight decay and data exponent (Fig. 3)")
@@ -86,10 +86,8 @@ def fig13(ctx: Context):
 def _strong_grid(ctx: Context, keep) -> tuple[list[Run], str]:
     """Strong-superposition runs (gamma < 0) passing ``keep``, from one grid (every field but
     gamma, alpha and the distribution equal), and a footer note on what was left out."""
-    runs = [r for r in plain_runs(ctx, dist=None) if r.gamma < 0 and keep(r)]
-    runs, left_out = main_grid(runs, lambda r: cell_key(r.config),
-                               axes=("gamma", "alpha", "dist"))
-    return runs, f"{left_out} runs of other grids left out" if left_out else ""
+    return run_grid([r for r in plain_runs(ctx, dist=None) if r.gamma < 0 and keep(r)],
+                    axes=("gamma", "alpha", "dist"))
 
 
 def _scatter_runs(fig, ax, runs: list[Run], ys, **kw) -> None:
@@ -214,9 +212,8 @@ def fig16(ctx: Context):
 
 @figure("fig10", "Large toy model vs theory: phi_half, unlearned loss, phi_1, overlaps (Fig. 10)")
 def fig10(ctx: Context):
-    runs = [r for r in ctx.results.runs if r.config.get("preset") == "large"]
-    runs, left_out = main_grid(runs, lambda r: cell_key(r.config),
-                               axes=("gamma", "alpha", "dist"))
+    runs, note = run_grid([r for r in ctx.results.runs if r.config.get("preset") == "large"],
+                          axes=("gamma", "alpha", "dist"))
     if len({r.m for r in runs}) < 2:
         raise MissingData("needs large-preset runs (the 'fig1' experiment) at >= 2 widths")
     n = runs[0].n
@@ -257,6 +254,5 @@ def fig10(ctx: Context):
     axes[0].scatter([], [], color="k", marker="o", label="weak")
     axes[0].legend(fontsize=7)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    footer(fig, ctx, runs, f"n = {n}" + (f"; {left_out} runs of other grids left out"
-                                          if left_out else ""))
+    footer(fig, ctx, runs, f"n = {n}" + (f"; {note}" if note else ""))
     return fig

@@ -9,7 +9,7 @@ import numpy as np
 
 from superkern.analysis.figures import Context, MissingData, figure, footer
 from superkern.analysis.scaling import CellFit, unlearned_table
-from superkern.analysis.tables import cell_key, dist_label, main_grid
+from superkern.analysis.tables import dist_label, one_grid, run_grid
 from superkern.analysis.weights import cached_stats
 
 
@@ -25,8 +25,7 @@ def power_cells(ctx: Context) -> list[CellFit]:
 
 def grid_cells(cells: Sequence[CellFit], axes=("gamma", "alpha")) -> tuple[list[CellFit], str]:
     """The cells of the largest grid over ``axes`` (see ``main_grid``) and a footer note."""
-    kept, left_out = main_grid(cells, lambda c: c.cell, axes=axes)
-    return kept, f"{left_out} cells of other grids left out" if left_out else ""
+    return one_grid(cells, lambda c: c.cell, axes, what="cells")
 
 
 def fit_note(cells: Sequence[CellFit]) -> str:
@@ -206,8 +205,7 @@ def fig5a(ctx: Context):
     prediction near 0 with a loss of their own."""
     runs = [r for r in ctx.results.runs if r.config.get("density_s") is None
             and float(r.config.get("E") or 1.0) == 1.0 and math.isfinite(r.phi_half)]
-    runs, left_out = main_grid(runs, lambda r: cell_key(r.config),
-                               axes=("gamma", "alpha", "dist"))
+    runs, note = run_grid(runs, axes=("gamma", "alpha", "dist"))
     rows = unlearned_table(runs, weak_only=False)
     if not any(u.gamma > 0 for u in rows):
         raise MissingData("no weak-superposition runs (gamma > 0) with phi_half")
@@ -226,8 +224,7 @@ def fig5a(ctx: Context):
                  fontsize=9)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     by_id = {r.run_id: r for r in runs}
-    footer(fig, ctx, [by_id[u.run_id] for u in rows],
-           f"{left_out} runs of other grids left out" if left_out else "")
+    footer(fig, ctx, [by_id[u.run_id] for u in rows], note)
     return fig
 
 

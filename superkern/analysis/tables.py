@@ -240,6 +240,19 @@ def main_grid(items: Sequence[Any], cell_of,
     return best, len(items) - len(best)
 
 
+def one_grid(items: Sequence[Any], cell_of, axes: Sequence[str] = ("gamma", "alpha"),
+             what: str = "runs") -> tuple[list[Any], str]:
+    """:func:`main_grid`, with a figure-footer note on what was left out ("" if nothing)."""
+    kept, left_out = main_grid(items, cell_of, axes)
+    return kept, f"{left_out} {what} of other grids left out" if left_out else ""
+
+
+def run_grid(runs: Sequence["Run"], axes: Sequence[str] = ("gamma", "alpha")
+             ) -> tuple[list["Run"], str]:
+    """:func:`one_grid` of runs, grouped by their cell keys."""
+    return one_grid(runs, lambda r: cell_key(r.config), axes)
+
+
 def dist_label(config: Mapping[str, Any]) -> str:
     """'exponential', 'linear', 'power a=1.2', 'explicit'."""
     d = config.get("dist", "power")

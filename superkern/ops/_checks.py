@@ -9,6 +9,15 @@ import torch
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+def native_tensor(arr: np.ndarray, copy: bool = False) -> torch.Tensor:
+    """A torch tensor of a float array: C order, native byte order, extended precision
+    (longdouble) as float64, torch's widest. ``copy``: always a fresh array (e.g. to leave a
+    read-only memory map behind)."""
+    target = np.float64 if arr.dtype.itemsize > 8 else arr.dtype.newbyteorder("=")
+    return torch.from_numpy(np.array(arr, dtype=target, order="C", copy=True) if copy
+                            else np.ascontiguousarray(arr, dtype=target))
+
+
 def as_matrix(W: Any, name: str = "W", finite: bool = True) -> torch.Tensor:
     """Validate a 2-D floating matrix and return it as a torch tensor (no copy if possible).
 
@@ -22,9 +31,7 @@ def as_matrix(W: Any, name: str = "W", finite: bool = True) -> torch.Tensor:
     if isinstance(W, np.ndarray):
         if W.dtype.kind not in "f":
             raise ValueError(f"{name} must be a floating-point matrix, got numpy dtype {W.dtype}")
-        # native byte order; extended precision (longdouble) as float64, torch's widest
-        target = np.float64 if W.dtype.itemsize > 8 else W.dtype.newbyteorder("=")
-        W = torch.from_numpy(np.ascontiguousarray(W, dtype=target))
+        W = native_tensor(W)
     if not isinstance(W, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor or numpy array, got {type(W).__name__}")
     if W.dim() != 2:

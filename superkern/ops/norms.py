@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from superkern.ops._checks import as_matrix, as_nonneg_int
-from superkern.ops.overlap_stream import row_norms
+from superkern.ops.overlap_stream import check_norms_finite, row_norms
 
 
 @dataclass
@@ -72,10 +72,7 @@ def row_norm_stats(W: Any, *, bins: int = 50, chunk_rows: int = 1 << 15) -> Norm
         raise ValueError(f"bins must be >= 1 for the norm histogram, got {bins}")
     n, m = W.shape
     r = torch.cat([row_norms_ref(W[s:s + chunk_rows]) for s in range(0, n, chunk_rows)]).cpu()
-    if not bool(torch.isfinite(r).all()):
-        i = int(torch.nonzero(~torch.isfinite(r))[0])
-        raise ValueError(f"row {i} has a norm beyond fp64's range although its values are "
-                         "finite; rescale the matrix (cosines do not change)")
+    check_norms_finite(r)
     nz = r[r > 0]  # the median ignores zero rows (padding), which no threshold can count
     med = 0.0 if nz.numel() == 0 else (float(torch.quantile(nz, 0.5)) if nz.numel() <= 1 << 24
                                        else float(nz.median()))

@@ -54,27 +54,14 @@ def prepare_rows(W: Any, *, rows: Any = None, center: bool = False):
     if center and X.shape[0]:
         X = _stream.centred(X, _stream.column_mean(X))  # one fp32 (fp64) copy
     norms = _stream.row_norms(X)
-    if X.dtype == torch.float64:  # only fp64 rows can leave fp64's range when squared
-        _check_norm_range(X, norms, idx)
+    if X.dtype == torch.float64:  # only fp64 rows can have norms beyond fp64
+        _stream.check_norms_finite(norms, idx)
     nonzero = norms > 0
     n_zero = int((~nonzero).sum())
     if n_zero:
         keep = torch.nonzero(nonzero).flatten()
         X, norms, idx = X[keep], norms[keep], idx[keep.cpu()]
     return W, idx, X, norms, n_zero
-
-
-def _check_norm_range(X: torch.Tensor, norms: torch.Tensor, idx: torch.Tensor) -> None:
-    """ValueError for a finite row whose fp64 norm is infinite (values near fp64's maximum):
-    its cosines cannot be computed from that norm. (Tiny rows are measured scaled, see
-    ``overlap_stream.row_norms``, so they keep exact norms.)"""
-    bad = ~torch.isfinite(norms)
-    if bool(bad.any()):
-        i = int(torch.nonzero(bad)[0])
-        raise ValueError(
-            f"row {int(idx[i])} has a norm beyond fp64's range although its values are finite "
-            f"(largest |value| {float(X[i].abs().max()):.3g}); rescale the matrix (cosines "
-            "do not change)")
 
 
 def _compute_operands(X: torch.Tensor, norms: torch.Tensor, precision: str):

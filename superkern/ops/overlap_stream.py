@@ -65,19 +65,36 @@ def row_norms(X: torch.Tensor) -> torch.Tensor:
     so every finite row gets its norm to fp64 accuracy (inf only if the norm itself is)."""
     N, m = X.shape
     out = torch.empty(N, dtype=torch.float64, device=X.device)
-    step = max(1, CHUNK_ELEMS // max(m, 1) // 4)
+    step = _fp64_rows(m)
     for s in range(0, N, step):
         out[s:s + step] = _block_norms(X[s:s + step])
     return out
 
 
-def column_mean(X: torch.Tensor) -> torch.Tensor:
-    """fp64 column mean of X, chunked: no fp64 copy of X."""
+def check_norms_finite(norms: torch.Tensor, idx: torch.Tensor | None = None) -> None:
+    """ValueError for a row of finite values whose fp64 norm is infinite (values near fp64's
+    maximum): its cosines cannot be computed from that norm. ``idx`` maps to the rows'
+    indices in the caller's matrix. (Tiny rows keep exact norms: see :func:`row_norms`.)"""
+    bad = ~torch.isfinite(norms)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0])
+        row = i if idx is None else int(idx[i])
+        raise ValueError(f"row {row} has a norm beyond fp64's range although its values are "
+                         "finite; rescale the matrix (cosines do not change)")
+
+
+def column_mean(X: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+    """fp64 column mean of X (of its rows ``idx`` when given), chunked: no fp64 copy of X."""
     total = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
-    step = max(1, CHUNK_ELEMS // max(X.shape[1], 1) // 4)
-    for s in range(0, X.shape[0], step):
-        total += X[s:s + step].double().sum(0)
-    return total / X.shape[0]
+    step = _fp64_rows(X.shape[1])
+    if idx is None:
+        for s in range(0, X.shape[0], step):
+            total += X[s:s + step].double().sum(0)
+        return total / X.shape[0]
+    idx = idx.to(X.device)
+    for s in range(0, idx.numel(), step):
+        total += X[idx[s:s + step]].double().sum(0)
+    return total / idx.numel()
 
 
 def centred(X: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
@@ -86,7 +103,7 @@ def centred(X: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     rounding the mean first would shift every row by the same error."""
     out = torch.empty(X.shape, device=X.device,
                       dtype=torch.float64 if X.dtype == torch.float64 else torch.float32)
-    step = max(1, CHUNK_ELEMS // max(X.shape[1], 1) // 4)
+    step = _fp64_rows(X.shape[1])
     for s in range(0, X.shape[0], step):
         out[s:s + step] = (X[s:s + step].double() - mean).to(out.dtype)
     return out
@@ -94,6 +111,12 @@ def centred(X: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
 
 def _chunk_rows(m: int) -> int:
     return max(1, CHUNK_ELEMS // max(m, 1))
+
+
+def _fp64_rows(m: int) -> int:
+    """Rows per chunk of the fp64 passes (norms, mean, centring): a quarter of
+    :func:`_chunk_rows`, as fp64 elements take twice fp32's bytes and a temporary or two."""
+    return max(1, _chunk_rows(m) // 4)
 
 
 # Kernels read raw rows with a scale 1/norm, so a dot product of two rows spans

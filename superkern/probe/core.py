@@ -20,6 +20,7 @@ from superkern.backend import resolve_device
 from superkern.ops.norms import row_norm_stats
 from superkern.ops.overlap import overlap_stats
 from superkern.ops.overlap_ref import PRECISIONS
+from superkern.ops import overlap_stream as _stream
 from superkern.ops.overlap_stream import free_device_bytes
 from superkern.probe.gram import set_moments
 from superkern.probe.loaders import load_head
@@ -164,10 +165,10 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
     with bar.stage("exact"):
         exact = set_moments(Wd, {k: v[1] for k, v in sets.items()}, device=dev)
         if centred:
-            mean = _column_mean(Wd, nz_idx)
+            mean = _stream.column_mean(Wd, nz_idx)
             exact["centred"] = set_moments(Wd, {"centred": nz_idx}, centre=mean,
                                            device=dev)["centred"]
-            Wc = _centre(Wd, mean)
+            Wc = _stream.centred(Wd, mean)  # all n rows shifted; only nz_idx are read
     _timed(timings, "exact", t0)
 
     blocks: dict[str, OverlapBlock] = {}
@@ -267,22 +268,3 @@ def _check_finite_rows(Wk: torch.Tensor, idx: torch.Tensor, head, chunk: int = 1
         raise ValueError(f"{head.source}: tensor {head.tensor!r} has {count} non-finite "
                          f"value(s) (NaN or Inf) in {len(rows)} analysed row(s): {shown} "
                          f"(of {head.n}); exclude them (--exclude) or fix the checkpoint")
-
-
-def _column_mean(W: torch.Tensor, idx: torch.Tensor, chunk: int = 1 << 15) -> torch.Tensor:
-    """fp64 column mean of rows ``idx``."""
-    idx_d = idx.to(W.device)
-    total = torch.zeros(W.shape[1], dtype=torch.float64, device=W.device)
-    for s in range(0, idx.numel(), chunk):
-        total += W[idx_d[s:s + chunk]].double().sum(0)
-    return total / idx.numel()
-
-
-def _centre(W: torch.Tensor, mean: torch.Tensor, chunk: int = 1 << 15) -> torch.Tensor:
-    """W minus ``mean`` (all n rows shifted; only the analysed ones are used), in fp32
-    (fp64 for fp64 input): the operand of the centred tiled pass."""
-    out_dtype = torch.float64 if W.dtype == torch.float64 else torch.float32
-    out = torch.empty(W.shape, dtype=out_dtype, device=W.device)
-    for s in range(0, W.shape[0], chunk):
-        out[s:s + chunk] = (W[s:s + chunk].double() - mean).to(out_dtype)
-    return out

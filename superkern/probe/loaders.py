@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from superkern.ops._checks import native_tensor
 from superkern.probe.head import Head
 from superkern.probe.names import has_head, names_match, resolve_tensor
 from superkern.probe.packages import resolve_alias
@@ -290,7 +291,7 @@ def _load_npy(path: Path, tensor: Optional[str]) -> Head:
     if tensor is not None:
         raise ValueError(f"{path}: a .npy file holds one array; tensor={tensor!r} (--tensor) "
                          "does not apply to it")
-    W = _native_tensor(arr, copy=True)  # leaves the read-only memory map behind
+    W = native_tensor(arr, copy=True)  # leaves the read-only memory map behind
     vocab, vsrc = vocab_from_folder(path.parent)
     return Head(matrix=W, source=str(path), tensor="<array>", dtype=str(arr.dtype),
                 tied=None, tied_reason="a bare array: tying unknown", vocab=vocab,
@@ -366,19 +367,11 @@ def _from_state_dict(obj: Any, tensor: Optional[str], path: Path, fmt: str,
     return _finish(W.detach(), path, name, kind, names or list(sd), fmt, path.parent)
 
 
-def _native_tensor(arr: np.ndarray, copy: bool = False) -> torch.Tensor:
-    """A torch tensor of a float array: byte-swapped arrays in native order, extended
-    precision (longdouble) as float64, which torch has no type beyond."""
-    target = np.float64 if arr.dtype.itemsize > 8 else arr.dtype.newbyteorder("=")
-    return torch.from_numpy(np.array(arr, dtype=target, order="C", copy=True) if copy
-                            else np.ascontiguousarray(arr, dtype=target))
-
-
 def _from_array(W: Any) -> Head:
     if isinstance(W, np.ndarray):
         if W.dtype.kind != "f":
             raise ValueError(f"array has dtype {W.dtype}; an LM head must be floating point")
-        W = _native_tensor(W)
+        W = native_tensor(W)
     return Head(matrix=W.detach().to("cpu"), source="<tensor>", tensor="<tensor>",
                 dtype=str(W.dtype).replace("torch.", ""), tied=None,
                 tied_reason="an in-memory tensor: tying unknown", format="memory",
