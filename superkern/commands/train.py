@@ -63,8 +63,9 @@ def build_configs(args) -> list:
             steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
             preset=None if args.preset == "none" else args.preset,
             precision=args.precision, backend=args.backend, log_every=args.log_every))
-    unique = list({c.run_id: c for c in out}.values())  # "--m 8,8" trains one model
-    return unique
+    from superkern.sweep.runner import unique_configs
+
+    return unique_configs(out)[0]  # "--m 8,8" trains one model
 
 
 def _fmt(v: Any, spec: str) -> str:

@@ -34,9 +34,6 @@ def width_bucket(m: int) -> int:
     return max(_MIN_BUCKET, 1 << (m - 1).bit_length())
 
 
-_MAX_INSTANCES = 65535  # models per Triton launch (a CUDA grid axis)
-
-
 def _check_group_by(group_by: str) -> None:
     if group_by not in GROUP_BY:
         raise ValueError(f"unknown group_by {group_by!r}; choose from {GROUP_BY}")
@@ -105,8 +102,8 @@ def plan_groups(configs: Sequence[ToyConfig], device: torch.device, group_by: st
             out.append((key[0], idx))
             continue
         mod = triton_toy()[0]
-        for k in range(0, len(idx), _MAX_INSTANCES):
-            part = idx[k:k + _MAX_INSTANCES]
+        for k in range(0, len(idx), mod.MAX_INSTANCES):
+            part = idx[k:k + mod.MAX_INSTANCES]
             c = configs[part[0]]
             why = mod.launch_limits(c.n, c.batch, max(configs[i].m for i in part), len(part),
                                     device, c.precision)

@@ -28,10 +28,12 @@ from superkern.triton._toy_sample import build_sparse, nnz_cap_from_p, sample_de
 from superkern.triton._toy_stored import stored_loss_grad
 
 __all__ = ["toy_sample_triton", "toy_loss_grad_triton", "toy_adamw_step_triton",
-           "toy_nnz_cap", "toy_path", "launch_limits", "bench_toy_step", "PRECISIONS"]
+           "toy_nnz_cap", "toy_path", "launch_limits", "MAX_INSTANCES", "bench_toy_step",
+           "PRECISIONS"]
 
 _INT32_MAX = 2 ** 31 - 1
 _GRID_YZ_MAX = 65535  # CUDA's limit on grid axes 1 and 2, where groups and models run
+MAX_INSTANCES = _GRID_YZ_MAX  # models per launch (train_many splits larger groups)
 _cap_cache: dict = {}
 
 
