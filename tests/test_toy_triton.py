@@ -190,10 +190,48 @@ def test_fused_and_stored_paths_agree():
         check(name, a, c, 2e-6)
 
 
+def test_stored_path_in_chunks_of_models_is_exact(monkeypatch):
+    """The stored path bounds its (I, B, n) buffer by running chunks of models: three
+    models in chunks of two give bit-identical loss and gradients."""
+    from superkern.triton import _toy_stored
+    W, b, p, group, seeds, scale = make_models(ms=(5, 16, 9), M=16, G=2)
+    whole = toy.toy_loss_grad_triton(W, b, p, group, seeds, 3, 48, scale, path="stored")
+    monkeypatch.setattr(_toy_stored, "Y_ELEMS", 2 * 48 * 40)
+    chunked = toy.toy_loss_grad_triton(W, b, p, group, seeds, 3, 48, scale, path="stored")
+    for name, a, c in zip(("loss", "dW", "db"), whole, chunked):
+        assert torch.equal(a, c), f"{name} differs when models run in chunks of two"
+
+
+def test_gpu_config_follows_the_triton_version(monkeypatch):
+    """Triton 3.6 spills in the fused dW/db loop with 64-entry sparse chunks: it gets 32."""
+    from superkern.triton import _toy_common
+    monkeypatch.delenv(_toy_common.ENV_CONFIG, raising=False)
+    monkeypatch.setattr(_toy_common, "_TRITON_VERSION", (3, 6))
+    assert _toy_common.toy_config(100, "cuda", "tf32").bk == 32
+    monkeypatch.setattr(_toy_common, "_TRITON_VERSION", (3, 7))
+    assert _toy_common.toy_config(100, "cuda", "tf32").bk == 64
+
+
 def test_too_small_nnz_cap_gives_nan_loss():
     W, b, p, group, seeds, scale = make_models(ms=(4, 4), M=4, G=2, E=3.0)
     loss, _, _ = toy.toy_loss_grad_triton(W, b, p, group, seeds, 1, 32, scale, nnz_cap=5)
     assert bool(torch.isnan(loss).all()), f"loss {loss.tolist()} with 5 slots for ~96 entries"
+
+
+@pytest.mark.parametrize("path", ["fused", "stored"])
+def test_a_nan_weight_gives_a_nan_loss(path):
+    """A diverged model must report NaN, as torch.relu does, on both paths and precisions
+    (compiled, a plain max(z, 0) returns 0 for NaN z; tests/test_toy_triton_compile.py checks
+    the PTX). The other model of the launch stays finite and exact."""
+    W, b, p, group, seeds, scale = make_models(ms=(4, 4), M=4, G=1, E=2.0)
+    clean = toy.toy_loss_grad_triton(W, b, p, group, seeds, 1, 32, scale, path=path)
+    W[0, 3, 1] = float("nan")
+    for precision in (("fp32", "tf32", "bf16") if CUDA else ("fp32",)):
+        loss, dW, db = toy.toy_loss_grad_triton(W, b, p, group, seeds, 1, 32, scale,
+                                                precision, path=path)
+        assert math.isnan(float(loss[0])), f"{precision}: loss {float(loss[0])} of a NaN model"
+        if precision == "fp32":
+            assert float(loss[1]) == float(clean[0][1]) and torch.equal(dW[1], clean[1][1])
 
 
 def test_argument_errors_name_the_numbers():

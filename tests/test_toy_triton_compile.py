@@ -14,7 +14,8 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from superkern.triton._toy_bench import compile_signature, launch_plans, sass_spill_report
 
-seen, failed, spills = set(), [], []
+import re
+seen, failed, spills, nan_max = set(), [], [], []
 for name, kern, consts, warps, stages in launch_plans():
     key = (kern.fn.__name__, tuple(sorted(consts.items())), warps, stages)
     if key in seen:
@@ -36,6 +37,9 @@ for name, kern, consts, warps, stages in launch_plans():
         except Exception as exc:
             failed.append(f"{name} (ints = 1: {ones}): {type(exc).__name__}: {exc}"[:800])
             continue
+        # the only float max in these kernels is ReLU, which must keep NaN (max.NaN.f32)
+        if re.search(r"\bmax(\.ftz)?\.f32\b", cc.asm["ptx"]):
+            nan_max.append(name)
         if not ones:
             regs, stack, inside = sass_spill_report(cc.asm["cubin"])
             print(f"{name:28s} regs={regs:3d} stack={stack:5d} spills_in_mma_loop={inside}")
@@ -44,6 +48,7 @@ for name, kern, consts, warps, stages in launch_plans():
 print(len(seen), "launches", len({k[0] for k in seen}), "kernels")
 assert not failed, "\n".join(failed)
 assert not spills, f"register spills inside the product loop: {spills}"
+assert not nan_max, f"float max that drops NaN (a diverged model's loss looks finite): {nan_max}"
 '''
 
 
@@ -53,7 +58,9 @@ def test_every_kernel_compiles_for_sm90_with_integer_arguments_of_one():
     cases. Each toy kernel is compiled for sm_90 as launched and with all its integer
     arguments specialised to 1 (those not marked do_not_specialize), offline with Triton's
     bundled ptxas (no GPU needed). The as-launched builds must not spill registers inside
-    their product loops (SASS read with cuobjdump)."""
+    their product loops (SASS read with cuobjdump), and ReLU must keep NaN (PTX max.NaN.f32;
+    a plain max.f32 returns the other operand, so a diverged model would report a finite
+    loss on the GPU while the interpreter, numpy's maximum, keeps NaN)."""
     from tests.utils import run_compiled_triton
 
     proc = run_compiled_triton(_COMPILE_ALL)

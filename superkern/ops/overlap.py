@@ -15,7 +15,7 @@ import torch
 from superkern import backend as _backend
 from superkern.ops._checks import as_matrix, as_nonneg_int, check_finite, row_selection
 from superkern.ops.overlap_ref import PRECISIONS, overlap_partials_torch
-from superkern.ops.overlap_types import OverlapPartials, OverlapStats
+from superkern.ops.overlap_types import TRITON_MAX_BINS, OverlapPartials, OverlapStats
 from superkern.ops import overlap_stream as _stream
 
 _COMPUTE_DTYPE = {"fp32": torch.float32, "tf32": torch.float32,
@@ -123,7 +123,8 @@ def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False
         precision: dot-product precision: "fp32", "tf32", "bf16" or "fp16"; accumulation is
             always fp32 within a tile and fp64 across tiles.
         backend: "auto", "torch", "cpu", "triton" or "cuda" (env SUPERKERN_BACKEND overrides
-            auto).
+            auto). "triton" counts at most 4096 bins; a plain "auto" passes more to the next
+            backend.
         device: where to compute (default: W's device). A head on the CPU with
             ``device="cuda"`` is converted to the compute dtype and uploaded in row blocks.
         block_rows: force block-pair streaming with blocks of this many rows (a multiple of
@@ -164,9 +165,13 @@ def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False
     # Streaming asked for (block_rows; max_device_bytes on a GPU): a plain "auto" (no
     # SUPERKERN_BACKEND) moves to a backend that streams.
     streams = block_rows is not None or (max_device_bytes is not None and target.type == "cuda")
-    if (streams and backend == "auto" and name not in _stream.STREAM_BACKENDS
-            and not os.environ.get(_backend.ENV_BACKEND)):
+    plain_auto = backend == "auto" and not os.environ.get(_backend.ENV_BACKEND)
+    if plain_auto and streams and name not in _stream.STREAM_BACKENDS:
         name = _backend.resolve("auto", where, supported=_stream.STREAM_BACKENDS)
+    if plain_auto and name == "triton" and bins > TRITON_MAX_BINS:  # past its shared memory
+        supported = _stream.STREAM_BACKENDS if streams else _backend.BACKENDS
+        name = _backend.resolve("auto", where,
+                                supported=tuple(b for b in supported if b != "triton"))
     dtype = _COMPUTE_DTYPE[precision]
     stream_rows = 0
     if N >= 2:

@@ -14,6 +14,12 @@ from typing import Any, Optional
 import torch
 
 
+# The triton backend's histogram lives in shared memory (4 bytes per bin, padded to a power of
+# two, per program): 4096 bins is 16 KiB; 65536 would need 256 KiB, past the H100's 227 KiB per
+# block. "auto" moves larger histograms to another backend (superkern.ops.overlap).
+TRITON_MAX_BINS = 4096
+
+
 @dataclass
 class OverlapPartials:
     """Raw reductions over all unordered pairs i < j of N rows, c_ij = s_i s_j (x_i . x_j).

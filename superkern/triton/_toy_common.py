@@ -19,6 +19,7 @@ import triton.language as tl
 from superkern.triton._env import parse_overrides
 
 ENV_CONFIG = "SUPERKERN_TRITON_TOY"
+_TRITON_VERSION = tuple(int(v) for v in triton.__version__.split(".")[:2])
 # precision name -> tl.dot input_precision ("bf16" casts the operands instead).
 PRECISIONS = {"fp32": "ieee", "tf32": "tf32", "tf32x3": "tf32x3", "bf16": "bf16"}
 
@@ -79,7 +80,9 @@ def toy_config(M: int, device: torch.device | str, precision: str = "tf32") -> T
     """The one place block sizes come from (per device kind, padded width and precision).
 
     GPU (checked by compiling for sm_90 with Triton's ptxas: no register spills inside any
-    product loop; bench/test_bench_toy_triton.py repeats the check): 64 x 64 tiles (a tl.dot
+    product loop with triton 3.7.1, and 3 at width 128 in tf32 with 3.6.0, which takes
+    sparse chunks of 32 entries; bench/test_bench_toy_triton.py repeats the check): 64 x 64
+    tiles (a tl.dot
     M-dimension of 64 keeps Hopper's warpgroup MMA usable); the fused path with 4 warps up to
     width 32 and 8 warps above (it holds (64, width) tiles of h and dh); the stored path with
     8 warps and width chunks of 64 (32 for tf32x3, whose split operands double the registers);
@@ -90,8 +93,11 @@ def toy_config(M: int, device: torch.device | str, precision: str = "tf32") -> T
     device = torch.device(device)
     bm = block_m(M)
     if device.type == "cuda":
+        # Triton 3.6 (the GPU machine's) spills in the fused dW/db loop with 64-entry sparse
+        # chunks (71 spill instructions at width 128 in tf32; 3 with 32), 3.7 does not.
         cfg = ToyTritonConfig(num_warps=8 if bm >= 64 else 4,
-                              bmc=32 if precision == "tf32x3" else 64)
+                              bmc=32 if precision == "tf32x3" else 64,
+                              bk=32 if _TRITON_VERSION < (3, 7) else 64)
     else:
         cfg = ToyTritonConfig(bb=32, bn=32, bk=32, bmc=16, bs=32, bf=64, br=32)
     cfg = dataclasses.replace(cfg, **_env_overrides())
@@ -131,6 +137,13 @@ def _draw(p_ptr, x_ptr, seed, step, g, offs_s, offs_f, s_ok, f_ok, n, stride_xg,
         active = ok & (u1 < p[None, :])
         v = tl.where(active, 2.0 * u2, 0.0)
     return active, v
+
+
+@triton.jit
+def relu(z):
+    """max(z, 0) that keeps NaN, like torch.relu: compiled, a plain tl.maximum becomes PTX
+    max.f32, which returns the non-NaN operand (a diverged model would report a finite loss)."""
+    return tl.maximum(z, 0.0, propagate_nan=tl.PropagateNan.ALL)
 
 
 @triton.jit

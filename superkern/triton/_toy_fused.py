@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from superkern.triton._toy_common import _dw_db_finish, _mm, tf32_op
+from superkern.triton._toy_common import _dw_db_finish, _mm, relu, tf32_op
 
 
 @triton.jit
@@ -71,7 +71,7 @@ def _rows_kernel(W_ptr, b_ptr, group_ptr, c_ptr, row_ptr_ptr, csr_i_ptr, csr_v_p
         w = tl.load(Wb + (fi[:, None] * M + offs_m[None, :]),
                     mask=ok[:, None] & m_ok[None, :], other=0.0)
         ze = tl.sum(h * w, axis=1) + tl.load(bb + fi, mask=ok, other=0.0)
-        ye = tl.maximum(ze, 0.0)
+        ye = relu(ze)
         lsp += tl.where(ok, (ye - v) * (ye - v) - ye * ye, 0.0)
         tl.store(gx_ptr + inst * cap + e, tl.where(ze > 0.0, -c * v, 0.0), mask=ok)
     # Dense sweep: z = h W_t^T + b_t, y, dh += y W_t. h and each W_t take part in products
@@ -87,7 +87,7 @@ def _rows_kernel(W_ptr, b_ptr, group_ptr, c_ptr, row_ptr_ptr, csr_i_ptr, csr_v_p
         bias = tl.load(bb + offs_n, mask=n_ok, other=0.0)
         z = _mm(tl.zeros([BB, BN], dtype=tl.float32), h, tl.trans(Wt), PREC, INTERP, True, True)
         z += bias[None, :]
-        y = tl.where(b_ok[:, None] & n_ok[None, :], tl.maximum(z, 0.0), 0.0)
+        y = tl.where(b_ok[:, None] & n_ok[None, :], relu(z), 0.0)
         ysq += tl.sum(y * y, axis=1)
         dh = _mm(dh, y, Wt, PREC, INTERP, False, True)
     dh = dh * c
@@ -137,7 +137,7 @@ def _cols_kernel(W_ptr, b_ptr, group_ptr, c_ptr, col_ptr_ptr, csc_perm_ptr, csr_
                             mask=b_ok[:, None] & m_ok[None, :], other=0.0), PREC)
         z = _mm(tl.zeros([BB, BN], dtype=tl.float32), h, tl.trans(Wt), PREC, INTERP, True, True)
         z += bias[None, :]
-        y = tl.where(b_ok[:, None] & n_ok[None, :], tl.maximum(z, 0.0), 0.0)
+        y = tl.where(b_ok[:, None] & n_ok[None, :], relu(z), 0.0)
         db += tl.sum(y, axis=0)
         y = tf32_op(y, PREC)  # db above took y exact; only the product reads it from here
         dW = _mm(dW, tl.trans(y), h, PREC, INTERP, True, True)

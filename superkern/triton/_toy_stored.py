@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from superkern.triton._toy_common import _dw_db_finish, _mm
+from superkern.triton._toy_common import _dw_db_finish, _mm, relu
 
 
 @triton.jit
@@ -72,7 +72,7 @@ def _z_kernel(W_ptr, b_ptr, h_ptr, y_ptr, ysq_ptr, n, M, B, n_ft,
         z = _mm(z, h, tl.trans(Wt), PREC, INTERP, False, False)
     z += tl.load(b_ptr + inst * n + offs_n, mask=n_ok, other=0.0)[None, :]
     ok = b_ok[:, None] & n_ok[None, :]
-    y = tl.where(ok, tl.maximum(z, 0.0), 0.0)
+    y = tl.where(ok, relu(z), 0.0)
     tl.store(y_ptr + inst * B * n + (offs_b[:, None] * n + offs_n[None, :]), y,
              mask=ok)
     tl.store(ysq_ptr + (inst * tl.num_programs(1) + bt) * n_ft + ft, tl.sum(tl.sum(y * y, 1), 0))
@@ -105,7 +105,7 @@ def _entry_kernel(W_ptr, b_ptr, group_ptr, c_ptr, row_ptr_ptr, csr_i_ptr, csr_v_
             w = tl.load(W_ptr + inst * n * M + (fi[:, None] * M + offs_m[None, :]),
                         mask=mk, other=0.0)
             ze += tl.sum(h * w, axis=1)
-        ye = tl.maximum(ze, 0.0)
+        ye = relu(ze)
         tl.store(gx_ptr + inst * cap + e, tl.where(ze > 0.0, -c * v, 0.0), mask=ok)
         lsp += tl.where(ok, (ye - v) * (ye - v) - ye * ye, 0.0)
     tl.store(lsp_ptr + inst * n_bt + bt, tl.sum(lsp, axis=0))
@@ -181,8 +181,26 @@ def _dw_kernel(group_ptr, c_ptr, col_ptr_ptr, csc_perm_ptr, csr_s_ptr, csr_i_ptr
                   h_ptr, dh_ptr, dW_ptr, db_ptr, BN, BK, PREC, INTERP)
 
 
+# Elements of the stored y (fp32) per launch: models beyond it run in further launches
+# (2 GiB: at n = 10240, B = 2048, 25 models; the small grid's 1000 x 2048 fits 262 at once).
+Y_ELEMS = 1 << 29
+
+
 def stored_loss_grad(W, b, group, c, sp, B, cfg, prec, interp):
-    """Launch the five kernels; returns (loss partials (I, k), dW, db)."""
+    """Launch the five kernels per chunk of models (y, the only (B, n) buffer, bounded by
+    ``Y_ELEMS``); returns (loss partials (I, k), dW, db)."""
+    I, n, M = W.shape
+    dW = torch.empty(W.shape, dtype=torch.float32, device=W.device)
+    db = torch.empty(b.shape, dtype=torch.float32, device=W.device)
+    step = max(1, Y_ELEMS // max(1, B * n))
+    parts = [_stored_chunk(W[s:s + step], b[s:s + step], group[s:s + step], c[s:s + step], sp,
+                           B, cfg, prec, interp, dW[s:s + step], db[s:s + step])
+             for s in range(0, I, step)]
+    return torch.cat(parts), dW, db
+
+
+def _stored_chunk(W, b, group, c, sp, B, cfg, prec, interp, dW, db):
+    """The five launches for the models of W (I, n, M); writes dW, db; returns the partials."""
     I, n, M = W.shape
     dev = W.device
     f32 = {"dtype": torch.float32, "device": dev}
@@ -204,11 +222,8 @@ def stored_loss_grad(W, b, group, c, sp, B, cfg, prec, interp):
     _dh_kernel[(n_bt, n_mc, I)](W, group, c, sp.row_ptr, sp.csr_i, y, gx, dh, n, M, B, sp.cap,
                                 BB=cfg.bb, BN=cfg.bn, BMC=bmc, PREC=prec, INTERP=interp,
                                 **opts)
-    dW = torch.empty(W.shape, **f32)
-    db = torch.empty(b.shape, **f32)
     _dw_kernel[(n_ft, n_mc, I)](group, c, sp.col_ptr, sp.csc_perm, sp.csr_s, sp.csr_i,
                                 sp.csr_v, y, h, dh, gx, dW, db, n, M, B, sp.cap, BB=cfg.bb,
                                 BN=cfg.bn, BMC=bmc, BK=cfg.bk, PREC=prec, INTERP=interp,
                                 **opts)
-    part = torch.cat([ysq.reshape(I, -1), lsp], dim=1)
-    return part, dW, db
+    return torch.cat([ysq.reshape(I, -1), lsp], dim=1)

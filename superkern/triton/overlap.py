@@ -19,7 +19,7 @@ import triton
 
 from superkern import backend as _backend
 from superkern.ops.overlap_ref import PRECISIONS, check_split, num_pairs, round_to_precision
-from superkern.ops.overlap_types import OverlapPartials
+from superkern.ops.overlap_types import TRITON_MAX_BINS, OverlapPartials
 from superkern.triton import _overlap_topk as _topk
 from superkern.triton._overlap_kernel import ARG_BASE, _overlap_kernel
 from superkern.triton._env import parse_overrides
@@ -279,8 +279,11 @@ def overlap_partials_triton(X: torch.Tensor, scale: torch.Tensor, *, bins: int, 
     check_split(split, N)
     P = num_pairs(N, split)
     assert N >= 2, "the caller handles N < 2"
-    if N >= 2 ** 31 - 1:
-        raise ValueError(f"N={N} rows: row indices must fit in int32")
+    if bins > TRITON_MAX_BINS:
+        raise ValueError(
+            f"bins={bins}: the triton backend counts at most {TRITON_MAX_BINS} bins (its "
+            f"histogram lives in shared memory; {_next_pow2(bins)} padded bins need "
+            f"{4 * _next_pow2(bins)} bytes per program); use backend='torch' or 'cuda'")
     if not 0 <= topk <= P:
         raise ValueError(f"topk={topk} must be in [0, P={P}]")
     dev = X.device
@@ -301,6 +304,9 @@ def overlap_partials_triton(X: torch.Tensor, scale: torch.Tensor, *, bins: int, 
     scale = scale.to(device=dev, dtype=torch.float32).contiguous()
     cfg = config or overlap_config(Xk.dtype, m, dev)
     cfg.validate()
+    if N > 2 ** 31 - 1 - cfg.block:
+        raise ValueError(f"N={N} rows: row indices (up to N + {cfg.block} in a ragged tile) "
+                         "must fit in int32")
     if split % cfg.block:
         raise ValueError(f"split={split} must be a multiple of the tile edge {cfg.block}")
     desc = _tma_descriptor(Xk, cfg, input_precision)

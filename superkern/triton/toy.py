@@ -15,6 +15,7 @@ Layout of the work and the numerics: ``_toy_fused`` (padded width <= 128), ``_to
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Optional
 
@@ -35,6 +36,12 @@ _INT32_MAX = 2 ** 31 - 1
 _GRID_YZ_MAX = 65535  # CUDA's limit on grid axes 1 and 2, where groups and models run
 MAX_INSTANCES = _GRID_YZ_MAX  # models per launch (train_many splits larger groups)
 _cap_cache: dict = {}
+
+
+def _on(device: torch.device):
+    """Make ``device`` current for the launches: Triton launches on the current CUDA device,
+    whatever device the tensors live on (``cuda:1`` tensors would be read from GPU 0)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _need(cond: bool, msg: str) -> None:
@@ -95,7 +102,8 @@ def toy_sample_triton(p: torch.Tensor, seeds: torch.Tensor, step: int, batch: in
     _need(triton.cdiv(p.shape[1], cfg.bf) <= _GRID_YZ_MAX,
           f"n={p.shape[1]} needs {triton.cdiv(p.shape[1], cfg.bf)} feature tiles of {cfg.bf}, "
           f"more than the grid limit {_GRID_YZ_MAX}")
-    return sample_dense(p.contiguous(), seeds.contiguous(), int(step), int(batch), cfg)
+    with _on(p.device):
+        return sample_dense(p.contiguous(), seeds.contiguous(), int(step), int(batch), cfg)
 
 
 def toy_path(M: int, precision: str = "fp32", device: torch.device | str = "cuda") -> str:
@@ -194,12 +202,13 @@ def toy_loss_grad_triton(W: torch.Tensor, b: torch.Tensor, p: torch.Tensor,
     c = (loss_scale.to(torch.float32) * (2.0 / (batch * n))).contiguous()
     if x is None and nnz_cap is None:
         nnz_cap = _auto_cap(p, batch)
-    sp = build_sparse(p, seeds.contiguous(), int(step), int(batch), cfg, x=x, cap=nnz_cap)
     prec, interp = PRECISIONS[precision], is_interp(W)
-    if path == "fused":
-        part, dW, db = fused_loss_grad(W, b, group, c, sp, batch, cfg, bm, prec, interp)
-    else:
-        part, dW, db = stored_loss_grad(W, b, group, c, sp, batch, cfg, prec, interp)
+    with _on(dev):
+        sp = build_sparse(p, seeds.contiguous(), int(step), int(batch), cfg, x=x, cap=nnz_cap)
+        if path == "fused":
+            part, dW, db = fused_loss_grad(W, b, group, c, sp, batch, cfg, bm, prec, interp)
+        else:
+            part, dW, db = stored_loss_grad(W, b, group, c, sp, batch, cfg, prec, interp)
     # Partials are fp32 sums within a tile; across tiles in fp64 (fixed order).
     loss = (part.double().sum(1) / (batch * n)).float()
     overflow = sp.nnz.index_select(0, group.long()) > sp.cap
@@ -242,9 +251,10 @@ def toy_adamw_step_triton(W: torch.Tensor, b: torch.Tensor, dW: torch.Tensor, db
     bma = min(block_m(M), 64)
     bc1 = 1.0 - beta1 ** step
     bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
-    _adamw_kernel[(triton.cdiv(n, cfg.br), I)](
-        W, b, dW, db, mW, vW, mb, vb, lr_W, lr_b, gamma, n, M, float(beta1), float(beta2),
-        float(eps), bc1, bc2_sqrt, BR=cfg.br, BMA=bma, num_warps=cfg.adam_warps)
+    with _on(W.device):
+        _adamw_kernel[(triton.cdiv(n, cfg.br), I)](
+            W, b, dW, db, mW, vW, mb, vb, lr_W, lr_b, gamma, n, M, float(beta1), float(beta2),
+            float(eps), bc1, bc2_sqrt, BR=cfg.br, BMA=bma, num_warps=cfg.adam_warps)
 
 
 def bench_toy_step(I: int, n: int, M: int, B: int, precision: str = "fp32",
