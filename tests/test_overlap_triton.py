@@ -289,6 +289,7 @@ def test_near_edges_counts_pairs_by_hand():
     assert _near_edges(X, s, 4, 1e-6) == 1        # edges -0.5, 0, 0.5: only c = 0
     assert _near_edges(X, s, 3, 1e-6) == 0        # edges -1/3, 1/3
 
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("tma", [False, True])
 def test_gpu_head_size_bf16_vs_torch(tma, monkeypatch):
