@@ -14,12 +14,12 @@ import re
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+from superkern.triton._env import triton_version
 from superkern.triton._toy_bench import compile_signature, launch_plans, sass_spill_report
 
 # Triton 3.6 (the GPU machine's) keeps 3 spill instructions in the fused dW/db loop at width
 # 128 in tf32 even with the 32-entry sparse chunks toy_config gives it (see its docstring).
-old = tuple(int(v) for v in triton.__version__.split(".")[:2]) < (3, 7)
-allowed = {"cols M=100 tf32": 3} if old else {}
+allowed = {"cols M=100 tf32": 3} if triton_version() < (3, 7) else {}
 seen, failed, spills, nan_max = set(), [], [], []
 for name, kern, consts, warps, stages in launch_plans():
     key = (kern.fn.__name__, tuple(sorted(consts.items())), warps, stages)

@@ -162,16 +162,15 @@ def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False
     target = _target_device(device, X)
     where = X if X.device == target else torch.empty(0, device=target)
     name = _backend.resolve(backend, where)
-    # Streaming asked for (block_rows; max_device_bytes on a GPU): a plain "auto" (no
-    # SUPERKERN_BACKEND) moves to a backend that streams.
+    # A plain "auto" (no SUPERKERN_BACKEND) moves on to a backend that can take the call:
+    # one that streams when streaming is asked for (block_rows; max_device_bytes on a GPU),
+    # not triton for more bins than its shared-memory histogram holds.
     streams = block_rows is not None or (max_device_bytes is not None and target.type == "cuda")
-    plain_auto = backend == "auto" and not os.environ.get(_backend.ENV_BACKEND)
-    if plain_auto and streams and name not in _stream.STREAM_BACKENDS:
-        name = _backend.resolve("auto", where, supported=_stream.STREAM_BACKENDS)
-    if plain_auto and name == "triton" and bins > TRITON_MAX_BINS:  # past its shared memory
-        supported = _stream.STREAM_BACKENDS if streams else _backend.BACKENDS
-        name = _backend.resolve("auto", where,
-                                supported=tuple(b for b in supported if b != "triton"))
+    supported = tuple(b for b in (_stream.STREAM_BACKENDS if streams else _backend.BACKENDS)
+                      if b != "triton" or bins <= TRITON_MAX_BINS)
+    if (backend == "auto" and not os.environ.get(_backend.ENV_BACKEND)
+            and name not in supported):
+        name = _backend.resolve("auto", where, supported=supported)
     dtype = _COMPUTE_DTYPE[precision]
     stream_rows = 0
     if N >= 2:

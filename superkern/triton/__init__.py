@@ -6,11 +6,12 @@ def _fix_interpreter_index() -> None:
     ``int(ndarray)``, which NumPy >= 2.4 refuses for 1-element arrays ("only 0-dimensional
     arrays can be converted to Python scalars"; triton-lang/triton#9171, fixed in 3.7)."""
     try:
-        import triton
         import triton.runtime.interpreter as ti
+
+        from superkern.triton._env import triton_version
     except Exception:  # noqa: BLE001 - no Triton, or an interpreter without this layout
         return
-    if tuple(int(v) for v in triton.__version__.split(".")[:2]) >= (3, 7):
+    if triton_version() >= (3, 7):
         return
     orig = getattr(ti, "_patch_lang_tensor", None)
     if orig is None or getattr(orig, "_superkern_fixed", False):

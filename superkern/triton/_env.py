@@ -1,4 +1,5 @@
-"""Launch-setting overrides from an environment variable (tuning on a GPU without code edits)."""
+"""Launch-setting overrides from an environment variable (tuning on a GPU without code edits),
+and the installed Triton's version (some launch choices and fixes depend on it)."""
 from __future__ import annotations
 
 import dataclasses
@@ -31,3 +32,10 @@ def parse_overrides(env_name: str, config_cls: type, bool_keys: tuple[str, ...] 
         except ValueError:
             raise ValueError(f"{env_name}: {key}={val!r} is not an integer") from None
     return out
+
+
+def triton_version() -> tuple[int, int]:
+    """(major, minor) of the installed Triton, read now (tests may patch ``__version__``)."""
+    import triton
+
+    return tuple(int(v) for v in triton.__version__.split(".")[:2])

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-from superkern.triton._env import parse_overrides
+from superkern.triton._env import parse_overrides, triton_version
 
 ENV_CONFIG = "SUPERKERN_TRITON_TOY"
-_TRITON_VERSION = tuple(int(v) for v in triton.__version__.split(".")[:2])
+_TRITON_VERSION = triton_version()
 # precision name -> tl.dot input_precision ("bf16" casts the operands instead).
 PRECISIONS = {"fp32": "ieee", "tf32": "tf32", "tf32x3": "tf32x3", "bf16": "bf16"}
 
