@@ -34,3 +34,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def results_file(tmp_path_factory):
+    """The synthetic sweep of ``tests/figure_fakes.py`` (read-only: copy it to change it)."""
+    from tests.figure_fakes import write_synth_results
+
+    return write_synth_results(tmp_path_factory.mktemp("synth"))

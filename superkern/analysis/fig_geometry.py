@@ -32,7 +32,7 @@ def _mean_grid(runs: list[Run], m: int, value: str):
     return gammas, alphas, z
 
 
-def _grid_runs(ctx: Context, what: str) -> tuple[list[Run], str]:
+def grid_runs(ctx: Context, what: str) -> tuple[list[Run], str]:
     """The power-law runs of the largest (gamma, alpha) grid (see ``main_grid``), and a
     footer note on what was left out."""
     runs, note = run_grid(plain_runs(ctx))
@@ -44,7 +44,7 @@ def _grid_runs(ctx: Context, what: str) -> tuple[list[Run], str]:
 
 @figure("fig3", "Fraction represented phi_half vs weight decay and data exponent (Fig. 3)")
 def fig3(ctx: Context):
-    runs, note = _grid_runs(ctx, "Fig. 3")
+    runs, note = grid_runs(ctx, "Fig. 3")
     widths = sorted({r.m for r in runs})
     m0 = min(widths, key=lambda w: abs(w - 39))
     a0 = min({r.alpha for r in runs}, key=lambda a: abs(a - 1.0))
@@ -71,7 +71,7 @@ def fig3(ctx: Context):
 
 @figure("fig13", "phi_half heatmaps at every width (Fig. 13)")
 def fig13(ctx: Context):
-    runs, note = _grid_runs(ctx, "Fig. 13")
+    runs, note = grid_runs(ctx, "Fig. 13")
     widths = sorted({r.m for r in runs})
     fig, axes = plt.subplots(1, len(widths), figsize=(3.3 * len(widths), 3.4), squeeze=False)
     for ax, w in zip(axes[0], widths):

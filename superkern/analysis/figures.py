@@ -1,7 +1,7 @@
 """``superkern figures``: PNGs mirroring the paper's toy-model figures, from a results file.
 
-Plotting only: every number comes from the stored rows (and, for Figs. 5b, 15, 16, the saved
-weights); nothing is trained. A figure whose data are absent is skipped with the reason.
+Plotting only: every number comes from the stored rows (and, for Figs. 5b, 6a, 6b, 9, 11,
+12, 15 and 16, the saved weights); nothing is trained. A figure whose data are absent is skipped with the reason.
 Every figure carries a footer naming the results file, the number of runs and the date.
 """
 from __future__ import annotations
@@ -86,7 +86,7 @@ class FiguresReport:
 
 def _load_registry() -> None:
     # Importing the figure modules registers their functions.
-    from superkern.analysis import fig_geometry, fig_scaling  # noqa: F401
+    from superkern.analysis import fig_geometry, fig_norms, fig_scaling  # noqa: F401
 
 
 def available_figures() -> dict[str, str]:
@@ -106,7 +106,7 @@ def make_figures(results: str | Path | Results, out_dir: str | Path = "figures",
         only: figure names to make (default all; see :func:`available_figures`).
         fit_range: alpha_m fit range (``paper``, ``all``, ``m>=32``, ``last5``, ...).
         n_boot: bootstrap resamples for alpha_m intervals (with several seeds).
-        use_weights: allow figures that read saved weights (5b, 15, 16).
+        use_weights: allow figures that read saved weights (5b, 6a, 6b, 9, 11, 12, 15, 16).
         dpi: PNG resolution.
     """
     _load_registry()

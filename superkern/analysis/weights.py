@@ -1,4 +1,4 @@
-"""Statistics that need a run's saved W (paper Figs. 5b, 15, 16), read from the sweep's
+"""Statistics that need a run's saved W (paper Figs. 5b, 6a, 6b, 9, 11, 12, 15, 16), read from the sweep's
 safetensors files. Pure reads: nothing is trained."""
 from __future__ import annotations
 
@@ -84,9 +84,10 @@ def random_var_abs(m: int, count: Optional[int] = None, seed: int = 0) -> float:
     return float(c[iu[0], iu[1]].abs().var(unbiased=False))
 
 
-def cached_stats(path: Optional[Path], cache: dict, kind: str) -> Optional[dict | float]:
-    """``strong_weak`` or ``ambiguity`` of a weights file, memoised in ``cache``; None when the
-    file is missing or unreadable (a truncated file: with a warning naming it)."""
+def cached_stats(path: Optional[Path], cache: dict, kind: str):
+    """``strong_weak`` (kind "overlaps"), ``ambiguity`` or the row norms (kind "norms", an fp64
+    numpy array in feature order) of a weights file, memoised in ``cache``; None when the file
+    is missing or unreadable (a truncated file: with a warning naming it)."""
     if path is None or not Path(path).is_file():
         return None
     key = (str(path), kind)
@@ -98,5 +99,10 @@ def cached_stats(path: Optional[Path], cache: dict, kind: str) -> Optional[dict 
                           "counts as having no saved weights", stacklevel=2)
             cache[key] = None
             return None
-        cache[key] = ambiguity(W) if kind == "ambiguity" else strong_weak(W)
+        if kind == "ambiguity":
+            cache[key] = ambiguity(W)
+        elif kind == "norms":
+            cache[key] = W.norm(dim=1).numpy()
+        else:
+            cache[key] = strong_weak(W)
     return cache[key]

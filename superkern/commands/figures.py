@@ -6,8 +6,8 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser(
         "figures", help="PNGs mirroring the paper's toy-model figures from sweep results",
-        description="Plot what a sweep's results support (Figs. 1, 3, 4a, 4b, 5a, 5b, 6c-e, 7, "
-                    "10, 13-18); figures whose data are absent are skipped with the reason.")
+        description="Plot what a sweep's results support (Figs. 1, 3, 4a, 4b, 5a, 5b, 6a-e, 7, "
+                    "9-18); figures whose data are absent are skipped with the reason.")
     p.add_argument("results", nargs="?", help="a sweep folder (all its results files) or one "
                                                    "results file")
     p.add_argument("--out", default=None, help="output folder (default <results folder>/figures)")
@@ -15,7 +15,8 @@ def register(sub) -> None:
     p.add_argument("--range", dest="fit_range", default="paper", help="alpha_m fit range")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (200)")
     p.add_argument("--no-weights", action="store_true",
-                   help="skip figures that read saved weights (5b falls back, 15 and 16 skip)")
+                   help="skip figures that read saved weights (5b falls back; 6a, 6b, 9, 11, "
+                        "12, 15 and 16 skip)")
     p.add_argument("--dpi", type=int, default=130)
     p.add_argument("--list", action="store_true", help="list the figures")
     p.set_defaults(func=run)
