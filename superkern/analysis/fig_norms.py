@@ -4,7 +4,7 @@ The row norm ||W_i|| sorts features into the paper's groups: about 0 (not learne
 (learned) at weak superposition, split at 1/2 for phi_half; above or below 1 (strongly or
 weakly represented) at strong superposition, split at 1 for phi_1. Features are indexed by
 frequency rank (p_i decreases with i for every built-in distribution). Seeds of one cell are
-pooled; histogram counts are per model.
+pooled; histogram counts are per model (log scale in weak-superposition panels).
 """
 from __future__ import annotations
 
@@ -81,12 +81,13 @@ def _norm_grid(ctx: Context, rows: Sequence[tuple[str, float, list[Run]]], title
                 pooled = np.concatenate(vs)
                 ax.hist(pooled, bins=edges, weights=np.full(pooled.size, 1.0 / len(vs)),
                         color="tab:purple" if split == STRONG_SPLIT else "tab:blue")
-                ax.set_yscale("log")
+                if split == WEAK_SPLIT:  # n - m rows near 0 beside ~m near 1: log counts
+                    ax.set_yscale("log")
             else:
                 ax.text(0.5, 0.5, "no weights", ha="center", va="center", fontsize=7,
                         transform=ax.transAxes)
             ax.axvline(split, color="tab:red", lw=0.8, ls="--")
-            ax.tick_params(labelsize=6)
+            ax.tick_params(which="both", labelsize=6)
             if i == 0:
                 ax.set_title(f"m = {w}", fontsize=8)
             if k == 0:
