@@ -68,6 +68,7 @@ setup(
         "scipy>=1.10",
         "matplotlib>=3.7",
         "tqdm>=4.60",
+        "tokenizers>=0.15",  # token counts under a given tokenizer (fit zipf --tokenizer)
         "tomli>=2; python_version<'3.11'",
     ],
     extras_require={

@@ -25,6 +25,12 @@ def register(sub) -> None:
     p.add_argument("--mode", default="auto", choices=("auto", "counts", "text", "json"),
                    help="zipf input format (default: detect)")
     p.add_argument("--points", type=int, default=1000, help="zipf: log-rank points (1000)")
+    p.add_argument("--tokenizer", metavar="SPEC",
+                   help="zipf: tokenise the text file with this tokenizer (a tokenizer.json, a "
+                        "folder holding one, or 'minilm') and fit the token counts")
+    p.add_argument("--save-counts", metavar="FILE",
+                   help="zipf --tokenizer: also write the per-token-id counts as JSON (input of "
+                        "'superkern probe --token-counts')")
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON ('-': stdout)")
     p.add_argument("--against", metavar="RESULTS",
                    help="compare alpha_m cell by cell with a second run of the same grid (e.g. "
@@ -48,6 +54,26 @@ def _emit(obj, path) -> None:
         atomic_write_text(path, text + "\n")
 
 
+def _token_counts(args):
+    """Per-token-id counts of the text file under ``--tokenizer`` (saved with --save-counts)."""
+    from pathlib import Path
+
+    from superkern.analysis.tokens import count_tokens, load_tokenizer, save_token_counts
+
+    if args.mode not in ("auto", "text"):
+        raise ValueError(f"--tokenizer tokenises a text file; it does not apply to --mode "
+                         f"{args.mode}")
+    path = Path(args.file)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    tok, name = load_tokenizer(args.tokenizer)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        counts = count_tokens(f, tok)
+    if args.save_counts:
+        save_token_counts(args.save_counts, counts, name, path.name)
+    return counts, f"text, {name} tokens"
+
+
 def run(args) -> int:
     import dataclasses
 
@@ -60,7 +86,12 @@ def run(args) -> int:
     if args.target == "zipf":
         from superkern.analysis.zipf import load_counts, zipf_fit
 
-        counts, mode = load_counts(args.file, args.mode)
+        if args.tokenizer:
+            counts, mode = _token_counts(args)
+        elif args.save_counts:
+            raise ValueError("--save-counts writes per-token-id counts: it needs --tokenizer")
+        else:
+            counts, mode = load_counts(args.file, args.mode)
         z = zipf_fit(counts, points=args.points)
         if args.json != "-":
             print(f"{args.file} ({mode}): alpha = {z.alpha:.4f} (slope se {z.stderr:.4f}), "

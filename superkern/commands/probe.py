@@ -52,7 +52,11 @@ def register(sub) -> None:
     p.add_argument("--no-splits", action="store_true", help="skip the norm-split blocks")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     p.add_argument("--markdown", metavar="FILE", help="write the report as Markdown")
-    p.add_argument("--plots", metavar="DIR", help="write norms.png and overlaps.png here")
+    p.add_argument("--plots", metavar="DIR", help="write norms.png and overlaps.png here (and "
+                                                  "norm_vs_frequency.png with --token-counts)")
+    p.add_argument("--token-counts", metavar="FILE",
+                   help="per-token-id counts ('superkern fit zipf CORPUS --tokenizer T "
+                        "--save-counts FILE'): compare row norms with token frequency")
     p.set_defaults(func=run)
 
 
@@ -65,7 +69,7 @@ def run(args) -> int:
                    backend=args.backend, device=args.device, bins=args.bins, topk=args.topk,
                    exclude=args.exclude, exclude_duplicates=args.exclude_duplicates,
                    sample=args.sample, sample_main=args.sample_main,
-                   splits=not args.no_splits, seed=args.seed,
+                   splits=not args.no_splits, seed=args.seed, token_counts=args.token_counts,
                    progress=False if args.no_progress else None)
     print(report.format_table(), flush=True)  # shown even if writing a file fails
     written = report.save(json_path=args.json, markdown_path=args.markdown,

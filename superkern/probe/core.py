@@ -9,9 +9,12 @@ while their mean c^2 stays exact over all rows.
 from __future__ import annotations
 
 import math
+import os
 import time
+from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 import superkern
@@ -22,6 +25,7 @@ from superkern.ops.overlap import overlap_stats
 from superkern.ops.overlap_ref import PRECISIONS
 from superkern.ops import overlap_stream as _stream
 from superkern.ops.overlap_stream import free_device_bytes
+from superkern.probe.frequency import frequency_stats
 from superkern.probe.gram import set_moments
 from superkern.probe.loaders import load_head
 from superkern.probe.progress import Stages
@@ -46,7 +50,8 @@ def probe(source: Any = "minilm", *, tensor: Optional[str] = None, precision: st
           topk: int = 10, exclude: Any = None, exclude_duplicates: bool = False,
           rows: Any = None, sample: Optional[int] = None, sample_main: bool = False,
           centred: bool = True, splits: bool = True, seed: int = 0,
-          progress: Optional[bool] = None, vocab: Optional[list[str]] = None) -> ProbeReport:
+          progress: Optional[bool] = None, vocab: Optional[list[str]] = None,
+          token_counts: Any = None) -> ProbeReport:
     """Superposition geometry of an LM head.
 
     Args:
@@ -70,6 +75,9 @@ def probe(source: Any = "minilm", *, tensor: Optional[str] = None, precision: st
         centred, splits: compute the centred-matrix block / the norm-split blocks.
         seed: sample seed. progress: tqdm bar on stderr (None = only on a terminal).
         vocab: token strings to use instead of the checkpoint's.
+        token_counts: per-token-id counts (a file written by ``superkern fit zipf --tokenizer
+            ... --save-counts``, or an array) to compare row norms with token frequency
+            (``report.frequency``; the paper's Fig. 6a for an LM head).
 
     Returns:
         ProbeReport.
@@ -91,14 +99,36 @@ def probe(source: Any = "minilm", *, tensor: Optional[str] = None, precision: st
         cap = _check_int(sample, "sample")
     if 0 < cap < 2:
         raise ValueError(f"sample must be 0 (no sampling) or >= 2 rows, got {cap}")
+    counts, counts_source = _load_counts(token_counts)  # fail before any work
     timings: dict[str, float] = {}
     bar = Stages(progress)
     try:
-        return _run(source, tensor, vocab, bar, timings, dev, name, precision, bins, norm_bins,
-                    topk, exclude, exclude_duplicates, rows, cap, sample_main, centred, splits,
-                    seed, t_start)
+        report = _run(source, tensor, vocab, bar, timings, dev, name, precision, bins,
+                      norm_bins, topk, exclude, exclude_duplicates, rows, cap, sample_main,
+                      centred, splits, seed, t_start)
     finally:
         bar.close()
+    if counts is not None:
+        report.frequency = frequency_stats(report.row_norms.numpy(), counts, counts_source)
+    return report
+
+
+def _load_counts(token_counts: Any) -> tuple[Optional[np.ndarray], str]:
+    """Per-id counts and their label from a counts file or an array (None: not asked for)."""
+    if token_counts is None:
+        return None, ""
+    if isinstance(token_counts, (str, os.PathLike)):
+        from superkern.analysis.tokens import load_token_counts
+
+        counts, meta = load_token_counts(token_counts)
+        label = Path(token_counts).name
+        if meta.get("tokenizer"):
+            label += f", {meta['tokenizer']} tokens of {meta.get('source', '?')}"
+        return counts, label
+    counts = np.asarray(token_counts, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(counts)) or np.any(counts < 0):
+        raise ValueError("token_counts must be finite and >= 0")
+    return counts, "token counts (array)"
 
 
 def _timed(timings: dict[str, float], key: str, t0: float) -> None:
@@ -226,7 +256,8 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
                        excluded=torch.nonzero(in_base & ~keep).flatten().tolist(),
                        duplicates=dups, duplicates_excluded=exclude_duplicates, norms=norms,
                        blocks=blocks, verdict=verdict, run=run,
-                       rows_selected=None if sel is None else N, sample_rows=samples)
+                       rows_selected=None if sel is None else N, sample_rows=samples,
+                       row_norms=r)
 
 
 _OPERAND_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2}

@@ -5,6 +5,7 @@ import math
 from typing import Any
 
 from superkern.probe import baselines
+from superkern.probe.frequency import format_frequency
 
 
 def _f(v: Any, digits: int = 4) -> str:
@@ -102,6 +103,7 @@ def format_table(report) -> str:
         out += _grid(["c", "i", "j", "token i", "token j"],
                      [[f"{p['cos']:+.4f}", str(p["i"]), str(p["j"]), _tok(p["tokens"][0]),
                        _tok(p["tokens"][1])] for p in main["topk"]])
+    out += format_frequency(d.get("frequency"))
     out += ["", f"Verdict: {v['label'].upper()}", f"  {v['summary']}"]
     out += [f"  - {note}" for note in v["notes"]]
     out += [f"  phi used {v['norm_scale_text']}", "", "Run: " + _timing(d["run"])]
@@ -138,6 +140,9 @@ def format_markdown(report) -> str:
                "|---:|---:|---:|---|---|"]
         md += [f"| {p['cos']:+.4f} | {p['i']} | {p['j']} | {_md_tok(p['tokens'][0])} | "
                f"{_md_tok(p['tokens'][1])} |" for p in main["topk"]]
+    freq = format_frequency(d.get("frequency"))
+    if freq:
+        md += ["", "## Row norm vs token frequency", "", "```", *freq[1:], "```"]
     md += ["", "## Verdict", "", f"**{v['label']}**: {v['summary']}", ""]
     md += [f"- {note}" for note in v["notes"]]
     md += [f"- phi used {v['norm_scale_text']}", "", f"Run: {_timing(d['run'])}", ""]

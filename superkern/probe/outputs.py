@@ -67,4 +67,9 @@ def write_outputs(report, *, json_path: Optional[PathLike] = None,
 
         files[str(Path(plots_dir) / "norms.png")] = norm_histogram_png(report)
         files[str(Path(plots_dir) / "overlaps.png")] = overlap_histogram_png(report)
+        if report.frequency is not None:
+            from superkern.probe.plots import norm_vs_frequency_png
+
+            files[str(Path(plots_dir) / "norm_vs_frequency.png")] = norm_vs_frequency_png(
+                report)
     return write_all(files)

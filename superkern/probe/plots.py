@@ -2,7 +2,8 @@
 
 Probe: row-norm histogram; overlap histogram (density, log scale) with the random-vector
 density f_m. Compare: mean c^2 vs m (paper Fig. 8a style, log-log, with 1/m) and per-head
-row-norm distributions (paper Fig. 20 style).
+row-norm distributions (paper Fig. 20 style). With token counts: row norm vs token frequency
+rank (paper Fig. 6a style).
 """
 from __future__ import annotations
 
@@ -134,4 +135,34 @@ def row_norms_png(names: Sequence[str], norms: Sequence[np.ndarray]) -> bytes:
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("row norm ||W_i||")
     ax.set_title("Row norms per head (dot: mean +- std; red: max; black: min)", fontsize=10)
+    return _png(fig)
+
+
+def norm_vs_frequency_png(report, max_points: int = 40000) -> bytes:
+    """Row norm against token frequency rank (the paper's Fig. 6a for an LM head): one dot per
+    seen token (an even subsample past ``max_points``), coloured by whether its norm is above
+    the median, with the median norm per frequency-rank bin."""
+    f = report.frequency
+    rn = f.ranked_norms
+    ranks = np.arange(1, rn.size + 1)
+    pick = np.unique(np.linspace(0, rn.size - 1, min(rn.size, max_points)).astype(np.int64))
+    med = float(np.median(rn))
+    above = rn[pick] > med
+    fig = _figure(7.0, 4.4)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter(ranks[pick][~above], rn[pick][~above], s=2, color="0.6", alpha=0.5,
+               label="norm <= median", rasterized=True)
+    ax.scatter(ranks[pick][above], rn[pick][above], s=2, color="tab:purple", alpha=0.5,
+               label="norm > median", rasterized=True)
+    mids = [np.sqrt(b["ranks"][0] * b["ranks"][1]) for b in f.bins]
+    ax.plot(mids, [b["median_norm"] for b in f.bins], "k-o", ms=4, lw=1.5,
+            label="median per rank bin")
+    ax.set_xscale("log")
+    ax.set_xlabel("token frequency rank (1 = most frequent in the corpus)")
+    ax.set_ylabel("row norm ||W_i||")
+    ax.set_title(f"{report.head.name or report.head.tensor}: norm vs frequency, Spearman "
+                 f"rho = {f.spearman:+.3f} ({f.rows} tokens seen)", fontsize=10)
+    legend = ax.legend(fontsize=8)
+    for h in getattr(legend, "legend_handles", getattr(legend, "legendHandles", []))[:2]:
+        h.set_sizes([16])  # the dots, readable in the legend
     return _png(fig)

@@ -11,6 +11,7 @@ import torch
 from superkern.ops.norms import NormStats
 from superkern.ops.overlap_types import OverlapStats
 from superkern.probe import baselines
+from superkern.probe.frequency import FrequencyStats
 from superkern.probe.head import Head
 
 
@@ -118,6 +119,8 @@ class ProbeReport:
     run: dict[str, Any]
     rows_selected: Optional[int] = None
     sample_rows: dict[str, torch.Tensor] = field(default_factory=dict)
+    row_norms: Optional[torch.Tensor] = field(default=None, repr=False)  # (n,), NaN: not analysed
+    frequency: Optional[FrequencyStats] = None  # row norm vs token counts, when given
 
     @property
     def n(self) -> int:
@@ -150,6 +153,7 @@ class ProbeReport:
                          "welch_bound": self.blocks["all"].welch},
             "verdict": self.verdict,
             "run": self.run,
+            **({"frequency": self.frequency.to_dict()} if self.frequency is not None else {}),
         }
 
     def to_json(self) -> str:

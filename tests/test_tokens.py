@@ -1,0 +1,151 @@
+"""Token counts under a given tokenizer (Zipf of tokens) and the probe's row norm vs token
+frequency comparison (paper Fig. 6a for an LM head)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from superkern.analysis.tokens import load_token_counts, save_token_counts
+from superkern.cli import main
+from superkern.probe.frequency import frequency_stats
+
+VOCAB = ["[UNK]", "[PAD]", "the", "cat", "sat", "on", "mat", "a", "dog"]
+
+
+@pytest.fixture
+def tokenizer_file(tmp_path):
+    """A word-level tokenizer.json with padding and truncation switched on, as MiniLM's is."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    tok = tokenizers.Tokenizer(WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = Whitespace()
+    tok.enable_padding(pad_id=1, pad_token="[PAD]", length=16)
+    tok.enable_truncation(max_length=3)
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+    return path
+
+
+def test_count_tokens_exact_without_padding_or_truncation(tokenizer_file):
+    from superkern.analysis.tokens import count_tokens, load_tokenizer
+
+    tok, name = load_tokenizer(tokenizer_file.parent)  # a folder holding tokenizer.json
+    lines = ["the cat sat on the mat\n", "\n", "a dog sat   \n", "the zebra\n"]
+    got = count_tokens(lines, tok, batch=2)  # batches of 2 lines: the flush path is used
+    want = np.zeros(len(VOCAB), dtype=np.int64)
+    for w in " ".join(lines).split():
+        want[VOCAB.index(w) if w in VOCAB else 0] += 1
+    np.testing.assert_array_equal(got, want)  # no [PAD] (id 1), nothing cut at 3 tokens
+    assert got[1] == 0 and got[2] == 3 and got[0] == 1
+    assert name == tokenizer_file.parent.name  # a tokenizer.json is named by its folder
+
+
+def test_fit_zipf_with_tokenizer_and_saved_counts(tokenizer_file, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    words = VOCAB[2:]
+    p = 1.0 / np.arange(1, len(words) + 1)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(rng.choice(words, 12, p=p / p.sum()))
+                                for _ in range(400)))
+    out = tmp_path / "counts.json"
+    assert main(["fit", "zipf", str(corpus), "--tokenizer", str(tokenizer_file),
+                 "--save-counts", str(out)]) == 0
+    assert f"{tmp_path.name} tokens" in capsys.readouterr().out
+    counts, meta = load_token_counts(out)
+    assert counts.sum() == meta["total"] == 400 * 12 and meta["vocab_size"] == len(VOCAB)
+    assert counts[0] == counts[1] == 0 and meta["tokenizer"] == tmp_path.name
+    words_seen = corpus.read_text().split()
+    assert all(counts[VOCAB.index(w)] == words_seen.count(w) for w in words)
+    # misuse: a clear error (exit 2), not a silent fit of something else
+    assert main(["fit", "zipf", str(corpus), "--save-counts", str(out)]) == 2
+    assert main(["fit", "zipf", str(corpus), "--tokenizer", str(tokenizer_file),
+                 "--mode", "counts"]) == 2
+    assert main(["fit", "zipf", str(corpus), "--tokenizer", str(tmp_path / "none.json")]) == 2
+    assert "no tokenizer file" in capsys.readouterr().err
+
+
+def test_minilm_tokenizer_matches_its_vocabulary():
+    pytest.importorskip("tokenizers")
+    from superkern.analysis.tokens import count_tokens, load_tokenizer
+
+    try:
+        tok, name = load_tokenizer("minilm")
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    counts = count_tokens(["Superposition yields robust neural scaling.", "the the"], tok)
+    assert name == "all-MiniLM-L6-v2" and counts.size == 30522
+    assert counts[tok.token_to_id("the")] == 2 and counts[tok.token_to_id("[PAD]")] == 0
+    assert counts.sum() == 7 + 2  # super ##position yields robust neural scaling . + the the
+
+
+def test_token_counts_file_errors(tmp_path):
+    ok = tmp_path / "ok.json"
+    save_token_counts(ok, np.array([3, 0, 1]), "tok", "corpus")
+    counts, meta = load_token_counts(ok)
+    assert counts.tolist() == [3, 0, 1] and meta["total"] == 4
+    plain = tmp_path / "plain.json"
+    plain.write_text("[1, 2.5, 0]")
+    assert load_token_counts(plain)[0].tolist() == [1, 2.5, 0]
+    for text, match in (("[1, -2]", "token id 1"), ('{"counts": []}', "list of per-token"),
+                        ("{", "not a token-counts JSON"), ('[1, "x"]', "must be a number"),
+                        ("[[1, 2]]", "flat list")):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            load_token_counts(bad)
+    with pytest.raises(FileNotFoundError):
+        load_token_counts(tmp_path / "missing.json")
+
+
+def test_frequency_stats_by_hand():
+    rng = np.random.default_rng(1)
+    n = 60
+    norms = rng.uniform(0.5, 1.5, n)
+    norms[[4, 7]] = np.nan                        # rows not analysed
+    counts = rng.integers(0, 50, n - 10).astype(float)  # 10 padded rows past the counts
+    counts[:3] = 0
+    f = frequency_stats(norms, counts, "t", n_bins=4)
+    seen = np.isfinite(norms) & (np.concatenate([counts, np.zeros(10)]) > 0)
+    assert f.rows == seen.sum() and f.padded == 10
+    assert f.unseen == np.isfinite(norms).sum() - f.rows
+    rho, p = stats.spearmanr(norms[seen], np.concatenate([counts, np.zeros(10)])[seen])
+    assert abs(f.spearman - rho) < 1e-12 and abs(f.spearman_p - p) < 1e-12
+    assert sum(b["tokens"] for b in f.bins) == f.rows  # every seen token in one bin
+    assert f.bins[0]["ranks"][0] == 1 and f.bins[-1]["ranks"][1] == f.rows
+    assert all(a["count_min"] >= b["count_max"] for a, b in zip(f.bins, f.bins[1:]))
+    with pytest.raises(ValueError, match="cover 61 ids but the head has 60 rows"):
+        frequency_stats(norms, np.ones(61))
+    with pytest.raises(ValueError, match="only 1 analysed row"):  # id 4 is not analysed
+        frequency_stats(norms, np.array([0, 1, 0, 0, 1.0]))
+
+
+def test_probe_with_token_counts(tmp_path):
+    """Rows whose norm grows with the token's count: rho = 1 in the report, the JSON and the
+    plot; a missing counts file fails before any work."""
+    from superkern import probe
+
+    n, m = 300, 24
+    gen = torch.Generator().manual_seed(0)
+    W = torch.randn(n, m, generator=gen)
+    counts = np.arange(n, 0, -1, dtype=float) ** 1.1      # token 0 the most frequent
+    W *= torch.linspace(2.0, 0.5, n)[:, None] / W.norm(dim=1, keepdim=True)
+    path = save_token_counts(tmp_path / "c.json", counts[:280], "tok", "corpus")
+    rep = probe(W, token_counts=path, progress=False, splits=False)
+    f = rep.frequency
+    assert f.rows == 280 and f.padded == 20 and abs(f.spearman - 1.0) < 1e-12
+    assert [b["median_norm"] for b in f.bins] == sorted(b["median_norm"] for b in f.bins)[::-1]
+    d = json.loads(rep.to_json())
+    assert d["frequency"]["rows"] == 280 and "Row norm vs token frequency" in rep.format_table()
+    written = rep.save(plots_dir=tmp_path / "plots", markdown_path=tmp_path / "r.md")
+    assert str(tmp_path / "plots" / "norm_vs_frequency.png") in written
+    assert "## Row norm vs token frequency" in (tmp_path / "r.md").read_text()
+    assert "frequency" not in json.loads(probe(W, progress=False, splits=False).to_json())
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        probe(W, token_counts=tmp_path / "missing.json", progress=False)
+    assert main(["probe", "minilm", "--token-counts", str(tmp_path / "missing.json")]) == 2
