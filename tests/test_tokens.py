@@ -110,8 +110,14 @@ def test_frequency_stats_by_hand():
     norms[[4, 7]] = np.nan                        # rows not analysed
     counts = rng.integers(0, 50, n - 10).astype(float)  # 10 padded rows past the counts
     counts[:3] = 0
-    f = frequency_stats(norms, counts, "t", n_bins=4)
+    centred = norms + rng.normal(0, 0.3, n)
+    centred[[4, 7, 9]] = np.nan                   # row 9: a zero row has no centred norm
+    f = frequency_stats(norms, counts, "t", n_bins=4, centred=centred)
     seen = np.isfinite(norms) & (np.concatenate([counts, np.zeros(10)]) > 0)
+    ok = seen & np.isfinite(centred)
+    rho_c = stats.spearmanr(centred[ok], np.concatenate([counts, np.zeros(10)])[ok])[0]
+    assert abs(f.spearman_centred - rho_c) < 1e-12
+    assert np.isnan(frequency_stats(norms, counts).spearman_centred)
     assert f.rows == seen.sum() and f.padded == 10
     assert f.unseen == np.isfinite(norms).sum() - f.rows
     rho, p = stats.spearmanr(norms[seen], np.concatenate([counts, np.zeros(10)])[seen])
@@ -139,6 +145,10 @@ def test_probe_with_token_counts(tmp_path):
     rep = probe(W, token_counts=path, progress=False, splits=False)
     f = rep.frequency
     assert f.rows == 280 and f.padded == 20 and abs(f.spearman - 1.0) < 1e-12
+    # the centred norms: those of W minus its column mean, from the probe's centred pass
+    Wc = W.double() - W.double().mean(0)
+    want = stats.spearmanr(Wc.norm(dim=1).numpy()[:280], counts[:280])[0]
+    assert abs(f.spearman_centred - want) < 1e-9
     assert [b["median_norm"] for b in f.bins] == sorted(b["median_norm"] for b in f.bins)[::-1]
     d = json.loads(rep.to_json())
     assert d["frequency"]["rows"] == 280 and "Row norm vs token frequency" in rep.format_table()
@@ -149,3 +159,63 @@ def test_probe_with_token_counts(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.json"):
         probe(W, token_counts=tmp_path / "missing.json", progress=False)
     assert main(["probe", "minilm", "--token-counts", str(tmp_path / "missing.json")]) == 2
+
+
+def _gguf_with_tokenizer(path, model="gpt2", pre="smollm"):
+    gguf = pytest.importorskip("gguf")
+    tokens = ["a", "b", "Ġ", "0", "1", "ab", "Ġab", "10"]
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tokenizer_model(model)
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_merges(["a b", "Ġ ab", "1 0"])
+    w.add_tensor("token_embd.weight", np.ones((len(tokens), 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return tokens
+
+
+@pytest.mark.parametrize("pre, want", [("smollm", ["ab", "Ġab", "Ġ", "1", "0"]),
+                                       ("gpt2", ["ab", "Ġab", "Ġ", "10"])])
+def test_gguf_tokenizer_rebuilt_from_vocab_and_merges(tmp_path, pre, want):
+    """smollm splits digits one by one before GPT-2's regex (so '1 0' never merges); plain
+    gpt2 does not. Ids are the file's token indices (the head's rows)."""
+    pytest.importorskip("tokenizers")
+    from superkern.analysis.tokens import count_tokens, load_tokenizer
+
+    tokens = _gguf_with_tokenizer(tmp_path / "t.gguf", pre=pre)
+    tok, name = load_tokenizer(tmp_path / "t.gguf")
+    enc = tok.encode("ab ab 10", add_special_tokens=False)
+    assert enc.tokens == want and enc.ids == [tokens.index(t) for t in want]
+    assert tok.decode(enc.ids) == "ab ab 10" and name == "t"
+    assert count_tokens(["ab ab 10"], tok).tolist() == [enc.ids.count(i) for i in range(8)]
+
+
+def test_gguf_tokenizer_refuses_other_kinds(tmp_path):
+    pytest.importorskip("tokenizers")
+    from superkern.analysis.tokens import load_tokenizer
+
+    _gguf_with_tokenizer(tmp_path / "sp.gguf", model="llama", pre="default")
+    with pytest.raises(ValueError, match="tokenizer model 'llama' with pre-tokenizer 'default'"):
+        load_tokenizer(tmp_path / "sp.gguf")
+    _gguf_with_tokenizer(tmp_path / "l3.gguf", pre="llama-bpe")
+    with pytest.raises(ValueError, match="'llama-bpe' is not rebuilt"):
+        load_tokenizer(tmp_path / "l3.gguf")
+
+
+def test_smollm2_tokenizer_round_trips():
+    pytest.importorskip("tokenizers")
+    pytest.importorskip("gguf")
+    from superkern.analysis.tokens import load_tokenizer
+
+    try:
+        tok, _ = load_tokenizer("smollm2")
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    text = "Hello world, the year 2024 — naïve café 😀\n    return x**2"
+    enc = tok.encode(text, add_special_tokens=False)
+    assert tok.decode(enc.ids) == text and tok.get_vocab_size() == 49152
+    assert enc.tokens[:4] == ["Hello", "Ġworld", ",", "Ġthe"]
+    assert enc.tokens[enc.tokens.index("Ġyear") + 1:][:5] == ["Ġ", "2", "0", "2", "4"]

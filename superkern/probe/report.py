@@ -120,6 +120,7 @@ class ProbeReport:
     rows_selected: Optional[int] = None
     sample_rows: dict[str, torch.Tensor] = field(default_factory=dict)
     row_norms: Optional[torch.Tensor] = field(default=None, repr=False)  # (n,), NaN: not analysed
+    row_norms_centred: Optional[torch.Tensor] = field(default=None, repr=False)  # of nonzero rows
     frequency: Optional[FrequencyStats] = None  # row norm vs token counts, when given
 
     @property

@@ -1,0 +1,64 @@
+"""A ``tokenizers`` tokenizer rebuilt from the one stored in a GGUF file.
+
+Only the byte-level BPE kind (``tokenizer.ggml.model = "gpt2"``) is rebuilt, for the
+pre-tokenizer families whose splitting rule is one of two: GPT-2's regex, or single digits
+split off first and then GPT-2's regex (StarCoder, SmolLM and kin; llama.cpp groups them the
+same way). Vocabulary and merges come from the file, so token ids are the head's row indices.
+Anything else (SentencePiece models such as Gemma's, Llama-3 or Qwen2 regexes) is refused by
+name rather than approximated.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from superkern.probe.gguf_loader import _open_reader
+from superkern.probe.vocab import vocab_from_gguf_field
+
+# tokenizer.ggml.pre values: digits split one by one, then GPT-2's regex
+DIGITS_THEN_GPT2 = {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone",
+                    "minerva"}
+# tokenizer.ggml.pre values: GPT-2's regex alone
+GPT2_ONLY = {"gpt2", "gpt-2", "mpt", "olmo", "jais"}
+
+
+def _text_field(reader, key: str) -> str | None:
+    f = reader.fields.get(key)
+    if f is None:
+        return None
+    return bytes(f.parts[f.data[0]]).decode("utf-8", "replace")
+
+
+def gguf_tokenizer(path: str | Path):
+    """``(tokenizer, pre)`` rebuilt from a GGUF file's byte-level BPE tokenizer.
+
+    Raises:
+        ValueError: the file has no tokenizer, or one of a kind not rebuilt here (named).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    reader = _open_reader(Path(path))
+    kind = _text_field(reader, "tokenizer.ggml.model")
+    pre = (_text_field(reader, "tokenizer.ggml.pre") or "default").lower()
+    if kind is None:
+        raise ValueError(f"{path}: the GGUF file stores no tokenizer")
+    if kind != "gpt2" or pre not in DIGITS_THEN_GPT2 | GPT2_ONLY:
+        raise ValueError(f"{path}: tokenizer model {kind!r} with pre-tokenizer {pre!r} is not "
+                         f"rebuilt (supported: model 'gpt2' with pre in "
+                         f"{sorted(DIGITS_THEN_GPT2 | GPT2_ONLY)}); pass a tokenizer.json")
+    tokens = vocab_from_gguf_field(reader.fields.get("tokenizer.ggml.tokens"))
+    merges = vocab_from_gguf_field(reader.fields.get("tokenizer.ggml.merges"))
+    if not tokens or merges is None:
+        raise ValueError(f"{path}: unreadable tokenizer.ggml.tokens / merges")
+    vocab = {t: i for i, t in enumerate(tokens)}
+    if len(vocab) != len(tokens):
+        raise ValueError(f"{path}: {len(tokens) - len(vocab)} repeated token strings")
+    pairs = [tuple(m.split(" ", 1)) for m in merges]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs))
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if pre in DIGITS_THEN_GPT2:
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), byte_level])
+    else:
+        tok.pre_tokenizer = byte_level
+    tok.decoder = decoders.ByteLevel()
+    return tok, pre
