@@ -156,6 +156,8 @@ def test_probe_with_token_counts(tmp_path):
     assert str(tmp_path / "plots" / "norm_vs_frequency.png") in written
     assert "## Row norm vs token frequency" in (tmp_path / "r.md").read_text()
     assert "frequency" not in json.loads(probe(W, progress=False, splits=False).to_json())
+    with pytest.raises(ValueError, match="cover 301 ids but the head has 300 rows"):
+        probe(W, token_counts=np.ones(301), progress=False)
     with pytest.raises(FileNotFoundError, match="missing.json"):
         probe(W, token_counts=tmp_path / "missing.json", progress=False)
     assert main(["probe", "minilm", "--token-counts", str(tmp_path / "missing.json")]) == 2

@@ -25,7 +25,7 @@ from superkern.ops.overlap import overlap_stats
 from superkern.ops.overlap_ref import PRECISIONS
 from superkern.ops import overlap_stream as _stream
 from superkern.ops.overlap_stream import free_device_bytes
-from superkern.probe.frequency import frequency_stats
+from superkern.probe.frequency import check_counts_fit, frequency_stats
 from superkern.probe.gram import set_moments
 from superkern.probe.loaders import load_head
 from superkern.probe.progress import Stages
@@ -105,7 +105,8 @@ def probe(source: Any = "minilm", *, tensor: Optional[str] = None, precision: st
     try:
         report = _run(source, tensor, vocab, bar, timings, dev, name, precision, bins,
                       norm_bins, topk, exclude, exclude_duplicates, rows, cap, sample_main,
-                      centred, splits, seed, t_start)
+                      centred, splits, seed, t_start,
+                      n_counts=0 if counts is None else counts.size)
     finally:
         bar.close()
     if counts is not None:
@@ -138,13 +139,15 @@ def _timed(timings: dict[str, float], key: str, t0: float) -> None:
 
 
 def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, norm_bins, topk,
-         exclude, exclude_duplicates, rows, cap, sample_main, centred, splits, seed, t_start):
+         exclude, exclude_duplicates, rows, cap, sample_main, centred, splits, seed, t_start,
+         n_counts=0):
     t0 = time.perf_counter()
     with bar.stage("load"):
         head = load_head(source, tensor, vocab=vocab)
     _timed(timings, "load", t0)
     W = head.matrix
     n, m = head.n, head.m
+    check_counts_fit(n_counts, n)  # before the O(n^2 m) work
     sel = as_index(rows, n)
     base = torch.arange(n, dtype=torch.int64) if sel is None else sel
     N = int(base.numel())

@@ -55,6 +55,13 @@ class FrequencyStats:
                 "unseen_median_norm": self.unseen_median_norm, "bins": self.bins}
 
 
+def check_counts_fit(n_counts: int, n_rows: int) -> None:
+    """More counted ids than head rows means counts from another tokenizer: ValueError."""
+    if n_counts > n_rows:
+        raise ValueError(f"the token counts cover {n_counts} ids but the head has {n_rows} "
+                         "rows: counts from another tokenizer?")
+
+
 def frequency_stats(norms: np.ndarray, counts: np.ndarray, source: str = "",
                     n_bins: int = 8, centred: Optional[np.ndarray] = None) -> FrequencyStats:
     """Compare row norms with token counts.
@@ -72,9 +79,7 @@ def frequency_stats(norms: np.ndarray, counts: np.ndarray, source: str = "",
     norms = np.asarray(norms, dtype=np.float64)
     counts = np.asarray(counts, dtype=np.float64)
     n = norms.size
-    if counts.size > n:
-        raise ValueError(f"the token counts cover {counts.size} ids but the head has {n} rows: "
-                         "counts from another tokenizer?")
+    check_counts_fit(counts.size, n)
     padded = n - counts.size
     full = np.concatenate([counts, np.zeros(padded)])
     analysed = np.isfinite(norms)
