@@ -221,3 +221,47 @@ def test_smollm2_tokenizer_round_trips():
     assert tok.decode(enc.ids) == text and tok.get_vocab_size() == 49152
     assert enc.tokens[:4] == ["Hello", "Ġworld", ",", "Ġthe"]
     assert enc.tokens[enc.tokens.index("Ġyear") + 1:][:5] == ["Ġ", "2", "0", "2", "4"]
+
+
+def test_head_tokenizer_spec(tmp_path):
+    from superkern.analysis.tokens import head_tokenizer_spec
+
+    assert head_tokenizer_spec("SmolLM2") == "smollm2" and head_tokenizer_spec("minilm") == "minilm"
+    assert head_tokenizer_spec(tmp_path / "h.gguf") == tmp_path / "h.gguf"
+    with pytest.raises(ValueError, match="no tokenizer.json in"):
+        head_tokenizer_spec(tmp_path / "model.safetensors")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    assert head_tokenizer_spec(tmp_path / "model.safetensors") == tmp_path / "tokenizer.json"
+    assert head_tokenizer_spec(tmp_path) == tmp_path / "tokenizer.json"
+    with pytest.raises(ValueError, match="Tensor has no tokenizer of its own"):
+        head_tokenizer_spec(torch.zeros(3, 2))
+
+
+def test_probe_counts_a_corpus_with_the_heads_own_tokenizer(tokenizer_file, tmp_path):
+    """A safetensors head with a tokenizer.json beside it: ``corpus=`` alone is enough, and
+    gives the same frequency block as counts saved by 'fit zipf --tokenizer'."""
+    from safetensors.torch import save_file
+
+    from superkern import probe
+
+    W = torch.randn(len(VOCAB), 6, generator=torch.Generator().manual_seed(3))
+    head = tokenizer_file.parent / "model.safetensors"
+    save_file({"lm_head.weight": W}, str(head))
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat\nthe dog sat\na cat\n")
+    rep = probe(str(head), corpus=corpus, progress=False, splits=False)
+    assert rep.frequency.tokens_counted == 6 + 3 + 2 and rep.frequency.rows == 7
+    assert rep.frequency.source == f"{tokenizer_file.parent.name} tokens of c.txt"
+    out = tmp_path / "counts.json"
+    assert main(["fit", "zipf", str(corpus), "--tokenizer", str(tokenizer_file),
+                 "--save-counts", str(out)]) == 0
+    saved = probe(str(head), token_counts=out, progress=False, splits=False).frequency
+    assert saved.to_dict()["bins"] == rep.frequency.to_dict()["bins"]
+    with pytest.raises(ValueError, match="not both"):
+        probe(str(head), corpus=corpus, token_counts=out, progress=False)
+    with pytest.raises(ValueError, match="only with a corpus"):
+        probe(str(head), tokenizer=tokenizer_file, progress=False)
+    with pytest.raises(FileNotFoundError, match="no such corpus file"):
+        probe(str(head), corpus=tmp_path / "none.txt", progress=False)
+    assert main(["probe", str(head), "--corpus", str(corpus), "--no-splits",
+                 "--no-progress"]) == 0

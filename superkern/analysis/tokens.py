@@ -134,3 +134,37 @@ def load_token_counts(path: str | Path) -> tuple[np.ndarray, dict]:
         raise ValueError(f"{path}: counts must be a flat list of finite numbers >= 0 "
                          f"(token id {where}: {raw[where]!r})")
     return counts, meta
+
+
+def head_tokenizer_spec(source) -> str | Path:
+    """The tokenizer that belongs to a head ``source`` (as :func:`superkern.load_head` takes
+    it): an alias names its own, a GGUF file stores one, and a safetensors file or model
+    folder has a ``tokenizer.json`` beside it.
+
+    Raises:
+        ValueError: none can be found (an in-memory tensor, or no tokenizer.json).
+    """
+    if isinstance(source, (str, Path)):
+        text = str(source).strip()
+        if text.lower() in ALIASES:
+            return text.lower()
+        path = Path(text)
+        if path.suffix.lower() == ".gguf":
+            return path
+        folder = path if path.is_dir() else path.parent
+        if (folder / "tokenizer.json").is_file():
+            return folder / "tokenizer.json"
+        raise ValueError(f"{source}: no tokenizer.json in {folder}; pass a tokenizer")
+    raise ValueError(f"a head given as {type(source).__name__} has no tokenizer of its own; "
+                     "pass a tokenizer")
+
+
+def corpus_counts(corpus: str | Path, tokenizer: str | Path) -> tuple[np.ndarray, str]:
+    """Per-id counts of a text file under ``tokenizer``, and the tokenizer's name."""
+    path = Path(corpus)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such corpus file: {path}")
+    tok, name = load_tokenizer(tokenizer)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        counts = count_tokens(f, tok)
+    return counts, name

@@ -59,19 +59,14 @@ def _token_counts(args):
     """Per-token-id counts of the text file under ``--tokenizer`` (saved with --save-counts)."""
     from pathlib import Path
 
-    from superkern.analysis.tokens import count_tokens, load_tokenizer, save_token_counts
+    from superkern.analysis.tokens import corpus_counts, save_token_counts
 
     if args.mode not in ("auto", "text"):
         raise ValueError(f"--tokenizer tokenises a text file; it does not apply to --mode "
                          f"{args.mode}")
-    path = Path(args.file)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    tok, name = load_tokenizer(args.tokenizer)
-    with open(path, encoding="utf-8", errors="replace") as f:
-        counts = count_tokens(f, tok)
+    counts, name = corpus_counts(args.file, args.tokenizer)
     if args.save_counts:
-        save_token_counts(args.save_counts, counts, name, path.name)
+        save_token_counts(args.save_counts, counts, name, Path(args.file).name)
     return counts, f"text, {name} tokens"
 
 

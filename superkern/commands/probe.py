@@ -57,6 +57,12 @@ def register(sub) -> None:
     p.add_argument("--token-counts", metavar="FILE",
                    help="per-token-id counts ('superkern fit zipf CORPUS --tokenizer T "
                         "--save-counts FILE'): compare row norms with token frequency")
+    p.add_argument("--corpus", metavar="FILE",
+                   help="a text file: count its tokens (with the head's own tokenizer unless "
+                        "--tokenizer) and compare row norms with token frequency")
+    p.add_argument("--tokenizer", metavar="SPEC",
+                   help="--corpus: a tokenizer.json, a folder holding one, 'minilm', a .gguf "
+                        "file or 'smollm2' (default: the head's own)")
     p.set_defaults(func=run)
 
 
@@ -70,6 +76,7 @@ def run(args) -> int:
                    exclude=args.exclude, exclude_duplicates=args.exclude_duplicates,
                    sample=args.sample, sample_main=args.sample_main,
                    splits=not args.no_splits, seed=args.seed, token_counts=args.token_counts,
+                   corpus=args.corpus, tokenizer=args.tokenizer,
                    progress=False if args.no_progress else None)
     print(report.format_table(), flush=True)  # shown even if writing a file fails
     written = report.save(json_path=args.json, markdown_path=args.markdown,

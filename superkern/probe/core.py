@@ -51,7 +51,8 @@ def probe(source: Any = "minilm", *, tensor: Optional[str] = None, precision: st
           rows: Any = None, sample: Optional[int] = None, sample_main: bool = False,
           centred: bool = True, splits: bool = True, seed: int = 0,
           progress: Optional[bool] = None, vocab: Optional[list[str]] = None,
-          token_counts: Any = None) -> ProbeReport:
+          token_counts: Any = None, corpus: Any = None,
+          tokenizer: Any = None) -> ProbeReport:
     """Superposition geometry of an LM head.
 
     Args:
@@ -78,6 +79,9 @@ def probe(source: Any = "minilm", *, tensor: Optional[str] = None, precision: st
         token_counts: per-token-id counts (a file written by ``superkern fit zipf --tokenizer
             ... --save-counts``, or an array) to compare row norms with token frequency
             (``report.frequency``; the paper's Fig. 6a for an LM head).
+        corpus: a text file to count tokens in instead (tokenised before any other work).
+        tokenizer: the corpus's tokenizer (see :func:`superkern.analysis.tokens.load_tokenizer`);
+            default: the head's own (its alias, its GGUF file, or a tokenizer.json beside it).
 
     Returns:
         ProbeReport.
@@ -99,7 +103,7 @@ def probe(source: Any = "minilm", *, tensor: Optional[str] = None, precision: st
         cap = _check_int(sample, "sample")
     if 0 < cap < 2:
         raise ValueError(f"sample must be 0 (no sampling) or >= 2 rows, got {cap}")
-    counts, counts_source = _load_counts(token_counts)  # fail before any work
+    counts, counts_source = _load_counts(token_counts, corpus, tokenizer, source)
     timings: dict[str, float] = {}
     bar = Stages(progress)
     try:
@@ -116,8 +120,20 @@ def probe(source: Any = "minilm", *, tensor: Optional[str] = None, precision: st
     return report
 
 
-def _load_counts(token_counts: Any) -> tuple[Optional[np.ndarray], str]:
-    """Per-id counts and their label from a counts file or an array (None: not asked for)."""
+def _load_counts(token_counts: Any, corpus: Any, tokenizer: Any, source: Any
+                 ) -> tuple[Optional[np.ndarray], str]:
+    """Per-id counts and their label, from a counts file, an array or a corpus tokenised here
+    (None: not asked for). Runs before the head is analysed, so bad input fails early."""
+    if corpus is not None:
+        if token_counts is not None:
+            raise ValueError("pass token counts or a corpus, not both")
+        from superkern.analysis.tokens import corpus_counts, head_tokenizer_spec
+
+        counts, name = corpus_counts(corpus, tokenizer if tokenizer is not None
+                                     else head_tokenizer_spec(source))
+        return counts, f"{name} tokens of {Path(corpus).name}"
+    if tokenizer is not None:
+        raise ValueError("a tokenizer is used only with a corpus")
     if token_counts is None:
         return None, ""
     if isinstance(token_counts, (str, os.PathLike)):
