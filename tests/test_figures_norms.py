@@ -105,3 +105,18 @@ def test_damaged_file_leaves_an_empty_panel(results_file, tmp_path):
         fig = fig12(ctx)
     heights = [h for _, _, h in _panels(fig)]
     assert heights[1 * 3 + 1] == 0 and sum(h == 0 for h in heights) == 1
+
+
+def test_fig6b_one_density_per_width(results_file):
+    """Fig. 6b draws one normalised histogram per width of the strong alpha-1 cell."""
+    from superkern.analysis.fig_norms import fig6b
+
+    fig = fig6b(_ctx(results_file))
+    ax = fig.axes[0]
+    steps = list(ax.patches)
+    assert len(steps) == 3  # m = 10, 20, 40
+    for p in steps:  # density: the area under each step outline is 1
+        x, y = p.get_path().vertices.T
+        area = sum((x[i + 1] - x[i]) * y[i] for i in range(len(x) - 1) if x[i + 1] > x[i])
+        assert abs(area - 1.0) < 1e-6
+    assert [t.get_text() for t in ax.get_legend().get_texts()][:3] == ["m=10", "m=20", "m=40"]

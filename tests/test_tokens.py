@@ -11,7 +11,7 @@ from scipy import stats
 
 from superkern.analysis.tokens import load_token_counts, save_token_counts
 from superkern.cli import main
-from superkern.probe.frequency import frequency_stats
+from superkern.probe.frequency import format_frequency, frequency_stats
 
 VOCAB = ["[UNK]", "[PAD]", "the", "cat", "sat", "on", "mat", "a", "dog"]
 
@@ -68,6 +68,14 @@ def test_fit_zipf_with_tokenizer_and_saved_counts(tokenizer_file, tmp_path, caps
                  "--mode", "counts"]) == 2
     assert main(["fit", "zipf", str(corpus), "--tokenizer", str(tmp_path / "none.json")]) == 2
     assert "no tokenizer file" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path), "--tokenizer", str(tokenizer_file)]) == 2
+    assert "apply to 'fit zipf'" in capsys.readouterr().err
+    # a corpus with nothing to fit: exit 2, and no counts file is left behind
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n\n")
+    out.unlink()
+    assert main(["fit", "zipf", str(blank), "--tokenizer", str(tokenizer_file),
+                 "--save-counts", str(out)]) == 2 and not out.exists()
 
 
 def test_minilm_tokenizer_matches_its_vocabulary():
@@ -124,11 +132,35 @@ def test_frequency_stats_by_hand():
     assert abs(f.spearman - rho) < 1e-12 and abs(f.spearman_p - p) < 1e-12
     assert sum(b["tokens"] for b in f.bins) == f.rows  # every seen token in one bin
     assert f.bins[0]["ranks"][0] == 1 and f.bins[-1]["ranks"][1] == f.rows
-    assert all(a["count_min"] >= b["count_max"] for a, b in zip(f.bins, f.bins[1:]))
-    with pytest.raises(ValueError, match="cover 61 ids but the head has 60 rows"):
+    # bins follow the counts, and a group of equal counts is never split between two bins
+    assert all(a["count_min"] > b["count_max"] for a, b in zip(f.bins, f.bins[1:]))
+    with pytest.raises(ValueError, match=r"cover 61 ids \(id 60 is counted\) but the head has"):
         frequency_stats(norms, np.ones(61))
-    with pytest.raises(ValueError, match="only 1 analysed row"):  # id 4 is not analysed
+    ok61 = frequency_stats(norms, np.r_[counts, np.zeros(11)])  # trailing zero ids: fine
+    assert ok61.rows == f.rows and ok61.padded == 0
+    with pytest.raises(ValueError, match="only 1 analysed nonzero row"):  # 4 is not analysed
         frequency_stats(norms, np.array([0, 1, 0, 0, 1.0]))
+    with pytest.raises(ValueError, match="one value per token id"):
+        frequency_stats(norms, np.ones((2, 3)))
+
+
+def test_tied_counts_are_binned_together():
+    """Norms that grow with the token id but not with the count: 100 tokens seen twice, 900
+    once. Binning tie groups by id would show a trend that is not there."""
+    norms = np.linspace(1.0, 2.0, 1000)
+    counts = np.r_[np.full(100, 2.0), np.ones(900)]
+    f = frequency_stats(norms, counts)
+    assert [b["tokens"] for b in f.bins] == [100, 900]
+    assert [b["ranks"] for b in f.bins] == [[1, 100], [101, 1000]]
+    assert [(b["count_max"], b["count_min"]) for b in f.bins] == [(2, 2), (1, 1)]
+    assert abs(f.spearman) < 0.9  # equal counts: only the two groups are ordered
+
+
+def test_zero_rows_are_left_out():
+    norms = np.array([1.0, 0.0, 2.0, 3.0, 0.0, 4.0])
+    f = frequency_stats(norms, np.array([5, 9, 4, 3, 0, 2.0]))
+    assert f.rows == 4 and f.unseen == 0 and 0.0 not in f.ranked_norms
+    assert abs(f.spearman + 1.0) < 1e-12  # among nonzero rows, more counts, smaller norm
 
 
 def test_probe_with_token_counts(tmp_path):
@@ -156,16 +188,26 @@ def test_probe_with_token_counts(tmp_path):
     assert str(tmp_path / "plots" / "norm_vs_frequency.png") in written
     assert "## Row norm vs token frequency" in (tmp_path / "r.md").read_text()
     assert "frequency" not in json.loads(probe(W, progress=False, splits=False).to_json())
-    with pytest.raises(ValueError, match="cover 301 ids but the head has 300 rows"):
+    with pytest.raises(ValueError, match="cover 301 ids .* but the head has 300 rows"):
         probe(W, token_counts=np.ones(301), progress=False)
+    with pytest.raises(ValueError, match="only 2 token id"):  # before the head is loaded
+        probe("no/such/head.npy", token_counts=np.r_[1.0, 0, 1.0], progress=False)
+    rows = np.zeros(n)
+    rows[[0, 1, 2]] = 5  # three counted ids, but two of them excluded: fails after the norms
+    with pytest.raises(ValueError, match="only 1 analysed nonzero row"):
+        probe(W, token_counts=rows, exclude="0-1", progress=False)
+    plain = probe(W, token_counts=path, progress=False, splits=False, centred=False)
+    assert "centred" not in "\n".join(format_frequency(plain.to_dict()["frequency"]))
     with pytest.raises(FileNotFoundError, match="missing.json"):
         probe(W, token_counts=tmp_path / "missing.json", progress=False)
-    assert main(["probe", "minilm", "--token-counts", str(tmp_path / "missing.json")]) == 2
+    np.save(tmp_path / "W.npy", W.numpy())
+    assert main(["probe", str(tmp_path / "W.npy"), "--token-counts",
+                 str(tmp_path / "missing.json")]) == 2
 
 
 def _gguf_with_tokenizer(path, model="gpt2", pre="smollm"):
     gguf = pytest.importorskip("gguf")
-    tokens = ["a", "b", "Ġ", "0", "1", "ab", "Ġab", "10"]
+    tokens = ["a", "b", "Ġ", "0", "1", "ab", "Ġab", "10", "Ċ"]
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_tokenizer_model(model)
     w.add_tokenizer_pre(pre)
@@ -180,7 +222,7 @@ def _gguf_with_tokenizer(path, model="gpt2", pre="smollm"):
 
 
 @pytest.mark.parametrize("pre, want", [("smollm", ["ab", "Ġab", "Ġ", "1", "0"]),
-                                       ("gpt2", ["ab", "Ġab", "Ġ", "10"])])
+                                       ("gpt-2", ["ab", "Ġab", "Ġ", "10"])])
 def test_gguf_tokenizer_rebuilt_from_vocab_and_merges(tmp_path, pre, want):
     """smollm splits digits one by one before GPT-2's regex (so '1 0' never merges); plain
     gpt2 does not. Ids are the file's token indices (the head's rows)."""
@@ -192,7 +234,13 @@ def test_gguf_tokenizer_rebuilt_from_vocab_and_merges(tmp_path, pre, want):
     enc = tok.encode("ab ab 10", add_special_tokens=False)
     assert enc.tokens == want and enc.ids == [tokens.index(t) for t in want]
     assert tok.decode(enc.ids) == "ab ab 10" and name == "t"
-    assert count_tokens(["ab ab 10"], tok).tolist() == [enc.ids.count(i) for i in range(8)]
+    assert count_tokens(["ab ab 10"], tok).tolist() == [enc.ids.count(i) for i in range(8)] + [1]
+    # newlines and blank lines count as in the whole text (byte-level 'Ċ')
+    text = "ab\n\nab 10\n"
+    whole = np.bincount(tok.encode(text, add_special_tokens=False).ids, minlength=len(tokens))
+    lines = text.splitlines(keepends=True)
+    assert count_tokens(lines, tok).tolist() == whole.tolist() and whole[8] == 3
+    assert count_tokens(lines, tok, chunk_chars=1, batch=1).tolist() == whole.tolist()
 
 
 def test_gguf_tokenizer_refuses_other_kinds(tmp_path):
@@ -205,6 +253,26 @@ def test_gguf_tokenizer_refuses_other_kinds(tmp_path):
     _gguf_with_tokenizer(tmp_path / "l3.gguf", pre="llama-bpe")
     with pytest.raises(ValueError, match="'llama-bpe' is not rebuilt"):
         load_tokenizer(tmp_path / "l3.gguf")
+
+
+def test_gguf_tokenizer_bad_merges(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    pytest.importorskip("tokenizers")
+    from superkern.analysis.tokens import load_tokenizer
+
+    for merges, match in ((["ab"], "not two tokens"), (["a c"], "does not build")):
+        w = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("smollm")
+        w.add_token_list(["a", "b", "ab"])
+        w.add_token_merges(merges)
+        w.add_tensor("token_embd.weight", np.ones((3, 4), dtype=np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        with pytest.raises(ValueError, match=match):
+            load_tokenizer(tmp_path / "m.gguf")
 
 
 def test_smollm2_tokenizer_round_trips():

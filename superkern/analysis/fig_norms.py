@@ -155,7 +155,7 @@ def fig9(ctx: Context):
 
 
 def _strong_alpha1(ctx: Context, what: str) -> tuple[list[Run], str, float, float]:
-    """Saved strong runs of the power-law grid at the most negative gamma and alpha nearest 1."""
+    """Saved strong runs of the power-law grid at the gamma nearest -1 and alpha nearest 1."""
     runs, note = grid_runs(ctx, what)
     runs = _saved(ctx, runs, what)
     g = _strong_gamma(runs, -1.0, what)
@@ -183,9 +183,9 @@ def fig6a(ctx: Context):
     widths = sorted({r.m for r in sel})
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.4))
     w0 = _nearest(widths, 39)
-    one = _norms(ctx, [r for r in sel if r.m == w0][:1])
+    one = _norms(ctx, [r for r in sel if r.m == w0])  # the first readable seed
     if not one:
-        raise MissingData("Fig. 6a: no readable weights file")
+        raise MissingData(f"Fig. 6a: no readable weights file at m = {w0}")
     v = one[0]
     ranks = np.arange(1, v.size + 1)
     above = v > STRONG_SPLIT

@@ -16,9 +16,11 @@ from superkern.probe.vocab import vocab_from_gguf_field
 
 # tokenizer.ggml.pre values: digits split one by one, then GPT-2's regex
 DIGITS_THEN_GPT2 = {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone",
-                    "minerva"}
+                    "minerva-7b"}
 # tokenizer.ggml.pre values: GPT-2's regex alone
-GPT2_ONLY = {"gpt2", "gpt-2", "mpt", "olmo", "jais"}
+GPT2_ONLY = {"gpt-2", "phi-2", "jina-es", "jina-de", "jina-v1-en", "jina-v2-es", "jina-v2-de",
+             "jina-v2-code", "gigachat", "roberta-bpe", "a.x-4.0", "mellum", "mpt", "olmo",
+             "jais"}
 
 
 def _text_field(reader, key: str) -> str | None:
@@ -45,15 +47,25 @@ def gguf_tokenizer(path: str | Path):
         raise ValueError(f"{path}: tokenizer model {kind!r} with pre-tokenizer {pre!r} is not "
                          f"rebuilt (supported: model 'gpt2' with pre in "
                          f"{sorted(DIGITS_THEN_GPT2 | GPT2_ONLY)}); pass a tokenizer.json")
-    tokens = vocab_from_gguf_field(reader.fields.get("tokenizer.ggml.tokens"))
-    merges = vocab_from_gguf_field(reader.fields.get("tokenizer.ggml.merges"))
+    fields = {k: reader.fields.get(f"tokenizer.ggml.{k}") for k in ("tokens", "merges")}
+    missing = [k for k, f in fields.items() if f is None]
+    if missing:
+        raise ValueError(f"{path}: the GGUF tokenizer has no tokenizer.ggml.{missing[0]}")
+    tokens = vocab_from_gguf_field(fields["tokens"])
+    merges = vocab_from_gguf_field(fields["merges"])
     if not tokens or merges is None:
         raise ValueError(f"{path}: unreadable tokenizer.ggml.tokens / merges")
     vocab = {t: i for i, t in enumerate(tokens)}
     if len(vocab) != len(tokens):
         raise ValueError(f"{path}: {len(tokens) - len(vocab)} repeated token strings")
     pairs = [tuple(m.split(" ", 1)) for m in merges]
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs))
+    bad = next((m for m, p in zip(merges, pairs) if len(p) != 2), None)
+    if bad is not None:
+        raise ValueError(f"{path}: merge {bad!r} is not two tokens separated by a space")
+    try:
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs))
+    except Exception as exc:  # noqa: BLE001 - the Rust side raises a bare Exception
+        raise ValueError(f"{path}: the GGUF tokenizer does not build ({exc})") from None
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     if pre in DIGITS_THEN_GPT2:
         tok.pre_tokenizer = pre_tokenizers.Sequence(

@@ -4,9 +4,9 @@ paper's Fig. 22) and behind the probe's row norm vs token frequency (Fig. 6a for
 A tokenizer is a HuggingFace ``tokenizer.json`` (read with the ``tokenizers`` library), a
 folder holding one, the alias ``minilm`` (the offline all-MiniLM-L6-v2 package's), or a GGUF
 file (or the alias of a GGUF head, such as ``smollm2``) whose byte-level BPE tokenizer is
-rebuilt by :mod:`superkern.analysis.gguf_tokenizer`. Text is
-encoded line by line with no special tokens, padding or truncation (a tokenizer.json may
-switch the last two on: MiniLM's pads every line to 128 tokens).
+rebuilt by :mod:`superkern.analysis.gguf_tokenizer`. Text is encoded in chunks of whole
+lines, line endings included, with no special tokens, padding or truncation (a
+tokenizer.json may switch the last two on: MiniLM's pads every input to 128 tokens).
 """
 from __future__ import annotations
 
@@ -69,27 +69,41 @@ def load_tokenizer(spec: str | Path):
     return tok, name
 
 
-def count_tokens(lines: Iterable[str], tokenizer, batch: int = 2048) -> np.ndarray:
+def count_tokens(lines: Iterable[str], tokenizer, chunk_chars: int = 1 << 16,
+                 batch: int = 16) -> np.ndarray:
     """How often each token id occurs in ``lines`` (int64, length = the vocabulary size with
-    added tokens). Blank lines are skipped; no special tokens are added."""
+    added tokens); no special tokens are added.
+
+    Lines keep their endings (one is added where missing) and are encoded in chunks of whole
+    lines of about ``chunk_chars`` characters, ``batch`` chunks per call. Newlines and
+    blank lines therefore count as they do in the whole text (byte-level BPE's ``Ċ``,
+    ``ĊĊ``, ``ĊĠĠĠ``); only a token that would span a chunk boundary (one per chunk) is
+    split there.
+    """
     V = tokenizer.get_vocab_size(with_added_tokens=True)
     counts = np.zeros(V, dtype=np.int64)
-    buf: list[str] = []
+    chunks: list[str] = []
 
     def flush() -> None:
-        ids = [i for enc in tokenizer.encode_batch(buf, add_special_tokens=False)
+        ids = [i for enc in tokenizer.encode_batch(chunks, add_special_tokens=False)
                for i in enc.ids]
         if ids:
-            counts[:] += np.bincount(np.asarray(ids, dtype=np.int64), minlength=V)[:V]
-        buf.clear()
+            counts[:] += np.bincount(np.asarray(ids, dtype=np.int64), minlength=V)
+        chunks.clear()
 
+    cur: list[str] = []
+    size = 0
     for line in lines:
-        line = line.rstrip("\r\n")
-        if line.strip():
-            buf.append(line)
-            if len(buf) >= batch:
+        cur.append(line if line.endswith("\n") else line + "\n")
+        size += len(line) + 1
+        if size >= chunk_chars:
+            chunks.append("".join(cur))
+            cur, size = [], 0
+            if len(chunks) >= batch:
                 flush()
-    if buf:
+    if cur:
+        chunks.append("".join(cur))
+    if chunks:
         flush()
     return counts
 
@@ -110,6 +124,7 @@ def load_token_counts(path: str | Path) -> tuple[np.ndarray, dict]:
     counts). Returns ``(counts float64, metadata)``.
 
     Raises:
+        FileNotFoundError: no such file.
         ValueError: not such a file, or a count that is negative or not a finite number.
     """
     path = Path(path)

@@ -56,7 +56,8 @@ def _emit(obj, path) -> None:
 
 
 def _token_counts(args):
-    """Per-token-id counts of the text file under ``--tokenizer`` (saved with --save-counts)."""
+    """Per-token-id counts of the text file under ``--tokenizer``, the tokenizer's name, and a
+    function that writes them to ``--save-counts`` (called once the fit succeeded)."""
     from pathlib import Path
 
     from superkern.analysis.tokens import corpus_counts, save_token_counts
@@ -65,9 +66,8 @@ def _token_counts(args):
         raise ValueError(f"--tokenizer tokenises a text file; it does not apply to --mode "
                          f"{args.mode}")
     counts, name = corpus_counts(args.file, args.tokenizer)
-    if args.save_counts:
-        save_token_counts(args.save_counts, counts, name, Path(args.file).name)
-    return counts, f"text, {name} tokens"
+    return counts, name, lambda: (args.save_counts and save_token_counts(
+        args.save_counts, counts, name, Path(args.file).name))
 
 
 def run(args) -> int:
@@ -76,19 +76,26 @@ def run(args) -> int:
     if args.against and args.target in ("zipf", "width-law", "width"):
         raise ValueError(f"--against compares two sweep results; it does not apply to "
                          f"'fit {args.target}'")
+    if args.target != "zipf" and (args.tokenizer or args.save_counts):
+        raise ValueError(f"--tokenizer and --save-counts apply to 'fit zipf', not "
+                         f"'fit {args.target}'")
     if args.target in ("zipf", "width-law", "width") and not args.file:
         print(f"superkern fit {args.target}: a file argument is required", file=sys.stderr)
         return 2
     if args.target == "zipf":
         from superkern.analysis.zipf import load_counts, zipf_fit
 
+        save = None
         if args.tokenizer:
-            counts, mode = _token_counts(args)
+            counts, name, save = _token_counts(args)
+            mode = f"text, {name} tokens"
         elif args.save_counts:
             raise ValueError("--save-counts writes per-token-id counts: it needs --tokenizer")
         else:
             counts, mode = load_counts(args.file, args.mode)
         z = zipf_fit(counts, points=args.points)
+        if save is not None:
+            save()  # only counts that could be fitted are written
         if args.json != "-":
             print(f"{args.file} ({mode}): alpha = {z.alpha:.4f} (slope se {z.stderr:.4f}), "
                   f"R^2 = {z.r2:.4f}, {z.n_types} types, {z.n_tokens} tokens, "

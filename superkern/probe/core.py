@@ -25,7 +25,7 @@ from superkern.ops.overlap import overlap_stats
 from superkern.ops.overlap_ref import PRECISIONS
 from superkern.ops import overlap_stream as _stream
 from superkern.ops.overlap_stream import free_device_bytes
-from superkern.probe.frequency import check_counts_fit, frequency_stats
+from superkern.probe.frequency import frequency_stats, prepare_counts, seen_rows
 from superkern.probe.gram import set_moments
 from superkern.probe.loaders import load_head
 from superkern.probe.progress import Stages
@@ -110,7 +110,7 @@ def probe(source: Any = "minilm", *, tensor: Optional[str] = None, precision: st
         report = _run(source, tensor, vocab, bar, timings, dev, name, precision, bins,
                       norm_bins, topk, exclude, exclude_duplicates, rows, cap, sample_main,
                       centred, splits, seed, t_start,
-                      n_counts=0 if counts is None else counts.size)
+                      counts=counts)
     finally:
         bar.close()
     if counts is not None:
@@ -123,7 +123,16 @@ def probe(source: Any = "minilm", *, tensor: Optional[str] = None, precision: st
 def _load_counts(token_counts: Any, corpus: Any, tokenizer: Any, source: Any
                  ) -> tuple[Optional[np.ndarray], str]:
     """Per-id counts and their label, from a counts file, an array or a corpus tokenised here
-    (None: not asked for). Runs before the head is analysed, so bad input fails early."""
+    (None: not asked for). Runs before the head is loaded, so bad input fails early."""
+    counts, label = _read_counts(token_counts, corpus, tokenizer, source)
+    if counts is not None and int((counts > 0).sum()) < 3:
+        raise ValueError(f"{label}: only {int((counts > 0).sum())} token id(s) have a nonzero "
+                         "count; a frequency comparison needs 3")
+    return counts, label
+
+
+def _read_counts(token_counts: Any, corpus: Any, tokenizer: Any, source: Any
+                 ) -> tuple[Optional[np.ndarray], str]:
     if corpus is not None:
         if token_counts is not None:
             raise ValueError("pass token counts or a corpus, not both")
@@ -144,9 +153,10 @@ def _load_counts(token_counts: Any, corpus: Any, tokenizer: Any, source: Any
         if meta.get("tokenizer"):
             label += f", {meta['tokenizer']} tokens of {meta.get('source', '?')}"
         return counts, label
-    counts = np.asarray(token_counts, dtype=np.float64).ravel()
-    if not np.all(np.isfinite(counts)) or np.any(counts < 0):
-        raise ValueError("token_counts must be finite and >= 0")
+    counts = np.asarray(token_counts, dtype=np.float64)
+    if counts.ndim != 1 or not np.all(np.isfinite(counts)) or np.any(counts < 0):
+        raise ValueError(f"token_counts must be one finite count >= 0 per token id (got shape "
+                         f"{counts.shape})")
     return counts, "token counts (array)"
 
 
@@ -156,14 +166,14 @@ def _timed(timings: dict[str, float], key: str, t0: float) -> None:
 
 def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, norm_bins, topk,
          exclude, exclude_duplicates, rows, cap, sample_main, centred, splits, seed, t_start,
-         n_counts=0):
+         counts=None):
     t0 = time.perf_counter()
     with bar.stage("load"):
         head = load_head(source, tensor, vocab=vocab)
     _timed(timings, "load", t0)
     W = head.matrix
     n, m = head.n, head.m
-    check_counts_fit(n_counts, n)  # before the O(n^2 m) work
+    full = None if counts is None else prepare_counts(counts, n)  # before the O(n^2 m) work
     sel = as_index(rows, n)
     base = torch.arange(n, dtype=torch.int64) if sel is None else sel
     N = int(base.numel())
@@ -194,6 +204,8 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
         del Wk
         r = torch.full((n,), math.nan, dtype=torch.float64)
         r[keep_idx] = norms.norms
+        if full is not None:
+            seen_rows(r.numpy(), full)  # enough analysed rows with a count, or fail now
         if keep_idx.numel() - norms.n_zero < 2:
             raise ValueError(f"{head.source}: tensor {head.tensor!r}: only "
                              f"{keep_idx.numel() - norms.n_zero} nonzero row(s) among the "

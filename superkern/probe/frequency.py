@@ -24,7 +24,7 @@ class FrequencyStats:
 
     Attributes:
         source: where the counts came from. tokens_counted: their total.
-        rows: rows compared (analysed, count > 0). unseen: analysed rows with count 0.
+        rows: rows compared (analysed, nonzero, count > 0). unseen: the same with count 0.
         padded: head rows past the end of the counts (taken as count 0: vocabulary padding).
         spearman, spearman_p: rank correlation of norm and count, and its p-value.
         spearman_centred: the same for the centred rows' norms (NaN when not given).
@@ -46,6 +46,7 @@ class FrequencyStats:
     unseen_median_norm: float
     ranked_norms: np.ndarray = field(repr=False)   # norms in decreasing-count order
     ranked_counts: np.ndarray = field(repr=False)
+    ranks: np.ndarray = field(repr=False)          # their frequency ranks (ties: average)
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "tokens_counted": self.tokens_counted,
@@ -55,51 +56,82 @@ class FrequencyStats:
                 "unseen_median_norm": self.unseen_median_norm, "bins": self.bins}
 
 
-def check_counts_fit(n_counts: int, n_rows: int) -> None:
-    """More counted ids than head rows means counts from another tokenizer: ValueError."""
-    if n_counts > n_rows:
-        raise ValueError(f"the token counts cover {n_counts} ids but the head has {n_rows} "
-                         "rows: counts from another tokenizer?")
+def prepare_counts(counts, n_rows: int) -> np.ndarray:
+    """Per-id counts as n_rows float64 values: ids past the end count 0, and trailing ids past
+    the head that count 0 are dropped.
+
+    Raises:
+        ValueError: not a flat array, or a nonzero count for an id the head has no row for
+            (counts from another tokenizer).
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    if c.ndim != 1:
+        raise ValueError(f"token counts must be one value per token id, got shape {c.shape}")
+    nz = np.flatnonzero(c)
+    if nz.size and nz[-1] >= n_rows:
+        raise ValueError(f"the token counts cover {c.size} ids (id {int(nz[-1])} is counted) "
+                         f"but the head has {n_rows} rows: counts from another tokenizer?")
+    full = np.zeros(n_rows)
+    full[:min(c.size, n_rows)] = c[:n_rows]
+    return full
+
+
+def seen_rows(norms: np.ndarray, full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(analysed, seen) masks: analysed = a finite, nonzero norm (zero rows carry no
+    direction and have no centred norm); seen = analysed with a nonzero count.
+
+    Raises:
+        ValueError: fewer than 3 seen rows (nothing to correlate).
+    """
+    analysed = np.isfinite(norms) & (norms > 0)
+    seen = analysed & (full > 0)
+    k = int(seen.sum())
+    if k < 3:
+        raise ValueError(f"only {k} analysed nonzero row(s) have a nonzero token count (of "
+                         f"{int(analysed.sum())} analysed, {int((full > 0).sum())} counted "
+                         "ids); need 3")
+    return analysed, seen
 
 
 def frequency_stats(norms: np.ndarray, counts: np.ndarray, source: str = "",
                     n_bins: int = 8, centred: Optional[np.ndarray] = None) -> FrequencyStats:
     """Compare row norms with token counts.
 
+    Ties in count share their average rank, and a tie group is never split between bins
+    (most tokens of a corpus count 1, 2 or 3: ordering them by id would bin by id).
+
     Args:
-        norms: (n,) row norms, NaN for rows that were not analysed.
-        counts: per-token-id counts, length <= n (missing ids: count 0).
+        norms: (n,) row norms, NaN for rows that were not analysed; zero rows are left out.
+        counts: per-token-id counts (missing ids: count 0); see :func:`prepare_counts`.
         source: a label for the counts. n_bins: log-spaced frequency-rank bins.
         centred: (n,) norms of the mean-centred rows (NaN where not computed), optional.
 
     Raises:
-        ValueError: more counts than head rows (the wrong tokenizer), or fewer than 3 analysed
-            rows with a nonzero count.
+        ValueError: see :func:`prepare_counts` and :func:`seen_rows`.
     """
     norms = np.asarray(norms, dtype=np.float64)
-    counts = np.asarray(counts, dtype=np.float64)
     n = norms.size
-    check_counts_fit(counts.size, n)
-    padded = n - counts.size
-    full = np.concatenate([counts, np.zeros(padded)])
-    analysed = np.isfinite(norms)
-    seen = analysed & (full > 0)
+    full = prepare_counts(counts, n)
+    padded = max(0, n - np.asarray(counts).size)
+    analysed, seen = seen_rows(norms, full)
     k = int(seen.sum())
-    if k < 3:
-        raise ValueError(f"only {k} analysed row(s) have a nonzero token count (of "
-                         f"{int(analysed.sum())} analysed, {counts.size} counted ids); need 3")
     order = np.flatnonzero(seen)[np.argsort(-full[seen], kind="stable")]
     rn, rc = norms[order], full[order]
+    rank = stats.rankdata(-rc, method="average")  # ties share their average rank
     rho, p = stats.spearmanr(rn, rc)
     cn = np.full(k, np.nan) if centred is None else np.asarray(centred, np.float64)[order]
     ok = np.isfinite(cn)
     rho_c = float(stats.spearmanr(cn[ok], rc[ok])[0]) if ok.sum() >= 3 else math.nan
     med = float(np.median(rn))
-    edges = np.unique(np.rint(np.geomspace(1, k + 1, n_bins + 1)).astype(np.int64))
+    edges = np.unique(np.geomspace(1, k + 1, n_bins + 1))
+    which = np.clip(np.searchsorted(edges, rank, side="right") - 1, 0, len(edges) - 2)
     bins = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        part, cnt, cpart = rn[lo - 1:hi - 1], rc[lo - 1:hi - 1], cn[lo - 1:hi - 1]
-        bins.append({"ranks": [int(lo), int(hi - 1)], "tokens": int(part.size),
+    for b in np.unique(which):
+        sel = which == b
+        part, cnt, cpart = rn[sel], rc[sel], cn[sel]
+        pos = np.flatnonzero(sel) + 1  # whole tie groups: a contiguous run of positions
+        bins.append({"ranks": [int(pos[0]), int(pos[-1])],
+                     "tokens": int(sel.sum()),
                      "count_max": float(cnt.max()), "count_min": float(cnt.min()),
                      "median_norm": float(np.median(part)), "mean_norm": float(part.mean()),
                      "above_median": float((part > med).mean()),
@@ -107,11 +139,11 @@ def frequency_stats(norms: np.ndarray, counts: np.ndarray, source: str = "",
                                         if np.isfinite(cpart).any() else math.nan)})
     unseen = analysed & (full == 0)
     return FrequencyStats(
-        source=source, tokens_counted=int(round(float(counts.sum()))), rows=k,
+        source=source, tokens_counted=int(round(float(full.sum()))), rows=k,
         unseen=int(unseen.sum()), padded=int(padded), spearman=float(rho),
         spearman_p=float(p), spearman_centred=rho_c, bins=bins,
         unseen_median_norm=float(np.median(norms[unseen])) if unseen.any() else math.nan,
-        ranked_norms=rn, ranked_counts=rc)
+        ranked_norms=rn, ranked_counts=rc, ranks=rank)
 
 
 def _p_text(p: float) -> str:
@@ -122,16 +154,23 @@ def format_frequency(d: Optional[dict[str, Any]]) -> list[str]:
     """Text lines of the report block (empty without token counts)."""
     if not d:
         return []
+    has_c = d["spearman_centred"] is not None and math.isfinite(d["spearman_centred"])
+    n = d["rows"] + d["unseen"]
     out = ["", f"Row norm vs token frequency ({d['source']}: {d['tokens_counted']} tokens; "
                f"{d['rows']} rows seen, {d['unseen']} unseen"
                + (f", {d['padded']} past the counts" if d["padded"] else "") + ")",
-           f"  Spearman rho = {d['spearman']:+.3f} (p {_p_text(d['spearman_p'])}); centred rows "
-           f"{d['spearman_centred']:+.3f}; median norm of unseen tokens "
-           f"{d['unseen_median_norm']:.4g}",
+           f"  Spearman rho = {d['spearman']:+.3f} (p {_p_text(d['spearman_p'])})"
+           + (f"; centred rows {d['spearman_centred']:+.3f}" if has_c else "")
+           + (f"; median norm of unseen tokens {d['unseen_median_norm']:.4g}"
+              if d["unseen"] else ""),
            "  freq. ranks      tokens   counts            median norm  > overall median"
-           "  centred"]
+           + ("  centred" if has_c else "")]
+    if d["padded"] > 0.01 * max(n, 1):
+        out.insert(2, f"  note: {d['padded']} head rows lie past the counts' ids: counts from "
+                      "another tokenizer?")
     for b in d["bins"]:
         out.append(f"  {b['ranks'][0]:>6}-{b['ranks'][1]:<8} {b['tokens']:>7}   "
                    f"{b['count_max']:>8.0f}-{b['count_min']:<8.0f} {b['median_norm']:>10.4g}"
-                   f"  {b['above_median']:>14.2f}  {b['median_centred']:>7.4g}")
+                   f"  {b['above_median']:>14.2f}"
+                   + (f"  {b['median_centred']:>7.4g}" if has_c else ""))
     return out

@@ -144,7 +144,7 @@ def norm_vs_frequency_png(report, max_points: int = 40000) -> bytes:
     the median, with the median norm per frequency-rank bin, raw and of the centred rows."""
     f = report.frequency
     rn = f.ranked_norms
-    ranks = np.arange(1, rn.size + 1)
+    ranks = f.ranks  # equal counts share their average rank
     pick = np.unique(np.linspace(0, rn.size - 1, min(rn.size, max_points)).astype(np.int64))
     med = float(np.median(rn))
     above = rn[pick] > med
