@@ -43,18 +43,15 @@ def _nearest(values, target: float) -> float:
     return min(values, key=lambda v: abs(v - target))
 
 
-def _strong_gamma(runs: Sequence[Run], target: float, what: str) -> float:
-    neg = sorted({r.gamma for r in runs if r.gamma < 0})
-    if not neg:
-        raise MissingData(f"{what} needs strong-superposition runs (gamma < 0)")
-    return _nearest(neg, target)
-
-
-def _weak_gamma(runs: Sequence[Run], target: float, what: str) -> float:
-    pos = sorted({r.gamma for r in runs if r.gamma > 0})
-    if not pos:
-        raise MissingData(f"{what} needs weak-superposition runs (gamma > 0)")
-    return _nearest(pos, target)
+def _gamma(runs: Sequence[Run], target: float, what: str) -> float:
+    """The gamma of ``runs`` nearest ``target`` on target's side of 0 (strong: gamma < 0,
+    weak: gamma > 0)."""
+    side = sorted({r.gamma for r in runs if r.gamma * target > 0})
+    if not side:
+        regime = "strong" if target < 0 else "weak"
+        raise MissingData(f"{what} needs {regime}-superposition runs (gamma "
+                          f"{'<' if target < 0 else '>'} 0)")
+    return _nearest(side, target)
 
 
 def _edges(norms: Sequence[np.ndarray], bins: int = 48) -> np.ndarray:
@@ -106,10 +103,10 @@ def _alpha_rows(ctx: Context, what: str, strong: bool) -> plt.Figure:
     runs, note = grid_runs(ctx, what)
     runs = _saved(ctx, runs, what)
     if strong:
-        g = _strong_gamma(runs, -0.55, what)
+        g = _gamma(runs, -0.55, what)
         split = STRONG_SPLIT
     else:
-        g = _weak_gamma(runs, 0.55, what)
+        g = _gamma(runs, 0.55, what)
         split = WEAK_SPLIT
     sel = [r for r in runs if r.gamma == g]
     rows = [(f"alpha={a:g}", split, [r for r in sel if r.alpha == a])
@@ -144,10 +141,10 @@ def fig9(ctx: Context):
     for label in sorted({dist_label(r.config) for r in runs}, key=_dist_order):
         mine = [r for r in runs if dist_label(r.config) == label]
         if any(r.gamma < 0 for r in mine):
-            g = _strong_gamma(mine, -1.0, "Fig. 9")
+            g = _gamma(mine, -1.0, "Fig. 9")
             rows.append((f"{label}\nstrong {g:g}", STRONG_SPLIT, [r for r in mine if r.gamma == g]))
         if any(r.gamma > 0 for r in mine):
-            g = _weak_gamma(mine, 0.1, "Fig. 9")
+            g = _gamma(mine, 0.1, "Fig. 9")
             rows.append((f"{label}\nweak {g:g}", WEAK_SPLIT, [r for r in mine if r.gamma == g]))
     if not rows:
         raise MissingData("Fig. 9 needs runs with gamma != 0")
@@ -158,7 +155,7 @@ def _strong_alpha1(ctx: Context, what: str) -> tuple[list[Run], str, float, floa
     """Saved strong runs of the power-law grid at the gamma nearest -1 and alpha nearest 1."""
     runs, note = grid_runs(ctx, what)
     runs = _saved(ctx, runs, what)
-    g = _strong_gamma(runs, -1.0, what)
+    g = _gamma(runs, -1.0, what)
     a = _nearest({r.alpha for r in runs if r.gamma == g}, 1.0)
     return [r for r in runs if r.gamma == g and r.alpha == a], note, g, a
 

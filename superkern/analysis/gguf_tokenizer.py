@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from superkern.probe.gguf_loader import _open_reader
+from superkern.probe.gguf_loader import _open_reader, gguf_text
 from superkern.probe.vocab import vocab_from_gguf_field
 
 # tokenizer.ggml.pre values: digits split one by one, then GPT-2's regex
@@ -23,13 +23,6 @@ GPT2_ONLY = {"gpt-2", "phi-2", "jina-es", "jina-de", "jina-v1-en", "jina-v2-es",
              "jais"}
 
 
-def _text_field(reader, key: str) -> str | None:
-    f = reader.fields.get(key)
-    if f is None:
-        return None
-    return bytes(f.parts[f.data[0]]).decode("utf-8", "replace")
-
-
 def gguf_tokenizer(path: str | Path):
     """``(tokenizer, pre)`` rebuilt from a GGUF file's byte-level BPE tokenizer.
 
@@ -39,8 +32,8 @@ def gguf_tokenizer(path: str | Path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     reader = _open_reader(Path(path))
-    kind = _text_field(reader, "tokenizer.ggml.model")
-    pre = (_text_field(reader, "tokenizer.ggml.pre") or "default").lower()
+    kind = gguf_text(reader, "tokenizer.ggml.model")
+    pre = (gguf_text(reader, "tokenizer.ggml.pre") or "default").lower()
     if kind is None:
         raise ValueError(f"{path}: the GGUF file stores no tokenizer")
     if kind != "gpt2" or pre not in DIGITS_THEN_GPT2 | GPT2_ONLY:

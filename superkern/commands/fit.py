@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 
 def register(sub) -> None:
@@ -56,18 +57,13 @@ def _emit(obj, path) -> None:
 
 
 def _token_counts(args):
-    """Per-token-id counts of the text file under ``--tokenizer``, the tokenizer's name, and a
-    function that writes them to ``--save-counts`` (called once the fit succeeded)."""
-    from pathlib import Path
-
-    from superkern.analysis.tokens import corpus_counts, save_token_counts
+    """Per-token-id counts of the text file under ``--tokenizer``, and the tokenizer's name."""
+    from superkern.analysis.tokens import corpus_counts
 
     if args.mode not in ("auto", "text"):
         raise ValueError(f"--tokenizer tokenises a text file; it does not apply to --mode "
                          f"{args.mode}")
-    counts, name = corpus_counts(args.file, args.tokenizer)
-    return counts, name, lambda: (args.save_counts and save_token_counts(
-        args.save_counts, counts, name, Path(args.file).name))
+    return corpus_counts(args.file, args.tokenizer)
 
 
 def run(args) -> int:
@@ -85,17 +81,19 @@ def run(args) -> int:
     if args.target == "zipf":
         from superkern.analysis.zipf import load_counts, zipf_fit
 
-        save = None
+        name = None
         if args.tokenizer:
-            counts, name, save = _token_counts(args)
+            counts, name = _token_counts(args)
             mode = f"text, {name} tokens"
         elif args.save_counts:
             raise ValueError("--save-counts writes per-token-id counts: it needs --tokenizer")
         else:
             counts, mode = load_counts(args.file, args.mode)
         z = zipf_fit(counts, points=args.points)
-        if save is not None:
-            save()  # only counts that could be fitted are written
+        if name is not None and args.save_counts:  # only counts that could be fitted
+            from superkern.analysis.tokens import save_token_counts
+
+            save_token_counts(args.save_counts, counts, name, Path(args.file).name)
         if args.json != "-":
             print(f"{args.file} ({mode}): alpha = {z.alpha:.4f} (slope se {z.stderr:.4f}), "
                   f"R^2 = {z.r2:.4f}, {z.n_types} types, {z.n_tokens} tokens, "

@@ -233,7 +233,7 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
                                            device=dev)["centred"]
             Wc = _stream.centred(Wd, mean)  # all n rows shifted; only nz_idx are read
             rc = torch.full((n,), math.nan, dtype=torch.float64)
-            rc[nz_idx] = _row_norms(Wc, nz_idx)
+            rc[nz_idx] = _stream.row_norms(Wc)[nz_idx.to(Wc.device)].cpu()
     _timed(timings, "exact", t0)
 
     blocks: dict[str, OverlapBlock] = {}
@@ -296,15 +296,6 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
 
 
 _OPERAND_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2}
-
-
-def _row_norms(X: torch.Tensor, idx: torch.Tensor, chunk: int = 1 << 14) -> torch.Tensor:
-    """fp64 norms of the rows ``X[idx]`` on the host, ``chunk`` rows at a time."""
-    out = torch.empty(idx.numel(), dtype=torch.float64)
-    for s in range(0, idx.numel(), chunk):
-        rows = X.index_select(0, idx[s:s + chunk].to(X.device))
-        out[s:s + chunk] = torch.linalg.vector_norm(rows.double(), dim=1).cpu()
-    return out
 
 
 def _place_head(W: torch.Tensor, dev: torch.device, *, centred: bool = True,

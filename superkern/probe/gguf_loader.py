@@ -36,6 +36,17 @@ def _open_reader(path: Path):
                          "it may be truncated or corrupt") from None
 
 
+def gguf_text(reader, key: str) -> Optional[str]:
+    """A string metadata field of an open GGUF file (None when absent or unreadable)."""
+    f = reader.fields.get(key)
+    if f is None:
+        return None
+    try:
+        return bytes(f.parts[f.data[0]]).decode("utf-8", "replace")
+    except Exception:  # noqa: BLE001 - malformed metadata reads as absent
+        return None
+
+
 def load_gguf(path: Path, tensor: Optional[str] = None) -> Head:
     """Load the LM head of a GGUF file (any tensor type ``gguf.quants`` can dequantise)."""
     gguf = _gguf()
@@ -83,13 +94,8 @@ def load_gguf(path: Path, tensor: Optional[str] = None) -> Head:
         tied, reason = None, "tensor chosen explicitly; tying unknown"
     field = reader.fields.get("tokenizer.ggml.tokens")
     vocab = vocab_from_gguf_field(field) if field is not None else None
-    arch = reader.fields.get("general.architecture")
-    extra = {}
-    if arch is not None:
-        try:
-            extra["architecture"] = bytes(arch.parts[arch.data[0]]).decode("utf-8", "replace")
-        except Exception:  # noqa: BLE001
-            pass
+    arch = gguf_text(reader, "general.architecture")
+    extra = {"architecture": arch} if arch is not None else {}
     return Head(matrix=matrix, source=str(path), tensor=name, dtype=qtype, tied=tied,
                 tied_reason=reason, vocab=vocab,
                 vocab_source="GGUF tokenizer.ggml.tokens" if vocab else "", format="gguf",
