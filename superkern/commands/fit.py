@@ -34,6 +34,9 @@ def register(sub) -> None:
                    help="zipf --tokenizer: also write the per-token-id counts as JSON (input of "
                         "'superkern probe --token-counts')")
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON ('-': stdout)")
+    p.add_argument("--plot", metavar="PNG",
+                   help="zipf: rank-frequency with the fitted line (paper Fig. 22); width-law: "
+                        "loss and L - L_g against m with the fit (paper Fig. 8b)")
     p.add_argument("--against", metavar="RESULTS",
                    help="compare alpha_m cell by cell with a second run of the same grid (e.g. "
                         "fp32 against tf32x3); exit 1 if any cell differs")
@@ -56,6 +59,14 @@ def _emit(obj, path) -> None:
         atomic_write_text(path, text + "\n")
 
 
+def _save_png(path: str, data: bytes) -> None:
+    from superkern.sweep.store import atomic_write_bytes
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
+    print(f"wrote {path}", file=sys.stderr)
+
+
 def _token_counts(args):
     """Per-token-id counts of the text file under ``--tokenizer``, and the tokenizer's name."""
     from superkern.analysis.tokens import corpus_counts
@@ -75,6 +86,9 @@ def run(args) -> int:
     if args.target != "zipf" and (args.tokenizer or args.save_counts):
         raise ValueError(f"--tokenizer and --save-counts apply to 'fit zipf', not "
                          f"'fit {args.target}'")
+    if args.plot and args.target not in ("zipf", "width-law", "width"):
+        raise ValueError("--plot applies to 'fit zipf' and 'fit width-law'; sweep results are "
+                         "drawn by 'superkern figures'")
     if args.target in ("zipf", "width-law", "width") and not args.file:
         print(f"superkern fit {args.target}: a file argument is required", file=sys.stderr)
         return 2
@@ -99,6 +113,11 @@ def run(args) -> int:
                   f"R^2 = {z.r2:.4f}, {z.n_types} types, {z.n_tokens} tokens, "
                   f"{z.points} log-rank points")
         _emit({"file": args.file, "mode": mode, **dataclasses.asdict(z)}, args.json)
+        if args.plot:
+            from superkern.analysis.fig_llm import png, zipf_figure
+
+            label = Path(args.file).name + (f", {name} tokens" if name else "")
+            _save_png(args.plot, png(zipf_figure(counts, z, label)))
         return 0
     if args.target in ("width-law", "width"):
         from superkern.analysis.fits import fit_width_law
@@ -116,6 +135,10 @@ def run(args) -> int:
         d = dataclasses.asdict(f)
         d["offsets"] = {"/".join(k): v for k, v in f.offsets.items()}
         _emit(d, args.json)
+        if args.plot:
+            from superkern.analysis.fig_llm import png, width_law_figure
+
+            _save_png(args.plot, png(width_law_figure(groups, m, loss, f)))
         return 0
     from superkern.analysis.fits import select_range
     from superkern.analysis.scaling import fit_report, format_report

@@ -15,7 +15,7 @@ import numpy as np
 from superkern.probe import baselines
 
 
-def _figure(w: float = 6.4, h: float = 4.2):
+def new_figure(w: float = 6.4, h: float = 4.2):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -24,7 +24,7 @@ def _figure(w: float = 6.4, h: float = 4.2):
     return fig
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
@@ -33,7 +33,7 @@ def _png(fig) -> bytes:
 
 def norm_histogram_png(report) -> bytes:
     ns = report.norms
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
     edges = ns.edges.numpy()
     ax.stairs(ns.hist.numpy(), edges, fill=True, alpha=0.6, label="rows")
@@ -46,11 +46,11 @@ def norm_histogram_png(report) -> bytes:
     ax.set_title(f"{report.head.name or report.head.tensor}: row norms "
                  f"(n={report.rows_analysed}, m={report.m})", fontsize=10)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def overlap_histogram_png(report) -> bytes:
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
     m = report.m
     drawn = False
@@ -85,13 +85,13 @@ def overlap_histogram_png(report) -> bytes:
     ax.set_title(f"{report.head.name or report.head.tensor}: pairwise overlaps", fontsize=10)
     if drawn or m >= 2:
         ax.legend(fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def mean_sq_vs_m_png(rows: Sequence[dict[str, Any]]) -> bytes:
     """Fig. 8a style: mean c^2 (exact) against m, log-log, with the 1/m line of random vectors
     (the paper draws a slope-1 guide: it reports the 1/m scaling, not the magnitude)."""
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
     ms = np.array([r["m"] for r in rows], dtype=float)
     for r in rows:
@@ -116,12 +116,12 @@ def mean_sq_vs_m_png(rows: Sequence[dict[str, Any]]) -> bytes:
     ax.set_ylabel("mean squared overlap  <c^2>")
     ax.set_title("Mean squared overlap of LM-head rows vs width", fontsize=10)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def row_norms_png(names: Sequence[str], norms: Sequence[np.ndarray]) -> bytes:
     """Fig. 20 style: per head, the row-norm distribution (violin), mean +- std, min and max."""
-    fig = _figure(max(4.0, 1.1 * len(names) + 2), 4.2)
+    fig = new_figure(max(4.0, 1.1 * len(names) + 2), 4.2)
     ax = fig.add_subplot(1, 1, 1)
     pos = np.arange(1, len(names) + 1)
     ax.violinplot([np.asarray(x, dtype=float) for x in norms], positions=pos,
@@ -135,7 +135,7 @@ def row_norms_png(names: Sequence[str], norms: Sequence[np.ndarray]) -> bytes:
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("row norm ||W_i||")
     ax.set_title("Row norms per head (dot: mean +- std; red: max; black: min)", fontsize=10)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def norm_vs_frequency_png(report, max_points: int = 40000) -> bytes:
@@ -148,7 +148,7 @@ def norm_vs_frequency_png(report, max_points: int = 40000) -> bytes:
     pick = np.unique(np.linspace(0, rn.size - 1, min(rn.size, max_points)).astype(np.int64))
     med = float(np.median(rn))
     above = rn[pick] > med
-    fig = _figure(7.0, 4.4)
+    fig = new_figure(7.0, 4.4)
     ax = fig.add_subplot(1, 1, 1)
     ax.scatter(ranks[pick][~above], rn[pick][~above], s=2, color="0.6", alpha=0.5,
                label="norm <= median", rasterized=True)
@@ -169,4 +169,4 @@ def norm_vs_frequency_png(report, max_points: int = 40000) -> bytes:
     legend = ax.legend(fontsize=8)
     for h in getattr(legend, "legend_handles", getattr(legend, "legendHandles", []))[:2]:
         h.set_sizes([16])  # the dots, readable in the legend
-    return _png(fig)
+    return png_bytes(fig)
