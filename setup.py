@@ -69,6 +69,8 @@ setup(
         "matplotlib>=3.7",
         "tqdm>=4.60",
         "tokenizers>=0.15",  # token counts under a given tokenizer (fit zipf --tokenizer)
+        "sentencepiece>=0.2",  # GGUF SentencePiece tokenizers (Gemma, Llama 2) rebuilt
+        "protobuf>=3.20",  # sentencepiece's ModelProto, built from the GGUF's pieces
         "tomli>=2; python_version<'3.11'",
     ],
     extras_require={

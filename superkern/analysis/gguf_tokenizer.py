@@ -1,11 +1,14 @@
-"""A ``tokenizers`` tokenizer rebuilt from the one stored in a GGUF file.
+"""A tokenizer rebuilt from the one stored in a GGUF file.
 
-Only the byte-level BPE kind (``tokenizer.ggml.model = "gpt2"``) is rebuilt, for the
-pre-tokenizer families whose splitting rule is one of two: GPT-2's regex, or single digits
-split off first and then GPT-2's regex (StarCoder, SmolLM and kin; llama.cpp groups them the
-same way). Vocabulary and merges come from the file, so token ids are the head's row indices.
-Anything else (SentencePiece models such as Gemma's, Llama-3 or Qwen2 regexes) is refused by
-name rather than approximated.
+Two kinds are rebuilt:
+- byte-level BPE (``tokenizer.ggml.model = "gpt2"``) as a ``tokenizers`` tokenizer, for the
+  pre-tokenizer families whose splitting rule is one of two: GPT-2's regex, or single digits
+  split off first and then GPT-2's regex (StarCoder, SmolLM and kin; llama.cpp groups them
+  the same way). Vocabulary and merges come from the file.
+- SentencePiece BPE (``"llama"``: Gemma, Llama 2 and kin) by :mod:`.gguf_spm`.
+
+Token ids are the head's row indices. Anything else (Llama-3 or Qwen2 regexes, WordPiece,
+Unigram) is refused by name rather than approximated.
 """
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ GPT2_ONLY = {"gpt-2", "phi-2", "jina-es", "jina-de", "jina-v1-en", "jina-v2-es",
 
 
 def gguf_tokenizer(path: str | Path):
-    """``(tokenizer, pre)`` rebuilt from a GGUF file's byte-level BPE tokenizer.
+    """``(tokenizer, pre)`` rebuilt from a GGUF file's byte-level BPE or SentencePiece
+    tokenizer (``pre`` is ``"sentencepiece"`` for the second).
 
     Raises:
         ValueError: the file has no tokenizer, or one of a kind not rebuilt here (named).
@@ -36,10 +40,15 @@ def gguf_tokenizer(path: str | Path):
     pre = (gguf_text(reader, "tokenizer.ggml.pre") or "default").lower()
     if kind is None:
         raise ValueError(f"{path}: the GGUF file stores no tokenizer")
+    if kind == "llama":
+        from superkern.analysis.gguf_spm import spm_tokenizer
+
+        return spm_tokenizer(reader, path), "sentencepiece"
     if kind != "gpt2" or pre not in DIGITS_THEN_GPT2 | GPT2_ONLY:
         raise ValueError(f"{path}: tokenizer model {kind!r} with pre-tokenizer {pre!r} is not "
-                         f"rebuilt (supported: model 'gpt2' with pre in "
-                         f"{sorted(DIGITS_THEN_GPT2 | GPT2_ONLY)}); pass a tokenizer.json")
+                         f"rebuilt (supported: model 'llama' (SentencePiece), or 'gpt2' with "
+                         f"pre in {sorted(DIGITS_THEN_GPT2 | GPT2_ONLY)}); pass a "
+                         "tokenizer.json")
     fields = {k: reader.fields.get(f"tokenizer.ggml.{k}") for k in ("tokens", "merges")}
     missing = [k for k, f in fields.items() if f is None]
     if missing:

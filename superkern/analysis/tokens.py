@@ -3,10 +3,11 @@ paper's Fig. 22) and behind the probe's row norm vs token frequency (Fig. 6a for
 
 A tokenizer is a HuggingFace ``tokenizer.json`` (read with the ``tokenizers`` library), a
 folder holding one, the alias ``minilm`` (the offline all-MiniLM-L6-v2 package's), or a GGUF
-file (or the alias of a GGUF head, such as ``smollm2``) whose byte-level BPE tokenizer is
-rebuilt by :mod:`superkern.analysis.gguf_tokenizer`. Text is encoded in chunks of whole
-lines, line endings included, with no special tokens, padding or truncation (a
-tokenizer.json may switch the last two on: MiniLM's pads every input to 128 tokens).
+file (or the alias of a GGUF head, such as ``smollm2``) whose byte-level BPE or
+SentencePiece tokenizer is rebuilt by :mod:`superkern.analysis.gguf_tokenizer`. Text is
+encoded in chunks of whole lines, line endings included, with no special tokens, padding or
+truncation (a tokenizer.json may switch the last two on: MiniLM's pads every input to 128
+tokens).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ COUNTS_FORMAT = "superkern-token-counts/1"
 
 def load_tokenizer(spec: str | Path):
     """``(tokenizer, name)`` from a tokenizer.json, a folder holding one, ``minilm``, a GGUF
-    file or a GGUF head's alias (``smollm2``).
+    file or a GGUF head's alias (``smollm2``, ``gemma3-270m``).
 
     Raises:
         ValueError: the ``tokenizers`` package is missing, or the file is not a tokenizer.

@@ -28,8 +28,8 @@ def register(sub) -> None:
     p.add_argument("--points", type=int, default=1000, help="zipf: log-rank points (1000)")
     p.add_argument("--tokenizer", metavar="SPEC",
                    help="zipf: tokenise the text file with this tokenizer (a tokenizer.json, a "
-                        "folder holding one, 'minilm', a .gguf file or 'smollm2') and fit the "
-                        "token counts")
+                        "folder holding one, 'minilm', a .gguf file, 'smollm2' or "
+                        "'gemma3-270m') and fit the token counts")
     p.add_argument("--save-counts", metavar="FILE",
                    help="zipf --tokenizer: also write the per-token-id counts as JSON (input of "
                         "'superkern probe --token-counts')")
