@@ -340,6 +340,41 @@ def test_probe_counts_a_corpus_with_the_heads_own_tokenizer(tokenizer_file, tmp_
                  "--no-progress"]) == 0
 
 
+def test_probe_corpus_parses_a_gguf_file_once(tmp_path, monkeypatch):
+    """Head and tokenizer come from one GGUF file; it is parsed once per probe, and a file
+    changed in between is parsed again."""
+    gguf = pytest.importorskip("gguf")
+    pytest.importorskip("tokenizers")
+    from superkern import probe
+    from superkern.probe import gguf_loader
+
+    tokens = _gguf_with_tokenizer(tmp_path / "h.gguf", pre="gpt-2")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("ab ab 10\nab\n")
+    opened = []
+    real = gguf.GGUFReader
+
+    def counting(path, *a, **k):
+        opened.append(path)
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(gguf, "GGUFReader", counting)
+    rep = probe(str(tmp_path / "h.gguf"), corpus=corpus, progress=False, splits=False)
+    assert len(opened) == 1 and rep.n == len(tokens)
+    assert rep.frequency.tokens_counted == 4 + 1 + 2  # ab Gab G 10 Newline, ab Newline
+    assert np.isnan(rep.frequency.spearman)  # every row is (1, 1, 1, 1): rho undefined
+    probe(str(tmp_path / "h.gguf"), progress=False, splits=False)
+    assert len(opened) == 2 and gguf_loader._SHARED is None
+    with gguf_loader.shared_readers():
+        a = gguf_loader._open_reader(tmp_path / "h.gguf")
+        with gguf_loader.shared_readers():
+            assert gguf_loader._open_reader(tmp_path / "h.gguf") is a
+        assert gguf_loader._open_reader(tmp_path / "h.gguf") is a
+        _gguf_with_tokenizer(tmp_path / "h.gguf", pre="smollm")  # rewritten: parsed again
+        assert gguf_loader._open_reader(tmp_path / "h.gguf") is not a
+    assert gguf_loader._SHARED is None
+
+
 def _spm_gguf(tmp_path, add_dummy_prefix: bool, unk_as_control: bool = False,
               remove_ws: bool = False):
     """Train a small SentencePiece BPE model, then store it in a GGUF file the way llama.cpp's

@@ -8,6 +8,7 @@ while their mean c^2 stays exact over all rows.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -103,16 +104,19 @@ def probe(source: Any = "minilm", *, tensor: Optional[str] = None, precision: st
         cap = _check_int(sample, "sample")
     if 0 < cap < 2:
         raise ValueError(f"sample must be 0 (no sampling) or >= 2 rows, got {cap}")
-    counts, counts_source = _load_counts(token_counts, corpus, tokenizer, source)
-    timings: dict[str, float] = {}
-    bar = Stages(progress)
-    try:
-        report = _run(source, tensor, vocab, bar, timings, dev, name, precision, bins,
-                      norm_bins, topk, exclude, exclude_duplicates, rows, cap, sample_main,
-                      centred, splits, seed, t_start,
-                      counts=counts)
-    finally:
-        bar.close()
+    from superkern.probe.gguf_loader import shared_readers
+
+    # a GGUF head and its own tokenizer come from one file: parse it once
+    with shared_readers() if corpus is not None else contextlib.nullcontext():
+        counts, counts_source = _load_counts(token_counts, corpus, tokenizer, source)
+        timings: dict[str, float] = {}
+        bar = Stages(progress)
+        try:
+            report = _run(source, tensor, vocab, bar, timings, dev, name, precision, bins,
+                          norm_bins, topk, exclude, exclude_duplicates, rows, cap, sample_main,
+                          centred, splits, seed, t_start, counts=counts)
+        finally:
+            bar.close()
     if counts is not None:
         rc = report.row_norms_centred
         report.frequency = frequency_stats(report.row_norms.numpy(), counts, counts_source,

@@ -93,6 +93,15 @@ def seen_rows(norms: np.ndarray, full: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return analysed, seen
 
 
+def _spearman(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Spearman's rho and its p-value; NaN (without scipy's warning) when either side is
+    constant, such as equal norms or equal counts."""
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return math.nan, math.nan
+    rho, p = stats.spearmanr(a, b)
+    return float(rho), float(p)
+
+
 def frequency_stats(norms: np.ndarray, counts: np.ndarray, source: str = "",
                     n_bins: int = 8, centred: Optional[np.ndarray] = None) -> FrequencyStats:
     """Compare row norms with token counts.
@@ -118,10 +127,10 @@ def frequency_stats(norms: np.ndarray, counts: np.ndarray, source: str = "",
     order = np.flatnonzero(seen)[np.argsort(-full[seen], kind="stable")]
     rn, rc = norms[order], full[order]
     rank = stats.rankdata(-rc, method="average")  # ties share their average rank
-    rho, p = stats.spearmanr(rn, rc)
+    rho, p = _spearman(rn, rc)
     cn = np.full(k, np.nan) if centred is None else np.asarray(centred, np.float64)[order]
     ok = np.isfinite(cn)
-    rho_c = float(stats.spearmanr(cn[ok], rc[ok])[0]) if ok.sum() >= 3 else math.nan
+    rho_c = _spearman(cn[ok], rc[ok])[0] if ok.sum() >= 3 else math.nan
     med = float(np.median(rn))
     edges = np.unique(np.geomspace(1, k + 1, n_bins + 1))
     which = np.clip(np.searchsorted(edges, rank, side="right") - 1, 0, len(edges) - 2)

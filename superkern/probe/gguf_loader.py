@@ -6,6 +6,7 @@ stored fastest-dimension first (``[m, n]``); the dequantised array is (n, m).
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -26,11 +27,42 @@ def _gguf():
     return gguf
 
 
+_SHARED: Optional[dict] = None  # set inside shared_readers(): file identity -> reader
+
+
+@contextmanager
+def shared_readers():
+    """Within this block each GGUF file is parsed once: ``superkern probe --corpus`` reads a
+    GGUF head and its tokenizer from the same file, and parsing a 262k-token vocabulary takes
+    ~13 s. Readers are dropped when the outermost block ends."""
+    global _SHARED
+    outer = _SHARED is not None
+    if not outer:
+        _SHARED = {}
+    try:
+        yield
+    finally:
+        if not outer:
+            _SHARED = None
+
+
 def _open_reader(path: Path):
     gguf = _gguf()
 
+    key = None
+    if _SHARED is not None:
+        try:
+            st = os.stat(path)
+            key = (os.path.realpath(path), st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None  # let the reader raise its own error below
+        if key in _SHARED:
+            return _SHARED[key]
     try:
-        return gguf.GGUFReader(os.fspath(path), "r")
+        reader = gguf.GGUFReader(os.fspath(path), "r")
+        if key is not None:
+            _SHARED[key] = reader
+        return reader
     except Exception as exc:  # noqa: BLE001 - any parse failure means a corrupt or truncated file
         raise ValueError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc}); "
                          "it may be truncated or corrupt") from None
