@@ -204,6 +204,45 @@ def test_gguf_bad_inputs(tmp_path):
             superkern.load_head(tmp_path / name)
 
 
+@needs_gguf
+def test_gguf_split_model(tmp_path):
+    """A model split by gguf-split's naming: any file names the whole set; the head is found in
+    whichever file holds it, the vocabulary in the first; a folder holding the set loads."""
+    emb, out = np.asarray(_rand(40, 8)), np.asarray(_rand(40, 8, seed=1))
+    tokens = [f"t{i}" for i in range(40)]
+    folder = tmp_path / "m"
+    folder.mkdir()
+    w = gguf.GGUFWriter(str(folder / "m.gguf"), "llama", split_max_tensors=1)
+    w.add_token_list(tokens)
+    for name, arr in (("token_embd.weight", emb), ("blk.0.attn_q.weight", np.ones((8, 8))),
+                      ("output.weight", out)):
+        w.add_tensor(name, np.asarray(arr, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == [f"m-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+    for f in files:
+        h = superkern.load_head(folder / f)
+        assert h.tensor == "output.weight" and h.tied is False and h.vocab == tokens
+        assert np.array_equal(h.matrix.numpy(), out)
+    h = superkern.load_head(folder / files[1], tensor="token_embd.weight")
+    assert np.array_equal(h.matrix.numpy(), emb)
+    assert np.array_equal(superkern.load_head(folder).matrix.numpy(), out)
+    (folder / files[1]).rename(tmp_path / files[1])
+    with pytest.raises(FileNotFoundError, match=r"split into 3 files; 1 missing.*00002-of"):
+        superkern.load_head(folder / files[0])
+    (tmp_path / files[1]).rename(folder / "m-00004-of-00003.gguf")
+    with pytest.raises(ValueError, match="file number 4 is outside 1..3"):
+        superkern.load_head(folder / "m-00004-of-00003.gguf")
+    (folder / "m-00004-of-00003.gguf").rename(folder / "m-00002-of-00003.gguf")
+    (folder / files[0]).rename(folder / "x-00001-of-00002.gguf")
+    (folder / files[1]).rename(folder / "x-00002-of-00002.gguf")
+    with pytest.raises(ValueError, match="its split.count is 3, but its name says 2 files"):
+        superkern.load_head(folder / "x-00001-of-00002.gguf")
+
+
 # --- npy, torch, in memory -------------------------------------------------------------------
 
 def test_npy(tmp_path):

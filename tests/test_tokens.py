@@ -244,6 +244,26 @@ def test_gguf_tokenizer_rebuilt_from_vocab_and_merges(tmp_path, pre, want):
     assert count_tokens(lines, tok, chunk_chars=1, batch=1).tolist() == whole.tolist()
 
 
+def test_gguf_tokenizer_of_a_split_model_comes_from_its_first_file(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    pytest.importorskip("tokenizers")
+    from superkern.analysis.tokens import load_tokenizer
+
+    w = gguf.GGUFWriter(str(tmp_path / "s.gguf"), "llama", split_max_tensors=1)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_list(["a", "b", "ab"])
+    w.add_token_merges(["a b"])
+    for name in ("token_embd.weight", "output.weight"):
+        w.add_tensor(name, np.ones((3, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    tok, _ = load_tokenizer(tmp_path / "s-00002-of-00002.gguf")  # holds no tokenizer itself
+    assert tok.encode("abab", add_special_tokens=False).ids == [2, 2]
+
+
 def test_gguf_tokenizer_refuses_other_kinds(tmp_path):
     pytest.importorskip("tokenizers")
     from superkern.analysis.tokens import load_tokenizer

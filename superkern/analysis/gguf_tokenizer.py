@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from superkern.probe.gguf_loader import _open_reader, gguf_text
+from superkern.probe.gguf_loader import _open_reader, gguf_shards, gguf_text
 from superkern.probe.vocab import vocab_from_gguf_field
 
 # tokenizer.ggml.pre values: digits split one by one, then GPT-2's regex
@@ -35,7 +35,7 @@ def gguf_tokenizer(path: str | Path):
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    reader = _open_reader(Path(path))
+    reader = _open_reader(gguf_shards(Path(path))[0])  # a split model's metadata file
     kind = gguf_text(reader, "tokenizer.ggml.model")
     pre = (gguf_text(reader, "tokenizer.ggml.pre") or "default").lower()
     if kind is None:

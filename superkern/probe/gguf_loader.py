@@ -2,10 +2,15 @@
 
 In GGUF a tied model has no ``output.weight``; its head is ``token_embd.weight``. Shapes are
 stored fastest-dimension first (``[m, n]``); the dequantised array is (n, m).
+
+Large models come split into several files (llama.cpp's ``gguf-split`` names them
+``<name>-00001-of-00003.gguf`` ...): the first holds the metadata and tokenizer, each holds
+some of the tensors. Any file of such a set names the whole set.
 """
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
@@ -68,6 +73,61 @@ def _open_reader(path: Path):
                          "it may be truncated or corrupt") from None
 
 
+_SPLIT = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+
+
+def gguf_shards(path: Path) -> list[Path]:
+    """The files of the GGUF model ``path`` belongs to, first (metadata) file first: ``[path]``
+    for a single file, every ``-NNNNN-of-MMMMM`` file for a split one.
+
+    Raises:
+        FileNotFoundError: a file of the set is missing (all missing ones are named).
+        ValueError: the name's numbers are inconsistent (file 0, or past the count).
+    """
+    path = Path(path)
+    m = _SPLIT.match(path.name)
+    if m is None or int(m["count"]) == 1:
+        return [path]
+    no, count = int(m["no"]), int(m["count"])
+    if not 1 <= no <= count:
+        raise ValueError(f"{path}: split file number {no} is outside 1..{count}")
+    width = len(m["no"])
+    shards = [path.with_name(f"{m['prefix']}-{i:0{width}d}-of-{m['count']}{path.suffix}")
+              for i in range(1, count + 1)]
+    missing = [s.name for s in shards if not s.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path}: a GGUF model split into {count} files; "
+                                f"{len(missing)} missing: {missing[:8]}")
+    return shards
+
+
+def split_set(files: list[Path]) -> Optional[Path]:
+    """The first file when ``files`` are exactly the files of one split GGUF model, else None
+    (a folder holding one split model is not ambiguous)."""
+    try:
+        shards = gguf_shards(files[0])
+    except (FileNotFoundError, ValueError):
+        return None
+    return shards[0] if len(shards) > 1 and sorted(shards) == sorted(files) else None
+
+
+def _readers(path: Path) -> list:
+    """Open every file of the model (see :func:`gguf_shards`) and check their split keys."""
+    shards = gguf_shards(path)
+    readers = [_open_reader(p) for p in shards]
+    if len(shards) > 1:
+        for i, (p, r) in enumerate(zip(shards, readers)):
+            f = r.fields.get("split.count")
+            try:
+                n = None if f is None else int(np.asarray(f.parts[f.data[0]]).ravel()[0])
+            except Exception:  # noqa: BLE001 - malformed metadata reads as absent
+                n = None
+            if n is not None and n != len(shards):
+                raise ValueError(f"{p}: its split.count is {n}, but its name says "
+                                 f"{len(shards)} files")
+    return readers
+
+
 def gguf_text(reader, key: str) -> Optional[str]:
     """A string metadata field of an open GGUF file (None when absent or unreadable)."""
     f = reader.fields.get(key)
@@ -83,8 +143,15 @@ def load_gguf(path: Path, tensor: Optional[str] = None) -> Head:
     """Load the LM head of a GGUF file (any tensor type ``gguf.quants`` can dequantise)."""
     gguf = _gguf()
 
-    reader = _open_reader(path)
-    tensors = {t.name: t for t in reader.tensors}
+    readers = _readers(path)
+    reader = readers[0]  # metadata and tokenizer live in the first file of a split model
+    tensors = {}
+    for r in readers:
+        for t in r.tensors:
+            if t.name in tensors:
+                raise ValueError(f"{path}: tensor {t.name!r} is stored in two files of the "
+                                 "split model")
+            tensors[t.name] = t
     names = list(tensors)
 
     def shape_of(name: str) -> tuple[int, ...]:

@@ -141,6 +141,11 @@ def _load_folder(path: Path, tensor: Optional[str]) -> Head:
         return _load_safetensors(path / "model.safetensors", tensor)
     for pattern in ("*.safetensors", "*.gguf", "pytorch_model.bin", "*.pt", "*.pth", "*.npy"):
         found = sorted(path.glob(pattern))
+        if len(found) > 1 and pattern == "*.gguf":
+            from superkern.probe.gguf_loader import split_set
+
+            first = split_set(found)
+            found = [first] if first is not None else found
         if len(found) == 1:
             return _load_file(found[0], tensor)
         if len(found) > 1:
