@@ -1,5 +1,5 @@
 """Figures of the LLM-side fits: token rank-frequency with its Zipf line (paper Fig. 22) and
-the shared-exponent width law (paper Fig. 8b).
+the shared-exponent width law (paper Figs. 8b and 21).
 
 Plotting only: the numbers come from :func:`superkern.analysis.zipf.zipf_fit` and
 :func:`superkern.analysis.fits.fit_width_law`. Each builder returns a matplotlib ``Figure``
@@ -65,9 +65,9 @@ def zipf_figure(counts: Sequence[float] | np.ndarray, fit, label: str = "",
 
 def width_law_figure(groups: Sequence[tuple[str, ...]], m: Sequence[float],
                      loss: Sequence[float], fit):
-    """Two panels: loss against width per (family, dataset) group with the fitted
-    ``C/m^alpha_m + L_g``; and ``L - L_g`` against width, log-log, where every group falls on
-    the one line ``C/m^alpha_m`` (the paper's Fig. 8b collapse). Points at or below their
+    """Two panels: loss against 1/m per (family, dataset) group with the fitted
+    ``C/m^alpha_m + L_g`` (the paper's Fig. 21); and ``L - L_g`` against m, log-log, where
+    every group falls on the one line ``C/m^alpha_m`` (its Fig. 8b). Points at or below their
     group's ``L_g`` cannot go on a log axis and are counted in the second panel's title.
     """
     labels = [tuple(g) if isinstance(g, (tuple, list)) else (str(g),) for g in groups]
@@ -92,17 +92,18 @@ def width_law_figure(groups: Sequence[tuple[str, ...]], m: Sequence[float],
         name = "/".join(g)
         lg = fit.offsets[g][0]
         order = np.argsort(m_arr[sel])
-        ax_l.plot(m_arr[sel][order], y[sel][order], "o", color=colour, ms=4, label=name)
-        ax_l.plot(grid, fit.c * grid ** -fit.alpha_m + lg, "-", color=colour, lw=1)
+        ax_l.plot(1.0 / m_arr[sel][order], y[sel][order], "o", color=colour, ms=4, label=name)
+        ax_l.plot(1.0 / grid, fit.c * grid ** -fit.alpha_m + lg, "-", color=colour, lw=1)
         excess = y[sel][order] - lg
         pos = excess > 0
         dropped += int(np.count_nonzero(~pos))
         ax_r.plot(m_arr[sel][order][pos], excess[pos], "o", color=colour, ms=4)
     ax_r.plot(grid, fit.c * grid ** -fit.alpha_m, "k--", lw=1.2,
               label=f"C/m^{fit.alpha_m:.3f} (+- {fit.alpha_m_se:.3f})")
-    for ax in (ax_l, ax_r):
-        ax.set_xscale("log")
-        ax.set_xlabel("model width m")
+    ax_l.set_xlabel("1 / model width m")
+    ax_l.set_xlim(left=0)
+    ax_r.set_xscale("log")
+    ax_r.set_xlabel("model width m")
     ax_r.set_yscale("log")
     ax_l.set_ylabel("loss L")
     ax_r.set_ylabel("L - L_g")
