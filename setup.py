@@ -58,7 +58,7 @@ setup(
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["superkern", "superkern.*"]),
-    package_data={"superkern": ["experiments/*.toml"]},
+    package_data={"superkern": ["experiments/*.toml", "data/*.csv"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",

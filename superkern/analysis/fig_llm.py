@@ -1,5 +1,5 @@
-"""Figures of the LLM-side fits: token rank-frequency with its Zipf line (paper Fig. 22) and
-the shared-exponent width law (paper Figs. 8b and 21).
+"""Figures of the LLM-side fits: token rank-frequency with its Zipf line (paper Fig. 22), the
+shared-exponent width law (paper Figs. 8b and 21) and model size against width (Fig. 23).
 
 Plotting only: the numbers come from :func:`superkern.analysis.zipf.zipf_fit` and
 :func:`superkern.analysis.fits.fit_width_law`. Each builder returns a matplotlib ``Figure``
@@ -14,7 +14,7 @@ import numpy as np
 
 from superkern.probe.plots import new_figure, png_bytes
 
-__all__ = ["zipf_figure", "width_law_figure", "png"]
+__all__ = ["zipf_figure", "width_law_figure", "size_width_figure", "png"]
 
 png = png_bytes
 
@@ -114,4 +114,29 @@ def width_law_figure(groups: Sequence[tuple[str, ...]], m: Sequence[float],
                    f"0.91 +- 0.04){note}", fontsize=9)
     ax_l.legend(fontsize=7, ncol=2 if len(names) > 8 else 1)
     ax_r.legend(fontsize=8)
+    return fig
+
+
+def size_width_figure(families: Sequence[str], m: Sequence[float], params: Sequence[float],
+                      fit):
+    """Parameter count against width, log-log, per family, with the shared-exponent lines
+    ``a_g m^k`` (the paper's Fig. 23)."""
+    m_arr = np.asarray(m, dtype=np.float64)
+    n_arr = np.asarray(params, dtype=np.float64)
+    fams = [str(f) for f in families]
+    fig = new_figure(6.4, 4.6)
+    ax = fig.add_subplot(1, 1, 1)
+    for k, f in enumerate(sorted(set(fams))):
+        sel = np.array([x == f for x in fams])
+        colour = f"C{k % 10}"
+        ax.plot(m_arr[sel], n_arr[sel], "o", color=colour, ms=5, label=f)
+        grid = np.geomspace(m_arr[sel].min() / 1.2, m_arr[sel].max() * 1.2, 20)
+        ax.plot(grid, fit.coefficients[f] * grid ** fit.k, "-", color=colour, lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("model width m")
+    ax.set_ylabel("parameters N")
+    ax.set_title(f"N = a_family m^k: k = {fit.k:.3f} +- {fit.k_se:.3f} ({fit.n_points} models, "
+                 f"{fit.families} families; paper 2.51)", fontsize=9)
+    ax.legend(fontsize=8)
     return fig

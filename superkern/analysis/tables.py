@@ -271,29 +271,52 @@ def by_width(runs: Sequence[Run], value: str = "final_loss") -> tuple[np.ndarray
     return np.array(widths, dtype=np.float64), groups
 
 
+def read_csv_columns(path: str | Path, labels: Sequence[str], numbers: Sequence[str]
+                     ) -> tuple[list[tuple[str, ...]], dict[str, np.ndarray]]:
+    """Rows of a CSV whose header names at least the ``labels`` (text) and ``numbers`` (floats)
+    columns, in any case and order; blank lines and lines starting with '#' are skipped.
+
+    Returns:
+        ``(label tuples, {number column: float64 array})``, one entry per data row.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: a missing column, a non-numeric number
+        (with its line), or no data rows.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        lines = [(n, line) for n, line in enumerate(f, 1)
+                 if line.strip() and not line.lstrip().startswith("#")]
+    reader = csv.DictReader([line for _, line in lines])
+    cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
+    need = (*labels, *numbers)
+    missing = [c for c in need if c not in cols]
+    if missing:
+        raise ValueError(f"{path}: CSV needs columns {need}; missing {missing} "
+                         f"(header: {reader.fieldnames})")
+    keys: list[tuple[str, ...]] = []
+    values: dict[str, list[float]] = {c: [] for c in numbers}
+    for (lineno, _), row in zip(lines[1:], reader):
+        try:
+            nums = [float(row[cols[c]]) for c in numbers]
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}:{lineno}: {', '.join(numbers)} must be numbers: "
+                             f"{dict(row)}") from None
+        for c, v in zip(numbers, nums):
+            values[c].append(v)
+        keys.append(tuple((row[cols[c]] or "").strip() for c in labels))
+    if not keys:
+        raise ValueError(f"{path}: no data rows")
+    return keys, {c: np.array(v, dtype=np.float64) for c, v in values.items()}
+
+
 def load_width_csv(path: str | Path) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray]:
     """Rows of a (family, dataset, m, loss) CSV with a header naming those columns.
 
     Returns:
         ``(groups, m, loss)`` with groups ``(family, dataset)``.
     """
-    path = Path(path)
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
-        need = ("family", "dataset", "m", "loss")
-        missing = [c for c in need if c not in cols]
-        if missing:
-            raise ValueError(f"{path}: CSV needs columns {need}; missing {missing} "
-                             f"(header: {reader.fieldnames})")
-        groups, ms, ls = [], [], []
-        for lineno, row in enumerate(reader, 2):
-            try:
-                ms.append(float(row[cols["m"]]))
-                ls.append(float(row[cols["loss"]]))
-            except (TypeError, ValueError):
-                raise ValueError(f"{path}:{lineno}: m and loss must be numbers: {row}") from None
-            groups.append((row[cols["family"]].strip(), row[cols["dataset"]].strip()))
-    if not groups:
-        raise ValueError(f"{path}: no data rows")
-    return groups, np.array(ms), np.array(ls)
+    groups, v = read_csv_columns(path, ("family", "dataset"), ("m", "loss"))
+    return groups, v["m"], v["loss"]

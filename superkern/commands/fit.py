@@ -14,10 +14,13 @@ def register(sub) -> None:
         description="superkern fit RESULTS: alpha_m per cell, unlearned-feature loss, phi "
                     "tables.  superkern fit zipf FILE: Zipf exponent (pinned recipe) of a counts "
                     "file, a {token: count} JSON, or a text file.  superkern fit width-law CSV: "
-                    "L = C/m^alpha + L_g from (family, dataset, m, loss) rows.")
-    p.add_argument("target", help="a sweep folder (all its results files) or one results file, 'zipf' "
-                        "or 'width-law'")
-    p.add_argument("file", nargs="?", help="the counts/text file (zipf) or CSV (width-law)")
+                    "L = C/m^alpha + L_g from (family, dataset, m, loss) rows.  superkern fit "
+                    "size-width [CSV]: N = a_family m^k from (family, m, params) rows (default: "
+                    "the paper's 27 open models) and alpha_m = k alpha_N.")
+    p.add_argument("target", help="a sweep folder (all its results files) or one results file, 'zipf', "
+                        "'width-law' or 'size-width'")
+    p.add_argument("file", nargs="?", help="the counts/text file (zipf) or CSV (width-law, "
+                                           "size-width)")
     p.add_argument("--range", dest="fit_range", default="paper",
                    help="alpha_m fit range: paper (default), all, m>=32, m<=128, 16<=m<=128, last5, "
                         "first5, from3")
@@ -34,9 +37,14 @@ def register(sub) -> None:
                    help="zipf --tokenizer: also write the per-token-id counts as JSON (input of "
                         "'superkern probe --token-counts')")
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON ('-': stdout)")
+    p.add_argument("--alpha-n", type=float, nargs=2, metavar=("VALUE", "SE"),
+                   default=(0.35, 0.02),
+                   help="size-width: loss exponent in parameters, L ~ N^-alpha_N, with its "
+                        "standard error (default 0.35 0.02, as the paper uses)")
     p.add_argument("--plot", metavar="PNG",
                    help="zipf: rank-frequency with the fitted line (paper Fig. 22); width-law: "
-                        "loss and L - L_g against m with the fit (paper Fig. 8b)")
+                        "loss against 1/m and L - L_g against m with the fit (Figs. 21, 8b); "
+                        "size-width: N against m (Fig. 23)")
     p.add_argument("--against", metavar="RESULTS",
                    help="compare alpha_m cell by cell with a second run of the same grid (e.g. "
                         "fp32 against tf32x3); exit 1 if any cell differs")
@@ -57,6 +65,37 @@ def _emit(obj, path) -> None:
         print(text)
     elif path:
         atomic_write_text(path, text + "\n")
+
+
+LLM_TARGETS = ("zipf", "width-law", "width", "size-width")
+
+
+def _size_width(args) -> int:
+    import dataclasses
+
+    from superkern.analysis.llm_size import BUILTIN, fit_size_width, load_size_csv
+
+    source = args.file or BUILTIN
+    fams, m, params = load_size_csv(source)
+    f = fit_size_width(fams, m, params)
+    a_n, a_se = args.alpha_n
+    am, se_q, se_lin = f.alpha_m(a_n, a_se)
+    if args.json != "-":
+        label = Path(source).name + (" (built in: nominal sizes)" if not args.file else "")
+        print(f"N = a_family m^k over {f.n_points} models in {f.families} families ({label})")
+        print(f"k = {f.k:.3f} +- {f.k_se:.3f}   R^2 (within families) {f.r2:.3f}   "
+              "(paper: 2.51 for its 4 families; Chinchilla 2.52 +- 0.03)")
+        print(f"alpha_m = k alpha_N = {f.k:.3f} x {a_n:g} = {am:.3f} +- {se_q:.3f} "
+              f"(errors in quadrature; +- {se_lin:.3f} added linearly)")
+        for fam, a in f.coefficients.items():
+            print(f"  a_{fam:<12} {a:.4g}")
+    _emit({"file": str(source), **dataclasses.asdict(f), "alpha_n": a_n, "alpha_n_se": a_se,
+           "alpha_m": am, "alpha_m_se": se_q, "alpha_m_se_linear": se_lin}, args.json)
+    if args.plot:
+        from superkern.analysis.fig_llm import png, size_width_figure
+
+        _save_png(args.plot, png(size_width_figure(fams, m, params, f)))
+    return 0
 
 
 def _save_png(path: str, data: bytes) -> None:
@@ -80,15 +119,17 @@ def _token_counts(args):
 def run(args) -> int:
     import dataclasses
 
-    if args.against and args.target in ("zipf", "width-law", "width"):
+    if args.against and args.target in LLM_TARGETS:
         raise ValueError(f"--against compares two sweep results; it does not apply to "
                          f"'fit {args.target}'")
     if args.target != "zipf" and (args.tokenizer or args.save_counts):
         raise ValueError(f"--tokenizer and --save-counts apply to 'fit zipf', not "
                          f"'fit {args.target}'")
-    if args.plot and args.target not in ("zipf", "width-law", "width"):
-        raise ValueError("--plot applies to 'fit zipf' and 'fit width-law'; sweep results are "
-                         "drawn by 'superkern figures'")
+    if args.plot and args.target not in LLM_TARGETS:
+        raise ValueError("--plot applies to 'fit zipf', 'fit width-law' and 'fit size-width'; "
+                         "sweep results are drawn by 'superkern figures'")
+    if args.target == "size-width":
+        return _size_width(args)
     if args.target in ("zipf", "width-law", "width") and not args.file:
         print(f"superkern fit {args.target}: a file argument is required", file=sys.stderr)
         return 2
