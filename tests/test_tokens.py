@@ -244,6 +244,59 @@ def test_gguf_tokenizer_rebuilt_from_vocab_and_merges(tmp_path, pre, want):
     assert count_tokens(lines, tok, chunk_chars=1, batch=1).tolist() == whole.tolist()
 
 
+@pytest.mark.parametrize("pre", ["smollm", "gpt-2"])
+def test_gguf_bpe_matches_a_trained_tokenizer_json(tmp_path, pre):
+    """Token by token against the tokenizer.json a GGUF file's byte-level BPE tokenizer came
+    from: train one (digits split first for smollm, as SmolLM2's tokenizer.json does), store
+    its vocabulary and merges as llama.cpp does ('a b' strings, ids in vocabulary order),
+    rebuild, and encode random text with digits, runs of spaces, newlines and non-ASCII."""
+    gguf = pytest.importorskip("gguf")
+    tokenizers = pytest.importorskip("tokenizers")
+    import random
+
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    from superkern.analysis.tokens import count_tokens, load_tokenizer
+
+    rng = random.Random(0)
+    words = ["the", "cat", "über", "naïve", "2024", "x**2", "hello", "café", "token", "  ",
+             "\n", "\t", "if x:\n    return 1\n", "superposition"]
+    lines = ["".join(rng.choice(words) + rng.choice([" ", "", "  "])
+                     for _ in range(rng.randint(3, 12))) for _ in range(3000)]
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    original = tokenizers.Tokenizer(models.BPE())
+    original.pre_tokenizer = (pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), byte_level]) if pre == "smollm"
+        else byte_level)
+    original.decoder = decoders.ByteLevel()
+    original.train_from_iterator(lines, trainers.BpeTrainer(
+        vocab_size=500, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    model = json.loads(original.to_str())["model"]
+    vocab = sorted(model["vocab"], key=model["vocab"].get)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    w = gguf.GGUFWriter(str(tmp_path / "bpe.gguf"), "llama")
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(vocab)
+    w.add_token_merges(merges)
+    w.add_tensor("token_embd.weight", np.ones((len(vocab), 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    tok, _ = load_tokenizer(tmp_path / "bpe.gguf")
+    gen = np.random.default_rng(2)
+    alphabet = list("the cat über 2024 x**2 ") + ["  ", "\n", "\n\n", "\t", "😀", "漢字", "0123"]
+    texts = ["".join(gen.choice(alphabet, size=gen.integers(1, 60))) for _ in range(400)]
+    for text in texts + ["hello 2024  world\n", "    return 12345\n"]:
+        want = original.encode(text, add_special_tokens=False).ids
+        assert tok.encode(text, add_special_tokens=False).ids == want, text
+    lines = [t + "\n" for t in texts]
+    whole = np.bincount([i for t in lines for i in original.encode(t).ids], minlength=len(vocab))
+    assert count_tokens(lines, tok, chunk_chars=1).tolist() == whole.tolist()
+
+
 def test_gguf_tokenizer_of_a_split_model_comes_from_its_first_file(tmp_path):
     gguf = pytest.importorskip("gguf")
     pytest.importorskip("tokenizers")
