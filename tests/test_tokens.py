@@ -244,35 +244,63 @@ def test_gguf_tokenizer_rebuilt_from_vocab_and_merges(tmp_path, pre, want):
     assert count_tokens(lines, tok, chunk_chars=1, batch=1).tolist() == whole.tolist()
 
 
-@pytest.mark.parametrize("pre", ["smollm", "gpt-2"])
+# Pre-tokenizers as the models' own tokenizer.json files write them (Llama 3's regex as in its
+# file; Qwen2's has single digits and an NFC normaliser).
+_LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
+           r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_BYTES = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+_PRE_JSON = {
+    "gpt-2": _BYTES,
+    "smollm": {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True}, _BYTES]},
+    "llama-bpe": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": _LLAMA3}, "behavior": "Isolated", "invert": False},
+        {**_BYTES, "use_regex": False}]},
+    "qwen2": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": _LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")},
+         "behavior": "Isolated", "invert": False}, {**_BYTES, "use_regex": False}]},
+}
+
+
+@pytest.mark.parametrize("pre", sorted(_PRE_JSON))
 def test_gguf_bpe_matches_a_trained_tokenizer_json(tmp_path, pre):
     """Token by token against the tokenizer.json a GGUF file's byte-level BPE tokenizer came
-    from: train one (digits split first for smollm, as SmolLM2's tokenizer.json does), store
-    its vocabulary and merges as llama.cpp does ('a b' strings, ids in vocabulary order),
-    rebuild, and encode random text with digits, runs of spaces, newlines and non-ASCII."""
+    from: train one with the model family's pre-tokenizer, store its vocabulary and merges as
+    llama.cpp does ('a b' strings, ids in vocabulary order), rebuild, and encode random text
+    with digit runs, contractions, runs of spaces, CR/LF, decomposed accents and non-ASCII.
+    Llama 3 takes a word found whole in the vocabulary without merging (ignore_merges): an
+    extra token that no merge makes checks that."""
     gguf = pytest.importorskip("gguf")
     tokenizers = pytest.importorskip("tokenizers")
     import random
 
-    from tokenizers import decoders, models, pre_tokenizers, trainers
+    from tokenizers import trainers
 
     from superkern.analysis.tokens import count_tokens, load_tokenizer
 
     rng = random.Random(0)
     words = ["the", "cat", "über", "naïve", "2024", "x**2", "hello", "café", "token", "  ",
-             "\n", "\t", "if x:\n    return 1\n", "superposition"]
+             "\n", "\t", "if x:\n    return 1\n", "superposition", "it's", "WE'LL", "\r\n"]
     lines = ["".join(rng.choice(words) + rng.choice([" ", "", "  "])
                      for _ in range(rng.randint(3, 12))) for _ in range(3000)]
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    original = tokenizers.Tokenizer(models.BPE())
-    original.pre_tokenizer = (pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), byte_level]) if pre == "smollm"
-        else byte_level)
-    original.decoder = decoders.ByteLevel()
-    original.train_from_iterator(lines, trainers.BpeTrainer(
-        vocab_size=500, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    spec = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
+            "normalizer": {"type": "NFC"} if pre == "qwen2" else None,
+            "pre_tokenizer": _PRE_JSON[pre], "post_processor": None,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
+                        "use_regex": True},
+            "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                      "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                      "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                      "vocab": {}, "merges": []}}
+    trainee = tokenizers.Tokenizer.from_str(json.dumps(spec))
+    trainee.train_from_iterator(lines, trainers.BpeTrainer(
+        vocab_size=500, initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False))
-    model = json.loads(original.to_str())["model"]
+    trained = json.loads(trainee.to_str())
+    model = trained["model"]
+    model["vocab"]["zqzq"] = len(model["vocab"])  # a whole word that no merge makes
+    model["ignore_merges"] = pre == "llama-bpe"
+    original = tokenizers.Tokenizer.from_str(json.dumps(trained))
     vocab = sorted(model["vocab"], key=model["vocab"].get)
     merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
     w = gguf.GGUFWriter(str(tmp_path / "bpe.gguf"), "llama")
@@ -287,14 +315,17 @@ def test_gguf_bpe_matches_a_trained_tokenizer_json(tmp_path, pre):
     w.close()
     tok, _ = load_tokenizer(tmp_path / "bpe.gguf")
     gen = np.random.default_rng(2)
-    alphabet = list("the cat über 2024 x**2 ") + ["  ", "\n", "\n\n", "\t", "😀", "漢字", "0123"]
+    alphabet = list("the cat über 2024 x**2 ") + ["  ", "\n", "\n\n", "\t", "\r\n", "😀", "漢字",
+                                                  "0123", "it's", "'LL", "e\u0301", "zqzq", "!!"]
     texts = ["".join(gen.choice(alphabet, size=gen.integers(1, 60))) for _ in range(400)]
-    for text in texts + ["hello 2024  world\n", "    return 12345\n"]:
+    for text in texts + ["hello 2024  world\n", "    return 12345\n", "zqzq"]:
         want = original.encode(text, add_special_tokens=False).ids
         assert tok.encode(text, add_special_tokens=False).ids == want, text
+    whole = original.encode("zqzq", add_special_tokens=False).ids
+    assert (whole == [len(vocab) - 1]) == (pre == "llama-bpe")  # the test can see it
     lines = [t + "\n" for t in texts]
-    whole = np.bincount([i for t in lines for i in original.encode(t).ids], minlength=len(vocab))
-    assert count_tokens(lines, tok, chunk_chars=1).tolist() == whole.tolist()
+    want = np.bincount([i for t in lines for i in original.encode(t).ids], minlength=len(vocab))
+    assert count_tokens(lines, tok, chunk_chars=1).tolist() == want.tolist()
 
 
 def test_gguf_tokenizer_of_a_split_model_comes_from_its_first_file(tmp_path):
@@ -328,9 +359,9 @@ def test_gguf_tokenizer_refuses_other_kinds(tmp_path):
     with pytest.raises(ValueError, match="SentencePiece tokenizer has no tokenizer.ggml.scores"):
         pytest.importorskip("sentencepiece")
         load_tokenizer(tmp_path / "sp.gguf")
-    _gguf_with_tokenizer(tmp_path / "l3.gguf", pre="llama-bpe")
-    with pytest.raises(ValueError, match="'llama-bpe' is not rebuilt"):
-        load_tokenizer(tmp_path / "l3.gguf")
+    _gguf_with_tokenizer(tmp_path / "ds.gguf", pre="deepseek-llm")
+    with pytest.raises(ValueError, match="'deepseek-llm' is not rebuilt"):
+        load_tokenizer(tmp_path / "ds.gguf")
 
 
 def test_gguf_tokenizer_bad_merges(tmp_path):

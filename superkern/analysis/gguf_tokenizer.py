@@ -2,13 +2,13 @@
 
 Two kinds are rebuilt:
 - byte-level BPE (``tokenizer.ggml.model = "gpt2"``) as a ``tokenizers`` tokenizer, for the
-  pre-tokenizer families whose splitting rule is one of two: GPT-2's regex, or single digits
-  split off first and then GPT-2's regex (StarCoder, SmolLM and kin; llama.cpp groups them
-  the same way). Vocabulary and merges come from the file.
+  pre-tokenizer families whose splitting rule is one of four, grouped as llama.cpp groups
+  them: GPT-2's regex; single digits split off first and then GPT-2's regex (StarCoder,
+  SmolLM and kin); Llama 3's regex; Qwen2's. Vocabulary and merges come from the file.
 - SentencePiece BPE (``"llama"``: Gemma, Llama 2 and kin) by :mod:`.gguf_spm`.
 
-Token ids are the head's row indices. Anything else (Llama-3 or Qwen2 regexes, WordPiece,
-Unigram) is refused by name rather than approximated.
+Token ids are the head's row indices. Anything else (other regexes, WordPiece, Unigram) is
+refused by name rather than approximated.
 """
 from __future__ import annotations
 
@@ -26,6 +26,36 @@ GPT2_ONLY = {"gpt-2", "phi-2", "jina-es", "jina-de", "jina-v1-en", "jina-v2-es",
              "jais"}
 
 
+# tokenizer.ggml.pre values of llama.cpp's LLAMA3 group: Llama 3's regex (numbers in runs of
+# up to three digits), applied before byte-level mapping, and whole words found in the
+# vocabulary taken as they are ("ignore_merges", as Llama 3's tokenizer.json has it)
+LLAMA3 = {"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0",
+          "lfm2"}
+LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# ... and of its QWEN2 group: the same regex with single digits; Qwen2's tokenizer.json
+# NFC-normalises the text first
+QWEN2 = {"qwen2", "deepseek-r1-qwen", "megrez"}
+QWEN2_REGEX = LLAMA3_REGEX.replace(r"\p{N}{1,3}", r"\p{N}")
+SUPPORTED = DIGITS_THEN_GPT2 | GPT2_ONLY | LLAMA3 | QWEN2
+
+
+def _pre_tokenizer(pre: str):
+    """The ``tokenizers`` pre-tokenizer of a supported llama.cpp pre-tokenizer name."""
+    from tokenizers import Regex, pre_tokenizers
+
+    if pre in LLAMA3 | QWEN2:
+        regex = LLAMA3_REGEX if pre in LLAMA3 else QWEN2_REGEX
+        return pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(regex), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if pre in DIGITS_THEN_GPT2:
+        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                        byte_level])
+    return byte_level
+
+
 def gguf_tokenizer(path: str | Path):
     """``(tokenizer, pre)`` rebuilt from a GGUF file's byte-level BPE or SentencePiece
     tokenizer (``pre`` is ``"sentencepiece"`` for the second).
@@ -33,7 +63,7 @@ def gguf_tokenizer(path: str | Path):
     Raises:
         ValueError: the file has no tokenizer, or one of a kind not rebuilt here (named).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, normalizers
 
     reader = _open_reader(gguf_shards(Path(path))[0])  # a split model's metadata file
     kind = gguf_text(reader, "tokenizer.ggml.model")
@@ -44,11 +74,10 @@ def gguf_tokenizer(path: str | Path):
         from superkern.analysis.gguf_spm import spm_tokenizer
 
         return spm_tokenizer(reader, path), "sentencepiece"
-    if kind != "gpt2" or pre not in DIGITS_THEN_GPT2 | GPT2_ONLY:
+    if kind != "gpt2" or pre not in SUPPORTED:
         raise ValueError(f"{path}: tokenizer model {kind!r} with pre-tokenizer {pre!r} is not "
                          f"rebuilt (supported: model 'llama' (SentencePiece), or 'gpt2' with "
-                         f"pre in {sorted(DIGITS_THEN_GPT2 | GPT2_ONLY)}); pass a "
-                         "tokenizer.json")
+                         f"pre in {sorted(SUPPORTED)}); pass a tokenizer.json")
     fields = {k: reader.fields.get(f"tokenizer.ggml.{k}") for k in ("tokens", "merges")}
     missing = [k for k, f in fields.items() if f is None]
     if missing:
@@ -65,14 +94,11 @@ def gguf_tokenizer(path: str | Path):
     if bad is not None:
         raise ValueError(f"{path}: merge {bad!r} is not two tokens separated by a space")
     try:
-        tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs))
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs, ignore_merges=pre in LLAMA3))
     except Exception as exc:  # noqa: BLE001 - the Rust side raises a bare Exception
         raise ValueError(f"{path}: the GGUF tokenizer does not build ({exc})") from None
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    if pre in DIGITS_THEN_GPT2:
-        tok.pre_tokenizer = pre_tokenizers.Sequence(
-            [pre_tokenizers.Digits(individual_digits=True), byte_level])
-    else:
-        tok.pre_tokenizer = byte_level
+    tok.pre_tokenizer = _pre_tokenizer(pre)
+    if pre in QWEN2:
+        tok.normalizer = normalizers.NFC()
     tok.decoder = decoders.ByteLevel()
     return tok, pre
