@@ -3,6 +3,7 @@ frequency comparison (paper Fig. 6a for an LM head)."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -142,6 +143,44 @@ def test_frequency_stats_by_hand():
         frequency_stats(norms, np.array([0, 1, 0, 0, 1.0]))
     with pytest.raises(ValueError, match="one value per token id"):
         frequency_stats(norms, np.ones((2, 3)))
+
+
+def test_overlaps_inside_frequency_bins_against_fp64():
+    """m<c^2> per frequency bin and among the unseen rows: the exact mean of c_ij^2 over the
+    pairs inside each group, raw and with the whole head's column mean removed, against a
+    brute-force fp64 Gram matrix; more bins than one Gram batch holds (group of 4)."""
+    from superkern import probe
+    from superkern.probe.frequency import frequency_bins
+
+    n, m = 400, 16
+    gen = torch.Generator().manual_seed(5)
+    W = torch.randn(n, m, generator=gen) + 0.7 * torch.randn(m, generator=gen)  # shared part
+    W[7] = 0.0  # a zero row: in no bin
+    counts = np.floor(1e4 / np.arange(1, n + 1) ** 1.2)  # ties in the tail
+    counts[350:] = 0  # unseen
+    rep = probe(W, token_counts=counts, progress=False, splits=False, n_bins=12) \
+        if False else probe(W, token_counts=counts, progress=False, splits=False)
+    f = rep.frequency
+    bins, unseen = frequency_bins(rep.row_norms.numpy(), counts)
+    assert len(bins) == len(f.bins) > 4 and 7 not in np.concatenate(bins)
+    Wd = W.double()
+    Wc = Wd - Wd[torch.arange(n) != 7].mean(0)
+
+    def mean_sq(X, ids):
+        U = X[torch.from_numpy(ids)]
+        U = U / U.norm(dim=1, keepdim=True)
+        C = U @ U.T
+        k = len(ids)
+        return float(((C ** 2).sum() - k) / (k * (k - 1))) if k > 1 else math.nan
+
+    for b, ids in zip(f.bins, bins):
+        assert b["tokens"] == len(ids)
+        for key, X in (("mean_sq", Wd), ("mean_sq_centred", Wc)):
+            want = mean_sq(X, ids)
+            assert (math.isnan(b[key]) and math.isnan(want)) or abs(b[key] - want) < 1e-12
+    assert abs(f.unseen_overlap["mean_sq"] - mean_sq(Wd, unseen)) < 1e-12
+    assert abs(f.unseen_overlap["mean_sq_centred"] - mean_sq(Wc, unseen)) < 1e-12
+    assert f.m == m and "m<c^2>" in "\n".join(format_frequency(f.to_dict()))
 
 
 def test_tied_counts_are_binned_together():

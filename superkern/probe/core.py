@@ -26,7 +26,8 @@ from superkern.ops.overlap import overlap_stats
 from superkern.ops.overlap_ref import PRECISIONS
 from superkern.ops import overlap_stream as _stream
 from superkern.ops.overlap_stream import free_device_bytes
-from superkern.probe.frequency import frequency_stats, prepare_counts, seen_rows
+from superkern.probe.frequency import (frequency_bins, frequency_stats, prepare_counts,
+                                      seen_rows)
 from superkern.probe.gram import set_moments
 from superkern.probe.loaders import load_head
 from superkern.probe.progress import Stages
@@ -114,13 +115,10 @@ def probe(source: Any = "minilm", *, tensor: Optional[str] = None, precision: st
         try:
             report = _run(source, tensor, vocab, bar, timings, dev, name, precision, bins,
                           norm_bins, topk, exclude, exclude_duplicates, rows, cap, sample_main,
-                          centred, splits, seed, t_start, counts=counts)
+                          centred, splits, seed, t_start, counts=counts,
+                          counts_source=counts_source)
         finally:
             bar.close()
-    if counts is not None:
-        rc = report.row_norms_centred
-        report.frequency = frequency_stats(report.row_norms.numpy(), counts, counts_source,
-                                           centred=None if rc is None else rc.numpy())
     return report
 
 
@@ -170,7 +168,7 @@ def _timed(timings: dict[str, float], key: str, t0: float) -> None:
 
 def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, norm_bins, topk,
          exclude, exclude_duplicates, rows, cap, sample_main, centred, splits, seed, t_start,
-         counts=None):
+         counts=None, counts_source=""):
     t0 = time.perf_counter()
     with bar.stage("load"):
         head = load_head(source, tensor, vocab=vocab)
@@ -184,6 +182,7 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
     S = min(cap, N) if cap else N
     # Relative stage costs (flops, with fp64 Gram work weighted x4) for the progress bar.
     bar.plan({"norms": 20.0 * n * m, "exact": 4.0 * (1 + centred + 2 * splits) * N * m * m,
+              "frequency": 0.0 if full is None else 4.0 * (1 + centred) * N * m * m,
               "main": (S if sample_main else N) ** 2 * m, "centred": S * S * m / 2 * centred,
               "splits": S * S * m * splits})
 
@@ -239,6 +238,13 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
             rc = torch.full((n,), math.nan, dtype=torch.float64)
             rc[nz_idx] = _stream.row_norms(Wc)[nz_idx.to(Wc.device)].cpu()
     _timed(timings, "exact", t0)
+    frequency = None
+    if full is not None:
+        t0 = time.perf_counter()
+        with bar.stage("frequency"):
+            frequency = _frequency(Wd, r, rc if centred else None, counts, counts_source, m,
+                                   dev, mean if centred else None)
+        _timed(timings, "frequency", t0)
 
     blocks: dict[str, OverlapBlock] = {}
     samples: dict[str, torch.Tensor] = {}
@@ -296,7 +302,35 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
                        duplicates=dups, duplicates_excluded=exclude_duplicates, norms=norms,
                        blocks=blocks, verdict=verdict, run=run,
                        rows_selected=None if sel is None else N, sample_rows=samples,
-                       row_norms=r, row_norms_centred=rc if centred else None)
+                       row_norms=r, row_norms_centred=rc if centred else None,
+                       frequency=frequency)
+
+
+def _frequency(Wd, r, rc, counts, source, m, dev, centre, group: int = 4):
+    """Row norm vs token frequency, with the exact mean c^2 inside each frequency-rank bin and
+    among the unseen rows, raw and (with ``centre``) centred. Gram matrices are accumulated
+    ``group`` sets at a time (each is m x m fp64)."""
+    bins, unseen = frequency_bins(r.numpy(), counts)
+    sets = {f"bin{k}": torch.from_numpy(ids) for k, ids in enumerate(bins)}
+    if unseen.size:
+        sets["unseen"] = torch.from_numpy(unseen)
+    names = list(sets)
+    raw: dict[str, dict] = {}
+    cen: dict[str, dict] = {}
+    for s in range(0, len(names), group):
+        part = {k: sets[k] for k in names[s:s + group]}
+        raw.update(set_moments(Wd, part, device=dev))
+        if centre is not None:
+            cen.update(set_moments(Wd, part, centre=centre, device=dev))
+
+    def pick(key: str) -> dict[str, float]:
+        return {"mean_sq": raw[key]["mean_sq"],
+                "mean_sq_centred": cen[key]["mean_sq"] if key in cen else math.nan}
+
+    return frequency_stats(r.numpy(), counts, source,
+                           centred=None if rc is None else rc.numpy(), m=m,
+                           overlaps=[pick(f"bin{k}") for k in range(len(bins))],
+                           unseen_overlap=pick("unseen") if unseen.size else None)
 
 
 _OPERAND_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2}

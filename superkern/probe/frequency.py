@@ -32,6 +32,9 @@ class FrequencyStats:
             median and mean norm, the fraction with norm above the overall median, and the
             median centred norm.
         unseen_median_norm: median norm of the unseen rows (NaN if none).
+        m: the head's width. With ``overlaps``, each bin (and ``unseen_overlap``) also has
+            ``mean_sq`` and ``mean_sq_centred``: the exact mean c^2 over the pairs inside it,
+            of the raw and of the centred rows (1/m for random directions).
     """
 
     source: str
@@ -47,13 +50,16 @@ class FrequencyStats:
     ranked_norms: np.ndarray = field(repr=False)   # norms in decreasing-count order
     ranked_counts: np.ndarray = field(repr=False)
     ranks: np.ndarray = field(repr=False)          # their frequency ranks (ties: average)
+    m: int = 0
+    unseen_overlap: Optional[dict[str, float]] = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "tokens_counted": self.tokens_counted,
                 "rows": self.rows, "unseen": self.unseen, "padded": self.padded,
                 "spearman": self.spearman, "spearman_p": self.spearman_p,
                 "spearman_centred": self.spearman_centred,
-                "unseen_median_norm": self.unseen_median_norm, "bins": self.bins}
+                "unseen_median_norm": self.unseen_median_norm, "m": self.m,
+                "unseen_overlap": self.unseen_overlap, "bins": self.bins}
 
 
 def prepare_counts(counts, n_rows: int) -> np.ndarray:
@@ -93,6 +99,29 @@ def seen_rows(norms: np.ndarray, full: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return analysed, seen
 
 
+def _ranking(full: np.ndarray, seen: np.ndarray, n_bins: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seen rows in decreasing-count order, their ranks (ties: average) and bin numbers
+    (log-spaced in rank; a tie group never straddles two bins)."""
+    order = np.flatnonzero(seen)[np.argsort(-full[seen], kind="stable")]
+    rank = stats.rankdata(-full[order], method="average")
+    edges = np.unique(np.geomspace(1, order.size + 1, n_bins + 1))
+    which = np.clip(np.searchsorted(edges, rank, side="right") - 1, 0, len(edges) - 2)
+    return order, rank, which
+
+
+def frequency_bins(norms: np.ndarray, counts: np.ndarray, n_bins: int = 8
+                   ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Row ids of each frequency-rank bin of :func:`frequency_stats` (most frequent first),
+    and of the unseen rows (analysed, count 0)."""
+    norms = np.asarray(norms, dtype=np.float64)
+    full = prepare_counts(counts, norms.size)
+    analysed, seen = seen_rows(norms, full)
+    order, _, which = _ranking(full, seen, n_bins)
+    return ([order[which == b] for b in np.unique(which)],
+            np.flatnonzero(analysed & (full == 0)))
+
+
 def _spearman(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Spearman's rho and its p-value; NaN (without scipy's warning) when either side is
     constant, such as equal norms or equal counts."""
@@ -103,7 +132,9 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 def frequency_stats(norms: np.ndarray, counts: np.ndarray, source: str = "",
-                    n_bins: int = 8, centred: Optional[np.ndarray] = None) -> FrequencyStats:
+                    n_bins: int = 8, centred: Optional[np.ndarray] = None, m: int = 0,
+                    overlaps: Optional[list[dict[str, float]]] = None,
+                    unseen_overlap: Optional[dict[str, float]] = None) -> FrequencyStats:
     """Compare row norms with token counts.
 
     Ties in count share their average rank, and a tie group is never split between bins
@@ -114,6 +145,9 @@ def frequency_stats(norms: np.ndarray, counts: np.ndarray, source: str = "",
         counts: per-token-id counts (missing ids: count 0); see :func:`prepare_counts`.
         source: a label for the counts. n_bins: log-spaced frequency-rank bins.
         centred: (n,) norms of the mean-centred rows (NaN where not computed), optional.
+        m: the head's width (for the report's m * mean c^2).
+        overlaps: per bin of :func:`frequency_bins`, ``{"mean_sq", "mean_sq_centred"}``;
+            unseen_overlap: the same for the unseen rows.
 
     Raises:
         ValueError: see :func:`prepare_counts` and :func:`seen_rows`.
@@ -124,18 +158,17 @@ def frequency_stats(norms: np.ndarray, counts: np.ndarray, source: str = "",
     padded = max(0, n - np.asarray(counts).size)
     analysed, seen = seen_rows(norms, full)
     k = int(seen.sum())
-    order = np.flatnonzero(seen)[np.argsort(-full[seen], kind="stable")]
+    order, rank, which = _ranking(full, seen, n_bins)
     rn, rc = norms[order], full[order]
-    rank = stats.rankdata(-rc, method="average")  # ties share their average rank
     rho, p = _spearman(rn, rc)
     cn = np.full(k, np.nan) if centred is None else np.asarray(centred, np.float64)[order]
     ok = np.isfinite(cn)
     rho_c = _spearman(cn[ok], rc[ok])[0] if ok.sum() >= 3 else math.nan
     med = float(np.median(rn))
-    edges = np.unique(np.geomspace(1, k + 1, n_bins + 1))
-    which = np.clip(np.searchsorted(edges, rank, side="right") - 1, 0, len(edges) - 2)
     bins = []
-    for b in np.unique(which):
+    if overlaps is not None and len(overlaps) != np.unique(which).size:
+        raise ValueError(f"{len(overlaps)} overlap entries for {np.unique(which).size} bins")
+    for nb, b in enumerate(np.unique(which)):
         sel = which == b
         part, cnt, cpart = rn[sel], rc[sel], cn[sel]
         pos = np.flatnonzero(sel) + 1  # whole tie groups: a contiguous run of positions
@@ -145,14 +178,23 @@ def frequency_stats(norms: np.ndarray, counts: np.ndarray, source: str = "",
                      "median_norm": float(np.median(part)), "mean_norm": float(part.mean()),
                      "above_median": float((part > med).mean()),
                      "median_centred": (float(np.median(cpart[np.isfinite(cpart)]))
-                                        if np.isfinite(cpart).any() else math.nan)})
+                                        if np.isfinite(cpart).any() else math.nan),
+                     **_overlap_fields(None if overlaps is None else overlaps[nb])})
     unseen = analysed & (full == 0)
     return FrequencyStats(
         source=source, tokens_counted=int(round(float(full.sum()))), rows=k,
         unseen=int(unseen.sum()), padded=int(padded), spearman=float(rho),
         spearman_p=float(p), spearman_centred=rho_c, bins=bins,
         unseen_median_norm=float(np.median(norms[unseen])) if unseen.any() else math.nan,
-        ranked_norms=rn, ranked_counts=rc, ranks=rank)
+        ranked_norms=rn, ranked_counts=rc, ranks=rank, m=int(m),
+        unseen_overlap=None if unseen_overlap is None else _overlap_fields(unseen_overlap))
+
+
+def _overlap_fields(o: Optional[dict[str, float]]) -> dict[str, float]:
+    if o is None:
+        return {}
+    return {"mean_sq": float(o.get("mean_sq", math.nan)),
+            "mean_sq_centred": float(o.get("mean_sq_centred", math.nan))}
 
 
 def _p_text(p: float) -> str:
@@ -164,6 +206,9 @@ def format_frequency(d: Optional[dict[str, Any]]) -> list[str]:
     if not d:
         return []
     has_c = d["spearman_centred"] is not None and math.isfinite(d["spearman_centred"])
+    has_o = bool(d["bins"]) and "mean_sq" in d["bins"][0] and bool(d.get("m"))
+    has_oc = has_o and any(math.isfinite(b["mean_sq_centred"]) for b in d["bins"])
+    m = d.get("m") or 0
     n = d["rows"] + d["unseen"]
     out = ["", f"Row norm vs token frequency ({d['source']}: {d['tokens_counted']} tokens; "
                f"{d['rows']} rows seen, {d['unseen']} unseen"
@@ -173,7 +218,8 @@ def format_frequency(d: Optional[dict[str, Any]]) -> list[str]:
            + (f"; median norm of unseen tokens {d['unseen_median_norm']:.4g}"
               if d["unseen"] else ""),
            "  freq. ranks      tokens   counts            median norm  > overall median"
-           + ("  centred" if has_c else "")]
+           + ("  centred" if has_c else "")
+           + ("   m<c^2>" + ("  centred" if has_oc else "") if has_o else "")]
     if d["padded"] > 0.01 * max(n, 1):
         out.insert(2, f"  note: {d['padded']} head rows lie past the counts' ids: counts from "
                       "another tokenizer?")
@@ -181,5 +227,19 @@ def format_frequency(d: Optional[dict[str, Any]]) -> list[str]:
         out.append(f"  {b['ranks'][0]:>6}-{b['ranks'][1]:<8} {b['tokens']:>7}   "
                    f"{b['count_max']:>8.0f}-{b['count_min']:<8.0f} {b['median_norm']:>10.4g}"
                    f"  {b['above_median']:>14.2f}"
-                   + (f"  {b['median_centred']:>7.4g}" if has_c else ""))
+                   + (f"  {b['median_centred']:>7.4g}" if has_c else "")
+                   + (_overlap_cells(b, m, has_oc) if has_o else ""))
+    u = d.get("unseen_overlap")
+    if has_o and u and d["unseen"]:
+        out.append(f"  {'unseen':<15} {d['unseen']:>7}   {0:>8}{'':<9} "
+                   f"{d['unseen_median_norm']:>10.4g}  {'':>14}" + ("  " + " " * 7 if has_c else "")
+                   + _overlap_cells(u, m, has_oc))
+    if has_o:
+        out.append("  m<c^2>: m times the mean squared cosine over the pairs inside the bin "
+                   "(exact); 1 for random directions")
     return out
+
+
+def _overlap_cells(b: dict[str, Any], m: int, centred: bool) -> str:
+    return (f"  {m * b['mean_sq']:>7.3g}"
+            + (f"  {m * b['mean_sq_centred']:>7.3g}" if centred else ""))
