@@ -237,10 +237,23 @@ def test_gguf_split_model(tmp_path):
     with pytest.raises(ValueError, match="file number 4 is outside 1..3"):
         superkern.load_head(folder / "m-00004-of-00003.gguf")
     (folder / "m-00004-of-00003.gguf").rename(folder / "m-00002-of-00003.gguf")
+    (folder / files[2]).rename(tmp_path / files[2])
+    with pytest.raises(FileNotFoundError, match=r"1 missing.*00003-of-00003"):
+        superkern.load_head(folder)  # the folder names the set, and the missing file
+    (tmp_path / files[2]).rename(folder / files[2])
+    (folder / files[0]).rename(tmp_path / "swap")
+    (folder / files[1]).rename(folder / files[0])
+    (tmp_path / "swap").rename(folder / files[1])
+    with pytest.raises(ValueError, match="split.no is 1, but its name makes it file 1 of 3"):
+        superkern.load_head(folder / files[0])
+    (folder / files[1]).rename(tmp_path / "lonely.gguf")
+    with pytest.raises(ValueError, match="one of 3 files of a split GGUF model, but its name"):
+        superkern.load_head(tmp_path / "lonely.gguf")  # a shard renamed out of its set
     (folder / files[0]).rename(folder / "x-00001-of-00002.gguf")
-    (folder / files[1]).rename(folder / "x-00002-of-00002.gguf")
+    (tmp_path / "lonely.gguf").rename(folder / "x-00002-of-00002.gguf")
+    (folder / files[2]).unlink()
     with pytest.raises(ValueError, match="its split.count is 3, but its name says 2 files"):
-        superkern.load_head(folder / "x-00001-of-00002.gguf")
+        superkern.load_head(folder / "x-00002-of-00002.gguf")
 
 
 # --- npy, torch, in memory -------------------------------------------------------------------

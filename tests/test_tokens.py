@@ -385,6 +385,14 @@ def test_gguf_tokenizer_of_a_split_model_comes_from_its_first_file(tmp_path):
     w.close()
     tok, _ = load_tokenizer(tmp_path / "s-00002-of-00002.gguf")  # holds no tokenizer itself
     assert tok.encode("abab", add_special_tokens=False).ids == [2, 2]
+    from superkern import probe
+    from superkern.analysis.tokens import head_tokenizer_spec
+
+    assert head_tokenizer_spec(tmp_path) == tmp_path / "s-00001-of-00002.gguf"  # the folder
+    assert load_tokenizer(tmp_path)[0].encode("ab", add_special_tokens=False).ids == [2]
+    (tmp_path / "c.txt").write_text("ab\na\nb\n")  # ids 2, 0, 1; no newline token
+    rep = probe(tmp_path, corpus=tmp_path / "c.txt", progress=False, splits=False)
+    assert rep.head.tensor == "output.weight" and rep.frequency.tokens_counted == 3
 
 
 def test_gguf_tokenizer_refuses_other_kinds(tmp_path):
@@ -395,8 +403,8 @@ def test_gguf_tokenizer_refuses_other_kinds(tmp_path):
     with pytest.raises(ValueError, match="tokenizer model 'bert' with pre-tokenizer 'default'"):
         load_tokenizer(tmp_path / "wp.gguf")
     _gguf_with_tokenizer(tmp_path / "sp.gguf", model="llama", pre="default")
+    pytest.importorskip("sentencepiece")
     with pytest.raises(ValueError, match="SentencePiece tokenizer has no tokenizer.ggml.scores"):
-        pytest.importorskip("sentencepiece")
         load_tokenizer(tmp_path / "sp.gguf")
     _gguf_with_tokenizer(tmp_path / "ds.gguf", pre="deepseek-llm")
     with pytest.raises(ValueError, match="'deepseek-llm' is not rebuilt"):
@@ -521,8 +529,11 @@ def test_probe_corpus_parses_a_gguf_file_once(tmp_path, monkeypatch):
 def _spm_gguf(tmp_path, add_dummy_prefix: bool, unk_as_control: bool = False,
               remove_ws: bool = False):
     """Train a small SentencePiece BPE model, then store it in a GGUF file the way llama.cpp's
-    converter does: pieces, scores, SentencePiece's types, spaces of user-defined pieces
-    written as ' ', and add_space_prefix (plus remove_extra_whitespaces when it is on).
+    converter does: pieces, scores and SentencePiece's unknown/control/byte types, the
+    user-defined pieces typed user-defined with their spaces written as ' ' (the converter
+    does this for the added tokens that tokenizer_config.json lists, as Gemma's lists all of
+    its), and add_space_prefix (plus remove_extra_whitespaces when it is on: the converter
+    writes that key only for other tokenizer kinds, but a file that has it is honoured).
     Returns ``(original processor, path)``."""
     spm = pytest.importorskip("sentencepiece")
     gguf = pytest.importorskip("gguf")
@@ -538,7 +549,8 @@ def _spm_gguf(tmp_path, add_dummy_prefix: bool, unk_as_control: bool = False,
              + rng.choice(["", ".", "  !", "   ?"]) for _ in range(3000)]
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=buf, model_type="bpe", vocab_size=300,
+        sentence_iterator=iter(lines), model_writer=buf, model_type="bpe", vocab_size=450,
+        hard_vocab_limit=False,
         byte_fallback=True, character_coverage=1.0, normalization_rule_name="identity",
         user_defined_symbols=["\u2581\u2581", "\u2581\u2581\u2581", "<b>", "\n\n"],
         add_dummy_prefix=add_dummy_prefix, remove_extra_whitespaces=remove_ws, minloglevel=2)
@@ -603,12 +615,16 @@ def test_gguf_sentencepiece_refuses_broken_files(tmp_path):
     ok = dict(add_dummy_prefix=True)
     with pytest.raises(ValueError, match="4 pieces, 3 scores and 4 types"):
         model_proto(toks, np.zeros(3), np.array([2, 1, 1, 1]), **ok)
-    with pytest.raises(ValueError, match=r"piece 2 \('b'\) has token type 0"):
-        model_proto(toks, np.zeros(4), np.array([2, 1, 0, 1]), **ok)
+    sc = -np.arange(4.0)
+    with pytest.raises(ValueError, match=r"piece 2 \('b'\) has token type 9"):
+        model_proto(toks, sc, np.array([2, 1, 9, 1]), **ok)
     with pytest.raises(ValueError, match="exactly one unknown piece, this one has 0"):
-        model_proto(toks, np.zeros(4), np.array([3, 1, 1, 1]), **ok)
+        model_proto(toks, sc, np.array([3, 1, 1, 1]), **ok)
     with pytest.raises(ValueError, match="1 repeated piece strings"):
-        model_proto(["<unk>", "a", "a", "ab"], np.zeros(4), np.array([2, 1, 1, 1]), **ok)
+        model_proto(["<unk>", "a", "a", "ab"], sc, np.array([2, 1, 1, 1]), **ok)
     with pytest.raises(ValueError, match="2 byte pieces; byte fallback needs"):
-        model_proto(toks + ["<0x00>", "<0x01>"], np.zeros(6), np.array([2, 1, 1, 1, 6, 6]), **ok)
-    assert isinstance(model_proto(toks, np.zeros(4), np.array([2, 1, 1, 1]), **ok), bytes)
+        model_proto(toks + ["<0x00>", "<0x01>"], -np.arange(6.0), np.array([2, 1, 1, 1, 6, 6]),
+                    **ok)
+    with pytest.raises(ValueError, match="all 3 normal pieces have the score -1000"):
+        model_proto(toks, np.full(4, -1000.0), np.array([2, 1, 1, 1]), **ok)  # no SPM model
+    assert isinstance(model_proto(toks, sc, np.array([2, 1, 0, 1]), **ok), bytes)  # 0: normal

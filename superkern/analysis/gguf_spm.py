@@ -4,13 +4,16 @@ Mistral v0.1 and other ``tokenizer.ggml.model = "llama"`` files).
 llama.cpp's converter copies a SentencePiece BPE model into GGUF piece by piece: the piece
 strings (``tokenizer.ggml.tokens``), their scores and their types, whose numbering is
 SentencePiece's own (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte), and
-the normaliser's ``add_dummy_prefix`` as ``tokenizer.ggml.add_space_prefix``. Those are all a
-BPE SentencePiece model needs to encode, so the model is put back together as a
-``ModelProto`` and encoded by the ``sentencepiece`` library itself: pieces are merged in
-score order, user-defined pieces match whole, and characters outside the vocabulary fall
-back to byte pieces ``<0xXX>``. The normaliser is SentencePiece's ``identity`` with
-whitespace escaped to ``▁``, which is what llama.cpp applies (it stores no NFKC map for these
-models). Token ids are the file's piece indices, that is, the head's rows.
+the normaliser's ``add_dummy_prefix`` as ``tokenizer.ggml.add_space_prefix``. The model is
+put back together as a ``ModelProto`` and encoded by the ``sentencepiece`` library itself:
+pieces are merged in score order, user-defined pieces match whole, and characters outside the
+vocabulary fall back to byte pieces ``<0xXX>``. The aim is the model's own tokenizer, which
+llama.cpp's encoder approximates (it matches user-defined pieces on the raw text and puts
+the prefix space back after every special token). What the file does not keep cannot be
+rebuilt: the normaliser is taken as ``identity`` (the NFKC map of a model trained with
+SentencePiece's default ``nmt_nfkc`` is not stored), and user-defined pieces that the
+converter only saw in the SentencePiece model (not in ``tokenizer_config.json``) are stored
+as normal pieces. Token ids are the file's piece indices, that is, the head's rows.
 """
 from __future__ import annotations
 
@@ -87,15 +90,22 @@ def model_proto(tokens: Sequence[str], scores: np.ndarray, types: np.ndarray, *,
     if not (scores.size == types.size == n) or n == 0:
         raise ValueError(f"{path}: {n} pieces, {scores.size} scores and {types.size} types; "
                          "they must be as many and non-zero")
+    types = np.where(types == 0, NORMAL, types)  # undefined: llama.cpp reads it as normal
     bad = np.flatnonzero((types < NORMAL) | (types > BYTE))
     if bad.size:
         i = int(bad[0])
         raise ValueError(f"{path}: piece {i} ({tokens[i]!r}) has token type {int(types[i])}; "
-                         f"SentencePiece types are 1..6 ({bad.size} such pieces)")
+                         f"SentencePiece types are 0..6 ({bad.size} such pieces)")
     unknown = np.flatnonzero(types == UNKNOWN)
     if unknown.size != 1:
         raise ValueError(f"{path}: a SentencePiece model needs exactly one unknown piece, "
                          f"this one has {unknown.size}")
+    normal = scores[types == NORMAL]
+    if normal.size > 1 and np.all(normal == normal[0]):
+        raise ValueError(f"{path}: all {normal.size} normal pieces have the score "
+                         f"{float(normal[0]):g}: the converter had no SentencePiece model "
+                         "(merge order lost); pass the model's tokenizer.json or "
+                         "tokenizer.model instead")
     if len(set(tokens)) != n:
         raise ValueError(f"{path}: {n - len(set(tokens))} repeated piece strings")
     byte_pieces = {tokens[i] for i in np.flatnonzero(types == BYTE)}
@@ -144,7 +154,7 @@ def spm_tokenizer(reader, path: str | Path) -> SentencePieceTokenizer:
             i = int(np.asarray(unk.parts[unk.data[0]]).ravel()[0])
         except Exception:  # noqa: BLE001 - malformed metadata reads as absent
             i = -1
-        if 0 <= i < types.size:
+        if 0 <= i < types.size and types[i] == CONTROL:
             types[i] = UNKNOWN
     # llama.cpp's default for SentencePiece vocabularies when the key is absent: a prefix space
     proto = model_proto(

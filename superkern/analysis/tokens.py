@@ -39,6 +39,10 @@ def load_tokenizer(spec: str | Path):
     key = str(spec).strip()
     # An alias's head file: the GGUF itself, or MiniLM's safetensors beside tokenizer.json.
     path = Path(resolve_alias(key)[0]) if key.lower() in ALIASES else Path(key)
+    if path.is_dir() and not (path / "tokenizer.json").is_file():
+        from superkern.probe.gguf_loader import folder_gguf
+
+        path = folder_gguf(path) or path  # a folder holding a GGUF model (split or not)
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
             raise FileNotFoundError(f"{spec}: no tokenizer file {path}")
@@ -163,6 +167,12 @@ def head_tokenizer_spec(source) -> str | Path:
         folder = path if path.is_dir() else path.parent
         if (folder / "tokenizer.json").is_file():
             return folder / "tokenizer.json"
+        if path.is_dir():
+            from superkern.probe.gguf_loader import folder_gguf
+
+            gguf_file = folder_gguf(path)
+            if gguf_file is not None:
+                return gguf_file
         raise ValueError(f"{source}: no tokenizer.json in {folder}; pass a tokenizer")
     raise ValueError(f"a head given as {type(source).__name__} has no tokenizer of its own; "
                      "pass a tokenizer")

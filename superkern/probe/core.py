@@ -28,6 +28,7 @@ from superkern.ops import overlap_stream as _stream
 from superkern.ops.overlap_stream import free_device_bytes
 from superkern.probe.frequency import (frequency_bins, frequency_stats, prepare_counts,
                                       seen_rows)
+from superkern.probe.gguf_loader import drop_shared, shared_readers
 from superkern.probe.gram import set_moments
 from superkern.probe.loaders import load_head
 from superkern.probe.progress import Stages
@@ -105,8 +106,6 @@ def probe(source: Any = "minilm", *, tensor: Optional[str] = None, precision: st
         cap = _check_int(sample, "sample")
     if 0 < cap < 2:
         raise ValueError(f"sample must be 0 (no sampling) or >= 2 rows, got {cap}")
-    from superkern.probe.gguf_loader import shared_readers
-
     # a GGUF head and its own tokenizer come from one file: parse it once
     with shared_readers() if corpus is not None else contextlib.nullcontext():
         counts, counts_source = _load_counts(token_counts, corpus, tokenizer, source)
@@ -172,6 +171,7 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
     t0 = time.perf_counter()
     with bar.stage("load"):
         head = load_head(source, tensor, vocab=vocab)
+        drop_shared()  # parsed GGUF metadata is not needed through the tiled passes
     _timed(timings, "load", t0)
     W = head.matrix
     n, m = head.n, head.m

@@ -51,6 +51,14 @@ def shared_readers():
             _SHARED = None
 
 
+def drop_shared() -> None:
+    """Forget the readers :func:`shared_readers` holds (the block stays open): a probe calls
+    it once the head is loaded, so the parsed metadata is not kept through the O(n^2 m)
+    pass."""
+    if _SHARED is not None:
+        _SHARED.clear()
+
+
 def _open_reader(path: Path):
     gguf = _gguf()
 
@@ -73,7 +81,7 @@ def _open_reader(path: Path):
                          "it may be truncated or corrupt") from None
 
 
-_SPLIT = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+_SPLIT = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 
 def gguf_shards(path: Path) -> list[Path]:
@@ -102,29 +110,55 @@ def gguf_shards(path: Path) -> list[Path]:
 
 
 def split_set(files: list[Path]) -> Optional[Path]:
-    """The first file when ``files`` are exactly the files of one split GGUF model, else None
-    (a folder holding one split model is not ambiguous)."""
-    try:
-        shards = gguf_shards(files[0])
-    except (FileNotFoundError, ValueError):
+    """The first file when ``files`` are the files of one split GGUF model (a folder holding
+    one split model is not ambiguous), else None.
+
+    Raises:
+        FileNotFoundError: every file belongs to one split model, but some of it is missing.
+    """
+    found = [_SPLIT.match(Path(f).name) for f in files]
+    if not files or not all(found) or len({(Path(f).parent, m["prefix"], m["count"])
+                                           for f, m in zip(files, found)}) != 1:
         return None
-    return shards[0] if len(shards) > 1 and sorted(shards) == sorted(files) else None
+    shards = gguf_shards(Path(files[0]))  # names the missing files
+    return shards[0] if len(shards) > 1 and sorted(shards) == sorted(map(Path, files)) else None
+
+
+def folder_gguf(folder: Path) -> Optional[Path]:
+    """The GGUF model a folder holds: its one ``*.gguf`` file, or the first file of the one
+    split model its ``*.gguf`` files make up; None otherwise."""
+    files = sorted(Path(folder).glob("*.gguf"))
+    if len(files) == 1:
+        return files[0]
+    return split_set(files) if files else None
+
+
+def _split_key(reader, key: str) -> Optional[int]:
+    f = reader.fields.get(key)
+    try:
+        return None if f is None else int(np.asarray(f.parts[f.data[0]]).ravel()[0])
+    except Exception:  # noqa: BLE001 - malformed metadata reads as absent
+        return None
 
 
 def _readers(path: Path) -> list:
     """Open every file of the model (see :func:`gguf_shards`) and check their split keys."""
     shards = gguf_shards(path)
     readers = [_open_reader(p) for p in shards]
+    count = _split_key(readers[0], "split.count")
+    if len(shards) == 1 and count is not None and count > 1:
+        raise ValueError(f"{path}: this file is one of {count} files of a split GGUF model, "
+                         "but its name does not say which (expected NAME-0000K-of-"
+                         f"{count:05d}.gguf, as gguf-split writes them)")
     if len(shards) > 1:
         for i, (p, r) in enumerate(zip(shards, readers)):
-            f = r.fields.get("split.count")
-            try:
-                n = None if f is None else int(np.asarray(f.parts[f.data[0]]).ravel()[0])
-            except Exception:  # noqa: BLE001 - malformed metadata reads as absent
-                n = None
+            n, no = _split_key(r, "split.count"), _split_key(r, "split.no")
             if n is not None and n != len(shards):
                 raise ValueError(f"{p}: its split.count is {n}, but its name says "
                                  f"{len(shards)} files")
+            if no is not None and no != i:
+                raise ValueError(f"{p}: its split.no is {no}, but its name makes it file "
+                                 f"{i + 1} of {len(shards)} (split.no {i}): files renamed?")
     return readers
 
 
