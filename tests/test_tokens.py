@@ -158,8 +158,7 @@ def test_overlaps_inside_frequency_bins_against_fp64():
     W[7] = 0.0  # a zero row: in no bin
     counts = np.floor(1e4 / np.arange(1, n + 1) ** 1.2)  # ties in the tail
     counts[350:] = 0  # unseen
-    rep = probe(W, token_counts=counts, progress=False, splits=False, n_bins=12) \
-        if False else probe(W, token_counts=counts, progress=False, splits=False)
+    rep = probe(W, token_counts=counts, progress=False, splits=False)
     f = rep.frequency
     bins, unseen = frequency_bins(rep.row_norms.numpy(), counts)
     assert len(bins) == len(f.bins) > 4 and 7 not in np.concatenate(bins)
@@ -181,6 +180,14 @@ def test_overlaps_inside_frequency_bins_against_fp64():
     assert abs(f.unseen_overlap["mean_sq"] - mean_sq(Wd, unseen)) < 1e-12
     assert abs(f.unseen_overlap["mean_sq_centred"] - mean_sq(Wc, unseen)) < 1e-12
     assert f.m == m and "m<c^2>" in "\n".join(format_frequency(f.to_dict()))
+    from superkern.probe.plots import norm_vs_frequency_figure
+
+    right = norm_vs_frequency_figure(rep).axes[1]  # m<c^2> per bin, raw then centred
+    raw, cen = right.get_lines()[:2]
+    want = [m * b["mean_sq"] for b in f.bins]
+    assert np.allclose(raw.get_ydata(), [v for v in want if v > 0], rtol=1e-12)
+    assert np.allclose(cen.get_ydata(), [m * b["mean_sq_centred"] for b in f.bins
+                                         if b["mean_sq_centred"] > 0], rtol=1e-12)
 
 
 def test_tied_counts_are_binned_together():

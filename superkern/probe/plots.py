@@ -139,17 +139,23 @@ def row_norms_png(names: Sequence[str], norms: Sequence[np.ndarray]) -> bytes:
 
 
 def norm_vs_frequency_png(report, max_points: int = 40000) -> bytes:
+    return png_bytes(norm_vs_frequency_figure(report, max_points))
+
+
+def norm_vs_frequency_figure(report, max_points: int = 40000):
     """Row norm against token frequency rank (the paper's Fig. 6a for an LM head): one dot per
     seen token (an even subsample past ``max_points``), coloured by whether its norm is above
-    the median, with the median norm per frequency-rank bin, raw and of the centred rows."""
+    the median, with the median norm per frequency-rank bin, raw and of the centred rows.
+    With the bins' overlaps, a second panel: m<c^2> inside each bin, raw and centred."""
     f = report.frequency
     rn = f.ranked_norms
     ranks = f.ranks  # equal counts share their average rank
     pick = np.unique(np.linspace(0, rn.size - 1, min(rn.size, max_points)).astype(np.int64))
     med = float(np.median(rn))
     above = rn[pick] > med
-    fig = new_figure(7.0, 4.4)
-    ax = fig.add_subplot(1, 1, 1)
+    has_o = bool(f.bins) and "mean_sq" in f.bins[0] and f.m > 0
+    fig = new_figure(12.0 if has_o else 7.0, 4.4)
+    ax = fig.add_subplot(1, 2 if has_o else 1, 1)
     ax.scatter(ranks[pick][~above], rn[pick][~above], s=2, color="0.6", alpha=0.5,
                label="norm <= median", rasterized=True)
     ax.scatter(ranks[pick][above], rn[pick][above], s=2, color="tab:purple", alpha=0.5,
@@ -169,4 +175,24 @@ def norm_vs_frequency_png(report, max_points: int = 40000) -> bytes:
     legend = ax.legend(fontsize=8)
     for h in getattr(legend, "legend_handles", getattr(legend, "legendHandles", []))[:2]:
         h.set_sizes([16])  # the dots, readable in the legend
-    return png_bytes(fig)
+    if has_o:
+        _bin_overlaps(fig.add_subplot(1, 2, 2), f, mids)
+    return fig
+
+
+def _bin_overlaps(ax, f, mids) -> None:
+    """m<c^2> inside each frequency-rank bin, raw and centred, with the random level 1."""
+    for key, style, label in (("mean_sq", "k-o", "raw rows"),
+                              ("mean_sq_centred", "--s", "centred rows")):
+        y = np.array([f.m * b[key] for b in f.bins], dtype=float)
+        ok = np.isfinite(y) & (y > 0)
+        if ok.any():
+            ax.plot(np.asarray(mids)[ok], y[ok], style, ms=4, lw=1.5, label=label,
+                    **({"color": "tab:orange"} if key != "mean_sq" else {}))
+    ax.axhline(1.0, color="0.5", ls=":", lw=1, label="random directions")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("token frequency rank")
+    ax.set_ylabel("m x mean c^2 inside the bin")
+    ax.set_title("overlaps among tokens of similar frequency", fontsize=10)
+    ax.legend(fontsize=8)
