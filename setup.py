@@ -68,7 +68,7 @@ setup(
         "scipy>=1.10",
         "matplotlib>=3.7",
         "tqdm>=4.60",
-        "tokenizers>=0.15",  # token counts under a given tokenizer (fit zipf --tokenizer)
+        "tokenizers>=0.19",  # token counts under a given tokenizer; BPE ignore_merges (Llama 3)
         "sentencepiece>=0.2",  # GGUF SentencePiece tokenizers (Gemma, Llama 2) rebuilt
         "protobuf>=3.20",  # sentencepiece's ModelProto, built from the GGUF's pieces
         "tomli>=2; python_version<'3.11'",

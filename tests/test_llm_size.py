@@ -67,6 +67,10 @@ def test_builtin_table_and_cli(tmp_path, capsys):
 
     fams, m, n = load_size_csv(BUILTIN)
     assert len(fams) == 27 and sorted(set(fams)) == ["gpt2", "opt", "pythia", "qwen2.5"]
+    rows = dict(zip(zip(fams, m), n))
+    assert rows[("opt", 9216)] == 66e9 and rows[("qwen2.5", 8192)] == 72e9
+    assert rows[("gpt2", 1600)] == 1.5e9 and rows[("pythia", 512)] == 70e6
+    assert fit_size_width(fams, m, n).k == pytest.approx(2.3134, abs=1e-4)  # in the README
     assert main(["fit", "size-width", "--json", str(tmp_path / "s.json"),
                  "--plot", str(tmp_path / "s.png")]) == 0
     out = capsys.readouterr().out
@@ -81,9 +85,13 @@ def test_builtin_table_and_cli(tmp_path, capsys):
         assert np.allclose(y, f.coefficients[fam] * x ** f.k)
         assert len(pts.get_xdata()) == fams.count(fam)
     csv = tmp_path / "sizes.csv"
-    csv.write_text("# comment\nFamily,M,Params\nx,512,1e8\nx,1024,5e8\nx,2048,3e9\n")
+    csv.write_text("\ufeff# comment\nFamily,M,Params\nx,512,1e8\nx,1024,5e8\nx,2048,3e9\n",
+                   encoding="utf-8")  # with a byte-order mark, as spreadsheets save it
     assert main(["fit", "size-width", str(csv), "--alpha-n", "0.3", "0.01"]) == 0
-    assert "x 0.3 =" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "x 0.3 =" in out and "paper" not in out  # the paper's k is for its own table
+    assert main(["fit", "size-width", "--range", "all"]) == 2
+    assert "does not apply to 'fit size-width'" in capsys.readouterr().err
     csv.write_text("family,m,params\nx,512,lots\n")
     assert main(["fit", "size-width", str(csv)]) == 2
     assert "sizes.csv:2: m, params must be numbers" in capsys.readouterr().err

@@ -190,6 +190,22 @@ def test_overlaps_inside_frequency_bins_against_fp64():
                                          if b["mean_sq_centred"] > 0], rtol=1e-12)
 
 
+def test_one_token_bins_print_a_dash_and_unseen_keeps_its_centred_overlap():
+    from superkern import probe
+
+    c = np.zeros(100)
+    c[[1, 2, 3]] = [3, 2, 1]  # three bins of one token each: no pairs inside any
+    W = torch.randn(100, 8, generator=torch.Generator().manual_seed(1))
+    f = probe(W, token_counts=c, progress=False, splits=False).frequency
+    assert all(math.isnan(b["mean_sq"]) for b in f.bins)
+    lines = format_frequency(f.to_dict())
+    assert "m<c^2> centred" in lines[3]
+    unseen = next(x for x in lines if x.strip().startswith("unseen"))
+    want = 8 * f.unseen_overlap["mean_sq_centred"]
+    assert unseen.split()[-1] == f"{want:.3g}" and math.isfinite(want)
+    assert lines[4].split()[-2:] == ["-", "-"]
+
+
 def test_tied_counts_are_binned_together():
     """Norms that grow with the token id but not with the count: 100 tokens seen twice, 900
     once. Binning tie groups by id would show a trend that is not there."""
@@ -612,6 +628,26 @@ def test_gguf_sentencepiece_matches_the_original_model(tmp_path, add_dummy_prefi
     want = np.bincount([i for t in lines for i in original.encode(t)],
                        minlength=original.get_piece_size())
     assert count_tokens(lines, tok, chunk_chars=1).tolist() == want.tolist()
+
+
+def test_gguf_sentencepiece_unknown_id_over_a_normal_piece(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    pytest.importorskip("sentencepiece")
+    from superkern.analysis.tokens import load_tokenizer
+
+    w = gguf.GGUFWriter(str(tmp_path / "u.gguf"), "llama")
+    w.add_tokenizer_model("llama")
+    w.add_token_list(["<unk>", "a", "b", "ab"])
+    w.add_token_scores([0.0, -1.0, -2.0, -3.0])
+    w.add_token_types([1, 1, 1, 1])  # nothing typed unknown, and id 0 is normal
+    w.add_unk_token_id(0)
+    w.add_tensor("token_embd.weight", np.ones((4, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ValueError, match=r"unknown_token_id 0 \('<unk>'\) has type 1, not"):
+        load_tokenizer(tmp_path / "u.gguf")
 
 
 def test_gguf_sentencepiece_refuses_broken_files(tmp_path):

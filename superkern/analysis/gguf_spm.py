@@ -156,6 +156,10 @@ def spm_tokenizer(reader, path: str | Path) -> SentencePieceTokenizer:
             i = -1
         if 0 <= i < types.size and types[i] == CONTROL:
             types[i] = UNKNOWN
+        elif 0 <= i < types.size:
+            raise ValueError(f"{path}: no piece is typed unknown, and unknown_token_id {i} "
+                             f"({tokens[i]!r}) has type {int(types[i])}, not control; the "
+                             "SentencePiece model cannot be rebuilt")
     # llama.cpp's default for SentencePiece vocabularies when the key is absent: a prefix space
     proto = model_proto(
         tokens, scores, types, path=path,

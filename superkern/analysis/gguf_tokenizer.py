@@ -33,9 +33,9 @@ LLAMA3 = {"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", 
           "lfm2"}
 LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-# ... and of its QWEN2 group: the same regex with single digits; Qwen2's tokenizer.json
-# NFC-normalises the text first
-QWEN2 = {"qwen2", "deepseek-r1-qwen", "megrez"}
+# ... and of its QWEN2 group (those whose tokenizer.json is Qwen2's): the same regex with
+# single digits, after the NFC normalisation Qwen2's tokenizer.json applies
+QWEN2 = {"qwen2", "deepseek-r1-qwen"}
 QWEN2_REGEX = LLAMA3_REGEX.replace(r"\p{N}{1,3}", r"\p{N}")
 SUPPORTED = DIGITS_THEN_GPT2 | GPT2_ONLY | LLAMA3 | QWEN2
 

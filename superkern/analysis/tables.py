@@ -286,7 +286,7 @@ def read_csv_columns(path: str | Path, labels: Sequence[str], numbers: Sequence[
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM (spreadsheets) is skipped
         lines = [(n, line) for n, line in enumerate(f, 1)
                  if line.strip() and not line.lstrip().startswith("#")]
     reader = csv.DictReader([line for _, line in lines])

@@ -83,8 +83,9 @@ def _size_width(args) -> int:
     if args.json != "-":
         label = Path(source).name + (" (built in: nominal sizes)" if not args.file else "")
         print(f"N = a_family m^k over {f.n_points} models in {f.families} families ({label})")
-        print(f"k = {f.k:.3f} +- {f.k_se:.3f}   R^2 (within families) {f.r2:.3f}   "
-              "(paper: 2.51 for its 4 families; Chinchilla 2.52 +- 0.03)")
+        print(f"k = {f.k:.3f} +- {f.k_se:.3f}   R^2 (within families) {f.r2:.3f}"
+              + ("   (paper, on these 27 models: 2.51; Chinchilla 2.52 +- 0.03)"
+                 if not args.file else ""))
         print(f"alpha_m = k alpha_N = {f.k:.3f} x {a_n:g} = {am:.3f} +- {se_q:.3f} "
               f"(errors in quadrature; +- {se_lin:.3f} added linearly)")
         for fam, a in f.coefficients.items():
@@ -128,6 +129,9 @@ def run(args) -> int:
     if args.plot and args.target not in LLM_TARGETS:
         raise ValueError("--plot applies to 'fit zipf', 'fit width-law' and 'fit size-width'; "
                          "sweep results are drawn by 'superkern figures'")
+    if args.fit_range != "paper" and args.target in LLM_TARGETS:
+        raise ValueError(f"--range picks the widths of an alpha_m fit of sweep results; it "
+                         f"does not apply to 'fit {args.target}'")
     if args.target == "size-width":
         return _size_width(args)
     if args.target in ("zipf", "width-law", "width") and not args.file:

@@ -207,7 +207,9 @@ def format_frequency(d: Optional[dict[str, Any]]) -> list[str]:
         return []
     has_c = d["spearman_centred"] is not None and math.isfinite(d["spearman_centred"])
     has_o = bool(d["bins"]) and "mean_sq" in d["bins"][0] and bool(d.get("m"))
-    has_oc = has_o and any(math.isfinite(b["mean_sq_centred"]) for b in d["bins"])
+    has_oc = has_o and any(math.isfinite(b["mean_sq_centred"])
+                           for b in d["bins"] + [d.get("unseen_overlap") or {}]
+                           if "mean_sq_centred" in b)
     m = d.get("m") or 0
     n = d["rows"] + d["unseen"]
     out = ["", f"Row norm vs token frequency ({d['source']}: {d['tokens_counted']} tokens; "
@@ -219,7 +221,7 @@ def format_frequency(d: Optional[dict[str, Any]]) -> list[str]:
               if d["unseen"] else ""),
            "  freq. ranks      tokens   counts            median norm  > overall median"
            + ("  centred" if has_c else "")
-           + ("   m<c^2>" + ("  centred" if has_oc else "") if has_o else "")]
+           + ("   m<c^2>" + ("  m<c^2> centred" if has_oc else "") if has_o else "")]
     if d["padded"] > 0.01 * max(n, 1):
         out.insert(2, f"  note: {d['padded']} head rows lie past the counts' ids: counts from "
                       "another tokenizer?")
@@ -241,5 +243,8 @@ def format_frequency(d: Optional[dict[str, Any]]) -> list[str]:
 
 
 def _overlap_cells(b: dict[str, Any], m: int, centred: bool) -> str:
-    return (f"  {m * b['mean_sq']:>7.3g}"
-            + (f"  {m * b['mean_sq_centred']:>7.3g}" if centred else ""))
+    def cell(v: float, width: int) -> str:  # a one-token group has no pairs: "-"
+        return f"{m * v:>{width}.3g}" if math.isfinite(v) else f"{'-':>{width}}"
+
+    return "  " + cell(b["mean_sq"], 7) + ("  " + cell(b["mean_sq_centred"], 15) if centred
+                                          else "")
