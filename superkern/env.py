@@ -27,6 +27,7 @@ def env_info() -> dict[str, Any]:
         info["triton"] = triton.__version__
     except Exception as exc:  # noqa: BLE001
         info["triton"] = f"unavailable ({type(exc).__name__}: {exc})"
+    info["libraries"] = _library_versions()
     ext = _backend.extension()
     info["extension"] = ("not importable: " + str(_backend.extension_error())) if ext is None else {
         "built_with_cuda": bool(getattr(ext, "built_with_cuda", False)),
@@ -39,10 +40,30 @@ def env_info() -> dict[str, Any]:
     return info
 
 
+_LIBRARIES = ("numpy", "scipy", "safetensors", "gguf", "tokenizers", "sentencepiece",
+              "matplotlib", "tqdm")
+
+
+def _library_versions() -> dict[str, str]:
+    """Installed versions of the readers and analysis libraries (from package metadata: no
+    imports), or "not installed"."""
+    from importlib import metadata
+
+    out = {}
+    for name in _LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
 def format_env(info: dict[str, Any]) -> str:
     lines = []
     for key, value in info.items():
-        if key == "backends":
+        if key == "libraries":
+            lines.append("libraries         " + ", ".join(f"{k} {v}" for k, v in value.items()))
+        elif key == "backends":
             for dev, table in value.items():
                 lines.append(f"backends for {dev} tensors:")
                 lines.extend(f"  {name:<7} {why}" for name, why in table.items())

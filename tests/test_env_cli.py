@@ -17,6 +17,11 @@ def test_env_json(capsys):
     assert cpu["torch"] == "ok"
     # Every backend is either usable or says why not.
     assert set(cpu) == set(B.BACKENDS) and all(isinstance(v, str) and v for v in cpu.values())
+    import numpy
+
+    libs = info["libraries"]
+    assert libs["numpy"] == numpy.__version__ and set(libs) >= {"gguf", "sentencepiece"}
+    assert all(isinstance(v, str) and v for v in libs.values())
 
 
 def test_env_table(capsys):
