@@ -63,6 +63,14 @@ def test_fit_zipf_with_tokenizer_and_saved_counts(tokenizer_file, tmp_path, caps
     assert counts[0] == counts[1] == 0 and meta["tokenizer"] == tmp_path.name
     words_seen = corpus.read_text().split()
     assert all(counts[VOCAB.index(w)] == words_seen.count(w) for w in words)
+    # the saved file is itself a counts file for 'fit zipf': the same fit, without tokenising
+    capsys.readouterr()
+    assert main(["fit", "zipf", str(corpus), "--tokenizer", str(tokenizer_file),
+                 "--json", "-"]) == 0
+    direct = json.loads(capsys.readouterr().out)
+    assert main(["fit", "zipf", str(out), "--json", "-"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["alpha"] == direct["alpha"] and again["n_tokens"] == 400 * 12
     # misuse: a clear error (exit 2), not a silent fit of something else
     assert main(["fit", "zipf", str(corpus), "--save-counts", str(out)]) == 2
     assert main(["fit", "zipf", str(corpus), "--tokenizer", str(tokenizer_file),

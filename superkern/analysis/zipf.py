@@ -110,7 +110,10 @@ def _parse_counts(text: str) -> tuple[np.ndarray | None, list[int]]:
 
 
 def _json_counts(obj: object) -> np.ndarray | None:
-    """{token: count} or a list of counts (numbers, or numbers written as strings)."""
+    """{token: count}, a list of counts (numbers, or numbers written as strings), or the
+    per-token-id counts file ``superkern fit zipf --save-counts`` writes."""
+    if isinstance(obj, dict) and str(obj.get("format", "")).startswith("superkern-token-counts/"):
+        obj = obj.get("counts")
     vals = list(obj.values()) if isinstance(obj, dict) else obj
     if not isinstance(vals, list) or not vals:
         return None
@@ -123,8 +126,8 @@ def load_counts(path: str | Path, mode: Literal["auto", "counts", "text", "json"
                 ) -> tuple[np.ndarray, str]:
     """Read counts from a file. Returns ``(counts, mode_used)``.
 
-    Modes: ``json`` (an object ``{token: count}``, as the paper's token-frequency files, or a
-    list of counts); ``counts`` (one count per line, or ``token count`` / ``token,count`` /
+    Modes: ``json`` (an object ``{token: count}``, as the paper's token-frequency files, a
+    list of counts, or a counts file written by ``--save-counts``); ``counts`` (one count per line, or ``token count`` / ``token,count`` /
     tab-separated lines: the last field is the count; a header line is skipped); ``text``
     (lowercased, whitespace-tokenised, then counted). ``auto``: a file that parses as JSON
     must be such JSON; otherwise counts when at least 90% of the lines end in a count (an
