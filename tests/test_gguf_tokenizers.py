@@ -1,0 +1,369 @@
+"""GGUF tokenizers rebuilt from the file (byte-level BPE with the GPT-2, StarCoder, Llama 3
+and Qwen2 pre-tokenizers; SentencePiece), each checked token by token against an original
+trained here; split GGUF models; one parse of a GGUF file per probe."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+def _gguf_with_tokenizer(path, model="gpt2", pre="smollm"):
+    gguf = pytest.importorskip("gguf")
+    tokens = ["a", "b", "Ġ", "0", "1", "ab", "Ġab", "10", "Ċ"]
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tokenizer_model(model)
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_merges(["a b", "Ġ ab", "1 0"])
+    w.add_tensor("token_embd.weight", np.ones((len(tokens), 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return tokens
+
+
+@pytest.mark.parametrize("pre, want", [("smollm", ["ab", "Ġab", "Ġ", "1", "0"]),
+                                       ("gpt-2", ["ab", "Ġab", "Ġ", "10"])])
+def test_gguf_tokenizer_rebuilt_from_vocab_and_merges(tmp_path, pre, want):
+    """smollm splits digits one by one before GPT-2's regex (so '1 0' never merges); plain
+    gpt2 does not. Ids are the file's token indices (the head's rows)."""
+    pytest.importorskip("tokenizers")
+    from superkern.analysis.tokens import count_tokens, load_tokenizer
+
+    tokens = _gguf_with_tokenizer(tmp_path / "t.gguf", pre=pre)
+    tok, name = load_tokenizer(tmp_path / "t.gguf")
+    enc = tok.encode("ab ab 10", add_special_tokens=False)
+    assert enc.tokens == want and enc.ids == [tokens.index(t) for t in want]
+    assert tok.decode(enc.ids) == "ab ab 10" and name == "t"
+    assert count_tokens(["ab ab 10"], tok).tolist() == [enc.ids.count(i) for i in range(8)] + [1]
+    # newlines and blank lines count as in the whole text (byte-level 'Ċ')
+    text = "ab\n\nab 10\n"
+    whole = np.bincount(tok.encode(text, add_special_tokens=False).ids, minlength=len(tokens))
+    lines = text.splitlines(keepends=True)
+    assert count_tokens(lines, tok).tolist() == whole.tolist() and whole[8] == 3
+    assert count_tokens(lines, tok, chunk_chars=1, batch=1).tolist() == whole.tolist()
+
+
+# Pre-tokenizers as the models' own tokenizer.json files write them (Llama 3's regex as in its
+# file; Qwen2's has single digits and an NFC normaliser).
+_LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
+           r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_BYTES = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+_PRE_JSON = {
+    "gpt-2": _BYTES,
+    "smollm": {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True}, _BYTES]},
+    "llama-bpe": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": _LLAMA3}, "behavior": "Isolated", "invert": False},
+        {**_BYTES, "use_regex": False}]},
+    "qwen2": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": _LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")},
+         "behavior": "Isolated", "invert": False}, {**_BYTES, "use_regex": False}]},
+}
+
+
+@pytest.mark.parametrize("pre", sorted(_PRE_JSON))
+def test_gguf_bpe_matches_a_trained_tokenizer_json(tmp_path, pre):
+    """Token by token against the tokenizer.json a GGUF file's byte-level BPE tokenizer came
+    from: train one with the model family's pre-tokenizer, store its vocabulary and merges as
+    llama.cpp does ('a b' strings, ids in vocabulary order), rebuild, and encode random text
+    with digit runs, contractions, runs of spaces, CR/LF, decomposed accents and non-ASCII.
+    Llama 3 takes a word found whole in the vocabulary without merging (ignore_merges): an
+    extra token that no merge makes checks that."""
+    gguf = pytest.importorskip("gguf")
+    tokenizers = pytest.importorskip("tokenizers")
+    import random
+
+    from tokenizers import trainers
+
+    from superkern.analysis.tokens import count_tokens, load_tokenizer
+
+    rng = random.Random(0)
+    words = ["the", "cat", "über", "naïve", "2024", "x**2", "hello", "café", "token", "  ",
+             "\n", "\t", "if x:\n    return 1\n", "superposition", "it's", "WE'LL", "\r\n"]
+    lines = ["".join(rng.choice(words) + rng.choice([" ", "", "  "])
+                     for _ in range(rng.randint(3, 12))) for _ in range(3000)]
+    spec = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
+            "normalizer": {"type": "NFC"} if pre == "qwen2" else None,
+            "pre_tokenizer": _PRE_JSON[pre], "post_processor": None,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
+                        "use_regex": True},
+            "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                      "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                      "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                      "vocab": {}, "merges": []}}
+    trainee = tokenizers.Tokenizer.from_str(json.dumps(spec))
+    trainee.train_from_iterator(lines, trainers.BpeTrainer(
+        vocab_size=500, initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    trained = json.loads(trainee.to_str())
+    model = trained["model"]
+    model["vocab"]["zqzq"] = len(model["vocab"])  # a whole word that no merge makes
+    model["ignore_merges"] = pre == "llama-bpe"
+    original = tokenizers.Tokenizer.from_str(json.dumps(trained))
+    vocab = sorted(model["vocab"], key=model["vocab"].get)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    w = gguf.GGUFWriter(str(tmp_path / "bpe.gguf"), "llama")
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(vocab)
+    w.add_token_merges(merges)
+    w.add_tensor("token_embd.weight", np.ones((len(vocab), 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    tok, _ = load_tokenizer(tmp_path / "bpe.gguf")
+    gen = np.random.default_rng(2)
+    alphabet = list("the cat über 2024 x**2 ") + ["  ", "\n", "\n\n", "\t", "\r\n", "😀", "漢字",
+                                                  "0123", "it's", "'LL", "e\u0301", "zqzq", "!!"]
+    texts = ["".join(gen.choice(alphabet, size=gen.integers(1, 60))) for _ in range(400)]
+    for text in texts + ["hello 2024  world\n", "    return 12345\n", "zqzq"]:
+        want = original.encode(text, add_special_tokens=False).ids
+        assert tok.encode(text, add_special_tokens=False).ids == want, text
+    whole = original.encode("zqzq", add_special_tokens=False).ids
+    assert (whole == [len(vocab) - 1]) == (pre == "llama-bpe")  # the test can see it
+    lines = [t + "\n" for t in texts]
+    want = np.bincount([i for t in lines for i in original.encode(t).ids], minlength=len(vocab))
+    assert count_tokens(lines, tok, chunk_chars=1).tolist() == want.tolist()
+
+
+def test_gguf_tokenizer_of_a_split_model_comes_from_its_first_file(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    pytest.importorskip("tokenizers")
+    from superkern.analysis.tokens import load_tokenizer
+
+    w = gguf.GGUFWriter(str(tmp_path / "s.gguf"), "llama", split_max_tensors=1)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_list(["a", "b", "ab"])
+    w.add_token_merges(["a b"])
+    for name in ("token_embd.weight", "output.weight"):
+        w.add_tensor(name, np.ones((3, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    tok, _ = load_tokenizer(tmp_path / "s-00002-of-00002.gguf")  # holds no tokenizer itself
+    assert tok.encode("abab", add_special_tokens=False).ids == [2, 2]
+    from superkern import probe
+    from superkern.analysis.tokens import head_tokenizer_spec
+
+    assert head_tokenizer_spec(tmp_path) == tmp_path / "s-00001-of-00002.gguf"  # the folder
+    assert load_tokenizer(tmp_path)[0].encode("ab", add_special_tokens=False).ids == [2]
+    (tmp_path / "c.txt").write_text("ab\na\nb\n")  # ids 2, 0, 1; no newline token
+    rep = probe(tmp_path, corpus=tmp_path / "c.txt", progress=False, splits=False)
+    assert rep.head.tensor == "output.weight" and rep.frequency.tokens_counted == 3
+
+
+def test_gguf_tokenizer_refuses_other_kinds(tmp_path):
+    pytest.importorskip("tokenizers")
+    from superkern.analysis.tokens import load_tokenizer
+
+    _gguf_with_tokenizer(tmp_path / "wp.gguf", model="bert", pre="default")
+    with pytest.raises(ValueError, match="tokenizer model 'bert' with pre-tokenizer 'default'"):
+        load_tokenizer(tmp_path / "wp.gguf")
+    _gguf_with_tokenizer(tmp_path / "sp.gguf", model="llama", pre="default")
+    pytest.importorskip("sentencepiece")
+    with pytest.raises(ValueError, match="SentencePiece tokenizer has no tokenizer.ggml.scores"):
+        load_tokenizer(tmp_path / "sp.gguf")
+    _gguf_with_tokenizer(tmp_path / "ds.gguf", pre="deepseek-llm")
+    with pytest.raises(ValueError, match="'deepseek-llm' is not rebuilt"):
+        load_tokenizer(tmp_path / "ds.gguf")
+
+
+def test_gguf_tokenizer_bad_merges(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    pytest.importorskip("tokenizers")
+    from superkern.analysis.tokens import load_tokenizer
+
+    for merges, match in ((["ab"], "not two tokens"), (["a c"], "does not build")):
+        w = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("smollm")
+        w.add_token_list(["a", "b", "ab"])
+        w.add_token_merges(merges)
+        w.add_tensor("token_embd.weight", np.ones((3, 4), dtype=np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        with pytest.raises(ValueError, match=match):
+            load_tokenizer(tmp_path / "m.gguf")
+
+
+def test_smollm2_tokenizer_round_trips():
+    pytest.importorskip("tokenizers")
+    pytest.importorskip("gguf")
+    from superkern.analysis.tokens import load_tokenizer
+
+    try:
+        tok, _ = load_tokenizer("smollm2")
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    text = "Hello world, the year 2024 — naïve café 😀\n    return x**2"
+    enc = tok.encode(text, add_special_tokens=False)
+    assert tok.decode(enc.ids) == text and tok.get_vocab_size() == 49152
+    assert enc.tokens[:4] == ["Hello", "Ġworld", ",", "Ġthe"]
+    assert enc.tokens[enc.tokens.index("Ġyear") + 1:][:5] == ["Ġ", "2", "0", "2", "4"]
+
+
+def test_probe_corpus_parses_a_gguf_file_once(tmp_path, monkeypatch):
+    """Head and tokenizer come from one GGUF file; it is parsed once per probe, and a file
+    changed in between is parsed again."""
+    gguf = pytest.importorskip("gguf")
+    pytest.importorskip("tokenizers")
+    from superkern import probe
+    from superkern.probe import gguf_loader
+
+    tokens = _gguf_with_tokenizer(tmp_path / "h.gguf", pre="gpt-2")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("ab ab 10\nab\n")
+    opened = []
+    real = gguf.GGUFReader
+
+    def counting(path, *a, **k):
+        opened.append(path)
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(gguf, "GGUFReader", counting)
+    rep = probe(str(tmp_path / "h.gguf"), corpus=corpus, progress=False, splits=False)
+    assert len(opened) == 1 and rep.n == len(tokens)
+    assert rep.frequency.tokens_counted == 4 + 1 + 2  # ab Gab G 10 Newline, ab Newline
+    assert np.isnan(rep.frequency.spearman)  # every row is (1, 1, 1, 1): rho undefined
+    probe(str(tmp_path / "h.gguf"), progress=False, splits=False)
+    assert len(opened) == 2 and gguf_loader._SHARED is None
+    with gguf_loader.shared_readers():
+        a = gguf_loader._open_reader(tmp_path / "h.gguf")
+        with gguf_loader.shared_readers():
+            assert gguf_loader._open_reader(tmp_path / "h.gguf") is a
+        assert gguf_loader._open_reader(tmp_path / "h.gguf") is a
+        _gguf_with_tokenizer(tmp_path / "h.gguf", pre="smollm")  # rewritten: parsed again
+        assert gguf_loader._open_reader(tmp_path / "h.gguf") is not a
+    assert gguf_loader._SHARED is None
+
+
+def _spm_gguf(tmp_path, add_dummy_prefix: bool, unk_as_control: bool = False,
+              remove_ws: bool = False):
+    """Train a small SentencePiece BPE model, then store it in a GGUF file the way llama.cpp's
+    converter does: pieces, scores and SentencePiece's unknown/control/byte types, the
+    user-defined pieces typed user-defined with their spaces written as ' ' (the converter
+    does this for the added tokens that tokenizer_config.json lists, as Gemma's lists all of
+    its), and add_space_prefix (plus remove_extra_whitespaces when it is on: the converter
+    writes that key only for other tokenizer kinds, but a file that has it is honoured).
+    Returns ``(original processor, path)``."""
+    spm = pytest.importorskip("sentencepiece")
+    gguf = pytest.importorskip("gguf")
+    import io
+    import random
+
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    rng = random.Random(0)
+    words = ["the", "cat", "sat", "on", "mat", "über", "naïve", "2024", "x**2", "hello",
+             "world", "café", "token", "tokens", "superposition", "scaling", "width"]
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
+             + rng.choice(["", ".", "  !", "   ?"]) for _ in range(3000)]
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=buf, model_type="bpe", vocab_size=450,
+        hard_vocab_limit=False,
+        byte_fallback=True, character_coverage=1.0, normalization_rule_name="identity",
+        user_defined_symbols=["\u2581\u2581", "\u2581\u2581\u2581", "<b>", "\n\n"],
+        add_dummy_prefix=add_dummy_prefix, remove_extra_whitespaces=remove_ws, minloglevel=2)
+    proto = pb.ModelProto()
+    proto.ParseFromString(buf.getvalue())
+    tokens = [p.piece.replace("\u2581", " ") if p.type == 4 else p.piece for p in proto.pieces]
+    types = [p.type for p in proto.pieces]
+    unk = types.index(2)
+    if unk_as_control:  # converters that start from tokenizer.json (Gemma 3's GGUF)
+        types[unk] = 3
+    path = tmp_path / f"spm{int(add_dummy_prefix)}{int(unk_as_control)}{int(remove_ws)}.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_scores([p.score for p in proto.pieces])
+    w.add_token_types(types)
+    w.add_unk_token_id(unk)
+    w.add_add_space_prefix(add_dummy_prefix)
+    if remove_ws:
+        w.add_remove_extra_whitespaces(True)
+    w.add_tensor("token_embd.weight", np.ones((len(tokens), 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return spm.SentencePieceProcessor(model_proto=buf.getvalue()), path
+
+
+@pytest.mark.parametrize("add_dummy_prefix, unk_as_control, remove_ws",
+                         [(True, False, False), (False, True, False), (True, False, True)])
+def test_gguf_sentencepiece_matches_the_original_model(tmp_path, add_dummy_prefix,
+                                                       unk_as_control, remove_ws):
+    """Token by token against the SentencePiece model the GGUF file was written from: seen
+    and unseen words, runs of spaces (user-defined pieces), blank lines, byte fallback."""
+    from superkern.analysis.tokens import count_tokens, load_tokenizer
+
+    original, path = _spm_gguf(tmp_path, add_dummy_prefix, unk_as_control, remove_ws)
+    tok, name = load_tokenizer(path)
+    assert name == path.stem and tok.get_vocab_size() == original.get_piece_size()
+    rng = np.random.default_rng(1)
+    alphabet = list("the cat sat über naïve 2024 x**2 ") + ["  ", "   ", "\n", "\n\n", "<b>",
+                                                            "😀", "ß", "\t", "漢字", "Ω"]
+    texts = ["".join(rng.choice(alphabet, size=rng.integers(1, 60))) for _ in range(400)]
+    texts += ["the  cat   sat\n\nüber 😀 <b>x</b>", "  leading", "trailing  ", "\n", "Q"]
+    for text in texts:
+        want = original.encode(text)
+        assert tok.encode(text).ids == want, (text, tok.encode(text).tokens)
+        assert tok.decode(want) == original.decode(want)
+    assert any(original.id_to_piece(i).startswith("<0x") for i in original.encode("😀"))
+    lines = [t + "\n" for t in texts]
+    want = np.bincount([i for t in lines for i in original.encode(t)],
+                       minlength=original.get_piece_size())
+    assert count_tokens(lines, tok, chunk_chars=1).tolist() == want.tolist()
+
+
+def test_gguf_sentencepiece_unknown_id_over_a_normal_piece(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    pytest.importorskip("sentencepiece")
+    from superkern.analysis.tokens import load_tokenizer
+
+    w = gguf.GGUFWriter(str(tmp_path / "u.gguf"), "llama")
+    w.add_tokenizer_model("llama")
+    w.add_token_list(["<unk>", "a", "b", "ab"])
+    w.add_token_scores([0.0, -1.0, -2.0, -3.0])
+    w.add_token_types([1, 1, 1, 1])  # nothing typed unknown, and id 0 is normal
+    w.add_unk_token_id(0)
+    w.add_tensor("token_embd.weight", np.ones((4, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ValueError, match=r"unknown_token_id 0 \('<unk>'\) has type 1, not"):
+        load_tokenizer(tmp_path / "u.gguf")
+
+
+def test_gguf_sentencepiece_refuses_broken_files(tmp_path):
+    pytest.importorskip("sentencepiece")
+    from superkern.analysis.gguf_spm import model_proto
+
+    toks = ["<unk>", "a", "b", "ab"]
+    ok = dict(add_dummy_prefix=True)
+    with pytest.raises(ValueError, match="4 pieces, 3 scores and 4 types"):
+        model_proto(toks, np.zeros(3), np.array([2, 1, 1, 1]), **ok)
+    sc = -np.arange(4.0)
+    with pytest.raises(ValueError, match=r"piece 2 \('b'\) has token type 9"):
+        model_proto(toks, sc, np.array([2, 1, 9, 1]), **ok)
+    with pytest.raises(ValueError, match="exactly one unknown piece, this one has 0"):
+        model_proto(toks, sc, np.array([3, 1, 1, 1]), **ok)
+    with pytest.raises(ValueError, match="1 repeated piece strings"):
+        model_proto(["<unk>", "a", "a", "ab"], sc, np.array([2, 1, 1, 1]), **ok)
+    with pytest.raises(ValueError, match="2 byte pieces; byte fallback needs"):
+        model_proto(toks + ["<0x00>", "<0x01>"], -np.arange(6.0), np.array([2, 1, 1, 1, 6, 6]),
+                    **ok)
+    with pytest.raises(ValueError, match="all 3 normal pieces have the score -1000"):
+        model_proto(toks, np.full(4, -1000.0), np.array([2, 1, 1, 1]), **ok)  # no SPM model
+    assert isinstance(model_proto(toks, sc, np.array([2, 1, 0, 1]), **ok), bytes)  # 0: normal
