@@ -195,6 +195,11 @@ def test_cli_fit_zipf_and_width_law(tmp_path, capsys):
     assert main(["fit", "zipf", str(counts), "--json", str(tmp_path / "z.json")]) == 0
     assert "alpha = 1.00" in capsys.readouterr().out
     assert abs(json.loads((tmp_path / "z.json").read_text())["alpha"] - 1.0) < 0.01
+    freqs = tmp_path / "freqs.json"  # relative frequencies, as word-frequency lists give them
+    freqs.write_text(json.dumps({f"w{r}": 0.1 / r for r in range(1, 3001)}))
+    assert main(["fit", "zipf", str(freqs)]) == 0
+    out = capsys.readouterr().out
+    assert "alpha = 1.00" in out and "frequencies, not counts" in out
     g, m, y, _ = _width_data(0.0)
     csv = tmp_path / "llm.csv"
     csv.write_text("family,dataset,m,loss\n" + "".join(

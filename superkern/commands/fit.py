@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -154,8 +156,11 @@ def run(args) -> int:
 
             save_token_counts(args.save_counts, counts, name, Path(args.file).name)
         if args.json != "-":
+            c = np.asarray(counts, dtype=np.float64)
+            total = (f"{z.n_tokens} tokens" if np.all(c == np.rint(c))
+                     else f"total weight {c.sum():.4g} (frequencies, not counts)")
             print(f"{args.file} ({mode}): alpha = {z.alpha:.4f} (slope se {z.stderr:.4f}), "
-                  f"R^2 = {z.r2:.4f}, {z.n_types} types, {z.n_tokens} tokens, "
+                  f"R^2 = {z.r2:.4f}, {z.n_types} types, {total}, "
                   f"{z.points} log-rank points")
         _emit({"file": args.file, "mode": mode, **dataclasses.asdict(z)}, args.json)
         if args.plot:
