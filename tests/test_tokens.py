@@ -318,3 +318,48 @@ def test_probe_counts_a_corpus_with_the_heads_own_tokenizer(tokenizer_file, tmp_
         probe(str(head), corpus=tmp_path / "none.txt", progress=False)
     assert main(["probe", str(head), "--corpus", str(corpus), "--no-splits",
                  "--no-progress"]) == 0
+
+
+def test_compare_with_a_corpus(tokenizer_file, tmp_path, capsys):
+    """compare --corpus: each head counts the corpus with its own tokenizer; the rows carry
+    the same numbers as probe(corpus=...) alone, and the third figure draws them."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    import superkern
+    from superkern import probe
+    from superkern.probe.plots import frequency_overlaps_figure
+
+    heads = []
+    for k, m in enumerate((6, 8)):
+        folder = tmp_path / f"h{k}"
+        folder.mkdir()
+        shutil.copy(tokenizer_file, folder / "tokenizer.json")
+        W = torch.randn(len(VOCAB), m, generator=torch.Generator().manual_seed(k))
+        save_file({"lm_head.weight": W}, str(folder / "model.safetensors"))
+        heads.append(folder)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat\nthe dog sat\na cat\nthe cat\n")
+    cmp = superkern.compare(heads, names=["a", "b"], corpus=corpus, progress=False, exact=True)
+    for row, folder in zip(cmp.rows, heads):
+        f = probe(folder, corpus=corpus, progress=False, splits=False, sample=0).frequency
+        assert row["freq_rows_seen"] == f.rows == 7 and row["freq_spearman"] == f.spearman
+        assert row["freq_m_mean_sq_centred"].count(";") == len(f.bins) - 1
+    fig = frequency_overlaps_figure([(r["name"], rep["rows"]["m"], rep["frequency"])
+                                     for r, rep in zip(cmp.rows, cmp.reports)])
+    for line, rep in zip(fig.axes[0].get_lines(), cmp.reports):
+        m = rep["rows"]["m"]
+        want = [m * b["mean_sq_centred"] for b in rep["frequency"]["bins"]
+                if b["mean_sq_centred"] is not None and b["mean_sq_centred"] > 0]
+        assert np.allclose(line.get_ydata(), want, rtol=1e-12)
+    assert "m<c^2> centred by bin" in cmp.format_table()
+    assert "frequency_overlaps.png" in cmp.plots()
+    assert main(["compare", str(heads[0]), str(heads[1]), "--corpus", str(corpus),
+                 "--no-progress"]) == 0
+    assert "Token frequency" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="has no tokenizer of its own"):
+        superkern.compare([torch.randn(9, 4)], corpus=corpus, progress=False)
+    with pytest.raises(FileNotFoundError, match="no such corpus file"):
+        superkern.compare(heads, corpus=tmp_path / "none.txt", progress=False)
+    assert superkern.compare(heads, progress=False).rows[0]["freq_spearman"] is None

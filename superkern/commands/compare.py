@@ -19,7 +19,10 @@ def register(sub) -> None:
     p.add_argument("--exact", action="store_true", help="no sampling anywhere")
     p.add_argument("--csv", metavar="FILE", help="write the table as CSV")
     p.add_argument("--json", metavar="FILE", help="write the table and full reports as JSON")
-    p.add_argument("--plots", metavar="DIR", help="write the two figures here")
+    p.add_argument("--plots", metavar="DIR", help="write the figures here")
+    p.add_argument("--corpus", metavar="FILE",
+                   help="count a text file's tokens with each head's own tokenizer and add row "
+                        "norm vs token frequency (and frequency_overlaps.png)")
     p.set_defaults(func=run)
 
 
@@ -32,7 +35,7 @@ def run(args) -> int:
     result = compare(args.paths, names=names, tensor=args.tensor, precision=args.precision,
                      backend=args.backend, device=args.device, sample=args.sample,
                      exact=args.exact, bins=args.bins, seed=args.seed,
-                     progress=False if args.no_progress else None)
+                     progress=False if args.no_progress else None, corpus=args.corpus)
     print(result.format_table(), flush=True)  # shown even if writing a file fails
     written = result.save(csv_path=args.csv, json_path=args.json, plots_dir=args.plots)
     for path in written:

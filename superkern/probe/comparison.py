@@ -1,6 +1,7 @@
 """``compare``: probe many heads and put them in one table (stdout / CSV / JSON) and two
 figures: mean c^2 vs m with the 1/m line (paper Fig. 8a style) and row norms per head
-(paper Fig. 20 style)."""
+(paper Fig. 20 style). With a corpus, a third: the overlaps inside each token-frequency bin,
+one line per head."""
 from __future__ import annotations
 
 import csv
@@ -22,7 +23,8 @@ COLUMNS = ("name", "source", "tensor", "n", "m", "n_over_m", "dtype", "tied",
            "phi_half", "phi_1", "phi_half_median", "phi_1_median", "duplicate_extra_copies",
            "mean_abs", "random_mean_abs", "mean_sq", "m_mean_sq", "mean_sq_centred",
            "m_mean_sq_centred", "max_abs", "welch_bound", "sampled_rows", "verdict",
-           "norm_scale", "backend", "precision", "seconds")
+           "norm_scale", "backend", "precision", "seconds", "freq_rows_seen", "freq_spearman",
+           "freq_spearman_centred", "freq_m_mean_sq_centred")
 
 
 def summary_row(report) -> dict[str, Any]:
@@ -48,8 +50,22 @@ def summary_row(report) -> dict[str, Any]:
         "sampled_rows": tiled.get("rows") if tiled.get("sampled") else None,
         "verdict": d["verdict"]["label"], "norm_scale": d["verdict"]["norm_scale"],
         "backend": d["run"]["backend"], "precision": d["run"]["precision"],
-        "seconds": d["run"]["seconds"],
+        "seconds": d["run"]["seconds"], **_frequency_columns(d.get("frequency"), d["rows"]["m"]),
     }
+
+
+def _frequency_columns(f: Optional[dict[str, Any]], m: int) -> dict[str, Any]:
+    """Token-frequency columns of a compare row (None without a corpus): tokens seen,
+    Spearman's rho raw and centred, and the centred m<c^2> per frequency bin, most frequent
+    first, as one ';'-joined cell (the bins differ from head to head)."""
+    if not f:
+        return {"freq_rows_seen": None, "freq_spearman": None, "freq_spearman_centred": None,
+                "freq_m_mean_sq_centred": None}
+    per_bin = [m * b["mean_sq_centred"] if b.get("mean_sq_centred") is not None else None
+               for b in f["bins"]]
+    return {"freq_rows_seen": f["rows"], "freq_spearman": f["spearman"],
+            "freq_spearman_centred": f["spearman_centred"],
+            "freq_m_mean_sq_centred": ";".join(_f(v, 3) for v in per_bin)}
 
 
 @dataclass
@@ -90,14 +106,31 @@ class Comparison:
         lines = _grid(head, body)
         if any(r["sampled_rows"] for r in self.rows):
             lines.append("  * mean|c| and max|c| on a seeded row sample; mean c^2 is exact")
+        if any(r.get("freq_rows_seen") for r in self.rows):
+            lines += ["", "Token frequency (each head's own tokenizer on the corpus): Spearman's "
+                          "rho of norm and count;",
+                      "m<c^2> of the centred rows inside each frequency bin, most frequent "
+                      "first (1 for random directions)"]
+            lines += _grid(["head", "seen", "rho", "rho centred", "m<c^2> centred by bin"],
+                           [[r["name"], str(r["freq_rows_seen"]), _f(r["freq_spearman"], 3),
+                             _f(r["freq_spearman_centred"], 3),
+                             r["freq_m_mean_sq_centred"].replace(";", " ")]
+                            for r in self.rows if r.get("freq_rows_seen")])
         return "\n".join(lines)
 
     def plots(self) -> dict[str, bytes]:
         """PNG bytes by file name: ``mean_sq_vs_m.png`` and ``row_norms.png``."""
         from superkern.probe.plots import mean_sq_vs_m_png, row_norms_png
 
-        return {"mean_sq_vs_m.png": mean_sq_vs_m_png(self.rows),
-                "row_norms.png": row_norms_png([r["name"] for r in self.rows], self.norms)}
+        out = {"mean_sq_vs_m.png": mean_sq_vs_m_png(self.rows),
+               "row_norms.png": row_norms_png([r["name"] for r in self.rows], self.norms)}
+        freq = [(r["name"], rep["rows"]["m"], rep["frequency"])
+                for r, rep in zip(self.rows, self.reports) if rep.get("frequency")]
+        if freq:
+            from superkern.probe.plots import frequency_overlaps_png
+
+            out["frequency_overlaps.png"] = frequency_overlaps_png(freq)
+        return out
 
     def save(self, *, csv_path=None, json_path=None, plots_dir=None) -> list[str]:
         """Render everything, then write each file atomically."""
@@ -117,7 +150,8 @@ class Comparison:
 def compare(sources: Sequence[Any], *, names: Optional[Sequence[str]] = None,
             tensor: Optional[str] = None, precision: str = "fp32", backend: str = "auto",
             device: str = "auto", sample: Optional[int] = None, exact: bool = False,
-            bins: int = 100, seed: int = 0, progress: Optional[bool] = None) -> Comparison:
+            bins: int = 100, seed: int = 0, progress: Optional[bool] = None,
+            corpus: Any = None) -> Comparison:
     """Probe several heads (no norm splits, no top-k) and collect one row per head.
 
     Args:
@@ -126,6 +160,8 @@ def compare(sources: Sequence[Any], *, names: Optional[Sequence[str]] = None,
         sample: row cap of every tiled pass, the main one included (None = auto: 8192 on a
             CPU, none on CUDA); mean c^2 is exact over all rows regardless.
         exact: no sampling at all (``sample=0``).
+        corpus: a text file that every head's own tokenizer counts (see
+            :func:`superkern.probe`): adds row norm vs token frequency per head.
         Other arguments as for :func:`superkern.probe`.
     """
     from superkern.probe.core import probe
@@ -139,11 +175,13 @@ def compare(sources: Sequence[Any], *, names: Optional[Sequence[str]] = None,
                 str(src).strip().lower() not in ALIASES:
             raise FileNotFoundError(f"{src}: no such file or directory (and not a known "
                                     f"package alias: {', '.join(ALIASES)})")
+    if corpus is not None and not Path(corpus).is_file():
+        raise FileNotFoundError(f"no such corpus file: {corpus}")
     rows, norms, reports = [], [], []
     for k, src in enumerate(sources):
         rep = probe(src, tensor=tensor, precision=precision, backend=backend, device=device,
                     bins=bins, topk=0, sample=0 if exact else sample, sample_main=not exact,
-                    splits=False, seed=seed, progress=progress)
+                    splits=False, seed=seed, progress=progress, corpus=corpus)
         if names is not None:
             rep.head.name = names[k]
         row = summary_row(rep)

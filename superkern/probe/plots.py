@@ -196,3 +196,29 @@ def _bin_overlaps(ax, f, mids) -> None:
     ax.set_ylabel("m x mean c^2 inside the bin")
     ax.set_title("overlaps among tokens of similar frequency", fontsize=10)
     ax.legend(fontsize=8)
+
+
+def frequency_overlaps_png(heads: Sequence[tuple[str, int, dict[str, Any]]]) -> bytes:
+    return png_bytes(frequency_overlaps_figure(heads))
+
+
+def frequency_overlaps_figure(heads: Sequence[tuple[str, int, dict[str, Any]]]):
+    """``compare --corpus``: m<c^2> of the centred rows inside each token-frequency bin against
+    the bin's frequency rank, one line per ``(name, m, frequency dict)`` head, with the random
+    level 1."""
+    fig = new_figure(7.0, 4.4)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, m, f in heads:
+        mids = np.array([np.sqrt(b["ranks"][0] * b["ranks"][1]) for b in f["bins"]])
+        y = np.array([m * b["mean_sq_centred"] if b.get("mean_sq_centred") is not None
+                      else np.nan for b in f["bins"]], dtype=float)
+        ok = np.isfinite(y) & (y > 0)
+        ax.plot(mids[ok], y[ok], "-o", ms=4, lw=1.5, label=f"{name} (m = {m})")
+    ax.axhline(1.0, color="0.5", ls=":", lw=1, label="random directions")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("token frequency rank (bin centre)")
+    ax.set_ylabel("m x mean c^2 inside the bin (centred rows)")
+    ax.set_title("Overlaps among tokens of similar frequency", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
