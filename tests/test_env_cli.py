@@ -19,8 +19,12 @@ def test_env_json(capsys):
     assert set(cpu) == set(B.BACKENDS) and all(isinstance(v, str) and v for v in cpu.values())
     import numpy
 
+    import scipy
+    import sentencepiece
+
     libs = info["libraries"]
-    assert libs["numpy"] == numpy.__version__ and set(libs) >= {"gguf", "sentencepiece"}
+    assert libs["numpy"] == numpy.__version__ and libs["scipy"] == scipy.__version__
+    assert libs["sentencepiece"] == sentencepiece.__version__
     assert all(isinstance(v, str) and v for v in libs.values())
 
 

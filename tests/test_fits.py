@@ -200,6 +200,10 @@ def test_cli_fit_zipf_and_width_law(tmp_path, capsys):
     assert main(["fit", "zipf", str(freqs)]) == 0
     out = capsys.readouterr().out
     assert "alpha = 1.00" in out and "frequencies, not counts" in out
+    assert main(["fit", "zipf", str(freqs), "--json", "-"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["frequencies"] is True and d["n_tokens"] is None
+    assert abs(d["total_weight"] - sum(0.1 / r for r in range(1, 3001))) < 1e-9
     g, m, y, _ = _width_data(0.0)
     csv = tmp_path / "llm.csv"
     csv.write_text("family,dataset,m,loss\n" + "".join(

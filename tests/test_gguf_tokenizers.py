@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+
 def _gguf_with_tokenizer(path, model="gpt2", pre="smollm"):
     gguf = pytest.importorskip("gguf")
     tokens = ["a", "b", "Ġ", "0", "1", "ab", "Ġab", "10", "Ċ"]
@@ -272,18 +273,27 @@ def _reference_json(pre: str) -> str:
 
 def _gguf_from_tokenizer_json(doc: dict, path, pre: str) -> int:
     """What llama.cpp's converter stores of a byte-level BPE tokenizer.json: every id's token
-    (added tokens included; a gap becomes [PADi]) and the merges as 'a b' strings."""
+    up to the model's vocabulary size (the embedding is padded: here to a multiple of 128;
+    a gap becomes [PADi], typed unused), added tokens typed control when special (or looking
+    like <|...|>) and user-defined otherwise, and the merges as 'a b' strings."""
     gguf = pytest.importorskip("gguf")
     vocab = dict(doc["model"]["vocab"])
-    vocab.update({a["content"]: a["id"] for a in doc["added_tokens"]})
-    n = max(vocab.values()) + 1
+    added = {a["id"]: a for a in doc["added_tokens"]}
+    vocab.update({a["content"]: i for i, a in added.items()})
+    n = -(-(max(vocab.values()) + 1) // 128) * 128
     tokens = [f"[PAD{i}]" for i in range(n)]
+    types = [gguf.TokenType.UNUSED] * n
     for t, i in vocab.items():
         tokens[i] = t
+        a = added.get(i)
+        looks_special = t.startswith("<|") and t.endswith("|>")
+        types[i] = (gguf.TokenType.NORMAL if a is None else gguf.TokenType.CONTROL
+                    if a["special"] or looks_special else gguf.TokenType.USER_DEFINED)
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre(pre)
     w.add_token_list(tokens)
+    w.add_token_types(types)
     w.add_token_merges([m if isinstance(m, str) else " ".join(m)
                         for m in doc["model"]["merges"]])
     w.add_tensor("token_embd.weight", np.zeros((n, 1), dtype=np.float32))
@@ -316,9 +326,16 @@ def test_gguf_bpe_matches_the_real_llama3_and_qwen_tokenizers(tmp_path, pre):
     corpus += ["It's WE'LL they'd I'M 1234567 3.14159 2024-11-24\r\n\tx**2",
                "e\u0301cole cafe\u0301 Å ﬁ ½ 한국어 日本語 😀👍🏽 “quoted” — dash",
                "  multiple   spaces\n\n\n   indented\n"]
+    doc_json = json.loads(text)
+
+    def control(a: dict) -> bool:  # how the converter types an added token
+        return a["special"] or (a["content"].startswith("<|") and a["content"].endswith("|>"))
+
+    user = [a["content"] for a in doc_json["added_tokens"] if not control(a)]
+    corpus += [f"before{t}\nafter {t} x" for t in user]  # user-defined: one token each
     # Control tokens written out in text are text to a rebuilt tokenizer (as to llama.cpp
     # without special-token parsing) but one token to tokenizer.json: documented, left out.
-    special = [a["content"] for a in json.loads(text)["added_tokens"] if a["special"]]
+    special = [a["content"] for a in doc_json["added_tokens"] if control(a)]
     assert len(original.encode(special[0], add_special_tokens=False).ids) == 1
     assert len(rebuilt.encode(special[0], add_special_tokens=False).ids) > 1
     tokens = 0
@@ -329,3 +346,6 @@ def test_gguf_bpe_matches_the_real_llama3_and_qwen_tokenizers(tmp_path, pre):
         assert rebuilt.encode(doc, add_special_tokens=False).ids == want, doc[:80]
         tokens += len(want)
     assert tokens > 100_000  # a real corpus, not a handful of words
+    for t in user:  # Qwen's <think>, <tool_call>, ...: matched whole, as tokenizer.json does
+        assert rebuilt.encode(t, add_special_tokens=False).ids == [original.token_to_id(t)]
+    assert (len(user) > 0) == (pre == "qwen2")

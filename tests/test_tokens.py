@@ -360,6 +360,20 @@ def test_compare_with_a_corpus(tokenizer_file, tmp_path, capsys):
     assert "Token frequency" in capsys.readouterr().out
     with pytest.raises(ValueError, match="has no tokenizer of its own"):
         superkern.compare([torch.randn(9, 4)], corpus=corpus, progress=False)
+    (tmp_path / "bare").mkdir()  # no tokenizer.json beside it
+    np.save(tmp_path / "bare" / "bare.npy", np.ones((9, 4), dtype=np.float32))
+    calls = []
+    import superkern.probe.core as core
+
+    real = core.probe
+    core.probe = lambda *a, **k: calls.append(a) or real(*a, **k)
+    try:  # the second head has no tokenizer: refused before the first is probed
+        with pytest.raises(ValueError, match="each head's own tokenizer: .*bare.npy"):
+            superkern.compare([heads[0], tmp_path / "bare" / "bare.npy"], corpus=corpus,
+                              progress=False)
+    finally:
+        core.probe = real
+    assert calls == []
     with pytest.raises(FileNotFoundError, match="no such corpus file"):
         superkern.compare(heads, corpus=tmp_path / "none.txt", progress=False)
     assert superkern.compare(heads, progress=False).rows[0]["freq_spearman"] is None

@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from superkern.probe.gguf_loader import gguf_array
 from superkern.probe.vocab import vocab_from_gguf_field
 
 # SentencePiece's ModelProto.SentencePiece.Type, which GGUF's token_type copies
@@ -52,13 +53,12 @@ class SentencePieceTokenizer:
 
 
 def _numbers(reader, key: str, path) -> np.ndarray:
-    f = reader.fields.get(key)
-    if f is None:
+    if reader.fields.get(key) is None:
         raise ValueError(f"{path}: the GGUF SentencePiece tokenizer has no {key}")
-    try:
-        return np.concatenate([np.asarray(f.parts[i]).ravel() for i in f.data])
-    except Exception:  # noqa: BLE001 - malformed metadata
-        raise ValueError(f"{path}: unreadable {key}") from None
+    values = gguf_array(reader, key)
+    if values is None:
+        raise ValueError(f"{path}: unreadable {key}")
+    return values
 
 
 def _flag(reader, key: str, default: bool) -> bool:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from superkern.probe.gguf_loader import _open_reader, gguf_shards, gguf_text
+import numpy as np
+
+from superkern.probe.gguf_loader import _open_reader, gguf_array, gguf_shards, gguf_text
 from superkern.probe.vocab import vocab_from_gguf_field
 
 # tokenizer.ggml.pre values: digits split one by one, then GPT-2's regex
@@ -38,6 +40,7 @@ LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
 QWEN2 = {"qwen2", "deepseek-r1-qwen"}
 QWEN2_REGEX = LLAMA3_REGEX.replace(r"\p{N}{1,3}", r"\p{N}")
 SUPPORTED = DIGITS_THEN_GPT2 | GPT2_ONLY | LLAMA3 | QWEN2
+USER_DEFINED = 4  # tokenizer.ggml.token_type of an added token that is not special
 
 
 def _pre_tokenizer(pre: str):
@@ -63,7 +66,7 @@ def gguf_tokenizer(path: str | Path):
     Raises:
         ValueError: the file has no tokenizer, or one of a kind not rebuilt here (named).
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
 
     reader = _open_reader(gguf_shards(Path(path))[0])  # a split model's metadata file
     kind = gguf_text(reader, "tokenizer.ggml.model")
@@ -101,4 +104,11 @@ def gguf_tokenizer(path: str | Path):
     if pre in QWEN2:
         tok.normalizer = normalizers.NFC()
     tok.decoder = decoders.ByteLevel()
+    types = gguf_array(reader, "tokenizer.ggml.token_type")
+    if types is not None and types.size == len(tokens):
+        # User-defined tokens (an added token that is not special: Qwen3's <think>) match
+        # whole, on the raw text, as in llama.cpp and tokenizer.json; control tokens do not.
+        user = [tokens[i] for i in np.flatnonzero(types == USER_DEFINED)]
+        if user:
+            tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in user])
     return tok, pre

@@ -146,8 +146,9 @@ def load_counts(path: str | Path, mode: Literal["auto", "counts", "text", "json"
         else:
             counts = _json_counts(obj)
             if counts is None:
-                raise ValueError(f"{path}: JSON must be {{token: count}} or a list of counts "
-                                 f"(non-negative numbers); got {type(obj).__name__} "
+                raise ValueError(f"{path}: JSON must be {{token: count}}, a list of counts "
+                                 f"(non-negative numbers) or a counts file written by "
+                                 f"--save-counts; got {type(obj).__name__} "
                                  f"{json.dumps(obj)[:80]}")
             return counts, "json"
     if mode in ("auto", "counts"):

@@ -151,18 +151,23 @@ def run(args) -> int:
         else:
             counts, mode = load_counts(args.file, args.mode)
         z = zipf_fit(counts, points=args.points)
+        c = np.asarray(counts, dtype=np.float64)
+        frequencies = not np.all(c == np.rint(c))  # relative frequencies, not counts
         if name is not None and args.save_counts:  # only counts that could be fitted
             from superkern.analysis.tokens import save_token_counts
 
             save_token_counts(args.save_counts, counts, name, Path(args.file).name)
         if args.json != "-":
-            c = np.asarray(counts, dtype=np.float64)
-            total = (f"{z.n_tokens} tokens" if np.all(c == np.rint(c))
+            total = (f"{z.n_tokens} tokens" if not frequencies
                      else f"total weight {c.sum():.4g} (frequencies, not counts)")
             print(f"{args.file} ({mode}): alpha = {z.alpha:.4f} (slope se {z.stderr:.4f}), "
                   f"R^2 = {z.r2:.4f}, {z.n_types} types, {total}, "
                   f"{z.points} log-rank points")
-        _emit({"file": args.file, "mode": mode, **dataclasses.asdict(z)}, args.json)
+        result = {"file": args.file, "mode": mode, **dataclasses.asdict(z),
+                  "frequencies": bool(frequencies)}
+        if frequencies:
+            result.update(n_tokens=None, total_weight=float(c.sum()))
+        _emit(result, args.json)
         if args.plot:
             from superkern.analysis.fig_llm import png, zipf_figure
 

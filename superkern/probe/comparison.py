@@ -175,8 +175,17 @@ def compare(sources: Sequence[Any], *, names: Optional[Sequence[str]] = None,
                 str(src).strip().lower() not in ALIASES:
             raise FileNotFoundError(f"{src}: no such file or directory (and not a known "
                                     f"package alias: {', '.join(ALIASES)})")
-    if corpus is not None and not Path(corpus).is_file():
-        raise FileNotFoundError(f"no such corpus file: {corpus}")
+    if corpus is not None:
+        from superkern.analysis.tokens import head_tokenizer_spec
+
+        if not Path(corpus).is_file():
+            raise FileNotFoundError(f"no such corpus file: {corpus}")
+        for src in sources:  # every head needs its own tokenizer: fail before any probe
+            try:
+                head_tokenizer_spec(src)
+            except ValueError as exc:
+                raise ValueError(f"compare --corpus counts tokens with each head's own "
+                                 f"tokenizer: {exc}") from None
     rows, norms, reports = [], [], []
     for k, src in enumerate(sources):
         rep = probe(src, tensor=tensor, precision=precision, backend=backend, device=device,

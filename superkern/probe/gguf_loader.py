@@ -162,6 +162,17 @@ def _readers(path: Path) -> list:
     return readers
 
 
+def gguf_array(reader, key: str) -> Optional[np.ndarray]:
+    """A numeric array metadata field of an open GGUF file (None when absent or unreadable)."""
+    f = reader.fields.get(key)
+    if f is None:
+        return None
+    try:
+        return np.concatenate([np.asarray(f.parts[i]).ravel() for i in f.data])
+    except Exception:  # noqa: BLE001 - malformed metadata reads as absent
+        return None
+
+
 def gguf_text(reader, key: str) -> Optional[str]:
     """A string metadata field of an open GGUF file (None when absent or unreadable)."""
     f = reader.fields.get(key)

@@ -213,7 +213,8 @@ def frequency_overlaps_figure(heads: Sequence[tuple[str, int, dict[str, Any]]]):
         y = np.array([m * b["mean_sq_centred"] if b.get("mean_sq_centred") is not None
                       else np.nan for b in f["bins"]], dtype=float)
         ok = np.isfinite(y) & (y > 0)
-        ax.plot(mids[ok], y[ok], "-o", ms=4, lw=1.5, label=f"{name} (m = {m})")
+        if ok.any():  # a head whose bins all hold one token has nothing to draw
+            ax.plot(mids[ok], y[ok], "-o", ms=4, lw=1.5, label=f"{name} (m = {m})")
     ax.axhline(1.0, color="0.5", ls=":", lw=1, label="random directions")
     ax.set_xscale("log")
     ax.set_yscale("log")
