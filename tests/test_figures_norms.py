@@ -120,3 +120,57 @@ def test_fig6b_one_density_per_width(results_file):
         area = sum((x[i + 1] - x[i]) * y[i] for i in range(len(x) - 1) if x[i + 1] > x[i])
         assert abs(area - 1.0) < 1e-6
     assert [t.get_text() for t in ax.get_legend().get_texts()][:3] == ["m=10", "m=20", "m=40"]
+
+
+def test_frequency_bin_overlaps_against_a_brute_force_gram():
+    """Rows in frequency order, 8 log-spaced rank bins over the nonzero rows (the probe's
+    rule), m times the mean c^2 over each bin's pairs: against an explicit Gram matrix."""
+    import math
+
+    import torch
+
+    from superkern.analysis.weights import frequency_bin_overlaps
+
+    n, m = 300, 12
+    W = torch.randn(n, m, generator=torch.Generator().manual_seed(4))
+    W[:20] = W[0] + 0.05 * W[:20]  # the 20 most frequent rows nearly parallel
+    W[150] = 0.0                   # a zero row takes part in no pair
+    mids, vals = frequency_bin_overlaps(W)
+    keep = np.flatnonzero(W.norm(dim=1).numpy() > 0)
+    rank = np.arange(1, keep.size + 1)
+    edges = np.unique(np.geomspace(1, keep.size + 1, 9))
+    which = np.clip(np.searchsorted(edges, rank, side="right") - 1, 0, len(edges) - 2)
+    U = W.double() / W.double().norm(dim=1, keepdim=True).clamp_min(1e-300)
+    assert len(vals) == len(mids) == len(np.unique(which))
+    for b, (mid, got) in enumerate(zip(mids, vals)):
+        ids = keep[which == b]
+        assert mid == math.sqrt((ids[0] + 1.0) * (ids[-1] + 1.0))
+        k = ids.size
+        if k < 2:
+            assert math.isnan(got)
+            continue
+        C = U[torch.from_numpy(ids)] @ U[torch.from_numpy(ids)].T
+        want = m * float(((C ** 2).sum() - k) / (k * (k - 1)))
+        assert abs(got - want) < 1e-10 * want, (b, got, want)
+    assert vals[np.isfinite(vals)][0] > 10 * vals[-1]  # the parallel head overlaps most
+
+
+def test_freq_overlaps_figure(results_file):
+    """Strong synthetic rows are random directions: m<c^2> near 1 in the large bins, and each
+    line is the mean over seeds of frequency_bin_overlaps of that width's weights."""
+    from superkern.analysis.fig_norms import freq_overlaps
+    from superkern.analysis.weights import cached_stats
+
+    ctx = _ctx(results_file)
+    fig = freq_overlaps(ctx)
+    left = fig.axes[0].get_lines()[:-1]  # the last line is the random level
+    assert [ln.get_label() for ln in left] == ["m=10", "m=20", "m=40"]
+    runs = [r for r in ctx.results.runs if r.gamma == -1.0 and r.alpha == 1.0 and r.n == 100
+            and r.config.get("density_s") is None]
+    for line, m in zip(left, (10, 20, 40)):
+        stats = [cached_stats(r.weights, ctx.cache, "freqbins") for r in runs if r.m == m]
+        want = np.mean([s[1] for s in stats], axis=0)
+        ok = np.isfinite(want) & (want > 0)
+        assert np.allclose(line.get_ydata(), want[ok], rtol=1e-12)
+        assert 0.5 < line.get_ydata()[-1] < 2.0  # the biggest bin: random directions
+    assert "gamma = -1" in fig._suptitle.get_text()

@@ -1,4 +1,6 @@
-"""Row-norm figures, read from the saved weights: paper Figs. 6a, 6b, 9, 11 and 12.
+"""Row-norm figures, read from the saved weights: paper Figs. 6a, 6b, 9, 11 and 12, and the
+overlaps among features of similar frequency (superkern's counterpart of the probe's
+frequency bins; not a paper figure).
 
 The row norm ||W_i|| sorts features into the paper's groups: about 0 (not learned) or about 1
 (learned) at weak superposition, split at 1/2 for phi_half; above or below 1 (strongly or
@@ -8,6 +10,7 @@ pooled; histogram counts are per model (log scale in weak-superposition panels).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Sequence
 
 import matplotlib.pyplot as plt
@@ -235,4 +238,51 @@ def fig6b(ctx: Context):
     ax.set_title(f"gamma = {g:.3g}, alpha = {a:g}, n = {sel[0].n}", fontsize=9)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     footer(fig, ctx, sel, note)
+    return fig
+
+
+@figure("freq_overlaps", "Strong superposition: overlaps among features of similar frequency "
+                         "(the probe's frequency bins, for the toy model)")
+def freq_overlaps(ctx: Context):
+    """m<c^2> inside each of 8 log-spaced frequency-rank bins, at the gamma nearest -1: one
+    line per width at the alpha nearest 1 (left), one line per alpha at the width nearest 39
+    (right). The same binning as ``superkern probe --corpus`` gives LM heads."""
+    runs, note = grid_runs(ctx, "freq_overlaps")
+    runs = _saved(ctx, runs, "freq_overlaps")
+    g = _gamma(runs, -1.0, "freq_overlaps")
+    strong = [r for r in runs if r.gamma == g]
+    a0 = _nearest({r.alpha for r in strong}, 1.0)
+    w0 = _nearest({r.m for r in strong}, 39)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+    drawn = []
+    for ax, key, fixed in ((ax1, "m", [r for r in strong if r.alpha == a0]),
+                           (ax2, "alpha", [r for r in strong if r.m == w0])):
+        values = sorted({getattr(r, key) for r in fixed})
+        for col, v in zip(plt.cm.viridis(np.linspace(0, 0.9, len(values))), values):
+            stats = [cached_stats(r.weights, ctx.cache, "freqbins")
+                     for r in fixed if getattr(r, key) == v]
+            stats = [s for s in stats if s is not None]
+            if not stats:
+                continue
+            mids = stats[0][0]
+            with warnings.catch_warnings():  # a one-feature bin is NaN in every seed
+                warnings.simplefilter("ignore", RuntimeWarning)
+                y = np.nanmean([s[1] for s in stats if s[0].shape == mids.shape], axis=0)
+            ok = np.isfinite(y) & (y > 0)
+            ax.plot(mids[ok], y[ok], "o-", ms=3, color=col, label=f"{key}={v:g}")
+            drawn += [r for r in fixed if getattr(r, key) == v]
+        ax.axhline(1.0, color="0.5", ls=":", lw=1, label="random directions")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("feature frequency rank (bin centre)")
+        ax.legend(fontsize=7)
+    if not drawn:
+        raise MissingData("freq_overlaps: no readable weights file")
+    ax1.set_ylabel("m x mean c^2 inside the bin")
+    ax1.set_title(f"alpha = {a0:g}, every width", fontsize=9)
+    ax2.set_title(f"m = {w0}, every alpha", fontsize=9)
+    fig.suptitle(f"Strong superposition (gamma = {g:.3g}): overlaps among features of similar "
+                 "frequency (seeds averaged)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    footer(fig, ctx, list({id(r): r for r in drawn}.values()), note)  # a run in both panels
     return fig

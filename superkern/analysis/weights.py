@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
 # Above this many rows, the O(N^2 m) mean |c| pass is skipped (mean c^2 stays exact via the
@@ -84,9 +85,25 @@ def random_var_abs(m: int, count: Optional[int] = None, seed: int = 0) -> float:
     return float(c[iu[0], iu[1]].abs().var(unbiased=False))
 
 
+def frequency_bin_overlaps(W: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """m times the mean c^2 over the pairs inside each frequency bin of a toy model's rows (in
+    feature order, p_i decreasing), binned as ``superkern probe`` bins tokens by count: 8
+    log-spaced rank bins, zero rows left out. Returns (bin centre ranks, m<c^2> per bin;
+    NaN for a one-feature bin), exact from each bin's Gram identity."""
+    from superkern.probe.frequency import frequency_bins
+    from superkern.probe.gram import set_moments
+
+    n, m = W.shape
+    bins, _ = frequency_bins(W.double().norm(dim=1).numpy(), np.arange(n, 0, -1, dtype=float))
+    mom = set_moments(W, {f"b{k}": torch.from_numpy(ids) for k, ids in enumerate(bins)})
+    mids = np.array([math.sqrt((ids[0] + 1.0) * (ids[-1] + 1.0)) for ids in bins])
+    return mids, np.array([m * mom[f"b{k}"]["mean_sq"] for k in range(len(bins))])
+
+
 def cached_stats(path: Optional[Path], cache: dict, kind: str):
-    """``strong_weak`` (kind "overlaps"), ``ambiguity`` or the row norms (kind "norms", an fp64
-    numpy array in feature order) of a weights file, memoised in ``cache``; None when the file
+    """``strong_weak`` (kind "overlaps"), ``ambiguity``, the row norms (kind "norms", an fp64
+    numpy array in feature order) or :func:`frequency_bin_overlaps` (kind "freqbins") of a
+    weights file, memoised in ``cache``; None when the file
     is missing or unreadable (a truncated file: with a warning naming it)."""
     if path is None or not Path(path).is_file():
         return None
@@ -103,6 +120,8 @@ def cached_stats(path: Optional[Path], cache: dict, kind: str):
             cache[key] = ambiguity(W)
         elif kind == "norms":
             cache[key] = W.norm(dim=1).numpy()
+        elif kind == "freqbins":
+            cache[key] = frequency_bin_overlaps(W)
         else:
             cache[key] = strong_weak(W)
     return cache[key]
