@@ -123,8 +123,9 @@ def test_fig6b_one_density_per_width(results_file):
 
 
 def test_frequency_bin_overlaps_against_a_brute_force_gram():
-    """Rows in frequency order, 8 log-spaced rank bins over the nonzero rows (the probe's
-    rule), m times the mean c^2 over each bin's pairs: against an explicit Gram matrix."""
+    """Rows in frequency order, 8 log-spaced rank bins over all n features (as the probe bins
+    n counted tokens), zero rows out of the pairs, m times the mean c^2 over each bin's
+    pairs: against an explicit Gram matrix."""
     import math
 
     import torch
@@ -136,15 +137,17 @@ def test_frequency_bin_overlaps_against_a_brute_force_gram():
     W[:20] = W[0] + 0.05 * W[:20]  # the 20 most frequent rows nearly parallel
     W[150] = 0.0                   # a zero row takes part in no pair
     mids, vals = frequency_bin_overlaps(W)
-    keep = np.flatnonzero(W.norm(dim=1).numpy() > 0)
-    rank = np.arange(1, keep.size + 1)
-    edges = np.unique(np.geomspace(1, keep.size + 1, 9))
+    nonzero = W.norm(dim=1).numpy() > 0
+    rank = np.arange(1, n + 1)
+    edges = np.unique(np.geomspace(1, n + 1, 9))
     which = np.clip(np.searchsorted(edges, rank, side="right") - 1, 0, len(edges) - 2)
     U = W.double() / W.double().norm(dim=1, keepdim=True).clamp_min(1e-300)
     assert len(vals) == len(mids) == len(np.unique(which))
     for b, (mid, got) in enumerate(zip(mids, vals)):
-        ids = keep[which == b]
-        assert mid == math.sqrt((ids[0] + 1.0) * (ids[-1] + 1.0))
+        members = np.flatnonzero(which == b)
+        assert mid == math.sqrt((members[0] + 1.0) * (members[-1] + 1.0))
+        ids = members[nonzero[members]]
+        assert (150 in members) == (150 not in ids and ids.size == members.size - 1)
         k = ids.size
         if k < 2:
             assert math.isnan(got)
@@ -174,3 +177,24 @@ def test_freq_overlaps_figure(results_file):
         assert np.allclose(line.get_ydata(), want[ok], rtol=1e-12)
         assert 0.5 < line.get_ydata()[-1] < 2.0  # the biggest bin: random directions
     assert "gamma = -1" in fig._suptitle.get_text()
+
+
+def test_freq_overlaps_skips_an_unreadable_file(results_file, tmp_path):
+    """A damaged weights file drops that model from its line and from the footer's count;
+    the figure still draws the rest."""
+    import shutil
+
+    from superkern.analysis.fig_norms import freq_overlaps
+
+    folder = tmp_path / "copy"
+    shutil.copytree(results_file.parent, folder)
+    ctx = _ctx(folder / "results.jsonl")
+    victim = next(r for r in ctx.results.runs if r.gamma == -1.0 and r.m == 20
+                  and r.alpha == 1.0 and r.n == 100 and r.config.get("density_s") is None)
+    victim.weights.write_bytes(victim.weights.read_bytes()[:40])
+    with pytest.warns(UserWarning, match="unreadable weights"):
+        fig = freq_overlaps(ctx)
+    labels = [ln.get_label() for ln in fig.axes[0].get_lines()]
+    assert labels == ["m=10", "m=40", "random directions"]  # m = 20 had one seed, now none
+    footer = fig.texts[-1].get_text()
+    assert "(5 runs," in footer, footer  # 6 drawn without the damage, m = 20 now missing

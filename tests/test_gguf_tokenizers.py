@@ -119,7 +119,8 @@ def test_gguf_bpe_matches_a_trained_tokenizer_json(tmp_path, pre):
     w.close()
     tok, _ = load_tokenizer(tmp_path / "bpe.gguf")
     gen = np.random.default_rng(2)
-    alphabet = list("the cat über 2024 x**2 ") + ["  ", "\n", "\n\n", "\t", "\r\n", "😀", "漢字",
+    alphabet = list("the cat über 2024 x**2 ") + ["  ", "\n", "\n\n", "\t", "\r\n", "😀",
+                                                  "漢字",
                                                   "0123", "it's", "'LL", "e\u0301", "zqzq", "!!"]
     texts = ["".join(gen.choice(alphabet, size=gen.integers(1, 60))) for _ in range(400)]
     for text in texts + ["hello 2024  world\n", "    return 12345\n", "zqzq"]:

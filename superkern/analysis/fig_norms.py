@@ -259,18 +259,18 @@ def freq_overlaps(ctx: Context):
                            (ax2, "alpha", [r for r in strong if r.m == w0])):
         values = sorted({getattr(r, key) for r in fixed})
         for col, v in zip(plt.cm.viridis(np.linspace(0, 0.9, len(values))), values):
-            stats = [cached_stats(r.weights, ctx.cache, "freqbins")
-                     for r in fixed if getattr(r, key) == v]
-            stats = [s for s in stats if s is not None]
-            if not stats:
+            used = [(r, cached_stats(r.weights, ctx.cache, "freqbins"))
+                    for r in fixed if getattr(r, key) == v]
+            used = [(r, st) for r, st in used if st is not None]  # unreadable files: none
+            if not used:
                 continue
-            mids = stats[0][0]
+            mids = used[0][1][0]  # one grid has one n: every seed has the same bins
             with warnings.catch_warnings():  # a one-feature bin is NaN in every seed
                 warnings.simplefilter("ignore", RuntimeWarning)
-                y = np.nanmean([s[1] for s in stats if s[0].shape == mids.shape], axis=0)
+                y = np.nanmean([st[1] for _, st in used], axis=0)
             ok = np.isfinite(y) & (y > 0)
             ax.plot(mids[ok], y[ok], "o-", ms=3, color=col, label=f"{key}={v:g}")
-            drawn += [r for r in fixed if getattr(r, key) == v]
+            drawn += [r for r, _ in used]
         ax.axhline(1.0, color="0.5", ls=":", lw=1, label="random directions")
         ax.set_xscale("log")
         ax.set_yscale("log")

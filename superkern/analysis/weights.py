@@ -85,17 +85,25 @@ def random_var_abs(m: int, count: Optional[int] = None, seed: int = 0) -> float:
     return float(c[iu[0], iu[1]].abs().var(unbiased=False))
 
 
-def frequency_bin_overlaps(W: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """m times the mean c^2 over the pairs inside each frequency bin of a toy model's rows (in
-    feature order, p_i decreasing), binned as ``superkern probe`` bins tokens by count: 8
-    log-spaced rank bins, zero rows left out. Returns (bin centre ranks, m<c^2> per bin;
-    NaN for a one-feature bin), exact from each bin's Gram identity."""
-    from superkern.probe.frequency import frequency_bins
+def frequency_bin_overlaps(W: torch.Tensor, n_bins: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """m times the mean c^2 over the pairs inside each frequency bin of a toy model's rows.
+
+    Rows are in feature order (p_i decreasing; at alpha = 0 all are equal and the bins follow
+    the index). The bins are log-spaced in rank over all n features, as ``superkern probe``
+    bins n counted tokens, so every model of one n shares them; zero rows are left out of
+    the pairs. Returns (bin centre ranks, m<c^2> per bin, NaN for a bin with < 2 nonzero
+    rows), exact from each bin's Gram identity.
+    """
     from superkern.probe.gram import set_moments
 
     n, m = W.shape
-    bins, _ = frequency_bins(W.double().norm(dim=1).numpy(), np.arange(n, 0, -1, dtype=float))
-    mom = set_moments(W, {f"b{k}": torch.from_numpy(ids) for k, ids in enumerate(bins)})
+    rank = np.arange(1, n + 1)
+    edges = np.unique(np.geomspace(1, n + 1, n_bins + 1))
+    which = np.clip(np.searchsorted(edges, rank, side="right") - 1, 0, len(edges) - 2)
+    nonzero = W.double().norm(dim=1).numpy() > 0
+    bins = [np.flatnonzero(which == b) for b in np.unique(which)]
+    mom = set_moments(W, {f"b{k}": torch.from_numpy(ids[nonzero[ids]])
+                          for k, ids in enumerate(bins)})
     mids = np.array([math.sqrt((ids[0] + 1.0) * (ids[-1] + 1.0)) for ids in bins])
     return mids, np.array([m * mom[f"b{k}"]["mean_sq"] for k in range(len(bins))])
 

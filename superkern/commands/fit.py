@@ -19,8 +19,8 @@ def register(sub) -> None:
                     "L = C/m^alpha + L_g from (family, dataset, m, loss) rows.  superkern fit "
                     "size-width [CSV]: N = a_family m^k from (family, m, params) rows (default: "
                     "the paper's 27 open models) and alpha_m = k alpha_N.")
-    p.add_argument("target", help="a sweep folder (all its results files) or one results file, 'zipf', "
-                        "'width-law' or 'size-width'")
+    p.add_argument("target", help="a sweep folder (all its results files) or one results "
+                                  "file, 'zipf', 'width-law' or 'size-width'")
     p.add_argument("file", nargs="?", help="the counts/text file (zipf) or CSV (width-law, "
                                            "size-width)")
     p.add_argument("--range", dest="fit_range", default="paper",

@@ -147,6 +147,34 @@ class Comparison:
         return write_all(files)
 
 
+def _count_corpus(sources: Sequence[Any], corpus: Any) -> list[tuple[np.ndarray, str]]:
+    """Each head's token counts of the corpus, all before any probe: a head whose tokenizer
+    is missing or cannot be rebuilt fails here, not after the others' O(n^2 m) passes. Heads
+    that share a tokenizer share one count."""
+    from superkern.analysis.tokens import corpus_counts, head_tokenizer_spec
+
+    if not Path(corpus).is_file():
+        raise FileNotFoundError(f"no such corpus file: {corpus}")
+    done: dict[str, tuple[np.ndarray, str]] = {}
+    out = []
+    for src in sources:
+        try:
+            spec = head_tokenizer_spec(src)
+            if str(spec) not in done:
+                counts, name = corpus_counts(corpus, spec)
+                label = f"{name} tokens of {Path(corpus).name}"
+                if int((counts > 0).sum()) < 3:
+                    raise ValueError(f"{src}: {label}: only {int((counts > 0).sum())} token "
+                                     "id(s) have a nonzero count; a frequency comparison "
+                                     "needs 3")
+                done[str(spec)] = (counts, label)
+        except ValueError as exc:
+            raise ValueError(f"compare --corpus counts tokens with each head's own tokenizer: "
+                             f"{exc}") from None
+        out.append(done[str(spec)])
+    return out
+
+
 def compare(sources: Sequence[Any], *, names: Optional[Sequence[str]] = None,
             tensor: Optional[str] = None, precision: str = "fp32", backend: str = "auto",
             device: str = "auto", sample: Optional[int] = None, exact: bool = False,
@@ -175,22 +203,16 @@ def compare(sources: Sequence[Any], *, names: Optional[Sequence[str]] = None,
                 str(src).strip().lower() not in ALIASES:
             raise FileNotFoundError(f"{src}: no such file or directory (and not a known "
                                     f"package alias: {', '.join(ALIASES)})")
-    if corpus is not None:
-        from superkern.analysis.tokens import head_tokenizer_spec
-
-        if not Path(corpus).is_file():
-            raise FileNotFoundError(f"no such corpus file: {corpus}")
-        for src in sources:  # every head needs its own tokenizer: fail before any probe
-            try:
-                head_tokenizer_spec(src)
-            except ValueError as exc:
-                raise ValueError(f"compare --corpus counts tokens with each head's own "
-                                 f"tokenizer: {exc}") from None
+    counted = (_count_corpus(sources, corpus) if corpus is not None
+               else [(None, "")] * len(sources))
     rows, norms, reports = [], [], []
     for k, src in enumerate(sources):
+        counts, label = counted[k]
         rep = probe(src, tensor=tensor, precision=precision, backend=backend, device=device,
                     bins=bins, topk=0, sample=0 if exact else sample, sample_main=not exact,
-                    splits=False, seed=seed, progress=progress, corpus=corpus)
+                    splits=False, seed=seed, progress=progress, token_counts=counts)
+        if rep.frequency is not None:
+            rep.frequency.source = label
         if names is not None:
             rep.head.name = names[k]
         row = summary_row(rep)
