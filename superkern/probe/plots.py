@@ -189,12 +189,18 @@ def _bin_overlaps(ax, f, mids) -> None:
         if ok.any():
             ax.plot(np.asarray(mids)[ok], y[ok], style, ms=4, lw=1.5, label=label,
                     **({"color": "tab:orange"} if key != "mean_sq" else {}))
+    _overlap_axes(ax, "token frequency rank", "m x mean c^2 inside the bin",
+                  "overlaps among tokens of similar frequency")
+
+
+def _overlap_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
+    """Log-log axes of m<c^2> against frequency rank, with the random level 1."""
     ax.axhline(1.0, color="0.5", ls=":", lw=1, label="random directions")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("token frequency rank")
-    ax.set_ylabel("m x mean c^2 inside the bin")
-    ax.set_title("overlaps among tokens of similar frequency", fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
 
 
@@ -215,11 +221,7 @@ def frequency_overlaps_figure(heads: Sequence[tuple[str, int, dict[str, Any]]]):
         ok = np.isfinite(y) & (y > 0)
         if ok.any():  # a head whose bins all hold one token has nothing to draw
             ax.plot(mids[ok], y[ok], "-o", ms=4, lw=1.5, label=f"{name} (m = {m})")
-    ax.axhline(1.0, color="0.5", ls=":", lw=1, label="random directions")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("token frequency rank (bin centre)")
-    ax.set_ylabel("m x mean c^2 inside the bin (centred rows)")
-    ax.set_title("Overlaps among tokens of similar frequency", fontsize=10)
-    ax.legend(fontsize=8)
+    _overlap_axes(ax, "token frequency rank (bin centre)",
+                  "m x mean c^2 inside the bin (centred rows)",
+                  "Overlaps among tokens of similar frequency")
     return fig
