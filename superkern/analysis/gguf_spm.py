@@ -62,13 +62,8 @@ def _numbers(reader, key: str, path) -> np.ndarray:
 
 
 def _flag(reader, key: str, default: bool) -> bool:
-    f = reader.fields.get(key)
-    if f is None:
-        return default
-    try:
-        return bool(np.asarray(f.parts[f.data[0]]).ravel()[0])
-    except Exception:  # noqa: BLE001 - malformed metadata reads as absent
-        return default
+    v = gguf_array(reader, key)  # absent or malformed: the default
+    return default if v is None or v.size == 0 else bool(v[0])
 
 
 def model_proto(tokens: Sequence[str], scores: np.ndarray, types: np.ndarray, *,
@@ -146,14 +141,11 @@ def spm_tokenizer(reader, path: str | Path) -> SentencePieceTokenizer:
         raise ValueError(f"{path}: the GGUF tokenizer has no readable tokenizer.ggml.tokens")
     scores = _numbers(reader, "tokenizer.ggml.scores", path).astype(np.float64)
     types = _numbers(reader, "tokenizer.ggml.token_type", path).astype(np.int64)
-    unk = reader.fields.get("tokenizer.ggml.unknown_token_id")
-    if unk is not None and not np.any(types == UNKNOWN):
+    unk = gguf_array(reader, "tokenizer.ggml.unknown_token_id")
+    if unk is not None and unk.size and not np.any(types == UNKNOWN):
         # Converters that start from tokenizer.json type every special piece as control and
         # name the unknown piece only here (Gemma 3's GGUF does).
-        try:
-            i = int(np.asarray(unk.parts[unk.data[0]]).ravel()[0])
-        except Exception:  # noqa: BLE001 - malformed metadata reads as absent
-            i = -1
+        i = int(unk[0])
         if 0 <= i < types.size and types[i] == CONTROL:
             types[i] = UNKNOWN
         elif 0 <= i < types.size:

@@ -134,11 +134,8 @@ def folder_gguf(folder: Path) -> Optional[Path]:
 
 
 def _split_key(reader, key: str) -> Optional[int]:
-    f = reader.fields.get(key)
-    try:
-        return None if f is None else int(np.asarray(f.parts[f.data[0]]).ravel()[0])
-    except Exception:  # noqa: BLE001 - malformed metadata reads as absent
-        return None
+    v = gguf_array(reader, key)  # absent or malformed: None
+    return None if v is None or v.size == 0 else int(v[0])
 
 
 def _readers(path: Path) -> list:
