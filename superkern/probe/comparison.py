@@ -4,6 +4,7 @@ figures: mean c^2 vs m with the 1/m line (paper Fig. 8a style) and row norms per
 one line per head."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -15,6 +16,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from superkern.probe.format import _f, _grid
+from superkern.probe.gguf_loader import drop_shared, shared_readers
 from superkern.probe.packages import ALIASES
 from superkern.probe.report import clean
 
@@ -150,17 +152,22 @@ class Comparison:
 def _count_corpus(sources: Sequence[Any], corpus: Any) -> list[tuple[np.ndarray, str]]:
     """Each head's token counts of the corpus, all before any probe: a head whose tokenizer
     is missing or cannot be rebuilt fails here, not after the others' O(n^2 m) passes. Heads
-    that share a tokenizer share one count."""
+    that share a tokenizer share one count.
+
+    The heads are counted last to first, each after :func:`drop_shared`: inside the caller's
+    :func:`shared_readers` block at most one parsed GGUF file is held (~0.7 GB for a 262k
+    vocabulary), and it is the first head's, which the first probe then reuses."""
     from superkern.analysis.tokens import corpus_counts, head_tokenizer_spec
 
     if not Path(corpus).is_file():
         raise FileNotFoundError(f"no such corpus file: {corpus}")
     done: dict[str, tuple[np.ndarray, str]] = {}
     out = []
-    for src in sources:
+    for src in reversed(sources):
         try:
             spec = head_tokenizer_spec(src)
             if str(spec) not in done:
+                drop_shared()
                 counts, name = corpus_counts(corpus, spec)
                 label = f"{name} tokens of {Path(corpus).name}"
                 if int((counts > 0).sum()) < 3:
@@ -172,7 +179,7 @@ def _count_corpus(sources: Sequence[Any], corpus: Any) -> list[tuple[np.ndarray,
             raise ValueError(f"compare --corpus counts tokens with each head's own tokenizer: "
                              f"{exc}") from None
         out.append(done[str(spec)])
-    return out
+    return out[::-1]
 
 
 def compare(sources: Sequence[Any], *, names: Optional[Sequence[str]] = None,
@@ -192,8 +199,6 @@ def compare(sources: Sequence[Any], *, names: Optional[Sequence[str]] = None,
             :func:`superkern.probe`): adds row norm vs token frequency per head.
         Other arguments as for :func:`superkern.probe`.
     """
-    from superkern.probe.core import probe
-
     if not sources:
         raise ValueError("compare needs at least one head")
     if names is not None and len(names) != len(sources):
@@ -203,8 +208,18 @@ def compare(sources: Sequence[Any], *, names: Optional[Sequence[str]] = None,
                 str(src).strip().lower() not in ALIASES:
             raise FileNotFoundError(f"{src}: no such file or directory (and not a known "
                                     f"package alias: {', '.join(ALIASES)})")
-    counted = (_count_corpus(sources, corpus) if corpus is not None
-               else [(None, "")] * len(sources))
+    with shared_readers() if corpus is not None else contextlib.nullcontext():
+        counted = (_count_corpus(sources, corpus) if corpus is not None
+                   else [(None, "")] * len(sources))
+        return _probe_all(sources, counted, names, tensor=tensor, precision=precision,
+                          backend=backend, device=device, sample=sample, exact=exact,
+                          bins=bins, seed=seed, progress=progress)
+
+
+def _probe_all(sources, counted, names, *, tensor, precision, backend, device, sample, exact,
+               bins, seed, progress) -> Comparison:
+    from superkern.probe.core import probe
+
     rows, norms, reports = [], [], []
     for k, src in enumerate(sources):
         counts, label = counted[k]
