@@ -8,12 +8,13 @@ from typing import Any, Optional
 
 from superkern.analysis.scaling import CellFit, fit_cells
 from superkern.analysis.tables import Results, cell_key
+from superkern.toy.config import RECORD_FIELDS
 
 # Fields that say how a model was computed, not which model it is: a comparison of two runs of
 # the same grid (fp32 against tf32x3, torch against triton) matches cells on everything else.
 COMPUTE_FIELDS = ("precision", "backend")
 # Config fields that do not define the trained model (besides COMPUTE_FIELDS).
-_NOT_MODEL = ("seed", "log_every") + COMPUTE_FIELDS
+_NOT_MODEL = ("seed",) + RECORD_FIELDS + COMPUTE_FIELDS
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ def _compute(cell: dict[str, Any]) -> str:
 
 def _model_configs(results: Results) -> dict[tuple, set]:
     """Per cell (match key), the set of model configs of its runs: every field but seed,
-    log_every, precision and backend, so lr, warm-up, steps and the rest must agree."""
+    log_every, test_batches, precision and backend, so lr, warm-up, steps and the rest must
+    agree."""
     out: dict[tuple, set] = {}
     for r in results.runs:
         key = _match_key(dict(cell_key(r.config)))
@@ -108,8 +110,9 @@ def compare_exponents(a: list[CellFit], b: list[CellFit], *, z_max: float = 2.0,
 
     A pair is compared only when both are fitted over the same widths with the same range
     rule, and (given ``configs_a``/``configs_b`` from the runs) their models have the same
-    configs apart from seed, log_every, precision and backend. ``ran_a``/``ran_b`` (per match
-    key, how the rows were computed) replace the configs' precision/backend in the output.
+    configs apart from seed, log_every, test_batches, precision and backend. ``ran_a`` and
+    ``ran_b`` (per match key, how the rows were computed) replace the configs'
+    precision/backend in the output.
 
     Returns:
         ``(comparisons, not_compared)``: one :class:`ExponentComparison` per comparable cell,

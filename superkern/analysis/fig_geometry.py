@@ -235,7 +235,7 @@ def fig10(ctx: Context):
     axes[0].plot(ms, ms / n, "k--", lw=1)
     axes[0].set_ylabel("phi_half (dashed: m/n)")
     axes[1].set_xlabel("<v^2> sum_{i > phi_half n} p_i (weak)")
-    axes[1].set_ylabel("final loss")
+    axes[1].set_ylabel(ctx.loss_label)
     lims = axes[1].get_xlim()
     axes[1].plot(lims, lims, "k--", lw=1)
     axes[2].plot(ms, ms / n, "k:", lw=1)

@@ -138,7 +138,7 @@ def fig1(ctx: Context):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("model width m")
-        ax.set_ylabel("final loss")
+        ax.set_ylabel(ctx.loss_label)
         ax.set_title(f"{name} (gamma={g:g})")
         ax.legend(fontsize=7)
         used += sel
@@ -217,7 +217,7 @@ def fig5a(ctx: Context):
     hi = max(max(u.predicted for u in rows), max(u.loss for u in rows))
     ax.plot([0, hi], [0, hi], "k--", lw=1, label="loss = prediction")
     ax.set_xlabel("<v^2> sum_{i > phi_half n} p_i")
-    ax.set_ylabel("final loss")
+    ax.set_ylabel(ctx.loss_label)
     ax.legend(fontsize=8)
     plt.colorbar(sc, ax=ax, label="gamma")
     ax.set_title("Loss from activated but unlearned features (red: weak, blue: strong)",
@@ -365,7 +365,7 @@ def fig7(ctx: Context, gamma: Optional[float] = None):
         ax1.plot(e, loss, "o", color=col, ms=4, label=f"gamma={g:.2f}")
         ax1.plot(e, k * e, "-", color=col, lw=0.8)
     ax1.set_xlabel("activation density E")
-    ax1.set_ylabel("final loss")
+    ax1.set_ylabel(ctx.loss_label)
     ax1.set_title(f"m = {m0}; lines: loss = k E", fontsize=9)
     ax1.legend(fontsize=6, ncol=2)
     # 7b: loss vs width at several densities, one gamma, each with its fitted alpha_m.
@@ -380,7 +380,7 @@ def fig7(ctx: Context, gamma: Optional[float] = None):
     ax2.set_xscale("log")
     ax2.set_yscale("log")
     ax2.set_xlabel("model width m")
-    ax2.set_ylabel("final loss")
+    ax2.set_ylabel(ctx.loss_label)
     ax2.set_title(f"gamma = {g0:.2f}", fontsize=9)
     ax2.legend(fontsize=6)
     fig.tight_layout(rect=(0, 0.03, 1, 1))

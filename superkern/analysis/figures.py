@@ -42,6 +42,11 @@ class Context:
             self.cache["fits"] = fit_cells(self.results, self.fit_range, n_boot=self.n_boot)
         return self.cache["fits"]
 
+    @property
+    def loss_label(self) -> str:
+        """Axis label of the loss the results carry ("final loss" or "test loss")."""
+        return f"{self.results.loss} loss"
+
 
 FigureFn = Callable[[Context], "plt.Figure"]
 REGISTRY: dict[str, tuple[str, FigureFn]] = {}
@@ -97,7 +102,8 @@ def available_figures() -> dict[str, str]:
 
 def make_figures(results: str | Path | Results, out_dir: str | Path = "figures",
                  only: Optional[Sequence[str]] = None, fit_range: str = "paper",
-                 n_boot: int = 200, use_weights: bool = True, dpi: int = 130) -> FiguresReport:
+                 n_boot: int = 200, use_weights: bool = True, dpi: int = 130,
+                 loss: str = "final") -> FiguresReport:
     """Write every figure the results support as ``<out_dir>/<name>.png``.
 
     Args:
@@ -108,9 +114,11 @@ def make_figures(results: str | Path | Results, out_dir: str | Path = "figures",
         n_boot: bootstrap resamples for alpha_m intervals (with several seeds).
         use_weights: allow figures that read saved weights (5b, 6a, 6b, 9, 11, 12, 15, 16).
         dpi: PNG resolution.
+        loss: "final" (training loss of the last 100 steps) or "test" (fresh test batches;
+            read from a path only: loaded :class:`Results` keep their own).
     """
     _load_registry()
-    res = results if isinstance(results, Results) else load_results(results)
+    res = results if isinstance(results, Results) else load_results(results, loss)
     names = list(REGISTRY) if not only else list(only)
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:

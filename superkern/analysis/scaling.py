@@ -14,6 +14,7 @@ from superkern.analysis.fits import (PowerLawFit, fit_power_law, fit_power_law_s
                                      paper_fit_range)
 from superkern.analysis.tables import Results, Run, by_width, cells, dist_label
 from superkern.sweep import engine
+from superkern.toy.config import RECORD_FIELDS
 
 # The paper's Fig. 1d (strong superposition, large toy model) exponents, Appendix D.1.
 PAPER_FIG1_STRONG = {"exponential": (1.01, 0.05), "power": (1.0, 0.1), "linear": (0.89, 0.05)}
@@ -249,7 +250,7 @@ def density_table(results: Results | list[Run]) -> list[DensityRow]:
     groups: dict[tuple, list[Run]] = {}
     for r in runs:
         key = tuple(sorted((k, str(v)) for k, v in r.config.items()
-                           if k not in ("E", "density_s", "seed", "log_every")))
+                           if k not in ("E", "density_s", "seed") + RECORD_FIELDS))
         groups.setdefault(key, []).append(r)
     out = []
     for members in groups.values():

@@ -1,8 +1,8 @@
 """Read sweep results into runs and cells (analysis never retrains; it only reads rows).
 
-A *cell* is every config field except the width ``m`` and the ``seed`` (and ``log_every``;
-learning rates count as "the preset's" where they follow the preset's width rule): the set of
-models a scaling exponent alpha_m is fitted over.
+A *cell* is every config field except the width ``m``, the ``seed`` and the record-only
+fields ``log_every`` and ``test_batches`` (learning rates count as "the preset's" where they
+follow the preset's width rule): the set of models a scaling exponent alpha_m is fitted over.
 """
 from __future__ import annotations
 
@@ -19,18 +19,25 @@ import numpy as np
 from superkern.sweep import engine
 from superkern.sweep.shard import RESULTS_NAME, results_files
 from superkern.sweep.store import read_jsonl
-from superkern.toy.config import preset_defaults
+from superkern.toy.config import RECORD_FIELDS, preset_defaults
 
 # Fields that vary inside a cell, or do not define it. lr and lr_b enter the key as "preset"
 # when they are the preset's values for the run's width (the large preset makes them
 # functions of m: 0.02 (8/m)^0.25 and 2/m), and as their values otherwise.
-_NOT_CELL = ("m", "seed", "log_every")
+# Which stored loss analysis uses: the mean of the last 100 training steps (SPEC, the default)
+# or the final model's loss on fresh test batches (ToyConfig.test_batches).
+LOSSES = ("final", "test")
+_NOT_CELL = ("m", "seed") + RECORD_FIELDS
 _BY_PRESET = ("lr", "lr_b")
 
 
 @dataclass(frozen=True)
 class Run:
-    """One stored model (a results row, with the fields analysis uses lifted out)."""
+    """One stored model (a results row, with the fields analysis uses lifted out).
+
+    ``final_loss`` and ``final_loss_std`` hold the loss the results were read with
+    (:attr:`Results.loss`): the final training loss, or the test loss.
+    """
 
     run_id: str
     config: dict[str, Any]
@@ -85,6 +92,7 @@ class Results:
     read_at: str
     skipped: int = 0  # rows without a finite loss (diverged) or duplicates
     files: tuple[Path, ...] = ()  # every file read (a folder: results.jsonl and shard files)
+    loss: str = "final"  # which loss the runs carry (see LOSSES)
 
     @property
     def name(self) -> str:
@@ -98,7 +106,8 @@ class Results:
         created = sorted(r.row.get("created", "") for r in (runs or self.runs)
                          if r.row.get("created"))
         when = created[-1][:10] if created else self.read_at[:10]
-        return f"from {self.path.parent.name}/{self.name} ({k} runs, {when})"
+        what = ", test loss" if self.loss == "test" else ""
+        return f"from {self.path.parent.name}/{self.name} ({k} runs{what}, {when})"
 
     def where(self, **conds: Any) -> list[Run]:
         """Runs whose config matches every ``field=value`` (callables act as predicates)."""
@@ -123,11 +132,16 @@ def _finite(v: Any) -> float:
     return f
 
 
-def load_results(path: str | Path) -> Results:
+def load_results(path: str | Path, loss: str = "final") -> Results:
     """Read a ``results.jsonl``, or a sweep folder: its ``results.jsonl`` and the files of
     sharded runs (``results.shard-K-of-N.jsonl``) together. Duplicates (same run_id) keep the
     first row, and rows with no finite final loss (diverged runs) are counted in ``skipped``
-    and left out."""
+    and left out.
+
+    ``loss="test"`` gives each run its test loss instead of the final training loss; rows
+    without one (trained with ``test_batches = 0``) are left out too, with a warning."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose from {LOSSES}")
     path = Path(path)
     if path.is_dir():
         files = results_files(path)
@@ -146,7 +160,7 @@ def load_results(path: str | Path) -> Results:
             warnings.warn(f"{path}: reading 1 of the {len(siblings)} results files of "
                           f"{path.parent}; pass the folder to read them all", stacklevel=2)
     rows = [row for f in files for row in read_jsonl(f)]
-    runs, seen, skipped = [], set(), 0
+    runs, seen, skipped, untested = [], set(), 0, 0
     for row in rows:
         rid = str(row.get("run_id", ""))
         cfg = row.get("config")
@@ -154,21 +168,31 @@ def load_results(path: str | Path) -> Results:
             skipped += 1
             continue
         seen.add(rid)
-        loss = _finite(row.get("final_loss"))
-        if not math.isfinite(loss) or row.get("diverged"):
+        value = _finite(row.get("final_loss"))
+        if not math.isfinite(value) or row.get("diverged"):
             skipped += 1
             continue
+        if loss == "test":
+            value = _finite(row.get("test_loss"))
+            if not math.isfinite(value):
+                skipped += 1
+                untested += 1
+                continue
         w = row.get("weights")
-        runs.append(Run(run_id=rid, config=cfg, final_loss=loss,
-                        final_loss_std=_finite(row.get("final_loss_std")),
+        runs.append(Run(run_id=rid, config=cfg, final_loss=value,
+                        final_loss_std=_finite(row.get(f"{loss}_loss_std")),
                         phi_half=_finite(row.get("phi_half")), phi_1=_finite(row.get("phi_1")),
                         geometry=dict(row.get("geometry") or {}),
                         weights=(path.parent / w) if w else None, row=row))
-    if skipped:
-        warnings.warn(f"{path}: left out {skipped} row(s) (duplicates, diverged or malformed)",
-                      stacklevel=2)
+    if untested:
+        warnings.warn(f"{path}: left out {untested} row(s) with no test loss (trained with "
+                      "test_batches = 0)", stacklevel=2)
+    if skipped > untested:
+        warnings.warn(f"{path}: left out {skipped - untested} row(s) (duplicates, diverged or "
+                      "malformed)", stacklevel=2)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    return Results(path=path, runs=runs, read_at=now, skipped=skipped, files=tuple(files))
+    return Results(path=path, runs=runs, read_at=now, skipped=skipped, files=tuple(files),
+                   loss=loss)
 
 
 def _hashable(v: Any) -> Any:

@@ -14,6 +14,9 @@ def register(sub) -> None:
     p.add_argument("--only", action="append", metavar="NAME", help="make only these (repeatable)")
     p.add_argument("--range", dest="fit_range", default="paper", help="alpha_m fit range")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (200)")
+    p.add_argument("--loss", default="final", choices=("final", "test"),
+                   help="final: mean training loss of the last 100 steps (default); test: the "
+                        "final model's loss on fresh batches (runs trained with test_batches)")
     p.add_argument("--no-weights", action="store_true",
                    help="skip figures that read saved weights (5b falls back; 6a, 6b, 9, 11, "
                         "12, 15 and 16 skip)")
@@ -34,6 +37,7 @@ def run(args) -> int:
     res = Path(args.results)
     out = args.out or ((res if res.is_dir() else res.parent) / "figures")
     report = make_figures(res, out, only=args.only, fit_range=args.fit_range,
-                          n_boot=args.bootstrap, use_weights=not args.no_weights, dpi=args.dpi)
+                          n_boot=args.bootstrap, use_weights=not args.no_weights, dpi=args.dpi,
+                          loss=args.loss)
     print(report.text())
     return 0 if report.written else 1

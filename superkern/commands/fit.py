@@ -26,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("--range", dest="fit_range", default="paper",
                    help="alpha_m fit range: paper (default), all, m>=32, m<=128, 16<=m<=128, last5, "
                         "first5, from3")
+    p.add_argument("--loss", default="final", choices=("final", "test"),
+                   help="final: mean training loss of the last 100 steps (default); test: the "
+                        "final model's loss on fresh batches (runs trained with test_batches)")
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="bootstrap resamples over seeds (default 1000)")
     p.add_argument("--mode", default="auto", choices=("auto", "counts", "text", "json"),
@@ -205,7 +208,7 @@ def run(args) -> int:
         from superkern.analysis.compare import compare_runs, format_comparison
         from superkern.analysis.scaling import _jsonable
 
-        ra, rb = load_results(args.target), load_results(args.against)
+        ra, rb = load_results(args.target, args.loss), load_results(args.against, args.loss)
         rows, skipped = compare_runs(ra, rb, args.fit_range, z_max=args.z_max, tol=args.tol)
         if args.json != "-":
             print(format_comparison(rows, skipped, a=ra.caption(), b=rb.caption(),
@@ -216,10 +219,11 @@ def run(args) -> int:
                          "cells": [dataclasses.asdict(r) for r in rows],
                          "not_compared": skipped}), args.json)
         return 0 if ok else 1
-    res = load_results(args.target)
+    res = load_results(args.target, args.loss)
     if not res.runs:
+        why = ", malformed or without a test loss" if args.loss == "test" else " or malformed"
         raise ValueError(f"{args.target}: no usable runs ({res.skipped} row(s) left out: "
-                         "diverged, duplicated or malformed)")
+                         f"diverged, duplicated{why})")
     rep = fit_report(res, args.fit_range, n_boot=args.bootstrap)
     if args.json != "-":
         print(format_report(rep))

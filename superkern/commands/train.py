@@ -43,6 +43,9 @@ def register(sub) -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "tf32x3", "bf16"])
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
     p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--test-batches", type=int, default=0, metavar="T",
+                   help="also measure the final model's loss on T fresh batches (the paper: "
+                        "100); adds a 'test' column")
     p.add_argument("--out", default=None, help="directory: W,b safetensors + results.jsonl")
     p.add_argument("--json", action="store_true", help="print one JSON line per model")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
@@ -62,7 +65,8 @@ def build_configs(args) -> list:
             n=args.n, m=m, gamma=gamma, dist=args.dist, alpha=alpha, E=args.E,
             steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
             preset=None if args.preset == "none" else args.preset,
-            precision=args.precision, backend=args.backend, log_every=args.log_every))
+            precision=args.precision, backend=args.backend, log_every=args.log_every,
+            test_batches=args.test_batches))
     from superkern.sweep.runner import unique_configs
 
     return unique_configs(out)[0]  # "--m 8,8" trains one model
@@ -73,15 +77,18 @@ def _fmt(v: Any, spec: str) -> str:
 
 
 def format_table(results) -> str:
+    test = any(r.config.test_batches for r in results)
     head = (f"{'run_id':<16} {'n':>6} {'m':>5} {'gamma':>7} {'alpha':>6} {'loss':>10} "
-            f"{'+-':>9} {'phi_1/2':>7} {'phi_1':>6} {'cos2_str':>8} {'welch2':>8} "
+            f"{'+-':>9} " + (f"{'test':>10} {'+-':>9} " if test else "") +
+            f"{'phi_1/2':>7} {'phi_1':>6} {'cos2_str':>8} {'welch2':>8} "
             f"{'L_unlrn':>9} {'s':>7} {'backend':>7}")
     lines = [head]
     for r in results:
         c, g = r.config, r.geometry
         lines.append(
             f"{r.run_id:<16} {c.n:>6} {c.m:>5} {c.gamma:>7.3f} {c.alpha:>6.3f} "
-            f"{_fmt(r.final_loss, '10.4g')} {_fmt(r.final_loss_std, '9.2g')} "
+            f"{_fmt(r.final_loss, '10.4g')} {_fmt(r.final_loss_std, '9.2g')} " +
+            (f"{_fmt(r.test_loss, '10.4g')} {_fmt(r.test_loss_std, '9.2g')} " if test else "") +
             f"{_fmt(r.phi_half, '7.3f')} {_fmt(r.phi_1, '6.3f')} "
             f"{_fmt(g.get('mean_sq_strong'), '8.4f')} {_fmt(g.get('welch_kappa2_strong'), '8.4f')} "
             f"{_fmt(g.get('unlearned_loss'), '9.4g')} {r.seconds:>7.2f} {r.backend:>7}")

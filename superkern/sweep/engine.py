@@ -17,7 +17,7 @@ import numpy as np
 # before the engine is imported (and as the column order of summaries).
 CONFIG_FIELDS: tuple[str, ...] = (
     "n", "m", "gamma", "dist", "alpha", "E", "density_s", "steps", "batch", "preset", "lr",
-    "lr_b", "loss_scale", "seed", "precision", "backend", "log_every")
+    "lr_b", "loss_scale", "seed", "precision", "backend", "log_every", "test_batches")
 
 # Mean square activation strength of a present feature: v ~ U(0, 2) gives <v^2> = 4/3.
 V2_MEAN = 4.0 / 3.0

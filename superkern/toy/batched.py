@@ -25,6 +25,7 @@ from superkern.toy.config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, ToyConfig
 from superkern.toy.data import sample_batch, toy_probabilities
 from superkern.toy.engine import LossRecorder, init_params, make_results
 from superkern.toy.engine import synchronize
+from superkern.toy.evaluate import eval_losses
 from superkern.toy.loss import toy_loss_grad_torch
 from superkern.toy.optim import ToyAdamW
 from superkern.toy.result import ToyResult
@@ -150,7 +151,20 @@ class BatchedTrainer:
         return (self.W[i, :, :self.configs[i].m].detach().cpu().clone(),
                 self.b[i].detach().cpu().clone())
 
+    def test_losses(self) -> Optional[torch.Tensor]:
+        """(T, I) unscaled losses of the current parameters on T = max test_batches fresh
+        batches per data group (:mod:`superkern.toy.evaluate`); None when T = 0."""
+        T = max(c.test_batches for c in self.configs)
+        if T == 0:
+            return None
+        with matmul_precision(self.precision):
+            return eval_losses(self.W, self.b, self.p, self.group, self.seeds.tolist(), T,
+                               self.B, backend=self.backend, triton_mod=self.tri,
+                               precision=self.precision)
+
     def results(self, seconds: float) -> list[ToyResult]:
+        """One result per model; ``seconds`` is the training time (test batches excluded)."""
         Ws, bs = zip(*(self.params(i) for i in range(self.I)))
         return make_results(self.configs, Ws, bs, self.rec, seconds=seconds,
-                            backend=self.backend, precision=self.precision, device=self.device)
+                            backend=self.backend, precision=self.precision, device=self.device,
+                            test=self.test_losses())

@@ -26,8 +26,10 @@ ADAM_BETA1 = 0.9
 ADAM_BETA2 = 0.999
 ADAM_EPS = 1e-8
 
-# Fields that do not change W, b or the losses; left out of run_id.
-_NOT_HASHED = ("preset", "log_every")
+# Fields that change only what is recorded about a run (its loss curve, its test loss), never
+# W, b or the training losses: left out of run_id, and of analysis cells.
+RECORD_FIELDS = ("log_every", "test_batches")
+_NOT_HASHED = ("preset",) + RECORD_FIELDS
 
 Dist = Union[str, tuple]
 
@@ -88,6 +90,8 @@ class ToyConfig:
         seed: seeds the init generator and (through :func:`data_seed`) the data generator.
         precision: "fp32" (tf32 off; the reference), "tf32"; "tf32x3", "bf16" (Triton only).
         backend: "auto", "torch" or "triton". log_every: loss-curve sampling (0 = none).
+        test_batches: fresh batches (of size ``batch``) on which the final model's test loss
+            is measured (the paper: 100); 0 = none. Not part of ``run_id``.
     """
 
     n: Optional[int] = None
@@ -110,6 +114,7 @@ class ToyConfig:
     precision: str = "fp32"
     backend: str = "auto"
     log_every: int = 100
+    test_batches: int = 0
 
     def __post_init__(self) -> None:
         _fill_and_validate(self)
@@ -201,7 +206,7 @@ def _finite(v: Any, name: str) -> float:
     return float(v)
 
 
-_INT_FIELDS = ("m", "n", "steps", "batch", "warmup", "seed", "log_every")
+_INT_FIELDS = ("m", "n", "steps", "batch", "warmup", "seed", "log_every", "test_batches")
 
 
 def _fill_and_validate(c: ToyConfig) -> None:
@@ -268,6 +273,8 @@ def _fill_and_validate(c: ToyConfig) -> None:
         raise ValueError(f"seed must be an integer in [0, 2^63), got {c.seed!r}")
     if not _is_int(c.log_every) or c.log_every < 0:
         raise ValueError(f"log_every must be an integer >= 0, got {c.log_every!r}")
+    if not _is_int(c.test_batches) or c.test_batches < 0:
+        raise ValueError(f"test_batches must be an integer >= 0, got {c.test_batches!r}")
     if c.precision not in PRECISIONS:
         raise ValueError(f"unknown precision {c.precision!r}; choose from {PRECISIONS}")
     if c.backend not in BACKENDS:

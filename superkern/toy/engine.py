@@ -9,6 +9,7 @@ import torch
 
 from superkern.toy.config import ToyConfig
 from superkern.toy.data import toy_probabilities
+from superkern.toy.evaluate import summarize
 from superkern.toy.geometry import toy_geometry
 from superkern.toy.result import TAIL, ToyResult
 
@@ -56,14 +57,17 @@ class LossRecorder:
 
 def make_results(configs: Sequence[ToyConfig], W: Sequence[torch.Tensor],
                  b: Sequence[torch.Tensor], rec: LossRecorder, *, seconds: float,
-                 backend: str, precision: str, device: torch.device) -> list[ToyResult]:
-    """ToyResult per model from final parameters (CPU, unpadded) and the recorder."""
+                 backend: str, precision: str, device: torch.device,
+                 test: torch.Tensor | None = None) -> list[ToyResult]:
+    """ToyResult per model from final parameters (CPU, unpadded) and the recorder;
+    ``test``: (T, I) unscaled test-batch losses (model i uses its first ``test_batches``)."""
     import superkern
 
     n = configs[0].n
     tail = rec.tail.detach().double().cpu() * n          # reported loss = training loss * n
     curve = rec.curve.detach().double().cpu() * n
     versions = {"superkern": superkern.__version__, "torch": torch.__version__}
+    test = test.detach().cpu() if test is not None else None
     out = []
     for i, cfg in enumerate(configs):
         t = tail[:, i]
@@ -73,11 +77,14 @@ def make_results(configs: Sequence[ToyConfig], W: Sequence[torch.Tensor],
         finite = math.isfinite(final) and bool(torch.isfinite(Wi).all()) and bool(
             torch.isfinite(bi).all())
         phi_half, phi_1, geo = toy_geometry(Wi, toy_probabilities(cfg))
+        t_mean, t_std = (summarize(test[:, i], n, cfg.test_batches) if test is not None
+                         else (math.nan, math.nan))
         out.append(ToyResult(
             config=cfg, final_loss=final, final_loss_std=std,
             curve=[(s, float(curve[k, i])) for k, s in enumerate(rec.curve_steps)],
             W=Wi, b=bi, phi_half=phi_half, phi_1=phi_1, geometry=geo, seconds=seconds,
             backend=backend, precision=precision, device=str(device),
             steps_per_second=cfg.steps / seconds if seconds > 0 else math.nan,
-            group_size=len(configs), diverged=not finite, versions=versions))
+            group_size=len(configs), diverged=not finite, versions=versions,
+            test_loss=t_mean, test_loss_std=t_std))
     return out

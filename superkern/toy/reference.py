@@ -17,6 +17,7 @@ from superkern.toy.config import ToyConfig
 from superkern.toy.data import sample_batch, toy_probabilities
 from superkern.toy.engine import LossRecorder, init_params, make_results
 from superkern.toy.engine import synchronize
+from superkern.toy.evaluate import eval_losses
 from superkern.toy.loss import toy_loss_ref
 from superkern.toy.optim import ToyAdamW
 from superkern.toy.result import ToyResult
@@ -59,11 +60,17 @@ class ReferenceTrainer:
         return loss
 
     def result(self, seconds: float) -> ToyResult:
+        c = self.config
+        test = None
+        if c.test_batches:
+            with matmul_precision(c.precision):
+                test = eval_losses(self.W.detach()[None], self.b.detach()[None], self.p[None],
+                                   torch.zeros(1, dtype=torch.int64, device=self.device),
+                                   [c.data_seed], c.test_batches, c.batch)
         W = self.W.detach().cpu().float()
         b = self.b.detach().cpu().float()
-        return make_results([self.config], [W], [b], self.rec, seconds=seconds,
-                            backend="torch", precision=self.config.precision,
-                            device=self.device)[0]
+        return make_results([c], [W], [b], self.rec, seconds=seconds, backend="torch",
+                            precision=c.precision, device=self.device, test=test)[0]
 
 
 def train_reference(config: ToyConfig, device: Optional[torch.device | str] = None

@@ -52,6 +52,9 @@ class ToyResult:
             ``steps_per_second`` = steps / seconds; ``group_size`` = models in that group.
         backend, precision, device: where and how it ran.
         diverged: the loss or W became non-finite.
+        test_loss: mean reported loss of the final W and b on ``config.test_batches`` fresh
+            batches (:mod:`superkern.toy.evaluate`); ``test_loss_std`` their std (ddof 1).
+            NaN (stored as null) when ``test_batches`` is 0.
     """
 
     config: ToyConfig
@@ -71,6 +74,8 @@ class ToyResult:
     group_size: int = 1
     diverged: bool = False
     versions: dict = field(default_factory=dict)
+    test_loss: float = math.nan
+    test_loss_std: float = math.nan
 
     @property
     def run_id(self) -> str:
@@ -81,6 +86,7 @@ class ToyResult:
         return _json_clean({
             "run_id": self.run_id, "config": self.config.to_dict(),
             "final_loss": self.final_loss, "final_loss_std": self.final_loss_std,
+            "test_loss": self.test_loss, "test_loss_std": self.test_loss_std,
             "phi_half": self.phi_half, "phi_1": self.phi_1, "geometry": self.geometry,
             "curve": [[int(s), v] for s, v in self.curve],
             "seconds": self.seconds, "steps_per_second": self.steps_per_second,
