@@ -1,5 +1,6 @@
 """The Triton overlap kernel beyond the shared backend tests: schedules, histogram paths,
-top-k overflow, ties, determinism (interpreter), and realistic sizes on a GPU (marked gpu)."""
+determinism (interpreter), and realistic sizes on a GPU (marked gpu). Top-k passes and ties:
+tests/test_overlap_triton_topk.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -164,68 +165,6 @@ def test_low_precisions_match_reference(precision, dtype):
     got = T.overlap_partials_triton(X, s, bins=16, topk=4, precision=precision)
     ref = overlap_partials_torch(X, s, bins=16, topk=4, precision=precision)
     assert_partials_match(got, ref, TOL, X, s, hist_slack=4)
-
-
-@pytest.mark.parametrize("n, k, cap", [(200, 6, 7), (200, 6, 13), (9, 6, 7)])
-def test_topk_overflow_reruns_until_exact(n, k, cap, monkeypatch):
-    # Start from the weakest valid threshold (every pair a candidate) so that the buffer
-    # overflows. With 2k <= n the 2k-th largest row max is the next threshold; with 2k > n
-    # (no such bound) the k-th best collected pair is, pass after pass.
-    W = _rand(n, 16, seed=5)
-    X, s = _operands(W)
-    calls = []
-    launch = T._launch
-
-    def counting(*a, **kw):
-        calls.append(kw["thr"])
-        return launch(*a, **kw)
-
-    monkeypatch.setattr(T, "_launch", counting)
-    P = n * (n - 1) // 2
-    monkeypatch.setattr(T._topk, "initial_threshold", lambda *a, **kw: (-1.0, float(P)))
-    got = T.overlap_partials_triton(X, s, bins=0, topk=k, topk_capacity=cap)
-    ref = overlap_partials_torch(X, s, bins=0, topk=k)
-    assert len(calls) >= 2, f"a {cap}-slot buffer must overflow; passes: {calls}"
-    keys = [(-t, i, j) for t, i, j in calls]
-    assert keys == sorted(keys, reverse=True), f"thresholds must only tighten: {calls}"
-    assert torch.equal(got.topk_pairs, ref.topk_pairs), (got.topk_pairs, ref.topk_pairs)
-    assert_allclose("topk values", got.topk_values, ref.topk_values, rtol=0, atol=TOL)
-
-
-def test_all_identical_rows_ties_and_termination(monkeypatch):
-    # Small integers: every dot product is exact, so all |c| tie exactly at 1 (signs from
-    # the negated copies). Top-k must be the first pairs in (i, j) order, the argmax the
-    # smallest other row, and a buffer barely larger than k must still converge.
-    g = torch.Generator().manual_seed(6)
-    v = torch.randint(-3, 4, (1, 32), generator=g).float()
-    v[0, 0] = 5.0
-    W = v.repeat(130, 1).to(DEV)
-    W[1::3] *= -1.0
-    X, s = _operands(W)
-    s = torch.full_like(s, float(s[0]))  # identical scale bits
-    calls = []
-    launch = T._launch
-    monkeypatch.setattr(T, "_launch", lambda *a, **kw: calls.append(kw["thr"]) or launch(*a, **kw))
-    got = T.overlap_partials_triton(X, s, bins=8, topk=9, topk_capacity=11)
-    assert len(calls) >= 2, calls  # every pair ties with the best: the buffer overflows
-    c = float((X[0] @ X[0]) * s[0] * s[0])
-    want_pairs = torch.tensor([[0, j] for j in range(1, 10)])
-    assert torch.equal(got.topk_pairs, want_pairs), got.topk_pairs
-    sign = torch.tensor([-1.0 if j % 3 == 1 else 1.0 for j in range(1, 10)])
-    assert torch.equal(got.topk_values, (c * sign).float()), got.topk_values
-    want_arg = torch.zeros(130, dtype=torch.int64)
-    want_arg[0] = 1
-    assert torch.equal(got.row_argmax, want_arg)
-    assert int(got.hist.sum()) == 130 * 129 // 2
-    assert int(got.hist[0] + got.hist[-1]) == 130 * 129 // 2
-
-
-def test_topk_equals_all_pairs():
-    W = _rand(20, 8, seed=7)
-    X, s = _operands(W)
-    got = T.overlap_partials_triton(X, s, bins=0, topk=190)
-    ref = overlap_partials_torch(X, s, bins=0, topk=190)
-    assert torch.equal(got.topk_pairs, ref.topk_pairs)
 
 
 def test_deterministic_bits_with_overflow_and_many_programs():
