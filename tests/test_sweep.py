@@ -44,8 +44,10 @@ def test_invalid_configs_rejected_before_any_work(tmp_path):
     calls: list = []
     exp = apply_overrides(parse_experiment(DOC), ["m=[8, 100]"])  # m=100 > n=64
     with pytest.raises(ValueError, match=r"12 of 24 configs are invalid(.|\n)*exceeds n=64"):
-        configs = build_configs(expand(exp))
-        run_sweep(configs, tmp_path, train_fn=make_fake(calls=calls), progress=False)
+        build_configs(expand(exp))
+    with pytest.raises(ValueError, match="group_by"):  # a bad option: no launch starts
+        run_sweep(small_configs(), tmp_path, train_fn=make_fake(calls=calls), progress=False,
+                  group_by="widths")
     assert calls == [] and not (tmp_path / "results.jsonl").exists()
     with pytest.raises(ValueError, match="unknown field"):
         expand(apply_overrides(parse_experiment(DOC), ["widht=3"]))
