@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -77,6 +78,32 @@ def test_zero_duplicate_anisotropic_rows(backend):
     assert set(st.max_pair) <= {3, 11, 12}
     assert torch.isnan(st.row_max_abs[5]) and int(st.row_argmax[40]) == -1
     check_against_gold(st, gold_stats(W, bins=32), "fp32", bins=32, topk=4, per_row=True)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "triton", "cuda"])
+@pytest.mark.parametrize("nonzero", [0, 1])
+def test_fewer_than_two_nonzero_rows(backend, nonzero):
+    """No pair to reduce over: every statistic is NaN (not 0), the histogram empty, each row's
+    max NaN and argmax -1; a used row's sum over no partners is 0, a zero row's NaN; the exact
+    moments agree."""
+    dev = _need(backend)
+    W = torch.zeros(3, 4, device=dev)
+    W[1, :nonzero * 4] = 1.0
+    st = superkern.overlap_stats(W, bins=4, per_row=True, backend=backend)
+    assert (st.n_used, st.n_zero, st.n_pairs) == (nonzero, 3 - nonzero, 0)
+    assert all(math.isnan(v) for v in (st.mean_cos, st.mean_abs, st.mean_sq, st.max_abs))
+    assert st.max_pair is None and st.hist.tolist() == [0, 0, 0, 0]
+    assert torch.isnan(st.row_max_abs).all() and st.row_argmax.tolist() == [-1, -1, -1]
+    assert torch.isnan(st.row_sum_sq).tolist() == [True, not nonzero, True]
+    assert not nonzero or float(st.row_sum_sq[1]) == 0.0
+    with pytest.raises(ValueError, match=r"topk=1 exceeds the number of pairs P=0"):
+        superkern.overlap_stats(W, topk=1, backend=backend)
+    ex = superkern.overlap_moments_exact(W)
+    assert (ex["n_used"], ex["n_pairs"]) == (nonzero, 0)
+    assert math.isnan(ex["mean_sq"]) and math.isnan(ex["mean_cos"])
+    assert torch.isnan(ex["row_sum_sq"]).sum() == 3 - nonzero
+    if nonzero:
+        assert float(ex["row_sum_sq"][1]) == 0.0  # one row: no partner, nothing to sum
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpu", "triton", "cuda"])

@@ -131,6 +131,7 @@ def test_multi_tile_ragged_against_gold(kernel, n, m, tile):
     clear = np.ones(k, bool)
     clear[1:] &= np.diff(a) < -1e-5
     clear[:-1] &= np.diff(a) < -1e-5
+    assert clear.sum() >= k // 2, f"only {clear.sum()} of {k} top-k values are distinct"
     assert (pairs[clear] == ref.topk_pairs.numpy()[clear]).all()
 
 

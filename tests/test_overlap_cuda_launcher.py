@@ -108,11 +108,28 @@ def test_launcher_split_mode_matches_reference(capacity):
         assert sum(1 for n, stats, _, _ in run.launches if stats) == 1, "stats computed once"
 
 
-@pytest.mark.gpu
-def test_launcher_rejects_unaligned_split():
-    X = torch.randn(300, 16, device="cuda")
+def test_launcher_argument_checks_name_the_numbers():
+    """Checked before the device is (so on CPU as on a GPU): split, bins, topk, scale, X."""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    X, ones = torch.randn(300, 16, device=dev), torch.ones(300, device=dev)
+    call = oc.overlap_partials_cuda
     with pytest.raises(ValueError, match="multiple of the kernel's tile edge 128"):
-        oc.overlap_partials_cuda(X, torch.ones(300, device="cuda"), bins=0, topk=0, split=100)
+        call(X, ones, bins=0, topk=0, split=100)
+    with pytest.raises(ValueError, match=r"0 <= topk <= P=44850; got bins=0, topk=44851"):
+        call(X, ones, bins=0, topk=44851)
+    with pytest.raises(ValueError, match=r"P=22016; got bins=0, topk=22017"):  # cross pairs
+        call(X, ones, bins=0, topk=22017, split=128)
+    with pytest.raises(ValueError, match="need bins >= 0"):
+        call(X, ones, bins=-1, topk=0)
+    with pytest.raises(ValueError, match=r"scale must have shape \(300,\), got \(299,\)"):
+        call(X, ones[:299], bins=0, topk=0)
+    with pytest.raises(ValueError, match=r"X must be 2-D, got shape \(300,\)"):
+        call(ones, ones, bins=0, topk=0)
+    with pytest.raises(ValueError, match="unknown precision 'fp64'"):
+        call(X, ones, bins=0, topk=0, precision="fp64")
+    if dev == "cpu":
+        with pytest.raises(ValueError, match="X must be a CUDA tensor, got one on cpu"):
+            call(X, ones, bins=0, topk=0)
 
 
 def test_launcher_topk_terminates_on_identical_rows():

@@ -78,8 +78,18 @@ def test_engine_backends_agree_on_replayed_batches():
 
 
 def test_train_many_runs_on_triton():
-    res = train_many(_configs(steps=2), device=DEV)
-    assert all(r.backend == "triton" and r.W.shape == (32, r.config.m) for r in res)
+    """The public path (in-kernel data) trains the same models as the torch engine replaying
+    the kernels' batches, and reports the same losses."""
+    configs = _configs(steps=3)
+    res = train_many(configs, device=DEV)
+    ref = BatchedTrainer([c.replace(backend="torch") for c in configs], DEV)
+    ref.sample = lambda s: tri.toy_sample_triton(ref.p, ref.seeds, s, ref.B)
+    want = ref.results(ref.run())
+    for c, r, w in zip(configs, res, want):
+        assert r.backend == "triton" and r.W.shape == (32, c.m)
+        assert_allclose(f"W (m={c.m})", r.W, w.W, rtol=1e-3, atol=1e-5)
+        assert_allclose(f"b (m={c.m})", r.b, w.b, rtol=1e-3, atol=1e-5)
+        assert r.final_loss == pytest.approx(w.final_loss, rel=1e-4)
 
 
 def test_train_many_group_by_policies_agree_on_triton():

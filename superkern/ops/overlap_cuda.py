@@ -88,9 +88,10 @@ def overlap_partials_cuda(X: torch.Tensor, scale: torch.Tensor, *, bins: int, to
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
-    if X.dim() != 2 or not X.is_cuda:
-        raise ValueError(f"X must be a 2-D CUDA tensor, got shape {tuple(X.shape)} on {X.device}")
+    if X.dim() != 2:
+        raise ValueError(f"X must be 2-D, got shape {tuple(X.shape)}")
     N, m = X.shape
+    # Shape and argument checks first, so that they are the same (and testable) anywhere.
     check_split(split, N)
     if split % TILE:
         raise ValueError(f"split={split} must be a multiple of the kernel's tile edge {TILE}")
@@ -99,6 +100,8 @@ def overlap_partials_cuda(X: torch.Tensor, scale: torch.Tensor, *, bins: int, to
         raise ValueError(f"need bins >= 0 and 0 <= topk <= P={P}; got bins={bins}, topk={topk}")
     if scale.shape != (N,):
         raise ValueError(f"scale must have shape ({N},), got {tuple(scale.shape)}")
+    if not X.is_cuda:
+        raise ValueError(f"X must be a CUDA tensor, got one on {X.device}")
     if N < 2:
         return overlap_partials_torch(X, scale, bins=bins, topk=topk, precision=precision)
     dev = X.device
