@@ -198,6 +198,22 @@ def test_torch_backend_copy_counts_in_the_plan():
     assert st.block_rows == 256  # 200000 // (2 * 64 * 6) = 260 -> 256 (2 bytes alone: 768)
 
 
+def test_auto_moves_to_a_streaming_backend_when_a_cpu_budget_needs_it(monkeypatch):
+    """On a CPU target the compute copy of a bf16 call counts against max_device_bytes too:
+    auto then leaves the C++ backend (no split mode) for torch, which streams; fp32 needs no
+    copy and stays; the C++ backend named explicitly is refused with the block size."""
+    monkeypatch.delenv("SUPERKERN_BACKEND", raising=False)
+    W = _head(1000, 64, seed=12)  # its bf16 copy: 127872 bytes (999 nonzero rows)
+    kw = dict(bins=16, topk=3, per_row=True, max_device_bytes=110000)
+    st = superkern.overlap_stats(W, precision="bf16", **kw)
+    assert st.backend == "torch" and st.block_rows > 0
+    check_against_gold(st, gold_stats(W, bins=16), "bf16", bins=16, topk=3, per_row=True)
+    if B.available("cpu")["cpu"] is None:
+        assert superkern.overlap_stats(W, precision="fp32", **kw).backend == "cpu"
+        with pytest.raises(ValueError, match=r"needs block streaming \(blocks of \d+ rows\)"):
+            superkern.overlap_stats(W, precision="bf16", backend="cpu", **kw)
+
+
 @pytest.mark.parametrize("bad,match", [
     (dict(block_rows=100), "multiple of 128"),
     (dict(block_rows=0), "multiple of 128"),

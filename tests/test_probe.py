@@ -225,6 +225,10 @@ def test_zero_rows_outliers_and_scale_choice():
     rep = probe(_toy(n, m, 7, norms), progress=False, splits=False)
     ev = rep.verdict["evidence"]
     assert ev["n_represented"] == 500 and ev["rows_analysed"] == n and ev["n"] == 500
+    assert ev["thresholds"] == {"represented_min_phi_half": 0.9,
+                                "m_mean_sq_close_to_1_within_factor": 4.0,
+                                "toy_scale_min_norm": 0.5, "toy_scale_max_norm": 2.0,
+                                "toy_scale_max_fraction_above": 0.01}
     assert rep.verdict["label"] == "weak superposition" and "500 of 1000" in rep.verdict["summary"]
     assert rep.norms.median == pytest.approx(1.0)  # nonzero rows: zero padding does not make it 0
     # The centred pass leaves zero rows out too (centring would make them equal vectors).

@@ -166,18 +166,28 @@ def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False
     # one that streams when streaming is asked for (block_rows; max_device_bytes on a GPU),
     # not triton for more bins than its shared-memory histogram holds.
     streams = block_rows is not None or (max_device_bytes is not None and target.type == "cuda")
-    supported = tuple(b for b in (_stream.STREAM_BACKENDS if streams else _backend.BACKENDS)
-                      if b != "triton" or bins <= TRITON_MAX_BINS)
-    if (backend == "auto" and not os.environ.get(_backend.ENV_BACKEND)
-            and name not in supported):
-        name = _backend.resolve("auto", where, supported=supported)
+    free_auto = backend == "auto" and not os.environ.get(_backend.ENV_BACKEND)
+
+    def usable(streaming: bool) -> tuple[str, ...]:
+        return tuple(b for b in (_stream.STREAM_BACKENDS if streaming else _backend.BACKENDS)
+                     if b != "triton" or bins <= TRITON_MAX_BINS)
+
+    if free_auto and name not in usable(streams):
+        name = _backend.resolve("auto", where, supported=usable(streams))
     dtype = _COMPUTE_DTYPE[precision]
     stream_rows = 0
     if N >= 2:
-        stream_rows = _stream.plan_block_rows(
-            X, precision, target, dtype, block_rows=block_rows,
-            max_device_bytes=max_device_bytes,
-            extra_elem_bytes=_backend_copy_bytes(name, precision, m), norms=norms)
+        def plan(backend_name: str) -> int:
+            return _stream.plan_block_rows(
+                X, precision, target, dtype, block_rows=block_rows,
+                max_device_bytes=max_device_bytes,
+                extra_elem_bytes=_backend_copy_bytes(backend_name, precision, m), norms=norms)
+
+        stream_rows = plan(name)
+        if stream_rows and name not in _stream.STREAM_BACKENDS and free_auto:
+            # a budget on a CPU target that the compute copy exceeds: stream on another one
+            name = _backend.resolve("auto", where, supported=usable(True))
+            stream_rows = plan(name)
         if stream_rows and name not in _stream.STREAM_BACKENDS:
             raise ValueError(
                 f"the ({N}, {m}) head needs block streaming (blocks of {stream_rows} rows), "

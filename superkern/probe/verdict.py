@@ -59,7 +59,9 @@ def superposition_verdict(*, n: int, m: int, norms: Any, mean_sq: float,
         "m_mean_sq": msq_m, "m_mean_sq_centred": msq_m_c,
         "etf_count_fraction": min(1.0, m * m / (2 * n)) if n else math.nan,
         "thresholds": {"represented_min_phi_half": REPRESENTED_MIN,
-                       "m_mean_sq_close_to_1_within_factor": MSQ_FACTOR},
+                       "m_mean_sq_close_to_1_within_factor": MSQ_FACTOR,
+                       "toy_scale_min_norm": TOY_SCALE[0], "toy_scale_max_norm": TOY_SCALE[1],
+                       "toy_scale_max_fraction_above": TOY_SCALE_OUTLIERS},
     }
     notes = []
     close = 1 / MSQ_FACTOR <= msq_m <= MSQ_FACTOR if math.isfinite(msq_m) else False
