@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Iterable, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -26,7 +26,8 @@ def _umask() -> int:
 
 
 def write_atomic(path: PathLike, data: Union[bytes, str]) -> str:
-    """Write ``data`` (bytes, or str as UTF-8) to ``path``; creates parent folders. Returns the path."""
+    """Write ``data`` (bytes, or str as UTF-8) to ``path``; creates parent folders. Returns
+    the path."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode("utf-8") if isinstance(data, str) else data
@@ -69,3 +70,47 @@ def _sync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def check_target(path: Optional[PathLike], *, is_dir: bool = False,
+                 option: str = "") -> None:
+    """Fail early (before a long computation) on an output path that cannot be written: a file
+    path that is a folder, a folder path that is a file, or a path below a file or a folder
+    that cannot be written. ``option`` (e.g. "--out") names it in the error."""
+    if path is None:
+        return
+    p = Path(path)
+    name = f"{option} {p}" if option else str(p)
+    if is_dir and p.exists() and not p.is_dir():
+        raise ValueError(f"{name}: exists and is not a folder")
+    if not is_dir and p.is_dir():
+        raise ValueError(f"{name}: is a folder; give a file name")
+    if is_dir and p.is_dir():
+        if not os.access(p, os.W_OK):
+            raise ValueError(f"{name}: the folder is not writable")
+        return
+    parent = p.parent if str(p.parent) else Path(".")
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ValueError(f"{name}: cannot write there ({parent} is not a writable folder)")
+
+
+def check_targets(*files: Optional[PathLike], plots_dir: Optional[PathLike] = None,
+                  plot_names: Iterable[str] = ()) -> None:
+    """:func:`check_target` for each output file and the plot folder, and no two outputs at the
+    same path (one would silently overwrite the other), the ``plot_names`` files the plot
+    folder will hold included."""
+    for f in files:
+        check_target(f)
+    check_target(plots_dir, is_dir=True)
+    outputs = [(f, str(f)) for f in files if f is not None]
+    if plots_dir is not None:
+        outputs += [(Path(plots_dir) / n, f"the plot {n} in {plots_dir}") for n in plot_names]
+    seen: dict[Path, str] = {}
+    for f, label in outputs:
+        key = Path(f).resolve()
+        if key in seen:
+            raise ValueError(f"{f}: two outputs would write this file ({seen[key]}, and "
+                             f"{label}); give each its own path")
+        seen[key] = label

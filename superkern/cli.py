@@ -39,6 +39,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, OSError) as exc:  # bad input, missing/unreadable file, full disk
         print(f"superkern {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError as exc:
+        print(f"superkern {args.command}: error: out of memory ({exc or 'no detail'}); ask for "
+              "less (fewer rows, top-k pairs or bins, a smaller --dpi)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nsuperkern {args.command}: interrupted. Files already written are complete "
+              "(writes are atomic); a sweep resumes where it stopped when run again.",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -364,7 +364,7 @@ def test_cli_probe_and_compare(tmp_path, capsys):
     same = str(tmp_path / "same.out")
     rc = cli_main(["probe", str(a), "--json", same, "--markdown", same, "--no-progress"])
     err = capsys.readouterr().err
-    assert rc == 2 and "given for two outputs" in err and not os.path.exists(same), err
+    assert rc == 2 and "two outputs would write this file" in err and not os.path.exists(same), err
 
 
 def test_callable_package_and_api():

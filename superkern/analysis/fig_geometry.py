@@ -175,7 +175,8 @@ def _weight_split_vs_m(ctx: Context, what: str, split: str, key: str, ylabel: st
     pts = []
     runs, note = _weight_runs(ctx, what)
     for r in runs:
-        v = cached_stats(r.weights, ctx.cache, "overlaps")[split][key]
+        st = cached_stats(r.weights, ctx.cache, "overlaps")
+        v = math.nan if st is None else st[split][key]  # unreadable file: left out
         if math.isfinite(v):
             pts.append((r, v))
     if not pts:

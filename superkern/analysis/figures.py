@@ -118,6 +118,14 @@ def make_figures(results: str | Path | Results, out_dir: str | Path = "figures",
             read from a path only: loaded :class:`Results` keep their own).
     """
     _load_registry()
+    if fit_range != "paper":
+        from superkern.analysis.fits import select_range
+
+        select_range([1.0], fit_range)  # a bad range name fails here, not as skipped figures
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
+        raise ValueError(f"bootstrap resamples must be an integer >= 0, got {n_boot!r}")
+    if isinstance(dpi, bool) or not isinstance(dpi, int) or not 10 <= dpi <= 1200:
+        raise ValueError(f"dpi must be an integer in [10, 1200], got {dpi!r}")
     res = results if isinstance(results, Results) else load_results(results, loss)
     names = list(REGISTRY) if not only else list(only)
     unknown = [n for n in names if n not in REGISTRY]

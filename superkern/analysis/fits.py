@@ -236,8 +236,16 @@ def fit_width_law(groups: Sequence[tuple[str, ...]], m: Sequence[float],
     labels = [tuple(g) if isinstance(g, (tuple, list)) else (str(g),) for g in groups]
     if not (len(labels) == m_arr.size == y.size):
         raise ValueError(f"groups, m, loss lengths differ: {len(labels)}, {m_arr.size}, {y.size}")
-    if np.any(m_arr <= 0) or not np.all(np.isfinite(y)):
-        raise ValueError("widths must be > 0 and losses finite")
+    bad = np.flatnonzero(~(m_arr > 0) | ~np.isfinite(m_arr) | ~(y > 0) | ~np.isfinite(y))
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(f"widths and losses must be finite and > 0: point {k + 1} "
+                         f"({', '.join(labels[k])}) has m = {m_arr[k]:g}, loss = {y[k]:g}"
+                         f" ({bad.size} such point(s))")
+    widths = np.unique(m_arr)
+    if widths.size < 3:
+        raise ValueError(f"the width law needs >= 3 distinct widths, got {widths.size} "
+                         f"({', '.join(f'{v:g}' for v in widths)})")
     names = sorted(set(labels))
     gidx = np.array([names.index(g) for g in labels])
     n_par = 2 + len(names)
@@ -262,7 +270,8 @@ def fit_width_law(groups: Sequence[tuple[str, ...]], m: Sequence[float],
     a0[np.arange(y.size), 1 + gidx] = 1.0
     lin = np.linalg.lstsq(a0, y, rcond=None)[0]
     p0 = np.concatenate([[math.log(max(lin[0], 1e-12 * float(np.max(m_arr)))), 1.0], lin[1:]])
-    sol = optimize.least_squares(resid, p0, jac=jac, method="lm", xtol=1e-14, ftol=1e-14)
+    with np.errstate(over="ignore", invalid="ignore"):  # a bad start may overflow exp
+        sol = optimize.least_squares(resid, p0, jac=jac, method="lm", xtol=1e-14, ftol=1e-14)
     r = sol.fun
     dof = y.size - n_par
     s2 = float(r @ r) / dof
@@ -272,6 +281,11 @@ def fit_width_law(groups: Sequence[tuple[str, ...]], m: Sequence[float],
     except np.linalg.LinAlgError:
         se = np.full(n_par, math.nan)
     c = math.exp(sol.x[0])
+    if not (np.all(np.isfinite(sol.x)) and math.isfinite(c) and c > 0
+            and np.all(np.isfinite(se[:2]))):
+        raise ValueError(f"the width-law fit has no finite optimum (alpha_m = {sol.x[1]:.4g} "
+                         f"+- {se[1]:.3g}, C = {c:.4g} +- {c * se[0]:.3g}): the losses do not "
+                         "fall as a power of m plus an offset per group; check the CSV")
     return WidthLawFit(alpha_m=float(sol.x[1]), alpha_m_se=float(se[1]), c=c,
                        c_se=float(c * se[0]),
                        offsets={g: (float(sol.x[2 + k]), float(se[2 + k]))

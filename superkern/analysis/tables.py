@@ -124,6 +124,29 @@ class Results:
         return out
 
 
+def _usable(row: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
+    """A row analysis can read: integer m, n >= 1; finite numbers where numbers go; a
+    geometry table and a weights path of the right kinds (a hand-edited or foreign row that
+    is not is left out, not a crash deep inside a fit)."""
+    def whole(v: Any) -> bool:
+        return not isinstance(v, bool) and isinstance(v, (int, float)) and float(v).is_integer()
+
+    try:
+        if not all(whole(cfg[k]) and cfg[k] >= 1 for k in ("m", "n")):
+            return False
+        if "seed" in cfg and not whole(cfg["seed"]):
+            return False
+        for key in ("gamma", "alpha", "E", "lr", "lr_b", "density_s"):
+            v = cfg.get(key)
+            if v is not None and (isinstance(v, bool) or not math.isfinite(float(v))):
+                return False
+    except (KeyError, TypeError, ValueError):
+        return False
+    return (isinstance(cfg.get("dist", "power"), (str, list))
+            and isinstance(row.get("geometry") or {}, dict)
+            and isinstance(row.get("weights") or "", str))
+
+
 def _finite(v: Any) -> float:
     try:
         f = float(v)
@@ -164,17 +187,17 @@ def load_results(path: str | Path, loss: str = "final") -> Results:
     for row in rows:
         rid = str(row.get("run_id", ""))
         cfg = row.get("config")
-        if not rid or not isinstance(cfg, dict) or rid in seen:
+        if not rid or not isinstance(cfg, dict) or rid in seen or not _usable(row, cfg):
             skipped += 1
             continue
         seen.add(rid)
         value = _finite(row.get("final_loss"))
-        if not math.isfinite(value) or row.get("diverged"):
+        if not (math.isfinite(value) and value > 0) or row.get("diverged"):
             skipped += 1
             continue
         if loss == "test":
             value = _finite(row.get("test_loss"))
-            if not math.isfinite(value):
+            if not (math.isfinite(value) and value > 0):
                 skipped += 1
                 untested += 1
                 continue
@@ -188,8 +211,8 @@ def load_results(path: str | Path, loss: str = "final") -> Results:
         warnings.warn(f"{path}: left out {untested} row(s) with no test loss (trained with "
                       "test_batches = 0)", stacklevel=2)
     if skipped > untested:
-        warnings.warn(f"{path}: left out {skipped - untested} row(s) (duplicates, diverged or "
-                      "malformed)", stacklevel=2)
+        warnings.warn(f"{path}: left out {skipped - untested} row(s) (duplicates, diverged, "
+                      "a loss that is not > 0, or malformed)", stacklevel=2)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return Results(path=path, runs=runs, read_at=now, skipped=skipped, files=tuple(files),
                    loss=loss)
@@ -310,9 +333,13 @@ def read_csv_columns(path: str | Path, labels: Sequence[str], numbers: Sequence[
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM (spreadsheets) is skipped
-        lines = [(n, line) for n, line in enumerate(f, 1)
-                 if line.strip() and not line.lstrip().startswith("#")]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM (spreadsheets): skipped
+            lines = [(n, line) for n, line in enumerate(f, 1)
+                     if line.strip() and not line.lstrip().startswith("#")]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a UTF-8 text CSV ({exc.reason} at byte {exc.start})"
+                         ) from None
     reader = csv.DictReader([line for _, line in lines])
     cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
     need = (*labels, *numbers)

@@ -83,8 +83,11 @@ def count_tokens(lines: Iterable[str], tokenizer, chunk_chars: int = 1 << 16,
     chunks: list[str] = []
 
     def flush() -> None:
-        ids = [i for enc in tokenizer.encode_batch(chunks, add_special_tokens=False)
-               for i in enc.ids]
+        try:
+            encs = tokenizer.encode_batch(chunks, add_special_tokens=False)
+        except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
+            raise ValueError(f"the tokenizer failed on the text: {exc}") from None
+        ids = [i for enc in encs for i in enc.ids]
         if ids:
             counts[:] += np.bincount(np.asarray(ids, dtype=np.int64), minlength=V)
         chunks.clear()
@@ -185,5 +188,8 @@ def corpus_counts(corpus: str | Path, tokenizer: str | Path) -> tuple[np.ndarray
         raise FileNotFoundError(f"no such corpus file: {path}")
     tok, name = load_tokenizer(tokenizer)
     with open(path, encoding="utf-8", errors="replace") as f:
-        counts = count_tokens(f, tok)
+        try:
+            counts = count_tokens(f, tok)
+        except ValueError as exc:
+            raise ValueError(f"{name} tokenizer, {path}: {exc}") from None
     return counts, name

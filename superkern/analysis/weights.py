@@ -20,7 +20,10 @@ def load_w(path: Path) -> torch.Tensor:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        return f.get_tensor("W").to(torch.float64)
+        W = f.get_tensor("W").to(torch.float64)
+    if W.dim() != 2 or W.shape[0] < 1 or W.shape[1] < 1:
+        raise ValueError(f"W has shape {tuple(W.shape)}, not (n, m)")
+    return W
 
 
 def subset_overlaps(W: torch.Tensor, rows: torch.Tensor, with_abs: bool = True) -> dict:
@@ -112,7 +115,8 @@ def cached_stats(path: Optional[Path], cache: dict, kind: str):
     """``strong_weak`` (kind "overlaps"), ``ambiguity``, the row norms (kind "norms", an fp64
     numpy array in feature order) or :func:`frequency_bin_overlaps` (kind "freqbins") of a
     weights file, memoised in ``cache``; None when the file
-    is missing or unreadable (a truncated file: with a warning naming it)."""
+    is missing, unreadable or holds non-finite values (the last two with a warning naming
+    it)."""
     if path is None or not Path(path).is_file():
         return None
     key = (str(path), kind)
@@ -122,6 +126,11 @@ def cached_stats(path: Optional[Path], cache: dict, kind: str):
         except Exception as exc:  # noqa: BLE001 - SafetensorError, KeyError: a damaged file
             warnings.warn(f"{path}: unreadable weights ({type(exc).__name__}: {exc}); that run "
                           "counts as having no saved weights", stacklevel=2)
+            cache[key] = None
+            return None
+        if not bool(torch.isfinite(W).all()):
+            warnings.warn(f"{path}: weights hold {int((~torch.isfinite(W)).sum())} non-finite "
+                          "value(s); that run counts as having no saved weights", stacklevel=2)
             cache[key] = None
             return None
         if kind == "ambiguity":

@@ -109,6 +109,24 @@ def _parse_counts(text: str) -> tuple[np.ndarray | None, list[int]]:
     return (np.asarray(values, dtype=np.float64) if values else None), bad
 
 
+def _numeric_lines(text: str) -> tuple[int, int]:
+    """(lines whose last field is any number, negative and non-finite included; all
+    non-empty, non-comment lines): a file of numbers is a counts file even when some of its
+    numbers are not valid counts."""
+    num = total = 0
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        total += 1
+        try:
+            float(re.split(r"[\s,;]+", line)[-1])
+            num += 1
+        except ValueError:
+            pass
+    return num, total
+
+
 def _json_counts(obj: object) -> np.ndarray | None:
     """{token: count}, a list of counts (numbers, or numbers written as strings), or the
     per-token-id counts file ``superkern fit zipf --save-counts`` writes."""
@@ -139,12 +157,14 @@ def load_counts(path: str | Path, mode: Literal["auto", "counts", "text", "json"
         raise FileNotFoundError(f"no such file: {path}")
     text = path.read_text(encoding="utf-8", errors="replace")
     if mode in ("auto", "json"):
+        obj: object = None
         try:
             obj = json.loads(text)
-        except json.JSONDecodeError:
-            if mode == "json":
-                raise ValueError(f"{path}: not valid JSON") from None
-        else:
+        except json.JSONDecodeError as exc:
+            if mode == "json" or text.lstrip()[:1] in ("{", "["):
+                raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        # auto: only an object or a list is JSON input; one bare number is a counts file
+        if mode == "json" or isinstance(obj, (dict, list)):
             counts = _json_counts(obj)
             if counts is None:
                 raise ValueError(f"{path}: JSON must be {{token: count}}, a list of counts "
@@ -157,9 +177,14 @@ def load_counts(path: str | Path, mode: Literal["auto", "counts", "text", "json"
         n = 0 if counts is None else counts.size
         if n and not bad:
             return counts, "counts"
-        if mode == "counts" or (n and n >= 0.9 * (n + len(bad))):
+        num, total = _numeric_lines(text)
+        if mode == "counts" or (n and n >= 0.9 * (n + len(bad))) or (
+                total and num >= 0.9 * total):
+            if n + len(bad) == 0:
+                raise ValueError(f"{path}: no line ends in a count (a non-negative finite "
+                                 "number); pass --mode text to count the words")
             shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
             raise ValueError(f"{path}: {len(bad)} of {n + len(bad)} lines do not end in a count "
                              f"(lines {shown or 'all'}); every line but a header must end in "
-                             "a non-negative number (or pass --mode text)")
+                             "a non-negative finite number (or pass --mode text)")
     return counts_from_tokens(tokenize(text)), "text"

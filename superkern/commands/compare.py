@@ -2,6 +2,8 @@
 :func:`superkern.compare`)."""
 from __future__ import annotations
 
+import sys
+
 from superkern.commands.probe import _sample, add_compute_options
 
 
@@ -18,7 +20,9 @@ def register(sub) -> None:
                         "torch backend, none on CUDA)")
     p.add_argument("--exact", action="store_true", help="no sampling anywhere")
     p.add_argument("--csv", metavar="FILE", help="write the table as CSV")
-    p.add_argument("--json", metavar="FILE", help="write the table and full reports as JSON")
+    p.add_argument("--json", metavar="FILE",
+                   help="write the table and full reports as JSON ('-': to stdout, instead of "
+                        "the table)")
     p.add_argument("--plots", metavar="DIR", help="write the figures here")
     p.add_argument("--corpus", metavar="FILE",
                    help="count a text file's tokens with each head's own tokenizer and add row "
@@ -27,17 +31,20 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from superkern.probe.comparison import compare
+    from superkern.probe.comparison import Comparison, compare
     from superkern.probe.outputs import check_targets
 
-    check_targets(args.csv, args.json, plots_dir=args.plots)
+    to_stdout = args.json == "-"  # the JSON on stdout instead of the table
+    json_path = None if to_stdout else args.json
+    check_targets(args.csv, json_path, plots_dir=args.plots, plot_names=Comparison.PLOT_NAMES)
     names = [s.strip() for s in args.names.split(",")] if args.names else None
     result = compare(args.paths, names=names, tensor=args.tensor, precision=args.precision,
                      backend=args.backend, device=args.device, sample=args.sample,
                      exact=args.exact, bins=args.bins, seed=args.seed,
                      progress=False if args.no_progress else None, corpus=args.corpus)
-    print(result.format_table(), flush=True)  # shown even if writing a file fails
-    written = result.save(csv_path=args.csv, json_path=args.json, plots_dir=args.plots)
+    # shown even if writing a file fails
+    print(result.to_json() if to_stdout else result.format_table(), flush=True)
+    written = result.save(csv_path=args.csv, json_path=json_path, plots_dir=args.plots)
     for path in written:
-        print(f"wrote {path}")
+        print(f"wrote {path}", file=sys.stderr if to_stdout else sys.stdout)
     return 0

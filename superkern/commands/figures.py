@@ -2,6 +2,8 @@
 :func:`superkern.analysis.figures.make_figures`)."""
 from __future__ import annotations
 
+import sys
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -40,4 +42,7 @@ def run(args) -> int:
                           n_boot=args.bootstrap, use_weights=not args.no_weights, dpi=args.dpi,
                           loss=args.loss)
     print(report.text())
+    if not report.written:
+        print(f"no figure written: every figure was skipped ({len(report.skipped)}); the reasons "
+              "are above", file=sys.stderr)
     return 0 if report.written else 1

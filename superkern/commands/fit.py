@@ -3,6 +3,7 @@ LLM width law (thin shims over :mod:`superkern.analysis`)."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -80,10 +81,13 @@ def _size_width(args) -> int:
 
     from superkern.analysis.llm_size import BUILTIN, fit_size_width, load_size_csv
 
+    a_n, a_se = args.alpha_n
+    if not (math.isfinite(a_n) and math.isfinite(a_se) and a_se >= 0):
+        raise ValueError(f"--alpha-n needs a finite exponent and a finite standard error >= 0, "
+                         f"got {a_n} {a_se}")
     source = args.file or BUILTIN
     fams, m, params = load_size_csv(source)
     f = fit_size_width(fams, m, params)
-    a_n, a_se = args.alpha_n
     am, se_q, se_lin = f.alpha_m(a_n, a_se)
     if args.json != "-":
         label = Path(source).name + (" (built in: nominal sizes)" if not args.file else "")
@@ -204,6 +208,8 @@ def run(args) -> int:
 
     if args.fit_range != "paper":
         select_range([1.0], args.fit_range)  # a bad range name fails before any work
+    if args.bootstrap < 0:
+        raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     if args.against:
         from superkern.analysis.compare import compare_runs, format_comparison
         from superkern.analysis.scaling import _jsonable

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_compute_options(p: argparse.ArgumentParser) -> None:
@@ -50,7 +51,8 @@ def register(sub) -> None:
     p.add_argument("--sample-main", action="store_true",
                    help="apply the --sample cap to the main pass too (for very large heads)")
     p.add_argument("--no-splits", action="store_true", help="skip the norm-split blocks")
-    p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
+    p.add_argument("--json", metavar="FILE",
+                   help="write the full report as JSON ('-': to stdout, instead of the table)")
     p.add_argument("--markdown", metavar="FILE", help="write the report as Markdown")
     p.add_argument("--plots", metavar="DIR", help="write norms.png and overlaps.png here (and "
                                                   "norm_vs_frequency.png with --token-counts)")
@@ -68,9 +70,11 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from superkern.probe.core import probe
-    from superkern.probe.outputs import check_targets
+    from superkern.probe.outputs import PLOT_NAMES, check_targets
 
-    check_targets(args.json, args.markdown, plots_dir=args.plots)
+    to_stdout = args.json == "-"  # the JSON on stdout instead of the table
+    json_path = None if to_stdout else args.json
+    check_targets(json_path, args.markdown, plots_dir=args.plots, plot_names=PLOT_NAMES)
     report = probe(args.path, tensor=args.tensor, precision=args.precision,
                    backend=args.backend, device=args.device, bins=args.bins, topk=args.topk,
                    exclude=args.exclude, exclude_duplicates=args.exclude_duplicates,
@@ -78,9 +82,10 @@ def run(args) -> int:
                    splits=not args.no_splits, seed=args.seed, token_counts=args.token_counts,
                    corpus=args.corpus, tokenizer=args.tokenizer,
                    progress=False if args.no_progress else None)
-    print(report.format_table(), flush=True)  # shown even if writing a file fails
-    written = report.save(json_path=args.json, markdown_path=args.markdown,
+    # shown even if writing a file fails
+    print(report.to_json() if to_stdout else report.format_table(), flush=True)
+    written = report.save(json_path=json_path, markdown_path=args.markdown,
                           plots_dir=args.plots)
     for path in written:
-        print(f"wrote {path}")
+        print(f"wrote {path}", file=sys.stderr if to_stdout else sys.stdout)
     return 0

@@ -68,6 +68,8 @@ def run(args) -> int:
             alias = "" if name == exp.name else f" (alias of {exp.name})"
             print(f"{name:<8} {exp.size():>5} models{alias}  {exp.paper}")
         return 0 if args.list else 2
+    if args.max_instances is not None and args.max_instances < 1:
+        raise ValueError(f"--max-instances must be >= 1, got {args.max_instances}")
     shard = None
     if args.shard is not None:
         shard = sw.parse_shard(args.shard)

@@ -96,9 +96,13 @@ def format_table(results) -> str:
 
 
 def run(args) -> int:
+    from superkern._atomic import check_target
     from superkern.toy import train_many
 
     configs = build_configs(args)
+    if args.out:  # before training: a path in the way must not cost the trained models
+        check_target(args.out, is_dir=True, option="--out")
+        check_target(os.path.join(args.out, "results.jsonl"), option="--out")
     results = train_many(configs, device=args.device, progress=True if args.progress else None)
     if args.json:
         for r in results:
@@ -113,6 +117,7 @@ def run(args) -> int:
         from superkern.sweep.store import ResultsStore
 
         store = ResultsStore(os.path.join(args.out, "results.jsonl"))
+        store.repair()  # a partial last line left by a killed run: the new rows start clean
         for r in results:  # weights first (atomic), then one fsynced row that points at them
             store.append({**r.to_dict(), "weights": r.save(args.out).name})
     return 0

@@ -34,6 +34,8 @@ def as_matrix(W: Any, name: str = "W", finite: bool = True) -> torch.Tensor:
         W = native_tensor(W)
     if not isinstance(W, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor or numpy array, got {type(W).__name__}")
+    if W.layout != torch.strided and W.dim() == 2:  # sparse: the kernels read dense rows
+        W = W.to_dense()
     if W.dim() != 2:
         raise ValueError(f"{name} must be 2-D (n, m), got {W.dim()}-D with shape {tuple(W.shape)}")
     if W.dtype not in FLOAT_DTYPES:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,16 @@ def row_norms_ref(W: torch.Tensor) -> torch.Tensor:
     return row_norms(W)
 
 
+def _std(r: torch.Tensor, hi: float) -> float:
+    """Standard deviation (ddof 1) of the norms r, measured scaled by their largest value so
+    that norms near fp64's limits (1e160) do not overflow its squares; 0 for one row."""
+    if r.numel() < 2:
+        return 0.0
+    if hi > 0 and math.isfinite(hi):
+        return float((r / hi).std()) * hi
+    return float(r.std())
+
+
 @torch.no_grad()  # statistics of a tensor, never a graph (a Parameter would keep one)
 def row_norm_stats(W: Any, *, bins: int = 50, chunk_rows: int = 1 << 15) -> NormStats:
     """Row-norm summary, histogram (``bins`` equal bins over [min, max]) and phi fractions.
@@ -82,7 +93,7 @@ def row_norm_stats(W: Any, *, bins: int = 50, chunk_rows: int = 1 << 15) -> Norm
     rn = r / med if med > 0 else torch.full_like(r, float("nan"))
     return NormStats(
         n=n, m=m, n_zero=int((r == 0).sum()), mean=float(r.mean()),
-        std=float(r.std()) if n > 1 else 0.0, min=lo, max=hi, median=med,
+        std=_std(r, hi), min=lo, max=hi, median=med,
         phi_half=float((r > 0.5).double().mean()), phi_1=float((r > 1.0).double().mean()),
         phi_half_median=float((rn > 0.5).double().mean()),
         phi_1_median=float((rn > 1.0).double().mean()),

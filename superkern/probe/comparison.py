@@ -120,6 +120,8 @@ class Comparison:
                             for r in self.rows if r.get("freq_rows_seen")])
         return "\n".join(lines)
 
+    PLOT_NAMES = ("mean_sq_vs_m.png", "row_norms.png", "frequency_overlaps.png")
+
     def plots(self) -> dict[str, bytes]:
         """PNG bytes by file name: ``mean_sq_vs_m.png`` and ``row_norms.png``."""
         from superkern.probe.plots import mean_sq_vs_m_png, row_norms_png
@@ -138,7 +140,7 @@ class Comparison:
         """Render everything, then write each file atomically."""
         from superkern.probe.outputs import check_targets, write_all
 
-        check_targets(csv_path, json_path, plots_dir=plots_dir)
+        check_targets(csv_path, json_path, plots_dir=plots_dir, plot_names=self.PLOT_NAMES)
         files: dict[str, Any] = {}
         if csv_path is not None:
             files[str(csv_path)] = self.to_csv()

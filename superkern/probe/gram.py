@@ -16,6 +16,8 @@ from typing import Any, Optional
 
 import torch
 
+from superkern.ops.overlap_stream import row_norms
+
 
 def _find_complements(member: torch.Tensor, order: list[int]) -> dict[int, tuple[int, int]]:
     """k -> (total, part) when set k == set total minus set part (part a subset of total)."""
@@ -80,7 +82,7 @@ def set_moments(W: torch.Tensor, sets: dict[str, torch.Tensor], *,
         X = W[idx.to(W.device)].to(dev).double()
         if centre is not None:
             X = X - centre
-        r = torch.linalg.vector_norm(X, dim=1)
+        r = row_norms(X)  # scaled where squares would leave fp64's range (|x| ~ 1e160)
         nz = r > 0
         U = X[nz] / r[nz, None]
         in_set = member[:, idx][:, nz.cpu()]

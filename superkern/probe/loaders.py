@@ -70,6 +70,11 @@ _ENGINE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 def _check_matrix(head: Head) -> None:
     W = head.matrix
     where = f"{head.source}: tensor {head.tensor!r}"
+    if W.layout != torch.strided:  # a sparse (COO, CSR, ...) matrix: the kernels read dense rows
+        if W.dim() != 2:
+            raise ValueError(f"{where} is a {W.layout} tensor of shape {list(W.shape)}; an LM "
+                             "head must be 2-D (n tokens, m width)")
+        head.matrix = W = W.to_dense()
     if W.dim() != 2:
         raise ValueError(f"{where} has shape {list(W.shape)}; an LM head must be 2-D "
                          "(n tokens, m width)")
@@ -171,12 +176,16 @@ def _safe_open(path: Path):
 
 
 def _read_config(folder: Path) -> dict:
+    """The model folder's config.json; {} when there is none, and ``{"_unreadable": why}``
+    when there is one that cannot be read (the tying note then says so)."""
     try:
         cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as exc:
+        return {"_unreadable": f"{type(exc).__name__}: {exc}"}
     if not isinstance(cfg, dict):
-        return {}
+        return {"_unreadable": f"a JSON {type(cfg).__name__}, not an object"}
     if "tie_word_embeddings" not in cfg and isinstance(cfg.get("text_config"), dict):
         cfg = {**cfg, "tie_word_embeddings": cfg["text_config"].get("tie_word_embeddings")}
     return cfg
@@ -197,6 +206,9 @@ def _tie_info(kind: str, name: str, names: list[str], cfg: dict) -> tuple[Option
         if tie is False:
             return False, ("no LM-head tensor stored although config.json has "
                            "tie_word_embeddings=false; using the input embedding")
+        if cfg.get("_unreadable"):
+            return True, ("no LM-head tensor: only the input embedding is present (config.json "
+                          f"is unreadable: {cfg['_unreadable']})")
         return True, ("no LM-head tensor: only the input embedding is present "
                       "(config.json does not set tie_word_embeddings)")
     return None, "tensor chosen explicitly; tying unknown"

@@ -7,45 +7,11 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
-from superkern._atomic import write_atomic  # re-exported for callers of this module
+from superkern._atomic import check_targets, write_atomic  # check_targets: re-exported
 
 PathLike = Union[str, os.PathLike]
-
-
-def check_target(path: Optional[PathLike], *, is_dir: bool = False) -> None:
-    """Fail early (before a long computation) on an output path that cannot be written."""
-    if path is None:
-        return
-    p = Path(path)
-    if is_dir:
-        if p.exists() and not p.is_dir():
-            raise ValueError(f"{p}: exists and is not a directory")
-        return
-    if p.is_dir():
-        raise ValueError(f"{p}: is a directory; give a file name")
-    parent = p.parent if str(p.parent) else Path(".")
-    probe_dir = parent
-    while not probe_dir.exists() and probe_dir != probe_dir.parent:
-        probe_dir = probe_dir.parent
-    if not probe_dir.is_dir() or not os.access(probe_dir, os.W_OK):
-        raise ValueError(f"{p}: cannot write there ({probe_dir} is not a writable directory)")
-
-
-def check_targets(*files: Optional[PathLike], plots_dir: Optional[PathLike] = None) -> None:
-    """:func:`check_target` for each output file and the plot folder, and no two outputs at the
-    same path (one would silently overwrite the other)."""
-    for f in files:
-        check_target(f)
-    check_target(plots_dir, is_dir=True)
-    seen: dict[Path, PathLike] = {}
-    for f in files:
-        if f is None:
-            continue
-        key = Path(f).resolve()
-        if key in seen:
-            raise ValueError(f"{f}: given for two outputs (also as {seen[key]}); each output "
-                             "needs its own file")
-        seen[key] = f
+# The files ``--plots DIR`` writes (norm_vs_frequency.png only with token counts).
+PLOT_NAMES = ("norms.png", "overlaps.png", "norm_vs_frequency.png")
 
 
 def write_all(files: dict[str, Union[bytes, str]]) -> list[str]:
@@ -56,7 +22,7 @@ def write_outputs(report, *, json_path: Optional[PathLike] = None,
                   markdown_path: Optional[PathLike] = None,
                   plots_dir: Optional[PathLike] = None) -> list[str]:
     """Render the report's JSON, Markdown and PNG plots, then write them atomically."""
-    check_targets(json_path, markdown_path, plots_dir=plots_dir)
+    check_targets(json_path, markdown_path, plots_dir=plots_dir, plot_names=PLOT_NAMES)
     files: dict[str, Union[bytes, str]] = {}
     if json_path is not None:
         files[str(json_path)] = report.to_json() + "\n"

@@ -103,9 +103,23 @@ def load_experiment(spec: str) -> Experiment:
         path = builtins[spec]
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid TOML (UTF-8 text): {exc}") from None
     return parse_experiment(doc, source=str(path))
+
+
+def _unaliased(table: Mapping[str, Any], where: str, source: str) -> dict[str, Any]:
+    """``table`` with alias keys renamed (``seeds`` -> ``seed``); a field set under two
+    names is an error, not a silent choice of the last."""
+    out: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    for k, v in table.items():
+        key = ALIASES.get(k, k)
+        if key in out:
+            raise ValueError(f"{source}: [{where}] sets {key!r} twice (as {spelled[key]!r} and "
+                             f"{k!r}); keep one")
+        out[key], spelled[key] = v, k
+    return out
 
 
 def parse_experiment(doc: Mapping[str, Any], source: str = "") -> Experiment:
@@ -115,11 +129,15 @@ def parse_experiment(doc: Mapping[str, Any], source: str = "") -> Experiment:
         raise ValueError(f"{source}: unknown table(s) {extra}; expected experiment, base, grid, "
                          "sweep, variants")
     meta = dict(doc.get("experiment", {}))
-    base = {ALIASES.get(k, k): v for k, v in doc.get("base", {}).items()}
-    axes = {ALIASES.get(k, k): _axis_values(k, v) for k, v in doc.get("grid", {}).items()}
+    base = _unaliased(doc.get("base", {}), "base", source)
+    axes = {k: _axis_values(k, v)
+            for k, v in _unaliased(doc.get("grid", {}), "grid", source).items()}
     sweep = dict(doc.get("sweep", {}))
     check_sweep_options(sweep, source)
     name = str(meta.get("name") or Path(source).stem or "experiment")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name):
+        raise ValueError(f"{source}: experiment name {name!r} must be a plain name (letters, "
+                         "digits, '_', '.', '+', '-'): it names the default output folder")
     return Experiment(name=name, base=base, axes=axes, sweep=sweep,
                       variants={k: dict(v) for k, v in doc.get("variants", {}).items()},
                       description=str(meta.get("description", "")),
@@ -142,11 +160,8 @@ def _axis_values(name: str, spec: Any) -> list[Any]:
     """Expand one axis spec (list, scalar or generator table) into a list of values."""
     if isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in _GENERATORS:
         kind, args = next(iter(spec.items()))
-        try:
-            values = _GENERATORS[kind](*args)
-        except TypeError as exc:
-            raise ValueError(f"axis {name!r}: bad arguments {args!r} for {kind}: {exc}") from None
-        return [_clean(v) for v in values]
+        _check_generator(name, kind, args)
+        return [_clean(v) for v in _GENERATORS[kind](*args)]
     if isinstance(spec, list):
         if not spec:
             raise ValueError(f"axis {name!r} is empty")
@@ -154,9 +169,52 @@ def _axis_values(name: str, spec: Any) -> list[Any]:
     return [_clean(spec)]
 
 
+# Generator tables: {kind = [arguments]}; each must give 1 to MAX_AXIS_VALUES values.
+_GENERATOR_ARGS = {"linspace": ("start", "stop", "count"),
+                   "geomspace": ("start", "stop", "count"),
+                   "arange": ("start", "stop", "step"),
+                   "powers_of_2": ("first exponent", "last exponent"),
+                   "logspace_int": ("start", "stop", "count")}
+MAX_AXIS_VALUES = 100_000
+MAX_GRID_CONFIGS = 1_000_000  # configs of one grid (each is a trained model)
+
+
+def _check_generator(name: str, kind: str, args: Any) -> None:
+    """Arguments of a generator table, with the axis, the generator and the numbers named."""
+    names = _GENERATOR_ARGS[kind]
+    where = f"axis {name!r}: {kind}"
+    if not isinstance(args, list) or len(args) != len(names) or not all(
+            isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a)
+            for a in args):
+        raise ValueError(f"{where} takes [{', '.join(names)}] (finite numbers), got {args!r}")
+    whole = {"count": args[-1]} if names[-1] == "count" else {}
+    if kind == "powers_of_2":
+        whole = {"first exponent": args[0], "last exponent": args[1]}
+    for what, v in whole.items():
+        if v != int(v):
+            raise ValueError(f"{where}: the {what} must be a whole number, got {v!r}")
+    if kind == "arange":
+        if args[2] <= 0:
+            raise ValueError(f"{where}: step must be > 0, got {args[2]}")
+        count = math.floor((args[1] - args[0]) / args[2] + 1e-9) + 1
+    elif kind == "powers_of_2":
+        if not 0 <= args[0] <= args[1] <= 62:
+            raise ValueError(f"{where}: need 0 <= first exponent <= last exponent <= 62, got "
+                             f"{args[0]} and {args[1]}")
+        count = int(args[1]) - int(args[0]) + 1
+    else:
+        count = int(args[2])
+    if kind == "geomspace" and not args[0] * args[1] > 0:
+        raise ValueError(f"{where}: start and stop must be nonzero and of one sign, got "
+                         f"{args[0]} and {args[1]}")
+    if kind == "logspace_int" and not (args[0] > 0 and args[1] > 0):
+        raise ValueError(f"{where}: start and stop must be > 0, got {args[0]} and {args[1]}")
+    if not 1 <= count <= MAX_AXIS_VALUES:
+        raise ValueError(f"{where} {args} gives {max(count, 0)} values; an axis needs 1 to "
+                         f"{MAX_AXIS_VALUES}")
+
+
 def _arange(start: float, stop: float, step: float) -> list[float]:
-    if step <= 0:
-        raise ValueError(f"arange step must be > 0, got {step}")
     count = int(math.floor((stop - start) / step + 1e-9)) + 1  # stop included
     return [start + k * step for k in range(count)]
 
@@ -259,6 +317,10 @@ def apply_overrides(exp: Experiment, items: Sequence[str]) -> Experiment:
 
 def expand(exp: Experiment) -> list[dict[str, Any]]:
     """The grid's config dicts, in cartesian-product order of the axes."""
+    if exp.size() > MAX_GRID_CONFIGS:
+        raise ValueError(f"{exp.name}: the grid expands to {exp.size()} configs ("
+                         + " x ".join(f"{len(v)} {k}" for k, v in exp.axes.items())
+                         + f"), more than {MAX_GRID_CONFIGS}; split it into several sweeps")
     names = list(exp.axes)
     fields = set(engine.config_fields())
     out = []

@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from superkern._atomic import check_target
 from superkern.sweep import engine
 from superkern.sweep.grid import Launch, group_configs
 from superkern.sweep.shard import (RESULTS_NAME, claim_shard, results_files, shard_configs,
@@ -238,6 +239,10 @@ def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = 
         warnings.warn(f"{dups} duplicate config(s) in the grid were dropped", stacklevel=2)
     grid_models = len(configs)
     out = Path(out_dir)
+    # every output place checked before any training: a file in the way fails now
+    check_target(out, is_dir=True, option="the sweep folder")
+    if save_weights:
+        check_target(out / WEIGHTS_DIR, is_dir=True, option="the weights folder")
     out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         if shard is not None:

@@ -69,7 +69,7 @@ def iter_jsonl(path: PathLike, *, warn: bool = True) -> Iterator[dict[str, Any]]
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             if warn:
                 warnings.warn(f"{path}:{lineno}: skipping an unreadable line ({exc})",
                               ResultsWarning, stacklevel=2)
