@@ -129,6 +129,10 @@ def _token_counts(args):
 def run(args) -> int:
     import dataclasses
 
+    from superkern._atomic import check_targets
+
+    # output paths before any work: a folder, an unwritable place or one file given twice
+    check_targets(None if args.json == "-" else args.json, args.plot, args.save_counts)
     if args.against and args.target in LLM_TARGETS:
         raise ValueError(f"--against compares two sweep results; it does not apply to "
                          f"'fit {args.target}'")

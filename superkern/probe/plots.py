@@ -8,6 +8,7 @@ rank (paper Fig. 6a style).
 from __future__ import annotations
 
 import io
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -124,16 +125,19 @@ def row_norms_png(names: Sequence[str], norms: Sequence[np.ndarray]) -> bytes:
     fig = new_figure(max(4.0, 1.1 * len(names) + 2), 4.2)
     ax = fig.add_subplot(1, 1, 1)
     pos = np.arange(1, len(names) + 1)
-    ax.violinplot([np.asarray(x, dtype=float) for x in norms], positions=pos,
-                  showextrema=False, widths=0.8)
-    for p, x in zip(pos, norms):
-        x = np.asarray(x, dtype=float)
+    # Norms far from 1 (fp64 heads near 1e160) are drawn in units of a power of ten, so that
+    # the density estimate and the std do not overflow.
+    top = max((float(np.max(x)) for x in norms if np.size(x)), default=1.0)
+    unit = 1.0 if not top > 0 or 1e-3 < top < 1e3 else 10.0 ** math.floor(math.log10(top))
+    vals = [np.asarray(x, dtype=float) / unit for x in norms]
+    ax.violinplot(vals, positions=pos, showextrema=False, widths=0.8)
+    for p, x in zip(pos, vals):
         ax.errorbar([p], [x.mean()], yerr=[x.std()], fmt="o", color="k", ms=4, capsize=3)
         ax.scatter([p], [x.max()], color="tab:red", s=10)
         ax.scatter([p], [x.min()], color="k", s=10)
     ax.set_xticks(pos)
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("row norm ||W_i||")
+    ax.set_ylabel("row norm ||W_i||" + ("" if unit == 1.0 else f" / {unit:.0e}"))
     ax.set_title("Row norms per head (dot: mean +- std; red: max; black: min)", fontsize=10)
     return png_bytes(fig)
 

@@ -1,0 +1,133 @@
+"""Bad command lines (from an adversarial audit): every one ends in a clear error (exit 2)
+before any work, or completes correctly; nothing computed is lost to a bad output path."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from superkern.cli import main
+from tests.sweep_fakes import make_fake, small_configs
+
+TRAIN = ["train", "--preset", "none", "--n", "20", "--m", "4", "--steps", "4", "--batch", "4",
+         "--device", "cpu", "--backend", "torch"]
+
+
+def _err(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return err
+
+
+def test_train_out_repairs_a_partial_row_and_checks_the_folder_first(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(TRAIN + ["--out", str(out)]) == 0
+    path = out / "results.jsonl"
+    path.write_bytes(path.read_bytes()[:-40])  # a run killed while writing its row
+    with pytest.warns(UserWarning, match="removed a partial last line"):
+        assert main(TRAIN[:6] + ["12"] + TRAIN[7:] + ["--out", str(out)]) == 0
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["config"]["m"] for r in rows] == [12]  # the damaged row is gone, the new one whole
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    capsys.readouterr()
+    assert main(TRAIN + ["--out", str(afile)]) == 2
+    captured = capsys.readouterr()
+    assert "--out" in captured.err and "exists and is not a folder" in captured.err
+    assert "run_id" not in captured.out  # refused before training, not after
+
+
+def test_sweep_checks_its_weights_folder_before_training(tmp_path):
+    from superkern.sweep import run_sweep
+
+    (tmp_path / "weights").write_text("in the way")
+    calls: list = []
+    with pytest.raises(ValueError, match="the weights folder .*exists and is not a folder"):
+        run_sweep(small_configs(), tmp_path, train_fn=make_fake(calls=calls), progress=False)
+    assert calls == [] and not (tmp_path / "results.jsonl").exists()
+
+
+@pytest.mark.parametrize("grid, match", [
+    ("seed = [0, 1]\nseeds = [2]\nm = [4]", r"\[grid\] sets 'seed' twice"),
+    ("m = { linspace = [4, 8, 0] }", "gives 0 values"),
+    ("m = { linspace = [4, 8] }", r"linspace takes \[start, stop, count\]"),
+    ("m = { powers_of_2 = [3, 1] }", "first exponent <= last exponent"),
+    ("m = { geomspace = [0, 8, 3] }", "nonzero and of one sign"),
+    ("gamma = { linspace = [0, 1, 2.5] }", "count must be a whole number"),
+])
+def test_bad_grids_name_the_axis(tmp_path, capsys, grid, match):
+    toml = tmp_path / "g.toml"
+    toml.write_text(f'[base]\npreset = "small"\nn = 64\n[grid]\n{grid}\n')
+    assert main(["sweep", str(toml), "--dry-run"]) == 2
+    assert pytest.importorskip("re").search(match, _err(capsys))
+
+
+def test_experiment_names_and_sweep_options(tmp_path, capsys):
+    toml = tmp_path / "g.toml"
+    toml.write_text('[experiment]\nname = "../../elsewhere"\n[base]\nn = 64\nm = 4\n')
+    assert main(["sweep", str(toml), "--dry-run"]) == 2
+    assert "must be a plain name" in _err(capsys)
+    assert main(["sweep", "fig1", "--quick", "--max-instances", "0"]) == 2
+    assert "--max-instances must be >= 1, got 0" in _err(capsys)
+
+
+def test_outputs_that_would_overwrite_each_other(tmp_path, capsys):
+    counts = tmp_path / "c.txt"
+    counts.write_text("".join(f"{int(1000 / k)}\n" for k in range(1, 60)))
+    same = tmp_path / "x.png"
+    assert main(["fit", "zipf", str(counts), "--plot", str(same), "--json", str(same)]) == 2
+    assert "two outputs would write this file" in _err(capsys) and not same.exists()
+    head = tmp_path / "h.npy"
+    np.save(head, np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32))
+    plots = tmp_path / "p"
+    assert main(["probe", str(head), "--json", str(plots / "norms.png"), "--plots", str(plots),
+                 "--no-progress"]) == 2
+    assert "the plot norms.png in" in _err(capsys)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["compare", str(head), str(head), "--plots", str(afile / "sub"),
+                 "--no-progress"]) == 2
+    assert "is not a writable folder" in _err(capsys)
+    assert main(["fit", "zipf", str(counts), "--json", str(tmp_path)]) == 2
+    assert "is a folder; give a file name" in _err(capsys)
+
+
+def test_probe_json_to_stdout(tmp_path, capsys):
+    head = tmp_path / "h.npy"
+    np.save(head, np.random.default_rng(1).standard_normal((30, 4)).astype(np.float32))
+    assert main(["probe", str(head), "--json", "-", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out)["rows"]["n"] == 30 and not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["figures", "RES", "--dpi", "100000"], "dpi must be an integer in [10, 1200]"),
+    (["figures", "RES", "--range", "foo"], "unknown fit range 'foo'"),
+    (["figures", "RES", "--bootstrap", "-1"], "bootstrap resamples must be an integer >= 0"),
+    (["fit", "RES", "--bootstrap", "-1"], "--bootstrap must be >= 0, got -1"),
+    (["fit", "size-width", "--alpha-n", "0.35", "-0.02"], "finite standard error >= 0"),
+    (["fit", "size-width", "--alpha-n", "nan", "0.02"], "needs a finite exponent"),
+])
+def test_analysis_options_out_of_range(results_file, capsys, argv, match):
+    argv = [str(results_file) if a == "RES" else a for a in argv]
+    assert main(argv) == 2
+    assert match in _err(capsys)
+
+
+def test_interrupt_and_out_of_memory_messages(monkeypatch, capsys):
+    import superkern.commands.env as env_cmd
+
+    def stop(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(env_cmd, "run", stop)
+    assert main(["env"]) == 130
+    assert "interrupted" in _err(capsys)
+
+    def full(args):
+        raise MemoryError("std::bad_alloc")
+
+    monkeypatch.setattr(env_cmd, "run", full)
+    assert main(["env"]) == 2
+    assert "out of memory (std::bad_alloc)" in _err(capsys)
