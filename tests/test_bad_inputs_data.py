@@ -152,7 +152,7 @@ def test_non_utf8_files_are_named(tmp_path):
     from superkern.sweep.store import ResultsWarning, read_jsonl
 
     blob = tmp_path / "blob.bin"
-    blob.write_bytes(b"\x93NUMPY\xff\xfe\n\x00\x01\n")
+    blob.write_bytes(b"\x93NUMPY\xff\xfe\x00\x01\n")
     with pytest.raises(ValueError, match=r"blob.bin: not valid TOML \(UTF-8 text\)"):
         load_experiment(str(blob))
     with pytest.raises(ValueError, match=r"blob.bin: not a UTF-8 text CSV"):
