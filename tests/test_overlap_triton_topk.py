@@ -18,14 +18,11 @@ import superkern.triton.overlap as T  # noqa: E402  (needs triton)
 from tests.test_overlap_triton import DEV, TOL, _operands, _rand  # noqa: E402
 
 
-@pytest.mark.parametrize("n, k, cap", [(200, 6, 7), (200, 6, 13), (9, 6, 7)])
-def test_topk_overflow_reruns_until_exact(n, k, cap, monkeypatch):
-    # Start from the weakest valid threshold (every pair a candidate) so that the buffer
-    # overflows. With 2k <= n the 2k-th largest row max is the next threshold; with 2k > n
-    # (no such bound) the k-th best collected pair is, pass after pass.
-    W = _rand(n, 16, seed=5)
-    X, s = _operands(W)
-    calls = []
+def _counted_passes(n, first_threshold, monkeypatch):
+    """Operands of an (n, 16) head, with the top-k search started from ``first_threshold``
+    and every kernel pass's threshold recorded in ``calls``; also the real launcher."""
+    X, s = _operands(_rand(n, 16, seed=5))
+    calls: list = []
     launch = T._launch
 
     def counting(*a, **kw):
@@ -33,8 +30,17 @@ def test_topk_overflow_reruns_until_exact(n, k, cap, monkeypatch):
         return launch(*a, **kw)
 
     monkeypatch.setattr(T, "_launch", counting)
+    monkeypatch.setattr(T._topk, "initial_threshold", lambda *a, **kw: first_threshold)
+    return X, s, calls, launch
+
+
+@pytest.mark.parametrize("n, k, cap", [(200, 6, 7), (200, 6, 13), (9, 6, 7)])
+def test_topk_overflow_reruns_until_exact(n, k, cap, monkeypatch):
+    # Start from the weakest valid threshold (every pair a candidate) so that the buffer
+    # overflows. With 2k <= n the 2k-th largest row max is the next threshold; with 2k > n
+    # (no such bound) the k-th best collected pair is, pass after pass.
     P = n * (n - 1) // 2
-    monkeypatch.setattr(T._topk, "initial_threshold", lambda *a, **kw: (-1.0, float(P)))
+    X, s, calls, _ = _counted_passes(n, (-1.0, float(P)), monkeypatch)
     got = T.overlap_partials_triton(X, s, bins=0, topk=k, topk_capacity=cap)
     ref = overlap_partials_torch(X, s, bins=0, topk=k)
     assert len(calls) >= 2, f"a {cap}-slot buffer must overflow; passes: {calls}"
@@ -50,17 +56,7 @@ def test_topk_estimate_too_high_reruns_with_a_lower_threshold(n, want_thr, monke
     the 2k-th largest row max (n >= 2k), or -1 (every pair) when there is no such bound, and
     then the result is exact. A run that never collects k pairs stops with an error."""
     k = 6
-    W = _rand(n, 16, seed=5)
-    X, s = _operands(W)
-    calls = []
-    launch = T._launch
-
-    def counting(*a, **kw):
-        calls.append(kw["thr"])
-        return launch(*a, **kw)
-
-    monkeypatch.setattr(T, "_launch", counting)
-    monkeypatch.setattr(T._topk, "initial_threshold", lambda *a, **kw: (0.999, 1.0))
+    X, s, calls, launch = _counted_passes(n, (0.999, 1.0), monkeypatch)
     got = T.overlap_partials_triton(X, s, bins=0, topk=k)
     ref = overlap_partials_torch(X, s, bins=0, topk=k)
     assert len(calls) == 2, calls
