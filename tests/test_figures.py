@@ -25,8 +25,9 @@ def test_fit_report_recovers_the_built_in_laws(results_file):
     for c in fitted:
         want = law_alpha_m(SimpleNamespace(dist=c.cell["dist"], alpha=c.cell.get("alpha"),
                                            gamma=c.gamma))
-        # 1% log-noise on 3 to 5 widths: slope sd ~0.01; stderr with 1 dof is itself noisy
-        assert abs(c.fit.alpha_m - want) < max(5 * c.fit.stderr, 0.05), (c.label, c.fit, want)
+        # 1% log-noise on 3 to 5 widths (seeded, so fixed): slope sd ~0.006, largest error of
+        # the 38 cells 0.0245
+        assert abs(c.fit.alpha_m - want) < 0.03, (c.label, c.fit, want)
     text = format_report(rep)
     assert "(paper 1.01 +- 0.05)" in text and "median loss/prediction" in text
     phi = {(p.label, p.m): p for p in rep.phi}
