@@ -28,6 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, torch.OutOfMemoryError (a RuntimeError) or torch's CPU allocator failing."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return "can't allocate memory" in text or "out of memory" in text
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -39,9 +47,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, OSError) as exc:  # bad input, missing/unreadable file, full disk
         print(f"superkern {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except MemoryError as exc:
-        print(f"superkern {args.command}: error: out of memory ({exc or 'no detail'}); ask for "
-              "less (fewer rows, top-k pairs or bins, a smaller --dpi)", file=sys.stderr)
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+        print(f"superkern {args.command}: error: out of memory ({detail}); ask for less (fewer "
+              "rows, top-k pairs or bins, a smaller --dpi or --max-instances)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\nsuperkern {args.command}: interrupted. Files already written are complete "

@@ -68,6 +68,10 @@ def test_experiment_names_and_sweep_options(tmp_path, capsys):
     toml.write_text('[experiment]\nname = "../../elsewhere"\n[base]\nn = 64\nm = 4\n')
     assert main(["sweep", str(toml), "--dry-run"]) == 2
     assert "must be a plain name" in _err(capsys)
+    spaced = tmp_path / "my sweep.toml"  # a file name with a space names the experiment
+    spaced.write_text('[base]\npreset = "small"\nn = 64\nm = 4\n')
+    assert main(["sweep", str(spaced), "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("my sweep: 1 valid configs")
     assert main(["sweep", "fig1", "--quick", "--max-instances", "0"]) == 2
     assert "--max-instances must be >= 1, got 0" in _err(capsys)
 
@@ -84,6 +88,11 @@ def test_outputs_that_would_overwrite_each_other(tmp_path, capsys):
     assert main(["probe", str(head), "--json", str(plots / "norms.png"), "--plots", str(plots),
                  "--no-progress"]) == 2
     assert "the plot norms.png in" in _err(capsys)
+    # a plot that will not be written (no token counts) does not claim its name
+    assert main(["probe", str(head), "--json", str(plots / "norm_vs_frequency.png"),
+                 "--plots", str(plots), "--no-progress"]) == 0
+    assert json.loads((plots / "norm_vs_frequency.png").read_text())["rows"]["n"] == 30
+    capsys.readouterr()
     afile = tmp_path / "afile"
     afile.write_text("x")
     assert main(["compare", str(head), str(head), "--plots", str(afile / "sub"),
@@ -131,3 +140,18 @@ def test_interrupt_and_out_of_memory_messages(monkeypatch, capsys):
     monkeypatch.setattr(env_cmd, "run", full)
     assert main(["env"]) == 2
     assert "out of memory (std::bad_alloc)" in _err(capsys)
+
+    def torch_cpu(args):  # what torch's CPU allocator raises
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
+                           "can't allocate memory: you tried to allocate 80000000000 bytes.")
+
+    monkeypatch.setattr(env_cmd, "run", torch_cpu)
+    assert main(["env"]) == 2
+    assert "out of memory ([enforce fail" in _err(capsys)
+
+    def other(args):
+        raise RuntimeError("a bug, not memory")
+
+    monkeypatch.setattr(env_cmd, "run", other)
+    with pytest.raises(RuntimeError, match="a bug"):  # other errors are not disguised
+        main(["env"])

@@ -118,7 +118,7 @@ def test_width_law_fits_that_cannot_work_are_errors(tmp_path, rows, match):
 @pytest.mark.parametrize("text, match", [
     ("5\n-3\n2\n1\n", r"1 of 4 lines do not end in a count \(lines 2\)"),
     ("nan\n", "no line ends in a count"),
-    ("[3, 2, 1\n", "not valid JSON"),
+    ("[3, 2, 1\n", "not valid JSON .*; pass --mode text"),
     ("7\n", "need at least 2 positive counts, got 1"),  # one count, read as a counts file
 ])
 def test_zipf_input_detection(tmp_path, text, match):

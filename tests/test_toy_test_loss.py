@@ -197,3 +197,27 @@ def test_fit_and_figures_read_the_test_loss(tmp_path, capsys):
     with pytest.warns(UserWarning, match="no test loss"):
         report = make_figures(path, tmp_path / "figs", only=["fig1"], loss="test", n_boot=0)
     assert "fig1" in report.written, report.text()
+    with pytest.raises(ValueError, match="read with loss='final', not 'test'"):
+        make_figures(final, tmp_path / "figs", loss="test")
+    with pytest.warns(UserWarning, match="no test loss"):
+        assert main(["figures", str(path), "--loss", "test", "--only", "fig1",
+                     "--bootstrap", "0"]) == 0
+    assert (tmp_path / "figures-test" / "fig1.png").is_file()
+    assert not (tmp_path / "figures").exists()
+
+
+def test_a_retrain_with_test_batches_supplies_the_test_loss(tmp_path):
+    """train --out appends; the run id does not hash test_batches, so the retrain's row comes
+    after the first one: --loss test uses it, --loss final keeps the first row."""
+    from superkern.analysis.tables import load_results
+    from superkern.cli import main
+
+    args = ["train", "--preset", "none", "--n", "20", "--m", "2,3,4", "--steps", "6",
+            "--batch", "4", "--device", "cpu", "--backend", "torch", "--out", str(tmp_path)]
+    assert main(args) == 0 and main(args + ["--test-batches", "3"]) == 0
+    with pytest.warns(UserWarning, match="left out 3 row.s. .duplicates"):
+        test = load_results(tmp_path, "test")
+    assert len(test.runs) == 3 and all(r.row["test_loss"] > 0 for r in test.runs)
+    with pytest.warns(UserWarning, match="left out 3 row.s. .duplicates"):
+        final = load_results(tmp_path)
+    assert len(final.runs) == 3 and all(r.row["test_loss"] is None for r in final.runs)

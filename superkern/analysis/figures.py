@@ -7,6 +7,7 @@ Every figure carries a footer naming the results file, the number of runs and th
 from __future__ import annotations
 
 import io
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,10 +123,13 @@ def make_figures(results: str | Path | Results, out_dir: str | Path = "figures",
         from superkern.analysis.fits import select_range
 
         select_range([1.0], fit_range)  # a bad range name fails here, not as skipped figures
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 0:
         raise ValueError(f"bootstrap resamples must be an integer >= 0, got {n_boot!r}")
-    if isinstance(dpi, bool) or not isinstance(dpi, int) or not 10 <= dpi <= 1200:
+    if isinstance(dpi, bool) or not isinstance(dpi, numbers.Integral) or not 10 <= dpi <= 1200:
         raise ValueError(f"dpi must be an integer in [10, 1200], got {dpi!r}")
+    if isinstance(results, Results) and results.loss != loss:
+        raise ValueError(f"the results were read with loss={results.loss!r}, not {loss!r}; "
+                         f"read them with load_results(path, {loss!r})")
     res = results if isinstance(results, Results) else load_results(results, loss)
     names = list(REGISTRY) if not only else list(only)
     unknown = [n for n in names if n not in REGISTRY]

@@ -158,8 +158,8 @@ def _finite(v: Any) -> float:
 def load_results(path: str | Path, loss: str = "final") -> Results:
     """Read a ``results.jsonl``, or a sweep folder: its ``results.jsonl`` and the files of
     sharded runs (``results.shard-K-of-N.jsonl``) together. Duplicates (same run_id) keep the
-    first row, and rows with no finite final loss (diverged runs) are counted in ``skipped``
-    and left out.
+    first usable row; rows with no finite final loss (diverged runs) or that are malformed
+    are counted in ``skipped`` and left out.
 
     ``loss="test"`` gives each run its test loss instead of the final training loss; rows
     without one (trained with ``test_batches = 0``) are left out too, with a warning."""
@@ -183,35 +183,38 @@ def load_results(path: str | Path, loss: str = "final") -> Results:
             warnings.warn(f"{path}: reading 1 of the {len(siblings)} results files of "
                           f"{path.parent}; pass the folder to read them all", stacklevel=2)
     rows = [row for f in files for row in read_jsonl(f)]
-    runs, seen, skipped, untested = [], set(), 0, 0
+    runs: list[Run] = []
+    seen: set[str] = set()
+    untested: dict[str, int] = {}  # run id -> its rows left out for lacking a test loss
     for row in rows:
         rid = str(row.get("run_id", ""))
         cfg = row.get("config")
         if not rid or not isinstance(cfg, dict) or rid in seen or not _usable(row, cfg):
-            skipped += 1
             continue
-        seen.add(rid)
         value = _finite(row.get("final_loss"))
         if not (math.isfinite(value) and value > 0) or row.get("diverged"):
-            skipped += 1
             continue
         if loss == "test":
             value = _finite(row.get("test_loss"))
             if not (math.isfinite(value) and value > 0):
-                skipped += 1
-                untested += 1
+                untested[rid] = untested.get(rid, 0) + 1
                 continue
+        # the first usable row of a run id is kept: with loss="test", a retrain with test
+        # batches appended after a row without them
+        seen.add(rid)
         w = row.get("weights")
         runs.append(Run(run_id=rid, config=cfg, final_loss=value,
                         final_loss_std=_finite(row.get(f"{loss}_loss_std")),
                         phi_half=_finite(row.get("phi_half")), phi_1=_finite(row.get("phi_1")),
                         geometry=dict(row.get("geometry") or {}),
                         weights=(path.parent / w) if w else None, row=row))
-    if untested:
-        warnings.warn(f"{path}: left out {untested} row(s) with no test loss (trained with "
+    skipped = len(rows) - len(runs)
+    no_test = sum(k for rid, k in untested.items() if rid not in seen)
+    if no_test:
+        warnings.warn(f"{path}: left out {no_test} row(s) with no test loss (trained with "
                       "test_batches = 0)", stacklevel=2)
-    if skipped > untested:
-        warnings.warn(f"{path}: left out {skipped - untested} row(s) (duplicates, diverged, "
+    if skipped > no_test:
+        warnings.warn(f"{path}: left out {skipped - no_test} row(s) (duplicates, diverged, "
                       "a loss that is not > 0, or malformed)", stacklevel=2)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return Results(path=path, runs=runs, read_at=now, skipped=skipped, files=tuple(files),

@@ -162,7 +162,8 @@ def load_counts(path: str | Path, mode: Literal["auto", "counts", "text", "json"
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             if mode == "json" or text.lstrip()[:1] in ("{", "["):
-                raise ValueError(f"{path}: not valid JSON ({exc})") from None
+                raise ValueError(f"{path}: not valid JSON ({exc}); pass --mode text to count "
+                                 "its words") from None
         # auto: only an object or a list is JSON input; one bare number is a counts file
         if mode == "json" or isinstance(obj, (dict, list)):
             counts = _json_counts(obj)

@@ -36,7 +36,8 @@ def run(args) -> int:
 
     to_stdout = args.json == "-"  # the JSON on stdout instead of the table
     json_path = None if to_stdout else args.json
-    check_targets(args.csv, json_path, plots_dir=args.plots, plot_names=Comparison.PLOT_NAMES)
+    check_targets(args.csv, json_path, plots_dir=args.plots,
+                  plot_names=Comparison.plot_names(bool(args.corpus)))
     names = [s.strip() for s in args.names.split(",")] if args.names else None
     result = compare(args.paths, names=names, tensor=args.tensor, precision=args.precision,
                      backend=args.backend, device=args.device, sample=args.sample,

@@ -37,7 +37,9 @@ def run(args) -> int:
             print(f"{name:<6} {title}")
         return 0 if args.list else 2
     res = Path(args.results)
-    out = args.out or ((res if res.is_dir() else res.parent) / "figures")
+    # the test-loss figures have the same names: their own default folder keeps both sets
+    out = args.out or ((res if res.is_dir() else res.parent)
+                       / ("figures" if args.loss == "final" else f"figures-{args.loss}"))
     report = make_figures(res, out, only=args.only, fit_range=args.fit_range,
                           n_boot=args.bootstrap, use_weights=not args.no_weights, dpi=args.dpi,
                           loss=args.loss)

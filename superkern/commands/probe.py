@@ -70,11 +70,12 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from superkern.probe.core import probe
-    from superkern.probe.outputs import PLOT_NAMES, check_targets
+    from superkern.probe.outputs import check_targets, plot_names
 
     to_stdout = args.json == "-"  # the JSON on stdout instead of the table
     json_path = None if to_stdout else args.json
-    check_targets(json_path, args.markdown, plots_dir=args.plots, plot_names=PLOT_NAMES)
+    check_targets(json_path, args.markdown, plots_dir=args.plots,
+                  plot_names=plot_names(bool(args.corpus or args.token_counts)))
     report = probe(args.path, tensor=args.tensor, precision=args.precision,
                    backend=args.backend, device=args.device, bins=args.bins, topk=args.topk,
                    exclude=args.exclude, exclude_duplicates=args.exclude_duplicates,

@@ -120,7 +120,11 @@ class Comparison:
                             for r in self.rows if r.get("freq_rows_seen")])
         return "\n".join(lines)
 
-    PLOT_NAMES = ("mean_sq_vs_m.png", "row_norms.png", "frequency_overlaps.png")
+    @staticmethod
+    def plot_names(frequency: bool) -> tuple[str, ...]:
+        """The files ``compare --plots DIR`` writes (frequency_overlaps.png with a corpus)."""
+        return ("mean_sq_vs_m.png", "row_norms.png") + (
+            ("frequency_overlaps.png",) if frequency else ())
 
     def plots(self) -> dict[str, bytes]:
         """PNG bytes by file name: ``mean_sq_vs_m.png`` and ``row_norms.png``."""
@@ -140,7 +144,9 @@ class Comparison:
         """Render everything, then write each file atomically."""
         from superkern.probe.outputs import check_targets, write_all
 
-        check_targets(csv_path, json_path, plots_dir=plots_dir, plot_names=self.PLOT_NAMES)
+        freq = any(rep.get("frequency") for rep in self.reports)
+        check_targets(csv_path, json_path, plots_dir=plots_dir,
+                      plot_names=self.plot_names(freq))
         files: dict[str, Any] = {}
         if csv_path is not None:
             files[str(csv_path)] = self.to_csv()

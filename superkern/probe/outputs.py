@@ -10,8 +10,11 @@ from typing import Optional, Union
 from superkern._atomic import check_targets, write_atomic  # check_targets: re-exported
 
 PathLike = Union[str, os.PathLike]
-# The files ``--plots DIR`` writes (norm_vs_frequency.png only with token counts).
-PLOT_NAMES = ("norms.png", "overlaps.png", "norm_vs_frequency.png")
+
+
+def plot_names(frequency: bool) -> tuple[str, ...]:
+    """The files ``probe --plots DIR`` writes (norm_vs_frequency.png with token counts)."""
+    return ("norms.png", "overlaps.png") + (("norm_vs_frequency.png",) if frequency else ())
 
 
 def write_all(files: dict[str, Union[bytes, str]]) -> list[str]:
@@ -22,7 +25,8 @@ def write_outputs(report, *, json_path: Optional[PathLike] = None,
                   markdown_path: Optional[PathLike] = None,
                   plots_dir: Optional[PathLike] = None) -> list[str]:
     """Render the report's JSON, Markdown and PNG plots, then write them atomically."""
-    check_targets(json_path, markdown_path, plots_dir=plots_dir, plot_names=PLOT_NAMES)
+    check_targets(json_path, markdown_path, plots_dir=plots_dir,
+                  plot_names=plot_names(report.frequency is not None))
     files: dict[str, Union[bytes, str]] = {}
     if json_path is not None:
         files[str(json_path)] = report.to_json() + "\n"

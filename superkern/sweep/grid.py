@@ -135,9 +135,10 @@ def parse_experiment(doc: Mapping[str, Any], source: str = "") -> Experiment:
     sweep = dict(doc.get("sweep", {}))
     check_sweep_options(sweep, source)
     name = str(meta.get("name") or Path(source).stem or "experiment")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name):
-        raise ValueError(f"{source}: experiment name {name!r} must be a plain name (letters, "
-                         "digits, '_', '.', '+', '-'): it names the default output folder")
+    if name in (".", "..") or "/" in name or "\\" in name or not name.strip():
+        raise ValueError(f"{source}: experiment name {name!r} must be a plain name, without "
+                         "'/' or '\\' and not '.' or '..': it names the default output folder "
+                         "runs/<name>")
     return Experiment(name=name, base=base, axes=axes, sweep=sweep,
                       variants={k: dict(v) for k, v in doc.get("variants", {}).items()},
                       description=str(meta.get("description", "")),
