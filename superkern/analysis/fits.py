@@ -64,6 +64,9 @@ def select_range(m: Sequence[float], fit_range: str) -> np.ndarray:
     smallest distinct widths); ``fromK`` (from the K-th smallest distinct width on, 1-based:
     the paper's "starting from the third point" is ``from3``).
     """
+    if not isinstance(fit_range, str):
+        raise ValueError(f"fit_range must be a range name such as 'all' or 'm>=32', got "
+                         f"{fit_range!r}")
     m = np.asarray(m, dtype=np.float64)
     widths = np.unique(m)  # counting is over distinct widths, so seeds do not shift it
     name = fit_range.replace(" ", "").lower()
@@ -85,7 +88,10 @@ def select_range(m: Sequence[float], fit_range: str) -> np.ndarray:
     elif (g := re.fullmatch(r"from([0-9]+)", name)):
         keep = widths[max(int(g.group(1)) - 1, 0):]
     else:
-        raise ValueError(f"unknown fit range {fit_range!r}; use one of {FIT_RANGES}")
+        known = tuple(r for r in FIT_RANGES if r != "paper")  # "paper" is a rule per cell
+        hint = ("; 'paper' picks a range per cell: fit_report, fit_cells and the "
+                "command line take it") if name == "paper" else ""
+        raise ValueError(f"unknown fit range {fit_range!r}; use one of {known}{hint}")
     return np.isin(m, keep)
 
 
@@ -233,7 +239,8 @@ def fit_width_law(groups: Sequence[tuple[str, ...]], m: Sequence[float],
     """
     m_arr = np.asarray(m, dtype=np.float64)
     y = np.asarray(loss, dtype=np.float64)
-    labels = [tuple(g) if isinstance(g, (tuple, list)) else (str(g),) for g in groups]
+    labels = [tuple(str(v) for v in g) if isinstance(g, (tuple, list)) else (str(g),)
+              for g in groups]
     if not (len(labels) == m_arr.size == y.size):
         raise ValueError(f"groups, m, loss lengths differ: {len(labels)}, {m_arr.size}, {y.size}")
     bad = np.flatnonzero(~(m_arr > 0) | ~np.isfinite(m_arr) | ~(y > 0) | ~np.isfinite(y))

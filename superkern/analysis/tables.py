@@ -19,7 +19,7 @@ import numpy as np
 from superkern.sweep import engine
 from superkern.sweep.shard import RESULTS_NAME, results_files
 from superkern.sweep.store import read_jsonl
-from superkern.toy.config import RECORD_FIELDS, preset_defaults
+from superkern.toy.config import MAX_N, RECORD_FIELDS, preset_defaults
 
 # Fields that vary inside a cell, or do not define it. lr and lr_b enter the key as "preset"
 # when they are the preset's values for the run's width (the large preset makes them
@@ -132,7 +132,7 @@ def _usable(row: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
         return not isinstance(v, bool) and isinstance(v, (int, float)) and float(v).is_integer()
 
     try:
-        if not all(whole(cfg[k]) and cfg[k] >= 1 for k in ("m", "n")):
+        if not all(whole(cfg[k]) and 1 <= cfg[k] <= MAX_N for k in ("m", "n")):
             return False
         if "seed" in cfg and not whole(cfg["seed"]):
             return False
@@ -140,7 +140,17 @@ def _usable(row: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
             v = cfg.get(key)
             if v is not None and (isinstance(v, bool) or not math.isfinite(float(v))):
                 return False
-    except (KeyError, TypeError, ValueError):
+        dist = cfg.get("dist", "power")
+        if dist == "power" and cfg.get("alpha") is None:
+            return False
+        if isinstance(dist, list) and (len(dist) != cfg["n"] or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+                for v in dist)):
+            return False
+        if not (cfg.get("E") is None or float(cfg["E"]) > 0) or not (
+                cfg.get("density_s") is None or 0 <= float(cfg["density_s"]) <= 1):
+            return False
+    except (KeyError, TypeError, ValueError, OverflowError):
         return False
     return (isinstance(cfg.get("dist", "power"), (str, list))
             and isinstance(row.get("geometry") or {}, dict)

@@ -8,6 +8,8 @@ alpha = -slope. The recipe moves alpha by 0.1 or more against other choices, hen
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -30,7 +32,8 @@ class ZipfFit:
             so treat it as a fit-quality number, not a confidence interval).
         intercept: log10 of the fitted count at rank 1.
         r2: R^2 of the line.
-        n_types: distinct items with count > 0 (N); ``n_tokens`` their total count.
+        n_types: distinct items with count > 0 (N); ``n_tokens`` their total count (-1 when
+            that total overflows fp64).
         points: sampled points (with duplicates).
     """
 
@@ -49,23 +52,34 @@ def zipf_fit(counts: Sequence[float] | np.ndarray, points: int = 1000) -> ZipfFi
     Raises:
         ValueError: fewer than 2 positive counts, negative or non-finite counts.
     """
-    c = np.asarray(counts, dtype=np.float64).ravel()
+    if isinstance(counts, (dict, str, bytes)):
+        raise ValueError(f"counts must be a sequence of numbers (for a {{token: count}} dict "
+                         f"pass its values()), got a {type(counts).__name__}")
+    if isinstance(points, bool) or not isinstance(points, numbers.Integral) or points < 2:
+        raise ValueError(f"points must be an integer >= 2, got {points!r}")
+    try:
+        c = np.asarray(counts, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise ValueError("counts must be a sequence of numbers") from None
     if not np.all(np.isfinite(c)) or np.any(c < 0):
         raise ValueError("counts must be finite and >= 0")
     c = np.sort(c[c > 0])[::-1]
     n = c.size
     if n < 2:
         raise ValueError(f"need at least 2 positive counts, got {n}")
-    if points < 2:
-        raise ValueError(f"points must be >= 2, got {points}")
+    with np.errstate(over="ignore"):
+        total = float(np.sum(c))  # inf for counts near fp64's limit: reported as -1
+    top = float(c[0])
+    c = c / top  # the fit is scale-free; its intercept gets log10(top) back
     ranks = np.rint(10.0 ** np.linspace(0.0, np.log10(n), points)).astype(np.int64)
     ranks = np.clip(ranks, 1, n)
     x = np.log10(ranks.astype(np.float64))
     y = np.log10(c[ranks - 1])
     res = stats.linregress(x, y)
     return ZipfFit(alpha=-float(res.slope), stderr=float(res.stderr),
-                   intercept=float(res.intercept), r2=float(res.rvalue ** 2), n_types=int(n),
-                   n_tokens=int(round(float(c.sum()))), points=int(points))
+                   intercept=float(res.intercept) + math.log10(top), r2=float(res.rvalue ** 2), n_types=int(n),
+                   n_tokens=int(round(total)) if math.isfinite(total) else -1,
+                   points=int(points))
 
 
 def counts_from_tokens(tokens: Iterable[str]) -> np.ndarray:

@@ -72,6 +72,13 @@ def check_finite(W: torch.Tensor, name: str = "W", chunk_rows: int = 1 << 14,
                          f"first in row {row} of {W.shape[0] if n_total is None else n_total}")
 
 
+def as_flag(value: Any, name: str) -> bool:
+    """A yes/no option: True/False (numpy bools too); "no" or 1 are refused, not read as truthy."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
 def as_nonneg_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
@@ -84,7 +91,14 @@ def row_selection(rows: Any, n: int) -> torch.Tensor | None:
     """Turn a boolean mask or an index list into sorted unique int64 indices (or None = all rows)."""
     if rows is None:
         return None
-    r = torch.as_tensor(np.asarray(rows) if not isinstance(rows, torch.Tensor) else rows)
+    if isinstance(rows, (set, frozenset, dict, str, bytes, slice)):
+        raise ValueError(f"rows must be a boolean mask or a sequence of integer indices, got "
+                         f"a {type(rows).__name__}")
+    try:
+        r = torch.as_tensor(np.asarray(rows) if not isinstance(rows, torch.Tensor) else rows)
+    except (TypeError, ValueError, OverflowError, RuntimeError):
+        raise ValueError("rows must be a boolean mask or integer indices (each within int64); "
+                         f"got {str(rows)[:80]}") from None
     r = r.detach().to("cpu")
     if r.dtype == torch.bool:
         if r.dim() != 1 or r.numel() != n:

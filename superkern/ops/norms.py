@@ -56,6 +56,9 @@ def row_norms_ref(W: torch.Tensor) -> torch.Tensor:
     return row_norms(W)
 
 
+MAX_NORM_BINS = 1 << 24  # norm-histogram bins (its counts are one int64 each)
+
+
 def _std(r: torch.Tensor, hi: float) -> float:
     """Standard deviation (ddof 1) of the norms r, measured scaled by their largest value so
     that norms near fp64's limits (1e160) do not overflow its squares; 0 for one row."""
@@ -79,8 +82,12 @@ def row_norm_stats(W: Any, *, bins: int = 50, chunk_rows: int = 1 << 15) -> Norm
     """
     W = as_matrix(W)
     bins = as_nonneg_int(bins, "bins")
-    if bins < 1:
-        raise ValueError(f"bins must be >= 1 for the norm histogram, got {bins}")
+    if not 1 <= bins <= MAX_NORM_BINS:
+        raise ValueError(f"bins must be in [1, {MAX_NORM_BINS}] for the norm histogram, got "
+                         f"{bins}")
+    chunk_rows = as_nonneg_int(chunk_rows, "chunk_rows")
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     n, m = W.shape
     r = torch.cat([row_norms_ref(W[s:s + chunk_rows]) for s in range(0, n, chunk_rows)]).cpu()
     check_norms_finite(r)

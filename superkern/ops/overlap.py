@@ -13,7 +13,8 @@ from typing import Any, Callable
 import torch
 
 from superkern import backend as _backend
-from superkern.ops._checks import as_matrix, as_nonneg_int, check_finite, row_selection
+from superkern.ops._checks import (as_flag, as_matrix, as_nonneg_int, check_finite,
+                                   row_selection)
 from superkern.ops.overlap_ref import PRECISIONS, overlap_partials_torch
 from superkern.ops.overlap_types import TRITON_MAX_BINS, OverlapPartials, OverlapStats
 from superkern.ops import overlap_stream as _stream
@@ -144,6 +145,7 @@ def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False
             streaming on the cpu backend.
     """
     t0 = time.perf_counter()
+    per_row, center = as_flag(per_row, "per_row"), as_flag(center, "center")
     bins = as_nonneg_int(bins, "bins")
     if bins > MAX_BINS:
         raise ValueError(f"bins={bins} exceeds 2^24={MAX_BINS}: the fp32 bin rule cannot tell "

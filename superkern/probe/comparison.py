@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import torch
 
 from superkern.probe.format import _f, _grid
 from superkern.probe.gguf_loader import drop_shared, shared_readers
@@ -207,6 +208,10 @@ def compare(sources: Sequence[Any], *, names: Optional[Sequence[str]] = None,
             :func:`superkern.probe`): adds row norm vs token frequency per head.
         Other arguments as for :func:`superkern.probe`.
     """
+    if isinstance(sources, (str, os.PathLike, torch.Tensor, np.ndarray)) or not isinstance(
+            sources, Sequence):
+        raise ValueError(f"compare takes a list of heads, got one {type(sources).__name__}; "
+                         "pass [head] (or use superkern.probe for a single head)")
     if not sources:
         raise ValueError("compare needs at least one head")
     if names is not None and len(names) != len(sources):

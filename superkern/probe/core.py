@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 import time
 from pathlib import Path
@@ -21,7 +22,8 @@ import torch
 import superkern
 from superkern import backend as _backend
 from superkern.backend import resolve_device
-from superkern.ops.norms import row_norm_stats
+from superkern.ops._checks import as_flag
+from superkern.ops.norms import MAX_NORM_BINS, row_norm_stats
 from superkern.ops.overlap import overlap_stats
 from superkern.ops.overlap_ref import PRECISIONS
 from superkern.ops import overlap_stream as _stream
@@ -43,9 +45,9 @@ AUTO_SAMPLE_CPU_DEFAULT = 8192
 
 
 def _check_int(value: Any, name: str, lo: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
         raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-    return value
+    return int(value)
 
 
 def probe(source: Any = "minilm", *, tensor: Optional[str] = None, precision: str = "fp32",
@@ -95,6 +97,15 @@ def probe(source: Any = "minilm", *, tensor: Optional[str] = None, precision: st
     """
     t_start = time.perf_counter()
     bins, norm_bins = _check_int(bins, "bins"), _check_int(norm_bins, "norm_bins", 1)
+    if norm_bins > MAX_NORM_BINS:
+        raise ValueError(f"norm_bins={norm_bins} exceeds {MAX_NORM_BINS}")
+    for flag, name in ((exclude_duplicates, "exclude_duplicates"), (sample_main, "sample_main"),
+                       (centred, "centred"), (splits, "splits")):
+        as_flag(flag, name)
+    if exclude is not None and not isinstance(exclude, (str, list, tuple, range, np.ndarray,
+                                                         torch.Tensor)):
+        raise ValueError(f"exclude must be row indices or a range spec such as '0,5,10-19', "
+                         f"got {exclude!r}")
     topk, seed = _check_int(topk, "topk"), _check_int(seed, "seed")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
@@ -154,7 +165,14 @@ def _read_counts(token_counts: Any, corpus: Any, tokenizer: Any, source: Any
         if meta.get("tokenizer"):
             label += f", {meta['tokenizer']} tokens of {meta.get('source', '?')}"
         return counts, label
-    counts = np.asarray(token_counts, dtype=np.float64)
+    if isinstance(token_counts, dict):
+        raise ValueError("token_counts must be one count per token id (a list or array "
+                         "indexed by id), not a dict; a {token: count} file can be passed by "
+                         "path")
+    try:
+        counts = np.asarray(token_counts, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("token_counts must be one finite count >= 0 per token id") from None
     if counts.ndim != 1 or not np.all(np.isfinite(counts)) or np.any(counts < 0):
         raise ValueError(f"token_counts must be one finite count >= 0 per token id (got shape "
                          f"{counts.shape})")

@@ -7,11 +7,12 @@ Every user error is a ValueError or FileNotFoundError naming the path and what i
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ def load_head(source: Any, tensor: Optional[str] = None, *,
     """
     t0 = time.perf_counter()
     if isinstance(source, Head):
-        head = source
+        head = dataclasses.replace(source) if vocab is not None else source  # caller's kept
     elif isinstance(source, (torch.Tensor, np.ndarray)):
         head = _from_array(source)
     elif isinstance(source, torch.nn.Module):
@@ -56,9 +57,15 @@ def load_head(source: Any, tensor: Optional[str] = None, *,
     else:
         raise ValueError(f"cannot load an LM head from a {type(source).__name__}; pass a path, "
                          "a tensor/array, or a torch module")
-    if vocab is not None:
-        head.vocab, head.vocab_source = list(vocab), "given"
     _check_matrix(head)
+    if vocab is not None:
+        if isinstance(vocab, (str, bytes, os.PathLike)) or not isinstance(vocab, Sequence):
+            raise ValueError(f"vocab must be a list of token strings, one per row, got a "
+                             f"{type(vocab).__name__}")
+        if len(vocab) > head.n:  # shorter is fine: padded vocabularies leave rows unnamed
+            raise ValueError(f"vocab has {len(vocab)} tokens but the head has only {head.n} "
+                             "rows")
+        head.vocab, head.vocab_source = [str(t) for t in vocab], "given"
     if not head.load_seconds:
         head.load_seconds = time.perf_counter() - t0
     return head

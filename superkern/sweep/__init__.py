@@ -79,7 +79,7 @@ def sweep(spec: str, out_dir: Optional[str | Path] = None, *, quick: bool = Fals
     return run_sweep(
         configs, out_dir, experiment=exp.name, train_fn=train_fn,
         device=device if device is not None else opts.get("device"),
-        max_instances=int(max_instances or opts.get("max_instances", 32)),
+        max_instances=opts.get("max_instances", 32) if max_instances is None else max_instances,
         progress=progress,
         save_weights=bool(opts.get("save_weights", True) if save_weights is None
                           else save_weights),

@@ -354,6 +354,10 @@ def build_configs(dicts: Sequence[Mapping[str, Any]],
     make = make or engine.make_config
     configs, errors = [], []
     for i, d in enumerate(dicts):
+        if not isinstance(d, Mapping):
+            errors.append(f"  config {i + 1}/{len(dicts)}: a {type(d).__name__}, not a dict "
+                          "of config fields")
+            continue
         try:
             configs.append(make(d))
         except ValueError as exc:
@@ -377,8 +381,8 @@ def group_configs(configs: Sequence[Any], *, max_instances: int = 32,
                   device: Optional[str] = None) -> list[Launch]:
     """Split configs into launches: same ``LAUNCH_KEY`` fields (and device), at most
     ``max_instances`` configs each, equal feature frequencies adjacent."""
-    if max_instances < 1:
-        raise ValueError(f"max_instances must be >= 1, got {max_instances}")
+    if isinstance(max_instances, bool) or not isinstance(max_instances, int) or max_instances < 1:
+        raise ValueError(f"max_instances must be an integer >= 1, got {max_instances!r}")
     groups: dict[tuple, list[Any]] = {}
     for c in configs:
         d = engine.config_to_dict(c)

@@ -22,8 +22,8 @@ from typing import Any, Callable, Optional, Sequence
 from superkern._atomic import check_target
 from superkern.sweep import engine
 from superkern.sweep.grid import Launch, group_configs
-from superkern.sweep.shard import (RESULTS_NAME, claim_shard, results_files, shard_configs,
-                                   shard_results_name)
+from superkern.sweep.shard import (RESULTS_NAME, claim_shard, parse_shard, results_files,
+                                   shard_configs, shard_results_name)
 from superkern.sweep.store import ResultsStore, atomic_write_text
 
 WEIGHTS_DIR = "weights"
@@ -233,6 +233,21 @@ def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = 
         A :class:`SweepSummary`.
     """
     engine.check_group_by(group_by)
+    # every argument checked before anything is written to the folder
+    if isinstance(max_instances, bool) or not isinstance(max_instances, int) or \
+            max_instances < 1:
+        raise ValueError(f"max_instances must be an integer >= 1, got {max_instances!r}")
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    elif shard is not None:
+        if not (isinstance(shard, (tuple, list)) and len(shard) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in shard)):
+            raise ValueError(f"shard must be (K, N) or 'K/N', got {shard!r}")
+        shard = parse_shard(f"{shard[0]}/{shard[1]}")
+    bad = [c for c in configs if not hasattr(c, "run_id")]
+    if bad:
+        raise ValueError(f"run_sweep takes ToyConfig objects (build_configs makes them from "
+                         f"dicts); got {len(bad)} {type(bad[0]).__name__}(s)")
     train_kw = {} if group_by is None else {"group_by": group_by}
     configs, dups = unique_configs(configs)
     if dups:

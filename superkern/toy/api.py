@@ -161,6 +161,12 @@ def train_many(configs: Sequence[ToyConfig], *, device: Optional[Union[str, torc
         ValueError: an unknown ``group_by``, any config whose backend / precision cannot run
             here, before any work.
     """
+    if isinstance(configs, ToyConfig):
+        raise ValueError("train_many takes a list of ToyConfigs; for one model use "
+                         "superkern.train(config)")
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        raise ValueError(f"progress must be None, True/False or a callable(done, total), got "
+                         f"{progress!r}")
     configs = list(configs)
     dev = _device(device)
     plan = plan_groups(configs, dev, group_by)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 PRESETS = ("small", "large")
+MAX_N = 2 ** 31 - 1  # features: the Triton toy kernels index them with 32-bit integers
 DISTS = ("power", "exponential", "linear")
 PRECISIONS = ("fp32", "tf32", "tf32x3", "bf16")
 TORCH_PRECISIONS = ("fp32", "tf32")  # bf16 / tf32x3 need the fused Triton kernel
@@ -162,18 +163,27 @@ class ToyConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ToyConfig":
         """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
+        if not isinstance(d, dict):
+            raise ValueError(f"from_dict needs a dict of ToyConfig fields, got "
+                             f"{type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown ToyConfig field(s) {unknown}; known: {sorted(names)}")
-        d = dict(d)
+        d = {k: (int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                 and k in _INT_FIELDS else v) for k, v in d.items()}
         if isinstance(d.get("dist"), list):
             d["dist"] = tuple(d["dist"])
         # Fields equal to what the preset fills count as filled again, so that replace()
         # (e.g. of m in the large preset, whose lr depends on m) refills them as it would have.
-        if _is_int(d.get("m")):
+        # A dict without "preset" means the class default, as the constructor does; values
+        # the preset rule cannot take are left to the constructor's validation.
+        preset = d.get("preset", cls.__dataclass_fields__["preset"].default)
+        steps = d.get("steps")
+        if (_is_int(d.get("m")) and d["m"] >= 1 and preset in PRESETS + (None,)
+                and (steps is None or (_is_int(steps) and steps >= 1))):
             given = dict(d)
-            defaults = preset_defaults(d.get("preset"), d["m"], d.get("steps"))
+            defaults = preset_defaults(preset, d["m"], steps)
             for key, value in defaults.items():
                 want = given.get("lr") if key == "lr_b" and value is None else value
                 if want is not None and given.get(key) == want and not isinstance(want, bool):
@@ -225,6 +235,10 @@ def _fill_and_validate(c: ToyConfig) -> None:
         raise ValueError(f"m must be an integer >= 1, got {c.m!r}")
     explicit_p, n_from_p = None, False
     if isinstance(c.dist, (tuple, list)):
+        bad = [v for v in c.dist if isinstance(v, bool) or not isinstance(v, numbers.Real)]
+        if bad:
+            raise ValueError(f"an explicit dist must be n probabilities (numbers); it holds "
+                             f"{bad[0]!r}")
         explicit_p = tuple(float(v) for v in c.dist)
         put("dist", explicit_p)
         if c.n is None:
@@ -232,6 +246,13 @@ def _fill_and_validate(c: ToyConfig) -> None:
             n_from_p = True
     elif c.dist not in DISTS:
         raise ValueError(f"unknown dist {c.dist!r}; choose from {DISTS} or a tuple of n floats")
+    for key in ("n", "steps", "batch"):  # before the preset rule uses them
+        v = getattr(c, key)
+        if v is not None and (not _is_int(v) or v < 1):
+            raise ValueError(f"{key} must be an integer >= 1, got {v!r}")
+    if c.n is not None and c.n > MAX_N:
+        raise ValueError(f"n={c.n} features is more than {MAX_N} (the Triton toy kernels "
+                         "index features with 32-bit integers)")
     defaults = preset_defaults(c.preset, c.m, c.steps)
     # Remembered so that replace() fills them again for the new values.
     filled = {k for k in defaults if getattr(c, k) is None}

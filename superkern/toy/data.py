@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Union
 
 import torch
@@ -11,6 +12,11 @@ import torch
 _P_ROUNDING = 1e-12
 # An explicit p must sum to E to this relative tolerance.
 _SUM_RTOL = 1e-6
+
+
+def _real(v: Any) -> bool:
+    """A real number (numpy scalars included), not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def _named_p(n: int, dist: str, alpha: float) -> torch.Tensor:
@@ -50,7 +56,7 @@ def toy_probabilities(spec: Union[Any, tuple]) -> torch.Tensor:
         ValueError: any p_i > 1 (names the index, the value and E), unknown dist, a bad
             explicit p.
     """
-    if isinstance(spec, tuple):
+    if isinstance(spec, (tuple, list)):
         if not 3 <= len(spec) <= 5:
             raise ValueError("spec tuple must be (n, dist, alpha[, E[, density_s]]), "
                              f"got {len(spec)} entries")
@@ -59,11 +65,20 @@ def toy_probabilities(spec: Union[Any, tuple]) -> torch.Tensor:
         s = spec[4] if len(spec) > 4 else None
     else:
         n, dist, alpha, E, s = spec.n, spec.dist, spec.alpha, spec.E, spec.density_s
+    if isinstance(n, numbers.Integral) and not isinstance(n, bool):
+        n = int(n)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
-    if not (isinstance(E, (int, float)) and math.isfinite(E) and E > 0):
+    if not (_real(E) and math.isfinite(E) and E > 0):
         raise ValueError(f"E must be a finite number > 0, got {E!r}")
+    if s is not None and not (_real(s) and 0.0 <= s <= 1.0):
+        raise ValueError(f"density_s must be a number in [0, 1], got {s!r}")
+    if dist == "power" and not (_real(alpha) and math.isfinite(alpha)):
+        raise ValueError(f"alpha must be a finite number for dist='power', got {alpha!r}")
     if isinstance(dist, (tuple, list)):
+        if not all(_real(v) for v in dist):
+            bad = next(v for v in dist if not _real(v))
+            raise ValueError(f"an explicit p must hold n numbers; it holds {bad!r}")
         p = torch.tensor([float(v) for v in dist], dtype=torch.float64)
         if p.numel() != n:
             raise ValueError(f"explicit p has {p.numel()} entries but n={n}")
@@ -76,7 +91,11 @@ def toy_probabilities(spec: Union[Any, tuple]) -> torch.Tensor:
             raise ValueError(f"explicit p sums to {total!r} but E={E!r}; pass E={total!r} or "
                              "rescale p")
     else:
-        p = _named_p(n, dist, float(alpha))
+        try:
+            p = _named_p(n, dist, float(alpha) if dist == "power" else 1.0)
+        except RuntimeError as exc:  # torch cannot allocate n float64 values
+            raise ValueError(f"n={n}: cannot hold its feature frequencies "
+                             f"({str(exc).splitlines()[0]})") from None
         p = p / p.sum()
         if s is not None:
             p = p * (1.0 + s * (1.0 / p[0] - 1.0))
@@ -102,8 +121,14 @@ def sample_batch(p: torch.Tensor, batch: int, generator: torch.Generator) -> tor
         batch: B >= 1.
         generator: a ``torch.Generator`` on p's device (its state advances by 2 B n draws).
     """
+    if not isinstance(p, torch.Tensor):
+        raise ValueError(f"p must be a torch tensor of frequencies (toy_probabilities gives "
+                         f"one), got a {type(p).__name__}")
     if p.dim() != 1:
         raise ValueError(f"p must be 1-D (n,), got shape {tuple(p.shape)}")
+    if p.numel() and not bool(((p >= 0) & (p <= 1)).all()):  # NaN fails both
+        raise ValueError(f"p must lie in [0, 1]; got values in [{float(p.min())}, "
+                         f"{float(p.max())}]")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
     if generator.device.type != p.device.type:

@@ -122,9 +122,18 @@ def load_weights(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, T
     """(W, b, config) from a file written by :meth:`ToyResult.save`."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        W, b = f.get_tensor("W"), f.get_tensor("b")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such weights file: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            W, b = f.get_tensor("W"), f.get_tensor("b")
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, a missing tensor: a bad file
+        raise ValueError(f"{path}: not a readable weights file ({type(exc).__name__}: "
+                         f"{exc})") from None
     if "config" not in meta:
         raise ValueError(f"{path} has no toy config metadata (not written by ToyResult.save)")
-    return W, b, ToyConfig.from_dict(json.loads(meta["config"]))
+    try:
+        return W, b, ToyConfig.from_dict(json.loads(meta["config"]))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: its config metadata is not JSON ({exc})") from None
