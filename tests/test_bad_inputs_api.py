@@ -51,6 +51,8 @@ def test_from_dict_fills_as_the_constructor_does():
         ToyConfig.from_dict({"m": 0, "preset": "large"})
     with pytest.raises(ValueError, match="from_dict needs a dict"):
         ToyConfig.from_dict(None)
+    with pytest.raises(ValueError, match=r"unknown ToyConfig field\(s\) \['foo'\]"):
+        ToyConfig(m=4).replace(foo=1)
 
 
 def test_sweep_arguments_are_checked_before_the_folder_is_touched(tmp_path):

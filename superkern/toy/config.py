@@ -150,6 +150,9 @@ class ToyConfig:
         """A copy with fields changed. Fields the preset filled are filled again for the new
         values (``replace(m=20)`` of a large config gets lr = 0.02 (8/20)^0.25); fields that
         were given explicitly keep their values unless changed."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"unknown ToyConfig field(s) {unknown}")
         refill = {k: None for k in getattr(self, "_filled", ()) if k not in changes}
         return dataclasses.replace(self, **{**refill, **changes})
 
