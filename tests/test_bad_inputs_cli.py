@@ -124,34 +124,24 @@ def test_analysis_options_out_of_range(results_file, capsys, argv, match):
     assert match in _err(capsys)
 
 
-def test_interrupt_and_out_of_memory_messages(monkeypatch, capsys):
+@pytest.mark.parametrize("exc, rc, said", [
+    (KeyboardInterrupt(), 130, "interrupted"),
+    (MemoryError("std::bad_alloc"), 2, "out of memory (std::bad_alloc)"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't "  # torch
+                  "allocate memory: you tried to allocate 80000000000 bytes."), 2,
+     "out of memory ([enforce fail"),
+    (RuntimeError("a bug, not memory"), None, None),  # other errors are not disguised
+])
+def test_interrupt_and_out_of_memory_messages(monkeypatch, capsys, exc, rc, said):
     import superkern.commands.env as env_cmd
 
-    def stop(args):
-        raise KeyboardInterrupt
+    def fail(args):
+        raise exc
 
-    monkeypatch.setattr(env_cmd, "run", stop)
-    assert main(["env"]) == 130
-    assert "interrupted" in _err(capsys)
-
-    def full(args):
-        raise MemoryError("std::bad_alloc")
-
-    monkeypatch.setattr(env_cmd, "run", full)
-    assert main(["env"]) == 2
-    assert "out of memory (std::bad_alloc)" in _err(capsys)
-
-    def torch_cpu(args):  # what torch's CPU allocator raises
-        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
-                           "can't allocate memory: you tried to allocate 80000000000 bytes.")
-
-    monkeypatch.setattr(env_cmd, "run", torch_cpu)
-    assert main(["env"]) == 2
-    assert "out of memory ([enforce fail" in _err(capsys)
-
-    def other(args):
-        raise RuntimeError("a bug, not memory")
-
-    monkeypatch.setattr(env_cmd, "run", other)
-    with pytest.raises(RuntimeError, match="a bug"):  # other errors are not disguised
-        main(["env"])
+    monkeypatch.setattr(env_cmd, "run", fail)
+    if rc is None:
+        with pytest.raises(RuntimeError, match="a bug"):
+            main(["env"])
+        return
+    assert main(["env"]) == rc
+    assert said in _err(capsys)
