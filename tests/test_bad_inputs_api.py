@@ -152,3 +152,18 @@ def test_analysis_and_toy_helpers_refuse_wrong_kinds(tmp_path):
     with pytest.raises(ValueError, match="progress must be None, True/False or a callable"):
         train_many([cfg], device="cpu", progress="yes")
     assert json.loads(json.dumps(superkern.train(cfg, device="cpu").to_dict()))["run_id"]
+
+
+def test_probe_row_forms_match_overlap_stats():
+    """exclude and rows take what overlap_stats takes: ints, sets, tensors, masks."""
+    W = torch.randn(50, 4, generator=torch.Generator().manual_seed(3))
+    kw = dict(progress=False, splits=False, centred=False)
+    for ex, want in ((5, [5]), ({1, 2}, [1, 2]), (torch.tensor([1, 2]), [1, 2]),
+                     (np.array([True] + [False] * 49), [0]), ("0-3", [0, 1, 2, 3])):
+        assert superkern.probe(W, exclude=ex, **kw).to_dict()["rows"]["excluded_rows"] == want
+    rows = superkern.probe(W, rows=[True] * 10 + [False] * 40, **kw)
+    assert rows.to_dict()["rows"]["analysed"] == 10
+    assert rows.blocks["all"].mean_sq == pytest.approx(
+        superkern.overlap_stats(W[:10]).mean_sq, rel=1e-6)  # exact fp64 vs fp32 tiles
+    with pytest.raises(ValueError, match="a mask must have n=50 entries, got 3"):
+        superkern.probe(W, exclude=[True, False, True], **kw)

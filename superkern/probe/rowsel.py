@@ -17,6 +17,19 @@ def parse_rows(spec: Any, n: int, what: str = "exclude") -> torch.Tensor:
     """
     if spec is None:
         return torch.zeros(0, dtype=torch.int64)
+    if isinstance(spec, (torch.Tensor, np.ndarray)):  # a mask or an index array
+        arr = spec.detach().cpu().numpy() if isinstance(spec, torch.Tensor) else spec
+        if arr.dtype == np.bool_:
+            if arr.ndim != 1 or arr.size != n:
+                raise ValueError(f"{what}: a mask must be 1-D of length n={n}, got shape "
+                                 f"{arr.shape}")
+            arr = np.flatnonzero(arr)
+        spec = arr.ravel().tolist()
+    elif isinstance(spec, (list, tuple)) and spec and all(
+            isinstance(v, (bool, np.bool_)) for v in spec):
+        if len(spec) != n:
+            raise ValueError(f"{what}: a mask must have n={n} entries, got {len(spec)}")
+        spec = [i for i, v in enumerate(spec) if v]
     items: Iterable[Any] = [spec] if isinstance(spec, (str, int, np.integer)) else spec
     out: list[int] = []
     for item in items:
