@@ -128,6 +128,14 @@ def test_analysis_and_toy_helpers_refuse_wrong_kinds(tmp_path):
         fit_power_law(m, L, None)
     with pytest.raises(ValueError, match="'paper' picks a range per cell"):
         fit_power_law(m, L, "paper")
+    from superkern.analysis.fits import fit_power_law_seeds
+
+    seeds = [[v, 1.1 * v] for v in L]
+    with pytest.raises(ValueError, match=r"width m = 16 has \[0.5, 0.0\]"):
+        fit_power_law_seeds(m, [seeds[0], [0.5, 0.0]] + seeds[2:], "all")
+    with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):
+        fit_power_law_seeds(m, seeds, "all", seed=-1)
+    assert superkern.overlap_moments_exact(torch.randn(20, 4), block=np.int64(8))["n_used"] == 20
     mixed = [(1,)] * 4 + [("b",)] * 4  # labels of mixed types sort as strings
     fit = fit_width_law(mixed, m + m, [2 / v + 1 for v in m] + [2 / v + 2 for v in m])
     assert fit.alpha_m == pytest.approx(1.0, abs=1e-6)

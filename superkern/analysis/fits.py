@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import re
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -171,6 +172,12 @@ def fit_power_law_seeds(m_values: Sequence[float], losses: Sequence[Sequence[flo
     if len(groups) != m_arr.size or any(g.size == 0 for g in groups):
         raise ValueError(f"need one non-empty loss group per width: {len(groups)} groups for "
                          f"{m_arr.size} widths")
+    for w, g in zip(m_arr, groups):
+        if not np.all(np.isfinite(g) & (g > 0)):
+            raise ValueError(f"losses must be finite and > 0; width m = {w:g} has "
+                             f"{g.tolist()}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     centre = np.array([math.exp(np.log(g).mean()) if np.all(g > 0) else math.nan
                        for g in groups])
     fit = fit_power_law(m_arr, centre, fit_range)

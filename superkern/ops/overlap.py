@@ -6,6 +6,7 @@ compute dtype -> backend kernel (``OverlapPartials``) -> means, mapping back to 
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import time
 from typing import Any, Callable
@@ -260,7 +261,7 @@ def overlap_moments_exact(W: Any, *, center: bool = False, rows: Any = None,
         dict with ``n_used``, ``n_pairs``, ``mean_cos``, ``mean_sq`` and ``row_sum_sq`` (fp64,
         length n, NaN for rows not used).
     """
-    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+    if isinstance(block, bool) or not isinstance(block, numbers.Integral) or block < 1:
         raise ValueError(f"block must be an integer >= 1 (rows per chunk), got {block!r}")
     W, idx, X, norms, n_zero = prepare_rows(W, rows=rows, center=center)
     n, m = W.shape
