@@ -21,12 +21,12 @@ from superkern.sweep.shard import RESULTS_NAME, results_files
 from superkern.sweep.store import read_jsonl
 from superkern.toy.config import MAX_N, RECORD_FIELDS, preset_defaults
 
-# Fields that vary inside a cell, or do not define it. lr and lr_b enter the key as "preset"
-# when they are the preset's values for the run's width (the large preset makes them
-# functions of m: 0.02 (8/m)^0.25 and 2/m), and as their values otherwise.
 # Which stored loss analysis uses: the mean of the last 100 training steps (SPEC, the default)
 # or the final model's loss on fresh test batches (ToyConfig.test_batches).
 LOSSES = ("final", "test")
+# Fields that vary inside a cell, or do not define it. lr and lr_b enter the key as "preset"
+# when they are the preset's values for the run's width (the large preset makes them
+# functions of m: 0.02 (8/m)^0.25 and 2/m), and as their values otherwise.
 _NOT_CELL = ("m", "seed") + RECORD_FIELDS
 _BY_PRESET = ("lr", "lr_b")
 

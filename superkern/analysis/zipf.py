@@ -77,7 +77,8 @@ def zipf_fit(counts: Sequence[float] | np.ndarray, points: int = 1000) -> ZipfFi
     y = np.log10(c[ranks - 1])
     res = stats.linregress(x, y)
     return ZipfFit(alpha=-float(res.slope), stderr=float(res.stderr),
-                   intercept=float(res.intercept) + math.log10(top), r2=float(res.rvalue ** 2), n_types=int(n),
+                   intercept=float(res.intercept) + math.log10(top),
+                   r2=float(res.rvalue ** 2), n_types=int(n),
                    n_tokens=int(round(total)) if math.isfinite(total) else -1,
                    points=int(points))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from superkern.commands import add_loss_option
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -16,9 +18,7 @@ def register(sub) -> None:
     p.add_argument("--only", action="append", metavar="NAME", help="make only these (repeatable)")
     p.add_argument("--range", dest="fit_range", default="paper", help="alpha_m fit range")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (200)")
-    p.add_argument("--loss", default="final", choices=("final", "test"),
-                   help="final: mean training loss of the last 100 steps (default); test: the "
-                        "final model's loss on fresh batches (runs trained with test_batches)")
+    add_loss_option(p)
     p.add_argument("--no-weights", action="store_true",
                    help="skip figures that read saved weights (5b falls back; 6a, 6b, 9, 11, "
                         "12, 15 and 16 skip)")

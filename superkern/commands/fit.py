@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from superkern.commands import add_loss_option
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -27,9 +29,7 @@ def register(sub) -> None:
     p.add_argument("--range", dest="fit_range", default="paper",
                    help="alpha_m fit range: paper (default), all, m>=32, m<=128, 16<=m<=128, last5, "
                         "first5, from3")
-    p.add_argument("--loss", default="final", choices=("final", "test"),
-                   help="final: mean training loss of the last 100 steps (default); test: the "
-                        "final model's loss on fresh batches (runs trained with test_batches)")
+    add_loss_option(p)
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="bootstrap resamples over seeds (default 1000)")
     p.add_argument("--mode", default="auto", choices=("auto", "counts", "text", "json"),

@@ -102,10 +102,6 @@ def probe(source: Any = "minilm", *, tensor: Optional[str] = None, precision: st
     for flag, name in ((exclude_duplicates, "exclude_duplicates"), (sample_main, "sample_main"),
                        (centred, "centred"), (splits, "splits")):
         as_flag(flag, name)
-    if exclude is not None and (isinstance(exclude, (bool, float)) or not (
-            isinstance(exclude, (str, numbers.Integral)) or hasattr(exclude, "__iter__"))):
-        raise ValueError(f"exclude must be row indices or a range spec such as '0,5,10-19', "
-                         f"got {exclude!r}")
     topk, seed = _check_int(topk, "topk"), _check_int(seed, "seed")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")

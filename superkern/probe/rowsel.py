@@ -17,6 +17,10 @@ def parse_rows(spec: Any, n: int, what: str = "exclude") -> torch.Tensor:
     """
     if spec is None:
         return torch.zeros(0, dtype=torch.int64)
+    if isinstance(spec, (bool, float)) or not (isinstance(spec, (str, int, np.integer))
+                                               or hasattr(spec, "__iter__")):
+        raise ValueError(f"{what} must be row indices or a range spec such as '0,5,10-19', "
+                         f"got {spec!r}")
     if isinstance(spec, (torch.Tensor, np.ndarray)):  # a mask or an index array
         arr = spec.detach().cpu().numpy() if isinstance(spec, torch.Tensor) else spec
         if arr.dtype == np.bool_:

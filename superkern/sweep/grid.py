@@ -247,6 +247,13 @@ def parse_value(text: str) -> Any:
                          "save_weights=false") from None
 
 
+def check_max_instances(value: Any, where: str = "") -> int:
+    """``max_instances`` (models per launch): an integer >= 1, else a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where}max_instances must be an integer >= 1, got {value!r}")
+    return value
+
+
 def check_sweep_options(sweep: Mapping[str, Any], where: str) -> None:
     """Types of the ``[sweep]`` options, checked before any work."""
     from superkern.toy.api import GROUP_BY
@@ -254,9 +261,7 @@ def check_sweep_options(sweep: Mapping[str, Any], where: str) -> None:
     bad = sorted(set(sweep) - set(SWEEP_OPTIONS))
     if bad:
         raise ValueError(f"{where}: unknown [sweep] option(s) {bad}; known: {SWEEP_OPTIONS}")
-    mi = sweep.get("max_instances", 1)
-    if isinstance(mi, bool) or not isinstance(mi, int) or mi < 1:
-        raise ValueError(f"{where}: max_instances must be an integer >= 1, got {mi!r}")
+    check_max_instances(sweep.get("max_instances", 1), f"{where}: ")
     if not isinstance(sweep.get("save_weights", True), bool):
         raise ValueError(f"{where}: save_weights must be true or false, got "
                          f"{sweep['save_weights']!r}")
@@ -381,8 +386,7 @@ def group_configs(configs: Sequence[Any], *, max_instances: int = 32,
                   device: Optional[str] = None) -> list[Launch]:
     """Split configs into launches: same ``LAUNCH_KEY`` fields (and device), at most
     ``max_instances`` configs each, equal feature frequencies adjacent."""
-    if isinstance(max_instances, bool) or not isinstance(max_instances, int) or max_instances < 1:
-        raise ValueError(f"max_instances must be an integer >= 1, got {max_instances!r}")
+    check_max_instances(max_instances)
     groups: dict[tuple, list[Any]] = {}
     for c in configs:
         d = engine.config_to_dict(c)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from superkern._atomic import check_target
 from superkern.sweep import engine
-from superkern.sweep.grid import Launch, group_configs
+from superkern.sweep.grid import Launch, check_max_instances, group_configs
 from superkern.sweep.shard import (RESULTS_NAME, claim_shard, parse_shard, results_files,
                                    shard_configs, shard_results_name)
 from superkern.sweep.store import ResultsStore, atomic_write_text
@@ -234,9 +234,7 @@ def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = 
     """
     engine.check_group_by(group_by)
     # every argument checked before anything is written to the folder
-    if isinstance(max_instances, bool) or not isinstance(max_instances, int) or \
-            max_instances < 1:
-        raise ValueError(f"max_instances must be an integer >= 1, got {max_instances!r}")
+    check_max_instances(max_instances)
     if isinstance(shard, str):
         shard = parse_shard(shard)
     elif shard is not None:
