@@ -218,7 +218,13 @@ def load_results(path: str | Path, loss: str = "final") -> Results:
                         phi_half=_finite(row.get("phi_half")), phi_1=_finite(row.get("phi_1")),
                         geometry=dict(row.get("geometry") or {}),
                         weights=(path.parent / w) if w else None, row=row))
-    skipped = len(rows) - len(runs)
+    # Not left out but companions of a kept run: the rows a sweep added with a test loss
+    # from saved weights (loss="final"), and the rows without one that such a row (or a
+    # retrain) completed (loss="test").
+    companions = (sum(k for rid, k in untested.items() if rid in seen) if loss == "test"
+                  else sum(1 for row in rows if row.get("test_from_weights")
+                           and str(row.get("run_id", "")) in seen))
+    skipped = len(rows) - len(runs) - companions
     no_test = sum(k for rid, k in untested.items() if rid not in seen)
     if no_test:
         warnings.warn(f"{path}: left out {no_test} row(s) with no test loss (trained with "

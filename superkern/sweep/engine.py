@@ -75,6 +75,16 @@ def default_train_fn() -> Callable[..., list]:
     return _toy().train_many
 
 
+def test_loss_fn() -> Callable[..., list]:
+    """``superkern.toy.evaluate_test_losses``: test losses of models from their W and b."""
+    return _toy().evaluate_test_losses
+
+
+def load_weights(path) -> tuple[Any, Any, Any]:
+    """``(W, b, config)`` from a weights file a sweep saved (``superkern.toy.load_weights``)."""
+    return _toy().load_weights(path)
+
+
 def check_group_by(group_by: Optional[str]) -> None:
     """ValueError unless ``group_by`` is None (the trainer's default, "bucket") or one of
     ``train_many``'s width-grouping policies ("bucket", "width", "none")."""

@@ -6,7 +6,6 @@ written atomically before their row, and the row is one fsync'ed line (``store.p
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import platform
@@ -21,10 +20,11 @@ from typing import Any, Callable, Optional, Sequence
 
 from superkern._atomic import check_target
 from superkern.sweep import engine
+from superkern.sweep.backfill import add_test_losses
 from superkern.sweep.grid import Launch, check_max_instances, group_configs
 from superkern.sweep.shard import (RESULTS_NAME, claim_shard, parse_shard, results_files,
                                    shard_configs, shard_results_name)
-from superkern.sweep.store import ResultsStore, atomic_write_text
+from superkern.sweep.store import ResultsStore, atomic_write_text, utc_now
 
 WEIGHTS_DIR = "weights"
 SCHEMA_VERSION = 1
@@ -42,6 +42,7 @@ class SweepSummary:
     total: int
     skipped: int
     trained: int = 0
+    tested: int = 0
     launches: int = 0
     seconds: float = 0.0
     failed: list[str] = field(default_factory=list)
@@ -50,9 +51,11 @@ class SweepSummary:
     def text(self) -> str:
         failed = f", {len(self.failed)} launch(es) failed" if self.failed else ""
         part = f" (shard {self.shard[0]}/{self.shard[1]})" if self.shard else ""
-        return (f"{self.trained} trained, {self.skipped} already done, of {self.total} models"
-                f"{part}, in {self.launches} launch(es), {self.seconds:.1f} s{failed} -> "
-                f"{self.results_path}")
+        tested = (f" ({self.tested} given a test loss from their saved weights)"
+                  if self.tested else "")
+        return (f"{self.trained} trained, {self.skipped} already done{tested}, of "
+                f"{self.total} models{part}, in {self.launches} launch(es), "
+                f"{self.seconds:.1f} s{failed} -> {self.results_path}")
 
 
 def versions() -> dict[str, Optional[str]]:
@@ -70,10 +73,6 @@ def versions() -> dict[str, Optional[str]]:
     except Exception:  # noqa: BLE001  (a broken install must not stop a sweep)
         pass
     return out
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _num(x: Any) -> Any:
@@ -103,7 +102,7 @@ def make_row(result: Any, *, experiment: str, weights: Optional[str], launch: di
     row["weights"] = weights
     row["launch"] = launch
     row["versions"] = {**(body.get("versions") or {}), **vers}
-    row["created"] = _now()
+    row["created"] = utc_now()
     return json.loads(json.dumps(row, default=_json_default))
 
 
@@ -284,10 +283,19 @@ def _run(configs: list[Any], out: Path, *, experiment: str,
     if manifest is not None:
         atomic_write_text(out / "sweep.json", json.dumps(
             _with_history(out / "sweep.json", manifest), indent=2))
+    vers = versions()
+    try:
+        summary.tested = add_test_losses(configs, out, store, device=device,
+                                         max_instances=max_instances, progress=progress,
+                                         vers=vers)
+    except Exception as exc:  # noqa: BLE001
+        if not keep_going:
+            raise
+        summary.failed.append(f"test losses of finished models: {type(exc).__name__}: {exc}")
+        warnings.warn(summary.failed[-1], stacklevel=2)
     if not launches:
         return summary
     train = train_fn or engine.default_train_fn()
-    vers = versions()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     bar = _Bar(sum(lz.steps for lz in launches), sum(len(lz.configs) for lz in launches),
                progress)
@@ -342,7 +350,7 @@ _GRID_FIELDS = ("experiment", "applied", "base", "axes")
 def _with_history(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """The new manifest; a folder that held another grid keeps that one under "previous"
     (with a warning), so that sweep.json still says where every stored row came from."""
-    new = {**manifest, "updated": _now(), "versions": versions()}
+    new = {**manifest, "updated": utc_now(), "versions": versions()}
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -12,6 +12,7 @@ Guarantees (a sweep can be killed with SIGKILL at any instant):
 """
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 import warnings
@@ -30,6 +31,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 class ResultsWarning(UserWarning):
     """A results file had a partial or unreadable line (skipped)."""
+
+
+def utc_now() -> str:
+    """The time now, UTC, ISO 8601 to the second (the rows' ``created``)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:

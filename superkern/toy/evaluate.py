@@ -16,8 +16,10 @@ from typing import Optional, Sequence
 
 import torch
 
-from superkern.toy.config import _splitmix64
-from superkern.toy.data import sample_batch
+from superkern._tf32 import matmul_precision
+from superkern.toy.backend import triton_toy
+from superkern.toy.config import ToyConfig, _splitmix64
+from superkern.toy.data import sample_batch, toy_probabilities
 from superkern.toy.loss import CHUNK_ELEMS
 
 
@@ -87,3 +89,71 @@ def summarize(losses: torch.Tensor, n: int, batches: int) -> tuple[float, float]
         return math.nan, math.nan
     v = losses[:batches].double() * n
     return float(v.mean()), (float(v.std()) if batches > 1 else math.nan)
+
+
+def evaluate_test_losses(configs: Sequence, params: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                         *, device=None, max_instances: int = 64
+                         ) -> list[tuple[float, float]]:
+    """Test loss of trained models from their final W and b alone: ``(mean, std)`` per model.
+
+    This is what training with ``config.test_batches = T`` records as ``test_loss`` and
+    ``test_loss_std``: T fresh batches of ``config.batch`` from the model's test stream, in its
+    precision, on the engine its ``backend`` resolves to on ``device`` (as
+    :func:`~superkern.toy.train_many` resolves it). It serves weights saved by a run without
+    test batches (``superkern sweep`` uses it to add test losses on resume). Models evaluated
+    together share launches as ``train_many`` groups them, so the values equal the ones
+    training records up to rounding. Models with ``test_batches = 0`` get ``(nan, nan)``.
+
+    Args:
+        configs: the models' :class:`~superkern.toy.ToyConfig`.
+        params: ``(W (n, m), b (n,))`` per model, e.g. from
+            :func:`~superkern.toy.load_weights`.
+        device: where to evaluate (default: CUDA when available).
+        max_instances: most models per launch.
+    """
+    from superkern.toy.api import _device, plan_groups  # api imports this module
+
+    configs, params = list(configs), list(params)
+    if len(configs) != len(params):
+        raise ValueError(f"{len(configs)} configs but {len(params)} (W, b) pairs")
+    if not (isinstance(max_instances, int) and max_instances >= 1):
+        raise ValueError(f"max_instances must be an integer >= 1, got {max_instances!r}")
+    for i, (c, wb) in enumerate(zip(configs, params)):
+        if not isinstance(c, ToyConfig):
+            raise ValueError(f"configs[{i}] must be a ToyConfig, got {type(c).__name__}")
+        if not (isinstance(wb, (tuple, list)) and len(wb) == 2
+                and all(isinstance(t, torch.Tensor) for t in wb)):
+            raise ValueError(f"params[{i}] must be a (W, b) pair of tensors")
+        W, b = wb
+        if tuple(W.shape) != (c.n, c.m) or tuple(b.shape) != (c.n,):
+            raise ValueError(f"params[{i}]: W {tuple(W.shape)} and b {tuple(b.shape)} do not "
+                             f"fit its config (n = {c.n}, m = {c.m}): expected W ({c.n}, "
+                             f"{c.m}) and b ({c.n},)")
+    dev = _device(device)
+    out = [(math.nan, math.nan)] * len(configs)
+    todo = [i for i, c in enumerate(configs) if c.test_batches > 0]
+    for backend, idx in plan_groups([configs[i] for i in todo], dev):
+        idx = [todo[j] for j in idx]
+        for s in range(0, len(idx), max_instances):
+            chunk = idx[s:s + max_instances]
+            cs = [configs[i] for i in chunk]
+            M = max(c.m for c in cs)
+            W = torch.zeros(len(cs), cs[0].n, M)
+            b = torch.empty(len(cs), cs[0].n)
+            for k, i in enumerate(chunk):
+                W[k, :, :cs[k].m] = params[i][0].detach().float()
+                b[k] = params[i][1].detach().float()
+            keys: dict = {}
+            group = [keys.setdefault(c.data_key, len(keys)) for c in cs]
+            firsts = [cs[group.index(g)] for g in range(len(keys))]
+            p = torch.stack([toy_probabilities(c).float() for c in firsts])
+            with matmul_precision(cs[0].precision):
+                losses = eval_losses(
+                    W.to(dev), b.to(dev), p.to(dev), torch.tensor(group, device=dev),
+                    [c.data_seed for c in firsts], max(c.test_batches for c in cs),
+                    cs[0].batch, backend=backend,
+                    triton_mod=triton_toy()[0] if backend == "triton" else None,
+                    precision=cs[0].precision).cpu()
+            for k, i in enumerate(chunk):
+                out[i] = summarize(losses[:, k], cs[k].n, cs[k].test_batches)
+    return out

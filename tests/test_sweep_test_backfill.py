@@ -1,0 +1,179 @@
+"""Test losses added on resume from saved weights (superkern/sweep/backfill.py) and
+``superkern.toy.evaluate_test_losses``: the values equal what training with test batches
+records, every model gets exactly one such row, and nothing already stored is lost."""
+import json
+import math
+import warnings
+
+import pytest
+import torch
+
+from superkern.analysis.tables import load_results
+from superkern.sweep import ResultsStore, run_sweep
+from superkern.sweep.backfill import add_test_losses, untested
+from superkern.toy import ToyConfig, evaluate_test_losses, train_many
+
+T = 4
+
+
+def _configs(test_batches=0):
+    """Six models: two widths per data group, and three data groups (power, linear, seed)."""
+    base = dict(preset=None, n=40, steps=30, batch=16, lr=0.02, backend="torch",
+                test_batches=test_batches)
+    return [ToyConfig(m=m, gamma=g, dist=d, seed=s, **base)
+            for m, g, d, s in [(3, -1.0, "power", 0), (5, -1.0, "power", 0),
+                               (4, 0.3, "linear", 0), (6, 0.3, "linear", 0),
+                               (4, -1.0, "power", 1), (2, 0.3, "power", 1)]]
+
+
+def _rows(out):
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def _by_id(rows):
+    out = {}
+    for r in rows:
+        out.setdefault(r["run_id"], []).append(r)
+    return out
+
+
+def test_evaluate_equals_the_test_loss_training_records():
+    cfgs = _configs(T)
+    trained = train_many(cfgs, device="cpu")
+    got = evaluate_test_losses(cfgs, [(r.W, r.b) for r in trained], device="cpu")
+    for r, (mean, std) in zip(trained, got):
+        assert math.isclose(mean, r.test_loss, rel_tol=1e-6)
+        assert math.isclose(std, r.test_loss_std, rel_tol=1e-5)
+    # alone, or in another order, the same values up to rounding (per-model data groups)
+    alone = [evaluate_test_losses([c], [(r.W, r.b)], device="cpu")[0]
+             for c, r in zip(cfgs[::-1], trained[::-1])][::-1]
+    for (m1, s1), (m2, s2) in zip(got, alone):
+        assert math.isclose(m1, m2, rel_tol=1e-5) and math.isclose(s1, s2, rel_tol=1e-4)
+    # test_batches 0: nothing evaluated
+    assert all(math.isnan(v) for v in evaluate_test_losses(
+        [cfgs[0].replace(test_batches=0)], [(trained[0].W, trained[0].b)], device="cpu")[0])
+
+
+@pytest.mark.parametrize("params, match", [
+    ([(torch.zeros(40, 4), torch.zeros(40))], "do not fit its config"),
+    ([(torch.zeros(40, 3), torch.zeros(39))], "do not fit its config"),
+    ([torch.zeros(40, 3)], r"\(W, b\) pair"),
+    ([], "1 configs but 0"),
+])
+def test_evaluate_refuses_parameters_that_do_not_fit(params, match):
+    with pytest.raises(ValueError, match=match):
+        evaluate_test_losses(_configs(T)[:1], params, device="cpu")
+
+
+def test_resume_adds_test_losses_from_saved_weights(tmp_path):
+    first = run_sweep(_configs(0), tmp_path, progress=False, device="cpu")
+    assert first.trained == 6 and first.tested == 0
+    before = _rows(tmp_path)
+    assert all(r["test_loss"] is None for r in before)
+
+    again = run_sweep(_configs(T), tmp_path, progress=False, device="cpu")
+    assert again.trained == 0 and again.tested == 6
+    assert "6 given a test loss from their saved weights" in again.text()
+    rows = _rows(tmp_path)
+    assert rows[:6] == before  # nothing stored is rewritten
+    # the added values are the ones training with T test batches records
+    retrained = {r.run_id: r for r in train_many(_configs(T), device="cpu")}
+    for rid, (old, new) in _by_id(rows).items():
+        assert new["config"] == {**old["config"], "test_batches": T}
+        assert new["final_loss"] == old["final_loss"] and new["weights"] == old["weights"]
+        assert new["test_from_weights"]["models"] == 6
+        assert math.isclose(new["test_loss"], retrained[rid].test_loss, rel_tol=1e-6)
+        assert math.isclose(new["test_loss_std"], retrained[rid].test_loss_std, rel_tol=1e-5)
+
+    # a third run adds nothing; readers see one run per model and warn about nothing
+    third = run_sweep(_configs(T), tmp_path, progress=False, device="cpu")
+    assert third.tested == 0 and len(_rows(tmp_path)) == 12
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        final, test = load_results(tmp_path), load_results(tmp_path, "test")
+    assert len(final.runs) == len(test.runs) == 6
+    by_new = {r["run_id"]: r for r in rows[6:]}
+    for f, t in zip(final.runs, test.runs):
+        assert f.final_loss == by_new[f.run_id]["final_loss"]
+        assert t.final_loss == by_new[t.run_id]["test_loss"]
+
+
+def test_models_without_weights_are_named_and_left_alone(tmp_path):
+    run_sweep(_configs(0), tmp_path, progress=False, device="cpu")
+    rows = _rows(tmp_path)
+    (tmp_path / rows[0]["weights"]).unlink()
+    (tmp_path / rows[1]["weights"]).write_bytes(b"not a safetensors file")
+    for _ in range(2):  # and again on the next resume: still missing, still no extra row
+        with pytest.warns(UserWarning, match="2 finished model.s. ask for test batches"):
+            s = run_sweep(_configs(T), tmp_path, progress=False, device="cpu")
+    assert s.tested == 0
+    ids = [r["run_id"] for r in _rows(tmp_path)]
+    assert len(ids) == 10 and ids.count(rows[0]["run_id"]) == ids.count(rows[1]["run_id"]) == 1
+
+
+def test_a_nan_test_loss_is_stored_as_null_and_not_retried(tmp_path):
+    run_sweep(_configs(0), tmp_path, progress=False, device="cpu")
+    store = ResultsStore(tmp_path / "results.jsonl")
+    calls = []
+
+    def nan_eval(cfgs, params, **kw):
+        calls.append(len(cfgs))
+        return [(math.nan, math.nan)] * len(cfgs)
+
+    cfgs = _configs(T)
+    assert add_test_losses(cfgs, tmp_path, store, device="cpu", max_instances=4,
+                           progress=False, vers={}, evaluate=nan_eval) == 6
+    assert calls == [4, 2]  # max_instances per evaluation
+    added = _rows(tmp_path)[6:]
+    assert all(r["test_loss"] is None and r["config"]["test_batches"] == T for r in added)
+    assert untested(cfgs, tmp_path) == []
+
+
+def test_failed_evaluation_keeps_going_or_raises(tmp_path):
+    run_sweep(_configs(0)[:3], tmp_path, progress=False, device="cpu")
+    import superkern.sweep.engine as eng
+
+    def boom():
+        def fail(*a, **k):
+            raise RuntimeError("out of memory (simulated)")
+        return fail
+
+    orig = eng.test_loss_fn
+    eng.test_loss_fn = boom
+    try:
+        with pytest.raises(RuntimeError, match="simulated"):
+            run_sweep(_configs(T), tmp_path, progress=False, device="cpu")
+        with pytest.warns(UserWarning, match="test losses of finished models"):
+            s = run_sweep(_configs(T), tmp_path, progress=False, device="cpu",
+                          keep_going=True)
+    finally:
+        eng.test_loss_fn = orig
+    assert s.trained == 3 and s.tested == 0 and len(s.failed) == 1  # the rest still trained
+    assert len(_rows(tmp_path)) == 6
+
+
+def test_shards_each_add_their_own_models(tmp_path):
+    run_sweep(_configs(0), tmp_path, progress=False, device="cpu")
+    tested = [run_sweep(_configs(T), tmp_path, progress=False, device="cpu",
+                        shard=(k, 2)).tested for k in (1, 2)]
+    assert sum(tested) == 6 and min(tested) >= 1
+    rows = [json.loads(line) for f in sorted(tmp_path.glob("results*.jsonl"))
+            for line in f.read_text().splitlines()]
+    assert sorted(len(v) for v in _by_id(rows).values()) == [2] * 6
+    assert run_sweep(_configs(T), tmp_path, progress=False, device="cpu").tested == 0
+
+
+def test_evaluate_on_the_triton_engine_equals_its_training_record():
+    from superkern.toy.backend import triton_toy
+
+    tri, why = triton_toy()
+    if tri is None:
+        pytest.skip(f"triton toy kernels unavailable: {why}")
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    cfgs = [ToyConfig(preset=None, n=32, m=m, steps=2, batch=16, lr=0.02, seed=s,
+                      backend="triton", test_batches=2) for m, s in [(3, 0), (4, 1)]]
+    trained = train_many(cfgs, device=dev)
+    got = evaluate_test_losses(cfgs, [(r.W, r.b) for r in trained], device=dev)
+    for r, (mean, std) in zip(trained, got):
+        assert math.isclose(mean, r.test_loss, rel_tol=1e-6)
+        assert math.isclose(std, r.test_loss_std, rel_tol=1e-5)
