@@ -198,6 +198,23 @@ def test_torch_backend_copy_counts_in_the_plan():
     assert st.block_rows == 256  # 200000 // (2 * 64 * 6) = 260 -> 256 (2 bytes alone: 768)
 
 
+@pytest.mark.parametrize("name, precision, m, extra", [
+    ("triton", "fp32", 36, 6),      # padded to 48 columns: 4 * 48 / 36 = 5.33 bytes
+    ("triton", "tf32", 36, 10),     # its tf32 rounding copy (4) and the padded one
+    ("triton", "bf16", 4001, 3),    # 2 * 4016 / 4001
+    ("triton", "bf16", 576, 0),
+    ("cuda", "fp32", 3, 6),         # padded to 16 bytes: 4 * 4 / 3
+    ("cuda", "bf16", 12, 3),        # 2 * 16 / 12
+    ("cuda", "bf16", 576, 0),
+    ("torch", "bf16", 37, 4),
+    ("cpu", "fp32", 37, 0),
+])
+def test_backend_copies_counted_per_element(name, precision, m, extra):
+    from superkern.ops.overlap import _backend_copy_bytes
+
+    assert _backend_copy_bytes(name, precision, m) == extra
+
+
 def test_auto_moves_to_a_streaming_backend_when_a_cpu_budget_needs_it(monkeypatch):
     """On a CPU target the compute copy of a bf16 call counts against max_device_bytes too:
     auto then leaves the C++ backend (no split mode) for torch, which streams; fp32 needs no

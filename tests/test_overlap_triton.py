@@ -90,6 +90,26 @@ def test_ragged_multitile_schedules_against_gold(name):
     assert torch.equal(got.topk_pairs, ref.topk_pairs)
 
 
+def test_rows_padded_to_16_columns(monkeypatch):
+    """Rows of m % 16 != 0 reach the kernel zero-padded to a multiple of 16 (so compiled
+    Triton can prove the loads aligned), with the statistics of the unpadded rows."""
+    X = torch.randn(5, 36)
+    P = T.pad_columns(X)
+    assert P.shape == (5, 48) and torch.equal(P[:, :36], X) and not P[:, 36:].any()
+    assert T.pad_columns(P) is P
+    seen = []
+    launch = T._launch
+    monkeypatch.setattr(T, "_launch", lambda X, *a, **k: seen.append(X.shape) or
+                        launch(X, *a, **k))
+    W = _rand(70, 21, seed=4)
+    got = T.overlap_partials_triton(*_operands(W), bins=8, topk=2, precision="fp32")
+    gold = gold_stats(W, bins=8)
+    assert seen and all(shape == (70, 32) for shape in seen)
+    assert_close("mean_sq vs gold", got.sum_sq / gold["P"], gold["mean_sq"], rtol=1e-6)
+    assert int(got.hist.sum()) == gold["P"]
+    assert int((got.hist - gold["hist"]).abs().sum()) <= 2 * gold["hist_ambiguous"]
+
+
 @pytest.mark.parametrize("m, anisotropic, paths", [(512, False, {32}), (512, True, {32, 64}),
                                                     (96, False, {64}), (8, False, {128})])
 def test_histogram_window_and_full_paths(m, anisotropic, paths, monkeypatch):
@@ -311,7 +331,8 @@ import torch, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from superkern.triton._overlap_kernel import _NO_SPECIALIZE, _overlap_kernel as K
-from superkern.triton.overlap import gpu_input_precision, kernel_constexprs, overlap_config
+from superkern.triton.overlap import (PAD, gpu_input_precision, kernel_constexprs,
+                                      overlap_config)
 
 PTRS = {"scale_ptr": "*fp32", "part_sums_ptr": "*fp64", "part_hist_ptr": "*i64",
         "row_key_ptr": "*i64", "row_sq_ptr": "*i64", "cand_cnt_ptr": "*i64",
@@ -328,8 +349,9 @@ VARIANTS = [(p, 4001, 100, 50, 0, False, False) for p in DT] + [
     ("bf16", 8192, 0, 0, 1024, True, False), ("tf32", 576, 256, 100, 0, True, False),
     ("bf16", 8192, 256, 100, 0, False, True), ("fp32", 39, 0, 0, 0, False, True)]
 done = 0
-for prec, m, bins, topk, split, tma, ones in VARIANTS:
+for prec, m_head, bins, topk, split, tma, ones in VARIANTS:
     dtype, ty = DT[prec]
+    m = -(-m_head // PAD) * PAD  # the launcher pads the rows (pad_columns)
     cfg = overlap_config(dtype, m, "cuda")
     c = kernel_constexprs(cfg, 152064, m, bins=bins, topk=topk, split=split, tma=tma,
                           input_precision=gpu_input_precision(prec))
@@ -347,17 +369,28 @@ for prec, m, bins, topk, split, tma, ones in VARIANTS:
     for a, v in fixed.items():
         sig[a], c[a] = "constexpr", v
     # what a launch adds: 16-byte alignment of every pointer, and of the ints that are
-    # multiples of 16 (m and the row stride here), which enables the pipelined loads
+    # multiples of 16 (m and the row stride, padded to be), which enables the pipelined loads
     div = [a for a, t in sig.items() if t.startswith("*")]
     div += [a for a in ("M", "stride_x") if sig[a] == "i32" and m % 16 == 0]
     attrs = {(K.arg_names.index(a),): [["tt.divisibility", 16]] for a in div}
+    variant = (prec, m_head, bins, topk, split, tma, ones)
     try:
-        triton.compile(ASTSource(fn=K, signature=sig, constexprs=c, attrs=attrs),
-                       target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+        k = triton.compile(ASTSource(fn=K, signature=sig, constexprs=c, attrs=attrs),
+                           target=GPUTarget("cuda", 90, 32),
+                           options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
     except Exception as exc:
-        raise SystemExit(f"variant {(prec, m, bins, topk, split, tma, ones)}: "
-                         f"{type(exc).__name__}: {exc}"[:3000])
+        raise SystemExit(f"variant {variant}: {type(exc).__name__}: {exc}"[:3000])
+    if not (tma or ones):  # padded rows: 16-byte asynchronous copies, several stages
+        copies = [ln for ln in k.asm["ptx"].splitlines()
+                  if "cp.async.c" in ln and "shared.global" in ln]
+        if not copies:
+            raise SystemExit(f"variant {variant}: row loads not asynchronous")
+        if any(", 0x10," not in ln for ln in copies):
+            raise SystemExit(f"variant {variant}: row loads narrower than 16 bytes: "
+                             f"{[ln.strip() for ln in copies if ', 0x10,' not in ln][:2]}")
+        if k.metadata.shared < 2 * 2 * cfg.block * cfg.block_k * (4 if ty == "fp32" else 2):
+            raise SystemExit(f"variant {variant}: {k.metadata.shared} bytes of shared "
+                             "memory hold fewer than two stages")
     done += 1
 print(done, "variants")
 '''

@@ -86,15 +86,17 @@ def _compute_operands(X: torch.Tensor, norms: torch.Tensor, precision: str):
 
 
 def _backend_copy_bytes(name: str, precision: str, m: int) -> int:
-    """Bytes per operand element a backend copies on top of its input: the torch reference
-    rounds a low-precision operand into fp32, as the triton kernel rounds a tf32 one; the cuda
-    kernel pads rows whose byte length is not a multiple of 16."""
+    """Bytes per operand element (rounded up) a backend copies on top of its input: the torch
+    reference rounds a low-precision operand into fp32, as the triton kernel rounds a tf32
+    one; the triton kernel pads rows to a multiple of 16 elements, the cuda kernel to a
+    multiple of 16 bytes (a copy of m_pad elements per row of m)."""
     elem = 4 if precision in ("fp32", "tf32") else 2
-    if (name == "torch" and precision != "fp32") or (name == "triton" and precision == "tf32"):
-        return 4
-    if name == "cuda" and (m * elem) % 16:
-        return elem
-    return 0
+    extra = 4 if ((name == "torch" and precision != "fp32")
+                  or (name == "triton" and precision == "tf32")) else 0
+    pad = {"triton": 16, "cuda": 16 // elem}.get(name)
+    if pad and m % pad:
+        extra += -(-elem * (-(-m // pad) * pad) // m)
+    return extra
 
 
 def _target_device(device: Any, X: torch.Tensor) -> torch.device:
