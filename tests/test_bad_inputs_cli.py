@@ -117,6 +117,7 @@ def test_probe_json_to_stdout(tmp_path, capsys):
     (["fit", "RES", "--bootstrap", "-1"], "--bootstrap must be >= 0, got -1"),
     (["fit", "size-width", "--alpha-n", "0.35", "-0.02"], "finite standard error >= 0"),
     (["fit", "size-width", "--alpha-n", "nan", "0.02"], "needs a finite exponent"),
+    (["fit", "RES", "--params", "exact"], "--params picks the parameter count 'fit size-width'"),
 ])
 def test_analysis_options_out_of_range(results_file, capsys, argv, match):
     argv = [str(results_file) if a == "RES" else a for a in argv]

@@ -118,9 +118,9 @@ def width_law_figure(groups: Sequence[tuple[str, ...]], m: Sequence[float],
 
 
 def size_width_figure(families: Sequence[str], m: Sequence[float], params: Sequence[float],
-                      fit):
+                      fit, ylabel: str = "parameters N"):
     """Parameter count against width, log-log, per family, with the shared-exponent lines
-    ``a_g m^k`` (the paper's Fig. 23)."""
+    ``a_g m^k`` (the paper's Fig. 23); ``ylabel`` names the count drawn."""
     m_arr = np.asarray(m, dtype=np.float64)
     n_arr = np.asarray(params, dtype=np.float64)
     fams = [str(f) for f in families]
@@ -135,7 +135,7 @@ def size_width_figure(families: Sequence[str], m: Sequence[float], params: Seque
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("model width m")
-    ax.set_ylabel("parameters N")
+    ax.set_ylabel(ylabel)
     ax.set_title(f"N = a_family m^k: k = {fit.k:.3f} +- {fit.k_se:.3f} ({fit.n_points} models, "
                  f"{fit.families} families; paper 2.51)", fontsize=9)
     ax.legend(fontsize=8)

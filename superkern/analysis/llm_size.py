@@ -20,6 +20,11 @@ from superkern.analysis.tables import read_csv_columns
 
 BUILTIN = Path(__file__).resolve().parent.parent / "data" / "llm_sizes.csv"
 ALPHA_N = (0.35, 0.02)  # Besiroglu et al. 2024 (Chinchilla replication), as the paper uses
+# Which count N is: the size in the model's name, every stored parameter, or the Kaplan et al.
+# non-embedding count (no token or position embeddings, no untied unembedding). The exact and
+# non-embedding columns of the built-in table come from superkern.analysis.param_count.
+PARAM_COLUMNS = {"nominal": "params", "exact": "params_exact",
+                 "non-embedding": "params_non_embedding"}
 
 
 @dataclass(frozen=True)
@@ -49,10 +54,20 @@ class SizeWidthFit:
         return v, math.hypot(a, b), a + b
 
 
-def load_size_csv(path: str | Path = BUILTIN) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """``(families, m, params)`` from a CSV with columns family, m, params ('#' comments)."""
-    keys, v = read_csv_columns(path, ("family",), ("m", "params"))
-    return [k[0] for k in keys], v["m"], v["params"]
+def load_size_csv(path: str | Path = BUILTIN, params: str = "nominal"
+                  ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(families, m, N)`` from a CSV with columns family, m and the parameter-count column
+    :data:`PARAM_COLUMNS` names for ``params`` ('#' comments): ``params`` (nominal),
+    ``params_exact`` or ``params_non_embedding``. The built-in table has all three.
+
+    Raises:
+        ValueError: an unknown ``params``, or a CSV without that column (named).
+    """
+    if params not in PARAM_COLUMNS:
+        raise ValueError(f"params must be one of {', '.join(PARAM_COLUMNS)}, got {params!r}")
+    column = PARAM_COLUMNS[params]
+    keys, v = read_csv_columns(path, ("family",), ("m", column))
+    return [k[0] for k in keys], v["m"], v[column]
 
 
 def fit_size_width(families: Sequence[str], m: Sequence[float], params: Sequence[float]

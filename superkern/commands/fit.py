@@ -21,7 +21,8 @@ def register(sub) -> None:
                     "file, a {token: count} JSON, or a text file.  superkern fit width-law CSV: "
                     "L = C/m^alpha + L_g from (family, dataset, m, loss) rows.  superkern fit "
                     "size-width [CSV]: N = a_family m^k from (family, m, params) rows (default: "
-                    "the paper's 27 open models) and alpha_m = k alpha_N.")
+                    "the paper's 27 open models; --params picks nominal, exact or non-embedding "
+                    "counts) and alpha_m = k alpha_N.")
     p.add_argument("target", help="a sweep folder (all its results files) or one results "
                                   "file, 'zipf', 'width-law' or 'size-width'")
     p.add_argument("file", nargs="?", help="the counts/text file (zipf) or CSV (width-law, "
@@ -47,6 +48,11 @@ def register(sub) -> None:
                    default=(0.35, 0.02),
                    help="size-width: loss exponent in parameters, L ~ N^-alpha_N, with its "
                         "standard error (default 0.35 0.02, as the paper uses)")
+    p.add_argument("--params", default="nominal", choices=("nominal", "exact", "non-embedding"),
+                   help="size-width: which parameter count N is: the size in the model's name "
+                        "(column params, default), every stored parameter (params_exact) or "
+                        "the count without token/position embeddings and untied unembedding "
+                        "(params_non_embedding)")
     p.add_argument("--plot", metavar="PNG",
                    help="zipf: rank-frequency with the fitted line (paper Fig. 22); width-law: "
                         "loss against 1/m and L - L_g against m with the fit (Figs. 21, 8b); "
@@ -79,18 +85,23 @@ LLM_TARGETS = ("zipf", "width-law", "width", "size-width")
 def _size_width(args) -> int:
     import dataclasses
 
-    from superkern.analysis.llm_size import BUILTIN, fit_size_width, load_size_csv
+    from superkern.analysis.llm_size import (BUILTIN, PARAM_COLUMNS, fit_size_width,
+                                             load_size_csv)
 
     a_n, a_se = args.alpha_n
     if not (math.isfinite(a_n) and math.isfinite(a_se) and a_se >= 0):
         raise ValueError(f"--alpha-n needs a finite exponent and a finite standard error >= 0, "
                          f"got {a_n} {a_se}")
     source = args.file or BUILTIN
-    fams, m, params = load_size_csv(source)
+    fams, m, params = load_size_csv(source, args.params)
     f = fit_size_width(fams, m, params)
     am, se_q, se_lin = f.alpha_m(a_n, a_se)
     if args.json != "-":
-        label = Path(source).name + (" (built in: nominal sizes)" if not args.file else "")
+        label = Path(source).name
+        if not args.file:
+            label += f" (built in: {args.params} sizes)"
+        elif args.params != "nominal":
+            label += f", column {PARAM_COLUMNS[args.params]}"
         print(f"N = a_family m^k over {f.n_points} models in {f.families} families ({label})")
         print(f"k = {f.k:.3f} +- {f.k_se:.3f}   R^2 (within families) {f.r2:.3f}"
               + ("   (paper, on these 27 models: 2.51; Chinchilla 2.52 +- 0.03)"
@@ -99,12 +110,14 @@ def _size_width(args) -> int:
               f"(errors in quadrature; +- {se_lin:.3f} added linearly)")
         for fam, a in f.coefficients.items():
             print(f"  a_{fam:<12} {a:.4g}")
-    _emit({"file": str(source), **dataclasses.asdict(f), "alpha_n": a_n, "alpha_n_se": a_se,
+    _emit({"file": str(source), "params": args.params, **dataclasses.asdict(f),
+           "alpha_n": a_n, "alpha_n_se": a_se,
            "alpha_m": am, "alpha_m_se": se_q, "alpha_m_se_linear": se_lin}, args.json)
     if args.plot:
         from superkern.analysis.fig_llm import png, size_width_figure
 
-        _save_png(args.plot, png(size_width_figure(fams, m, params, f)))
+        ylabel = "parameters N" + (f" ({args.params})" if args.params != "nominal" else "")
+        _save_png(args.plot, png(size_width_figure(fams, m, params, f, ylabel=ylabel)))
     return 0
 
 
@@ -142,6 +155,9 @@ def run(args) -> int:
     if args.plot and args.target not in LLM_TARGETS:
         raise ValueError("--plot applies to 'fit zipf', 'fit width-law' and 'fit size-width'; "
                          "sweep results are drawn by 'superkern figures'")
+    if args.params != "nominal" and args.target != "size-width":
+        raise ValueError(f"--params picks the parameter count 'fit size-width' fits; it does "
+                         f"not apply to 'fit {args.target}'")
     if args.fit_range != "paper" and args.target in LLM_TARGETS:
         raise ValueError(f"--range picks the widths of an alpha_m fit of sweep results; it "
                          f"does not apply to 'fit {args.target}'")
