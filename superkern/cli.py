@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -36,6 +37,18 @@ def _out_of_memory(exc: BaseException) -> bool:
     return "can't allocate memory" in text or "out of memory" in text
 
 
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``superkern ... | head``): stop quietly, as a command
+    killed by SIGPIPE would (exit 141), without a traceback when Python flushes stdout again
+    at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # a stdout without a file descriptor
+        pass
+    return 141
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -44,6 +57,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        return _stdout_closed()
     except (ValueError, OSError) as exc:  # bad input, missing/unreadable file, full disk
         print(f"superkern {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -146,3 +146,18 @@ def test_interrupt_and_out_of_memory_messages(monkeypatch, capsys, exc, rc, said
         return
     assert main(["env"]) == rc
     assert said in _err(capsys)
+
+
+def test_closed_stdout_stops_quietly():
+    """`superkern ... | head`: the reader closes the pipe before the command writes, so its
+    first write fails with EPIPE. The command exits 141 (as one killed by SIGPIPE would)
+    and says nothing on stderr: no traceback, not even at Python's exit-time flush."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "superkern", "fit", "size-width"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141, err.decode()
+    assert err.decode().strip() == ""
