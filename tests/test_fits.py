@@ -117,6 +117,10 @@ def test_zipf_recipe_exact_counts_and_sample():
     assert g.n_types == 5 and g.alpha > 0
     with pytest.raises(ValueError):
         zipf_fit([3])
+    # all counts equal: exactly flat, R^2 undefined (not a -0.0 exponent or a NaN error)
+    flat = zipf_fit([7] * 500)
+    assert (flat.alpha, flat.stderr) == (0.0, 0.0) and math.copysign(1, flat.alpha) == 1
+    assert math.isnan(flat.r2) and math.isclose(flat.intercept, math.log10(7))
 
 
 def test_load_counts_formats(tmp_path):

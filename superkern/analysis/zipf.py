@@ -47,7 +47,8 @@ class ZipfFit:
 
 
 def zipf_fit(counts: Sequence[float] | np.ndarray, points: int = 1000) -> ZipfFit:
-    """Fit the Zipf exponent of ``counts`` (any order; zeros are dropped).
+    """Fit the Zipf exponent of ``counts`` (any order; zeros are dropped). Counts that are
+    all equal give alpha = 0 with standard error 0 and R^2 NaN (undefined for a flat line).
 
     Raises:
         ValueError: fewer than 2 positive counts, negative or non-finite counts.
@@ -75,10 +76,15 @@ def zipf_fit(counts: Sequence[float] | np.ndarray, points: int = 1000) -> ZipfFi
     ranks = np.clip(ranks, 1, n)
     x = np.log10(ranks.astype(np.float64))
     y = np.log10(c[ranks - 1])
-    res = stats.linregress(x, y)
-    return ZipfFit(alpha=-float(res.slope), stderr=float(res.stderr),
-                   intercept=float(res.intercept) + math.log10(top),
-                   r2=float(res.rvalue ** 2), n_types=int(n),
+    if c[-1] == c[0]:  # all counts equal: a flat line, exactly; R^2 (0/0) is undefined
+        slope, stderr, intercept, r2 = 0.0, 0.0, 0.0, math.nan
+    else:
+        res = stats.linregress(x, y)
+        slope, stderr, intercept, r2 = (float(res.slope), float(res.stderr),
+                                        float(res.intercept), float(res.rvalue ** 2))
+    return ZipfFit(alpha=-slope + 0.0, stderr=stderr,
+                   intercept=intercept + math.log10(top),
+                   r2=r2, n_types=int(n),
                    n_tokens=int(round(total)) if math.isfinite(total) else -1,
                    points=int(points))
 
