@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import select
 import sys
 from typing import Optional, Sequence
 
@@ -37,16 +38,25 @@ def _out_of_memory(exc: BaseException) -> bool:
     return "can't allocate memory" in text or "out of memory" in text
 
 
-def _stdout_closed() -> int:
-    """The reader of stdout went away (``superkern ... | head``): stop quietly, as a command
-    killed by SIGPIPE would (exit 141), without a traceback when Python flushes stdout again
-    at exit."""
+def _stdout_closed() -> bool:
+    """True when stdout's reader went away (``superkern ... | head``). Then stdout is pointed
+    at the null device, so that Python's flush at exit does not print a traceback."""
+    try:  # the write end of a pipe without a reader polls as an error
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        if not any(ev & select.POLLERR for _, ev in poller.poll(0)):
+            return False  # stdout is fine: the broken pipe was another one
+    except (OSError, ValueError, AttributeError):  # no poll, or a stdout without a descriptor
+        return False
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
     except (OSError, ValueError, AttributeError):  # a stdout without a file descriptor
         pass
-    return 141
+    return True
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -57,8 +67,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except BrokenPipeError:
-        return _stdout_closed()
+    except BrokenPipeError as exc:
+        if _stdout_closed():
+            return 141  # quietly, as a command killed by SIGPIPE
+        print(f"superkern {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as exc:  # bad input, missing/unreadable file, full disk
         print(f"superkern {args.command}: error: {exc}", file=sys.stderr)
         return 2

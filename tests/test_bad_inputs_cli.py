@@ -161,3 +161,15 @@ def test_closed_stdout_stops_quietly():
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 141, err.decode()
     assert err.decode().strip() == ""
+
+
+def test_another_broken_pipe_is_an_error(monkeypatch, capsys):
+    """A broken pipe that is not stdout's (stdout still writable) is reported, not hidden."""
+    import superkern.commands.env as env_cmd
+
+    def fail(args):
+        raise BrokenPipeError(32, "Broken pipe (a child process)")
+
+    monkeypatch.setattr(env_cmd, "run", fail)
+    assert main(["env"]) == 2
+    assert "Broken pipe (a child process)" in _err(capsys)

@@ -123,6 +123,18 @@ def test_bad_configurations():
         param_count({**good, "layers": 0})
     with pytest.raises(ValueError, match="must divide hidden"):
         param_count({**good, "kv_heads": 3})
+    with pytest.raises(ValueError, match="tied must be a whole number, got True"):
+        param_count({**good, "tied": True})
+
+
+def test_a_model_listed_twice_is_refused(tmp_path):
+    from superkern.analysis.param_count import CONFIGS
+
+    lines = CONFIGS.read_text().splitlines()
+    row = next(ln for ln in lines if ln.startswith("gpt2,"))
+    (tmp_path / "twice.csv").write_text("\n".join(lines + [row]) + "\n")
+    with pytest.raises(ValueError, match="model 'GPT2' appears twice"):
+        load_configs(tmp_path / "twice.csv")
 
 
 def _three_columns(tmp_path, ks=(2.0, 2.5, 3.0)):

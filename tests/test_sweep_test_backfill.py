@@ -82,6 +82,8 @@ def test_resume_adds_test_losses_from_saved_weights(tmp_path):
         assert new["config"] == {**old["config"], "test_batches": T}
         assert new["final_loss"] == old["final_loss"] and new["weights"] == old["weights"]
         assert new["test_from_weights"]["models"] == 6
+        assert new["test_from_weights"]["backend"] == "torch"
+        assert new["test_from_weights"]["device"] == "cpu"
         assert math.isclose(new["test_loss"], retrained[rid].test_loss, rel_tol=1e-6)
         assert math.isclose(new["test_loss_std"], retrained[rid].test_loss_std, rel_tol=1e-5)
 
@@ -122,34 +124,64 @@ def test_a_nan_test_loss_is_stored_as_null_and_not_retried(tmp_path):
 
     cfgs = _configs(T)
     assert add_test_losses(cfgs, tmp_path, store, device="cpu", max_instances=4,
-                           progress=False, vers={}, evaluate=nan_eval) == 6
+                           vers={}, evaluate=nan_eval) == 6
     assert calls == [4, 2]  # max_instances per evaluation
     added = _rows(tmp_path)[6:]
     assert all(r["test_loss"] is None and r["config"]["test_batches"] == T for r in added)
     assert untested(cfgs, tmp_path) == []
 
 
-def test_failed_evaluation_keeps_going_or_raises(tmp_path):
-    run_sweep(_configs(0)[:3], tmp_path, progress=False, device="cpu")
+def test_a_failed_evaluation_warns_and_training_goes_on(tmp_path, monkeypatch):
+    """Nothing about the test losses stops a sweep: the pending models still train, and a
+    later resume evaluates the models that failed."""
     import superkern.sweep.engine as eng
 
-    def boom():
-        def fail(*a, **k):
-            raise RuntimeError("out of memory (simulated)")
-        return fail
+    run_sweep(_configs(0)[:3], tmp_path, progress=False, device="cpu")
 
-    orig = eng.test_loss_fn
-    eng.test_loss_fn = boom
-    try:
-        with pytest.raises(RuntimeError, match="simulated"):
-            run_sweep(_configs(T), tmp_path, progress=False, device="cpu")
-        with pytest.warns(UserWarning, match="test losses of finished models"):
-            s = run_sweep(_configs(T), tmp_path, progress=False, device="cpu",
-                          keep_going=True)
-    finally:
-        eng.test_loss_fn = orig
-    assert s.trained == 3 and s.tested == 0 and len(s.failed) == 1  # the rest still trained
+    def fail(*a, **k):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(eng, "evaluate_fn", lambda: fail)
+    with pytest.warns(UserWarning, match=r"3 finished model.s. .*evaluation failed: 3 model.s.: "
+                      "RuntimeError: out of memory .simulated."):
+        s = run_sweep(_configs(T), tmp_path, progress=False, device="cpu")
+    assert (s.trained, s.tested, s.failed) == (3, 0, [])
     assert len(_rows(tmp_path)) == 6
+    monkeypatch.undo()
+    assert run_sweep(_configs(T), tmp_path, progress=False, device="cpu").tested == 3
+
+
+def test_models_that_cannot_be_evaluated_here_are_named(tmp_path, monkeypatch):
+    import superkern.sweep.engine as eng
+
+    run_sweep(_configs(0), tmp_path, progress=False, device="cpu")
+    real = eng.resolve_backend
+
+    def only_power(config, device):
+        if config.dist != "power":
+            raise ValueError("backend 'triton' is not available: no GPU (simulated)")
+        return real(config, device)
+
+    monkeypatch.setattr(eng, "resolve_backend", only_power)
+    with pytest.warns(UserWarning, match=r"2 finished model.s. .*cannot be evaluated here "
+                      r"\(backend 'triton' is not available"):
+        assert run_sweep(_configs(T), tmp_path, progress=False, device="cpu").tested == 4
+
+
+def test_diverged_models_and_weights_of_another_model_are_left_out(tmp_path):
+    run_sweep(_configs(0), tmp_path, progress=False, device="cpu")
+    path = tmp_path / "results.jsonl"
+    rows = _rows(tmp_path)
+    rows[0]["final_loss"], rows[0]["diverged"] = None, True
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # model 2's file now holds model 3 (same n, another m and run id)
+    (tmp_path / rows[2]["weights"]).write_bytes((tmp_path / rows[3]["weights"]).read_bytes())
+    with pytest.warns(UserWarning, match="1 finished model.s. ask for test batches but have "
+                      "no saved weights that hold them"):
+        s = run_sweep(_configs(T), tmp_path, progress=False, device="cpu")
+    assert s.tested == 4
+    added = {r["run_id"] for r in _rows(tmp_path)[6:]}
+    assert rows[0]["run_id"] not in added and rows[2]["run_id"] not in added
 
 
 def test_shards_each_add_their_own_models(tmp_path):

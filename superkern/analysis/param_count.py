@@ -102,6 +102,8 @@ def param_count(arch: Mapping[str, object]) -> dict[str, int]:
     c: dict[str, int] = {}
     for k in FIELDS:
         v = arch[k]
+        if isinstance(v, bool):
+            raise ValueError(f"{name}: {k} must be a whole number, got {v!r}")
         try:
             iv = int(v)  # type: ignore[call-overload]
         except (TypeError, ValueError):
@@ -123,6 +125,8 @@ def load_configs(path: str | Path = CONFIGS) -> dict[str, dict[str, object]]:
     keys, v = read_csv_columns(path, ("family", "model", "arch"), FIELDS)
     out: dict[str, dict[str, object]] = {}
     for i, (family, model, arch) in enumerate(keys):
+        if model in out:
+            raise ValueError(f"{path}: model {model!r} appears twice")
         out[model] = {"family": family, "arch": arch, **{k: float(v[k][i]) for k in FIELDS}}
     return out
 

@@ -70,9 +70,11 @@ def register(sub) -> None:
 
 
 def _emit(obj, path) -> None:
+    """Strict JSON (a NaN or inf becomes null) to stdout ('-') or a file."""
+    from superkern.analysis.scaling import _jsonable
     from superkern.sweep.store import atomic_write_text
 
-    text = json.dumps(obj, indent=2, default=str)
+    text = json.dumps(_jsonable(obj), indent=2, default=str, allow_nan=False)
     if path == "-":
         print(text)
     elif path:

@@ -4,13 +4,16 @@ The test loss is not part of a model's run id (``ToyConfig.test_batches`` is a r
 so a rerun of a grid that now asks for ``test_batches = T`` skips the models already trained
 with ``T = 0``. This module gives them their test loss anyway, from the weights the sweep
 saved: each such model gets one more row, a copy of its first row with the test loss, its
-std, ``config.test_batches = T`` and a ``test_from_weights`` record (engine, device, time,
-versions). Readers keep the first row of a run id for the final loss and take the first row
-that has a test loss for ``loss="test"``, so the extra row changes nothing else.
+std, ``config.test_batches = T`` and a ``test_from_weights`` record (the engine and device
+that evaluated it, the time taken, when, and the versions). Readers keep the first row of a
+run id for the final loss and take the first row that has a test loss for ``loss="test"``,
+so the extra row changes nothing else.
 
-A model counts as evaluated once any of its rows has ``config.test_batches >= 1`` (a diverged
-model's test loss is NaN and is not tried again). Models whose weights were not saved, or
-whose file is missing or unreadable, keep no test loss; the sweep warns with their count.
+A model counts as evaluated once any of its rows has ``config.test_batches >= 1``. Models
+that diverged are not evaluated. Nothing here stops a sweep: models whose weights were not
+saved, cannot be read or do not fit their config, models whose engine cannot run on this
+machine, and evaluations that fail are named in a warning (with their count) and keep no
+test loss; a later resume tries them again.
 """
 from __future__ import annotations
 
@@ -28,78 +31,118 @@ from superkern.sweep.store import ResultsStore, read_jsonl, utc_now
 
 
 def _test_batches(row: dict[str, Any]) -> int:
-    cfg = row.get("config")
-    v = cfg.get("test_batches") if isinstance(cfg, dict) else None
-    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+    v = row["config"].get("test_batches")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return 0
+    return int(v)
+
+
+def _finished(row: dict[str, Any]) -> bool:
+    """A row of a model that trained to a finite final loss (so its weights are worth a
+    test loss)."""
+    try:
+        loss = float(row.get("final_loss"))
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(loss) and not row.get("diverged")
 
 
 def untested(configs: Sequence[Any], out: Path) -> list[tuple[Any, dict[str, Any]]]:
     """``(config, first stored row)`` of every model of ``configs`` that asks for test batches,
-    is stored in a results file of ``out`` and has no row evaluated on test batches."""
+    is stored in a results file of ``out`` with a finite final loss, and has no row evaluated
+    on test batches."""
     rows: dict[str, list[dict[str, Any]]] = {}
     for path in results_files(out):
         for row in read_jsonl(path, warn=False):
-            rows.setdefault(str(row.get("run_id", "")), []).append(row)
+            if isinstance(row.get("config"), dict):
+                rows.setdefault(str(row.get("run_id", "")), []).append(row)
     todo = []
     for c in configs:
         stored = rows.get(engine.run_id(c))
-        if c.test_batches > 0 and stored and max(_test_batches(r) for r in stored) < 1:
+        if (c.test_batches > 0 and stored and _finished(stored[0])
+                and max(_test_batches(r) for r in stored) < 1):
             todo.append((c, stored[0]))
     return todo
 
 
-def _load(row: dict[str, Any], out: Path) -> Optional[tuple[Any, Any]]:
-    """(W, b) from the row's weights file, or None when there is none or it cannot be read."""
+def _load(config: Any, row: dict[str, Any], out: Path) -> Optional[tuple[Any, Any]]:
+    """(W, b) from the row's weights file; None when there is none, it cannot be read, or it
+    does not hold this model (another run id, or shapes other than (n, m) and (n,))."""
     rel = row.get("weights")
     if not isinstance(rel, str) or not rel:
         return None
     try:
-        W, b, _ = engine.load_weights(out / rel)
+        W, b, stored = engine.load_weights(out / rel)
     except (OSError, ValueError):
+        return None
+    if (engine.run_id(stored) != engine.run_id(config)
+            or tuple(W.shape) != (config.n, config.m) or tuple(b.shape) != (config.n,)):
         return None
     return W, b
 
 
-def _json_float(v: float) -> Optional[float]:
-    return float(v) if math.isfinite(v) else None  # NaN is stored as null
+def _warn(out: Path, count: int, why: str) -> None:
+    warnings.warn(f"{out}: {count} finished model(s) ask for test batches but {why}; they "
+                  "keep no test loss for now (a later resume tries again)", stacklevel=4)
 
 
 def add_test_losses(configs: Sequence[Any], out: Path, store: ResultsStore, *,
-                    device: Optional[str], max_instances: int, progress: bool,
-                    vers: dict[str, Any], evaluate: Optional[Callable[..., list]] = None
-                    ) -> int:
+                    device: Optional[str], max_instances: int, vers: dict[str, Any],
+                    evaluate: Optional[Callable[..., list]] = None) -> int:
     """Evaluate the :func:`untested` models of ``configs`` from their saved weights and append
-    one row each to ``store``; returns how many got a row. ``vers``: the versions recorded
-    with the evaluation; ``evaluate`` defaults to ``superkern.toy.evaluate_test_losses``
-    (injected by tests)."""
+    one row each to ``store``; returns how many got a row. Never raises for a model or a
+    chunk of them: problems become warnings. ``vers``: the versions recorded with the
+    evaluation; ``evaluate`` defaults to ``superkern.toy.evaluate_test_losses`` (injected by
+    tests)."""
     todo = untested(configs, out)
     if not todo:
         return 0
-    loaded = [(c, row, _load(row, out)) for c, row in todo]
-    missing = [c for c, _, wb in loaded if wb is None]
-    if missing:
-        warnings.warn(f"{out}: {len(missing)} finished model(s) ask for test batches but have "
-                      "no readable saved weights, so they keep no test loss (train them into "
-                      "a new folder to get one)", stacklevel=3)
-    loaded = [t for t in loaded if t[2] is not None]
-    if progress and loaded:
-        print(f"sweep: adding the test loss of {len(loaded)} finished model(s) from their "
-              "saved weights", file=sys.stderr, flush=True)
-    evaluate = evaluate or engine.test_loss_fn()
-    added = 0
+    dev = engine.resolve_device(device)
+    loaded, unreadable, no_engine = [], 0, {}
+    for c, row in todo:
+        wb = _load(c, row, out)
+        if wb is None:
+            unreadable += 1
+            continue
+        try:
+            be = engine.resolve_backend(c, dev)
+        except ValueError as exc:
+            no_engine[str(exc)] = no_engine.get(str(exc), 0) + 1
+            continue
+        loaded.append((c, row, wb, be))
+    if unreadable:
+        _warn(out, unreadable, "have no saved weights that hold them (not saved, missing, "
+              "unreadable, or of another shape)")
+    for why, count in no_engine.items():
+        _warn(out, count, f"cannot be evaluated here ({why})")
+    if not loaded:
+        return 0
+    print(f"sweep: adding the test loss of {len(loaded)} finished model(s) from their saved "
+          "weights", file=sys.stderr, flush=True)
+    # launches as train_many would group them: same engine, n, batch, precision, then width
+    loaded.sort(key=lambda t: (t[3], t[0].n, t[0].batch, t[0].precision, t[0].m))
+    evaluate = evaluate or engine.evaluate_fn()
+    added, failed = 0, []
     for s in range(0, len(loaded), max_instances):
         chunk = loaded[s:s + max_instances]
         t0 = time.perf_counter()
-        values = evaluate([c for c, _, _ in chunk], [wb for _, _, wb in chunk],
-                          device=device, max_instances=max_instances)
-        seconds = time.perf_counter() - t0
-        info = {"device": device, "seconds": round(seconds, 3), "models": len(chunk),
-                "created": utc_now(), "versions": vers}
-        for (c, row, _), (mean, std) in zip(chunk, values):
+        try:
+            values = evaluate([t[0] for t in chunk], [t[2] for t in chunk], device=dev,
+                              max_instances=max_instances)
+        except Exception as exc:  # noqa: BLE001 - a failed evaluation never stops a sweep
+            failed.append(f"{len(chunk)} model(s): {type(exc).__name__}: {exc}")
+            continue
+        info = {"device": str(dev), "seconds": round(time.perf_counter() - t0, 3),
+                "models": len(chunk), "created": utc_now(), "versions": vers}
+        for (c, row, _, be), (mean, std) in zip(chunk, values):
             new = copy.deepcopy(row)
             new["config"]["test_batches"] = c.test_batches
-            new["test_loss"], new["test_loss_std"] = _json_float(mean), _json_float(std)
-            new["test_from_weights"] = info
+            new["test_loss"] = mean if math.isfinite(mean) else None  # NaN is stored as null
+            new["test_loss_std"] = std if math.isfinite(std) else None
+            new["test_from_weights"] = {**info, "backend": be}
             store.append(new)
             added += 1
+    if failed:
+        _warn(out, sum(int(f.split()[0]) for f in failed),
+              "their evaluation failed: " + "; ".join(failed))
     return added

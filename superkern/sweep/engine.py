@@ -75,9 +75,24 @@ def default_train_fn() -> Callable[..., list]:
     return _toy().train_many
 
 
-def test_loss_fn() -> Callable[..., list]:
+def evaluate_fn() -> Callable[..., list]:
     """``superkern.toy.evaluate_test_losses``: test losses of models from their W and b."""
     return _toy().evaluate_test_losses
+
+
+def resolve_device(device: Optional[str]) -> Any:
+    """The torch device a run with ``device`` uses (None: CUDA when available)."""
+    from superkern.backend import resolve_device as resolve
+
+    return resolve(device)
+
+
+def resolve_backend(config: Any, device: Any) -> str:
+    """The engine ("torch" or "triton") ``config`` runs on at ``device``; ValueError when
+    none can run it there."""
+    from superkern.toy.backend import resolve_toy_backend
+
+    return resolve_toy_backend(config.backend, device, config.precision)
 
 
 def load_weights(path) -> tuple[Any, Any, Any]:

@@ -284,22 +284,17 @@ def _run(configs: list[Any], out: Path, *, experiment: str,
         atomic_write_text(out / "sweep.json", json.dumps(
             _with_history(out / "sweep.json", manifest), indent=2))
     vers = versions()
-    try:
-        summary.tested = add_test_losses(configs, out, store, device=device,
-                                         max_instances=max_instances, progress=progress,
-                                         vers=vers)
-    except Exception as exc:  # noqa: BLE001
-        if not keep_going:
-            raise
-        summary.failed.append(f"test losses of finished models: {type(exc).__name__}: {exc}")
-        warnings.warn(summary.failed[-1], stacklevel=2)
+    t_start = time.perf_counter()
+    # before the launches, so that what is stored is complete first; never raises for a model
+    summary.tested = add_test_losses(configs, out, store, device=device,
+                                     max_instances=max_instances, vers=vers)
     if not launches:
+        summary.seconds = time.perf_counter() - t_start
         return summary
     train = train_fn or engine.default_train_fn()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     bar = _Bar(sum(lz.steps for lz in launches), sum(len(lz.configs) for lz in launches),
                progress)
-    t_start = time.perf_counter()
     try:
         for index, launch in enumerate(launches):
             bar.start_launch(launch.steps)

@@ -11,5 +11,5 @@ from superkern.toy.data import sample_batch, toy_probabilities
 from superkern.toy.evaluate import evaluate_test_losses
 from superkern.toy.result import ToyResult, load_weights
 
-__all__ = ["ToyConfig", "ToyResult", "evaluate_test_losses", "load_weights", "sample_batch", "toy_probabilities",
-           "train", "train_many", "width_bucket"]
+__all__ = ["ToyConfig", "ToyResult", "evaluate_test_losses", "load_weights", "sample_batch",
+           "toy_probabilities", "train", "train_many", "width_bucket"]
