@@ -5,7 +5,6 @@ per probe. SentencePiece: test_gguf_sentencepiece.py."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -247,36 +246,6 @@ def test_probe_corpus_parses_a_gguf_file_once(tmp_path, monkeypatch):
         _gguf_with_tokenizer(tmp_path / "h.gguf", pre="smollm")  # rewritten: parsed again
         assert gguf_loader._open_reader(tmp_path / "h.gguf") is not a
     assert gguf_loader._SHARED is None
-
-
-
-def test_compare_corpus_holds_one_parsed_gguf_at_a_time(tmp_path, monkeypatch):
-    """compare --corpus counts the heads last to first, so the first head's file is parsed
-    once for its count and its probe; each row keeps its own head's count."""
-    gguf = pytest.importorskip("gguf")
-    pytest.importorskip("tokenizers")
-    import superkern
-    from superkern.probe import gguf_loader
-
-    _gguf_with_tokenizer(tmp_path / "digits.gguf", pre="smollm")  # '10' -> '1', '0'
-    _gguf_with_tokenizer(tmp_path / "whole.gguf", pre="gpt-2")    # '10' stays one token
-    corpus = tmp_path / "c.txt"
-    corpus.write_text("ab ab 10\nab\n")
-    opened, held = [], []
-    real = gguf.GGUFReader
-
-    def counting(path, *a, **k):
-        opened.append(Path(path).name)
-        held.append(len(gguf_loader._SHARED or {}))
-        return real(path, *a, **k)
-
-    monkeypatch.setattr(gguf, "GGUFReader", counting)
-    heads = [str(tmp_path / "digits.gguf"), str(tmp_path / "whole.gguf")]
-    cmp = superkern.compare(heads, corpus=corpus, progress=False, exact=True)
-    assert opened == ["whole.gguf", "digits.gguf", "whole.gguf"]
-    assert held == [0, 0, 0] and gguf_loader._SHARED is None
-    counted = [r["frequency"]["tokens_counted"] for r in cmp.reports]
-    assert counted == [8, 7]
 
 
 # --- against the real Llama 3 and Qwen tokenizer.json files ----------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from superkern.probe.format import _f, _grid
-from superkern.probe.gguf_loader import drop_shared, shared_readers
+from superkern.probe.gguf_loader import shared_readers, shrink_shared
 from superkern.probe.packages import ALIASES
 from superkern.probe.report import clean
 
@@ -163,32 +163,34 @@ def _count_corpus(sources: Sequence[Any], corpus: Any) -> list[tuple[np.ndarray,
     is missing or cannot be rebuilt fails here, not after the others' O(n^2 m) passes. Heads
     that share a tokenizer share one count.
 
-    The heads are counted last to first, each after :func:`drop_shared`: inside the caller's
-    :func:`shared_readers` block at most one parsed GGUF file is held (~0.7 GB for a 262k
-    vocabulary), and it is the first head's, which the first probe then reuses."""
+    Inside the caller's :func:`shared_readers` block each GGUF file is parsed once: after a
+    head is counted, :func:`shrink_shared` drops its parse (~0.7 GB for a 262k vocabulary)
+    and keeps what loading the head needs (tensor table, token strings: a few MB), so at
+    most one parsed GGUF file is held, and the probes load their heads without parsing."""
     from superkern.analysis.tokens import corpus_counts, head_tokenizer_spec
 
     if not Path(corpus).is_file():
         raise FileNotFoundError(f"no such corpus file: {corpus}")
     done: dict[str, tuple[np.ndarray, str]] = {}
     out = []
-    for src in reversed(sources):
+    for src in sources:
         try:
             spec = head_tokenizer_spec(src)
-            if str(spec) not in done:
-                drop_shared()
+            key = os.path.realpath(spec) if isinstance(spec, Path) else str(spec)
+            if key not in done:
                 counts, name = corpus_counts(corpus, spec)
+                shrink_shared()
                 label = f"{name} tokens of {Path(corpus).name}"
                 if int((counts > 0).sum()) < 3:
                     raise ValueError(f"{src}: {label}: only {int((counts > 0).sum())} token "
                                      "id(s) have a nonzero count; a frequency comparison "
                                      "needs 3")
-                done[str(spec)] = (counts, label)
+                done[key] = (counts, label)
         except ValueError as exc:
             raise ValueError(f"compare --corpus counts tokens with each head's own tokenizer: "
                              f"{exc}") from None
-        out.append(done[str(spec)])
-    return out[::-1]
+        out.append(done[key])
+    return out
 
 
 def compare(sources: Sequence[Any], *, names: Optional[Sequence[str]] = None,

@@ -33,6 +33,7 @@ def _gguf():
 
 
 _SHARED: Optional[dict] = None  # set inside shared_readers(): file identity -> reader
+_KEPT: Optional[dict] = None  # ... and file identity -> _Kept (see shrink_shared)
 
 
 @contextmanager
@@ -40,26 +41,60 @@ def shared_readers():
     """Within this block each GGUF file is parsed once: ``superkern probe --corpus`` reads a
     GGUF head and its tokenizer from the same file, and parsing a 262k-token vocabulary takes
     ~13 s. Readers are dropped when the outermost block ends."""
-    global _SHARED
+    global _SHARED, _KEPT
     outer = _SHARED is not None
     if not outer:
-        _SHARED = {}
+        _SHARED, _KEPT = {}, {}
     try:
         yield
     finally:
         if not outer:
-            _SHARED = None
+            _SHARED = _KEPT = None
 
 
 def drop_shared() -> None:
-    """Forget the readers :func:`shared_readers` holds (the block stays open): a probe calls
-    it once the head is loaded, so the parsed metadata is not kept through the O(n^2 m)
-    pass."""
+    """Forget the readers :func:`shared_readers` holds (the block stays open, and so do the
+    :func:`shrink_shared` summaries not yet loaded): a probe calls it once the head is loaded,
+    so the parsed metadata is not kept through the O(n^2 m) pass."""
     if _SHARED is not None:
         _SHARED.clear()
 
 
-def _open_reader(path: Path):
+def shrink_shared() -> None:
+    """Replace each parsed reader held by what :func:`load_gguf` needs of it (:class:`_Kept`):
+    ``compare --corpus`` builds every head's tokenizer before any probe, holding one parsed
+    file at a time, and loads each head later without parsing its file again. The first load
+    takes the summary back (a :func:`drop_shared` after it unmaps the file), so a file named
+    twice is parsed again for its second load."""
+    if _SHARED is not None:
+        _KEPT.update({key: r if isinstance(r, _Kept) else _Kept(r)
+                      for key, r in _SHARED.items()})
+        _SHARED.clear()
+
+
+class _Kept:
+    """What :func:`load_gguf` reads of a parsed GGUF file, without the parse: the tensor table
+    (views of the memory-mapped file), the metadata fields of at most 64 values, and the
+    token strings. About 40 MB for a 262k-token vocabulary, where the parse holds ~0.7 GB
+    (numpy arrays for each string). Not enough to rebuild a tokenizer from."""
+
+    def __init__(self, reader):
+        self.tensors = reader.tensors
+        self.fields = {k: f for k, f in reader.fields.items() if len(f.data) <= 64}
+        self.vocab = _vocab(reader)
+
+
+def _vocab(reader) -> Optional[list[str]]:
+    if isinstance(reader, _Kept):
+        return reader.vocab
+    field = reader.fields.get("tokenizer.ggml.tokens")
+    return vocab_from_gguf_field(field) if field is not None else None
+
+
+def _open_reader(path: Path, kept: bool = False):
+    """The parsed GGUF file (one parse per file inside :func:`shared_readers`); with
+    ``kept``, its :class:`_Kept` summary will do where one is held (taken back, see
+    :func:`shrink_shared`)."""
     gguf = _gguf()
 
     key = None
@@ -69,8 +104,12 @@ def _open_reader(path: Path):
             key = (os.path.realpath(path), st.st_mtime_ns, st.st_size)
         except OSError:
             key = None  # let the reader raise its own error below
-        if key in _SHARED:
-            return _SHARED[key]
+        held = _SHARED.get(key)
+        if held is None and kept:
+            held = _KEPT.pop(key, None)
+        if held is not None and (kept or not isinstance(held, _Kept)):
+            _SHARED[key] = held
+            return held
     try:
         reader = gguf.GGUFReader(os.fspath(path), "r")
         if key is not None:
@@ -141,7 +180,7 @@ def _split_key(reader, key: str) -> Optional[int]:
 def _readers(path: Path) -> list:
     """Open every file of the model (see :func:`gguf_shards`) and check their split keys."""
     shards = gguf_shards(path)
-    readers = [_open_reader(p) for p in shards]
+    readers = [_open_reader(p, kept=True) for p in shards]
     count = _split_key(readers[0], "split.count")
     if len(shards) == 1 and count is not None and count > 1:
         raise ValueError(f"{path}: this file is one of {count} files of a split GGUF model, "
@@ -233,8 +272,7 @@ def load_gguf(path: Path, tensor: Optional[str] = None) -> Head:
         tied, reason = False, "input embedding chosen explicitly; the file has an output.weight"
     else:
         tied, reason = None, "tensor chosen explicitly; tying unknown"
-    field = reader.fields.get("tokenizer.ggml.tokens")
-    vocab = vocab_from_gguf_field(field) if field is not None else None
+    vocab = _vocab(reader)
     arch = gguf_text(reader, "general.architecture")
     extra = {"architecture": arch} if arch is not None else {}
     return Head(matrix=matrix, source=str(path), tensor=name, dtype=qtype, tied=tied,
