@@ -172,3 +172,11 @@ def resolve(backend: str, tensor: torch.Tensor, *, supported: tuple[str, ...] = 
         raise ValueError(f"backend {backend!r}{where} is not available: {reason}. "
                          f"Usable here for {device.type} tensors: {usable}")
     return backend
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, torch.OutOfMemoryError (a RuntimeError) or torch's CPU allocator failing."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return "can't allocate memory" in text or "out of memory" in text

@@ -30,14 +30,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _out_of_memory(exc: BaseException) -> bool:
-    """MemoryError, torch.OutOfMemoryError (a RuntimeError) or torch's CPU allocator failing."""
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return True
-    text = str(exc).lower()
-    return "can't allocate memory" in text or "out of memory" in text
-
-
 def _stdout_closed() -> bool:
     """True when stdout's reader went away (``superkern ... | head``). Then stdout is pointed
     at the null device, so that Python's flush at exit does not print a traceback."""
@@ -76,7 +68,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"superkern {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as exc:
-        if not _out_of_memory(exc):
+        from superkern.backend import is_out_of_memory
+
+        if not is_out_of_memory(exc):
             raise
         detail = str(exc).splitlines()[0] if str(exc) else "no detail"
         print(f"superkern {args.command}: error: out of memory ({detail}); ask for less (fewer "

@@ -376,3 +376,44 @@ def test_callable_package_and_api():
     cmp = superkern.compare([W, W * 2], names=["x", "2x"], progress=False)
     assert [r["name"] for r in cmp.rows] == ["x", "2x"]
     assert_close("scale-invariant", cmp.rows[0]["mean_sq"], cmp.rows[1]["mean_sq"], 1e-12)
+
+
+def test_compare_keeps_the_heads_that_worked(tmp_path, capsys, monkeypatch):
+    """A head that fails after others were probed (here: a 3-D array, and a simulated
+    out-of-memory) is left out with its error; the others' results are kept and written,
+    and the command exits 1. The Python API raises unless keep_going=True."""
+    a, bad, c = tmp_path / "a.npy", tmp_path / "bad.npy", tmp_path / "c.npy"
+    np.save(a, _toy(120, 8, 8, torch.ones(120)).numpy())
+    np.save(bad, np.zeros((4, 5, 6), dtype=np.float32))
+    np.save(c, _toy(200, 16, 9, torch.full((200,), 3.0)).numpy())
+    with pytest.raises(ValueError, match="an LM head must be 2-D"):
+        superkern.compare([a, bad, c], progress=False)
+    cmp = superkern.compare([a, bad, c], progress=False, keep_going=True)
+    assert [r["m"] for r in cmp.rows] == [8, 16] and len(cmp.norms) == 2
+    assert cmp.failed == [{"index": 1, "head": str(bad), "error": cmp.failed[0]["error"]}]
+    assert "shape [4, 5, 6]" in cmp.failed[0]["error"]
+    assert "Left out (1 head(s) failed):" in cmp.format_table()
+    rc = cli_main(["compare", str(a), str(bad), str(c), "--json", str(tmp_path / "c.json"),
+                   "--no-progress"])
+    captured = capsys.readouterr()
+    assert rc == 1 and "bad.npy: ValueError" in captured.err
+    saved = json.loads((tmp_path / "c.json").read_text())
+    assert len(saved["heads"]) == 2 and saved["failed"][0]["index"] == 1
+    with pytest.raises(ValueError, match="every head failed"):
+        superkern.compare([bad, bad], progress=False, keep_going=True)
+
+    import superkern.probe.core as core
+    real = core.probe
+
+    def oom_on_c(src, **kw):
+        if str(src) == str(c):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 4.00 GiB (simulated)")
+        if str(src) == str(bad):
+            raise RuntimeError("an internal bug (simulated)")
+        return real(src, **kw)
+
+    monkeypatch.setattr(core, "probe", oom_on_c)
+    cmp = superkern.compare([a, c], progress=False, keep_going=True)
+    assert len(cmp.rows) == 1 and "out of memory" in cmp.failed[0]["error"]
+    with pytest.raises(RuntimeError, match="internal bug"):  # a bug is not disguised
+        superkern.compare([a, bad], progress=False, keep_going=True)

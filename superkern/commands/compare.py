@@ -42,10 +42,14 @@ def run(args) -> int:
     result = compare(args.paths, names=names, tensor=args.tensor, precision=args.precision,
                      backend=args.backend, device=args.device, sample=args.sample,
                      exact=args.exact, bins=args.bins, seed=args.seed,
-                     progress=False if args.no_progress else None, corpus=args.corpus)
+                     progress=False if args.no_progress else None, corpus=args.corpus,
+                     keep_going=True)
     # shown even if writing a file fails
     print(result.to_json() if to_stdout else result.format_table(), flush=True)
     written = result.save(csv_path=args.csv, json_path=json_path, plots_dir=args.plots)
     for path in written:
         print(f"wrote {path}", file=sys.stderr if to_stdout else sys.stdout)
-    return 0
+    for f in result.failed:
+        print(f"superkern compare: error: {f['head']}: {f['error']} (left out; the other "
+              "heads are in the results)", file=sys.stderr)
+    return 1 if result.failed else 0

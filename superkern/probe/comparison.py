@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from superkern.backend import is_out_of_memory
 from superkern.probe.format import _f, _grid
 from superkern.probe.gguf_loader import shared_readers, shrink_shared
 from superkern.probe.packages import ALIASES
@@ -78,9 +79,14 @@ class Comparison:
     rows: list[dict[str, Any]]
     norms: list[np.ndarray] = field(repr=False, default_factory=list)
     reports: list[dict[str, Any]] = field(repr=False, default_factory=list)
+    # heads left out by compare(keep_going=True): {"index", "head", "error"}
+    failed: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"heads": clean(self.rows), "reports": clean(self.reports)}
+        out = {"heads": clean(self.rows), "reports": clean(self.reports)}
+        if self.failed:
+            out["failed"] = self.failed
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)
@@ -119,6 +125,9 @@ class Comparison:
                              _f(r["freq_spearman_centred"], 3),
                              r["freq_m_mean_sq_centred"].replace(";", " ")]
                             for r in self.rows if r.get("freq_rows_seen")])
+        if self.failed:
+            lines += ["", f"Left out ({len(self.failed)} head(s) failed):"]
+            lines += [f"  {f['head']}: {f['error']}" for f in self.failed]
         return "\n".join(lines)
 
     @staticmethod
@@ -197,7 +206,7 @@ def compare(sources: Sequence[Any], *, names: Optional[Sequence[str]] = None,
             tensor: Optional[str] = None, precision: str = "fp32", backend: str = "auto",
             device: str = "auto", sample: Optional[int] = None, exact: bool = False,
             bins: int = 100, seed: int = 0, progress: Optional[bool] = None,
-            corpus: Any = None) -> Comparison:
+            corpus: Any = None, keep_going: bool = False) -> Comparison:
     """Probe several heads (no norm splits, no top-k) and collect one row per head.
 
     Args:
@@ -208,6 +217,11 @@ def compare(sources: Sequence[Any], *, names: Optional[Sequence[str]] = None,
         exact: no sampling at all (``sample=0``).
         corpus: a text file that every head's own tokenizer counts (see
             :func:`superkern.probe`): adds row norm vs token frequency per head.
+        keep_going: a head whose load or probe fails (a bad file, no head tensor, out of
+            memory) is left out and recorded in ``Comparison.failed``, and the others are
+            still probed; a ValueError only if every head fails. Default: the first failure
+            raises. The checks made before any probe (paths exist, corpus counts) raise
+            either way.
         Other arguments as for :func:`superkern.probe`.
     """
     if isinstance(sources, (str, os.PathLike, torch.Tensor, np.ndarray)) or not isinstance(
@@ -228,19 +242,34 @@ def compare(sources: Sequence[Any], *, names: Optional[Sequence[str]] = None,
                    else [(None, "")] * len(sources))
         return _probe_all(sources, counted, names, tensor=tensor, precision=precision,
                           backend=backend, device=device, sample=sample, exact=exact,
-                          bins=bins, seed=seed, progress=progress)
+                          bins=bins, seed=seed, progress=progress, keep_going=keep_going)
+
+
+def _label(src: Any, names: Optional[Sequence[str]], k: int) -> str:
+    if names is not None:
+        return str(names[k])
+    return str(src) if isinstance(src, (str, os.PathLike)) else f"head{k}"
 
 
 def _probe_all(sources, counted, names, *, tensor, precision, backend, device, sample, exact,
-               bins, seed, progress) -> Comparison:
+               bins, seed, progress, keep_going) -> Comparison:
     from superkern.probe.core import probe
 
-    rows, norms, reports = [], [], []
+    rows, norms, reports, failed = [], [], [], []
     for k, src in enumerate(sources):
         counts, label = counted[k]
-        rep = probe(src, tensor=tensor, precision=precision, backend=backend, device=device,
-                    bins=bins, topk=0, sample=0 if exact else sample, sample_main=not exact,
-                    splits=False, seed=seed, progress=progress, token_counts=counts)
+        try:
+            rep = probe(src, tensor=tensor, precision=precision, backend=backend,
+                        device=device, bins=bins, topk=0, sample=0 if exact else sample,
+                        sample_main=not exact, splits=False, seed=seed, progress=progress,
+                        token_counts=counts)
+        except (ValueError, OSError, RuntimeError, MemoryError) as exc:
+            if not keep_going or (isinstance(exc, RuntimeError) and not is_out_of_memory(exc)):
+                raise  # a RuntimeError other than out-of-memory is a bug: not hidden
+            failed.append({"index": k, "head": _label(src, names, k),
+                           "error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+                           if str(exc) else type(exc).__name__})
+            continue
         if rep.frequency is not None:
             rep.frequency.source = label
         if names is not None:
@@ -252,4 +281,7 @@ def _probe_all(sources, counted, names, *, tensor, precision, backend, device, s
         norms.append(rep.norms.norms.numpy())
         reports.append(rep.to_dict())
         del rep  # the matrix can be large; keep only the summary
-    return Comparison(rows=rows, norms=norms, reports=reports)
+    if failed and not rows:
+        raise ValueError("every head failed: " + "; ".join(f"{f['head']}: {f['error']}"
+                                                           for f in failed))
+    return Comparison(rows=rows, norms=norms, reports=reports, failed=failed)
