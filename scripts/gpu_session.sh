@@ -3,7 +3,9 @@
 # summaries under $OUT (device tool) or ./out. Usage:
 #   bash scripts/gpu_session.sh JOB [pytest -k expression | sanitizer tool]
 # JOB, each sized for the device tool's 10-minute limit per call (at most 8 files in $OUT):
-#   tests          every GPU test file -> tests.log
+#   tests          the GPU test files of the kernels, engines and probe -> tests.log
+#   tests-more     the other test files with GPU paths (top-k passes, placement, test loss,
+#                  toy tiles, sweeps on the GPU) -> tests-more.log
 #   bench-overlap  overlap benchmarks, one pytest process per backend (a CUDA fault or a
 #                  timeout costs only that backend) -> bench-overlap.jsonl, bench-overlap.log;
 #                  SUPERKERN_BENCH_BACKENDS="cuda:200 triton-default" picks backends[:seconds]
@@ -42,15 +44,13 @@ LOG="$OUT/session.log"
   $PY -m superkern env
 } 2>&1 | tee "$LOG"
 
-run_tests() {
-  # Every GPU test file; the offline sm_90 compile checks are CI's job (real launches cover
-  # them here). --maxfail keeps one early failure from hiding the rest.
+run_tests() {  # run_tests LOG_NAME FILE...
+  # The offline sm_90 compile checks are CI's job (real launches cover them here).
+  # --maxfail keeps one early failure from hiding the rest.
+  local name="$1"; shift
   local sel="not compiles_for_sm90${kexpr:+ and ($kexpr)}"
-  timeout 450 $PY -m pytest -q --maxfail=25 --timeout=300 -p no:randomly -k "$sel" \
-    tests/test_overlap.py tests/test_overlap_triton.py tests/test_overlap_cuda.py \
-    tests/test_overlap_cuda_launcher.py tests/test_overlap_stream.py tests/test_toy_triton.py \
-    tests/test_toy_triton_tf32.py tests/test_toy_engine_triton.py tests/test_toy_train.py \
-    tests/test_probe.py 2>&1 | tee "$OUT/tests.log" | tail -30
+  timeout 450 $PY -m pytest -q --maxfail=25 --timeout=300 -p no:randomly -k "$sel" "$@" \
+    2>&1 | tee "$OUT/$name.log" | tail -30
 }
 
 bench_file() {  # bench_file NAME FILE PROCESS_LIMIT_S CASE_LIMIT_S [ENV=VALUE ...]
@@ -70,7 +70,15 @@ summary() {
 }
 
 case "$what" in
-  tests|all) run_tests ;;&
+  tests|all)
+    run_tests tests tests/test_overlap.py tests/test_overlap_triton.py \
+      tests/test_overlap_cuda.py tests/test_overlap_cuda_launcher.py tests/test_overlap_stream.py \
+      tests/test_toy_triton.py tests/test_toy_triton_tf32.py tests/test_toy_engine_triton.py \
+      tests/test_toy_train.py tests/test_probe.py ;;&
+  tests-more|all)
+    run_tests tests-more tests/test_overlap_triton_topk.py tests/test_probe_placement.py \
+      tests/test_toy_test_loss.py tests/test_toy_triton_tiles.py \
+      tests/test_sweep_test_backfill.py tests/test_sweep_shard.py ;;&
   bench-overlap|all)
     # Most important first. The torch reference (tens of seconds per round on the large
     # heads) runs only when SUPERKERN_BENCH_BACKENDS names it.
@@ -123,6 +131,6 @@ PYEOF
         >"$OUT/sanitize-$tool-$b.log" 2>&1
       echo "sanitize $tool $b: exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$OUT/sanitize-$tool-$b.log") clean summaries)"
     done | tee -a "$LOG" ;;
-  tests|bench-overlap|bench-toy|quick|all) ;;
-  *) echo "unknown job '$what': tests, bench-overlap, bench-toy, quick, sanitize, fig1, all" | tee -a "$LOG"; exit 2 ;;
+  tests|tests-more|bench-overlap|bench-toy|quick|all) ;;
+  *) echo "unknown job '$what': tests, tests-more, bench-overlap, bench-toy, quick, sanitize, fig1, all" | tee -a "$LOG"; exit 2 ;;
 esac
