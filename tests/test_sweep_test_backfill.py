@@ -209,3 +209,17 @@ def test_evaluate_on_the_triton_engine_equals_its_training_record():
     for r, (mean, std) in zip(trained, got):
         assert math.isclose(mean, r.test_loss, rel_tol=1e-6)
         assert math.isclose(std, r.test_loss_std, rel_tol=1e-5)
+
+
+def test_dry_run_says_what_a_resume_would_do(tmp_path, capsys):
+    from superkern.cli import main
+
+    tiny = ["--quick", "--set", "n=32", "--set", "steps=5", "--set", "batch=8",
+            "--set", "m=[2, 4]", "--device", "cpu", "--no-progress", "--out", str(tmp_path)]
+    assert main(["sweep", "fig1", *tiny, "--set", "m=[2]", "--set", "test_batches=0"]) == 0
+    capsys.readouterr()
+    assert main(["sweep", "fig1", *tiny, "--dry-run"]) == 0
+    assert (f"{tmp_path}: 6 already done, 6 to train in 1 launch(es), 6 finished model(s) "
+            "without a test loss, to be evaluated from their saved weights"
+            in capsys.readouterr().out)
+    assert len(_rows(tmp_path)) == 6  # a dry run writes nothing

@@ -2,6 +2,8 @@
 :func:`superkern.sweep.sweep`)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -102,6 +104,16 @@ def run(args) -> int:
         print(f"{exp.name}: {len(configs)} valid configs{again} in {len(launches)} launch(es); "
               f"axes: " + ", ".join(f"{k}={v}" for k, v in exp.axes.items()))
         print("base: " + ", ".join(f"{k}={v}" for k, v in exp.base.items()))
+        out = Path(args.out) if args.out else sw.default_out(exp, args.quick)
+        if sw.results_files(out):  # what a run into that folder would do now
+            from superkern.sweep.backfill import untested
+            from superkern.sweep.runner import plan
+
+            todo, done = plan(configs, out, max_instances=max_inst, device=args.device)
+            pending = sum(len(lz.configs) for lz in todo)
+            print(f"{out}: {done} already done, {pending} to train in {len(todo)} "
+                  f"launch(es), {len(untested(configs, out))} finished model(s) without a "
+                  "test loss, to be evaluated from their saved weights")
         count = shard[1] if shard else (len(resolve_devices(args.devices)) if args.devices
                                         else 0)
         if count:
