@@ -104,6 +104,7 @@ case "$what" in
     echo "$run sweep: $(( $(date +%s) - t1 )) s this call" | tee -a "$LOG"
     cp "runs/gpu-$run/results.jsonl" "$OUT/$run-results.jsonl" 2>/dev/null
     $PY -m superkern fit "runs/gpu-$run" --json "$OUT/$run-fit.json" >"$OUT/$run-fit.txt" 2>&1
+    $PY -m superkern fit "runs/gpu-$run" --loss test >>"$OUT/$run-fit.txt" 2>&1  # App. B's
     head -12 "$OUT/$run-fit.txt"
     if [ "$run" != fig1 ] && [ -d runs/gpu-fig1 ]; then
       $PY -m superkern fit runs/gpu-fig1 --against "runs/gpu-$run" 2>&1 | tee "$OUT/$run-vs-fp32.txt"
