@@ -69,6 +69,7 @@ setup(
         "matplotlib>=3.7",
         "tqdm>=4.60",
         "tokenizers>=0.19",  # token counts under a given tokenizer; BPE ignore_merges (Llama 3)
+        "huggingface_hub>=0.23",  # ORG/NAME heads: hf_hub_download, offline mode, gated errors
         "sentencepiece>=0.2",  # GGUF SentencePiece tokenizers (Gemma, Llama 2) rebuilt
         "protobuf>=3.20",  # sentencepiece's ModelProto, built from the GGUF's pieces
         "tomli>=2; python_version<'3.11'",

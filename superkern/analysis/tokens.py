@@ -25,7 +25,8 @@ COUNTS_FORMAT = "superkern-token-counts/1"
 
 def load_tokenizer(spec: str | Path):
     """``(tokenizer, name)`` from a tokenizer.json, a folder holding one, ``minilm``, a GGUF
-    file or a GGUF head's alias (``smollm2``, ``gemma3-270m``).
+    file or a GGUF head's alias (``smollm2``, ``gemma3-270m``), or a Hugging Face Hub repo id
+    (``ORG/NAME[@REV][/FILE.gguf]``: its tokenizer.json or the named GGUF file, fetched).
 
     Raises:
         ValueError: the ``tokenizers`` package is missing, or the file is not a tokenizer.
@@ -39,6 +40,13 @@ def load_tokenizer(spec: str | Path):
     key = str(spec).strip()
     # An alias's head file: the GGUF itself, or MiniLM's safetensors beside tokenizer.json.
     path = Path(resolve_alias(key)[0]) if key.lower() in ALIASES else Path(key)
+    hub_name = None
+    if key.lower() not in ALIASES and not path.exists():
+        from superkern.probe.hub import parse_repo_ref, tokenizer_file
+
+        ref = parse_repo_ref(key)  # a local path always wins
+        if ref is not None:
+            path, hub_name = tokenizer_file(ref), ref.text
     if path.is_dir() and not (path / "tokenizer.json").is_file():
         from superkern.probe.gguf_loader import folder_gguf
 
@@ -49,13 +57,13 @@ def load_tokenizer(spec: str | Path):
         from superkern.analysis.gguf_tokenizer import gguf_tokenizer
 
         tok, _ = gguf_tokenizer(path)
-        return tok, path.stem
+        return tok, hub_name or path.stem
     if key.lower() == "minilm":
         path, name = path.parent / "tokenizer.json", "all-MiniLM-L6-v2"
     else:
         if path.is_dir():
             path = path / "tokenizer.json"
-        name = path.parent.name if path.name == "tokenizer.json" else path.stem
+        name = hub_name or (path.parent.name if path.name == "tokenizer.json" else path.stem)
     if not path.is_file():
         raise FileNotFoundError(f"{spec}: no tokenizer file {path}")
     try:
@@ -154,8 +162,8 @@ def load_token_counts(path: str | Path) -> tuple[np.ndarray, dict]:
 
 def head_tokenizer_spec(source) -> str | Path:
     """The tokenizer that belongs to a head ``source`` (as :func:`superkern.load_head` takes
-    it): an alias names its own, a GGUF file stores one, and a safetensors file or model
-    folder has a ``tokenizer.json`` beside it.
+    it): an alias names its own, a GGUF file stores one, a safetensors file or model folder
+    has a ``tokenizer.json`` beside it, and a Hub repo id is passed on (see load_tokenizer).
 
     Raises:
         ValueError: none can be found (an in-memory tensor, or no tokenizer.json).
@@ -165,6 +173,11 @@ def head_tokenizer_spec(source) -> str | Path:
         if text.lower() in ALIASES:
             return text.lower()
         path = Path(text)
+        if not path.exists():
+            from superkern.probe.hub import parse_repo_ref
+
+            if parse_repo_ref(text) is not None:
+                return text  # load_tokenizer fetches the repo's tokenizer
         if path.suffix.lower() == ".gguf":
             return path
         folder = path if path.is_dir() else path.parent

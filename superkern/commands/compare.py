@@ -12,7 +12,8 @@ def register(sub) -> None:
         "compare", help="compare the superposition geometry of several LM heads",
         description="Probe several heads; print one table; optionally write CSV/JSON and the "
                     "figures mean_sq_vs_m.png (mean c^2 vs m with 1/m) and row_norms.png.")
-    p.add_argument("paths", nargs="+", help="checkpoint files/folders or aliases")
+    p.add_argument("paths", nargs="+",
+                   help="checkpoint files/folders, aliases or Hugging Face Hub repo ids")
     add_compute_options(p)
     p.add_argument("--names", help="comma-separated display names, one per path")
     p.add_argument("--sample", type=_sample, default=None, metavar="N|auto",

@@ -33,11 +33,13 @@ def register(sub) -> None:
     p = sub.add_parser(
         "probe", help="superposition geometry of an LM head (norms, overlaps, verdict)",
         description="Load an LM head (safetensors file/folder/sharded index, GGUF, .npy, "
-                    ".pt/.bin, or the aliases minilm / smollm2 / gemma3-270m) and report its "
+                    ".pt/.bin, the aliases minilm / smollm2 / gemma3-270m, or a Hugging Face "
+                    "Hub repo id ORG/NAME, fetching only the head) and report its "
                     "row norms, pairwise overlaps against random-vector baselines, and a "
                     "superposition verdict.")
     p.add_argument("path", nargs="?", default="minilm",
-                   help="checkpoint file or folder, or an alias (default: minilm)")
+                   help="checkpoint file or folder, an alias, or a Hugging Face Hub repo id "
+                        "ORG/NAME[@REVISION][/FILE] (default: minilm)")
     add_compute_options(p)
     p.add_argument("--topk", type=int, default=10, help="most-overlapping pairs to list")
     p.add_argument("--exclude", action="append", metavar="ROWS",
@@ -64,7 +66,7 @@ def register(sub) -> None:
                         "--tokenizer) and compare row norms with token frequency")
     p.add_argument("--tokenizer", metavar="SPEC",
                    help="--corpus: a tokenizer.json, a folder holding one, 'minilm', a .gguf "
-                        "file or 'smollm2' (default: the head's own)")
+                        "file, 'smollm2' or a Hub repo id (default: the head's own)")
     p.set_defaults(func=run)
 
 

@@ -19,6 +19,7 @@ import torch
 from superkern.backend import is_out_of_memory
 from superkern.probe.format import _f, _grid
 from superkern.probe.gguf_loader import shared_readers, shrink_shared
+from superkern.probe.hub import parse_repo_ref
 from superkern.probe.packages import ALIASES
 from superkern.probe.report import clean
 
@@ -210,7 +211,8 @@ def compare(sources: Sequence[Any], *, names: Optional[Sequence[str]] = None,
     """Probe several heads (no norm splits, no top-k) and collect one row per head.
 
     Args:
-        sources: paths / aliases / tensors, as for :func:`superkern.load_head`.
+        sources: paths / aliases / Hub repo ids / tensors, as for
+            :func:`superkern.load_head`.
         names: display names (default: the head's own name).
         sample: row cap of every tiled pass, the main one included (None = auto: 8192 on a
             CPU, none on CUDA); mean c^2 is exact over all rows regardless.
@@ -234,9 +236,9 @@ def compare(sources: Sequence[Any], *, names: Optional[Sequence[str]] = None,
         raise ValueError(f"{len(names)} names for {len(sources)} heads")
     for src in sources:  # fail before any (slow) probe on a path that does not exist
         if isinstance(src, (str, os.PathLike)) and not os.path.exists(src) and \
-                str(src).strip().lower() not in ALIASES:
-            raise FileNotFoundError(f"{src}: no such file or directory (and not a known "
-                                    f"package alias: {', '.join(ALIASES)})")
+                str(src).strip().lower() not in ALIASES and parse_repo_ref(src) is None:
+            raise FileNotFoundError(f"{src}: no such file or directory (nor a package alias: "
+                                    f"{', '.join(ALIASES)}; nor a Hub repo id ORG/NAME)")
     with shared_readers() if corpus is not None else contextlib.nullcontext():
         counted = (_count_corpus(sources, corpus) if corpus is not None
                    else [(None, "")] * len(sources))

@@ -34,8 +34,10 @@ def load_head(source: Any, tensor: Optional[str] = None, *,
 
     Args:
         source: a path (file or Hugging Face model folder), an installed-package alias
-            (``"minilm"``, ``"smollm2"``, ``"gemma3-270m"``), a (n, m) torch tensor or numpy
-            array, a torch module with ``get_output_embeddings()``, or a ``Head``.
+            (``"minilm"``, ``"smollm2"``, ``"gemma3-270m"``), a Hugging Face Hub repo id
+            (``"ORG/NAME[@REV][/FILE]"``, fetching only the head's file: see
+            :mod:`superkern.probe.hub`), a (n, m) torch tensor or numpy array, a torch module
+            with ``get_output_embeddings()``, or a ``Head``.
         tensor: the tensor name to use instead of the automatic choice (untied heads such as
             ``lm_head.weight`` first, then tied input embeddings).
         vocab: token strings to attach (overrides the checkpoint's tokenizer).
@@ -103,8 +105,13 @@ def _from_path(source: Any, tensor: Optional[str]) -> Head:
         return head
     path = Path(text)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or directory (and not a known package "
-                                "alias: minilm, smollm2, gemma3-270m)")
+        from superkern.probe.hub import load_hub_head, parse_repo_ref
+
+        ref = parse_repo_ref(text)  # ORG/NAME[@REV][/FILE]: a local path always wins
+        if ref is not None:
+            return load_hub_head(ref, tensor)
+        raise FileNotFoundError(f"{path}: no such file or directory (nor a package alias: "
+                                "minilm, smollm2, gemma3-270m; nor a Hub repo id ORG/NAME)")
     t0 = time.perf_counter()
     head = _load_folder(path, tensor) if path.is_dir() else _load_file(path, tensor)
     head.load_seconds = time.perf_counter() - t0
@@ -255,8 +262,9 @@ def _load_safetensors(path: Path, tensor: Optional[str]) -> Head:
     return _finish(W, path, name, kind, names, "safetensors", path.parent)
 
 
-def _load_index(index: Path, tensor: Optional[str]) -> Head:
-    """Sharded checkpoint: read the index, open only the shard that holds the head."""
+def read_weight_map(index: Path) -> dict[str, str]:
+    """A sharded checkpoint's ``weight_map`` (tensor name -> shard file beside the index);
+    ValueError when the json is unreadable or has no ``weight_map`` of strings."""
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -265,6 +273,12 @@ def _load_index(index: Path, tensor: Optional[str]) -> Head:
     if not isinstance(wmap, dict) or not all(isinstance(v, str) for v in wmap.values()):
         raise ValueError(f"{index}: not a sharded-checkpoint index (no 'weight_map' mapping "
                          "tensor names to shard files)")
+    return wmap
+
+
+def _load_index(index: Path, tensor: Optional[str]) -> Head:
+    """Sharded checkpoint: read the index, open only the shard that holds the head."""
+    wmap = read_weight_map(index)
     names = list(wmap)
     folder = index.parent
 
