@@ -18,7 +18,8 @@
 #                  results live in runs/ of the machine's working copy, so the next call on
 #                  the same (warm) machine resumes it; PREC=tf32x3 (tf32, bf16) runs that
 #                  precision and compares its exponents with the fp32 run if present
-#   all            tests, both benches and quick (a machine without the 10-minute limit)
+#   all            both test jobs, both benches and quick (a machine without the 10-minute
+#                  limit)
 # Every case of a bench is appended to the JSONL as it finishes (bench/conftest.py), so a
 # timeout loses at most the case in flight. bench-summary.md: bench/summarize.py tables.
 # The build is incremental while the machine stays warm; a fresh machine rebuilds (~40 s).
@@ -105,7 +106,7 @@ case "$what" in
     cp "runs/gpu-$run/results.jsonl" "$OUT/$run-results.jsonl" 2>/dev/null
     $PY -m superkern fit "runs/gpu-$run" --json "$OUT/$run-fit.json" >"$OUT/$run-fit.txt" 2>&1
     $PY -m superkern fit "runs/gpu-$run" --loss test >>"$OUT/$run-fit.txt" 2>&1  # App. B's
-    head -12 "$OUT/$run-fit.txt"
+    grep -E "alpha_m|^cell|gamma=-1|test loss" "$OUT/$run-fit.txt" | head -30
     if [ "$run" != fig1 ] && [ -d runs/gpu-fig1 ]; then
       $PY -m superkern fit runs/gpu-fig1 --against "runs/gpu-$run" 2>&1 | tee "$OUT/$run-vs-fp32.txt"
     fi ;;

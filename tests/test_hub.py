@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -81,6 +82,9 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HOME", str(home))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    # should a code path ever bypass the offline switch: a local port nothing listens on
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.chdir(tmp_path)  # relative names such as org/name are not local paths
     return hub
 
@@ -134,8 +138,30 @@ def test_parse_repo_ref():
     assert (r.repo_id, r.revision, r.filename) == ("org/name", "v1.0", "sub/q8.gguf")
     assert parse_repo_ref("org/name@refs/pr/3").revision == "refs/pr/3"
     for not_repo in ("minilm", "./org/name", "/abs/x", "org/name/notes", "dir/x.safetensors",
-                     "org/name@", "a--b/c", "C:/models/x"):
+                     "org/name@", "a--b/c", "C:/models/x", Path("org/name")):
         assert parse_repo_ref(not_repo) is None, not_repo
+
+
+def test_a_mistyped_local_path_is_not_a_repo_id(cache, tmp_path, capsys):
+    """'runs/exp1' with a local 'runs' folder is a missing local path: no Hub lookup, and
+    compare refuses it before the first probe."""
+    (tmp_path / "runs").mkdir()
+    for typo in ("runs/exp1", "runs/exp1/model.safetensors", "runs/exp1@v2"):
+        assert parse_repo_ref(typo) is None, typo
+    with pytest.raises(FileNotFoundError, match="runs/exp1: no such file or directory"):
+        superkern.load_head("runs/exp1")
+    np.save(tmp_path / "a.npy", _rand(N, M, seed=3).numpy())
+    assert cli_main(["compare", "a.npy", "runs/exp1/model.safetensors", "--no-progress"]) == 2
+    assert "runs/exp1/model.safetensors: no such file or directory" in capsys.readouterr().err
+
+
+def test_shard_names_must_stay_inside_the_repo(cache):
+    for bad in ("../other/model.safetensors", "/etc/x.safetensors", "a//b.safetensors",
+                "sub\\x.safetensors"):
+        _snapshot(cache, "org/evil", _commit(bad), {"model.safetensors.index.json": {
+            "weight_map": {"lm_head.weight": bad}}})
+        with pytest.raises(ValueError, match="not a plain file name inside the repo"):
+            superkern.load_head(f"org/evil@{_commit(bad)}")
 
 
 def test_sharded_checkpoint_needs_only_the_heads_shard(cache, tmp_path):
@@ -372,3 +398,44 @@ def test_online_errors_are_one_line(online, capsys):
     assert cli_main(["probe", "meta/llama", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "gated" in err and "Traceback" not in err
+
+
+def test_online_fetches_only_the_heads_shard(cache, monkeypatch):
+    """Online (a stand-in for the Hub that writes into the cache as hf_hub_download does):
+    the index, the head's shard and the small files are requested, never the other shard;
+    a second load requests nothing."""
+    from huggingface_hub.utils import EntryNotFoundError
+
+    W = _rand(N, M, seed=11)
+    remote = {"model.safetensors.index.json": {"weight_map": {
+                  "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+                  "lm_head.weight": "model-00002-of-00002.safetensors"}},
+              "model-00001-of-00002.safetensors": {"model.embed_tokens.weight": W},
+              "model-00002-of-00002.safetensors": {"lm_head.weight": W},
+              "config.json": {"tie_word_embeddings": False}}
+    commit, asked = _commit("remote"), []
+    real = huggingface_hub.hf_hub_download
+
+    def download(repo_id, filename, *, revision=None, local_files_only=False, **kw):
+        if local_files_only:
+            return real(repo_id, filename, revision=revision, local_files_only=True, **kw)
+        asked.append(filename)
+        if filename not in remote:  # recorded in the cache, as huggingface_hub does
+            marker = cache / f"models--{repo_id.replace('/', '--')}" / ".no_exist" / commit
+            marker.mkdir(parents=True, exist_ok=True)
+            (marker / filename).touch()
+            raise _hub_error(EntryNotFoundError, "404")
+        return str(_snapshot(cache, repo_id, commit, {filename: remote[filename]}) / filename)
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(huggingface_hub, "list_repo_files",
+                        lambda repo_id, revision=None, **kw: sorted(remote))
+    head = superkern.load_head("org/remote")
+    assert torch.equal(head.matrix, W)
+    assert "model-00001-of-00002.safetensors" not in asked
+    assert {"model.safetensors.index.json", "model-00002-of-00002.safetensors",
+            "config.json"} <= set(asked)
+    asked.clear()
+    assert torch.equal(superkern.load_head("org/remote").matrix, W) and asked == []
+

@@ -390,7 +390,8 @@ def test_compare_keeps_the_heads_that_worked(tmp_path, capsys, monkeypatch):
         superkern.compare([a, bad, c], progress=False)
     cmp = superkern.compare([a, bad, c], progress=False, keep_going=True)
     assert [r["m"] for r in cmp.rows] == [8, 16] and len(cmp.norms) == 2
-    assert cmp.failed == [{"index": 1, "head": str(bad), "error": cmp.failed[0]["error"]}]
+    assert cmp.failed == [{"index": 1, "head": str(bad), "source": str(bad),
+                           "error": cmp.failed[0]["error"]}]
     assert "shape [4, 5, 6]" in cmp.failed[0]["error"]
     assert "Left out (1 head(s) failed):" in cmp.format_table()
     rc = cli_main(["compare", str(a), str(bad), str(c), "--json", str(tmp_path / "c.json"),

@@ -3,6 +3,7 @@
 records, every model gets exactly one such row, and nothing already stored is lost."""
 import json
 import math
+import re
 import warnings
 
 import pytest
@@ -219,7 +220,15 @@ def test_dry_run_says_what_a_resume_would_do(tmp_path, capsys):
     assert main(["sweep", "fig1", *tiny, "--set", "m=[2]", "--set", "test_batches=0"]) == 0
     capsys.readouterr()
     assert main(["sweep", "fig1", *tiny, "--dry-run"]) == 0
-    assert (f"{tmp_path}: 6 already done, 6 to train in 1 launch(es), 6 finished model(s) "
-            "without a test loss, to be evaluated from their saved weights"
+    assert (f"{tmp_path}: 6 already done, 6 to train in 1 launch(es); 6 finished model(s) "
+            "without a test loss, 6 of them with saved weights to evaluate"
             in capsys.readouterr().out)
     assert len(_rows(tmp_path)) == 6  # a dry run writes nothing
+    (tmp_path / _rows(tmp_path)[0]["weights"]).unlink()
+    assert main(["sweep", "fig1", *tiny, "--dry-run", "--shard", "1/2"]) == 0
+    line = capsys.readouterr().out.splitlines()[2]  # this shard's share, as a run counts it
+    done, todo = (int(w) for w in re.findall(r"(\d+) already done, (\d+) to train", line)[0])
+    assert line.startswith(f"{tmp_path} (shard 1/2): ") and done + todo < 12
+    lack, saved = (int(w) for w in re.findall(r"(\d+) finished model.s. without a test "
+                                               r"loss, (\d+) of them", line)[0])
+    assert lack == done and saved in (lack, lack - 1)

@@ -262,7 +262,8 @@ def test_probe_with_token_counts(tmp_path):
     with pytest.raises(ValueError, match="cover 301 ids .* but the head has 300 rows"):
         probe(W, token_counts=np.ones(301), progress=False)
     with pytest.raises(ValueError, match="only 2 token id"):  # before the head is loaded
-        probe("no/such/head.npy", token_counts=np.r_[1.0, 0, 1.0], progress=False)
+        probe(tmp_path / "no" / "such" / "head.npy", token_counts=np.r_[1.0, 0, 1.0],
+              progress=False)
     rows = np.zeros(n)
     rows[[0, 1, 2]] = 5  # three counted ids, but two of them excluded: fails after the norms
     with pytest.raises(ValueError, match="only 1 analysed nonzero row"):

@@ -108,12 +108,18 @@ def run(args) -> int:
         if sw.results_files(out):  # what a run into that folder would do now
             from superkern.sweep.backfill import untested
             from superkern.sweep.runner import plan
+            from superkern.sweep.shard import shard_configs
 
-            todo, done = plan(configs, out, max_instances=max_inst, device=args.device)
+            mine = shard_configs(configs, shard) if shard else configs
+            todo, done = plan(mine, out, max_instances=max_inst, device=args.device)
             pending = sum(len(lz.configs) for lz in todo)
-            print(f"{out}: {done} already done, {pending} to train in {len(todo)} "
-                  f"launch(es), {len(untested(configs, out))} finished model(s) without a "
-                  "test loss, to be evaluated from their saved weights")
+            lack = [row for _, row in untested(mine, out)]
+            saved = sum(1 for row in lack if isinstance(row.get("weights"), str)
+                        and (out / row["weights"]).is_file())
+            part = f" (shard {shard[0]}/{shard[1]})" if shard else ""
+            print(f"{out}{part}: {done} already done, {pending} to train in {len(todo)} "
+                  f"launch(es); {len(lack)} finished model(s) without a test loss, {saved} "
+                  "of them with saved weights to evaluate")
         count = shard[1] if shard else (len(resolve_devices(args.devices)) if args.devices
                                         else 0)
         if count:

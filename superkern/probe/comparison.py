@@ -239,6 +239,10 @@ def compare(sources: Sequence[Any], *, names: Optional[Sequence[str]] = None,
                 str(src).strip().lower() not in ALIASES and parse_repo_ref(src) is None:
             raise FileNotFoundError(f"{src}: no such file or directory (nor a package alias: "
                                     f"{', '.join(ALIASES)}; nor a Hub repo id ORG/NAME)")
+    if device not in (None, "auto"):  # a bad device fails once, not once per head
+        from superkern.backend import resolve_device
+
+        resolve_device(device)
     with shared_readers() if corpus is not None else contextlib.nullcontext():
         counted = (_count_corpus(sources, corpus) if corpus is not None
                    else [(None, "")] * len(sources))
@@ -269,6 +273,7 @@ def _probe_all(sources, counted, names, *, tensor, precision, backend, device, s
             if not keep_going or (isinstance(exc, RuntimeError) and not is_out_of_memory(exc)):
                 raise  # a RuntimeError other than out-of-memory is a bug: not hidden
             failed.append({"index": k, "head": _label(src, names, k),
+                           "source": str(src) if isinstance(src, (str, os.PathLike)) else None,
                            "error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
                            if str(exc) else type(exc).__name__})
             continue

@@ -54,7 +54,9 @@ def parse_repo_ref(text: Any) -> Optional[HubRef]:
     """The repo reference ``text`` spells, or None when it does not look like one (the caller
     checks first that no local path of that name exists: a local path always wins, and when
     a local folder ``ORG/NAME`` exists, ``ORG/NAME/FILE`` is a missing file in it)."""
-    s = str(text).strip()
+    if not isinstance(text, str):  # a Path / os.PathLike always means the local file system
+        return None
+    s = text.strip()
     if not s or s.startswith((".", "/", "~", "-")) or any(c in s for c in "\\:*?<>|") \
             or s.endswith("/") or "//" in s:
         return None
@@ -76,7 +78,7 @@ def parse_repo_ref(text: Any) -> Optional[HubRef]:
         return None  # "folder/x.safetensors": a missing local file, not a repo
     if not (_valid_part(org) and _valid_part(name)):
         return None
-    if filename is not None and revision is None and os.path.isdir(os.path.join(org, name)):
+    if os.path.exists(org):  # "runs/exp1", "runs/exp1/x.pt": a mistyped local path
         return None
     return HubRef(f"{org}/{name}", revision, filename, s)
 
@@ -110,8 +112,12 @@ class _Repo:
     def _download(self, filename: str, local_only: bool) -> str:
         from huggingface_hub import hf_hub_download
 
+        from huggingface_hub import constants
+
+        # cache_dir given: older huggingface_hub versions copy the constant at import time
         return hf_hub_download(self.ref.repo_id, filename, revision=self.commit or
-                               self.ref.revision, local_files_only=local_only)
+                               self.ref.revision, local_files_only=local_only,
+                               cache_dir=constants.HF_HUB_CACHE)
 
     def _got(self, path: str, filename: str) -> Path:
         p = Path(path)
@@ -147,7 +153,8 @@ class _Repo:
             cause = exc.__cause__ or exc.__context__
             raise OSError(f"{self.label}: cannot reach the Hugging Face Hub for {what} "
                           f"({_line(cause or exc)}) and it is not in the local cache; check "
-                          "the connection or proxy, or pass a local path") from None
+                          "the connection or proxy (without one, set HF_HUB_OFFLINE=1), or "
+                          f"pass a local path (there is no local {self.ref.text!r})") from None
         except EntryNotFoundError:
             return None
         except GatedRepoError:
@@ -162,9 +169,11 @@ class _Repo:
                                     f"tag or commit) in Hugging Face Hub repo {repo}") from None
         except ValueError as exc:
             raise ValueError(f"{self.label}: {what}: {_line(exc)}") from None
+        except (TypeError, AttributeError):
+            raise  # a change in huggingface_hub's API: a bug to see, not a network failure
         except Exception as exc:  # noqa: BLE001 - HTTP client errors are not all OSError
             raise OSError(f"{self.label}: fetching {what} from the Hugging Face Hub failed "
-                          f"({_line(exc)})") from None
+                          f"({_line(exc)}; there is no local {self.ref.text!r})") from None
 
     def get(self, filename: str, what: str = "", optional: bool = False) -> Optional[Path]:
         """The local path of ``filename``: the cache, else a download (when not offline);
@@ -187,7 +196,8 @@ class _Repo:
 
         marker = getattr(hf, "_CACHED_NO_EXIST", None)
         return self.commit is not None and marker is not None and \
-            hf.try_to_load_from_cache(self.ref.repo_id, filename, revision=self.commit) is marker
+            hf.try_to_load_from_cache(self.ref.repo_id, filename, revision=self.commit,
+                                      cache_dir=hf.constants.HF_HUB_CACHE) is marker
 
     def need(self, filename: str, what: str) -> Path:
         path = self.get(filename, what)
@@ -279,6 +289,11 @@ def _head_shard(repo: _Repo, index_name: str, index: Path, tensor: Optional[str]
         raise LookupError("shards are not downloaded to list shapes")
 
     name, _ = resolve_tensor(names, tensor, where, no_shape)  # ambiguous names: an error
+    parts = wmap[name].split("/")
+    if wmap[name].startswith("/") or "\\" in wmap[name] or any(p in ("", ".", "..")
+                                                                for p in parts):
+        raise ValueError(f"{where}: the shard of {name!r} is {wmap[name]!r}, not a plain "
+                         "file name inside the repo")
     shard = _join(posixpath.dirname(index_name), wmap[name])
     path = repo.need(shard, f"the shard holding {name!r}")
     if path.parent != index.parent:

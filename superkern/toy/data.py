@@ -135,6 +135,7 @@ def sample_batch(p: torch.Tensor, batch: int, generator: torch.Generator) -> tor
         raise ValueError(f"generator lives on {generator.device} but p on {p.device}")
     n = p.shape[0]
     p32 = p.to(torch.float32)
-    u = torch.rand((batch, n), generator=generator, device=p.device) < p32
-    v = torch.rand((batch, n), generator=generator, device=p.device)
+    # fp32 whatever torch's default dtype (the authors' code ran with fp32)
+    u = torch.rand((batch, n), generator=generator, device=p.device, dtype=torch.float32) < p32
+    v = torch.rand((batch, n), generator=generator, device=p.device, dtype=torch.float32)
     return v.mul_(u).mul_(2.0)  # = u.float() * v * 2 bit for bit, without two temporaries
