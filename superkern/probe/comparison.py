@@ -80,7 +80,7 @@ class Comparison:
     rows: list[dict[str, Any]]
     norms: list[np.ndarray] = field(repr=False, default_factory=list)
     reports: list[dict[str, Any]] = field(repr=False, default_factory=list)
-    # heads left out by compare(keep_going=True): {"index", "head", "error"}
+    # heads left out by compare(keep_going=True): {"index", "head", "source", "error"}
     failed: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

@@ -98,39 +98,35 @@ def add_test_losses(configs: Sequence[Any], out: Path, store: ResultsStore, *,
     if not todo:
         return 0
     dev = engine.resolve_device(device)
-    loaded, unreadable, no_engine = [], 0, {}
+    ready, no_engine = [], {}
     for c, row in todo:
-        wb = _load(c, row, out)
-        if wb is None:
-            unreadable += 1
-            continue
         try:
-            be = engine.resolve_backend(c, dev)
+            ready.append((c, row, engine.resolve_backend(c, dev)))
         except ValueError as exc:
             no_engine[str(exc)] = no_engine.get(str(exc), 0) + 1
-            continue
-        loaded.append((c, row, wb, be))
-    if unreadable:
-        _warn(out, unreadable, "have no saved weights that hold them (not saved, missing, "
-              "unreadable, or of another shape)")
     for why, count in no_engine.items():
         _warn(out, count, f"cannot be evaluated here ({why})")
-    if not loaded:
-        return 0
-    print(f"sweep: adding the test loss of {len(loaded)} finished model(s) from their saved "
-          "weights", file=sys.stderr, flush=True)
+    if ready:
+        print(f"sweep: adding the test loss of up to {len(ready)} finished model(s) from "
+              "their saved weights", file=sys.stderr, flush=True)
     # launches as train_many would group them: same engine, n, batch, precision, then width
-    loaded.sort(key=lambda t: (t[3], t[0].n, t[0].batch, t[0].precision, t[0].m))
+    ready.sort(key=lambda t: (t[2], t[0].n, t[0].batch, t[0].precision, t[0].m))
     evaluate = evaluate or engine.evaluate_fn()
-    added, failed = 0, []
-    for s in range(0, len(loaded), max_instances):
-        chunk = loaded[s:s + max_instances]
+    added, unreadable, failed, failures = 0, 0, 0, []
+    for s in range(0, len(ready), max_instances):
+        # weights are read chunk by chunk: a large grid's files are never all in memory
+        chunk = [(c, row, wb, be) for c, row, be in ready[s:s + max_instances]
+                 for wb in [_load(c, row, out)] if wb is not None]
+        unreadable += min(max_instances, len(ready) - s) - len(chunk)
+        if not chunk:
+            continue
         t0 = time.perf_counter()
         try:
             values = evaluate([t[0] for t in chunk], [t[2] for t in chunk], device=dev,
                               max_instances=max_instances)
         except Exception as exc:  # noqa: BLE001 - a failed evaluation never stops a sweep
-            failed.append(f"{len(chunk)} model(s): {type(exc).__name__}: {exc}")
+            failed += len(chunk)
+            failures.append(f"{len(chunk)} model(s): {type(exc).__name__}: {exc}")
             continue
         info = {"device": str(dev), "seconds": round(time.perf_counter() - t0, 3),
                 "models": len(chunk), "created": utc_now(), "versions": vers}
@@ -142,7 +138,9 @@ def add_test_losses(configs: Sequence[Any], out: Path, store: ResultsStore, *,
             new["test_from_weights"] = {**info, "backend": be}
             store.append(new)
             added += 1
+    if unreadable:
+        _warn(out, unreadable, "have no saved weights that hold them (not saved, missing, "
+              "unreadable, or of another shape)")
     if failed:
-        _warn(out, sum(int(f.split()[0]) for f in failed),
-              "their evaluation failed: " + "; ".join(failed))
+        _warn(out, failed, "their evaluation failed: " + "; ".join(failures))
     return added

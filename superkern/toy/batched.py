@@ -22,7 +22,7 @@ import torch
 
 from superkern._tf32 import matmul_precision
 from superkern.toy.config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, ToyConfig
-from superkern.toy.data import sample_batch, toy_probabilities
+from superkern.toy.data import data_groups, sample_batch
 from superkern.toy.engine import LossRecorder, init_params, make_results
 from superkern.toy.engine import synchronize
 from superkern.toy.evaluate import eval_losses
@@ -70,12 +70,9 @@ class BatchedTrainer:
             W[i, :, :c.m], b[i] = init_params(c)
         self.W, self.b = W.to(dev), b.to(dev)
         # Data groups, in first-appearance order.
-        keys, group = {}, []
-        for c in configs:
-            group.append(keys.setdefault(c.data_key, len(keys)))
-        firsts = {g: configs[group.index(g)] for g in range(len(keys))}
-        self.G = len(keys)
-        self.p = torch.stack([toy_probabilities(firsts[g]).float() for g in range(self.G)]).to(dev)
+        group, firsts, p = data_groups(configs)
+        self.G = len(firsts)
+        self.p = p.to(dev)
         self.group = torch.tensor(group, dtype=torch.int64, device=dev)
         self.group32 = self.group.to(torch.int32)
         self.seeds = torch.tensor([firsts[g].data_seed for g in range(self.G)], dtype=torch.int64,

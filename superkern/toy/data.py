@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Union
+from typing import Any, Sequence, Union
 
 import torch
 
@@ -139,3 +139,14 @@ def sample_batch(p: torch.Tensor, batch: int, generator: torch.Generator) -> tor
     u = torch.rand((batch, n), generator=generator, device=p.device, dtype=torch.float32) < p32
     v = torch.rand((batch, n), generator=generator, device=p.device, dtype=torch.float32)
     return v.mul_(u).mul_(2.0)  # = u.float() * v * 2 bit for bit, without two temporaries
+
+
+def data_groups(configs: Sequence[Any]) -> tuple[list[int], list[Any], torch.Tensor]:
+    """Models with the same (p, data seed) share each batch: ``(group, firsts, p)`` with
+    ``group[i]`` the data group of ``configs[i]`` (groups in first-appearance order),
+    ``firsts[g]`` the first config of group g, and ``p`` (G, n) float32 their frequencies."""
+    keys: dict = {}
+    group = [keys.setdefault(c.data_key, len(keys)) for c in configs]
+    firsts = [configs[group.index(g)] for g in range(len(keys))]
+    return group, firsts, torch.stack([toy_probabilities(c).float() for c in firsts])
+

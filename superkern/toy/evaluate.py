@@ -19,7 +19,7 @@ import torch
 from superkern._tf32 import matmul_precision
 from superkern.toy.backend import triton_toy
 from superkern.toy.config import ToyConfig, _splitmix64
-from superkern.toy.data import sample_batch, toy_probabilities
+from superkern.toy.data import data_groups, sample_batch
 from superkern.toy.loss import CHUNK_ELEMS
 
 
@@ -143,10 +143,7 @@ def evaluate_test_losses(configs: Sequence, params: Sequence[tuple[torch.Tensor,
             for k, i in enumerate(chunk):
                 W[k, :, :cs[k].m] = params[i][0].detach().float()
                 b[k] = params[i][1].detach().float()
-            keys: dict = {}
-            group = [keys.setdefault(c.data_key, len(keys)) for c in cs]
-            firsts = [cs[group.index(g)] for g in range(len(keys))]
-            p = torch.stack([toy_probabilities(c).float() for c in firsts])
+            group, firsts, p = data_groups(cs)
             with matmul_precision(cs[0].precision):
                 losses = eval_losses(
                     W.to(dev), b.to(dev), p.to(dev), torch.tensor(group, device=dev),
