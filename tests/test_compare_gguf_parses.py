@@ -134,18 +134,43 @@ def test_compare_corpus_parses_each_gguf_file_once(tmp_path, watch, kinds):
         assert cmp.reports[kinds.index("split")]["head"]["tensor"] == "output.weight"
 
 
-def test_compare_corpus_a_file_named_twice_is_still_right(tmp_path, watch):
-    """The same file twice: one count, and the second probe parses the file again (the first
-    load takes back what the count left, so nothing stays mapped through a probe)."""
+def test_compare_a_file_named_twice_is_parsed_and_probed_once(tmp_path, watch):
+    """The same file twice: one count, one parse and one probe; the second row is the first's
+    under its own name, and equals what probing the file again gives."""
     import superkern
 
     _gguf_with_tokenizer(tmp_path / "d.gguf", pre="smollm")
     corpus = tmp_path / "c.txt"
     corpus.write_text(CORPUS)
     heads = [str(tmp_path / "d.gguf")] * 2
-    cmp = superkern.compare(heads, corpus=corpus, progress=False, exact=True)
-    assert watch["opened"] == ["d.gguf"] * 2 and watch["alive_at_parse"] == [0, 0]
-    assert cmp.reports[0]["frequency"] == cmp.reports[1]["frequency"]
+    cmp = superkern.compare(heads, corpus=corpus, progress=False, names=["x", "y"])
+    assert watch["opened"] == ["d.gguf"] and watch["probes"] == heads[:1]
+    assert [r["name"] for r in cmp.rows] == ["x", "y"]
+    assert [r["head"]["name"] for r in cmp.reports] == ["x", "y"]
+    again = superkern.compare(heads[:1], corpus=corpus, progress=False, names=["y"])
+    timed = ("seconds",)  # the one field that differs between two probes
+    strip = [{k: v for k, v in r.items() if k not in timed} for r in (cmp.rows[1], again.rows[0])]
+    assert strip[0] == strip[1]
+    np.testing.assert_array_equal(cmp.norms[1], again.norms[0])
+    cmp.rows[0]["n"] = -1  # the rows are copies, not one object twice
+    assert cmp.rows[1]["n"] == again.rows[0]["n"]
+
+
+def test_compare_a_failing_file_named_twice_fails_twice_once(tmp_path, watch):
+    """keep_going: a bad file named twice (between two good heads) is read once and both of
+    its entries are in ``failed`` with the same error, under their own index and name."""
+    import superkern
+
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + bytes(36))
+    _gguf_with_tokenizer(tmp_path / "d.gguf", pre="smollm")
+    heads = [str(tmp_path / "d.gguf"), str(bad), str(bad), str(tmp_path / "d.gguf")]
+    cmp = superkern.compare(heads, progress=False, keep_going=True, exact=True)
+    assert watch["probes"] == heads[:2]
+    assert [f["index"] for f in cmp.failed] == [1, 2]
+    assert cmp.failed[0]["error"] == cmp.failed[1]["error"] and cmp.failed[0]["error"]
+    assert [f["head"] for f in cmp.failed] == [str(bad)] * 2
+    assert len(cmp.rows) == 2 and cmp.rows[0]["mean_sq"] == cmp.rows[1]["mean_sq"]
 
 
 def _no_tokenizer(path: Path) -> None:

@@ -5,6 +5,7 @@ one line per head."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import io
 import json
@@ -262,8 +263,13 @@ def _probe_all(sources, counted, names, *, tensor, precision, backend, device, s
     from superkern.probe.core import probe
 
     rows, norms, reports, failed = [], [], [], []
+    seen: dict[str, tuple[int, Optional[int]]] = {}  # str(src) -> (its first index, its row)
     for k, src in enumerate(sources):
         counts, label = counted[k]
+        first = seen.get(str(src)) if isinstance(src, (str, os.PathLike)) else None
+        if first is not None:  # the same text twice: the same head, the same numbers
+            _repeat(first, src, k, names, rows, norms, reports, failed)
+            continue
         try:
             rep = probe(src, tensor=tensor, precision=precision, backend=backend,
                         device=device, bins=bins, topk=0, sample=0 if exact else sample,
@@ -276,6 +282,8 @@ def _probe_all(sources, counted, names, *, tensor, precision, backend, device, s
                            "source": str(src) if isinstance(src, (str, os.PathLike)) else None,
                            "error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
                            if str(exc) else type(exc).__name__})
+            if isinstance(src, (str, os.PathLike)):
+                seen[str(src)] = (k, None)
             continue
         if rep.frequency is not None:
             rep.frequency.source = label
@@ -284,6 +292,8 @@ def _probe_all(sources, counted, names, *, tensor, precision, backend, device, s
         row = summary_row(rep)
         if not row["name"]:
             row["name"] = f"head{k}"
+        if isinstance(src, (str, os.PathLike)):
+            seen[str(src)] = (k, len(rows))
         rows.append(row)
         norms.append(rep.norms.norms.numpy())
         reports.append(rep.to_dict())
@@ -292,3 +302,25 @@ def _probe_all(sources, counted, names, *, tensor, precision, backend, device, s
         raise ValueError("every head failed: " + "; ".join(f"{f['head']}: {f['error']}"
                                                            for f in failed))
     return Comparison(rows=rows, norms=norms, reports=reports, failed=failed)
+
+
+def _repeat(first: tuple[int, Optional[int]], src: Any, k: int, names, rows, norms, reports,
+            failed) -> None:
+    """Head ``k`` names the same source (the same text) as head ``first[0]`` did: a probe is
+    deterministic (the same seed samples the same rows), so head ``k`` gets a copy of that
+    head's row, or of its failure, under its own display name: a file named twice is read
+    and probed once."""
+    j, row_index = first
+    if row_index is None:
+        error = next(f["error"] for f in failed if f["index"] == j)
+        failed.append({"index": k, "head": _label(src, names, k), "source": str(src),
+                       "error": error})
+        return
+    row, report = copy.deepcopy(rows[row_index]), copy.deepcopy(reports[row_index])
+    if names is not None:
+        row["name"] = report["head"]["name"] = names[k]
+    elif not report["head"]["name"]:
+        row["name"] = f"head{k}"
+    rows.append(row)
+    norms.append(norms[row_index])
+    reports.append(report)

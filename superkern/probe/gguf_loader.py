@@ -64,8 +64,8 @@ def shrink_shared() -> None:
     """Replace each parsed reader held by what :func:`load_gguf` needs of it (:class:`_Kept`):
     ``compare --corpus`` builds every head's tokenizer before any probe, holding one parsed
     file at a time, and loads each head later without parsing its file again. The first load
-    takes the summary back (a :func:`drop_shared` after it unmaps the file), so a file named
-    twice is parsed again for its second load."""
+    takes the summary back (a :func:`drop_shared` after it unmaps the file); ``compare``
+    probes a head named twice once."""
     if _SHARED is not None:
         _KEPT.update({key: r if isinstance(r, _Kept) else _Kept(r)
                       for key, r in _SHARED.items()})
