@@ -5,7 +5,6 @@ an unreadable config.json. Each gets the right answer or a clear error, never a 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import warnings
 
