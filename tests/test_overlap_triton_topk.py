@@ -109,3 +109,37 @@ def test_topk_equals_all_pairs():
     got = T.overlap_partials_triton(X, s, bins=0, topk=190)
     ref = overlap_partials_torch(X, s, bins=0, topk=190)
     assert torch.equal(got.topk_pairs, ref.topk_pairs)
+
+
+def test_every_pass_launches_under_the_guard_of_its_rows_device(monkeypatch):
+    """Triton launches on the current CUDA device, not the tensors' own: every pass (the
+    first and each top-k rerun) must enter the guard for X's device, or rows on cuda:1 with
+    cuda:0 current would be read from the wrong GPU."""
+    X, s, calls, _ = _counted_passes(9, (-1.0, 36.0), monkeypatch)
+    guarded: list = []
+    real = T.on_device
+    monkeypatch.setattr(T, "on_device", lambda dev: guarded.append(dev) or real(dev))
+    T.overlap_partials_triton(X, s, bins=4, topk=6, topk_capacity=7)
+    assert len(calls) >= 2, f"the 7-slot buffer must overflow; passes: {calls}"
+    assert guarded == [X.device] * len(calls), (guarded, len(calls))
+
+
+def test_the_guard_makes_the_rows_gpu_current():
+    from superkern.triton._env import on_device
+
+    assert on_device(torch.device("cpu")).__enter__() is None  # nothing to switch on CPU
+    guard = on_device(torch.device("cuda", 1))  # built without touching a GPU
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+                    reason="needs two GPUs")
+def test_rows_on_the_second_gpu_give_the_same_partials_as_on_the_first():
+    X, s = _operands(_rand(300, 40, seed=11, device="cuda:0"))
+    ref = T.overlap_partials_triton(X, s, bins=16, topk=5)
+    with torch.cuda.device(0):
+        got = T.overlap_partials_triton(X.to("cuda:1"), s.to("cuda:1"), bins=16, topk=5)
+    assert torch.equal(got.topk_pairs, ref.topk_pairs)
+    assert int((got.hist - ref.hist).abs().sum()) <= 2  # two GPU models may round apart
+    assert abs(got.sum_sq - ref.sum_sq) <= 1e-6 * ref.sum_sq

@@ -32,37 +32,45 @@ def test_loss_grad_precisions_run(precision, tol):
 
 
 @triton.jit
-def _round_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+def _round_kernel(x_ptr, y_ptr, n, BF16: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     v = tl.load(x_ptr + offs, mask=offs < n)
-    tl.store(y_ptr + offs, toy_common.tf32_rne(v), mask=offs < n)
+    y = toy_common.bf16_rne(v) if BF16 else toy_common.tf32_rne(v)
+    tl.store(y_ptr + offs, y, mask=offs < n)
 
 
-def test_tf32_operands_rounded_to_nearest_even():
-    """The toy kernels' in-register tf32 rounding against an independent oracle (frexp, then
-    numpy's round-half-even to 11 significant bits) on random values, exact ties of both
-    parities and values that carry; inf and NaN (the GPU's canonical 0x7FFFFFFF too) pass
-    unchanged. The overlap engine's host rounding must give the same bits."""
+@pytest.mark.parametrize("fmt, drop", [("tf32", 13), ("bf16", 16)])
+def test_operands_rounded_to_nearest_even(fmt, drop):
+    """The toy kernels' in-register tf32 and bf16 rounding against an independent oracle
+    (frexp, then numpy's round-half-even to 24 - drop significant bits) on random values,
+    exact ties of both parities and values that carry; inf and NaN (the GPU's canonical
+    0x7FFFFFFF too) pass unchanged. The overlap engine's host rounding (tf32) and torch's
+    fp32 -> bf16 cast, the GPU's, must give the same bits; the interpreter's cast truncates,
+    which this rounding replaces there."""
     from superkern.ops.overlap_ref import round_to_precision
 
     g = torch.Generator().manual_seed(5)
     base = torch.randn(1000, generator=g) * torch.logspace(-20, 20, 1000)
-    bits = base.view(torch.int32) & ~0x1FFF
-    ties = torch.cat([bits | 0x1000, (bits | 0x2000) | 0x1000, bits | 0x1FFF]).view(torch.float32)
+    low, half = (1 << drop) - 1, 1 << (drop - 1)
+    bits = base.view(torch.int32) & ~low
+    ties = torch.cat([bits | half, (bits | (1 << drop)) | half, bits | low]).view(torch.float32)
     finite = torch.cat([base, ties, -ties, torch.tensor([0.0, -0.0, 1.0])])
     special = torch.tensor([0x7FFFFFFF, -1, 0x7F800001, 0x7F800000, -8388608],
                            dtype=torch.int32).view(torch.float32)   # NaNs, inf, -inf
     x = torch.cat([finite, special]).to(DEV)
     y = torch.empty_like(x)
-    _round_kernel[(triton.cdiv(x.numel(), 256),)](x, y, x.numel(), BLOCK=256)
+    _round_kernel[(triton.cdiv(x.numel(), 256),)](x, y, x.numel(), BF16=fmt == "bf16",
+                                                   BLOCK=256)
     y = y.cpu()
     xd = finite.double().numpy()
-    q = np.ldexp(1.0, np.frexp(xd)[1] - 11)
+    q = np.ldexp(1.0, np.frexp(xd)[1] - (24 - drop))
     want = torch.from_numpy(np.round(xd / q) * q).float()
     assert torch.equal(y[:finite.numel()].view(torch.int32), want.view(torch.int32))
     assert not torch.equal(want, finite)  # ties moved
     assert torch.equal(y[finite.numel():].view(torch.int32), special.view(torch.int32))
-    assert torch.equal(round_to_precision(x.cpu(), "tf32").view(torch.int32), y.view(torch.int32))
+    host = (round_to_precision(x.cpu(), "tf32") if fmt == "tf32"
+            else finite.to(torch.bfloat16).float())
+    assert torch.equal(host.view(torch.int32), y[:host.numel()].view(torch.int32))
 
 
 @pytest.mark.skipif(CUDA, reason="interpreter only: the flags' check patches a jit global")

@@ -1,9 +1,19 @@
 """Launch-setting overrides from an environment variable (tuning on a GPU without code edits),
-and the installed Triton's version (some launch choices and fixes depend on it)."""
+the installed Triton's version (some launch choices and fixes depend on it), and the device
+guard every Triton launch runs under."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+
+import torch
+
+
+def on_device(device: torch.device):
+    """Make ``device`` current for a launch: Triton launches on the current CUDA device,
+    whatever device the tensors live on (``cuda:1`` tensors would be read from GPU 0)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def parse_overrides(env_name: str, config_cls: type, bool_keys: tuple[str, ...] = ()) -> dict:

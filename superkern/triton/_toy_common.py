@@ -146,15 +146,29 @@ def relu(z):
 
 
 @triton.jit
-def tf32_rne(x):
-    """fp32 values rounded to nearest-even onto tf32's 10 mantissa bits (the bit rule of
-    ``round_to_precision``; inf and NaN pass unchanged). The tensor cores truncate the low 13
-    bits of an fp32 operand, so operands rounded first are read exactly and the product is
-    unbiased."""
+def _rne(x, DROP: tl.constexpr):
+    """fp32 values rounded to nearest-even onto 23 - DROP mantissa bits, kept in fp32 (the
+    bit rule of ``round_to_precision``; inf and NaN pass unchanged)."""
     bits = x.to(tl.int32, bitcast=True)
-    rounded = (bits + 0xFFF + ((bits >> 13) & 1)) & -8192
+    rounded = (bits + ((1 << (DROP - 1)) - 1) + ((bits >> DROP) & 1)) & -(1 << DROP)
     special = (bits & 0x7F800000) == 0x7F800000
     return tl.where(special, bits, rounded).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def tf32_rne(x):
+    """fp32 values rounded to nearest-even onto tf32's 10 mantissa bits. The tensor cores
+    truncate the low 13 bits of an fp32 operand, so operands rounded first are read exactly
+    and the product is unbiased."""
+    return _rne(x, 13)
+
+
+@triton.jit
+def bf16_rne(x):
+    """fp32 values rounded to nearest-even onto bf16's 7 mantissa bits, kept in fp32: what
+    the GPU's fp32 -> bf16 conversion gives. The interpreter's cast truncates instead
+    (Triton 3.7.1), so it rounds with this."""
+    return _rne(x, 16)
 
 
 @triton.jit
@@ -185,15 +199,16 @@ def _mm(acc, a, b, PREC: tl.constexpr, INTERP: tl.constexpr, A_RND: tl.constexpr
         B_RND: tl.constexpr):
     """acc + a @ b in the run's precision (fp32 accumulate).
 
-    "bf16" casts the operands; the interpreter's 16-bit math is broken, so there the rounded
-    operands are widened back to fp32 before the (exact) product. "tf32" rounds to nearest
+    "bf16" casts the operands. The interpreter's 16-bit math is broken and its fp32 -> bf16
+    cast truncates, so there the operands are rounded to nearest-even in fp32 (as the GPU's
+    cast rounds) before the (exact) product. "tf32" rounds to nearest
     first each operand whose flag (A_RND, B_RND) does not say it already went through
     :func:`tf32_op`. The interpreter then drops the low 13 bits as the tensor cores do (a
     no-op on rounded values), so its exact dot multiplies what the hardware would read.
     """
     if PREC == "bf16":
         if INTERP:
-            out = tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), acc)
+            out = tl.dot(bf16_rne(a), bf16_rne(b), acc)
         else:
             out = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
     elif PREC == "tf32":

@@ -22,7 +22,7 @@ from superkern.ops.overlap_ref import PRECISIONS, check_split, num_pairs, round_
 from superkern.ops.overlap_types import TRITON_MAX_BINS, OverlapPartials
 from superkern.triton import _overlap_topk as _topk
 from superkern.triton._overlap_kernel import ARG_BASE, _overlap_kernel
-from superkern.triton._env import parse_overrides
+from superkern.triton._env import on_device, parse_overrides
 
 ENV_CONFIG = "SUPERKERN_TRITON_OVERLAP"
 _COMPUTE_DTYPE = {"fp32": torch.float32, "tf32": torch.float32,
@@ -212,11 +212,12 @@ def _launch(X, desc, scale, cfg, *, bins, topk, cap, thr, input_precision, split
     cval = torch.empty(ncap, dtype=torch.float32, device=dev)
     ci = torch.empty(ncap, dtype=torch.int32, device=dev)
     cj = torch.empty(ncap, dtype=torch.int32, device=dev)
-    _overlap_kernel[(G,)](
-        X, desc if desc is not None else X, scale, N, m, X.stride(0),
-        sums, hist, row_key, row_sq, cnt, cval, ci, cj, ncap,
-        float(thr[0]), int(thr[1]), int(thr[2]), nb, num_tiles, nba, max(bins, 1), bins * 0.5,
-        **consts, **_launch_options(cfg, dev))
+    with on_device(dev):  # X on cuda:1 while cuda:0 is current would run on the wrong GPU
+        _overlap_kernel[(G,)](
+            X, desc if desc is not None else X, scale, N, m, X.stride(0),
+            sums, hist, row_key, row_sq, cnt, cval, ci, cj, ncap,
+            float(thr[0]), int(thr[1]), int(thr[2]), nb, num_tiles, nba, max(bins, 1),
+            bins * 0.5, **consts, **_launch_options(cfg, dev))
     count = int(cnt.item()) if topk else 0
     n = min(count, ncap)
     cand = (cval[:n], ci[:n], cj[:n])  # stays on the device: the selection sorts there

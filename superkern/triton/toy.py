@@ -15,13 +15,13 @@ Layout of the work and the numerics: ``_toy_fused`` (padded width <= 128), ``_to
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Optional
 
 import torch
 import triton
 
+from superkern.triton._env import on_device
 from superkern.triton._toy_adam import _adamw_kernel
 from superkern.triton._toy_common import PRECISIONS, block_m, choose_path, is_interp, toy_config
 from superkern.triton._toy_fused import fused_loss_grad
@@ -36,12 +36,6 @@ _INT32_MAX = 2 ** 31 - 1
 _GRID_YZ_MAX = 65535  # CUDA's limit on grid axes 1 and 2, where groups and models run
 MAX_INSTANCES = _GRID_YZ_MAX  # models per launch (train_many splits larger groups)
 _cap_cache: dict = {}
-
-
-def _on(device: torch.device):
-    """Make ``device`` current for the launches: Triton launches on the current CUDA device,
-    whatever device the tensors live on (``cuda:1`` tensors would be read from GPU 0)."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _need(cond: bool, msg: str) -> None:
@@ -102,7 +96,7 @@ def toy_sample_triton(p: torch.Tensor, seeds: torch.Tensor, step: int, batch: in
     _need(triton.cdiv(p.shape[1], cfg.bf) <= _GRID_YZ_MAX,
           f"n={p.shape[1]} needs {triton.cdiv(p.shape[1], cfg.bf)} feature tiles of {cfg.bf}, "
           f"more than the grid limit {_GRID_YZ_MAX}")
-    with _on(p.device):
+    with on_device(p.device):
         return sample_dense(p.contiguous(), seeds.contiguous(), int(step), int(batch), cfg)
 
 
@@ -203,7 +197,7 @@ def toy_loss_grad_triton(W: torch.Tensor, b: torch.Tensor, p: torch.Tensor,
     if x is None and nnz_cap is None:
         nnz_cap = _auto_cap(p, batch)
     prec, interp = PRECISIONS[precision], is_interp(W)
-    with _on(dev):
+    with on_device(dev):
         sp = build_sparse(p, seeds.contiguous(), int(step), int(batch), cfg, x=x, cap=nnz_cap)
         if path == "fused":
             part, dW, db = fused_loss_grad(W, b, group, c, sp, batch, cfg, bm, prec, interp)
@@ -251,7 +245,7 @@ def toy_adamw_step_triton(W: torch.Tensor, b: torch.Tensor, dW: torch.Tensor, db
     bma = min(block_m(M), 64)
     bc1 = 1.0 - beta1 ** step
     bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
-    with _on(W.device):
+    with on_device(W.device):
         _adamw_kernel[(triton.cdiv(n, cfg.br), I)](
             W, b, dW, db, mW, vW, mb, vb, lr_W, lr_b, gamma, n, M, float(beta1), float(beta2),
             float(eps), bc1, bc2_sqrt, BR=cfg.br, BMA=bma, num_warps=cfg.adam_warps)
