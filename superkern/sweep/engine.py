@@ -164,8 +164,10 @@ def activation_density(cfg: Mapping[str, Any]) -> float:
 
 
 def unlearned_loss(cfg: Mapping[str, Any], phi_half: float) -> float:
-    """Loss of the features a model leaves out: <v^2> sum_{i > phi_half n} p_i (SPEC 3)."""
-    p = probabilities(cfg)
+    """Loss of the features a model leaves out: <v^2> sum_{i > phi_half n} p_i (SPEC 3),
+    over p sorted descending (the least frequent features are the unlearned ones), as
+    ``superkern.toy.geometry.unlearned_loss`` counts them; an explicit p may be unsorted."""
+    p = np.sort(probabilities(cfg))[::-1]
     k = int(round(float(phi_half) * p.size))
     return float(V2_MEAN * p[k:].sum())
 
