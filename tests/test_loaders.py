@@ -304,14 +304,17 @@ def test_torch_state_dicts(tmp_path, capsys, monkeypatch):
     assert h.tensor == "embed_out.weight" and h.tied is False and torch.equal(h.matrix, W)
     torch.save({"state_dict": {"model.embed_tokens.weight": W}}, tmp_path / "wrapped.pt")
     h = superkern.load_head(tmp_path / "wrapped.pt")
-    assert h.tensor == "model.embed_tokens.weight" and h.tied is True
-    # Training checkpoints: the state dict beside scalar tensors and plain numbers.
-    for wrapper in ({"model": {"lm_head.weight": W, "x.bias": W[0]}, "step": torch.tensor(5)},
-                    {"model_state_dict": {"lm_head.weight": W}, "epoch": 3},
-                    {"ema": {"lm_head.weight": W}, "optimizer": {"lr": 0.1}}):
+    assert h.tensor == "state_dict.model.embed_tokens.weight" and h.tied is True
+    # Training checkpoints: the state dict beside scalar tensors and plain numbers; the name
+    # says which nested dict the head came from.
+    for key, wrapper in (("model", {"model": {"lm_head.weight": W, "x.bias": W[0]},
+                                    "step": torch.tensor(5)}),
+                         ("model_state_dict", {"model_state_dict": {"lm_head.weight": W},
+                                               "epoch": 3}),
+                         ("ema", {"ema": {"lm_head.weight": W}, "optimizer": {"lr": 0.1}})):
         torch.save(wrapper, tmp_path / "ckpt.pt")
         h = superkern.load_head(tmp_path / "ckpt.pt")
-        assert h.tensor == "lm_head.weight" and torch.equal(h.matrix, W), wrapper.keys()
+        assert h.tensor == f"{key}.lm_head.weight" and torch.equal(h.matrix, W), key
     h = superkern.load_head(tmp_path / "ckpt.pt", tensor="ema.lm_head.weight")
     assert torch.equal(h.matrix, W)
     torch.save({"model": {"foo": W}, "step": torch.tensor(5)}, tmp_path / "nohead.pt")

@@ -34,6 +34,9 @@ def as_matrix(W: Any, name: str = "W", finite: bool = True) -> torch.Tensor:
         W = native_tensor(W)
     if not isinstance(W, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor or numpy array, got {type(W).__name__}")
+    if W.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device: shape {tuple(W.shape)} with no values; "
+                         "load or materialise the weights first")
     if W.layout != torch.strided and W.dim() == 2:  # sparse: the kernels read dense rows
         W = W.to_dense()
     if W.dim() != 2:

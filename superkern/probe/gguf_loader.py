@@ -245,8 +245,11 @@ def load_gguf(path: Path, tensor: Optional[str] = None) -> Head:
         raise ValueError(f"{path}: tensor {name!r} has shape {list(shape)}; an LM head must be "
                          "2-D (n tokens, m width)")
     qtype = t.tensor_type.name
+    data = t.data
+    if data.dtype.byteorder not in ("=", "|"):  # a big-endian file's F32/F16: dequantize
+        data = data.astype(data.dtype.newbyteorder("="))  # would read its bytes as native
     try:
-        W = gguf.quants.dequantize(t.data, t.tensor_type)
+        W = gguf.quants.dequantize(data, t.tensor_type)
     except NotImplementedError as exc:
         raise ValueError(f"{path}: tensor {name!r} has type {qtype}, which this gguf version "
                          f"cannot dequantise ({exc})") from None

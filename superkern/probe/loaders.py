@@ -12,15 +12,17 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 
 from superkern.ops._checks import native_tensor
 from superkern.probe.head import Head
-from superkern.probe.names import has_head, names_match, resolve_tensor
+from superkern.probe.memory import from_array, from_module
+from superkern.probe.names import has_head, resolve_tensor
 from superkern.probe.packages import resolve_alias
+from superkern.probe.torch_files import pick_state_dict, torch_load
 from superkern.probe.vocab import vocab_from_folder
 
 _MAGIC = {b"GGUF": "gguf", b"\x93NUMPY": "npy", b"PK\x03\x04": "torch"}
@@ -51,9 +53,9 @@ def load_head(source: Any, tensor: Optional[str] = None, *,
     if isinstance(source, Head):
         head = dataclasses.replace(source) if vocab is not None else source  # caller's kept
     elif isinstance(source, (torch.Tensor, np.ndarray)):
-        head = _from_array(source)
+        head = from_array(source)
     elif isinstance(source, torch.nn.Module):
-        head = _from_module(source)
+        head = from_module(source)
     elif isinstance(source, (str, os.PathLike)):
         head = _from_path(source, tensor)
     else:
@@ -87,12 +89,20 @@ def _check_matrix(head: Head) -> None:
     if W.dim() != 2:
         raise ValueError(f"{where} has shape {list(W.shape)}; an LM head must be 2-D "
                          "(n tokens, m width)")
+    if str(W.dtype).endswith("_x2"):  # float4_e2m1fn_x2: two 4-bit values per element
+        raise ValueError(f"{where} has dtype {W.dtype}, which packs two values per element "
+                         f"(the stored shape {list(W.shape)} stands for {W.shape[0]} x "
+                         f"{2 * W.shape[1]}); dequantise it to a float dtype first")
     if not W.dtype.is_floating_point:
         raise ValueError(f"{where} has dtype {W.dtype}; an LM head must be floating point")
     if W.shape[0] == 0 or W.shape[1] == 0:
         raise ValueError(f"{where} is empty: shape {list(W.shape)}")
     if W.dtype not in _ENGINE_DTYPES:  # float8 variants: widened (head.dtype keeps the stored one)
-        head.matrix = W.to(torch.float32)
+        try:
+            head.matrix = W.to(torch.float32)
+        except (RuntimeError, NotImplementedError) as exc:
+            raise ValueError(f"{where} has dtype {W.dtype}, which this torch cannot convert to "
+                             f"float32 ({type(exc).__name__}); dequantise it first") from None
 
 
 def _from_path(source: Any, tensor: Optional[str]) -> Head:
@@ -121,17 +131,21 @@ def _from_path(source: Any, tensor: Optional[str]) -> Head:
 
 
 def _sniff(path: Path) -> str:
-    """Format from the magic bytes (GGUF, npy, zip) first, then the suffix."""
+    """Format from the magic bytes (GGUF, npy, zip, a safetensors header) first, then the
+    suffix."""
     with open(path, "rb") as f:
         start = f.read(16)
     for magic, k in _MAGIC.items():
         if start.startswith(magic) and not (k == "torch" and path.suffix == ".npz"):
             return k
+    # safetensors: an 8-byte little-endian header length, then the JSON header. Checked before
+    # the suffix: a safetensors file saved as .bin or .pt is still one.
+    if len(start) > 8 and start[8:9] == b"{" and \
+            2 <= int.from_bytes(start[:8], "little") <= path.stat().st_size - 8:
+        return "safetensors"
     kind = _SUFFIX.get(path.suffix.lower())
     if kind:
         return kind
-    if len(start) > 8 and start[8:9] == b"{":
-        return "safetensors"
     raise ValueError(f"{path}: unrecognised format (expected .safetensors, .gguf, .npy, "
                      ".pt/.pth/.bin, an index .json or a model folder)")
 
@@ -147,7 +161,7 @@ def _load_file(path: Path, tensor: Optional[str]) -> Head:
     if kind == "index":
         return _load_index(path, tensor)
     if kind == "torch":
-        sd = _torch_load(path)
+        sd = torch_load(path)
         return _from_state_dict(sd, tensor, path, "torch")
     return _load_safetensors(path, tensor)
 
@@ -286,11 +300,11 @@ def _load_index(index: Path, tensor: Optional[str]) -> Head:
 
     def shape_of(n: str) -> tuple[int, ...]:  # error messages only: reads shard headers
         shard = folder / wmap[n]
-        if shard.suffix == ".safetensors":
+        if _shard_kind(index, shard) == "safetensors":
             with _safe_open(shard) as f:
                 return tuple(f.get_slice(n).get_shape())
         if shard not in loaded:  # one (memory-mapped) load per shard, not one per name
-            loaded[shard] = _torch_load(shard)
+            loaded[shard] = torch_load(shard)
         return tuple(loaded[shard][n].shape)
 
     name, kind = resolve_tensor(names, tensor, str(index), shape_of)
@@ -298,8 +312,8 @@ def _load_index(index: Path, tensor: Optional[str]) -> Head:
     if not shard.is_file():
         raise FileNotFoundError(f"{index}: tensor {name!r} is in shard {wmap[name]!r}, which "
                                 f"does not exist ({shard})")
-    if shard.suffix != ".safetensors":
-        head = _from_state_dict(_torch_load(shard), name, shard, "torch-sharded", names=names)
+    if _shard_kind(index, shard) == "torch":
+        head = _from_state_dict(torch_load(shard), name, shard, "torch-sharded", names=names)
         head.tied, head.tied_reason = _tie_info(kind, name, names, _read_config(folder))
         return head
     with _safe_open(shard) as f:
@@ -311,7 +325,16 @@ def _load_index(index: Path, tensor: Optional[str]) -> Head:
     return _finish(W, shard, name, kind, names, "safetensors-sharded", folder)
 
 
-# --- numpy, torch, in-memory --------------------------------------------------------------
+def _shard_kind(index: Path, shard: Path) -> str:
+    """"safetensors" or "torch", by content (any suffix case); ValueError for anything else."""
+    kind = _sniff(shard)
+    if kind not in ("safetensors", "torch"):
+        raise ValueError(f"{index}: shard {shard.name!r} is a {kind} file; a sharded "
+                         "checkpoint's shards must be safetensors or PyTorch checkpoints")
+    return kind
+
+
+# --- numpy, torch ------------------------------------------------------------------------
 
 def _load_npy(path: Path, tensor: Optional[str]) -> Head:
     try:
@@ -336,111 +359,19 @@ def _load_npy(path: Path, tensor: Optional[str]) -> Head:
                 vocab_source=vsrc, format="npy")
 
 
-def _torch_load(path: Path) -> Any:
-    def load(mmap: bool) -> Any:
-        return torch.load(os.fspath(path), map_location="cpu", weights_only=True, mmap=mmap)
-
-    try:
-        try:
-            return load(True)  # zip checkpoints: memory-mapped, tensors read on demand
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            return load(False)  # legacy (non-zip) format
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    except Exception as exc:  # noqa: BLE001 - UnpicklingError, bad zip, EOF
-        msg = str(exc)
-        if "weights_only" in msg or "Unsupported global" in msg or "Weights only" in msg:
-            raise ValueError(f"{path}: refused: loading it needs unpickling arbitrary Python "
-                             "objects (torch.load weights_only=True failed). Re-save it as a "
-                             "state dict of tensors, or as safetensors.") from None
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
-                         f"{msg.splitlines()[0] if msg else ''}); it may be truncated or "
-                         "corrupt") from None
-
-
-# Keys under which training checkpoints nest the state dict, most common first.
-_WRAPPERS = ("state_dict", "model_state_dict", "model", "module", "ema", "net", "network")
-
-
-def _tensors(obj: dict) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-
-
-def _pick_state_dict(obj: dict, tensor: Optional[str], path: Path):
-    """The (state dict, name, kind) holding the head: the top level first, then a nested dict
-    (``{"model": sd, "step": 5}``, ``{"model_state_dict": sd, "epoch": 3}``)."""
-    nested = [k for k in _WRAPPERS if isinstance(obj.get(k), dict)]
-    nested += [k for k, v in obj.items() if isinstance(v, dict) and k not in nested]
-    cands = [(k, _tensors(obj[k]) if k else _tensors(obj)) for k in [""] + nested]
-    cands = [(k, sd) for k, sd in cands if sd]
-    if not cands:
-        raise ValueError(f"{path}: holds a {type(obj).__name__} with no tensors at its top level "
-                         f"or under {nested or 'any key'}; expected a state dict (name -> "
-                         "tensor)")
-    for _, sd in cands:
-        if names_match(sd, tensor):
-            return (sd, *resolve_tensor(list(sd), tensor, str(path), lambda n: tuple(sd[n].shape)))
-    # Nothing matched: resolve over everything, prefixed by where it sits, so that the error
-    # lists every candidate (or a prefixed tensor= name such as "model.lm_head.weight" works).
-    flat = {f"{k}.{n}" if k else n: t for k, sd in cands for n, t in sd.items()}
-    return (flat, *resolve_tensor(list(flat), tensor, str(path),
-                                  lambda n: tuple(flat[n].shape)))
-
-
 def _from_state_dict(obj: Any, tensor: Optional[str], path: Path, fmt: str,
                      names: Optional[list[str]] = None) -> Head:
+    prefix = ""
     if isinstance(obj, torch.Tensor):  # a file holding one bare tensor: that is the head
         sd, name, kind = {tensor or "<tensor>": obj}, tensor or "<tensor>", "explicit"
     elif isinstance(obj, dict):
-        sd, name, kind = _pick_state_dict(obj, tensor, path)
+        sd, name, kind, prefix = pick_state_dict(obj, tensor, path)
     else:
         raise ValueError(f"{path}: holds a {type(obj).__name__}, not a tensor or a state dict "
                          "(name -> tensor)")
     W = sd[name]
+    shown = f"{prefix}.{name}" if prefix else name  # which copy: "ema.lm_head.weight"
     if W.dim() != 2:
-        raise ValueError(f"{path}: tensor {name!r} has shape {list(W.shape)}; an LM head must "
+        raise ValueError(f"{path}: tensor {shown!r} has shape {list(W.shape)}; an LM head must "
                          "be 2-D (n tokens, m width)")
-    return _finish(W.detach(), path, name, kind, names or list(sd), fmt, path.parent)
-
-
-def _from_array(W: Any) -> Head:
-    if isinstance(W, np.ndarray):
-        if W.dtype.kind != "f":
-            raise ValueError(f"array has dtype {W.dtype}; an LM head must be floating point")
-        W = native_tensor(W)
-    return Head(matrix=W.detach().to("cpu"), source="<tensor>", tensor="<tensor>",
-                dtype=str(W.dtype).replace("torch.", ""), tied=None,
-                tied_reason="an in-memory tensor: tying unknown", format="memory",
-                name="tensor")
-
-
-def _weight(layer: Any) -> Optional[torch.Tensor]:
-    w = getattr(layer, "weight", None) if layer is not None else None
-    return w if isinstance(w, torch.Tensor) else None
-
-
-def _from_module(module: torch.nn.Module) -> Head:
-    get_out: Optional[Callable] = getattr(module, "get_output_embeddings", None)
-    get_in: Optional[Callable] = getattr(module, "get_input_embeddings", None)
-    out = _weight(get_out()) if callable(get_out) else None
-    inp = _weight(get_in()) if callable(get_in) else None
-    if out is None and inp is None:
-        raise ValueError(f"{type(module).__name__}: get_output_embeddings() and "
-                         "get_input_embeddings() give no weight; pass the head tensor instead")
-    W = out if out is not None else inp
-    if out is not None and inp is not None:
-        same = out is inp or (out.data_ptr() == inp.data_ptr() and out.shape == inp.shape)
-        tied, reason = same, ("output and input embeddings share one tensor" if same else
-                              "output embedding is a separate tensor")
-        name = "get_output_embeddings().weight"
-    elif out is not None:
-        tied, reason, name = None, "no input embedding to compare with", \
-            "get_output_embeddings().weight"
-    else:
-        tied, reason, name = True, "no output embedding: using the input embedding", \
-            "get_input_embeddings().weight"
-    return Head(matrix=W.detach().to("cpu"), source="<module>", tensor=name,
-                dtype=str(W.dtype).replace("torch.", ""), tied=tied, tied_reason=reason,
-                format="memory", name=type(module).__name__)
+    return _finish(W.detach(), path, shown, kind, names or list(sd), fmt, path.parent)

@@ -21,6 +21,8 @@ HEAD_PATTERNS = (
 EMBEDDING_PATTERNS = (
     "model.embed_tokens.weight",           # Llama family, Qwen, Gemma, Mistral
     "model.decoder.embed_tokens.weight",   # OPT, BART decoder
+    "language_model.embed_tokens.weight",  # multimodal wrappers (Gemma 3, Mistral 3) in
+                                           # transformers >= 4.52: model.language_model.*
     "transformer.wte.weight",              # GPT-2, MPT, GPT-J
     "wte.weight",                          # GPT-2 original checkpoints
     "gpt_neox.embed_in.weight",            # Pythia input side

@@ -10,6 +10,14 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+# Token ids at or past this are ignored: the largest vocabularies have ~262k tokens, and one
+# corrupt id (1e12) must not allocate a list of that length.
+MAX_TOKEN_ID = 1 << 22
+
+
+def _valid_id(i: Any) -> bool:
+    return isinstance(i, int) and not isinstance(i, bool) and 0 <= i < MAX_TOKEN_ID
+
 
 def _from_tokenizer_json(path: Path) -> Optional[list[str]]:
     data: Any = json.loads(path.read_text(encoding="utf-8"))
@@ -18,14 +26,15 @@ def _from_tokenizer_json(path: Path) -> Optional[list[str]]:
     vocab = model.get("vocab") if isinstance(model, dict) else None
     if isinstance(vocab, dict):
         for tok, i in vocab.items():
-            if isinstance(i, int) and i >= 0:
+            if _valid_id(i):
                 by_id[i] = str(tok)
     elif isinstance(vocab, list):  # Unigram: [[token, score], ...], id = position
-        for i, entry in enumerate(vocab):
+        for i, entry in enumerate(vocab[:MAX_TOKEN_ID]):
             if isinstance(entry, (list, tuple)) and entry:
                 by_id[i] = str(entry[0])
-    for added in (data.get("added_tokens") or []) if isinstance(data, dict) else []:
-        if isinstance(added, dict) and isinstance(added.get("id"), int):
+    added_tokens = data.get("added_tokens") if isinstance(data, dict) else None
+    for added in added_tokens if isinstance(added_tokens, list) else []:
+        if isinstance(added, dict) and _valid_id(added.get("id")):
             by_id[added["id"]] = str(added.get("content", ""))
     if not by_id:
         return None
@@ -50,7 +59,7 @@ def vocab_from_folder(folder: Path) -> tuple[Optional[list[str]], str]:
         if path.is_file():
             try:
                 tokens = parse(path)
-            except (OSError, ValueError, UnicodeDecodeError):
+            except Exception:  # noqa: BLE001 - any malformed file: no vocabulary, not no probe
                 continue
             if tokens:
                 return tokens, str(path)

@@ -1,0 +1,87 @@
+"""PyTorch checkpoints: a safe ``torch.load`` (weights only) and finding the state dict that
+holds the head inside a training checkpoint."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from superkern.probe.names import names_match, resolve_tensor
+
+# Words of torch's weights-only errors that mean "this pickle needs code to load" (a class,
+# a function such as os.system), as opposed to a stream that is not a valid pickle at all.
+_REFUSAL_MARKS = ("unsupported global", "safe_globals", "allowlist")
+
+# Keys under which training checkpoints nest the state dict, most common first.
+WRAPPERS = ("state_dict", "model_state_dict", "model", "module", "ema", "net", "network")
+
+
+def torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)``, memory-mapped when the file allows it.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the pickle needs arbitrary Python objects ("refused"), or the file is not a
+            readable checkpoint (truncated, corrupt, or another format under a torch suffix).
+    """
+    def load(mmap: bool) -> Any:
+        return torch.load(os.fspath(path), map_location="cpu", weights_only=True, mmap=mmap)
+
+    try:
+        try:
+            return load(True)  # zip checkpoints: memory-mapped, tensors read on demand
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            return load(False)  # legacy (non-zip) format
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError, bad zip, EOF, KeyError
+        msg = str(exc)
+        if any(mark in msg.lower() for mark in _REFUSAL_MARKS):
+            raise ValueError(f"{path}: refused: loading it needs unpickling arbitrary Python "
+                             "objects (torch.load weights_only=True failed). Re-save it as a "
+                             "state dict of tensors, or as safetensors.") from None
+        lines = [s.strip() for s in msg.splitlines() if s.strip()]
+        detail = next((s for s in lines if "nsupported" in s), lines[0] if lines else "")
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
+                         f"{detail}); it may be truncated, corrupt or another format") from None
+
+
+def _tensors(obj: dict) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+
+
+def pick_state_dict(obj: dict, tensor: Optional[str], path: Path):
+    """``(state dict, name, kind, prefix)`` of the head inside a checkpoint dict.
+
+    The top level and each nested dict (``{"model": sd, "step": 5}``, ``{"model_state_dict":
+    sd, "epoch": 3}``) are searched; a separate LM head anywhere beats an input embedding,
+    and among equals the top level, then ``WRAPPERS`` order, wins. ``prefix`` is the key of
+    the nested dict ("" at the top level): ``prefix + "." + name`` names the tensor, and works
+    as ``tensor=`` to pick another copy (``ema.lm_head.weight``).
+    """
+    nested = [k for k in WRAPPERS if isinstance(obj.get(k), dict)]
+    nested += [k for k, v in obj.items() if isinstance(v, dict) and k not in nested]
+    cands = [(k, _tensors(obj[k]) if k else _tensors(obj)) for k in [""] + nested]
+    cands = [(k, sd) for k, sd in cands if sd]
+    if not cands:
+        raise ValueError(f"{path}: holds a {type(obj).__name__} with no tensors at its top level "
+                         f"or under {nested or 'any key'}; expected a state dict (name -> "
+                         "tensor)")
+    found = []
+    for k, sd in cands:
+        if names_match(sd, tensor):
+            name, kind = resolve_tensor(list(sd), tensor, str(path), lambda n: tuple(sd[n].shape))
+            found.append((sd, name, kind, k))
+            if tensor is not None or kind == "head":
+                return found[-1]
+    if found:  # input embeddings only
+        return found[0]
+    # Nothing matched: resolve over everything, prefixed by where it sits, so that the error
+    # lists every candidate (or a prefixed tensor= name such as "model.lm_head.weight" works).
+    flat = {f"{k}.{n}" if k else n: t for k, sd in cands for n, t in sd.items()}
+    name, kind = resolve_tensor(list(flat), tensor, str(path), lambda n: tuple(flat[n].shape))
+    return flat, name, kind, ""
