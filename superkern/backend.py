@@ -10,6 +10,7 @@ their failures are kept as strings for ``superkern env``.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
@@ -172,6 +173,20 @@ def resolve(backend: str, tensor: torch.Tensor, *, supported: tuple[str, ...] = 
         raise ValueError(f"backend {backend!r}{where} is not available: {reason}. "
                          f"Usable here for {device.type} tensors: {usable}")
     return backend
+
+
+@contextlib.contextmanager
+def env_named(backend: str, name: str):
+    """Re-raise a ValueError from running backend ``name`` with the variable that chose it,
+    when ``backend`` is "auto" and ``SUPERKERN_BACKEND`` is set: the caller asked for auto
+    and would otherwise not see why ``name`` ran."""
+    try:
+        yield
+    except ValueError as exc:
+        chosen = os.environ.get(ENV_BACKEND) if backend == "auto" else None
+        if not chosen:
+            raise
+        raise ValueError(f"{exc} [backend {name!r} set by {ENV_BACKEND}={chosen}]") from None
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -230,6 +230,10 @@ def test_non_finite_input_is_contained():
         r = _run(X, s, bins=8, topk=5, kernel=kernel)
         assert np.isnan(r["sums"]).all() and int(r["hist"].sum()) == 100 * 99 // 2
         assert np.isnan(r["row_max"][7]) and r["row_arg"][7] == -1 and np.isnan(r["row_sq"][7])
+        # Only NaN overlaps: no pair enters the top-k heaps, an error rather than reading past
+        # the candidates' end.
+        with pytest.raises(RuntimeError, match="0 candidates for k = 3"):
+            _run(np.full((4, 10), np.nan, np.float32), s[:4], topk=3, kernel=kernel)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

@@ -20,6 +20,8 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <vector>
 #ifdef SK_HAVE_OPENMP
 #include <omp.h>
@@ -188,6 +190,9 @@ void merge(const Prob& P, std::vector<std::unique_ptr<Acc>>& accs, int nthreads,
     std::vector<Cand> all;
     all.reserve(P.k * accs.size());
     for (auto& a : accs) all.insert(all.end(), a->top.h.begin(), a->top.h.end());
+    if (static_cast<int64_t>(all.size()) < P.k)  // only NaN overlaps leave a heap short
+      throw std::runtime_error("top-k: " + std::to_string(all.size()) + " candidates for k = " +
+                               std::to_string(P.k) + "; the overlaps are not finite");
     std::partial_sort(all.begin(), all.begin() + P.k, all.end(), better);
     for (int64_t t = 0; t < P.k; ++t) {
       out.topk_vals[t] = all[t].c;

@@ -111,10 +111,11 @@ def row_selection(rows: Any, n: int) -> torch.Tensor | None:
         return torch.zeros(0, dtype=torch.int64)
     if r.dtype.is_floating_point or r.dtype.is_complex:
         raise ValueError(f"rows must be a boolean mask or integer indices, got dtype {r.dtype}")
-    r = r.flatten().to(torch.int64)
-    if r.numel() and (int(r.min()) < 0 or int(r.max()) >= n):
-        raise ValueError(f"rows indices must lie in [0, {n}), got range "
-                         f"[{int(r.min())}, {int(r.max())}]")
+    flat = r.flatten().numpy()  # range checked before int64 would wrap 2^64 - 1 to -1
+    lo, hi = int(flat.min()), int(flat.max())
+    if lo < 0 or hi >= n:
+        raise ValueError(f"rows indices must lie in [0, {n}), got range [{lo}, {hi}]")
+    r = torch.from_numpy(flat.astype(np.int64))
     uniq = torch.unique(r)
     if uniq.numel() != r.numel():
         raise ValueError(f"rows indices contain {r.numel() - uniq.numel()} duplicate(s)")

@@ -68,8 +68,11 @@ def prepare_rows(W: Any, *, rows: Any = None, center: bool = False):
 
 def _compute_operands(X: torch.Tensor, norms: torch.Tensor, precision: str):
     """(X in the compute dtype, fp32 scale). fp16 rows are normalised first: raw rows can
-    overflow fp16's range, unit rows cannot. So are rows whose norm leaves
-    ``overlap_stream.SAFE_NORM``: those the caller counted as a copy (``needs_copy``)."""
+    overflow fp16's range, unit rows cannot. Rows whose norm leaves
+    ``overlap_stream.SAFE_NORM`` (those the caller counted as a copy, ``needs_copy``) are
+    scaled by 2^-e to a norm in [1/2, 1), with 2^e / norm as their scale: a power of two
+    changes no mantissa, so they are rounded to the compute dtype exactly as unscaled rows
+    are (a bf16 head read at bf16 stays exact)."""
     dtype = _COMPUTE_DTYPE[precision]
     if precision == "fp16":
         U = (X.double() / norms[:, None]).to(dtype).contiguous()
@@ -77,11 +80,12 @@ def _compute_operands(X: torch.Tensor, norms: torch.Tensor, precision: str):
     Xc, scale = X.to(dtype).contiguous(), (1.0 / norms).float()
     odd = torch.nonzero(_stream.odd_norms(norms)).flatten()
     if odd.numel():
-        unit = (X[odd].double() / norms[odd, None]).to(dtype)
+        e = torch.frexp(norms[odd]).exponent.double()
+        scaled = torch.ldexp(X[odd].double(), -e[:, None]).to(dtype)
         if Xc.data_ptr() == X.data_ptr():  # never write into the caller's tensor
             Xc = Xc.clone()
-        Xc.index_copy_(0, odd, unit)
-        scale.index_fill_(0, odd, 1.0)
+        Xc.index_copy_(0, odd, scaled)
+        scale.index_copy_(0, odd, (torch.ldexp(torch.ones_like(e), e) / norms[odd]).float())
     return Xc, scale
 
 
@@ -181,31 +185,33 @@ def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False
         name = _backend.resolve("auto", where, supported=usable(streams))
     dtype = _COMPUTE_DTYPE[precision]
     stream_rows = 0
-    if N >= 2:
-        def plan(backend_name: str) -> int:
-            return _stream.plan_block_rows(
-                X, precision, target, dtype, block_rows=block_rows,
-                max_device_bytes=max_device_bytes,
-                extra_elem_bytes=_backend_copy_bytes(backend_name, precision, m), norms=norms)
+    def plan(backend_name: str) -> int:
+        return _stream.plan_block_rows(
+            X, precision, target, dtype, block_rows=block_rows,
+            max_device_bytes=max_device_bytes,
+            extra_elem_bytes=_backend_copy_bytes(backend_name, precision, m), norms=norms)
 
-        stream_rows = plan(name)
-        if stream_rows and name not in _stream.STREAM_BACKENDS and free_auto:
-            # a budget on a CPU target that the compute copy exceeds: stream on another one
-            name = _backend.resolve("auto", where, supported=usable(True))
+    if N >= 2:
+        with _backend.env_named(backend, name):  # an error names SUPERKERN_BACKEND if it chose
             stream_rows = plan(name)
-        if stream_rows and name not in _stream.STREAM_BACKENDS:
-            raise ValueError(
-                f"the ({N}, {m}) head needs block streaming (blocks of {stream_rows} rows), "
-                f"which the {name!r} backend does not implement; use one of "
-                f"{_stream.STREAM_BACKENDS}")
-        if stream_rows:
-            part = _stream.stream_partials(
-                _kernel(name), X, norms, precision=precision, bins=bins, topk=topk,
-                block_rows=stream_rows, device=target, dtype=dtype, operands=_compute_operands)
-        else:
-            Xc, scale = _stream.device_operands(X, norms, precision, target, dtype,
-                                                _compute_operands)
-            part = _kernel(name)(Xc, scale, bins=bins, topk=topk, precision=precision)
+            if stream_rows and name not in _stream.STREAM_BACKENDS and free_auto:
+                # a budget on a CPU target that the compute copy exceeds: stream on another one
+                name = _backend.resolve("auto", where, supported=usable(True))
+                stream_rows = plan(name)
+            if stream_rows and name not in _stream.STREAM_BACKENDS:
+                raise ValueError(
+                    f"the ({N}, {m}) head needs block streaming (blocks of {stream_rows} rows), "
+                    f"which the {name!r} backend does not implement; use one of "
+                    f"{_stream.STREAM_BACKENDS}")
+            if stream_rows:
+                part = _stream.stream_partials(
+                    _kernel(name), X, norms, precision=precision, bins=bins, topk=topk,
+                    block_rows=stream_rows, device=target, dtype=dtype,
+                    operands=_compute_operands)
+            else:
+                Xc, scale = _stream.device_operands(X, norms, precision, target, dtype,
+                                                    _compute_operands)
+                part = _kernel(name)(Xc, scale, bins=bins, topk=topk, precision=precision)
     else:
         part = overlap_partials_torch(X.float(), torch.ones(N), bins=bins, topk=topk)
     if target.type == "cuda":

@@ -97,15 +97,29 @@ def column_mean(X: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tenso
     return total / idx.numel()
 
 
+# Centred fp32 rows whose largest |value| passes this are scaled down by a power of two
+# (exact; cosines do not change): x - mean can leave fp32's range (3e38 - -3e38).
+_FP32_ROW_MAX = 2.0 ** 120
+
+
 def centred(X: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     """X minus the fp64 ``mean`` row: subtracted in fp64 and rounded once, to fp32 (fp64 for
     fp64 X), chunked. Keeping bf16 / fp16 there would round every centred row again, and
-    rounding the mean first would shift every row by the same error."""
+    rounding the mean first would shift every row by the same error. An fp32 row that the
+    subtraction took past 2^120 is scaled by a power of two to fit (its cosines are the same),
+    so no finite head turns into inf here."""
     out = torch.empty(X.shape, device=X.device,
                       dtype=torch.float64 if X.dtype == torch.float64 else torch.float32)
     step = _fp64_rows(X.shape[1])
     for s in range(0, X.shape[0], step):
-        out[s:s + step] = (X[s:s + step].double() - mean).to(out.dtype)
+        d = X[s:s + step].double() - mean
+        if out.dtype == torch.float32:
+            amax = d.abs().amax(dim=1)
+            big = amax > _FP32_ROW_MAX
+            if bool(big.any()):
+                e = torch.frexp(amax[big]).exponent - 120
+                d[big] = torch.ldexp(d[big], -e[:, None].double())
+        out[s:s + step] = d.to(out.dtype)
     return out
 
 

@@ -1,0 +1,71 @@
+"""overlap_stats at the edges of the number formats and of its dispatch: centring that would
+leave fp32's range, exact power-of-two rescaling (a bf16 head stays exact), errors that name
+SUPERKERN_BACKEND when it chose the backend, and unsigned row indices."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import superkern
+from tests.test_overlap import _need, _rand
+from tests.utils import check_against_gold, gold_stats
+
+BACKENDS = ["torch", "cpu", "triton", "cuda"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_centring_huge_finite_fp32_rows_gives_their_true_cosines(backend):
+    """x - mean of finite fp32 rows can pass fp32's maximum (3e38 - -3e38): such rows are
+    scaled by a power of two, never turned into inf (which gave NaN sums, an empty top-k or
+    an index error)."""
+    dev = _need(backend)
+    W = _rand(60, 8, seed=4) * 1e37
+    W[::7, 0] = 3.3e38
+    W[:8:7, 0] = -3.3e38  # two of nine negative: they sit ~3.6e38 below the column mean
+    W = W.float().to(dev)
+    assert torch.isfinite(W).all()
+    Wd = W.double().cpu()
+    assert (Wd - Wd.mean(0)).abs().max() > torch.finfo(torch.float32).max  # the trap
+    gold = gold_stats(Wd, bins=16, center=True)
+    st = superkern.overlap_stats(W, center=True, bins=16, topk=5, per_row=True,
+                                 backend=backend)
+    check_against_gold(st, gold, "fp32", bins=16, topk=5, per_row=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16", "fp16"])
+def test_power_of_two_rescaled_rows_give_identical_results(backend, precision):
+    """Rows with norms outside [2^-40, 2^40] are scaled by 2^-e, not normalised and rounded
+    again: a bf16 head read at bf16 gives bit for bit what the unscaled head gives."""
+    dev = _need(backend)
+    W = torch.randn(200, 64, generator=torch.Generator().manual_seed(11)).bfloat16().to(dev)
+    V = W.clone()
+    V[::2] *= 2.0 ** 41
+    V[1::4] *= 2.0 ** -45
+    got = [superkern.overlap_stats(X, bins=50, topk=7, per_row=True, precision=precision,
+                                   backend=backend) for X in (W, V)]
+    a, b = got
+    for f in ("hist", "row_argmax", "row_max_abs", "row_sum_sq", "topk_values", "topk_pairs"):
+        assert torch.equal(getattr(a, f), getattr(b, f)), f
+    assert (a.mean_cos, a.mean_sq, a.max_pair) == (b.mean_cos, b.mean_sq, b.max_pair)
+
+
+def test_errors_name_the_variable_that_chose_the_backend(monkeypatch):
+    monkeypatch.setenv("SUPERKERN_BACKEND", "cpu")
+    if superkern.backend.available("cpu")["cpu"] is not None:
+        pytest.skip("the cpu extension is not built")
+    with pytest.raises(ValueError, match=r"does not implement.*\[backend 'cpu' set by "
+                                         r"SUPERKERN_BACKEND=cpu\]"):
+        superkern.overlap_stats(torch.randn(300, 8), block_rows=128)
+    with pytest.raises(ValueError, match="does not implement") as err:  # named explicitly
+        superkern.overlap_stats(torch.randn(300, 8), block_rows=128, backend="cpu")
+    assert "SUPERKERN_BACKEND" not in str(err.value)
+
+
+def test_unsigned_row_indices_are_range_checked_before_any_wrap():
+    W = torch.randn(10, 3)
+    with pytest.raises(ValueError, match=r"\[0, 10\), got range \[18446744073709551615, "):
+        superkern.overlap_stats(W, rows=np.array([2 ** 64 - 1], dtype=np.uint64))
+    st = superkern.overlap_stats(W, rows=np.array([1, 2, 9], dtype=np.uint64))
+    assert st.n_used == 3
