@@ -7,6 +7,7 @@ import importlib
 import os
 import select
 import sys
+import warnings
 from typing import Optional, Sequence
 
 # Subcommand modules, in help order. Each defines register(subparsers) -> None and sets
@@ -57,6 +58,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    shown = warnings.formatwarning  # a warning is one line naming the command, as errors are
+    warnings.formatwarning = lambda message, *a, **k: (f"superkern {args.command}: warning: "
+                                                       f"{message}\n")
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError as exc:
@@ -81,6 +85,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "(writes are atomic); a sweep resumes where it stopped when run again.",
               file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = shown
 
 
 if __name__ == "__main__":

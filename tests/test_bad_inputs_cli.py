@@ -55,6 +55,10 @@ def test_sweep_checks_its_weights_folder_before_training(tmp_path):
     ("m = { powers_of_2 = [3, 1] }", "first exponent <= last exponent"),
     ("m = { geomspace = [0, 8, 3] }", "nonzero and of one sign"),
     ("gamma = { linspace = [0, 1, 2.5] }", "count must be a whole number"),
+    ("m = [4]\ngamma = {}", "axis 'gamma': an empty table sets nothing"),
+    ("m = [4]\ngamma = [-1.0, {}]", "axis 'gamma': an empty table sets nothing"),
+    ("m = [4]\ngamma = { linspce = [-1, 1, 5] }",
+     "axis 'gamma': 'linspce' is neither a generator .*linspace.* nor a config field"),
 ])
 def test_bad_grids_name_the_axis(tmp_path, capsys, grid, match):
     toml = tmp_path / "g.toml"
@@ -173,3 +177,21 @@ def test_another_broken_pipe_is_an_error(monkeypatch, capsys):
     monkeypatch.setattr(env_cmd, "run", fail)
     assert main(["env"]) == 2
     assert "Broken pipe (a child process)" in _err(capsys)
+
+
+def test_warnings_are_one_line_naming_the_command(results_file, tmp_path):
+    """A warning reads like an error line ("superkern fit: warning: ..."), without Python's
+    file:line prefix and the echoed source line."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copy(results_file, tmp_path / "results.jsonl")
+    with open(tmp_path / "results.jsonl", "a") as f:
+        f.write("garbage line\n")
+    proc = subprocess.run([sys.executable, "-m", "superkern", "fit", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert warned and all(line.startswith("superkern fit: warning: ") for line in warned), warned
+    assert "skipping an unreadable line" in proc.stderr

@@ -84,11 +84,11 @@ def test_malformed_results_rows_are_left_out(tmp_path):
     good = [_row(m, 2.0 / m) for m in (8, 16, 32)]
     bad = [_row(64, 0.1, m="x"), _row(128, 0.1, n=None), _row(256, 0.1, gamma="steep"),
            _row(512, 0.0), _row(8, 0.1, seed=1.5), dict(_row(16, 0.1, seed=2), geometry=[1]),
-           dict(_row(32, 0.1, seed=3), weights=7)]
+           dict(_row(32, 0.1, seed=3), weights=7), _row(64, 0.1, gamma=None, seed=4)]
     del bad[1]["config"]["m"]
     path = tmp_path / "results.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in good + bad))
-    with pytest.warns(UserWarning, match=r"left out 7 row.s. .*not > 0, or malformed"):
+    with pytest.warns(UserWarning, match=r"left out 8 row.s. .*not > 0, or malformed"):
         res = load_results(path)
     assert sorted(r.m for r in res.runs) == [8, 16, 32]
     from superkern.analysis import fit_report

@@ -115,3 +115,26 @@ def test_figures_take_one_grid_and_the_right_runs(results_file):
     runs, note = _strong_grid(ctx, lambda r: True)  # Figs. 6c, 6d, 15, 16
     assert {r.n for r in runs} == {100} and all(r.gamma < 0 for r in runs)
     assert "runs of other grids left out" in note
+
+
+def test_cells_of_several_grids_are_told_apart_in_legends_and_tables(results_file):
+    """The folder holds runs at n = 100, 200 and 256: fig1's legend entries, fig4a's bars and the
+    unlearned-loss rows name n where two cells would otherwise read the same."""
+    import matplotlib.pyplot as plt
+
+    from superkern.analysis.fig_scaling import fig1, fig4a
+    from superkern.analysis.figures import Context
+    from superkern.analysis.scaling import unlearned_table
+    from superkern.analysis.tables import load_results
+
+    ctx = Context(load_results(results_file), n_boot=0, use_weights=False)
+    for make in (fig1, fig4a):
+        fig = make(ctx)
+        for ax in fig.axes:
+            texts = ([t.get_text().split(":")[0] for t in ax.get_legend().get_texts()]
+                     if ax.get_legend() else [t.get_text() for t in ax.get_xticklabels()])
+            assert len(texts) == len(set(texts)), (make.__name__, texts)  # cells, not fits
+        plt.close(fig)
+    rows = unlearned_table(ctx.results)  # weak runs: the small grid and the large model
+    assert all(", n=" in r.label for r in rows)
+    assert len({r.label.rsplit("n=", 1)[-1] for r in rows}) >= 2, sorted({r.label for r in rows})

@@ -90,3 +90,24 @@ def test_repair_drops_only_the_partial_last_line(tmp_path, good_rows, tail_bytes
         assert store.repair() == 0  # nothing left to drop
     store.append({"run_id": "next"})
     assert json.loads(path.read_text().splitlines()[-1]) == {"run_id": "next"}
+
+
+def test_diverged_models_are_counted_in_the_summary(tmp_path):
+    """A model whose loss went non-finite is stored (its row says diverged) and the summary
+    says how many, as ``superkern train`` does: a sweep must not look clean when it is not."""
+    fake = make_fake()
+
+    def train(configs, device=None, progress=None):
+        results = fake(configs, device=device, progress=progress)
+        for r in results[::3]:  # as a ToyResult stores one: no loss, and the flag
+            row = dict(r.to_dict(), final_loss=None, diverged=True)
+            r.to_dict = lambda row=row: row
+        return results
+
+    configs = small_configs()
+    summary = run_sweep(configs, tmp_path, train_fn=train, progress=False, max_instances=4,
+                        save_weights=False)
+    rows = read_jsonl(tmp_path / "results.jsonl")
+    want = sum(bool(r.get("diverged")) for r in rows)
+    assert want > 0 and summary.diverged == want
+    assert f", {want} diverged (non-finite loss" in summary.text()

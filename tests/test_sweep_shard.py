@@ -20,7 +20,7 @@ from tests.sweep_fakes import make_fake, small_configs
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_shard_and_devices_arguments_are_checked():
+def test_shard_and_devices_arguments_are_checked(tmp_path, capsys):
     from superkern.sweep.shard import parse_shard, resolve_devices
 
     assert parse_shard("2/4") == (2, 4) and parse_shard(" 1 / 1 ") == (1, 1)
@@ -33,6 +33,15 @@ def test_shard_and_devices_arguments_are_checked():
         resolve_devices("cpu,tpu")
     with pytest.raises(ValueError, match="no device"):
         resolve_devices(" , ")
+    with pytest.raises(ValueError, match="an empty entry in 'cpu,,cpu'"):
+        resolve_devices("cpu,,cpu")
+    from superkern.cli import main as cli_main
+
+    # --devices '' (an unset shell variable) is an error, not a silent unsharded run
+    assert cli_main(["sweep", "small", "--quick", "--devices", "", "--out",
+                     str(tmp_path / "o")]) == 2
+    assert "--devices: no device in ''" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
     import torch
 
     seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -219,3 +228,24 @@ def test_a_shard_runs_once_and_only_on_its_siblings_grid(tmp_path):
     # Another N is another split: allowed, and it only trains what is missing.
     s = run_sweep(configs[:-1], tmp_path, train_fn=make_fake(), progress=False, shard=(1, 3))
     assert s.trained == s.total > 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="folder locks use POSIX flock")
+def test_an_unsharded_run_never_shares_its_folder(tmp_path):
+    """Two unsharded runs on one folder, or one beside shards, would each train every model
+    they see missing: the second fails at once. Shards share the folder with each other."""
+    from superkern.sweep.shard import hold_folder
+
+    configs = small_configs()
+    with hold_folder(tmp_path, sharded=False):  # an unsharded run in progress
+        for shard in (None, (1, 2)):
+            with pytest.raises(ValueError, match="already running on"):
+                run_sweep(configs, tmp_path, train_fn=make_fake(), progress=False, shard=shard)
+    assert not list(tmp_path.glob("results*.jsonl"))  # refused before anything was trained
+    with hold_folder(tmp_path, sharded=True):  # a shard in progress
+        with pytest.raises(ValueError, match="another sweep .* is already running"):
+            run_sweep(configs, tmp_path, train_fn=make_fake(), progress=False)
+        s = run_sweep(configs, tmp_path, train_fn=make_fake(), progress=False, shard=(2, 2))
+        assert s.trained == s.total > 0
+    s = run_sweep(configs, tmp_path, train_fn=make_fake(), progress=False)  # released
+    assert s.trained + s.skipped == len(configs)

@@ -9,7 +9,7 @@ import numpy as np
 
 from superkern.analysis.figures import Context, MissingData, figure, footer
 from superkern.analysis.scaling import CellFit, unlearned_table
-from superkern.analysis.tables import dist_label, one_grid, run_grid
+from superkern.analysis.tables import one_grid, run_grid
 from superkern.analysis.weights import cached_stats
 
 
@@ -116,6 +116,12 @@ def _panel_cells(cells: Sequence[CellFit], gamma: float, k: int = 8) -> list[Cel
     return [c for c in sel if c.cell.get("dist") != "power" or c.alpha in keep_alpha]
 
 
+def _without_gamma(label: str) -> str:
+    """A cell's label (with n, steps, ... where cells of several grids need them) less its
+    gamma, which the panel's title gives."""
+    return ", ".join(p for p in label.split(", ") if not p.startswith("gamma="))
+
+
 @figure("fig1", "Loss vs model width at weak and strong superposition (Fig. 1b, 1d)")
 def fig1(ctx: Context):
     cells = plain_cells(ctx)
@@ -132,7 +138,8 @@ def fig1(ctx: Context):
             m = np.array(c.m)
             ax.errorbar(m, c.loss_mean, yerr=np.nan_to_num(c.loss_std), fmt="o", ms=4,
                         color=col, capsize=2,
-                        label=f"{dist_label(c.cell)}: alpha_m={f.alpha_m:.2f}+-{f.stderr:.2g}")
+                        label=f"{_without_gamma(c.label)}: alpha_m={f.alpha_m:.2f}"
+                              f"+-{f.stderr:.2g}")
             mu = np.array(f.m_used)
             ax.plot(mu, f.predict(mu), "-", color=col, lw=1.2, alpha=0.8)
         ax.set_xscale("log")
@@ -156,7 +163,7 @@ def fig4a(ctx: Context):
     labels, vals, colors = [], [], []
     for name, g in panels:
         for c in _panel_cells(cells, g, k=4):
-            labels.append(f"{dist_label(c.cell)}\n{name.split()[0]}")
+            labels.append(f"{_without_gamma(c.label)}\n{name.split()[0]}")
             vals.append(c.fit.r2)
             colors.append("tab:red" if g < 0 else "tab:blue")
     if not vals:

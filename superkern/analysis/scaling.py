@@ -176,13 +176,15 @@ def unlearned_table(results: Results | list[Run], weak_only: bool = True) -> lis
     """Measured loss vs the unlearned-feature prediction, per run (gamma > 0 when
     ``weak_only``)."""
     runs = results.runs if isinstance(results, Results) else results
+    several_n = len({r.n for r in runs}) > 1  # grids of several n in one folder: say which
     out = []
-    for r in sorted(runs, key=lambda r: (r.gamma, r.dist, r.alpha, r.m, r.seed)):
+    for r in sorted(runs, key=lambda r: (r.gamma, r.dist, r.alpha, r.n, r.m, r.seed)):
         if weak_only and r.gamma <= 0:
             continue
         if not math.isfinite(r.phi_half):
             continue
-        out.append(UnlearnedRow(run_id=r.run_id, label=dist_label(r.config), gamma=r.gamma,
+        label = f"{dist_label(r.config)}, n={r.n}" if several_n else dist_label(r.config)
+        out.append(UnlearnedRow(run_id=r.run_id, label=label, gamma=r.gamma,
                                 m=r.m, phi_half=r.phi_half, loss=r.final_loss,
                                 predicted=engine.unlearned_loss(r.config, r.phi_half),
                                 predicted_integral=engine.unlearned_loss_integral(

@@ -136,6 +136,8 @@ def _usable(row: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
             return False
         if "seed" in cfg and not whole(cfg["seed"]):
             return False
+        if "gamma" in cfg and cfg["gamma"] is None:  # may be absent (0), never null
+            return False
         for key in ("gamma", "alpha", "E", "lr", "lr_b", "density_s"):
             v = cfg.get(key)
             if v is not None and (isinstance(v, bool) or not math.isfinite(float(v))):

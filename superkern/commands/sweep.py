@@ -75,13 +75,13 @@ def run(args) -> int:
     shard = None
     if args.shard is not None:
         shard = sw.parse_shard(args.shard)
-        if args.devices:
+        if args.devices is not None:
             raise ValueError("--shard and --devices do not combine: --devices starts shards "
                              "1..N itself")
-    if args.devices and args.device:
+    if args.devices is not None and args.device:
         raise ValueError("--device and --devices do not combine: --devices gives each "
                          "shard its device")
-    if args.devices and not args.dry_run:
+    if args.devices is not None and not args.dry_run:
         from superkern.sweep.shard import resolve_devices, run_local_shards
 
         devices = resolve_devices(args.devices)
@@ -120,8 +120,8 @@ def run(args) -> int:
             print(f"{out}{part}: {done} already done, {pending} to train in {len(todo)} "
                   f"launch(es); {len(lack)} finished model(s) without a test loss, {saved} "
                   "of them with saved weights to evaluate")
-        count = shard[1] if shard else (len(resolve_devices(args.devices)) if args.devices
-                                        else 0)
+        count = shard[1] if shard else (len(resolve_devices(args.devices))
+                                        if args.devices is not None else 0)
         if count:
             parts = partition(configs, count)
             grand = sum(model_cost(c) for part in parts for c in part) or 1.0

@@ -166,8 +166,25 @@ def _axis_values(name: str, spec: Any) -> list[Any]:
     if isinstance(spec, list):
         if not spec:
             raise ValueError(f"axis {name!r} is empty")
+        for v in spec:
+            _check_fields_table(name, v)
         return [_clean(v) for v in spec]
+    _check_fields_table(name, spec)
     return [_clean(spec)]
+
+
+def _check_fields_table(name: str, value: Any) -> None:
+    """A table as an axis value sets several config fields at once ({lr = 0.1, m = 4}); an
+    empty one would set nothing, and a misspelt generator would pass for a field."""
+    if not isinstance(value, dict):
+        return
+    gens = ", ".join(_GENERATORS)
+    if not value:
+        raise ValueError(f"axis {name!r}: an empty table sets nothing; give a value, a list "
+                         f"of values or a generator table ({gens})")
+    if len(value) == 1 and ALIASES.get(k := next(iter(value)), k) not in engine.config_fields():
+        raise ValueError(f"axis {name!r}: {k!r} is neither a generator ({gens}) nor a config "
+                         "field")
 
 
 # Generator tables: {kind = [arguments]}; each must give 1 to MAX_AXIS_VALUES values.

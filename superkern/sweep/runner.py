@@ -22,8 +22,8 @@ from superkern._atomic import check_target
 from superkern.sweep import engine
 from superkern.sweep.backfill import add_test_losses
 from superkern.sweep.grid import Launch, check_max_instances, group_configs
-from superkern.sweep.shard import (RESULTS_NAME, claim_shard, parse_shard, results_files,
-                                   shard_configs, shard_results_name)
+from superkern.sweep.shard import (RESULTS_NAME, claim_shard, hold_folder, parse_shard,
+                                   results_files, shard_configs, shard_results_name)
 from superkern.sweep.store import ResultsStore, atomic_write_text, utc_now
 
 WEIGHTS_DIR = "weights"
@@ -47,9 +47,13 @@ class SweepSummary:
     seconds: float = 0.0
     failed: list[str] = field(default_factory=list)
     shard: Optional[tuple[int, int]] = None
+    diverged: int = 0  # of the models trained here: loss or W non-finite (fits leave them out)
 
     def text(self) -> str:
         failed = f", {len(self.failed)} launch(es) failed" if self.failed else ""
+        if self.diverged:
+            failed += (f", {self.diverged} diverged (non-finite loss; stored, left out of "
+                       "fits)")
         part = f" (shard {self.shard[0]}/{self.shard[1]})" if self.shard else ""
         tested = (f" ({self.tested} given a test loss from their saved weights)"
                   if self.tested else "")
@@ -257,6 +261,7 @@ def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = 
         check_target(out / WEIGHTS_DIR, is_dir=True, option="the weights folder")
     out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
+        stack.enter_context(hold_folder(out, sharded=shard is not None))
         if shard is not None:
             # Refuses a second process on this shard and a grid other than its siblings'.
             stack.enter_context(claim_shard(out, shard, configs))
@@ -325,8 +330,10 @@ def _run(configs: list[Any], out: Path, *, experiment: str,
                 if save_weights and hasattr(result, "save"):
                     saved = result.save(out / WEIGHTS_DIR)
                     weights = _relative(saved, out) if saved else None
-                store.append(make_row(result, experiment=experiment, weights=weights,
-                                      launch=info, device=device, vers=vers))
+                row = make_row(result, experiment=experiment, weights=weights, launch=info,
+                               device=device, vers=vers)
+                store.append(row)
+                summary.diverged += bool(row.get("diverged"))
             summary.trained += len(launch.configs)
             summary.launches += 1
             bar.finish_launch(launch.steps, len(launch.configs))

@@ -119,6 +119,30 @@ def grid_hash(configs: Sequence[Any]) -> str:
 
 
 @contextlib.contextmanager
+def hold_folder(out: Path, sharded: bool) -> Iterator[None]:
+    """Hold sweep folder ``out`` for a run: an unsharded run alone (an exclusive lock on
+    ``out/.sweep.lock``), shards side by side (a shared one). A second unsharded run, or an
+    unsharded run beside shards, would train the same models again; it fails at once.
+
+    Raises:
+        ValueError: the folder is held in a way this run cannot share.
+    """
+    fd = os.open(out / ".sweep.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if sharded else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            except OSError:
+                what = ("an unsharded sweep is" if sharded else
+                        "another sweep (unsharded, or --shard processes) is")
+                raise ValueError(f"{what} already running on {out}; stop it first, or wait for "
+                                 "it (an unsharded run never shares its folder)") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
 def claim_shard(out: Path, shard: tuple[int, int], configs: Sequence[Any]) -> Iterator[None]:
     """Hold shard ``(K, N)`` of the grid ``configs`` in folder ``out`` for a run.
 
@@ -182,9 +206,11 @@ def resolve_devices(spec: str) -> list[str]:
                              "--devices cpu,cpu for CPU shards, or --dry-run --shard 1/N to "
                              "preview an N-way split)")
         return [f"cuda:{i}" for i in range(count)]
-    devices = [d.strip() for d in spec.split(",") if d.strip()]
-    if not devices:
+    devices = [d.strip() for d in spec.split(",")]
+    if not any(devices):
         raise ValueError(f"--devices: no device in {spec!r}")
+    if not all(devices):
+        raise ValueError(f"--devices: an empty entry in {spec!r} (a doubled or trailing comma?)")
     for d in devices:
         m = re.fullmatch(r"cuda(?::(\d+))?", d)
         if d == "cpu":
