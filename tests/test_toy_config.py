@@ -85,6 +85,10 @@ def test_to_dict_round_trip():
     (dict(preset=None, m=5, n=10, steps=10), "batch is required"),
     (dict(preset=None, n=3, m=2, steps=1, batch=1, dist=(0.5, 0.5, 0.5)), "sums to 1.5"),
     (dict(preset=None, n=3, m=2, steps=1, batch=1, dist=(0.5, 0.5)), "2 entries but n=3"),
+    (dict(preset=None, n=3, m=2, steps=1, batch=1, dist=(1.000000001, 0.0, 0.0),
+          E=1.000000001), r"p\[0\] .* = 1.000000001 > 1 .*explicit\); every p_i must be <= 1"),
+    (dict(preset=None, n=8, m=2, steps=1, batch=1, alpha=0.0, E=20.0),
+     r"= 2.5 > 1 with E=20 \(dist=power, alpha=0.0\); lower E or alpha"),
 ])
 def test_bad_configs_raise_with_numbers(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -157,3 +157,31 @@ def test_interpreter_flag_is_latched_when_the_kernels_are_defined():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0 and "refused" in out.stdout, out.stderr[-2000:]
+
+
+def test_entry_capacity_follows_p_not_its_address():
+    """The per-group entry capacity is cached per p. A p whose memory once held another p
+    (same address, in-place version 0) must get its own: the earlier, smaller E's cap drops
+    entries of the larger E's batches (NaN losses, truncated gradients)."""
+    import numpy as np
+
+    import superkern.triton.toy as T
+    from superkern.triton._toy_sample import nnz_cap_from_p
+
+    buf = np.full((1, 32), 1.0 / 32, dtype=np.float32)  # E = 1
+    small = T._auto_cap(torch.from_numpy(buf), 32)
+    buf[:] = 6.0 / 32  # E = 6 in the same memory, no torch version bump
+    p = torch.from_numpy(buf)
+    assert p.data_ptr() == buf.ctypes.data and p._version == 0
+    assert T._auto_cap(p, 32) == nnz_cap_from_p(p, 32) > small
+
+
+def test_a_run_after_another_trains_as_it_does_alone():
+    from superkern.toy import train
+
+    a = ToyConfig(preset=None, backend="triton", n=32, m=4, batch=32, steps=4, log_every=1)
+    c = a.replace(E=6.0, alpha=0.0)
+    alone = train(c, device=DEV)
+    train(a, device=DEV)
+    after = train(c, device=DEV)
+    assert not after.diverged and after.curve == alone.curve

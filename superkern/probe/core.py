@@ -35,7 +35,8 @@ from superkern.probe.gram import set_moments
 from superkern.probe.loaders import load_head
 from superkern.probe.progress import Stages
 from superkern.probe.report import OverlapBlock, ProbeReport
-from superkern.probe.rowsel import as_index, duplicate_groups, parse_rows, sample_rows
+from superkern.probe.rowsel import (as_index, duplicate_groups, parse_rows, sample_rows,
+                                    sampled_mean_abs_se)
 from superkern.probe.verdict import superposition_verdict
 
 # Rows per secondary tiled pass on a CPU (keeps the default run short): the compiled kernel
@@ -266,10 +267,11 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
     def tiled(key: str, Wx: torch.Tensor, idx: torch.Tensor, *, main: bool) -> None:
         title = sets[key][0] if key in sets else "centred (column mean removed)"
         ex = exact[key]
-        stats, sampled = None, False
+        stats, sampled, se = None, False, None
         if not main and key in sets and idx.numel() == nz_idx.numel():
             # Same nonzero rows as the main pass (e.g. every norm > 1): reuse its result.
             stats, sampled = blocks["all"].stats, blocks["all"].sampled
+            se = blocks["all"].mean_abs_se
             if "all" in samples:
                 samples[key] = samples["all"]
         elif ex["n_used"] >= 2:
@@ -281,9 +283,12 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
                                   rows=None if run_idx.numel() == n else run_idx,
                                   precision=precision, backend=backend, device=dev)
             samples[key] = run_idx
+            if sampled:
+                se = sampled_mean_abs_se(Wx, run_idx, ex["n_used"], seed + len(blocks))
             _timed(timings, "tiled", t1)
         blocks[key] = OverlapBlock(key=key, title=title, rows=int(idx.numel()), m=m, exact=ex,
-                                   stats=stats, sampled=sampled, centred=key == "centred")
+                                   stats=stats, sampled=sampled, centred=key == "centred",
+                                   mean_abs_se=se if sampled else None)
 
     with bar.stage("main"):
         tiled("all", Wd, keep_idx, main=True)

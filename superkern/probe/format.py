@@ -39,13 +39,21 @@ def _overlap_rows(d: dict) -> list[list[str]]:
     for b in d["overlaps"].values():
         t = b.get("tiled") or {}
         mark = "*" if t.get("sampled") else ""
+        se = b.get("mean_abs_se")
+        mean_abs = _f(b.get("mean_abs")) + (f" +- {se:.1g}" if se is not None else "")
         rows.append([b["title"], f"{b['rows_used']}{mark}", _f(float(b["pairs"]), 3),
-                     _f(b.get("mean_abs")), _f(b["mean_sq"]), _f(b["m_mean_sq"], 3),
+                     mean_abs, _f(b["mean_sq"]), _f(b["m_mean_sq"], 3),
                      _f(t.get("var_abs")), _f(b.get("max_abs"), 3), _f(b["welch_bound"], 3)])
     m = d["rows"]["m"]
     rows.append([f"random unit vectors (m={m})", "", "", _f(baselines.random_mean_abs(m)),
                  _f(1.0 / m), "1", _f(baselines.random_var_abs(m)), "", ""])
     return rows
+
+
+def _in_sample(tiled: dict) -> str:
+    """How the largest pairs were found: " in a sample of S rows" when the pass was sampled
+    (the head's own largest may be larger and other pairs)."""
+    return f" in a sample of {tiled['rows']} rows" if tiled.get("sampled") else ""
 
 
 _OVERLAP_HEAD = ["rows", "N", "pairs", "mean|c|", "mean c^2", "m*mean c^2", "var|c|",
@@ -92,14 +100,17 @@ def format_table(report) -> str:
     out += _grid(_OVERLAP_HEAD, _overlap_rows(d))
     if any((b.get("tiled") or {}).get("sampled") for b in d["overlaps"].values()):
         out.append(f"  * mean|c|, var|c| and max|c| on a seeded random sample of "
-                   f"{d['run']['sample']} rows of that set")
+                   f"{d['run']['sample']} rows of that set: mean|c| +- its standard error; "
+                   "max|c| a lower bound")
     main = d["overlaps"]["all"].get("tiled") or {}
+    within = _in_sample(main)
     if main.get("max_pair"):
         i, j = main["max_pair"]
         a, b = (_tok(t) for t in main["max_tokens"])
-        out += ["", f"Largest |c| = {_f(main['max_abs'])} between rows {i} {a} and {j} {b}"]
+        out += ["", f"Largest |c|{within} = {_f(main['max_abs'])} between rows {i} {a} and "
+                    f"{j} {b}"]
     if main.get("topk"):
-        out.append(f"Top {len(main['topk'])} pairs by |c|:")
+        out.append(f"Top {len(main['topk'])} pairs by |c|{within}:")
         out += _grid(["c", "i", "j", "token i", "token j"],
                      [[f"{p['cos']:+.4f}", str(p["i"]), str(p["j"]), _tok(p["tokens"][0]),
                        _tok(p["tokens"][1])] for p in main["topk"]])
@@ -133,10 +144,12 @@ def format_markdown(report) -> str:
     md += ["| " + " | ".join(r) + " |" for r in _overlap_rows(d)]
     if any((b.get("tiled") or {}).get("sampled") for b in d["overlaps"].values()):
         md += ["", "\\* mean\\|c\\|, var\\|c\\|, max\\|c\\| on a seeded sample of "
-                   f"{d['run']['sample']} rows; mean c^2 exact over all rows."]
+                   f"{d['run']['sample']} rows (mean\\|c\\| ± its standard error; max\\|c\\| a "
+                   "lower bound); mean c^2 exact over all rows."]
     main = d["overlaps"]["all"].get("tiled") or {}
     if main.get("topk"):
-        md += ["", "## Most overlapping pairs", "", "| c | i | j | token i | token j |",
+        md += ["", f"## Most overlapping pairs{_in_sample(main)}", "",
+               "| c | i | j | token i | token j |",
                "|---:|---:|---:|---|---|"]
         md += [f"| {p['cos']:+.4f} | {p['i']} | {p['j']} | {_md_tok(p['tokens'][0])} | "
                f"{_md_tok(p['tokens'][1])} |" for p in main["topk"]]

@@ -51,6 +51,7 @@ class OverlapBlock:
     stats: Optional[OverlapStats] = None
     sampled: bool = False
     centred: bool = False
+    mean_abs_se: Optional[float] = None  # standard error of a sampled mean |c|
 
     @property
     def n_used(self) -> int:
@@ -96,7 +97,12 @@ class OverlapBlock:
                  "tokens": [token(int(i)), token(int(j))]}
                 for (i, j), c in zip(s.topk_pairs.tolist(), s.topk_values.tolist())]
         out["tiled"] = tiled
+        # The tiled statistics below come from the sample when "sampled": mean_abs with its
+        # standard error, max_abs a lower bound on the set's.
+        out["sampled"] = self.sampled
+        out["sample_rows"] = s.n_used if self.sampled else None
         out["mean_abs"] = _num(s.mean_abs)
+        out["mean_abs_se"] = _num(self.mean_abs_se) if self.sampled else None
         out["mean_abs_over_random"] = _num(s.mean_abs / ea)
         out["max_abs"] = _num(s.max_abs)
         out["max_over_welch"] = _num(s.max_abs / self.welch) if self.welch > 0 else None

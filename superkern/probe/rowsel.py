@@ -121,3 +121,39 @@ def as_index(rows: Optional[Any], n: int) -> Optional[torch.Tensor]:
     if isinstance(rows, (torch.Tensor, np.ndarray)):
         rows = torch.as_tensor(rows).flatten().tolist()
     return parse_rows(rows, n, "rows")
+
+
+def sampled_mean_abs_se(W: torch.Tensor, sample: torch.Tensor, population: int, seed: int,
+                        probe_rows: int = 256, chunk: int = 2048) -> float:
+    """Standard error of mean |c| over the pairs of a row sample, as an estimate of the
+    mean over all pairs of the ``population`` rows it was drawn from.
+
+    The sample mean is a U-statistic of degree 2, so (Hoeffding) its variance is
+    ``4 (S-2) / (S (S-1)) s1 + 2 / (S (S-1)) s2`` with s1 the variance over rows of a row's
+    mean |c| and s2 the variance of |c| over pairs; sampling without replacement scales it by
+    ``1 - S / population``. s1 and s2 are estimated from ``probe_rows`` sampled rows against
+    the whole sample (about probe_rows / S of the sampled pass's work), s1 less the noise of
+    estimating each row mean from S - 1 pairs. Zero rows take no part (as in the pass).
+    """
+    rows = W[sample.to(W.device)].float()
+    rows = rows[torch.linalg.vector_norm(rows, dim=1) > 0]
+    S = rows.shape[0]
+    if S < 3:
+        return float("nan")
+    U = torch.nn.functional.normalize(rows, dim=1)
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(S, generator=g)[:min(probe_rows, S)].to(U.device)
+    A = U[pick]
+    sums = torch.zeros(A.shape[0], dtype=torch.float64, device=U.device)
+    sq = torch.zeros_like(sums)
+    for s in range(0, S, chunk):
+        C = (A @ U[s:s + chunk].T).abs().double()
+        sums += C.sum(1)
+        sq += (C * C).sum(1)
+    sums -= 1.0  # each probe row met itself once, |c| = 1
+    sq -= 1.0
+    row_mean = sums / (S - 1)
+    s2 = float((sq.sum() / (A.shape[0] * (S - 1))) - (sums.sum() / (A.shape[0] * (S - 1))) ** 2)
+    s1 = max(0.0, float(row_mean.var()) - s2 / (S - 1)) if A.shape[0] > 1 else 0.0
+    var = 4 * (S - 2) / (S * (S - 1)) * s1 + 2 / (S * (S - 1)) * max(s2, 0.0)
+    return (var * max(0.0, 1.0 - S / population)) ** 0.5

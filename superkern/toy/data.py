@@ -103,10 +103,11 @@ def toy_probabilities(spec: Union[Any, tuple]) -> torch.Tensor:
             p = p * E
     if bool((p > 1.0 + _P_ROUNDING).any()):
         i = int(torch.nonzero(p > 1.0 + _P_ROUNDING)[0])
+        named = isinstance(dist, str)
         raise ValueError(
-            f"feature frequency p[{i}] (feature {i + 1} of n={n}) = {float(p[i]):.6g} > 1 "
-            f"with E={float(p.sum()):.6g} (dist={dist if isinstance(dist, str) else 'explicit'}"
-            f", alpha={alpha}); lower E or alpha")
+            f"feature frequency p[{i}] (feature {i + 1} of n={n}) = {float(p[i]):.10g} > 1 "
+            f"with E={float(p.sum()):.10g} (dist={dist if named else 'explicit'}"
+            + (f", alpha={alpha}); lower E or alpha" if named else "); every p_i must be <= 1"))
     return p.clamp_(max=1.0)
 
 

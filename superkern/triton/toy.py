@@ -16,6 +16,7 @@ Layout of the work and the numerics: ``_toy_fused`` (padded width <= 128), ``_to
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Optional
 
 import torch
@@ -114,14 +115,21 @@ def toy_nnz_cap(p: torch.Tensor, batch: int) -> int:
 
 
 def _auto_cap(p: torch.Tensor, batch: int) -> int:
-    # One host sync per distinct p. A stale entry (another p at the same address and version)
-    # can only make the cap too small, which the loss reports as NaN, never silently.
-    key = (p.data_ptr(), p._version, tuple(p.shape), str(p.device), batch)
-    if key not in _cap_cache:
-        if len(_cap_cache) > 64:
-            _cap_cache.clear()
-        _cap_cache[key] = nnz_cap_from_p(p, batch)
-    return _cap_cache[key]
+    """:func:`toy_nnz_cap` with one host sync per p tensor (and in-place version) and batch.
+
+    Keyed on the tensor object itself, held by a weak reference: a later p that reuses a freed
+    one's memory (same address, version 0) is another key. Keyed on the address, it got the
+    earlier p's cap, too small for a larger E: entries dropped, NaN losses.
+    """
+    key = (id(p), batch)
+    hit = _cap_cache.get(key)
+    if hit is not None and hit[0]() is p and hit[1] == p._version:
+        return hit[2]
+    if len(_cap_cache) > 64:
+        _cap_cache.clear()
+    cap = nnz_cap_from_p(p, batch)
+    _cap_cache[key] = (weakref.ref(p), p._version, cap)
+    return cap
 
 
 def toy_loss_grad_triton(W: torch.Tensor, b: torch.Tensor, p: torch.Tensor,
