@@ -184,9 +184,9 @@ def env_named(backend: str, name: str):
         yield
     except ValueError as exc:
         chosen = os.environ.get(ENV_BACKEND) if backend == "auto" else None
-        if not chosen:
+        if chosen in (None, "", "auto"):  # auto chose: nothing to blame
             raise
-        raise ValueError(f"{exc} [backend {name!r} set by {ENV_BACKEND}={chosen}]") from None
+        raise ValueError(f"{exc} [backend {name!r} set by {ENV_BACKEND}={chosen}]") from exc
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

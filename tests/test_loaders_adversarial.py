@@ -134,12 +134,25 @@ def test_meta_tensors_are_a_clear_error():
         superkern.overlap_stats(meta)
 
 
-def test_nested_checkpoints_prefer_a_head_anywhere_and_name_the_copy(tmp_path):
+def test_nested_checkpoints_search_the_model_first_and_name_the_copy(tmp_path):
+    """The top level and the usual wrappers (model, state_dict, ema, ...) come first; other
+    nested dicts only when those hold nothing. An embedding chosen while another dict holds
+    an LM head is not called tied (it names the head instead)."""
     E, H, H2 = _rand(30, 6, seed=1), _rand(30, 6, seed=2), _rand(30, 6, seed=3)
     torch.save({"model.embed_tokens.weight": E, "extra": {"lm_head.weight": H}},
                tmp_path / "a.pt")
     h = superkern.load_head(tmp_path / "a.pt")
-    assert h.tensor == "extra.lm_head.weight" and h.tied is False and torch.equal(h.matrix, H)
+    assert h.tensor == "model.embed_tokens.weight" and torch.equal(h.matrix, E)
+    assert h.tied is None and "'extra.lm_head.weight' elsewhere" in h.tied_reason
+    h = superkern.load_head(tmp_path / "a.pt", tensor="extra.lm_head.weight")
+    assert h.tied is False and torch.equal(h.matrix, H)
+    torch.save({"model": {"transformer.wte.weight": E},  # two heads in an auxiliary dict
+                "heads": {"a.lm_head.weight": H, "b.lm_head.weight": H2}}, tmp_path / "c.pt")
+    h = superkern.load_head(tmp_path / "c.pt")
+    assert h.tensor == "model.transformer.wte.weight" and h.tied is None
+    torch.save({"student": {"transformer.wte.weight": E}, "teacher": {"lm_head.weight": H}},
+               tmp_path / "d.pt")  # no model dict: a head beats an embedding, named
+    assert superkern.load_head(tmp_path / "d.pt").tensor == "teacher.lm_head.weight"
     torch.save({"model": {"lm_head.weight": H}, "ema": {"lm_head.weight": H2}}, tmp_path / "b.pt")
     h = superkern.load_head(tmp_path / "b.pt")
     assert h.tensor == "model.lm_head.weight" and torch.equal(h.matrix, H)

@@ -3,6 +3,8 @@ leave fp32's range, exact power-of-two rescaling (a bf16 head stays exact), erro
 SUPERKERN_BACKEND when it chose the backend, and unsigned row indices."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -61,6 +63,8 @@ def test_errors_name_the_variable_that_chose_the_backend(monkeypatch):
     with pytest.raises(ValueError, match="does not implement") as err:  # named explicitly
         superkern.overlap_stats(torch.randn(300, 8), block_rows=128, backend="cpu")
     assert "SUPERKERN_BACKEND" not in str(err.value)
+    monkeypatch.setenv("SUPERKERN_BACKEND", "auto")  # "auto" chooses freely, as unset does
+    assert superkern.overlap_stats(torch.randn(300, 8), block_rows=128).backend != "cpu"
 
 
 def test_unsigned_row_indices_are_range_checked_before_any_wrap():
@@ -69,3 +73,26 @@ def test_unsigned_row_indices_are_range_checked_before_any_wrap():
         superkern.overlap_stats(W, rows=np.array([2 ** 64 - 1], dtype=np.uint64))
     st = superkern.overlap_stats(W, rows=np.array([1, 2, 9], dtype=np.uint64))
     assert st.n_used == 3
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_fp64_rows_at_the_ends_of_the_range_stay_finite(backend):
+    """Norms of 2^1023 and more, or subnormal: the power-of-two scaling goes in two halves
+    (2^1024 itself is inf in fp64), so the results equal the unscaled rows' (bit for bit for
+    the exact 2^1022 multiple; subnormal rows keep only the bits they have)."""
+    _need(backend)
+    base = torch.randn(6, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    base[0] *= 1.5 / float(base[0].norm())
+    W = base.clone()
+    W[0] *= 2.0 ** 1023  # norm ~1.5 * 2^1023 = 1.3e308 (frexp exponent 1024)
+    W[1] = base[1] / float(base[1].norm()) * 1e-309  # subnormal values
+    want = superkern.overlap_stats(base, backend=backend, topk=15, per_row=True)
+    got = superkern.overlap_stats(W, backend=backend, topk=15, per_row=True)
+    assert torch.isfinite(W).all()
+    assert torch.frexp(superkern.row_norm_stats(W).norms[0]).exponent == 1024
+    assert got.n_zero == 0 and math.isfinite(got.mean_sq) and math.isfinite(got.mean_abs)
+    assert torch.isfinite(got.row_max_abs).all()
+    assert got.mean_sq == pytest.approx(want.mean_sq, rel=1e-3)
+    only0 = superkern.overlap_stats(W[[0, 2, 3]], backend=backend, bins=8, per_row=True)
+    ref0 = superkern.overlap_stats(base[[0, 2, 3]], backend=backend, bins=8, per_row=True)
+    assert torch.equal(only0.row_max_abs, ref0.row_max_abs) and only0.mean_sq == ref0.mean_sq

@@ -249,3 +249,24 @@ def test_an_unsharded_run_never_shares_its_folder(tmp_path):
         assert s.trained == s.total > 0
     s = run_sweep(configs, tmp_path, train_fn=make_fake(), progress=False)  # released
     assert s.trained + s.skipped == len(configs)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="folder locks use POSIX flock")
+def test_a_file_system_without_locks_warns_and_runs(tmp_path, monkeypatch):
+    """flock failing for another reason than a holder (ENOLCK on some network file systems)
+    is not "already running": the run warns and goes on, unprotected."""
+    import errno
+    import fcntl
+    from types import SimpleNamespace
+
+    import superkern.sweep.shard as sh
+
+    def no_locks(fd, mode):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    # the folder lock's view of fcntl only (the results file keeps its own lock)
+    monkeypatch.setattr(sh, "fcntl", SimpleNamespace(
+        flock=no_locks, LOCK_SH=fcntl.LOCK_SH, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB))
+    with pytest.warns(UserWarning, match="cannot lock the sweep folder .*No locks available"):
+        s = run_sweep(small_configs(), tmp_path, train_fn=make_fake(), progress=False)
+    assert s.trained == s.total > 0

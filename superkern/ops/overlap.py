@@ -54,7 +54,7 @@ def prepare_rows(W: Any, *, rows: Any = None, center: bool = False):
     idx = torch.arange(n, dtype=torch.int64) if sel is None else sel
     check_finite(X, index=idx, n_total=n)  # only the rows that take part must be finite
     if center and X.shape[0]:
-        X = _stream.centred(X, _stream.column_mean(X))  # one fp32 (fp64) copy
+        X = _stream.centred(X, _stream.column_mean(X))[0]  # one fp32 (fp64) copy
     norms = _stream.row_norms(X)
     if X.dtype == torch.float64:  # only fp64 rows can have norms beyond fp64
         _stream.check_norms_finite(norms, idx)
@@ -80,12 +80,12 @@ def _compute_operands(X: torch.Tensor, norms: torch.Tensor, precision: str):
     Xc, scale = X.to(dtype).contiguous(), (1.0 / norms).float()
     odd = torch.nonzero(_stream.odd_norms(norms)).flatten()
     if odd.numel():
-        e = torch.frexp(norms[odd]).exponent.double()
-        scaled = torch.ldexp(X[odd].double(), -e[:, None]).to(dtype)
+        mant, e = torch.frexp(norms[odd])  # norm = mant 2^e, mant in [1/2, 1)
+        scaled = _stream.times_pow2(X[odd].double(), -e[:, None]).to(dtype)
         if Xc.data_ptr() == X.data_ptr():  # never write into the caller's tensor
             Xc = Xc.clone()
         Xc.index_copy_(0, odd, scaled)
-        scale.index_copy_(0, odd, (torch.ldexp(torch.ones_like(e), e) / norms[odd]).float())
+        scale.index_copy_(0, odd, (1.0 / mant).float())  # = 2^e / norm
     return Xc, scale
 
 
@@ -175,7 +175,7 @@ def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False
     # one that streams when streaming is asked for (block_rows; max_device_bytes on a GPU),
     # not triton for more bins than its shared-memory histogram holds.
     streams = block_rows is not None or (max_device_bytes is not None and target.type == "cuda")
-    free_auto = backend == "auto" and not os.environ.get(_backend.ENV_BACKEND)
+    free_auto = backend == "auto" and os.environ.get(_backend.ENV_BACKEND, "") in ("", "auto")
 
     def usable(streaming: bool) -> tuple[str, ...]:
         return tuple(b for b in (_stream.STREAM_BACKENDS if streaming else _backend.BACKENDS)

@@ -102,25 +102,35 @@ def column_mean(X: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tenso
 _FP32_ROW_MAX = 2.0 ** 120
 
 
-def centred(X: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """X minus the fp64 ``mean`` row: subtracted in fp64 and rounded once, to fp32 (fp64 for
-    fp64 X), chunked. Keeping bf16 / fp16 there would round every centred row again, and
-    rounding the mean first would shift every row by the same error. An fp32 row that the
-    subtraction took past 2^120 is scaled by a power of two to fit (its cosines are the same),
-    so no finite head turns into inf here."""
+def times_pow2(x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """x 2^e, exact (no rounding unless the result itself leaves the format's range):
+    ``ldexp`` forms 2^e first, which overflows for |e| > 1023, so this takes two halves."""
+    half = torch.div(e, 2, rounding_mode="floor")
+    return torch.ldexp(torch.ldexp(x, half.to(x.dtype)), (e - half).to(x.dtype))
+
+
+def centred(X: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(C, shift)``: X minus the fp64 ``mean`` row, subtracted in fp64 and rounded once, to
+    fp32 (fp64 for fp64 X), chunked. Keeping bf16 / fp16 there would round every centred row
+    again, and rounding the mean first would shift every row by the same error. An fp32 row
+    that the subtraction took past 2^120 is scaled by 2^-shift to fit (its cosines are the
+    same; its norm is ``2^shift`` times C's), so no finite head turns into inf here; shift is
+    0 for every other row."""
     out = torch.empty(X.shape, device=X.device,
                       dtype=torch.float64 if X.dtype == torch.float64 else torch.float32)
+    shift = torch.zeros(X.shape[0], dtype=torch.int64, device=X.device)
     step = _fp64_rows(X.shape[1])
     for s in range(0, X.shape[0], step):
         d = X[s:s + step].double() - mean
         if out.dtype == torch.float32:
             amax = d.abs().amax(dim=1)
-            big = amax > _FP32_ROW_MAX
-            if bool(big.any()):
-                e = torch.frexp(amax[big]).exponent - 120
-                d[big] = torch.ldexp(d[big], -e[:, None].double())
+            big = torch.nonzero(amax > _FP32_ROW_MAX).flatten()
+            if big.numel():
+                e = torch.frexp(amax[big]).exponent.long() - 120
+                d[big] = times_pow2(d[big], -e[:, None])
+                shift[s + big] = e
         out[s:s + step] = d.to(out.dtype)
-    return out
+    return out, shift
 
 
 def _chunk_rows(m: int) -> int:

@@ -249,9 +249,10 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
             mean = _stream.column_mean(Wd, nz_idx)
             exact["centred"] = set_moments(Wd, {"centred": nz_idx}, centre=mean,
                                            device=dev)["centred"]
-            Wc = _stream.centred(Wd, mean)  # all n rows shifted; only nz_idx are read
+            Wc, shift = _stream.centred(Wd, mean)  # all n rows shifted; only nz_idx are read
             rc = torch.full((n,), math.nan, dtype=torch.float64)
-            rc[nz_idx] = _stream.row_norms(Wc)[nz_idx.to(Wc.device)].cpu()
+            sel = nz_idx.to(Wc.device)
+            rc[nz_idx] = _stream.times_pow2(_stream.row_norms(Wc)[sel], shift[sel]).cpu()
     _timed(timings, "exact", t0)
     frequency = None
     if full is not None:

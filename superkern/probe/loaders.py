@@ -361,11 +361,11 @@ def _load_npy(path: Path, tensor: Optional[str]) -> Head:
 
 def _from_state_dict(obj: Any, tensor: Optional[str], path: Path, fmt: str,
                      names: Optional[list[str]] = None) -> Head:
-    prefix = ""
+    prefix, elsewhere = "", []
     if isinstance(obj, torch.Tensor):  # a file holding one bare tensor: that is the head
         sd, name, kind = {tensor or "<tensor>": obj}, tensor or "<tensor>", "explicit"
     elif isinstance(obj, dict):
-        sd, name, kind, prefix = pick_state_dict(obj, tensor, path)
+        sd, name, kind, prefix, elsewhere = pick_state_dict(obj, tensor, path)
     else:
         raise ValueError(f"{path}: holds a {type(obj).__name__}, not a tensor or a state dict "
                          "(name -> tensor)")
@@ -374,4 +374,9 @@ def _from_state_dict(obj: Any, tensor: Optional[str], path: Path, fmt: str,
     if W.dim() != 2:
         raise ValueError(f"{path}: tensor {shown!r} has shape {list(W.shape)}; an LM head must "
                          "be 2-D (n tokens, m width)")
-    return _finish(W.detach(), path, shown, kind, names or list(sd), fmt, path.parent)
+    head = _finish(W.detach(), path, shown, kind, names or list(sd), fmt, path.parent)
+    if kind == "embedding" and elsewhere:  # the model's dict has no head; another dict does
+        head.tied, head.tied_reason = None, (
+            f"input embedding of the model's state dict; {elsewhere[0]!r} elsewhere in the "
+            f"checkpoint is an LM head (tensor={elsewhere[0]!r} takes it): tying unknown")
+    return head

@@ -125,21 +125,24 @@ def as_index(rows: Optional[Any], n: int) -> Optional[torch.Tensor]:
 
 def sampled_mean_abs_se(W: torch.Tensor, sample: torch.Tensor, population: int, seed: int,
                         probe_rows: int = 256, chunk: int = 2048) -> float:
-    """Standard error of mean |c| over the pairs of a row sample, as an estimate of the
-    mean over all pairs of the ``population`` rows it was drawn from.
+    """Standard error of mean |c| over the pairs of a row sample of size S, drawn without
+    replacement, as an estimate of the mean over all pairs of the ``population`` (N) rows.
 
-    The sample mean is a U-statistic of degree 2, so (Hoeffding) its variance is
-    ``4 (S-2) / (S (S-1)) s1 + 2 / (S (S-1)) s2`` with s1 the variance over rows of a row's
-    mean |c| and s2 the variance of |c| over pairs; sampling without replacement scales it by
-    ``1 - S / population``. s1 and s2 are estimated from ``probe_rows`` sampled rows against
-    the whole sample (about probe_rows / S of the sampled pass's work), s1 less the noise of
-    estimating each row mean from S - 1 pairs. Zero rows take no part (as in the pass).
+    The sample mean is a U-statistic of degree 2. Drawn without replacement, its variance is
+    ``4 (N-S) / (S (N-1)) s1 + 2 (N-S) (N-S-1) / (S (S-1) (N-2) (N-3)) t`` with s1 the
+    variance over rows of a row's mean |c| (over the other N - 1 rows), s2 the variance of |c|
+    over pairs and t = s2 - 2 s1. s1 and s2 are estimated from ``probe_rows`` sampled rows
+    against the whole sample (about probe_rows / S of the sampled pass's work); each probe
+    row's mean comes from S - 1 of its N - 1 partners, whose noise (s2 f / (S-1), f =
+    (N-S)/(N-2)) is taken out of s1. Zero rows take no part (as in the pass).
     """
     rows = W[sample.to(W.device)].float()
     rows = rows[torch.linalg.vector_norm(rows, dim=1) > 0]
-    S = rows.shape[0]
+    S, N = rows.shape[0], int(population)
     if S < 3:
         return float("nan")
+    if S >= N:
+        return 0.0  # the whole set: no sampling error
     U = torch.nn.functional.normalize(rows, dim=1)
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(S, generator=g)[:min(probe_rows, S)].to(U.device)
@@ -152,8 +155,12 @@ def sampled_mean_abs_se(W: torch.Tensor, sample: torch.Tensor, population: int, 
         sq += (C * C).sum(1)
     sums -= 1.0  # each probe row met itself once, |c| = 1
     sq -= 1.0
-    row_mean = sums / (S - 1)
-    s2 = float((sq.sum() / (A.shape[0] * (S - 1))) - (sums.sum() / (A.shape[0] * (S - 1))) ** 2)
-    s1 = max(0.0, float(row_mean.var()) - s2 / (S - 1)) if A.shape[0] > 1 else 0.0
-    var = 4 * (S - 2) / (S * (S - 1)) * s1 + 2 / (S * (S - 1)) * max(s2, 0.0)
-    return (var * max(0.0, 1.0 - S / population)) ** 0.5
+    k, pairs = A.shape[0], A.shape[0] * (S - 1)
+    s2 = max(0.0, float(sq.sum() / pairs - (sums.sum() / pairs) ** 2))
+    f = (N - S) / (N - 2)
+    spread = float((sums / (S - 1)).var()) if k > 1 else 0.0
+    s1 = max(0.0, (spread - s2 * f / (S - 1)) / (1.0 - f / (S - 1)))
+    t = max(0.0, s2 - 2.0 * s1)
+    var = (4.0 * (N - S) / (S * (N - 1)) * s1
+           + 2.0 * (N - S) * (N - S - 1) / (S * (S - 1) * (N - 2) * (N - 3)) * t)
+    return var ** 0.5

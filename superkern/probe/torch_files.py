@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import torch
 
-from superkern.probe.names import names_match, resolve_tensor
+from superkern.probe.names import has_head, names_match, resolve_tensor
 
 # Words of torch's weights-only errors that mean "this pickle needs code to load" (a class,
 # a function such as os.system), as opposed to a stream that is not a valid pickle at all.
@@ -55,33 +55,48 @@ def _tensors(obj: dict) -> dict[str, torch.Tensor]:
 
 
 def pick_state_dict(obj: dict, tensor: Optional[str], path: Path):
-    """``(state dict, name, kind, prefix)`` of the head inside a checkpoint dict.
+    """``(state dict, name, kind, prefix, heads elsewhere)`` of the head in a checkpoint dict.
 
-    The top level and each nested dict (``{"model": sd, "step": 5}``, ``{"model_state_dict":
-    sd, "epoch": 3}``) are searched; a separate LM head anywhere beats an input embedding,
-    and among equals the top level, then ``WRAPPERS`` order, wins. ``prefix`` is the key of
-    the nested dict ("" at the top level): ``prefix + "." + name`` names the tensor, and works
-    as ``tensor=`` to pick another copy (``ema.lm_head.weight``).
+    The model's own state dict is searched first: the top level and the usual wrappers
+    (``{"model": sd, "step": 5}``, ``{"model_state_dict": sd, "epoch": 3}``, ``WRAPPERS``
+    order); other nested dicts (``{"teacher": sd}``, ``{"extra": {...}}``) only when those
+    hold nothing that matches. Within a tier a separate LM head beats an input embedding, and
+    among equals the first wins. ``prefix`` is the key of the nested dict ("" at the top
+    level): ``prefix + "." + name`` names the tensor, and works as ``tensor=`` to pick another
+    copy (``ema.lm_head.weight``). ``heads elsewhere``: LM-head names (prefixed) in the other
+    dicts, when an input embedding was chosen (its tying is then unknown).
     """
-    nested = [k for k in WRAPPERS if isinstance(obj.get(k), dict)]
-    nested += [k for k, v in obj.items() if isinstance(v, dict) and k not in nested]
-    cands = [(k, _tensors(obj[k]) if k else _tensors(obj)) for k in [""] + nested]
-    cands = [(k, sd) for k, sd in cands if sd]
+    wrapped = [k for k in WRAPPERS if isinstance(obj.get(k), dict)]
+    others = [k for k, v in obj.items() if isinstance(v, dict) and k not in wrapped]
+    cands = {k: _tensors(obj[k]) if k else _tensors(obj) for k in [""] + wrapped + others}
+    cands = {k: sd for k, sd in cands.items() if sd}
     if not cands:
         raise ValueError(f"{path}: holds a {type(obj).__name__} with no tensors at its top level "
-                         f"or under {nested or 'any key'}; expected a state dict (name -> "
-                         "tensor)")
-    found = []
-    for k, sd in cands:
-        if names_match(sd, tensor):
-            name, kind = resolve_tensor(list(sd), tensor, str(path), lambda n: tuple(sd[n].shape))
+                         f"or under {wrapped + others or 'any key'}; expected a state dict "
+                         "(name -> tensor)")
+    for tier in ([k for k in [""] + wrapped if k in cands], [k for k in others if k in cands]):
+        found = []
+        for k in tier:
+            sd = cands[k]
+            if not names_match(sd, tensor):
+                continue
+            try:
+                name, kind = resolve_tensor(list(sd), tensor, str(path),
+                                            lambda n, sd=sd: tuple(sd[n].shape))
+            except ValueError:
+                if found:  # an ambiguity further on does not undo a match
+                    continue
+                raise
             found.append((sd, name, kind, k))
             if tensor is not None or kind == "head":
-                return found[-1]
-    if found:  # input embeddings only
-        return found[0]
+                return (*found[-1], [])
+        if found:
+            chosen = found[0][3]
+            elsewhere = [f"{k}.{n}" if k else n for k, sd in cands.items() if k != chosen
+                         for n in sd if has_head([n])]
+            return (*found[0], elsewhere)
     # Nothing matched: resolve over everything, prefixed by where it sits, so that the error
     # lists every candidate (or a prefixed tensor= name such as "model.lm_head.weight" works).
-    flat = {f"{k}.{n}" if k else n: t for k, sd in cands for n, t in sd.items()}
+    flat = {f"{k}.{n}" if k else n: t for k, sd in cands.items() for n, t in sd.items()}
     name, kind = resolve_tensor(list(flat), tensor, str(path), lambda n: tuple(flat[n].shape))
-    return flat, name, kind, ""
+    return flat, name, kind, "", []

@@ -19,11 +19,13 @@ the output folder. There is no coordinator and nothing to lock between shards:
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
 import socket
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -129,17 +131,31 @@ def hold_folder(out: Path, sharded: bool) -> Iterator[None]:
     """
     fd = os.open(out / ".sweep.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, (fcntl.LOCK_SH if sharded else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-            except OSError:
-                what = ("an unsharded sweep is" if sharded else
-                        "another sweep (unsharded, or --shard processes) is")
-                raise ValueError(f"{what} already running on {out}; stop it first, or wait for "
-                                 "it (an unsharded run never shares its folder)") from None
+        mode = 0 if fcntl is None else fcntl.LOCK_SH if sharded else fcntl.LOCK_EX
+        if not _try_lock(fd, mode, out):
+            what = ("an unsharded sweep is" if sharded else
+                    "another sweep (unsharded, or --shard processes) is")
+            raise ValueError(f"{what} already running on {out}; stop it first, or wait for "
+                             "it (an unsharded run never shares its folder)")
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _try_lock(fd: int, mode: int, out: Path) -> bool:
+    """``flock(fd, mode)`` without waiting: False when another process holds it. A file
+    system without locks (ENOLCK, ENOTSUP, ...) warns and counts as taken: the run goes on
+    unprotected, as on a platform without fcntl."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        warnings.warn(f"{out}: cannot lock the sweep folder ({exc}); running without "
+                      "protection against a second run on it", stacklevel=3)
+    return True
 
 
 @contextlib.contextmanager
@@ -159,13 +175,11 @@ def claim_shard(out: Path, shard: tuple[int, int], configs: Sequence[Any]) -> It
     lock_path = out / f".shard-{k}-of-{n}.lock"
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
+        if not _try_lock(fd, fcntl.LOCK_EX if fcntl else 0, out):
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            raise ValueError(f"shard {k}/{n} is already running on {out} (held by "
+                             f"{holder}); stop it first, or wait for it")
         if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-                raise ValueError(f"shard {k}/{n} is already running on {out} (held by "
-                                 f"{holder}); stop it first, or wait for it") from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         for p in sorted(out.glob(f"sweep.shard-*-of-{n}.json")):
