@@ -185,6 +185,7 @@ def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False
         name = _backend.resolve("auto", where, supported=usable(streams))
     dtype = _COMPUTE_DTYPE[precision]
     stream_rows = 0
+
     def plan(backend_name: str) -> int:
         return _stream.plan_block_rows(
             X, precision, target, dtype, block_rows=block_rows,

@@ -136,14 +136,16 @@ def sampled_mean_abs_se(W: torch.Tensor, sample: torch.Tensor, population: int, 
     row's mean comes from S - 1 of its N - 1 partners, whose noise (s2 f / (S-1), f =
     (N-S)/(N-2)) is taken out of s1. Zero rows take no part (as in the pass).
     """
-    rows = W[sample.to(W.device)].float()
-    rows = rows[torch.linalg.vector_norm(rows, dim=1) > 0]
-    S, N = rows.shape[0], int(population)
+    U = W[sample.to(W.device)].float()  # the sample's rows, normalised in place below
+    norms = torch.linalg.vector_norm(U, dim=1)
+    if not bool((norms > 0).all()):
+        U, norms = U[norms > 0], norms[norms > 0]
+    S, N = U.shape[0], int(population)
     if S < 3:
         return float("nan")
     if S >= N:
         return 0.0  # the whole set: no sampling error
-    U = torch.nn.functional.normalize(rows, dim=1)
+    U.div_(norms[:, None])
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(S, generator=g)[:min(probe_rows, S)].to(U.device)
     A = U[pick]
