@@ -289,7 +289,7 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
             _timed(timings, "tiled", t1)
         blocks[key] = OverlapBlock(key=key, title=title, rows=int(idx.numel()), m=m, exact=ex,
                                    stats=stats, sampled=sampled, centred=key == "centred",
-                                   mean_abs_se=se if sampled else None)
+                                   mean_abs_se=se)
 
     with bar.stage("main"):
         tiled("all", Wd, keep_idx, main=True)

@@ -8,6 +8,7 @@ Every user error is a ValueError or FileNotFoundError naming the path and what i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -297,10 +298,11 @@ def _load_index(index: Path, tensor: Optional[str]) -> Head:
     folder = index.parent
 
     loaded: dict[Path, Any] = {}
+    kind_of = functools.cache(lambda shard: _shard_kind(index, shard))  # one sniff per shard
 
     def shape_of(n: str) -> tuple[int, ...]:  # error messages only: reads shard headers
         shard = folder / wmap[n]
-        if _shard_kind(index, shard) == "safetensors":
+        if kind_of(shard) == "safetensors":
             with _safe_open(shard) as f:
                 return tuple(f.get_slice(n).get_shape())
         if shard not in loaded:  # one (memory-mapped) load per shard, not one per name
@@ -312,7 +314,7 @@ def _load_index(index: Path, tensor: Optional[str]) -> Head:
     if not shard.is_file():
         raise FileNotFoundError(f"{index}: tensor {name!r} is in shard {wmap[name]!r}, which "
                                 f"does not exist ({shard})")
-    if _shard_kind(index, shard) == "torch":
+    if kind_of(shard) == "torch":
         head = _from_state_dict(torch_load(shard), name, shard, "torch-sharded", names=names)
         head.tied, head.tied_reason = _tie_info(kind, name, names, _read_config(folder))
         return head
