@@ -151,6 +151,35 @@ def test_resume_skips_done_and_rows_match_schema(tmp_path):
 
 
 
+def test_resume_reads_results_once_and_names_lost_weights(tmp_path, monkeypatch):
+    """A resume reads each results file once (the plan and the test-loss backfill share the
+    rows), and a finished model whose weights file is gone is named in a warning: its row is
+    kept and it is not retrained."""
+    import superkern.sweep.shard as shard_mod
+
+    configs = small_configs()
+    calls: list = []
+    run_sweep(configs[:6], tmp_path, train_fn=make_fake(calls=calls), progress=False)
+    rows = read_jsonl(tmp_path / "results.jsonl")
+    (tmp_path / rows[2]["weights"]).unlink()
+    reads: list = []
+    real = shard_mod.read_jsonl
+    monkeypatch.setattr(shard_mod, "read_jsonl",
+                        lambda path, **kw: reads.append(Path(path).name) or real(path, **kw))
+    with pytest.warns(UserWarning, match=r"1 finished model\(s\) have lost their saved "
+                      r"weights \(first: " + rows[2]["weights"].replace(".", r"\.")):
+        s = run_sweep(configs, tmp_path, train_fn=make_fake(calls=calls), progress=False)
+    assert reads == ["results.jsonl"]
+    assert (s.skipped, s.trained) == (6, len(configs) - 6)
+    stored = [r["run_id"] for r in read_jsonl(tmp_path / "results.jsonl")]
+    assert stored.count(rows[2]["run_id"]) == 1
+    with warnings.catch_warnings():  # without saving weights, lost ones are not news
+        warnings.simplefilter("error")
+        run_sweep(configs, tmp_path, train_fn=make_fake(calls=calls), progress=False,
+                  save_weights=False)
+
+
+
 def test_group_by_reaches_the_trainer(tmp_path):
     """``group_by`` (argument or ``[sweep]`` option) is passed to the trainer; None leaves
     the trainer's protocol (and train_many's default, "bucket") untouched."""

@@ -108,12 +108,14 @@ def run(args) -> int:
         if sw.results_files(out):  # what a run into that folder would do now
             from superkern.sweep.backfill import untested
             from superkern.sweep.runner import plan
-            from superkern.sweep.shard import shard_configs
+            from superkern.sweep.shard import shard_configs, stored_rows
 
             mine = shard_configs(configs, shard) if shard else configs
-            todo, done = plan(mine, out, max_instances=max_inst, device=args.device)
+            stored = stored_rows(out)
+            todo, done = plan(mine, out, max_instances=max_inst, device=args.device,
+                              stored=stored)
             pending = sum(len(lz.configs) for lz in todo)
-            lack = [row for _, row in untested(mine, out)]
+            lack = [row for _, row in untested(mine, out, stored)]
             saved = sum(1 for row in lack if isinstance(row.get("weights"), str)
                         and (out / row["weights"]).is_file())
             part = f" (shard {shard[0]}/{shard[1]})" if shard else ""

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from superkern.sweep import engine
-from superkern.sweep.shard import results_files
-from superkern.sweep.store import ResultsStore, read_jsonl, utc_now
+from superkern.sweep.shard import stored_rows
+from superkern.sweep.store import ResultsStore, utc_now
 
 
 def _test_batches(row: dict[str, Any]) -> int:
@@ -47,21 +47,21 @@ def _finished(row: dict[str, Any]) -> bool:
     return math.isfinite(loss) and not row.get("diverged")
 
 
-def untested(configs: Sequence[Any], out: Path) -> list[tuple[Any, dict[str, Any]]]:
+def untested(configs: Sequence[Any], out: Path,
+             stored: Optional[dict[str, list[dict[str, Any]]]] = None,
+             ) -> list[tuple[Any, dict[str, Any]]]:
     """``(config, first stored row)`` of every model of ``configs`` that asks for test batches,
     is stored in a results file of ``out`` with a finite final loss, and has no row evaluated
-    on test batches."""
-    rows: dict[str, list[dict[str, Any]]] = {}
-    for path in results_files(out):
-        for row in read_jsonl(path, warn=False):
-            if isinstance(row.get("config"), dict):
-                rows.setdefault(str(row.get("run_id", "")), []).append(row)
+    on test batches. ``stored``: the folder's :func:`~superkern.sweep.shard.stored_rows`, if
+    already read."""
+    if stored is None:
+        stored = stored_rows(out)
     todo = []
     for c in configs:
-        stored = rows.get(engine.run_id(c))
-        if (c.test_batches > 0 and stored and _finished(stored[0])
-                and max(_test_batches(r) for r in stored) < 1):
-            todo.append((c, stored[0]))
+        rows = [r for r in stored.get(engine.run_id(c), ()) if isinstance(r.get("config"), dict)]
+        if (c.test_batches > 0 and rows and _finished(rows[0])
+                and max(_test_batches(r) for r in rows) < 1):
+            todo.append((c, rows[0]))
     return todo
 
 
@@ -88,13 +88,14 @@ def _warn(out: Path, count: int, why: str) -> None:
 
 def add_test_losses(configs: Sequence[Any], out: Path, store: ResultsStore, *,
                     device: Optional[str], max_instances: int, vers: dict[str, Any],
-                    evaluate: Optional[Callable[..., list]] = None) -> int:
+                    evaluate: Optional[Callable[..., list]] = None,
+                    stored: Optional[dict[str, list[dict[str, Any]]]] = None) -> int:
     """Evaluate the :func:`untested` models of ``configs`` from their saved weights and append
     one row each to ``store``; returns how many got a row. Never raises for a model or a
     chunk of them: problems become warnings. ``vers``: the versions recorded with the
     evaluation; ``evaluate`` defaults to ``superkern.toy.evaluate_test_losses`` (injected by
-    tests)."""
-    todo = untested(configs, out)
+    tests); ``stored``: the folder's rows, if already read."""
+    todo = untested(configs, out, stored)
     if not todo:
         return 0
     dev = engine.resolve_device(device)

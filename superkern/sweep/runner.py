@@ -23,7 +23,7 @@ from superkern.sweep import engine
 from superkern.sweep.backfill import add_test_losses
 from superkern.sweep.grid import Launch, check_max_instances, group_configs
 from superkern.sweep.shard import (RESULTS_NAME, claim_shard, hold_folder, parse_shard,
-                                   results_files, shard_configs, shard_results_name)
+                                   shard_configs, shard_results_name, stored_rows)
 from superkern.sweep.store import ResultsStore, atomic_write_text, utc_now
 
 WEIGHTS_DIR = "weights"
@@ -183,20 +183,17 @@ def unique_configs(configs: Sequence[Any]) -> tuple[list[Any], int]:
 
 
 def done_ids(out_dir: Path) -> set[str]:
-    """run ids stored in any results file of the folder (``results.jsonl`` and the shards').
-    Quiet about a partial last line: another shard may be writing it right now (a sweep
-    repairs its own file before reading)."""
-    done: set[str] = set()
-    for path in results_files(out_dir):
-        done |= ResultsStore(path).done_ids(warn=False)
-    return done
+    """run ids stored in any results file of the folder (see :func:`stored_rows`)."""
+    return set(stored_rows(out_dir))
 
 
 def plan(configs: Sequence[Any], out_dir: Path, *, max_instances: int,
-         device: Optional[str]) -> tuple[list[Launch], int]:
+         device: Optional[str],
+         stored: Optional[dict[str, list[dict[str, Any]]]] = None,
+         ) -> tuple[list[Launch], int]:
     """Launches still to run for ``configs`` (already de-duplicated) and the number of them
-    already done in ``out_dir``."""
-    done = done_ids(out_dir)
+    already done in ``out_dir`` (``stored``: its :func:`stored_rows`, if already read)."""
+    done = stored_rows(out_dir) if stored is None else stored
     pending = [c for c in configs if engine.run_id(c) not in done]
     return (group_configs(pending, max_instances=max_instances, device=device),
             len(configs) - len(pending))
@@ -283,8 +280,12 @@ def _run(configs: list[Any], out: Path, *, experiment: str,
     results_path = out / (RESULTS_NAME if shard is None else shard_results_name(shard))
     store = ResultsStore(results_path)
     store.repair()
-    launches, skipped = plan(configs, out, max_instances=max_instances, device=device)
+    stored = stored_rows(out)  # read once: the plan and the test-loss backfill share it
+    launches, skipped = plan(configs, out, max_instances=max_instances, device=device,
+                             stored=stored)
     summary = SweepSummary(str(results_path), total=len(configs), skipped=skipped, shard=shard)
+    if save_weights:
+        _warn_lost_weights(configs, out, stored)
     if manifest is not None:
         atomic_write_text(out / "sweep.json", json.dumps(
             _with_history(out / "sweep.json", manifest), indent=2))
@@ -292,7 +293,7 @@ def _run(configs: list[Any], out: Path, *, experiment: str,
     t_start = time.perf_counter()
     # before the launches, so that what is stored is complete first; never raises for a model
     summary.tested = add_test_losses(configs, out, store, device=device,
-                                     max_instances=max_instances, vers=vers)
+                                     max_instances=max_instances, vers=vers, stored=stored)
     if not launches:
         summary.seconds = time.perf_counter() - t_start
         return summary
@@ -344,6 +345,20 @@ def _run(configs: list[Any], out: Path, *, experiment: str,
         bar.close()
         summary.seconds = time.perf_counter() - t_start
     return summary
+
+
+def _warn_lost_weights(configs: Sequence[Any], out: Path,
+                       stored: dict[str, list[dict[str, Any]]]) -> None:
+    """Warn about finished models of ``configs`` whose rows name a weights file that is gone:
+    a resume keeps their rows and does not retrain them."""
+    lost = [row["weights"] for c in configs for row in stored.get(engine.run_id(c), [])[:1]
+            if isinstance(row.get("weights"), str) and row["weights"]
+            and not (out / row["weights"]).is_file()]
+    if lost:
+        warnings.warn(f"{out}: {len(lost)} finished model(s) have lost their saved weights "
+                      f"(first: {lost[0]}); their rows are kept and they are not retrained, "
+                      "so analyses that read weights leave them out (a sweep into a new "
+                      "folder trains them again)", stacklevel=3)
 
 
 _GRID_FIELDS = ("experiment", "applied", "base", "axes")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from superkern.sweep import engine
-from superkern.sweep.store import atomic_write_text
+from superkern.sweep.store import atomic_write_text, read_jsonl
 
 try:  # POSIX; elsewhere a shard is not protected against a second copy of itself
     import fcntl
@@ -73,6 +73,18 @@ def results_files(folder: str | Path) -> list[Path]:
         if m and p.is_file():
             shards.append(((int(m.group(2)), int(m.group(1))), p))
     return out + [p for _, p in sorted(shards)]
+
+
+def stored_rows(out_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """Every complete row of the folder's results files (``results.jsonl`` and the shards'),
+    grouped by run id in file order. Quiet about a partial last line: another shard may be
+    writing it right now (a sweep repairs its own file before reading)."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for path in results_files(out_dir):
+        for row in read_jsonl(path, warn=False):
+            if "run_id" in row:
+                rows.setdefault(str(row["run_id"]), []).append(row)
+    return rows
 
 
 def model_cost(config: Any) -> float:
