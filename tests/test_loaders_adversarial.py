@@ -123,7 +123,7 @@ def test_an_index_naming_a_gguf_shard_says_so(tmp_path):
 
 def test_meta_tensors_are_a_clear_error():
     meta = torch.empty(50, 8, device="meta")
-    with pytest.raises(ValueError, match=r"meta device.*\[50, 8\]"):
+    with pytest.raises(ValueError, match=r"meta device: shape \(50, 8\)"):
         superkern.load_head(meta)
     with torch.device("meta"):
         lin = torch.nn.Linear(8, 50)

@@ -175,7 +175,8 @@ def test_geometry_recipes():
     # Sorted descending: 0.3, 0.2, 0.1, 0.1 are "learned"; the other six sum to 0.3.
     assert g["unlearned_loss"] == pytest.approx(4 / 3 * 0.3, rel=1e-12)
     assert unlearned_loss(p, 1.0) == 0.0
-    # The sweep layer's copy (from a stored config, explicit p) counts the same features.
+    assert unlearned_loss(p.numpy()[::-1], 0.4) == pytest.approx(g["unlearned_loss"], rel=1e-12)
+    # The sweep layer's entry (from a stored config, explicit p) counts the same features.
     from superkern.sweep.engine import unlearned_loss as from_config
 
     cfg = {"n": n, "dist": p.tolist()}

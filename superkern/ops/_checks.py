@@ -18,6 +18,14 @@ def native_tensor(arr: np.ndarray, copy: bool = False) -> torch.Tensor:
                             else np.ascontiguousarray(arr, dtype=target))
 
 
+def check_not_meta(W: torch.Tensor, name: str) -> None:
+    """ValueError for a tensor with a shape but no values (e.g. a model built under
+    ``init_empty_weights()``), naming it and its shape."""
+    if W.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device: shape {tuple(W.shape)} with no values; "
+                         "load or materialise the weights first")
+
+
 def as_matrix(W: Any, name: str = "W", finite: bool = True) -> torch.Tensor:
     """Validate a 2-D floating matrix and return it as a torch tensor (no copy if possible).
 
@@ -34,9 +42,7 @@ def as_matrix(W: Any, name: str = "W", finite: bool = True) -> torch.Tensor:
         W = native_tensor(W)
     if not isinstance(W, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor or numpy array, got {type(W).__name__}")
-    if W.device.type == "meta":
-        raise ValueError(f"{name} is on the meta device: shape {tuple(W.shape)} with no values; "
-                         "load or materialise the weights first")
+    check_not_meta(W, name)
     if W.layout != torch.strided and W.dim() == 2:  # sparse: the kernels read dense rows
         W = W.to_dense()
     if W.dim() != 2:

@@ -7,7 +7,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from superkern.ops._checks import native_tensor
+from superkern.ops._checks import check_not_meta, native_tensor
 from superkern.probe.head import Head
 
 
@@ -54,7 +54,5 @@ def from_module(module: torch.nn.Module) -> Head:
 
 
 def _to_cpu(W: torch.Tensor, what: str) -> torch.Tensor:
-    if W.device.type == "meta":  # e.g. a model built under init_empty_weights()
-        raise ValueError(f"{what} is on the meta device: shape {list(W.shape)} with no values; "
-                         "load or materialise the weights first")
+    check_not_meta(W, what)
     return W.to("cpu")

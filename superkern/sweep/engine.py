@@ -19,10 +19,6 @@ CONFIG_FIELDS: tuple[str, ...] = (
     "n", "m", "gamma", "dist", "alpha", "E", "density_s", "steps", "batch", "preset", "lr",
     "lr_b", "loss_scale", "seed", "precision", "backend", "log_every", "test_batches")
 
-# Mean square activation strength of a present feature: v ~ U(0, 2) gives <v^2> = 4/3.
-V2_MEAN = 4.0 / 3.0
-
-
 def _toy():
     import superkern.toy as toy  # lazy: importing the sweep layer never needs torch kernels
 
@@ -165,11 +161,9 @@ def activation_density(cfg: Mapping[str, Any]) -> float:
 
 def unlearned_loss(cfg: Mapping[str, Any], phi_half: float) -> float:
     """Loss of the features a model leaves out: <v^2> sum_{i > phi_half n} p_i (SPEC 3),
-    over p sorted descending (the least frequent features are the unlearned ones), as
-    ``superkern.toy.geometry.unlearned_loss`` counts them; an explicit p may be unsorted."""
-    p = np.sort(probabilities(cfg))[::-1]
-    k = int(round(float(phi_half) * p.size))
-    return float(V2_MEAN * p[k:].sum())
+    over p sorted descending (the least frequent features are the unlearned ones): the
+    engine's ``superkern.toy.geometry.unlearned_loss`` of the config's p."""
+    return _toy().geometry.unlearned_loss(probabilities(cfg), float(phi_half))
 
 
 def unlearned_loss_integral(cfg: Mapping[str, Any], phi_half: float) -> float:
@@ -186,7 +180,7 @@ def unlearned_loss_integral(cfg: Mapping[str, Any], phi_half: float) -> float:
         frac = -math.log(phi) / math.log(n)
     else:
         frac = (phi ** (1 - a) - 1) / (1 - n ** (1 - a)) * n ** (1 - a)
-    return V2_MEAN * e * frac
+    return _toy().geometry.V2_MEAN * e * frac
 
 
 def results_as_sequence(results: Any, expected: int) -> Sequence[Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from superkern.ops.norms import row_norm_stats
@@ -22,13 +23,16 @@ def welch_kappa2(count: int, m: int) -> float:
     return (count - m) / (m * (count - 1))
 
 
-def unlearned_loss(p: torch.Tensor, phi_half: float) -> float:
+def unlearned_loss(p: torch.Tensor | np.ndarray, phi_half: float) -> float:
     """Weak-regime loss prediction <v^2> * sum_{i > phi_half n} p_i (reported-loss units).
 
-    p is sorted descending first, so "the first phi_half n features" are the most frequent.
+    p (a tensor or an array) is sorted descending first, so "the first phi_half n features"
+    are the most frequent. The sweep's analyses call this too, on a stored config's p.
     """
-    ps = torch.sort(p.double(), descending=True).values
-    k = int(round(phi_half * ps.numel()))
+    if isinstance(p, torch.Tensor):
+        p = p.detach().cpu().double().numpy()
+    ps = np.sort(np.asarray(p, dtype=np.float64).ravel())[::-1]
+    k = int(round(phi_half * ps.size))
     return V2_MEAN * float(ps[k:].sum())
 
 
