@@ -96,3 +96,24 @@ def test_fp64_rows_at_the_ends_of_the_range_stay_finite(backend):
     only0 = superkern.overlap_stats(W[[0, 2, 3]], backend=backend, bins=8, per_row=True)
     ref0 = superkern.overlap_stats(base[[0, 2, 3]], backend=backend, bins=8, per_row=True)
     assert torch.equal(only0.row_max_abs, ref0.row_max_abs) and only0.mean_sq == ref0.mean_sq
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "triton"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_deeply_subnormal_fp64_rows_match_the_gold_of_their_own_bits(backend, precision):
+    """Rows scaled to norms near 2^-1066 keep only a few bits per value; the results must be
+    those of the bits they have (the gold of the same rows scaled up exactly), which needs
+    the cosine scale taken from the rescaled row, not the subnormal norm's 7-bit mantissa."""
+    _need(backend)
+    base = _rand(37, 12, seed=11).double()
+    W = base.clone()
+    W[::3] = torch.ldexp(W[::3], torch.tensor(-1068.0, dtype=torch.float64))
+    assert (W[::3].abs() < 2.0 ** -1022).all() and (W[::3] != 0).any(dim=1).all()
+    exact = W.clone()  # the same bits scaled back up: exact for these powers of two
+    exact[::3] = torch.ldexp(torch.ldexp(W[::3], torch.tensor(534.0, dtype=torch.float64)),
+                             torch.tensor(534.0, dtype=torch.float64))
+    assert not torch.equal(exact, base)  # the subnormal rows did lose bits
+    st = superkern.overlap_stats(W, backend=backend, precision=precision, bins=16, topk=5,
+                                 per_row=True)
+    check_against_gold(st, gold_stats(exact, bins=16), precision, bins=16, topk=5,
+                       per_row=True)

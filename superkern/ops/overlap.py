@@ -70,22 +70,27 @@ def _compute_operands(X: torch.Tensor, norms: torch.Tensor, precision: str):
     """(X in the compute dtype, fp32 scale). fp16 rows are normalised first: raw rows can
     overflow fp16's range, unit rows cannot. Rows whose norm leaves
     ``overlap_stream.SAFE_NORM`` (those the caller counted as a copy, ``needs_copy``) are
-    scaled by 2^-e to a norm in [1/2, 1), with 2^e / norm as their scale: a power of two
-    changes no mantissa, so they are rounded to the compute dtype exactly as unscaled rows
-    are (a bf16 head read at bf16 stays exact)."""
+    scaled by 2^-e to a norm in [1/2, 1), with 1 / (the scaled row's norm) as their scale:
+    a power of two changes no mantissa, so they are rounded to the compute dtype exactly as
+    unscaled rows are (a bf16 head read at bf16 stays exact). The scale comes from the
+    scaled row because a subnormal norm has too few bits (one near 2^-1068 carries 7)."""
     dtype = _COMPUTE_DTYPE[precision]
-    if precision == "fp16":
-        U = (X.double() / norms[:, None]).to(dtype).contiguous()
-        return U, torch.ones_like(norms, dtype=torch.float32)
-    Xc, scale = X.to(dtype).contiguous(), (1.0 / norms).float()
     odd = torch.nonzero(_stream.odd_norms(norms)).flatten()
     if odd.numel():
-        mant, e = torch.frexp(norms[odd])  # norm = mant 2^e, mant in [1/2, 1)
-        scaled = _stream.times_pow2(X[odd].double(), -e[:, None]).to(dtype)
+        e = torch.frexp(norms[odd]).exponent  # norm = mant 2^e, mant in [1/2, 1)
+        scaled = _stream.times_pow2(X[odd].double(), -e[:, None])
+        scaled_norms = scaled.norm(dim=1)
+    if precision == "fp16":
+        U = X.double() / norms[:, None]
+        if odd.numel():
+            U.index_copy_(0, odd, scaled / scaled_norms[:, None])
+        return U.to(dtype).contiguous(), torch.ones_like(norms, dtype=torch.float32)
+    Xc, scale = X.to(dtype).contiguous(), (1.0 / norms).float()
+    if odd.numel():
         if Xc.data_ptr() == X.data_ptr():  # never write into the caller's tensor
             Xc = Xc.clone()
-        Xc.index_copy_(0, odd, scaled)
-        scale.index_copy_(0, odd, (1.0 / mant).float())  # = 2^e / norm
+        Xc.index_copy_(0, odd, scaled.to(dtype))
+        scale.index_copy_(0, odd, (1.0 / scaled_norms).float())
     return Xc, scale
 
 
