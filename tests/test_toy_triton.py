@@ -229,7 +229,7 @@ def test_a_nan_weight_gives_a_nan_loss(path):
     W, b, p, group, seeds, scale = make_models(ms=(4, 4), M=4, G=1, E=2.0)
     clean = toy.toy_loss_grad_triton(W, b, p, group, seeds, 1, 32, scale, path=path)
     W[0, 3, 1] = float("nan")
-    for precision in (("fp32", "tf32", "bf16") if CUDA else ("fp32",)):
+    for precision in ("fp32", "tf32", "bf16"):  # the interpreter emulates all three
         loss, dW, db = toy.toy_loss_grad_triton(W, b, p, group, seeds, 1, 32, scale,
                                                 precision, path=path)
         assert math.isnan(float(loss[0])), f"{precision}: loss {float(loss[0])} of a NaN model"
@@ -384,7 +384,8 @@ def _ref_gpu(W, b, x, group, scale):
 def test_gpu_realistic_vs_fp64(n, ms, M, B, precision, tol):
     W, b, p, group, seeds, scale = _gpu_case(n, ms, M, B, G=2)
     x = toy.toy_sample_triton(p, seeds, 7, B)
-    assert torch.equal(x.cpu(), sample_ref(p.cpu(), seeds.cpu(), 7, B)) if n <= 1000 else True
+    # the documented stream (a corner of it at n = 10240: counters are per (feature, sample))
+    assert torch.equal(x[:, :64, :1024].cpu(), sample_ref(p[:, :1024].cpu(), seeds.cpu(), 7, 64))
     got = toy.toy_loss_grad_triton(W, b, p, group, seeds, 7, B, scale, precision)
     again = toy.toy_loss_grad_triton(W, b, p, group, seeds, 7, B, scale, precision, x)
     for name, g, a in zip(("loss", "dW", "db"), got, again):

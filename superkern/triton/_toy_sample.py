@@ -132,8 +132,25 @@ def nnz_cap_from_p(p: torch.Tensor, batch: int, sigmas: float = 12.0) -> int:
     <= mu; cap = mu + 12 sqrt(mu) + 64 (Chernoff: P(X >= cap) <= exp(-44) at mu = 2048, and
     the +64 dominates for tiny batches). Costs one device->host copy.
     """
-    mu = float(p.double().sum(1).max()) * batch
+    if p.numel() == 0:
+        return 64
+    top, lo, hi = torch.stack([p.double().sum(1).max(), p.double().amin(),
+                               p.double().amax()]).tolist()
+    if not 0.0 <= lo <= hi <= 1.0:  # NaN fails too
+        probability_error(p)
+    mu = top * batch
     return int(min(batch * p.shape[1], math.ceil(mu + sigmas * math.sqrt(mu) + 64)))
+
+
+def probability_error(p: torch.Tensor) -> None:
+    """Raise if any entry of p (G, n) is not a probability in [0, 1] (NaN included), naming
+    the first such entry, its value and how many there are."""
+    bad = ~((p >= 0) & (p <= 1))
+    count = int(bad.sum())
+    if count:
+        g, i = torch.nonzero(bad)[0].tolist()
+        raise ValueError(f"p[{g}, {i}] = {float(p[g, i]):.10g} is not a probability in "
+                         f"[0, 1] ({count} of {p.numel()} entries are not)")
 
 
 def build_sparse(p: torch.Tensor, seeds: torch.Tensor, step: int, batch: int,

@@ -26,7 +26,8 @@ from superkern.triton._env import on_device
 from superkern.triton._toy_adam import _adamw_kernel
 from superkern.triton._toy_common import PRECISIONS, block_m, choose_path, is_interp, toy_config
 from superkern.triton._toy_fused import fused_loss_grad
-from superkern.triton._toy_sample import build_sparse, nnz_cap_from_p, sample_dense
+from superkern.triton._toy_sample import (build_sparse, nnz_cap_from_p, probability_error,
+                                          sample_dense)
 from superkern.triton._toy_stored import stored_loss_grad
 
 __all__ = ["toy_sample_triton", "toy_loss_grad_triton", "toy_adamw_step_triton",
@@ -83,7 +84,7 @@ def toy_sample_triton(p: torch.Tensor, seeds: torch.Tensor, step: int, batch: in
     """The batches of one step for every data group, exactly as the training kernels draw them.
 
     Args:
-        p: (G, n) float32 feature probabilities of each data group (each in [0, 1]).
+        p: (G, n) float32 feature probabilities of each data group (each in [0, 1], checked).
         seeds: (G,) int64 data seed of each group (the Philox key, all 64 bits).
         step: training step (>= 0); with the seed it selects the stream's block.
         batch: samples per batch B.
@@ -93,6 +94,7 @@ def toy_sample_triton(p: torch.Tensor, seeds: torch.Tensor, step: int, batch: in
         uniforms of Philox-4x32-10(key seeds[g], counter (i, s, step, 0)).
     """
     _check_data_args(p, seeds, step, batch)
+    probability_error(p)
     cfg = toy_config(16, p.device)
     _need(triton.cdiv(p.shape[1], cfg.bf) <= _GRID_YZ_MAX,
           f"n={p.shape[1]} needs {triton.cdiv(p.shape[1], cfg.bf)} feature tiles of {cfg.bf}, "
@@ -147,7 +149,9 @@ def toy_loss_grad_triton(W: torch.Tensor, b: torch.Tensor, p: torch.Tensor,
     Args:
         W: (I, n, M) float32, models padded to width M with zero columns.
         b: (I, n) float32.
-        p: (G, n) float32 feature probabilities per data group.
+        p: (G, n) float32 feature probabilities per data group, each in [0, 1] (checked,
+            with one host sync, whenever the entry capacity is computed from p; a given
+            ``nnz_cap`` or x skips the check).
         group: (I,) int32 data group of each instance (values in [0, G); not checked on GPU).
         seeds: (G,) int64 data seed per group.
         step: the step whose batch to draw (same stream as :func:`toy_sample_triton`).
