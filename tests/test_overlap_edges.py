@@ -117,3 +117,39 @@ def test_deeply_subnormal_fp64_rows_match_the_gold_of_their_own_bits(backend, pr
                                  per_row=True)
     check_against_gold(st, gold_stats(exact, bins=16), precision, bins=16, topk=5,
                        per_row=True)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "triton", "cuda"])
+@pytest.mark.parametrize("precision", ["tf32", "bf16", "fp16"])
+def test_precision_rounds_the_operands_exactly_as_documented(backend, precision):
+    """Against the gold of the rounded operands (not the looser gold of the exact rows), so a
+    backend that ignored ``precision``, or rounded another way, fails: the rounding moves
+    the per-row maxima by far more than the tolerance here."""
+    dev = _need(backend)
+    W = _rand(97, 40, seed=8, device=dev).float()
+    st = superkern.overlap_stats(W, bins=16, topk=3, per_row=True, precision=precision,
+                                 backend=backend)
+    gold = gold_stats(W, bins=16, precision=precision)
+    tol = 2e-6
+    check_against_gold(st, gold, precision, bins=16, topk=3, per_row=True, tol=tol)
+    exact = gold_stats(W, bins=16)
+    moved = float((gold["row_max_abs"] - exact["row_max_abs"]).abs().max())
+    assert moved > 10 * tol, f"{precision} rounding moves the row maxima by only {moved:.2e}"
+
+
+def test_torch_reference_over_several_blocks(monkeypatch):
+    """The reference that the other backends are checked against, with blocks of 64 rows:
+    300 rows make 5 blocks (the last ragged) and every off-diagonal block pair, and a
+    duplicate pair that spans blocks 0 and 3 carries the maximum."""
+    import functools
+
+    import superkern.ops.overlap as overlap_mod
+    from superkern.ops.overlap_ref import overlap_partials_torch
+
+    monkeypatch.setattr(overlap_mod, "overlap_partials_torch",
+                        functools.partial(overlap_partials_torch, block=64))
+    W = _rand(300, 36, seed=21).float()
+    W[250] = 3.0 * W[10]
+    st = superkern.overlap_stats(W, bins=50, topk=6, per_row=True, backend="torch")
+    check_against_gold(st, gold_stats(W, bins=50), "fp32", bins=50, topk=6, per_row=True)
+    assert st.max_pair == (10, 250) and int(st.row_argmax[250]) == 10

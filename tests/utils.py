@@ -4,8 +4,23 @@ from __future__ import annotations
 import torch
 
 
-def gold_overlaps(W: torch.Tensor, rows=None, center: bool = False):
-    """fp64 gold: (idx of used rows, full cosine matrix C (N, N) in fp64) for small inputs."""
+def round_operand(X: torch.Tensor, precision: str) -> torch.Tensor:
+    """fp64 values of X (fp64 holding fp32 values) rounded to nearest even onto the input
+    format of ``precision``'s products: tf32 by its 11 significant bits (written here with
+    frexp, apart from the package's bit trick), bf16 and fp16 by torch's own casts."""
+    if precision == "tf32":
+        mant, e = torch.frexp(X)  # mant in [1/2, 1): 2^11 mant carries tf32's 11 bits
+        return torch.ldexp(torch.round(mant * 2048.0) / 2048.0, e)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return X.to(dtype).double()
+
+
+def gold_overlaps(W: torch.Tensor, rows=None, center: bool = False, precision: str = "fp64"):
+    """fp64 gold: (idx of used rows, full cosine matrix C (N, N) in fp64) for small inputs.
+
+    ``precision`` other than fp64: the cosines of the operands as the op rounds them,
+    computed exactly: tf32 and bf16 round the raw rows and divide by the unrounded norms,
+    fp16 rounds the unit rows."""
     W = W.detach().cpu().double()
     idx = torch.arange(W.shape[0]) if rows is None else torch.as_tensor(rows)
     if idx.dtype == torch.bool:
@@ -17,11 +32,17 @@ def gold_overlaps(W: torch.Tensor, rows=None, center: bool = False):
     keep = r > 0
     X, r, idx = X[keep], r[keep], idx[keep]
     U = X / r[:, None]
+    if precision in ("tf32", "bf16"):
+        R = round_operand(X, precision)
+        return idx, (R @ R.T) / (r[:, None] * r[None, :])
+    if precision == "fp16":
+        U = round_operand(U, precision)
     return idx, U @ U.T
 
 
-def gold_stats(W: torch.Tensor, bins: int = 0, rows=None, center: bool = False) -> dict:
-    idx, C = gold_overlaps(W, rows, center)
+def gold_stats(W: torch.Tensor, bins: int = 0, rows=None, center: bool = False,
+               precision: str = "fp64") -> dict:
+    idx, C = gold_overlaps(W, rows, center, precision)
     N = C.shape[0]
     iu = torch.triu_indices(N, N, 1)
     c = C[iu[0], iu[1]]
@@ -92,8 +113,9 @@ def assert_argmax_attains(name: str, got: torch.Tensor, want: torch.Tensor,
 # Per-precision tolerances on a single overlap (elementwise) and on means.
 TOL = {"fp32": 2e-5, "tf32": 4e-3, "fp16": 4e-3, "bf16": 3e-2}
 
-def check_against_gold(st, gold, precision, bins=0, topk=0, per_row=False):
-    tol = TOL[precision]
+def check_against_gold(st, gold, precision, bins=0, topk=0, per_row=False, tol=None):
+    """``tol``: instead of the precision's (e.g. against a gold of the rounded operands)."""
+    tol = TOL[precision] if tol is None else tol
     assert st.n_used == gold["N"] and st.n_pairs == gold["P"]
     if gold["P"] == 0:
         return
