@@ -182,11 +182,6 @@ def unique_configs(configs: Sequence[Any]) -> tuple[list[Any], int]:
     return out, len(configs) - len(out)
 
 
-def done_ids(out_dir: Path) -> set[str]:
-    """run ids stored in any results file of the folder (see :func:`stored_rows`)."""
-    return set(stored_rows(out_dir))
-
-
 def plan(configs: Sequence[Any], out_dir: Path, *, max_instances: int,
          device: Optional[str],
          stored: Optional[dict[str, list[dict[str, Any]]]] = None,

@@ -286,8 +286,6 @@ def run_local_shards(sweep_argv: Sequence[str], devices: Sequence[str], out_dir:
     import sys
     import time
 
-    from superkern.sweep.runner import done_ids
-
     out = Path(out_dir)
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -300,7 +298,7 @@ def run_local_shards(sweep_argv: Sequence[str], devices: Sequence[str], out_dir:
         stopped.append(signum)
 
     def _done() -> int:
-        return len(done_ids(out) & grid_ids)
+        return len(stored_rows(out).keys() & grid_ids)
 
     caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     old = {s: signal.signal(s, _stop) for s in caught}

@@ -105,10 +105,6 @@ class ResultsStore:
             return []
         return read_jsonl(self.path, warn=warn)
 
-    def done_ids(self, *, warn: bool = True) -> set[str]:
-        """run_ids of the rows already stored (``warn``: about a partial last line)."""
-        return {str(r["run_id"]) for r in self.rows(warn=warn) if "run_id" in r}
-
     def repair(self) -> int:
         """Truncate a partial last line left by a killed writer. Returns the bytes dropped."""
         if not self.path.exists():
