@@ -30,6 +30,9 @@ what="${1:-all}"; kexpr="${2:-}"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 [ -d /usr/local/cuda/bin ] && export PATH="/usr/local/cuda/bin:$PATH"  # CMake must find nvcc
 PY=python3
+# pytest-timeout is in the GPU machine's image; without it the per-case limits are dropped
+# (the outer `timeout` still bounds each job) instead of pytest refusing --timeout.
+tmo() { $PY -c "import pytest_timeout" 2>/dev/null && echo "--timeout=$1"; }
 LOG="$OUT/session.log"
 {
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv
@@ -50,7 +53,7 @@ run_tests() {  # run_tests LOG_NAME FILE...
   # --maxfail keeps one early failure from hiding the rest.
   local name="$1"; shift
   local sel="not compiles_for_sm90${kexpr:+ and ($kexpr)}"
-  timeout 450 $PY -m pytest -q --maxfail=25 --timeout=300 -p no:randomly -k "$sel" "$@" \
+  timeout 450 $PY -m pytest -q --maxfail=25 $(tmo 300) -p no:randomly -k "$sel" "$@" \
     2>&1 | tee "$OUT/$name.log" | tail -30
 }
 
@@ -58,7 +61,7 @@ bench_file() {  # bench_file NAME FILE PROCESS_LIMIT_S CASE_LIMIT_S [ENV=VALUE .
   local name="$1" file="$2" lim="$3" case_lim="$4"; shift 4
   local t1; t1=$(date +%s)
   env "$@" SUPERKERN_BENCH_JSONL="$OUT/$name.jsonl" timeout "$lim" $PY -m pytest -q \
-    "bench/$file.py" ${kexpr:+-k "$kexpr"} --timeout="$case_lim" -p no:cacheprovider \
+    "bench/$file.py" ${kexpr:+-k "$kexpr"} $(tmo "$case_lim") -p no:cacheprovider \
     --benchmark-columns=median,min,max,rounds >>"$OUT/$name.log" 2>&1
   local rc=$? cases; cases=$(cat "$OUT/$name.jsonl" 2>/dev/null | wc -l)
   echo "$file $*: exit $rc after $(( $(date +%s) - t1 )) s, $cases cases in $name.jsonl" | tee -a "$LOG"
