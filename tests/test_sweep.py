@@ -297,3 +297,24 @@ def test_cli_sweep_and_fit_roundtrip(tmp_path, capsys):
     labels = sorted(c["label"] for c in json.loads((tmp_path / "fit2.json").read_text())["cells"])
     assert labels == ["power a=1.5, gamma=+0.5", "power a=1.5, gamma=-1, steps=40",
                       "power a=1.5, gamma=-1, steps=41"], labels
+
+
+def test_a_device_or_engine_that_cannot_run_is_refused_before_the_folder_is_touched(
+        tmp_path, capsys):
+    from superkern.cli import main
+
+    configs = small_configs()
+    out = tmp_path / "never"
+    with pytest.raises(ValueError, match="unknown device 'cdua'"):
+        run_sweep(configs, out, device="cdua", progress=False)
+    with pytest.raises(ValueError, match="precision 'bf16' needs the triton backend"):
+        run_sweep([c.replace(precision="bf16") for c in configs], out, device="cpu",
+                  progress=False)
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            run_sweep(configs, out, device="cuda", progress=False)
+        assert main(["sweep", "fig1", "--quick", "--out", str(out), "--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["sweep", "fig1", "--quick", "--dry-run", "--device", "cdua"]) == 2
+    assert "unknown device 'cdua'" in capsys.readouterr().err

@@ -194,6 +194,17 @@ def plan(configs: Sequence[Any], out_dir: Path, *, max_instances: int,
             len(configs) - len(pending))
 
 
+def check_runnable(configs: Sequence[Any], device: Optional[str]) -> None:
+    """ValueError, before anything is written, when ``device`` is not on this machine or an
+    engine for some config's (backend, precision) cannot run there."""
+    dev = engine.resolve_device(device)
+    first = {}
+    for c in configs:
+        first.setdefault((c.backend, c.precision), c)
+    for c in first.values():
+        engine.resolve_backend(c, dev)
+
+
 def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = "",
               train_fn: Optional[Callable[..., Sequence[Any]]] = None,
               device: Optional[str] = None, max_instances: int = 32, progress: bool = True,
@@ -242,6 +253,8 @@ def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = 
         raise ValueError(f"run_sweep takes ToyConfig objects (build_configs makes them from "
                          f"dicts); got {len(bad)} {type(bad[0]).__name__}(s)")
     train_kw = {} if group_by is None else {"group_by": group_by}
+    if train_fn is None:  # the engine's own checks, before the folder is touched
+        check_runnable(configs, device)
     configs, dups = unique_configs(configs)
     if dups:
         warnings.warn(f"{dups} duplicate config(s) in the grid were dropped", stacklevel=2)
