@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from superkern.sweep import run_sweep
-from superkern.sweep.store import read_jsonl
+from superkern.sweep.store import ResultsWarning, read_jsonl
 from tests.sweep_fakes import make_fake, small_configs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -225,7 +225,15 @@ def test_a_shard_runs_once_and_only_on_its_siblings_grid(tmp_path):
     with pytest.raises(ValueError, match="records another grid .*same CONFIG"):
         run_sweep(configs[:-1], tmp_path, train_fn=make_fake(), progress=False, shard=(2, 2))
     assert not (tmp_path / "results.shard-2-of-2.jsonl").exists()
-    # Another N is another split: allowed, and it only trains what is missing.
+    # Another N is another split: refused while a shard of the first runs (the two would
+    # train some models twice) ...
+    with claim_shard(tmp_path, (2, 2), configs):
+        with pytest.raises(ValueError, match=r"shard 1/3: shards of another split are "
+                           r"running on .* \(2/2\)"):
+            run_sweep(configs[:-1], tmp_path, train_fn=make_fake(), progress=False,
+                      shard=(1, 3))
+    assert not (tmp_path / "results.shard-1-of-3.jsonl").exists()
+    # ... and allowed once it stopped: it only trains what is missing.
     s = run_sweep(configs[:-1], tmp_path, train_fn=make_fake(), progress=False, shard=(1, 3))
     assert s.trained == s.total > 0
 
@@ -270,3 +278,24 @@ def test_a_file_system_without_locks_warns_and_runs(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="cannot lock the sweep folder .*No locks available"):
         s = run_sweep(small_configs(), tmp_path, train_fn=make_fake(), progress=False)
     assert s.trained == s.total > 0
+
+
+def test_an_unsharded_run_tidies_what_kills_left_in_the_folder(tmp_path):
+    """A torn last line in a shard's file and hour-old temporaries of interrupted atomic
+    writes are removed by an unsharded run (it holds the folder alone); a fresh temporary,
+    perhaps being written by another command, is kept."""
+    configs = small_configs()
+    run_sweep(configs, tmp_path, train_fn=make_fake(), progress=False, shard=(1, 2))
+    shard_file = tmp_path / "results.shard-1-of-2.jsonl"
+    data = shard_file.read_bytes()
+    shard_file.write_bytes(data[:-40])  # the last row cut short
+    old, new = tmp_path / "weights" / ".x.safetensors.ab.tmp", tmp_path / ".sweep.json.cd.tmp"
+    for t in (old, new):
+        t.write_bytes(b"partial")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    with pytest.warns(ResultsWarning, match="removed a partial last line"):
+        s = run_sweep(configs, tmp_path, train_fn=make_fake(), progress=False)
+    assert shard_file.read_bytes().endswith(b"\n") and len(shard_file.read_bytes()) < len(data)
+    assert not old.exists() and new.exists()
+    ids = [r["run_id"] for f in sorted(tmp_path.glob("results*.jsonl")) for r in read_jsonl(f)]
+    assert sorted(ids) == sorted(c.run_id for c in configs) and s.trained >= 1

@@ -23,7 +23,8 @@ from superkern.sweep import engine
 from superkern.sweep.backfill import add_test_losses
 from superkern.sweep.grid import Launch, check_max_instances, group_configs
 from superkern.sweep.shard import (RESULTS_NAME, claim_shard, hold_folder, parse_shard,
-                                   shard_configs, shard_results_name, stored_rows)
+                                   results_files, shard_configs, shard_results_name,
+                                   stored_rows)
 from superkern.sweep.store import ResultsStore, atomic_write_text, utc_now
 
 WEIGHTS_DIR = "weights"
@@ -287,7 +288,12 @@ def _run(configs: list[Any], out: Path, *, experiment: str,
     """The body of :func:`run_sweep` once the configs (this shard's) are fixed."""
     results_path = out / (RESULTS_NAME if shard is None else shard_results_name(shard))
     store = ResultsStore(results_path)
-    store.repair()
+    if shard is None:  # the folder is this run's alone: tidy every file a kill left behind
+        for path in results_files(out):
+            ResultsStore(path).repair()
+        _remove_stale_temporaries(out)
+    else:
+        store.repair()
     stored = stored_rows(out)  # read once: the plan and the test-loss backfill share it
     launches, skipped = plan(configs, out, max_instances=max_instances, device=device,
                              stored=stored)
@@ -353,6 +359,23 @@ def _run(configs: list[Any], out: Path, *, experiment: str,
         bar.close()
         summary.seconds = time.perf_counter() - t_start
     return summary
+
+
+STALE_TMP_SECONDS = 3600.0
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete the hidden ``.NAME.XXXX.tmp`` files that a kill during an atomic write left in
+    the folder or its weights, once an hour old (a write takes milliseconds; the age spares
+    one that another command is making right now)."""
+    now = time.time()
+    for folder in (out, out / WEIGHTS_DIR):
+        for tmp in folder.glob(".*.tmp"):
+            try:
+                if tmp.is_file() and now - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+                    tmp.unlink()
+            except OSError:
+                pass
 
 
 def _warn_lost_weights(configs: Sequence[Any], out: Path,

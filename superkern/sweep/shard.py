@@ -194,6 +194,13 @@ def claim_shard(out: Path, shard: tuple[int, int], configs: Sequence[Any]) -> It
         if fcntl is not None:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        busy = _running_other_splits(out, n)
+        if busy:
+            raise ValueError(
+                f"shard {k}/{n}: shards of another split are running on {out} "
+                f"({', '.join(busy)}); two splits at once would train some models twice. "
+                "Stop them or wait for them (a later run of any split skips what they "
+                "finished)")
         for p in sorted(out.glob(f"sweep.shard-*-of-{n}.json")):
             if p.name == f"sweep.shard-{k}-of-{n}.json":
                 continue
@@ -214,6 +221,34 @@ def claim_shard(out: Path, shard: tuple[int, int], configs: Sequence[Any]) -> It
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+_LOCK_RE = re.compile(r"\.shard-(\d+)-of-(\d+)\.lock")
+
+
+def _running_other_splits(out: Path, n: int) -> list[str]:
+    """``K/M`` of every shard with M != n whose lock some process holds now. Each shard takes
+    its own lock before looking, so of two splits started together at least one sees the
+    other (both may refuse; neither trains beside the other)."""
+    if fcntl is None:
+        return []
+    busy = []
+    for path in sorted(out.glob(".shard-*-of-*.lock")):
+        m = _LOCK_RE.fullmatch(path.name)
+        if not m or int(m.group(2)) == n:
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # taken only if no shard holds it
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                busy.append(f"{m.group(1)}/{m.group(2)}")
+        finally:
+            os.close(fd)
+    return busy
 
 
 def resolve_devices(spec: str) -> list[str]:
