@@ -369,12 +369,17 @@ def test_compare_with_a_corpus(tokenizer_file, tmp_path, capsys):
     real = core.probe
     core.probe = lambda *a, **k: calls.append(a) or real(*a, **k)
     try:  # the second head has no tokenizer: refused before the first is probed
-        with pytest.raises(ValueError, match="each head's own tokenizer: .*bare.npy"):
+        with pytest.raises(ValueError, match="each head's own tokenizer: .*bare.npy.*beside "
+                           "it .* or probe that head alone with --tokenizer"):
             superkern.compare([heads[0], tmp_path / "bare" / "bare.npy"], corpus=corpus,
                               progress=False)
     finally:
         core.probe = real
     assert calls == []
+    # probe alone has a --tokenizer, and says so
+    with pytest.raises(ValueError, match=r"no tokenizer.json in .*bare; pass the tokenizer "
+                       r"to count the corpus with \(--tokenizer"):
+        superkern.probe(tmp_path / "bare" / "bare.npy", corpus=corpus, progress=False)
     with pytest.raises(FileNotFoundError, match="no such corpus file"):
         superkern.compare(heads, corpus=tmp_path / "none.txt", progress=False)
     assert superkern.compare(heads, progress=False).rows[0]["freq_spearman"] is None

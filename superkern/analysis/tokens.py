@@ -189,9 +189,8 @@ def head_tokenizer_spec(source) -> str | Path:
             gguf_file = folder_gguf(path)
             if gguf_file is not None:
                 return gguf_file
-        raise ValueError(f"{source}: no tokenizer.json in {folder}; pass a tokenizer")
-    raise ValueError(f"a head given as {type(source).__name__} has no tokenizer of its own; "
-                     "pass a tokenizer")
+        raise ValueError(f"{source}: no tokenizer.json in {folder}")
+    raise ValueError(f"a head given as {type(source).__name__} has no tokenizer of its own")
 
 
 def corpus_counts(corpus: str | Path, tokenizer: str | Path) -> tuple[np.ndarray, str]:

@@ -199,7 +199,9 @@ def _count_corpus(sources: Sequence[Any], corpus: Any) -> list[tuple[np.ndarray,
                 done[key] = (counts, label)
         except ValueError as exc:
             raise ValueError(f"compare --corpus counts tokens with each head's own tokenizer: "
-                             f"{exc}") from None
+                             f"{exc}. Keep each head's tokenizer.json beside it (or give a "
+                             "model folder, a GGUF file, an alias or a Hub repo id), or "
+                             "probe that head alone with --tokenizer") from None
         out.append(done[key])
     return out
 

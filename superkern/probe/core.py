@@ -147,8 +147,13 @@ def _read_counts(token_counts: Any, corpus: Any, tokenizer: Any, source: Any
             raise ValueError("pass token counts or a corpus, not both")
         from superkern.analysis.tokens import corpus_counts, head_tokenizer_spec
 
-        counts, name = corpus_counts(corpus, tokenizer if tokenizer is not None
-                                     else head_tokenizer_spec(source))
+        if tokenizer is None:
+            try:
+                tokenizer = head_tokenizer_spec(source)
+            except ValueError as exc:
+                raise ValueError(f"{exc}; pass the tokenizer to count the corpus with "
+                                 "(--tokenizer, or tokenizer=)") from None
+        counts, name = corpus_counts(corpus, tokenizer)
         return counts, f"{name} tokens of {Path(corpus).name}"
     if tokenizer is not None:
         raise ValueError("a tokenizer is used only with a corpus")
