@@ -111,6 +111,8 @@ def check_targets(*files: Optional[PathLike], plots_dir: Optional[PathLike] = No
     for f, label in outputs:
         key = Path(f).resolve()
         if key in seen:
-            raise ValueError(f"{f}: two outputs would write this file ({seen[key]}, and "
-                             f"{label}); give each its own path")
+            whose = ("it is given for both" if seen[key] == label else
+                     f"{seen[key]}, and {label}")
+            raise ValueError(f"{f}: two outputs would write this file ({whose}); give each "
+                             "its own path")
         seen[key] = label

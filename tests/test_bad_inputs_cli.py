@@ -86,6 +86,12 @@ def test_outputs_that_would_overwrite_each_other(tmp_path, capsys):
     same = tmp_path / "x.png"
     assert main(["fit", "zipf", str(counts), "--plot", str(same), "--json", str(same)]) == 2
     assert "two outputs would write this file" in _err(capsys) and not same.exists()
+    # a misspelt form of fit, and a misspelt tokenizer alias, are named with the right one
+    assert main(["fit", "zipff", str(counts)]) == 2
+    assert "'zipff' is neither a results folder or file" in (e := _err(capsys))
+    assert "did you mean 'zipf'?" in e
+    assert main(["fit", "zipf", str(counts), "--tokenizer", "smolm2"]) == 2
+    assert "an alias: gemma3-270m, minilm, smollm2; did you mean 'smollm2'?" in _err(capsys)
     head = tmp_path / "h.npy"
     np.save(head, np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32))
     plots = tmp_path / "p"

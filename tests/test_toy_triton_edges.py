@@ -106,3 +106,22 @@ def test_probabilities_out_of_range_are_named(value):
         toy.toy_loss_grad_triton(W, b, p, group, seeds, 1, 8, scale)
     with pytest.raises(ValueError, match=want):
         toy.toy_nnz_cap(p, 8)
+
+
+def test_cpu_tensors_without_the_interpreter_are_a_clear_error():
+    """Compiled (no TRITON_INTERPRET), a CPU launch would fail inside Triton with "0 active
+    drivers"; every launch guard says what to do instead."""
+    import os
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("compiled Triton has a driver here")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = ("import torch\nfrom superkern.triton import toy\n"
+            "toy.toy_sample_triton(torch.full((1, 8), 0.3), torch.tensor([1]), 1, 4)\n")
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode != 0
+    assert ("ValueError: superkern's Triton kernels run cpu tensors only in Triton's "
+            "interpreter: set TRITON_INTERPRET=1") in run.stderr, run.stderr[-2000:]

@@ -65,7 +65,15 @@ def load_tokenizer(spec: str | Path):
             path = path / "tokenizer.json"
         name = hub_name or (path.parent.name if path.name == "tokenizer.json" else path.stem)
     if not path.is_file():
-        raise FileNotFoundError(f"{spec}: no tokenizer file {path}")
+        hint = ""
+        if Path(key) == path and not path.parent.name:  # a bare word: perhaps a misspelt alias
+            import difflib
+
+            near = difflib.get_close_matches(key.lower(), sorted(ALIASES), n=1)
+            hint = (f" (a tokenizer.json, a folder holding one, a .gguf file, a Hub repo id "
+                    f"ORG/NAME, or an alias: {', '.join(sorted(ALIASES))}"
+                    + (f"; did you mean '{near[0]}'?)" if near else ")"))
+        raise FileNotFoundError(f"{spec}: no tokenizer file {path}{hint}")
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as exc:  # noqa: BLE001 - the Rust side raises a bare Exception

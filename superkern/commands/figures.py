@@ -11,7 +11,8 @@ def register(sub) -> None:
     p = sub.add_parser(
         "figures", help="PNGs mirroring the paper's toy-model figures from sweep results",
         description="Plot what a sweep's results support (Figs. 1, 3, 4a, 4b, 5a, 5b, 6a-e, 7, "
-                    "9-18); figures whose data are absent are skipped with the reason.")
+                    "9-18, and freq_overlaps: mean c^2 by frequency rank); figures whose data "
+                    "are absent are skipped with the reason.")
     p.add_argument("results", nargs="?", help="a sweep folder (all its results files) or one "
                                                    "results file")
     p.add_argument("--out", default=None, help="output folder (default <results folder>/figures)")
@@ -21,7 +22,7 @@ def register(sub) -> None:
     add_loss_option(p)
     p.add_argument("--no-weights", action="store_true",
                    help="skip figures that read saved weights (5b falls back; 6a, 6b, 9, 11, "
-                        "12, 15 and 16 skip)")
+                        "12, 15, 16 and freq_overlaps skip)")
     p.add_argument("--dpi", type=int, default=130)
     p.add_argument("--list", action="store_true", help="list the figures")
     p.set_defaults(func=run)

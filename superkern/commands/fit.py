@@ -14,8 +14,8 @@ from superkern.commands import add_loss_option
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "fit", help="fit alpha_m (results), a Zipf exponent (zipf FILE) or the width law "
-                    "(width-law CSV)",
+        "fit", help="fit alpha_m (results), a Zipf exponent (zipf FILE), the width law "
+                    "(width-law CSV) or the size-width law (size-width [CSV])",
         description="superkern fit RESULTS: alpha_m per cell, unlearned-feature loss, phi "
                     "tables.  superkern fit zipf FILE: Zipf exponent (pinned recipe) of a counts "
                     "file, a {token: count} JSON, or a text file.  superkern fit width-law CSV: "
@@ -163,6 +163,13 @@ def run(args) -> int:
     if args.fit_range != "paper" and args.target in LLM_TARGETS:
         raise ValueError(f"--range picks the widths of an alpha_m fit of sweep results; it "
                          f"does not apply to 'fit {args.target}'")
+    if args.file and args.target not in LLM_TARGETS and not Path(args.target).exists():
+        import difflib
+
+        near = difflib.get_close_matches(args.target, sorted(LLM_TARGETS), n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        raise ValueError(f"'{args.target}' is neither a results folder or file nor one of "
+                         f"{', '.join(sorted(LLM_TARGETS))} (the forms that take FILE){hint}")
     if args.target == "size-width":
         return _size_width(args)
     if args.target in ("zipf", "width-law", "width") and not args.file:

@@ -57,7 +57,8 @@ def register(sub) -> None:
                    help="write the full report as JSON ('-': to stdout, instead of the table)")
     p.add_argument("--markdown", metavar="FILE", help="write the report as Markdown")
     p.add_argument("--plots", metavar="DIR", help="write norms.png and overlaps.png here (and "
-                                                  "norm_vs_frequency.png with --token-counts)")
+                                                  "norm_vs_frequency.png with --token-counts or "
+                                                  "--corpus)")
     p.add_argument("--token-counts", metavar="FILE",
                    help="per-token-id counts ('superkern fit zipf CORPUS --tokenizer T "
                         "--save-counts FILE'): compare row norms with token frequency")
@@ -66,7 +67,8 @@ def register(sub) -> None:
                         "--tokenizer) and compare row norms with token frequency")
     p.add_argument("--tokenizer", metavar="SPEC",
                    help="--corpus: a tokenizer.json, a folder holding one, 'minilm', a .gguf "
-                        "file, 'smollm2' or a Hub repo id (default: the head's own)")
+                        "file, 'smollm2', 'gemma3-270m' or a Hub repo id (default: the head's "
+                        "own)")
     p.set_defaults(func=run)
 
 

@@ -57,8 +57,9 @@ def parse_rows(spec: Any, n: int, what: str = "exclude") -> torch.Tensor:
                 raise ValueError(f"{what}: cannot parse {part!r}; use indices and ranges like "
                                  "'0,5,10-19,100:200'") from None
             if hi < lo:
+                order = "; write the smaller index first" if b < a else ""
                 raise ValueError(f"{what}: range {part!r} selects no rows (a-b includes b, "
-                                 "a:b excludes it); write the smaller index first")
+                                 f"a:b excludes it){order}")
             if lo < 0 or hi >= n:  # before expanding: "0:10**12" must not build a list
                 raise ValueError(f"{what}: range {part!r} leaves [0, {n}) (rows {lo}..{hi})")
             out.extend(range(lo, hi + 1))

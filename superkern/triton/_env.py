@@ -12,8 +12,18 @@ import torch
 
 def on_device(device: torch.device):
     """Make ``device`` current for a launch: Triton launches on the current CUDA device,
-    whatever device the tensors live on (``cuda:1`` tensors would be read from GPU 0)."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    whatever device the tensors live on (``cuda:1`` tensors would be read from GPU 0).
+    Tensors elsewhere run only in Triton's interpreter: without it, a ValueError that says
+    so (not Triton's "0 active drivers")."""
+    if device.type == "cuda":
+        return torch.cuda.device(device)
+    from superkern.backend import triton_interpreting
+
+    if not triton_interpreting():
+        raise ValueError(f"superkern's Triton kernels run {device.type} tensors only in "
+                         "Triton's interpreter: set TRITON_INTERPRET=1 before they are "
+                         "imported, or use CUDA tensors")
+    return contextlib.nullcontext()
 
 
 def parse_overrides(env_name: str, config_cls: type, bool_keys: tuple[str, ...] = ()) -> dict:
