@@ -43,8 +43,9 @@ def test_expand_product_zip_generators_and_overrides():
 def test_invalid_configs_rejected_before_any_work(tmp_path):
     calls: list = []
     exp = apply_overrides(parse_experiment(DOC), ["m=[8, 100]"])  # m=100 > n=64
-    with pytest.raises(ValueError, match=r"12 of 24 configs are invalid(.|\n)*exceeds n=64"):
+    with pytest.raises(ValueError, match=r"12 of 24 configs are invalid(.|\n)*exceeds n=64") as e:
         build_configs(expand(exp))
+    assert str(e.value).count("exceeds n=64") == 1 and "(and 11 more config(s))" in str(e.value)
     with pytest.raises(ValueError, match="group_by"):  # a bad option: no launch starts
         run_sweep(small_configs(), tmp_path, train_fn=make_fake(calls=calls), progress=False,
                   group_by="widths")

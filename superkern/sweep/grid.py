@@ -371,23 +371,31 @@ def build_configs(dicts: Sequence[Mapping[str, Any]],
     """Validate every config dict (all of them, before any work) and return the configs.
 
     Raises:
-        ValueError: listing every invalid config (up to 10) with its reason.
+        ValueError: each distinct reason (up to 10) with the first config it rejects and
+            the number of others.
     """
     make = make or engine.make_config
-    configs, errors = [], []
+    configs: list[Any] = []
+    reasons: dict[str, list[str]] = {}  # reason -> the configs it rejects (one line each)
     for i, d in enumerate(dicts):
         if not isinstance(d, Mapping):
-            errors.append(f"  config {i + 1}/{len(dicts)}: a {type(d).__name__}, not a dict "
-                          "of config fields")
+            reasons.setdefault(f"a {type(d).__name__}, not a dict of config fields",
+                               []).append(f"config {i + 1}/{len(dicts)}")
             continue
         try:
             configs.append(make(d))
         except ValueError as exc:
-            errors.append(f"  config {i + 1}/{len(dicts)} {dict(d)}: {exc}")
-    if errors:
-        more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
-        raise ValueError(f"{len(errors)} of {len(dicts)} configs are invalid:\n"
-                         + "\n".join(errors[:10]) + more)
+            reasons.setdefault(str(exc), []).append(f"config {i + 1}/{len(dicts)} {dict(d)}")
+    if reasons:
+        # one line per distinct reason, with its first config: a bad --set value repeats the
+        # same reason for every config of the grid
+        lines = [f"  {where[0]}: {why}" + (f" (and {len(where) - 1} more config(s))"
+                                           if len(where) > 1 else "")
+                 for why, where in reasons.items()]
+        more = f"\n  ... and {len(lines) - 10} more reasons" if len(lines) > 10 else ""
+        bad = sum(len(w) for w in reasons.values())
+        raise ValueError(f"{bad} of {len(dicts)} configs are invalid:\n"
+                         + "\n".join(lines[:10]) + more)
     return configs
 
 
