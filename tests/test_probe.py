@@ -348,6 +348,7 @@ def test_cli_probe_and_compare(tmp_path, capsys):
                    "--exclude", "0-4", "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 0 and "Verdict: STRONG SUPERPOSITION" in out and "Top 3 pairs" in out
+    assert [ln for ln in out.splitlines() if ln != ln.rstrip()] == []  # no padded line ends
     assert json.loads((tmp_path / "p.json").read_text())["rows"]["analysed"] == 115
     rc = cli_main(["compare", str(a), str(b), "--names", "toy8,toy16", "--csv",
                    str(tmp_path / "c.csv"), "--json", str(tmp_path / "c.json"), "--plots",

@@ -62,8 +62,9 @@ _OVERLAP_HEAD = ["rows", "N", "pairs", "mean|c|", "mean c^2", "m*mean c^2", "var
 
 def _grid(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    fmt = lambda r: "  " + "  ".join(  # noqa: E731
-        str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    fmt = lambda r: ("  " + "  ".join(  # noqa: E731
+        str(c).ljust(w) if i == 0 else str(c).rjust(w)
+        for i, (c, w) in enumerate(zip(r, widths)))).rstrip()  # empty last cells: no padding
     return [fmt(header)] + [fmt(r) for r in rows]
 
 
