@@ -134,6 +134,11 @@ def test_cells_of_several_grids_are_told_apart_in_legends_and_tables(results_fil
             texts = ([t.get_text().split(":")[0] for t in ax.get_legend().get_texts()]
                      if ax.get_legend() else [t.get_text() for t in ax.get_xticklabels()])
             assert len(texts) == len(set(texts)), (make.__name__, texts)  # cells, not fits
+            if make is fig1:  # the widths label the x axis, not colliding minor ticks
+                widths = {f"{w:g}" for line in ax.get_lines() for w in line.get_xdata()}
+                labels = [t.get_text() for t in ax.get_xticklabels()]
+                assert set(labels) == widths and labels == sorted(labels, key=float), labels
+                assert not any(t.get_text() for t in ax.xaxis.get_minorticklabels())
         plt.close(fig)
     rows = unlearned_table(ctx.results)  # weak runs: the small grid and the large model
     assert all(", n=" in r.label for r in rows)

@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from superkern.analysis.figures import Context, MissingData, figure, footer
+from superkern.analysis.figures import Context, MissingData, figure, footer, width_ticks
 from superkern.analysis.scaling import CellFit, unlearned_table
 from superkern.analysis.tables import one_grid, run_grid
 from superkern.analysis.weights import cached_stats
@@ -144,6 +144,7 @@ def fig1(ctx: Context):
             ax.plot(mu, f.predict(mu), "-", color=col, lw=1.2, alpha=0.8)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        width_ticks(ax, [w for c in sel for w in c.m])
         ax.set_xlabel("model width m")
         ax.set_ylabel(ctx.loss_label)
         ax.set_title(f"{name} (gamma={g:g})")

@@ -61,6 +61,18 @@ def figure(name: str, title: str) -> Callable[[FigureFn], FigureFn]:
     return deco
 
 
+def width_ticks(ax, widths: Sequence[float]) -> None:
+    """Label a log x axis of model widths at the widths themselves (4, 8, 16, ...): over less
+    than a decade matplotlib labels every minor tick (3x10^1, 4x10^1, ...), and they collide."""
+    from matplotlib.ticker import NullFormatter
+
+    ticks = sorted({float(w) for w in widths})
+    if ticks:
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{w:g}" for w in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def footer(fig: "plt.Figure", ctx: Context, runs: Optional[Sequence] = None,
            note: str = "") -> None:
     """Provenance line at the bottom of a figure."""
