@@ -77,6 +77,7 @@ case "$what" in
   tests|all)
     run_tests tests tests/test_overlap.py tests/test_overlap_triton.py \
       tests/test_overlap_cuda.py tests/test_overlap_cuda_launcher.py tests/test_overlap_stream.py \
+      tests/test_overlap_edges.py tests/test_toy_triton_edges.py \
       tests/test_toy_triton.py tests/test_toy_triton_tf32.py tests/test_toy_engine_triton.py \
       tests/test_toy_train.py tests/test_probe.py ;;&
   tests-more|all)

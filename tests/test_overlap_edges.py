@@ -104,7 +104,7 @@ def test_deeply_subnormal_fp64_rows_match_the_gold_of_their_own_bits(backend, pr
     """Rows scaled to norms near 2^-1066 keep only a few bits per value; the results must be
     those of the bits they have (the gold of the same rows scaled up exactly), which needs
     the cosine scale taken from the rescaled row, not the subnormal norm's 7-bit mantissa."""
-    _need(backend)
+    dev = _need(backend)
     base = _rand(37, 12, seed=11).double()
     W = base.clone()
     W[::3] = torch.ldexp(W[::3], torch.tensor(-1068.0, dtype=torch.float64))
@@ -113,8 +113,8 @@ def test_deeply_subnormal_fp64_rows_match_the_gold_of_their_own_bits(backend, pr
     exact[::3] = torch.ldexp(torch.ldexp(W[::3], torch.tensor(534.0, dtype=torch.float64)),
                              torch.tensor(534.0, dtype=torch.float64))
     assert not torch.equal(exact, base)  # the subnormal rows did lose bits
-    st = superkern.overlap_stats(W, backend=backend, precision=precision, bins=16, topk=5,
-                                 per_row=True)
+    st = superkern.overlap_stats(W.to(dev), backend=backend, precision=precision, bins=16,
+                                 topk=5, per_row=True)
     check_against_gold(st, gold_stats(exact, bins=16), precision, bins=16, topk=5,
                        per_row=True)
 

@@ -319,3 +319,19 @@ def test_a_device_or_engine_that_cannot_run_is_refused_before_the_folder_is_touc
     assert not out.exists()
     assert main(["sweep", "fig1", "--quick", "--dry-run", "--device", "cdua"]) == 2
     assert "unknown device 'cdua'" in capsys.readouterr().err
+    # Only the models a run would train count: a finished bf16 grid (trained elsewhere; a
+    # fake trainer here) resumes on a CPU with nothing to do, and a shard is judged by its own
+    bf16 = [c.replace(precision="bf16") for c in configs]
+    done = tmp_path / "done"
+    run_sweep(bf16, done, train_fn=make_fake(), progress=False)
+    s = run_sweep(bf16, done, device="cpu", progress=False)
+    assert (s.trained, s.skipped) == (0, len(configs))
+    mixed = bf16[:4] + configs[4:]
+    from superkern.sweep.shard import shard_configs
+
+    first = {c.run_id for c in shard_configs(mixed, (1, 2))}
+    part = tmp_path / "part"
+    run_sweep([c for c in mixed if c.precision == "bf16"], part, train_fn=make_fake(),
+              progress=False)  # the bf16 models are done; fp32 ones remain for both shards
+    s = run_sweep(mixed, part, device="cpu", progress=False, shard=(1, 2))
+    assert s.trained == len(first - {c.run_id for c in bf16[:4]})

@@ -92,21 +92,22 @@ def run(args) -> int:
                                 grid_ids={c.run_id for c in configs},
                                 progress=not args.no_progress)
     if args.dry_run:
-        from superkern.sweep.runner import check_runnable, unique_configs
+        from superkern.sweep.runner import check_runnable, to_train, unique_configs
         from superkern.sweep.shard import model_cost, partition, resolve_devices
 
         exp, configs = sw.prepare(args.config, quick=args.quick, variants=args.variant,
                                   overrides=args.overrides)
         max_inst = int(args.max_instances or exp.sweep.get("max_instances", 32))
         configs, repeated = unique_configs(configs)  # as a run trains them: each model once
+        out = Path(args.out) if args.out else sw.default_out(exp, args.quick)
         if args.device is not None:  # (a plan for another machine names none)
-            check_runnable(configs, args.device)  # what a run there would refuse at once
+            # what a run there would refuse at once
+            check_runnable(to_train(configs, out, shard), args.device)
         launches = sw.group_configs(configs, max_instances=max_inst, device=args.device)
         again = f" ({repeated} repeated grid point(s) dropped)" if repeated else ""
         print(f"{exp.name}: {len(configs)} valid configs{again} in {len(launches)} launch(es); "
               f"axes: " + ", ".join(f"{k}={v}" for k, v in exp.axes.items()))
         print("base: " + ", ".join(f"{k}={v}" for k, v in exp.base.items()))
-        out = Path(args.out) if args.out else sw.default_out(exp, args.quick)
         if sw.results_files(out):  # what a run into that folder would do now
             from superkern.sweep.backfill import untested
             from superkern.sweep.runner import plan

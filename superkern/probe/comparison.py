@@ -187,6 +187,12 @@ def _count_corpus(sources: Sequence[Any], corpus: Any) -> list[tuple[np.ndarray,
     for src in sources:
         try:
             spec = head_tokenizer_spec(src)
+        except ValueError as exc:
+            raise ValueError(f"compare --corpus counts tokens with each head's own tokenizer: "
+                             f"{exc}. Keep each head's tokenizer.json beside it (or give a "
+                             "model folder, a GGUF file, an alias or a Hub repo id), or "
+                             "probe that head alone with --tokenizer") from None
+        try:
             key = os.path.realpath(spec) if isinstance(spec, Path) else str(spec)
             if key not in done:
                 counts, name = corpus_counts(corpus, spec)
@@ -199,9 +205,7 @@ def _count_corpus(sources: Sequence[Any], corpus: Any) -> list[tuple[np.ndarray,
                 done[key] = (counts, label)
         except ValueError as exc:
             raise ValueError(f"compare --corpus counts tokens with each head's own tokenizer: "
-                             f"{exc}. Keep each head's tokenizer.json beside it (or give a "
-                             "model folder, a GGUF file, an alias or a Hub repo id), or "
-                             "probe that head alone with --tokenizer") from None
+                             f"{exc}") from None
         out.append(done[key])
     return out
 

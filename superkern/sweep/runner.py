@@ -195,9 +195,20 @@ def plan(configs: Sequence[Any], out_dir: Path, *, max_instances: int,
             len(configs) - len(pending))
 
 
+def to_train(configs: Sequence[Any], out_dir: str | Path,
+             shard: Optional[tuple[int, int]]) -> list[Any]:
+    """The models of ``configs`` (de-duplicated) that a run into ``out_dir`` would train:
+    its shard's, less those already stored there (read only; none when there is no
+    folder)."""
+    mine = configs if shard is None else shard_configs(configs, shard)
+    stored = stored_rows(out_dir) if Path(out_dir).is_dir() else {}
+    return [c for c in mine if engine.run_id(c) not in stored]
+
+
 def check_runnable(configs: Sequence[Any], device: Optional[str]) -> None:
     """ValueError, before anything is written, when ``device`` is not on this machine or an
-    engine for some config's (backend, precision) cannot run there."""
+    engine for some config's (backend, precision) cannot run there (``configs``: the ones to
+    train; the device is checked even when there are none)."""
     dev = engine.resolve_device(device)
     first = {}
     for c in configs:
@@ -254,9 +265,9 @@ def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = 
         raise ValueError(f"run_sweep takes ToyConfig objects (build_configs makes them from "
                          f"dicts); got {len(bad)} {type(bad[0]).__name__}(s)")
     train_kw = {} if group_by is None else {"group_by": group_by}
-    if train_fn is None:  # the engine's own checks, before the folder is touched
-        check_runnable(configs, device)
     configs, dups = unique_configs(configs)
+    if train_fn is None:  # the engine's own checks, before the folder is touched
+        check_runnable(to_train(configs, out_dir, shard), device)
     if dups:
         warnings.warn(f"{dups} duplicate config(s) in the grid were dropped", stacklevel=2)
     grid_models = len(configs)

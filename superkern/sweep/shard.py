@@ -2,7 +2,9 @@
 
 ``superkern sweep CONFIG --shard K/N`` runs shard K of N; the N processes may sit on one machine
 (``--devices cuda:0,cuda:1,...`` starts them, one per device) or on several machines that share
-the output folder. There is no coordinator and nothing to lock between shards:
+the output folder. There is no coordinator, and shards of one split never wait for each
+other (their locks only refuse a second copy of a shard, another split running at the same
+time, or an unsharded run beside them):
 
 * **The split depends only on the grid.** Every shard assigns the whole grid's models
   greedily, largest estimated work first, to the least loaded shard (the LPT rule: the
@@ -25,6 +27,7 @@ import json
 import os
 import re
 import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -187,7 +190,14 @@ def claim_shard(out: Path, shard: tuple[int, int], configs: Sequence[Any]) -> It
     lock_path = out / f".shard-{k}-of-{n}.lock"
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        if not _try_lock(fd, fcntl.LOCK_EX if fcntl else 0, out):
+        # a few tries: a shard of another split may hold the lock for a moment, looking
+        taken = False
+        for attempt in range(5):
+            taken = _try_lock(fd, fcntl.LOCK_EX if fcntl else 0, out)
+            if taken:
+                break
+            time.sleep(0.01 * (attempt + 1))
+        if not taken:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
             raise ValueError(f"shard {k}/{n} is already running on {out} (held by "
                              f"{holder}); stop it first, or wait for it")
@@ -319,7 +329,6 @@ def run_local_shards(sweep_argv: Sequence[str], devices: Sequence[str], out_dir:
     import signal
     import subprocess
     import sys
-    import time
 
     out = Path(out_dir)
     logs = out / "logs"
