@@ -288,24 +288,29 @@ def _opt_state(I, n, M, ms, seed=0):
     return W, b, dW, db, mW, vW, mb, vb
 
 
-def test_adamw_both_decay_branches_vs_fp64():
-    ms, I, n, M = (5, 16, 9), 3, 40, 16
-    W, b, dW, db, mW, vW, mb, vb = _opt_state(I, n, M, ms)
-    lr_W = torch.tensor([1e-2, 2e-2, 5e-3])
-    lr_b = torch.tensor([1e-2, 1e-3, 0.1])
-    gamma = torch.tensor([-1.0, 0.7, 0.0])
+def run_adamw_vs_fp64(ms, I, n, M, lr_W, lr_b, gamma, steps, seed=0):
+    """Apply the Triton optimizer step `steps` times with one fixed gradient beside the fp64
+    reference, check every state tensor, and return the Triton weights."""
+    W, b, dW, db, mW, vW, mb, vb = _opt_state(I, n, M, ms, seed=seed)
     Wd, bd = W.double(), b.double()
     st = [t.double() for t in (mW, vW, mb, vb)]
     dev = [t.to(DEV) for t in (W, b, dW, db, mW, vW, mb, vb)]
-    for t in (1, 2, 3):     # the same gradient three times: checks the step count too
+    for t in range(1, steps + 1):  # the same gradient each step: checks the step count too
         toy.toy_adamw_step_triton(*dev, lr_W.to(DEV), lr_b.to(DEV), gamma.to(DEV), t)
         adamw_ref(Wd, bd, dW.double(), db.double(), st, lr_W, lr_b, gamma, t)
     check("W", dev[0], Wd, 1e-6)
     check("b", dev[1], bd, 1e-6)
     for name, got, want in zip(("mW", "vW", "mb", "vb"), dev[4:], st):
         check(name, got, want, 1e-6)
+    return dev[0]
+
+
+def test_adamw_both_decay_branches_vs_fp64():
+    ms = (5, 16, 9)
+    W = run_adamw_vs_fp64(ms, 3, 40, 16, torch.tensor([1e-2, 2e-2, 5e-3]),
+                          torch.tensor([1e-2, 1e-3, 0.1]), torch.tensor([-1.0, 0.7, 0.0]), 3)
     for i, m in enumerate(ms):
-        assert bool((dev[0][i, :, m:] == 0).all()), f"instance {i}: padding no longer zero"
+        assert bool((W[i, :, m:] == 0).all()), f"instance {i}: padding no longer zero"
 
 
 def test_adamw_gamma_zero_is_torch_adam():

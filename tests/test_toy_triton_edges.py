@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.test_toy_triton import (DEV, _opt_state, adamw_ref, check, check_each, each_err,
-                                   loss_grad_ref, make_models, sample_ref, toy)
+from tests.test_toy_triton import (DEV, check_each, each_err, loss_grad_ref, make_models,
+                                   run_adamw_vs_fp64, sample_ref, toy)
 
 GPU_TILES = "bb=64,bn=64,bk=64,bmc=64"  # superkern.triton._toy_common.toy_config on CUDA
 
@@ -42,20 +42,9 @@ def test_wide_models_span_several_width_chunks(path, tiles, monkeypatch):
 def test_adamw_rows_wider_than_one_chunk():
     """The growth branch (gamma < 0) scales by the whole row's norm: widths up to 100 span
     two 64-wide chunks of the optimizer kernel."""
-    ms, I, n, M = (5, 100, 70), 3, 33, 100
-    W, b, dW, db, mW, vW, mb, vb = _opt_state(I, n, M, ms, seed=4)
-    lr_W, lr_b = torch.tensor([1e-2, 2e-2, 5e-3]), torch.tensor([1e-2, 1e-3, 0.1])
-    gamma = torch.tensor([-1.0, -0.5, 0.7])
-    Wd, bd = W.double(), b.double()
-    st = [t.double() for t in (mW, vW, mb, vb)]
-    dev = [t.to(DEV) for t in (W, b, dW, db, mW, vW, mb, vb)]
-    for t in (1, 2):
-        toy.toy_adamw_step_triton(*dev, lr_W.to(DEV), lr_b.to(DEV), gamma.to(DEV), t)
-        adamw_ref(Wd, bd, dW.double(), db.double(), st, lr_W, lr_b, gamma, t)
-    check("W", dev[0], Wd, 1e-6)
-    check("b", dev[1], bd, 1e-6)
-    for name, got, want in zip(("mW", "vW", "mb", "vb"), dev[4:], st):
-        check(name, got, want, 1e-6)
+    run_adamw_vs_fp64((5, 100, 70), 3, 33, 100, torch.tensor([1e-2, 2e-2, 5e-3]),
+                      torch.tensor([1e-2, 1e-3, 0.1]), torch.tensor([-1.0, -0.5, 0.7]), 2,
+                      seed=4)
 
 
 @pytest.mark.parametrize("path", ["fused", "stored"])
