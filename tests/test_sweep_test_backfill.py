@@ -232,3 +232,26 @@ def test_dry_run_says_what_a_resume_would_do(tmp_path, capsys):
     lack, saved = (int(w) for w in re.findall(r"(\d+) finished model.s. without a test "
                                                r"loss, (\d+) of them", line)[0])
     assert lack == done and saved in (lack, lack - 1)
+
+
+def test_asking_for_test_losses_later_is_the_same_grid(tmp_path, capsys):
+    """test_batches is recorded, not hashed: the rerun adds test losses without the "another
+    grid" warning, and the first manifest is still kept under "previous"."""
+    from superkern.cli import main
+
+    tiny = ["--quick", "--set", "n=32", "--set", "steps=5", "--set", "batch=8", "--set",
+            "m=[2, 4]", "--set", "gamma=[-1.0]", "--device", "cpu", "--no-progress", "--out",
+            str(tmp_path)]
+    assert main(["sweep", "fig1", *tiny, "--set", "test_batches=0"]) == 0
+    first = json.loads((tmp_path / "sweep.json").read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        assert main(["sweep", "fig1", *tiny, "--set", "test_batches=2"]) == 0
+    assert "0 trained, 6 already done" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "sweep.json").read_text())
+    assert manifest["grid_hash"] == first["grid_hash"] and manifest["base"]["test_batches"] == 2
+    assert [p["base"]["test_batches"] for p in manifest["previous"]] == [0]
+    # another grid still warns
+    with pytest.warns(UserWarning, match="already holds results of another grid"):
+        assert main(["sweep", "fig1", *tiny, "--set", "test_batches=2", "--set", "steps=6"]) == 0
+    assert json.loads((tmp_path / "sweep.json").read_text())["grid_hash"] != first["grid_hash"]

@@ -22,9 +22,9 @@ from superkern._atomic import check_target
 from superkern.sweep import engine
 from superkern.sweep.backfill import add_test_losses
 from superkern.sweep.grid import Launch, check_max_instances, group_configs
-from superkern.sweep.shard import (RESULTS_NAME, claim_shard, hold_folder, parse_shard,
-                                   results_files, shard_configs, shard_results_name,
-                                   stored_rows)
+from superkern.sweep.shard import (RESULTS_NAME, claim_shard, grid_hash, hold_folder,
+                                   parse_shard, results_files, shard_configs,
+                                   shard_results_name, stored_rows)
 from superkern.sweep.store import ResultsStore, atomic_write_text, utc_now
 
 WEIGHTS_DIR = "weights"
@@ -270,7 +270,7 @@ def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = 
         check_runnable(to_train(configs, out_dir, shard), device)
     if dups:
         warnings.warn(f"{dups} duplicate config(s) in the grid were dropped", stacklevel=2)
-    grid_models = len(configs)
+    grid_models, grid_id = len(configs), grid_hash(configs)  # the whole grid, not a shard
     out = Path(out_dir)
     # every output place checked before any training: a file in the way fails now
     check_target(out, is_dir=True, option="the sweep folder")
@@ -287,7 +287,7 @@ def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = 
                     max_instances=max_instances, progress=progress, save_weights=save_weights,
                     keep_going=keep_going, train_kw=train_kw, shard=shard,
                     manifest=None if manifest is None else {
-                        "models": grid_models, **manifest,
+                        "models": grid_models, "grid_hash": grid_id, **manifest,
                         **({"shards": shard[1]} if shard else {})})
 
 
@@ -407,8 +407,11 @@ _GRID_FIELDS = ("experiment", "applied", "base", "axes")
 
 
 def _with_history(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """The new manifest; a folder that held another grid keeps that one under "previous"
-    (with a warning), so that sweep.json still says where every stored row came from."""
+    """The new manifest; the folder's previous one, if it differs, is kept under "previous"
+    so that sweep.json still says where every stored row came from. A warning only when the
+    models differ (another ``grid_hash``): a rerun that changes only what is recorded about
+    the same models (``test_batches``, ``log_every``, the experiment's name) is the same
+    grid. Manifests written before the hash existed are compared by their fields."""
     new = {**manifest, "updated": utc_now(), "versions": versions()}
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
@@ -418,10 +421,12 @@ def _with_history(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         return new
     previous = list(old.pop("previous", []))
     if any(old.get(k) != new.get(k) for k in _GRID_FIELDS):
-        warnings.warn(f"{path.parent}: already holds results of another grid "
-                      f"({old.get('experiment')}, {old.get('applied')}); the new rows join "
-                      "them, and analyses label cells by the fields that differ. Its manifest "
-                      "is kept under 'previous' in sweep.json", stacklevel=3)
+        hashes = old.get("grid_hash"), new.get("grid_hash")
+        if None in hashes or hashes[0] != hashes[1]:
+            warnings.warn(f"{path.parent}: already holds results of another grid "
+                          f"({old.get('experiment')}, {old.get('applied')}); the new rows "
+                          "join them, and analyses label cells by the fields that differ. "
+                          "Its manifest is kept under 'previous' in sweep.json", stacklevel=3)
         previous.append(old)
     if previous:
         new["previous"] = previous[-50:]
