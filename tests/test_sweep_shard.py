@@ -151,11 +151,15 @@ def test_devices_starts_one_shard_process_per_device(tmp_path, capsys, monkeypat
     assert len(json.loads((tmp_path / "fit.json").read_text())["cells"]) == 2
     # A shard that fails is reported with its error, and the exit code says so (without the
     # interpreter, the triton backend refuses CPU tensors in the shard processes).
+    # The report quotes this run's lines only, not those of an earlier run in the same log.
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    (tmp_path / "bad" / "logs").mkdir(parents=True)
+    (tmp_path / "bad" / "logs" / "shard-1-of-2.log").write_text("an earlier run's line\n")
     assert main(["sweep", str(toml), "--out", str(tmp_path / "bad"), "--devices", "cpu,cpu",
                  "--no-progress", "--set", 'backend="triton"']) != 0
     text = capsys.readouterr().out
     assert "shard 1/2 on cpu: FAILED" in text and "needs a CUDA device" in text
+    assert "an earlier run's line" not in text
     for argv, msg in ((["--shard", "1/2", "--devices", "cpu"], "do not combine"),
                       (["--device", "cpu", "--devices", "cpu"], "do not combine")):
         assert main(["sweep", str(toml), "--out", str(out), *argv]) == 2
@@ -182,6 +186,40 @@ def test_devices_parent_stopped_stops_every_shard(tmp_path):
     for pid in pids:  # both shards are gone (not left running on their own)
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_devices_parent_killed_takes_its_shards_along(tmp_path):
+    """kill -9 cannot be caught: the shards end with their parent all the same."""
+    toml = tmp_path / "e.toml"
+    toml.write_text('[base]\npreset = "small"\nn = 64\nsteps = 200000\nbatch = 64\n'
+                    '[grid]\nm = [3, 4]\n')
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "superkern", "sweep", str(toml), "--out",
+                             str(tmp_path / "o"), "--devices", "cpu,cpu", "--no-progress"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    pids = [int(x) for x in first.split("(pids ")[1].split(")")[0].split(", ")]
+    time.sleep(1.0)
+    proc.kill()
+    proc.communicate(timeout=60)
+    deadline = time.monotonic() + 60
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [pid for pid in alive if _running(pid)]
+    for pid in alive:  # a failure leaves no process behind
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"shard(s) {alive} outlived their killed parent"
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, reaped by no one yet, counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_shard_environment_and_forwarded_options(monkeypatch):

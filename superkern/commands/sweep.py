@@ -75,6 +75,9 @@ def run(args) -> int:
     shard = None
     if args.shard is not None:
         shard = sw.parse_shard(args.shard)
+        from superkern.sweep.shard import follow_parent
+
+        follow_parent()  # started by --devices: ends with that process
         if args.devices is not None:
             raise ValueError("--shard and --devices do not combine: --devices starts shards "
                              "1..N itself")

@@ -27,6 +27,7 @@ import json
 import os
 import re
 import socket
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -306,6 +307,31 @@ def _child_env(device: str) -> tuple[dict[str, str], str]:
     return env, "cuda"
 
 
+PARENT_ENV = "SUPERKERN_SHARD_PARENT"  # the pid of the --devices process that started a shard
+
+
+def follow_parent() -> None:
+    """In a shard started by ``--devices``: end with the starting process, however it ends.
+
+    The parent stops its shards itself on SIGINT, SIGTERM and SIGHUP; this covers what it
+    cannot catch (``kill -9``, an out-of-memory kill). On Linux the kernel sends this process
+    SIGTERM when its parent dies (``PR_SET_PDEATHSIG``); a parent already gone when this runs
+    ends the shard at once. Elsewhere, and outside ``--devices``, it does nothing."""
+    want = os.environ.get(PARENT_ENV, "")
+    if not want.isdigit() or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(want):  # the parent died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _exit_code(returncode: int) -> int:
     """A shell-style exit code: a process killed by signal S (returncode -S) gives 128 + S."""
     return 128 - returncode if returncode < 0 else returncode
@@ -328,13 +354,12 @@ def run_local_shards(sweep_argv: Sequence[str], devices: Sequence[str], out_dir:
     """
     import signal
     import subprocess
-    import sys
 
     out = Path(out_dir)
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     n = len(devices)
-    procs: list[tuple[int, str, Path, subprocess.Popen]] = []
+    procs: list[tuple[int, str, tuple[Path, int], subprocess.Popen]] = []
     stopped: list[int] = []
     bar = None
 
@@ -352,14 +377,16 @@ def run_local_shards(sweep_argv: Sequence[str], devices: Sequence[str], out_dir:
                 break
             env, child_dev = _child_env(dev)
             env["PYTHONUNBUFFERED"] = "1"  # the log shows each launch as it ends
+            env[PARENT_ENV] = str(os.getpid())
             log = logs / f"shard-{k}-of-{n}.log"
             argv = [sys.executable, "-m", "superkern", "sweep", *sweep_argv, "--out", str(out),
                     "--shard", f"{k}/{n}", "--device", child_dev, "--no-progress"]
             with open(log, "ab") as fh:
+                start = fh.tell()  # the report below reads this run's part of the log only
                 fh.write(f"\n# shard {k}/{n} on {dev}: {' '.join(argv[1:])}\n".encode())
                 fh.flush()
-                procs.append((k, dev, log, subprocess.Popen(argv, stdout=fh,
-                                                            stderr=subprocess.STDOUT, env=env)))
+                procs.append((k, dev, (log, start), subprocess.Popen(
+                    argv, stdout=fh, stderr=subprocess.STDOUT, env=env)))
         if not stopped:
             print(f"{n} shard(s) started on {', '.join(devices)} (pids "
                   f"{', '.join(str(p.pid) for *_, p in procs)}); logs in {logs}", flush=True)
@@ -397,8 +424,11 @@ def run_local_shards(sweep_argv: Sequence[str], devices: Sequence[str], out_dir:
               "rerun the same command to resume", file=sys.stderr)
         return 128 + int(stopped[0])
     code = 0
-    for k, dev, log, p in procs:
-        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    for k, dev, (log, start), p in procs:
+        with open(log, "rb") as fh:
+            fh.seek(start)
+            text = fh.read().decode(errors="replace")
+        lines = [ln for ln in text.splitlines() if ln.strip()]
         ok = p.returncode == 0
         code = code or _exit_code(p.returncode)
         print(f"shard {k}/{n} on {dev}: " + ("ok" if ok else
