@@ -67,6 +67,9 @@ CONFIGS = {
     "one_program": {"programs": 1},
     "seven_programs_band1": {"programs": 7, "group": 1},
     "block32_band3": {"block": 32, "group": 3, "programs": 5},
+    # the CUDA default's tiles (overlap_config): 128-row blocks, a 64-bin window, two column
+    # halves, bands of 8 block-rows; 300 rows leave a ragged third block-row
+    "gpu_tiles": {"block": 128, "group": 8, "win": 64, "split": 2, "programs": 3},
 }
 
 
