@@ -107,7 +107,8 @@ def test_models_without_weights_are_named_and_left_alone(tmp_path):
     (tmp_path / rows[0]["weights"]).unlink()
     (tmp_path / rows[1]["weights"]).write_bytes(b"not a safetensors file")
     for _ in range(2):  # and again on the next resume: still missing, still no extra row
-        with pytest.warns(UserWarning, match="2 finished model.s. ask for test batches"):
+        with pytest.warns(UserWarning, match="2 finished model.s. ask for test batches"), \
+                pytest.warns(UserWarning, match="1 finished model.s. have lost their saved"):
             s = run_sweep(_configs(T), tmp_path, progress=False, device="cpu")
     assert s.tested == 0
     ids = [r["run_id"] for r in _rows(tmp_path)]
