@@ -184,11 +184,32 @@ void register_cuda(py::module_& m) {
         "(tiles, 2) int64 (bi, bj) of the CUDA kernel's static tile order (host copy): the "
         "triangle bi <= bj, or with rect_a > 0 the split-mode rectangle bi < rect_a <= bj",
         py::arg("tiles_per_side"), py::arg("group"), py::arg("rect_a") = 0);
+  m.def(
+      "overlap_cuda_hist_layout",
+      [](int64_t bins, int64_t smem_optin) {
+        const sk::cuda::HistLayout h = sk::cuda::hist_layout(bins, smem_optin);
+        py::dict d;
+        d["words"] = h.words;
+        d["copies"] = int64_t{1} << h.shift;
+        d["global"] = h.global;
+        d["smem_bytes"] = h.smem_bytes;
+        return d;
+      },
+      "Where a launch with `bins` bins counts its histogram on a device whose per-block "
+      "shared-memory limit is smem_optin bytes: {words, copies, global, smem_bytes} (host copy "
+      "of the launcher's rule, for tests)",
+      py::arg("bins"), py::arg("smem_optin"));
+  m.def(
+      "overlap_cuda_round_tf32",
+      [](uint32_t bits) { return sk::cuda::round_tf32_bits(bits); },
+      "fp32 bits rounded to tf32 as the kernel rounds its operands (host copy, for tests)",
+      py::arg("bits"));
   py::dict cfg;
   cfg["tile"] = sk::cuda::kTileRows;
   cfg["group"] = sk::cuda::kTileGroup;
   cfg["max_rows"] = sk::cuda::kMaxRows;
-  cfg["smem_hist_bins"] = sk::cuda::kSmemHistBins;
+  cfg["smem_hist_bins"] = sk::cuda::kSmemHistBins;  // at most; see overlap_cuda_hist_layout
+  cfg["smem_base_bytes"] = sk::cuda::kSmemBaseBytes;
   cfg["row_sq_fixed_bits"] = sk::cuda::kRowSqFixedBits;
   m.attr("overlap_cuda_config") = cfg;
 #else

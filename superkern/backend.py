@@ -124,6 +124,10 @@ def _why_not(name: str, device: torch.device) -> Optional[str]:
             return "extension has no CUDA overlap kernel"
         if device.type != "cuda":
             return f"the 'cuda' backend needs CUDA tensors, got {device}"
+        major, minor = torch.cuda.get_device_capability(device)
+        if major < 8:  # mma.m16n8k16 bf16, cp.async, ldmatrix: sm_80 and newer
+            return (f"the 'cuda' kernel needs compute capability >= 8.0; {device} has "
+                    f"{major}.{minor}")
         return None
     return f"unknown backend {name!r}; choose from {('auto',) + BACKENDS}"
 

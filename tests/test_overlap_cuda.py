@@ -121,6 +121,63 @@ def test_tile_schedule_covers_triangle_once(T):
         assert (band0[:, 0] < g).all()
 
 
+# Per-block shared-memory limits (cudaDevAttrMaxSharedMemoryPerBlockOptin, CUDA Programming
+# Guide): sm_80 and sm_90 227 KiB, sm_86 and sm_89 99 KiB, sm_75 64 KiB.
+OPTIN = {"sm_90": 232448, "sm_80": 166912, "sm_86": 101376, "sm_75": 65536}
+
+
+@needs_binding
+@pytest.mark.parametrize("arch", list(OPTIN))
+def test_histogram_fits_the_devices_shared_memory(arch):
+    """A histogram never asks for more shared memory than the device allows one block: on
+    99 KiB parts up to 2048 bins stay in shared memory and more go to global atomics."""
+    optin, base = OPTIN[arch], EXT.overlap_cuda_config["smem_base_bytes"]
+    for bins in (1, 2, 3, 31, 256, 1000, 2048, 2049, 4096, 4097, 10000):
+        h = EXT.overlap_cuda_hist_layout(bins, optin)
+        if h["global"]:
+            assert h["words"] == 0 and h["smem_bytes"] == base
+            continue
+        assert h["smem_bytes"] == base + 4 * h["words"] <= optin, (arch, bins, h)
+        assert h["words"] & (h["words"] - 1) == 0 and bins * h["copies"] <= h["words"]
+        assert h["copies"] == 32 or bins * 2 * h["copies"] > h["words"]  # as many as fit
+    shared = [b for b in range(1, 5000, 7) if not EXT.overlap_cuda_hist_layout(b, optin)["global"]]
+    assert max(shared, default=0) <= {"sm_90": 4096, "sm_80": 4096, "sm_86": 2048,
+                                      "sm_75": 0}[arch]
+    assert EXT.overlap_cuda_hist_layout(0, optin) == {"words": 0, "copies": 1, "global": False,
+                                                      "smem_bytes": base}
+    assert EXT.overlap_cuda_hist_layout(4096, OPTIN["sm_90"])["smem_bytes"] == 108544
+    assert EXT.overlap_cuda_hist_layout(2049, OPTIN["sm_86"])["global"]
+
+
+@needs_binding
+def test_kernel_tf32_rounding_is_the_references():
+    """The bits the kernel feeds its tf32 mma, against round_to_precision: random values,
+    ties, subnormals, the largest finite values (rounding up to inf), inf and NaN payloads."""
+    g = torch.Generator().manual_seed(3)
+    bits = torch.randint(-2**31, 2**31 - 1, (4000,), generator=g, dtype=torch.int64)
+    special = [0x00000000, 0x80000000, 0x00001000, 0x00003000, 0x00002FFF, 0x3F801000,
+               0x3F803000, 0x3F800FFF, 0x7F7FFFFF, 0xFF7FFFFF, 0x7F800000, 0xFF800000,
+               0x7F800001, 0x7FC00000, 0x7FFFFFFF, 0xFFFFFFFF, 0xFFC00001]
+    words = [int(b) & 0xFFFFFFFF for b in bits] + special
+    x = torch.tensor([w - (1 << 32) if w >= 1 << 31 else w for w in words],
+                     dtype=torch.int32).view(torch.float32)
+    want = round_to_precision(x, "tf32").view(torch.int32)
+    got = [EXT.overlap_cuda_round_tf32(w) for w in words]
+    bad = [(hex(w), hex(g_), hex(int(v) & 0xFFFFFFFF)) for w, g_, v in zip(words, got, want)
+           if g_ != int(v) & 0xFFFFFFFF]
+    assert not bad, f"{len(bad)} mismatches (input, kernel, reference), first: {bad[:5]}"
+    assert EXT.overlap_cuda_round_tf32(0x7FFFFFFF) == 0x7FFFFFFF  # a NaN stays a NaN
+
+
+@needs_binding
+def test_devices_older_than_sm80_are_not_offered(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    why = B._why_not("cuda", torch.device("cuda"))
+    assert why is not None and "compute capability >= 8.0" in why and "7.5" in why
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+    assert B._why_not("cuda", torch.device("cuda")) is None
+
+
 def test_cuda_operand_layout():
     X = torch.randn(5, 6)
     Xk, ld = oc.cuda_operand(X, "bf16")  # 6 bf16 = 12 bytes: padded to 8 columns

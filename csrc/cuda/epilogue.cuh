@@ -35,6 +35,7 @@ struct Params {
   unsigned long long* hist;     // (bins,) int64 counts
   int bins, hist_shift;         // copies = 1 << hist_shift in shared memory
   int hist_global;              // 1: bins too many for shared memory, count in global memory
+  int hist_words;               // shared-memory words of the histogram (hist_layout)
   float hist_half;              // bins * 0.5f
   // TOPK: append every pair whose key (|c| desc, i asc, j asc) ranks at or above the threshold
   unsigned long long* cand_count;
@@ -51,12 +52,11 @@ struct EpiSmem {
   unsigned long long* row_sq;
   unsigned long long* col_sq;
   double* sums;                 // [kThreads][3] per-thread fp64 sums (own slot, no atomics)
-  unsigned* hist;               // [kHistWords]
+  unsigned* hist;               // [hist_words] (at most kHistWords)
 };
 // Per-thread fp64 sums live in shared memory, not registers: they would cost 6 registers
 // across the mainloop, which already sits at the 128-register cap.
 constexpr int kEpiFixedBytes = 4 * kTile * 8 + kThreads * 3 * 8;
-constexpr int kEpiHistBytes = kHistWords * 4;
 
 __device__ __forceinline__ EpiSmem carve_epi(unsigned char* p) {
   EpiSmem s;

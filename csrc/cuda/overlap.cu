@@ -36,7 +36,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<MODE>) overlap_kernel(con
     s.sums[tid * 3 + 2] = 0.0;
   }
   if constexpr (HIST) {
-    for (int k = tid; k < kHistWords; k += kThreads) s.hist[k] = 0;
+    for (int k = tid; k < p.hist_words; k += kThreads) s.hist[k] = 0;
   }
   __syncthreads();
 
@@ -145,7 +145,7 @@ bool sync_debug() {
 template <int MODE, bool STATS, bool HIST, bool TOPK>
 std::int64_t launch(const Params& p, cudaStream_t stream, std::int64_t max_blocks, int device) {
   auto* fn = overlap_kernel<MODE, STATS, HIST, TOPK>;
-  const int smem = kPipeBytes + kEpiFixedBytes + (HIST ? kEpiHistBytes : 0);
+  const int smem = static_cast<int>(kSmemBaseBytes) + (HIST ? p.hist_words * 4 : 0);
   SK_CUDA(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   SK_CUDA(cudaFuncSetAttribute(fn, cudaFuncAttributePreferredSharedMemoryCarveout,
                                cudaSharedmemCarveoutMaxShared));
@@ -198,6 +198,7 @@ void tile_coords_host(std::int64_t t, std::int64_t tiles_per_side, std::int64_t 
 
 static_assert(kFixBits == kRowSqFixedBits, "row_sq fixed-point scale out of sync");
 static_assert(kTile == kTileRows && kHistWords == kSmemHistBins, "constants out of sync");
+static_assert(kPipeBytes + kEpiFixedBytes == kSmemBaseBytes, "shared memory layout out of sync");
 
 std::int64_t overlap_partials(const OverlapArgs& a) {
   if (a.n < 2) return 0;  // no pairs: nothing to launch (the caller's buffers stay as given)
@@ -231,13 +232,20 @@ std::int64_t overlap_partials(const OverlapArgs& a) {
   p.block_sums = reinterpret_cast<double*>(a.block_sums);
   p.hist = reinterpret_cast<unsigned long long*>(a.hist);
   p.bins = static_cast<int>(a.bins);
-  p.hist_global = a.bins > kSmemHistBins ? 1 : 0;
-  p.hist_shift = 0;
-  // Shared copies of the histogram (lane l counts into copy l % copies): fewer same-address
-  // collisions inside a warp when the distribution is narrow.
-  while (!p.hist_global && a.bins > 0 && p.hist_shift < 5 &&
-         (a.bins << (p.hist_shift + 1)) <= kHistWords)
-    ++p.hist_shift;
+  // The per-block shared-memory limit differs by GPU (227 KiB on sm_80/sm_90, 99 KiB on
+  // sm_86/sm_89): the histogram takes what is left, or goes to global atomics.
+  int optin = 0;
+  SK_CUDA(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if (optin < kSmemBaseBytes) {
+    std::ostringstream os;
+    os << "the cuda overlap kernel needs " << kSmemBaseBytes << " bytes of shared memory per "
+       << "block; device " << device << " allows " << optin << " (use backend='triton')";
+    throw std::runtime_error(os.str());
+  }
+  const HistLayout hl = hist_layout(a.bins, optin);
+  p.hist_global = hl.global ? 1 : 0;
+  p.hist_words = static_cast<int>(hl.words);
+  p.hist_shift = hl.shift;
   p.hist_half = static_cast<float>(a.bins) * 0.5f;
   p.cand_count = reinterpret_cast<unsigned long long*>(a.cand_count);
   p.cand_val = reinterpret_cast<float*>(a.cand_val);

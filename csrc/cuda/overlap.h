@@ -12,6 +12,51 @@ constexpr std::int64_t kTileGroup = 16;   // tile rows per band of the schedule
 constexpr std::int64_t kMaxRows = std::int64_t{1} << 30;
 constexpr std::int64_t kSmemHistBins = 4096;  // more bins: counted with global atomics
 constexpr int kRowSqFixedBits = 32;  // row_sq fixed-point scale 2^32 (epilogue.cuh kFix)
+// Shared memory of one block before the histogram: the 4-stage operand pipeline and the fixed
+// epilogue slots (mainloop.cuh kPipeBytes + epilogue.cuh kEpiFixedBytes; overlap.cu checks).
+constexpr std::int64_t kSmemBaseBytes = 92160;
+
+#ifdef __CUDACC__
+#define SK_HOST_DEVICE __host__ __device__
+#else
+#define SK_HOST_DEVICE
+#endif
+
+// Round-to-nearest-even of fp32 bits onto tf32's 10 mantissa bits; inf and NaN unchanged.
+// The rule of the reference (superkern/ops/overlap_ref.py round_to_precision), so both see
+// identical operands; the binding exposes it to the tests.
+SK_HOST_DEVICE inline std::uint32_t round_tf32_bits(std::uint32_t bits) {
+  if ((bits & 0x7F800000u) == 0x7F800000u) return bits;
+  bits += 0xFFFu + ((bits >> 13) & 1u);
+  return bits & ~0x1FFFu;
+}
+
+// Where a launch counts its histogram: `words` shared-memory words (a power of two, at most
+// kSmemHistBins, as many as the device lets one block have beyond kSmemBaseBytes) holding
+// 1 << shift copies of the bins, or, when the bins do not fit there, global atomics.
+struct HistLayout {
+  std::int64_t words = 0;  // shared-memory words reserved (0: no shared histogram)
+  int shift = 0;           // copies = 1 << shift (lane l counts into copy l % copies)
+  bool global = false;     // counted with 64-bit atomics in global memory
+  std::int64_t smem_bytes = kSmemBaseBytes;  // dynamic shared memory of one block
+};
+
+inline HistLayout hist_layout(std::int64_t bins, std::int64_t smem_optin) {
+  HistLayout h;
+  if (bins <= 0) return h;
+  const std::int64_t room = (smem_optin - kSmemBaseBytes) / 4;
+  std::int64_t words = kSmemHistBins;
+  while (words > room && words > 0) words >>= 1;
+  if (bins > words) {
+    h.global = true;
+    return h;
+  }
+  h.words = words;
+  // several copies: fewer same-address collisions inside a warp for a narrow distribution
+  while (h.shift < 5 && (bins << (h.shift + 1)) <= words) ++h.shift;
+  h.smem_bytes += words * 4;
+  return h;
+}
 
 // Arguments of one launch, already validated by the binding (csrc/bind_cuda.cpp). Pointers
 // are device addresses of buffers the caller allocated; see the binding's docstring.

@@ -3,6 +3,8 @@
 #pragma once
 #include <cstdint>
 
+#include "cuda/overlap.h"
+
 namespace sk::cuda::ptx {
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
@@ -72,11 +74,7 @@ __device__ __forceinline__ void mma_1688_tf32(float& d0, float& d1, float& d2, f
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Round-to-nearest-even onto tf32's 10 mantissa bits: the same bit trick as the reference
-// (superkern/ops/overlap_ref.py round_to_precision), so both see identical operands.
-__device__ __forceinline__ uint32_t round_tf32(uint32_t bits) {
-  bits += 0xFFFu + ((bits >> 13) & 1u);
-  return bits & ~0x1FFFu;
-}
+// Round-to-nearest-even onto tf32's 10 mantissa bits, inf and NaN kept (overlap.h).
+__device__ __forceinline__ uint32_t round_tf32(uint32_t bits) { return round_tf32_bits(bits); }
 
 }  // namespace sk::cuda::ptx
