@@ -41,10 +41,8 @@ def peak(dtype, allow_tf32=False):
     n = 8192
     a = torch.randn(n, n, device="cuda", dtype=dtype)
     b = torch.randn(n, n, device="cuda", dtype=dtype)
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
-    t = timeit(lambda: a @ b, reps=10, warmup=3)
-    torch.backends.cuda.matmul.allow_tf32 = old
+    with matmul_precision("tf32" if allow_tf32 else "fp32"):
+        t = timeit(lambda: a @ b, reps=10, warmup=3)
     return 2 * n ** 3 / t / 1e12
 
 

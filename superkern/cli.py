@@ -77,8 +77,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not is_out_of_memory(exc):
             raise
         detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+        gpu = type(exc).__name__ == "OutOfMemoryError" or "CUDA" in str(exc)  # torch's GPU OOM
         print(f"superkern {args.command}: error: out of memory ({detail}); ask for less (fewer "
-              "rows, top-k pairs or bins, a smaller --dpi or --max-instances)", file=sys.stderr)
+              "rows, top-k pairs or bins, a smaller --dpi or --max-instances"
+              + (", or --device cpu to leave the GPU" if gpu else "") + ")", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\nsuperkern {args.command}: interrupted. Files already written are complete "

@@ -141,6 +141,8 @@ def test_analysis_options_out_of_range(results_file, capsys, argv, match):
     (RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't "  # torch
                   "allocate memory: you tried to allocate 80000000000 bytes."), 2,
      "out of memory ([enforce fail"),
+    (RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB"), 2,
+     "--max-instances, or --device cpu to leave the GPU)"),
     (RuntimeError("a bug, not memory"), None, None),  # other errors are not disguised
 ])
 def test_interrupt_and_out_of_memory_messages(monkeypatch, capsys, exc, rc, said):

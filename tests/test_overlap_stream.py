@@ -4,6 +4,7 @@ interpreter); the GPU cases (marked gpu) repeat it on CUDA with a CPU-resident h
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
 import pytest
 import torch
@@ -196,6 +197,42 @@ def test_torch_backend_copy_counts_in_the_plan():
     W = _head(1000, 64, seed=11).double()
     st = superkern.overlap_stats(W, precision="bf16", backend="torch", max_device_bytes=200000)
     assert st.block_rows == 256  # 200000 // (2 * 64 * 6) = 260 -> 256 (2 bytes alone: 768)
+
+
+class _LiveBytes(torch.utils._python_dispatch.TorchDispatchMode):
+    """Peak bytes of the tensors created inside the mode that are still alive."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.peak = {}, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else [out]):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in self.live:
+                key = t.untyped_storage().data_ptr()
+                self.live[key] = t.untyped_storage().nbytes()
+                weakref.finalize(t.untyped_storage(), self.live.pop, key, None)
+        self.peak = max(self.peak, sum(self.live.values()))
+        return out
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16),
+                                              ("fp16", torch.float16)])
+def test_rounding_a_low_precision_operand_costs_what_the_plan_counts(precision, dtype):
+    """The torch backend's rounding of a bf16/fp16 operand: one fp32 widening, the 4 bytes
+    per element _backend_copy_bytes counts (not a fp32 copy, a 16-bit one and another fp32
+    one at once); other dtypes still go through fp32, so the values are unchanged."""
+    from superkern.ops.overlap_ref import round_to_precision
+
+    X64 = torch.randn(300, 64, dtype=torch.float64)
+    X = X64.to(dtype)
+    with _LiveBytes() as mode:
+        out = round_to_precision(X, precision)
+    assert mode.peak == 4 * X.numel(), mode.peak
+    assert out.dtype == torch.float32 and torch.equal(out, X.float())
+    for src in (X64, X64.float()):
+        assert torch.equal(round_to_precision(src, precision), src.float().to(dtype).float())
 
 
 @pytest.mark.parametrize("name, precision, m, extra", [

@@ -143,3 +143,29 @@ def test_rows_on_the_second_gpu_give_the_same_partials_as_on_the_first():
     assert torch.equal(got.topk_pairs, ref.topk_pairs)
     assert int((got.hist - ref.hist).abs().sum()) <= 2  # two GPU models may round apart
     assert abs(got.sum_sq - ref.sum_sq) <= 1e-6 * ref.sum_sq
+
+
+def test_threshold_estimate_runs_with_tf32_off_whatever_the_caller_set():
+    """The subset Gram behind the first threshold is an fp32 product even when the caller
+    turned tf32 on (its error could exceed the margin and cost an extra pass)."""
+    from superkern.triton import _overlap_topk as K
+
+    seen = []
+
+    class _Flags(torch.utils._python_dispatch.TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default):
+                seen.append(torch.backends.cuda.matmul.allow_tf32)
+            return func(*args, **(kwargs or {}))
+
+    X, s = _operands(_rand(200, 24, seed=5))
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with _Flags():
+            t0, _ = K.initial_threshold(X, s, 10, max_rows=64, rel_margin=2 ** -6)
+        assert torch.backends.cuda.matmul.allow_tf32  # restored afterwards
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    assert seen and not any(seen), seen
+    assert 0 < t0 < 1

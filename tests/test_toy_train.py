@@ -284,3 +284,33 @@ def test_cuda_engine_matches_cuda_reference():
         assert r.device.startswith("cuda") and r.backend == "torch"
         assert_allclose(f"W m={c.m} gamma={c.gamma}", r.W, ref.W, rtol=1e-4, atol=5e-6)
         assert r.final_loss == pytest.approx(ref.final_loss, rel=1e-5)
+
+
+class _CountReads(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts reads of a tensor value back to the host (bool(t), t.item(), float(t))."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.reads += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_training_steps_read_nothing_back_from_the_device():
+    """A host read stalls a GPU queue: a step of either torch trainer does none (the data's p
+    was checked once, when it was built)."""
+    from superkern.toy.reference import ReferenceTrainer
+
+    configs = _mix(steps=8)
+    batched, alone = BatchedTrainer(configs, "cpu"), ReferenceTrainer(configs[1], "cpu")
+    for trainer in (batched, alone):
+        with _CountReads() as mode:
+            for _ in range(5):
+                trainer.step()
+        assert mode.reads == 0, f"{type(trainer).__name__}: {mode.reads} reads in 5 steps"
+    with _CountReads() as mode:  # the counter sees a read where there is one
+        bool(torch.ones(1).sum() > 0)
+    assert mode.reads == 1

@@ -32,13 +32,13 @@ def round_to_precision(X: torch.Tensor, precision: str) -> torch.Tensor:
             r = ((b >> 13) & 1).add_(0xFFF).add_(b).bitwise_and_(~0x1FFF)
             b.copy_(torch.where((b & 0x7F800000) == 0x7F800000, b, r))
         return out
-    X = X.float()
     if precision == "fp32":
-        return X
-    if precision == "bf16":
-        return X.to(torch.bfloat16).float()
-    if precision == "fp16":
-        return X.to(torch.float16).float()
+        return X.float()
+    if precision in ("bf16", "fp16"):
+        # An operand already in the format is only widened (4 bytes per element on top of it,
+        # what the memory plan counts); other dtypes go through fp32 first, as everywhere.
+        low = torch.bfloat16 if precision == "bf16" else torch.float16
+        return (X if X.dtype == low else X.float().to(low)).float()
     raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
 
 

@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from superkern._tf32 import matmul_precision
 from superkern.ops.overlap_ref import _topk_canonical
 
 CAP_MAX = 1 << 22       # 4M candidates x 12 bytes = 48 MiB, the most we allocate by default
@@ -37,11 +38,13 @@ def subset_rows(N: int, k: int, max_rows: int) -> torch.Tensor:
 
 
 def _subset_gram(X: torch.Tensor, scale: torch.Tensor, ia: torch.Tensor, jb: torch.Tensor):
-    """|c| over the rows ia x columns jb (fp32; the compute dtype's product on the GPU)."""
+    """|c| over the rows ia x columns jb (fp32; the compute dtype's product on the GPU, with
+    tf32 off whatever the caller set: a tf32 product's error could exceed the margin)."""
     Xa, Xb = X[ia.to(X.device)], X[jb.to(X.device)]
     if not Xa.is_cuda:
         Xa, Xb = Xa.float(), Xb.float()
-    C = (Xa @ Xb.T).float()
+    with matmul_precision("fp32"):
+        C = (Xa @ Xb.T).float()
     sa, sb = scale[ia.to(X.device)].float(), scale[jb.to(X.device)].float()
     return (C * sa[:, None] * sb[None, :]).abs_()
 

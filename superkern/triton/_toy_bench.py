@@ -12,6 +12,8 @@ import time
 
 import torch
 
+from superkern.ops.overlap_stream import free_device_bytes
+
 
 
 def _setup(I: int, n: int, M: int, B: int, device: torch.device, seed: int = 0):
@@ -147,7 +149,7 @@ def bench_toy_step(I: int, n: int, M: int, B: int, precision: str = "fp32",
     # The eager step holds ~4 (I, B, n) fp32 tensors: time the largest chunk of models that
     # fits in half the free memory and scale linearly to I (reported as torch_chunk).
     per_model = 4 * B * (3 * n + 2 * M) * 4
-    free = torch.cuda.mem_get_info()[0] if device.type == "cuda" else 8 << 30
+    free = free_device_bytes(device) if device.type == "cuda" else 8 << 30  # + torch's cache
     Ic = min(I, (free // 2) // per_model)
     if Ic < 1:
         return out
