@@ -93,6 +93,16 @@ def triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on")
 
 
+def old_gpu(device: torch.device, what: str) -> Optional[str]:
+    """The reason ``what`` cannot run on CUDA ``device`` older than compute capability 8.0
+    (Triton supports 8.0 and newer; the CUDA kernel uses sm_80's mma, cp.async, ldmatrix),
+    or None."""
+    major, minor = torch.cuda.get_device_capability(device)
+    if major < 8:
+        return f"{what} needs compute capability >= 8.0; {device} has {major}.{minor}"
+    return None
+
+
 def _why_not(name: str, device: torch.device) -> Optional[str]:
     """None if ``name`` can run on tensors living on ``device``, else the reason."""
     if name == "torch":
@@ -109,7 +119,7 @@ def _why_not(name: str, device: torch.device) -> Optional[str]:
         if triton_error() is not None:
             return f"triton not importable ({triton_error()})"
         if device.type == "cuda":
-            return None
+            return old_gpu(device, "the 'triton' backend")
         if device.type == "cpu" and triton_interpreting():
             return None
         return (f"the 'triton' backend needs CUDA tensors (got {device}); on CPU it runs only "
@@ -124,11 +134,7 @@ def _why_not(name: str, device: torch.device) -> Optional[str]:
             return "extension has no CUDA overlap kernel"
         if device.type != "cuda":
             return f"the 'cuda' backend needs CUDA tensors, got {device}"
-        major, minor = torch.cuda.get_device_capability(device)
-        if major < 8:  # mma.m16n8k16 bf16, cp.async, ldmatrix: sm_80 and newer
-            return (f"the 'cuda' kernel needs compute capability >= 8.0; {device} has "
-                    f"{major}.{minor}")
-        return None
+        return old_gpu(device, "the 'cuda' kernel")
     return f"unknown backend {name!r}; choose from {('auto',) + BACKENDS}"
 
 

@@ -169,13 +169,26 @@ def test_kernel_tf32_rounding_is_the_references():
     assert EXT.overlap_cuda_round_tf32(0x7FFFFFFF) == 0x7FFFFFFF  # a NaN stays a NaN
 
 
-@needs_binding
 def test_devices_older_than_sm80_are_not_offered(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
-    why = B._why_not("cuda", torch.device("cuda"))
-    assert why is not None and "compute capability >= 8.0" in why and "7.5" in why
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
-    assert B._why_not("cuda", torch.device("cuda")) is None
+    """Triton supports compute capability 8.0 and newer, the CUDA kernel needs sm_80's mma:
+    on a 7.5 part neither is usable (auto falls back to torch), each saying why."""
+    from superkern.toy.backend import _triton_why_not, triton_toy
+
+    checks = {"cuda": lambda d: B._why_not("cuda", d), "triton": lambda d: B._why_not("triton", d),
+              "triton toy": _triton_why_not}
+    present = {"cuda": HAS_BINDING, "triton": B.triton_error() is None,
+               "triton toy": triton_toy()[0] is not None}
+    if not any(present.values()):
+        pytest.skip("neither the CUDA binding nor Triton is installed")
+    cuda = torch.device("cuda")
+    for name, why_not in checks.items():
+        if not present[name]:
+            continue
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+        why = why_not(cuda)
+        assert why is not None and "compute capability >= 8.0" in why and "7.5" in why, why
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+        assert why_not(cuda) is None, (name, why_not(cuda))
 
 
 def test_cuda_operand_layout():

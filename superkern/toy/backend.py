@@ -45,7 +45,7 @@ def _triton_why_not(device: torch.device) -> Optional[str]:
     if mod is None:
         return why
     if device.type == "cuda":
-        return None
+        return _backend.old_gpu(device, "the triton toy engine")
     if device.type == "cpu" and _backend.triton_interpreting():
         return None
     return (f"the triton toy engine needs a CUDA device (got {device}); on CPU it runs only "
