@@ -18,15 +18,18 @@ import superkern.triton.overlap as T  # noqa: E402  (needs triton)
 from tests.test_overlap_triton import DEV, TOL, _operands, _rand  # noqa: E402
 
 
-def _counted_passes(n, first_threshold, monkeypatch):
+def _counted_passes(n, first_threshold, monkeypatch, caps=None):
     """Operands of an (n, 16) head, with the top-k search started from ``first_threshold``
-    and every kernel pass's threshold recorded in ``calls``; also the real launcher."""
+    and every kernel pass's threshold recorded in ``calls`` (its buffer length in ``caps``
+    when given); also the real launcher."""
     X, s = _operands(_rand(n, 16, seed=5))
     calls: list = []
     launch = T._launch
 
     def counting(*a, **kw):
         calls.append(kw["thr"])
+        if caps is not None:
+            caps.append(kw["cap"])
         return launch(*a, **kw)
 
     monkeypatch.setattr(T, "_launch", counting)
@@ -34,15 +37,23 @@ def _counted_passes(n, first_threshold, monkeypatch):
     return X, s, calls, launch
 
 
+@pytest.mark.parametrize("grow", [True, False])
 @pytest.mark.parametrize("n, k, cap", [(200, 6, 7), (200, 6, 13), (9, 6, 7)])
-def test_topk_overflow_reruns_until_exact(n, k, cap, monkeypatch):
+def test_topk_overflow_reruns_until_exact(n, k, cap, grow, monkeypatch):
     # Start from the weakest valid threshold (every pair a candidate) so that the buffer
-    # overflows. With 2k <= n the 2k-th largest row max is the next threshold; with 2k > n
-    # (no such bound) the k-th best collected pair is, pass after pass.
+    # overflows. Growing: the buffer takes all P candidates and the same threshold runs
+    # once more. Not growing (GROW_MAX = 0): with 2k <= n the 2k-th largest row max is the
+    # next threshold; with 2k > n (no such bound) the k-th best collected pair is, pass
+    # after pass.
+    if not grow:
+        monkeypatch.setattr(T._topk, "GROW_MAX", 0)
     P = n * (n - 1) // 2
-    X, s, calls, _ = _counted_passes(n, (-1.0, float(P)), monkeypatch)
+    caps: list = []
+    X, s, calls, _ = _counted_passes(n, (-1.0, float(P)), monkeypatch, caps)
     got = T.overlap_partials_triton(X, s, bins=0, topk=k, topk_capacity=cap)
     ref = overlap_partials_torch(X, s, bins=0, topk=k)
+    if grow:
+        assert calls == [calls[0]] * 2 and caps == [cap, P], (calls, caps)
     assert len(calls) >= 2, f"a {cap}-slot buffer must overflow; passes: {calls}"
     keys = [(-t, i, j) for t, i, j in calls]
     assert keys == sorted(keys, reverse=True), f"thresholds must only tighten: {calls}"
@@ -75,10 +86,14 @@ def test_topk_estimate_too_high_reruns_with_a_lower_threshold(n, want_thr, monke
         T.overlap_partials_triton(X, s, bins=0, topk=k)
 
 
-def test_all_identical_rows_ties_and_termination(monkeypatch):
+@pytest.mark.parametrize("grow", [True, False])
+def test_all_identical_rows_ties_and_termination(grow, monkeypatch):
     # Small integers: every dot product is exact, so all |c| tie exactly at 1 (signs from
     # the negated copies). Top-k must be the first pairs in (i, j) order, the argmax the
-    # smallest other row, and a buffer barely larger than k must still converge.
+    # smallest other row, and a buffer barely larger than k must still converge: in two
+    # passes when it may grow (whatever order a GPU's atomics fill it in).
+    if not grow:
+        monkeypatch.setattr(T._topk, "GROW_MAX", 0)
     g = torch.Generator().manual_seed(6)
     v = torch.randint(-3, 4, (1, 32), generator=g).float()
     v[0, 0] = 5.0
@@ -91,6 +106,7 @@ def test_all_identical_rows_ties_and_termination(monkeypatch):
     monkeypatch.setattr(T, "_launch", lambda *a, **kw: calls.append(kw["thr"]) or launch(*a, **kw))
     got = T.overlap_partials_triton(X, s, bins=8, topk=9, topk_capacity=11)
     assert len(calls) >= 2, calls  # every pair ties with the best: the buffer overflows
+    assert len(calls) == 2 or not grow, calls
     c = float((X[0] @ X[0]) * s[0] * s[0])
     want_pairs = torch.tensor([[0, j] for j in range(1, 10)])
     assert torch.equal(got.topk_pairs, want_pairs), got.topk_pairs

@@ -122,6 +122,13 @@ def test_launch_limits_checked_before_any_work(monkeypatch):
     with pytest.raises(ValueError, match=r"configs\[1\].*batch \* n = 32768 \* 65536"):
         train_many([small, huge], device=DEV)
     assert started == []
+    # The stored path's width chunks on grid axis 1 (with the GPU's 64-wide chunks here).
+    from superkern.triton.toy import launch_limits
+
+    monkeypatch.setenv("SUPERKERN_TRITON_TOY", "bmc=64")
+    why = launch_limits(100, 500, 64 * 65535 + 1, 1, DEV)
+    assert why is not None and "needs 65536 width chunks of 64" in why, why
+    assert launch_limits(100, 500, 64 * 65535, 1, DEV) is None
     many = [small.replace(seed=s) for s in range(65537)]  # past a launch's 65535 models
     sizes = [len(idx) for _, idx in plan_groups(many, torch.device(DEV))]
     assert sizes == [65535, 2]

@@ -32,6 +32,9 @@ _DTYPE = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16,
           "fp16": torch.float16}
 TILE = 128  # rows per Gram tile (the extension's overlap_cuda_config["tile"]; a test checks)
 DEFAULT_CAPACITY = 1 << 20  # top-k candidate slots (12 bytes each)
+# An overflow of at most this many candidates grows the buffer to the exact count and reruns
+# the same threshold once (see _Run._settle); tests set 0 to exercise the other path.
+GROW_MAX = 1 << 22
 _I32_MAX = 2**31 - 1
 _ALL_PAIRS = (-1.0, _I32_MAX, _I32_MAX)  # threshold key every pair ranks above
 
@@ -191,14 +194,25 @@ class _Run:
         return (float(a[k - 1]), int(i[k - 1]), int(j[k - 1]))
 
     def _settle(self, n: int, key):
-        """After a launch over n rows: while the buffer overflowed, raise the threshold to the
-        k-th key among the stored candidates (a subset of the true ones, so still a lower
-        bound, and strictly higher since cap > k distinct keys) and rerun top-k only."""
+        """After a launch over n rows, while the buffer overflowed: when the exact count is at
+        most GROW_MAX, grow the buffer to it and rerun top-k only at the same key (every pair
+        computes bit-identically, so this stores them all: one pass, whatever order the
+        atomics handed out the slots in); else raise the threshold to the k-th key among the
+        stored candidates (a subset of the true ones, so still a lower bound, and strictly
+        higher since cap > k distinct keys) and rerun top-k only."""
         k = min(self.topk, self.pairs(n))
-        while int(self.cand_count.item()) > self.cap:
-            key = self._kth_key(k)
+        while (count := int(self.cand_count.item())) > self.cap:
+            if count <= max(GROW_MAX, self.cap):
+                self._grow(count)
+            else:
+                key = self._kth_key(k)
             self.launch(n, stats=False, key=key)
         return key
+
+    def _grow(self, cap: int) -> None:
+        self.cap = int(cap)
+        self.cand_val = torch.empty(self.cap, dtype=torch.float32, device=self.X.device)
+        self.cand_ij = torch.empty(self.cap, dtype=torch.int64, device=self.X.device)
 
     def initial_threshold(self):
         """Threshold key for the full run: the k-th key over the pairs of a leading block of

@@ -20,6 +20,12 @@ from superkern._tf32 import matmul_precision
 from superkern.ops.overlap_ref import _topk_canonical
 
 CAP_MAX = 1 << 22       # 4M candidates x 12 bytes = 48 MiB, the most we allocate by default
+# After an overflow the pass's exact count is known: up to this many candidates the buffer
+# grows to hold them all and one more pass at the same threshold stores every one, whatever
+# order the GPU's atomics hand out the slots in. Beyond it the threshold rises instead, to
+# the k-th best stored pair, which needs more passes when the stored pairs are an arbitrary
+# subset (tests set 0 to exercise that path).
+GROW_MAX = CAP_MAX
 CAP_MIN = 4096
 
 

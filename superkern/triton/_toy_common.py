@@ -133,7 +133,9 @@ def _draw(p_ptr, x_ptr, seed, step, g, offs_s, offs_f, s_ok, f_ok, n, stride_xg,
                                      zero + step, zero)
         u1 = tl.uint_to_uniform_float(r1)
         u2 = tl.uint_to_uniform_float(r2)
-        active = ok & (u1 < p[None, :])
+        # A drawn magnitude of exactly 0 (u2 = 0, odds about 2^-31) is no active feature:
+        # the same sparsity as replaying the sample as an explicit x (active = nonzero).
+        active = ok & (u1 < p[None, :]) & (u2 > 0.0)
         v = tl.where(active, 2.0 * u2, 0.0)
     return active, v
 

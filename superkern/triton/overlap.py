@@ -247,21 +247,30 @@ def _tighter(a, b):
     return a if (-a[0], a[1], a[2]) <= (-b[0], b[1], b[2]) else b
 
 
-def _select_topk(run, cap: int, N: int, k: int, first: _Pass):
+def _select_topk(run, cap: int, N: int, k: int, first: _Pass, thr):
     """Exact top-k by (|c| desc, i asc, j asc); reruns the kernel only on buffer overflow
-    (or, never seen, when rounding put the estimate above the kernel's k-th value)."""
+    (or, never seen, when rounding put the estimate above the kernel's k-th value).
+
+    ``run(thr, cap)`` launches a pass; ``first`` was launched with ``thr`` and ``cap``. On an
+    overflow of at most ``GROW_MAX`` candidates the buffer grows to the exact count and the
+    same threshold runs again (every pair computes bit-identically, so it stores them all):
+    two passes whatever order the atomics fill the buffer in. Larger overflows raise the
+    threshold to the k-th best stored pair."""
     p = first
     bound = _row_max_bound(first, N, k)
     for _ in range(MAX_PASSES):
         if p.count < k:
             thr = bound or (-1.0, N, N)
         elif p.count > cap:
-            absv, _, pi, pj = _topk.canonical(*p.cand, k)
-            thr = _tighter((float(absv[-1]), int(pi[-1]), int(pj[-1])), bound)
+            if p.count <= max(_topk.GROW_MAX, cap):
+                cap = p.count
+            else:
+                absv, _, pi, pj = _topk.canonical(*p.cand, k)
+                thr = _tighter((float(absv[-1]), int(pi[-1]), int(pj[-1])), bound)
         else:
             _, vals, pi, pj = _topk.canonical(*p.cand, k)
             return vals.float().cpu(), torch.stack([pi, pj], 1).cpu()
-        p = run(thr)
+        p = run(thr, cap)
     raise RuntimeError(f"top-k did not converge in {MAX_PASSES} passes "
                        f"(N={N}, k={k}, capacity={cap}, last count={p.count})")
 
@@ -342,13 +351,13 @@ def overlap_partials_triton(X: torch.Tensor, scale: torch.Tensor, *, bins: int, 
             rel_margin=2.0 ** -6 if not interp else 1e-4, split=split)
         cap = _topk.capacity(topk, P, expected, topk_capacity)
 
-    def run(thr):
+    def run(thr, cap):
         return _launch(Xk, desc, scale, cfg, bins=bins, topk=topk, cap=cap, thr=thr,
                        input_precision=input_precision, split=split)
 
-    first = run((t0, N, N))
+    first = run((t0, N, N), cap)
     if topk:
-        topk_values, topk_pairs = _select_topk(run, cap, N, topk, first)
+        topk_values, topk_pairs = _select_topk(run, cap, N, topk, first, (t0, N, N))
     else:
         topk_values = torch.zeros(0, dtype=torch.float32)
         topk_pairs = torch.zeros((0, 2), dtype=torch.int64)

@@ -63,6 +63,9 @@ def launch_limits(n: int, batch: int, M: int, I: int, device: torch.device | str
     if triton.cdiv(n, cfg_data.bf) > _GRID_YZ_MAX:
         return (f"n={n} needs {triton.cdiv(n, cfg_data.bf)} feature tiles of {cfg_data.bf}, "
                 f"more than the grid limit {_GRID_YZ_MAX}")
+    if triton.cdiv(M, cfg.bmc) > _GRID_YZ_MAX:  # the stored path's width chunks (grid axis 1)
+        return (f"width M={M} needs {triton.cdiv(M, cfg.bmc)} width chunks of {cfg.bmc}, "
+                f"more than the grid limit {_GRID_YZ_MAX}")
     return None
 
 
