@@ -166,7 +166,8 @@ def test_devices_starts_one_shard_process_per_device(tmp_path, capsys, monkeypat
         assert msg in capsys.readouterr().err
 
 
-def test_devices_parent_stopped_stops_every_shard(tmp_path):
+def _start_long_devices_run(tmp_path):
+    """A `--devices cpu,cpu` sweep that would run for hours, and the pids of its shards."""
     toml = tmp_path / "e.toml"
     toml.write_text('[base]\npreset = "small"\nn = 64\nsteps = 200000\nbatch = 64\n'
                     '[grid]\nm = [3, 4]\n')
@@ -178,6 +179,11 @@ def test_devices_parent_stopped_stops_every_shard(tmp_path):
     pids = [int(x) for x in first.split("(pids ")[1].split(")")[0].split(", ")]
     assert len(pids) == 2, first
     time.sleep(1.0)
+    return proc, pids
+
+
+def test_devices_parent_stopped_stops_every_shard(tmp_path):
+    proc, pids = _start_long_devices_run(tmp_path)
     proc.send_signal(signal.SIGTERM)
     proc.send_signal(signal.SIGTERM)  # a second signal must not cut the clean-up short
     out, err = proc.communicate(timeout=60)
@@ -191,16 +197,7 @@ def test_devices_parent_stopped_stops_every_shard(tmp_path):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_devices_parent_killed_takes_its_shards_along(tmp_path):
     """kill -9 cannot be caught: the shards end with their parent all the same."""
-    toml = tmp_path / "e.toml"
-    toml.write_text('[base]\npreset = "small"\nn = 64\nsteps = 200000\nbatch = 64\n'
-                    '[grid]\nm = [3, 4]\n')
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "superkern", "sweep", str(toml), "--out",
-                             str(tmp_path / "o"), "--devices", "cpu,cpu", "--no-progress"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = proc.stdout.readline()
-    pids = [int(x) for x in first.split("(pids ")[1].split(")")[0].split(", ")]
-    time.sleep(1.0)
+    proc, pids = _start_long_devices_run(tmp_path)
     proc.kill()
     proc.communicate(timeout=60)
     deadline = time.monotonic() + 60
