@@ -97,6 +97,12 @@ def old_gpu(device: torch.device, what: str) -> Optional[str]:
     """The reason ``what`` cannot run on CUDA ``device`` older than compute capability 8.0
     (Triton supports 8.0 and newer; the CUDA kernel uses sm_80's mma, cp.async, ldmatrix),
     or None."""
+    if not torch.cuda.is_available():
+        return f"{what} needs CUDA, and torch sees no CUDA device"
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if not 0 <= index < torch.cuda.device_count():
+        return (f"{what}: {device} does not exist (torch sees {torch.cuda.device_count()} "
+                "CUDA device(s))")
     major, minor = torch.cuda.get_device_capability(device)
     if major < 8:
         return f"{what} needs compute capability >= 8.0; {device} has {major}.{minor}"

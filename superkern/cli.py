@@ -77,7 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not is_out_of_memory(exc):
             raise
         detail = str(exc).splitlines()[0] if str(exc) else "no detail"
-        gpu = type(exc).__name__ == "OutOfMemoryError" or "CUDA" in str(exc)  # torch's GPU OOM
+        gpu = (args.command in ("probe", "train", "sweep")  # the commands with --device
+               and (type(exc).__name__ == "OutOfMemoryError" or "CUDA" in str(exc)))
         print(f"superkern {args.command}: error: out of memory ({detail}); ask for less (fewer "
               "rows, top-k pairs or bins, a smaller --dpi or --max-instances"
               + (", or --device cpu to leave the GPU" if gpu else "") + ")", file=sys.stderr)

@@ -142,7 +142,7 @@ def test_analysis_options_out_of_range(results_file, capsys, argv, match):
                   "allocate memory: you tried to allocate 80000000000 bytes."), 2,
      "out of memory ([enforce fail"),
     (RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB"), 2,
-     "--max-instances, or --device cpu to leave the GPU)"),
+     "a smaller --dpi or --max-instances)"),  # env has no --device to suggest
     (RuntimeError("a bug, not memory"), None, None),  # other errors are not disguised
 ])
 def test_interrupt_and_out_of_memory_messages(monkeypatch, capsys, exc, rc, said):
@@ -158,6 +158,18 @@ def test_interrupt_and_out_of_memory_messages(monkeypatch, capsys, exc, rc, said
         return
     assert main(["env"]) == rc
     assert said in _err(capsys)
+
+
+def test_a_gpu_out_of_memory_error_suggests_the_cpu_where_there_is_a_device_option(
+        monkeypatch, capsys):
+    import superkern.commands.train as train_cmd
+
+    def fail(args):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(train_cmd, "run", fail)
+    assert main(["train"]) == 2
+    assert "--max-instances, or --device cpu to leave the GPU)" in _err(capsys)
 
 
 def test_closed_stdout_stops_quietly():

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from superkern.sweep import run_sweep
+from superkern.sweep.shard import PARENT_ENV
 from superkern.sweep.store import ResultsWarning, read_jsonl
 from tests.sweep_fakes import make_fake, small_configs
 
@@ -208,6 +209,25 @@ def test_devices_parent_killed_takes_its_shards_along(tmp_path):
     for pid in alive:  # a failure leaves no process behind
         os.kill(pid, signal.SIGKILL)
     assert not alive, f"shard(s) {alive} outlived their killed parent"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_shard_whose_starter_is_gone_stops_and_one_behind_a_wrapper_runs():
+    code = ("from superkern.sweep.shard import follow_parent\n"
+            "follow_parent()\n"
+            "import time; time.sleep(0.2); print('still running')\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer runs
+    r = subprocess.run([sys.executable, "-c", code], env={**env, PARENT_ENV: str(gone.pid)},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == -signal.SIGTERM and "has ended; stopping" in r.stderr, r
+    # A wrapper between the --devices process (alive: this one) and the shard is no reason
+    # to stop.
+    r = subprocess.run(["/bin/sh", "-c", f'"{sys.executable}" -c "$0"; exit $?', code],
+                       env={**env, PARENT_ENV: str(os.getpid())}, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and "still running" in r.stdout, r
 
 
 def _running(pid: int) -> bool:

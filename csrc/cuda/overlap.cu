@@ -146,7 +146,13 @@ template <int MODE, bool STATS, bool HIST, bool TOPK>
 std::int64_t launch(const Params& p, cudaStream_t stream, std::int64_t max_blocks, int device) {
   auto* fn = overlap_kernel<MODE, STATS, HIST, TOPK>;
   const int smem = static_cast<int>(kSmemBaseBytes) + (HIST ? p.hist_words * 4 : 0);
-  SK_CUDA(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  // The attribute is the kernel's, shared by every thread that launches it: set it to the
+  // most any launch of this kernel on this device asks for (a value that depended on this
+  // launch's bins could be lowered by another thread between its set and our launch).
+  int optin = 0;
+  SK_CUDA(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const int most = static_cast<int>(HIST ? hist_layout(1, optin).smem_bytes : kSmemBaseBytes);
+  SK_CUDA(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, most));
   SK_CUDA(cudaFuncSetAttribute(fn, cudaFuncAttributePreferredSharedMemoryCarveout,
                                cudaSharedmemCarveoutMaxShared));
   int sms = 0, per_sm = 0;
@@ -232,8 +238,8 @@ std::int64_t overlap_partials(const OverlapArgs& a) {
   p.block_sums = reinterpret_cast<double*>(a.block_sums);
   p.hist = reinterpret_cast<unsigned long long*>(a.hist);
   p.bins = static_cast<int>(a.bins);
-  // The per-block shared-memory limit differs by GPU (227 KiB on sm_80/sm_90, 99 KiB on
-  // sm_86/sm_89): the histogram takes what is left, or goes to global atomics.
+  // The per-block shared-memory limit differs by GPU (227 KiB on sm_90, 163 KiB on sm_80,
+  // 99 KiB on sm_86/sm_89): the histogram takes what is left, or goes to global atomics.
   int optin = 0;
   SK_CUDA(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   if (optin < kSmemBaseBytes) {

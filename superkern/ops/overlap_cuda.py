@@ -11,9 +11,10 @@ torch on the tensor's device, passes raw device addresses and the current stream
 - ``row_sum_sq``: fixed-point int64 sums (scale 2^32) -> fp64.
 - top-k: the kernel appends every pair whose key (|c| desc, i asc, j asc) ranks at or above a
   threshold key; this launcher picks the threshold (k-th key of a leading block of rows, which
-  the same kernel computes bit-identically), raises it when the candidate buffer overflows
-  (strictly, since keys are distinct: the loop always ends), and sorts the survivors
-  canonically.
+  the same kernel computes bit-identically). When the candidate buffer overflows with at most
+  ``GROW_MAX`` candidates it grows to the exact count and reruns the same key (one rerun,
+  whatever order the atomics stored them in); beyond that it raises the key (strictly, since
+  keys are distinct: the loop always ends). The survivors are sorted canonically.
 """
 from __future__ import annotations
 
@@ -81,8 +82,9 @@ def overlap_partials_cuda(X: torch.Tensor, scale: torch.Tensor, *, bins: int, to
         topk: number of largest-|c| pairs (<= N(N-1)/2).
         precision: "fp32" (exact fp32 FMA), "tf32", "bf16" or "fp16" (tensor cores, fp32
             accumulate).
-        capacity: top-k candidate slots (default max(2^20, 8 topk)); small values exercise the
-            threshold-raising path.
+        capacity: top-k candidate slots to start with (default max(2^20, 8 topk)); an
+            overflow grows the buffer up to ``GROW_MAX`` slots (48 MiB). Small values
+            exercise the overflow paths (with ``GROW_MAX = 0``, the threshold-raising one).
         split: 0 for all pairs i < j; S (a multiple of the 128-row tile) for the cross pairs
             i < S <= j only (block-pair streaming).
 
@@ -202,7 +204,7 @@ class _Run:
         higher since cap > k distinct keys) and rerun top-k only."""
         k = min(self.topk, self.pairs(n))
         while (count := int(self.cand_count.item())) > self.cap:
-            if count <= max(GROW_MAX, self.cap):
+            if count <= GROW_MAX:
                 self._grow(count)
             else:
                 key = self._kth_key(k)
@@ -222,7 +224,8 @@ class _Run:
         if self.pairs(N) <= cap:
             return _ALL_PAIRS
         # At least doubling: with a small capacity the next level overflows and _settle
-        # raises the threshold instead of crawling up one row at a time.
+        # settles it (a grown buffer or a raised threshold) instead of crawling up one row at
+        # a time.
         grow = max(2.0, math.sqrt(cap / (4.0 * k)))
         if split:
             # Split mode: the first part against a leading block of the second part's rows

@@ -315,8 +315,9 @@ def follow_parent() -> None:
 
     The parent stops its shards itself on SIGINT, SIGTERM and SIGHUP; this covers what it
     cannot catch (``kill -9``, an out-of-memory kill). On Linux the kernel sends this process
-    SIGTERM when its parent dies (``PR_SET_PDEATHSIG``); a parent already gone when this runs
-    ends the shard at once. Elsewhere, and outside ``--devices``, it does nothing."""
+    SIGTERM when its parent dies (``PR_SET_PDEATHSIG``); a ``--devices`` process already gone
+    when this runs ends the shard at once. Elsewhere, and outside ``--devices``, it does
+    nothing."""
     want = os.environ.get(PARENT_ENV, "")
     if not want.isdigit() or not sys.platform.startswith("linux"):
         return
@@ -328,8 +329,15 @@ def follow_parent() -> None:
         libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() != int(want):  # the parent died before the line above
-        os.kill(os.getpid(), signal.SIGTERM)
+    if os.getppid() != int(want):  # a wrapper in between, or the parent already gone
+        try:
+            os.kill(int(want), 0)
+        except ProcessLookupError:
+            print(f"shard: the --devices process (pid {want}) that started this shard has "
+                  "ended; stopping", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+        except PermissionError:  # alive, owned by someone else
+            pass
 
 
 def _exit_code(returncode: int) -> int:

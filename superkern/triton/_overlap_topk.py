@@ -4,11 +4,13 @@ The kernel appends every pair that ranks at or before a threshold triple (t, ti,
 canonical order (|c| desc, i asc, j asc) to a candidate buffer. The threshold starts at the
 exact k-th largest |c| among the pairs of a subset of rows (a subset's k-th largest is never
 above the whole set's), lowered by a margin for rounding differences between torch's and the
-kernel's products. If the buffer overflows, the k-th best collected pair becomes the new
-threshold: it ranks strictly before the worst collected one, so every rerun collects fewer
-pairs (at least cap - k fewer) and the loop ends, ties included (all-identical rows rank by
-(i, j)). The final set, every pair at or before the last threshold, does not depend on the
-order candidates arrived in, so the result is deterministic.
+kernel's products. If the buffer overflows with at most ``GROW_MAX`` candidates (the count
+is exact past its end), it grows to that count and the same threshold runs once more,
+storing them all. A larger overflow makes the k-th best collected pair the new threshold: it
+ranks strictly before the worst collected one, so every rerun collects fewer pairs (at least
+cap - k fewer) and the loop ends, ties included (all-identical rows rank by (i, j)). The
+final set, every pair at or before the last threshold, does not depend on the order
+candidates arrived in, so the result is deterministic.
 """
 from __future__ import annotations
 

@@ -262,7 +262,7 @@ def _select_topk(run, cap: int, N: int, k: int, first: _Pass, thr):
         if p.count < k:
             thr = bound or (-1.0, N, N)
         elif p.count > cap:
-            if p.count <= max(_topk.GROW_MAX, cap):
+            if p.count <= _topk.GROW_MAX:
                 cap = p.count
             else:
                 absv, _, pi, pj = _topk.canonical(*p.cand, k)
