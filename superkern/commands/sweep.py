@@ -95,7 +95,7 @@ def run(args) -> int:
                                 grid_ids={c.run_id for c in configs},
                                 progress=not args.no_progress)
     if args.dry_run:
-        from superkern.sweep.runner import check_runnable, to_train, unique_configs
+        from superkern.sweep.runner import check_run_into, unique_configs
         from superkern.sweep.shard import model_cost, partition, resolve_devices
 
         exp, configs = sw.prepare(args.config, quick=args.quick, variants=args.variant,
@@ -105,7 +105,7 @@ def run(args) -> int:
         out = Path(args.out) if args.out else sw.default_out(exp, args.quick)
         if args.device is not None:  # (a plan for another machine names none)
             # what a run there would refuse at once
-            check_runnable(to_train(configs, out, shard), args.device)
+            check_run_into(configs, out, shard, args.device)
         launches = sw.group_configs(configs, max_instances=max_inst, device=args.device)
         again = f" ({repeated} repeated grid point(s) dropped)" if repeated else ""
         print(f"{exp.name}: {len(configs)} valid configs{again} in {len(launches)} launch(es); "

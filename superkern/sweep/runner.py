@@ -205,6 +205,17 @@ def to_train(configs: Sequence[Any], out_dir: str | Path,
     return [c for c in mine if engine.run_id(c) not in stored]
 
 
+def check_run_into(configs: Sequence[Any], out_dir: str | Path,
+                   shard: Optional[tuple[int, int]], device: Optional[str]) -> None:
+    """:func:`check_runnable` for what a run of ``configs`` into ``out_dir`` would train. The
+    whole grid is tried first, which reads nothing; only when that is refused are the
+    folder's results read, so that models already finished there do not count."""
+    try:
+        check_runnable(configs, device)
+    except ValueError:
+        check_runnable(to_train(configs, out_dir, shard), device)
+
+
 def check_runnable(configs: Sequence[Any], device: Optional[str]) -> None:
     """ValueError, before anything is written, when ``device`` is not on this machine or an
     engine for some config's (backend, precision) cannot run there (``configs``: the ones to
@@ -267,7 +278,7 @@ def run_sweep(configs: Sequence[Any], out_dir: str | Path, *, experiment: str = 
     train_kw = {} if group_by is None else {"group_by": group_by}
     configs, dups = unique_configs(configs)
     if train_fn is None:  # the engine's own checks, before the folder is touched
-        check_runnable(to_train(configs, out_dir, shard), device)
+        check_run_into(configs, out_dir, shard, device)
     if dups:
         warnings.warn(f"{dups} duplicate config(s) in the grid were dropped", stacklevel=2)
     grid_models, grid_id = len(configs), grid_hash(configs)  # the whole grid, not a shard
