@@ -7,6 +7,8 @@ entry pytest-benchmark would write: name, group, params, stats, extra_info) as s
 finishes, and synced; ``bench/summarize.py`` reads such files. A case that fails after it was
 timed (an accuracy check) is recorded with ``extra_info["failed"]``. A case interrupted before
 it has data (pytest-timeout) is marked as an error, so the session can still end cleanly.
+Each case also writes a ``{"started": nodeid}`` line before it runs, so the summary can list
+the cases that started but left no record (killed, timed out, crashed).
 """
 from __future__ import annotations
 
@@ -39,15 +41,17 @@ def _entry(item, bm) -> dict:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
-    outcome = yield
+    path = os.environ.get(ENV_JSONL)
     bm = getattr(item, "funcargs", {}).get("benchmark")
+    if path and bm is not None:  # a case killed before its record is listed as unfinished
+        record(path, {"started": item.nodeid})
+    outcome = yield
     if bm is None:
         return
     if not bm.stats:
         if outcome.excinfo is not None:
             bm.has_error = True  # interrupted inside pedantic: no data for the session's JSON
         return
-    path = os.environ.get(ENV_JSONL)
     if path:  # a case that failed after timing (an accuracy check) is kept, marked
         entry = _entry(item, bm)
         if outcome.excinfo is not None:

@@ -4,7 +4,8 @@ Run on a GPU machine, after building the extension (``bash scripts/gpu_session.s
 does both): ``python bench/gpu_quick.py [--shapes 49152x576,152064x8192]``. Prints a table
 and writes JSON (``--json``). The pytest-benchmark suite in bench/ is the full version.
 Overlap times are of the public op (row norms, operand preparation and index mapping
-included); the naive baseline computes fewer statistics (sum c, sum |c|, max |c|).
+included); the naive baseline computes fewer statistics (sum c, sum |c|, max |c|). The peaks
+are bench/peaks.py's. The JSON is rewritten after every row.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import superkern  # noqa: E402
 from superkern._tf32 import matmul_precision  # noqa: E402
 
 from bench.naive import naive_blockwise_stats  # noqa: E402
+from bench.peaks import gemm_peak  # noqa: E402
 
 
 def timeit(fn, reps=5, warmup=1):
@@ -37,15 +39,6 @@ def timeit(fn, reps=5, warmup=1):
     return ts[len(ts) // 2]
 
 
-def peak(dtype, allow_tf32=False):
-    n = 8192
-    a = torch.randn(n, n, device="cuda", dtype=dtype)
-    b = torch.randn(n, n, device="cuda", dtype=dtype)
-    with matmul_precision("tf32" if allow_tf32 else "fp32"):
-        t = timeit(lambda: a @ b, reps=10, warmup=3)
-    return 2 * n ** 3 / t / 1e12
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="49152x576,50257x768,128256x4096,152064x8192")
@@ -53,11 +46,20 @@ def main():
     ap.add_argument("--precisions", default="bf16")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
-    peaks = {"bf16": peak(torch.bfloat16), "tf32": peak(torch.float32, True),
-             "fp32": peak(torch.float32, False)}
-    peaks["fp16"] = peaks["bf16"]
+    peaks = {p: gemm_peak(p) for p in sorted(set(args.precisions.split(",")))}
     print("measured peaks TFLOP/s:", {k: round(v, 1) for k, v in peaks.items()})
     rows = []
+
+    def save():  # after every row: a timeout keeps what was measured
+        if not args.json:
+            return
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"peaks": peaks, "device": torch.cuda.get_device_name(0),
+                       "torch": torch.__version__, "rows": rows}, f, indent=1)
+        os.replace(tmp, args.json)
+    save()
     for shape in args.shapes.split(","):
         n, m = map(int, shape.split("x"))
         g = torch.Generator(device="cuda").manual_seed(0)
@@ -89,14 +91,10 @@ def main():
                            naive_seconds=t_naive, speedup_vs_naive=t_naive / t,
                            mean_abs=st.mean_abs, mean_sq=st.mean_sq, max_abs=st.max_abs)
                 rows.append(row)
+                save()
                 print(f"{shape:>13} {prec} {be:>6}: {t*1e3:9.2f} ms  {row['tflops']:6.1f} TFLOP/s "
                       f"({100*row['frac_peak']:4.1f}% of peak)  naive {t_naive*1e3:8.2f} ms "
                       f"x{row['speedup_vs_naive']:.1f}  mean|c|={st.mean_abs:.6f}")
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"peaks": peaks, "device": torch.cuda.get_device_name(0),
-                       "torch": torch.__version__, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from superkern.toy.engine import synchronize
 from superkern.toy.reference import ReferenceTrainer
 
 CUDA = torch.cuda.is_available()
-DEVICES = ["cpu"] + (["cuda"] if CUDA else [])
+DEVICES = ["cuda"] if CUDA else ["cpu"]   # a GPU machine's time is for the GPU rows
 SMALL_MS = (10, 15, 25, 39, 63, 100)
 GAMMAS = tuple(-1 + 2 * k / 9 for k in range(10))      # linspace(-1, 1, 10)
 
@@ -61,10 +61,22 @@ def _time_steps(benchmark, trainer, device: str, steps: int, rounds: int, group:
         return (time.perf_counter() - t0) / steps
 
 
-def _record(benchmark, configs, M: int, per_step: float, device: str) -> None:
+def _record(benchmark, configs, M: int, per_step: float, device: str, peer: str = "") -> None:
+    """extra_info of a case; ``peer`` names the eager rows that bench/summarize.py sets the
+    Triton rows against ("eager reference", "eager batched")."""
     B, n = configs[0].batch, configs[0].n
     useful = sum(6.0 * B * n * c.m for c in configs)
     executed = 10.0 * B * n * M * len(configs)
+    if device == "cuda":
+        try:
+            from bench.peaks import gemm_peak
+        except ImportError:  # bench/ itself on sys.path
+            from peaks import gemm_peak
+        peak = gemm_peak("fp32")  # these steps run fp32 with tf32 off
+        benchmark.extra_info.update(peak_tflops=peak, peak_precision="fp32",
+                                    fraction_of_peak=useful / per_step / 1e12 / peak)
+    if peer:
+        benchmark.extra_info["peer"] = peer
     benchmark.extra_info.update(
         models=len(configs), n=n, B=B, m=sorted({c.m for c in configs}), M=M,
         seconds_per_step=per_step, seconds_per_model_step=per_step / len(configs),
@@ -88,7 +100,7 @@ def test_reference_step(benchmark, device):
     per = _time_steps(benchmark, tr, device, steps=20 if device == "cuda" else 2,
                       rounds=5 if device == "cuda" else 3,
                       group=f"toy step reference {device} (n=1000, m=39, B=2048)")
-    _record(benchmark, [c], 39, per, device)
+    _record(benchmark, [c], 39, per, device, peer="eager reference")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -128,4 +140,5 @@ def test_instance_batched_step(benchmark, device, backend):
         benchmark, tr, device, steps=5 if device == "cuda" else 1,
         rounds=5 if device == "cuda" else 2,
         group=f"toy step instance-batched {backend} {device} ({len(configs)} models, M={tr.M})")
-    _record(benchmark, configs, tr.M, per, device)
+    _record(benchmark, configs, tr.M, per, device,
+            peer="eager batched" if backend == "torch" and len(configs) == 240 else "")

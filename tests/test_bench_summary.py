@@ -88,15 +88,54 @@ def test_conftest_records_each_case_as_it_finishes(tmp_path):
         "    benchmark.pedantic(lambda: 1, rounds=2, iterations=1)\n"
         "    assert False, 'rel_err 0.5 >\\n 0.1'\n"
         "def test_plain():\n"
-        "    pass\n")
+        "    pass\n"
+        "def test_zz_killed(benchmark):\n"
+        "    import os, signal\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n")
     out = tmp_path / "cases.jsonl"
     env = {**__import__("os").environ, "SUPERKERN_BENCH_JSONL": str(out)}
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                           "test_cases.py"], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=300)
-    assert "1 failed, 2 passed" in run.stdout, run.stdout[-2000:]
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert run.returncode == -9, (run.returncode, run.stdout[-2000:])
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["started"] for r in lines if "started" in r] == [
+        "test_cases.py::test_ok", "test_cases.py::test_bad", "test_cases.py::test_zz_killed"]
+    rows = [r for r in lines if "started" not in r]
     assert [r["name"] for r in rows] == ["test_ok", "test_bad"]
     assert rows[0]["stats"]["rounds"] == 2 and rows[0]["extra_info"] == {"backend": "x"}
     assert rows[1]["extra_info"]["failed"] == "rel_err 0.5 > 0.1 assert False"
-    assert "| test_bad |" in summarize([out])
+    text = summarize([out])
+    assert "## cases.jsonl: 2 cases" in text
+    assert "| test_bad | - | x |" not in text and "| test_bad | - |" in text  # no timing
+    assert "not recorded (timed out, killed or crashed): test_cases.py::test_zz_killed" in text
+
+
+def test_failed_rows_blank_their_rates_and_toy_rows_meet_their_peers(tmp_path):
+    """A case that failed its accuracy check shows no timing, rate or ratio (they describe a
+    wrong result); toy rows of the peers' size get the speed-up per model-step over the eager
+    reference step and the eager 240-model step of the same file; other sizes do not."""
+    rows = [_bench("ref", "toy ref", 0.00127, peer="eager reference", n=1000, B=2048,
+                   seconds_per_model_step=0.00127),
+            _bench("batched", "toy batched", 0.030, peer="eager batched", n=1000, B=2048,
+                   seconds_per_model_step=0.030 / 240),
+            _bench("triton small", "toy triton", 1.0, n=1000, B=2048, us_per_model_step=2.5,
+                   tflops=12.0, precision="fp32"),
+            _bench("triton large", "toy triton", 1.0, n=10240, B=2048, us_per_model_step=90.0),
+            _bench("bad", "toy triton", 1.0, n=1000, B=2048, us_per_model_step=1.0,
+                   tflops=99.0, precision="bf16", failed="rel_err_dW 0.3 > 0.05")]
+    path = tmp_path / "toy.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    text = summarize([path])
+    header = next(ln for ln in text.splitlines() if ln.startswith("| case") and "tflops" in ln)
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    table = {ln.split("|")[1].strip(): [c.strip() for c in ln.strip("|").split("|")]
+             for ln in text.splitlines() if ln.startswith("| triton") or ln.startswith("| bad")}
+    small = dict(zip(cols, table["triton small"]))
+    assert small["speedup_vs_eager_ref"] == "508" and small["speedup_vs_eager_batched"] == "50"
+    large = dict(zip(cols, table["triton large"]))
+    assert large["speedup_vs_eager_ref"] == "" and large["speedup_vs_eager_batched"] == ""
+    bad = dict(zip(cols, table["bad"]))
+    assert bad["tflops"] == "" and bad["speedup_vs_eager_ref"] == ""
+    assert bad["precision"] == "bf16" and bad["failed"].startswith("rel_err_dW")
+    assert bad["median of the timed call (ms)"] == "-"

@@ -85,7 +85,8 @@ def _time(fn, iters: int, device: torch.device) -> float:
 
 
 def bench_toy_step(I: int, n: int, M: int, B: int, precision: str = "fp32",
-                   iters: int = 20, torch_baseline: bool = True) -> dict:
+                   iters: int = 20, torch_baseline: bool = True,
+                   widths: list[int] | None = None) -> dict:
     """Time one full training step of I models of width M (all dense, one data group).
 
     First checks the kernels on one replayed batch against an fp64 eager computation
@@ -94,8 +95,13 @@ def bench_toy_step(I: int, n: int, M: int, B: int, precision: str = "fp32",
     TFLOP/s by the dense count 6 B n M per model-step, and the same for an eager
     torch instance-batched step (bmm, fp32; tf32 matmuls when precision is "tf32") run in the
     same process (on the largest chunk of models that fits in half the free memory, scaled
-    linearly to I; ``torch_chunk`` says how many).
+    linearly to I; ``torch_chunk`` says how many). ``widths``: the models' real widths when
+    they are padded to M (the small grid's mix), so that ``tflops`` counts 6 B n m of each
+    model's own m; the padded count is ``tflops_padded``.
     """
+    if widths is not None and (len(widths) != I or any(not 1 <= w <= M for w in widths)):
+        raise ValueError(f"widths must be {I} values in [1, {M}], got {len(widths)} "
+                         f"(range {min(widths, default=0)}..{max(widths, default=0)})")
     from superkern.triton import toy as T
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -132,16 +138,19 @@ def bench_toy_step(I: int, n: int, M: int, B: int, precision: str = "fp32",
     t_lg = _time(loss_grad, iters, device)
     t_opt = _time(adamw, iters, device)
     t_step = _time(full, iters, device)
-    # tflops: the model's useful dense work, 6 B n M per model-step (the convention of
-    # bench/test_bench_toy.py); tflops_executed: the products the kernels run, 10 B n M
-    # (z = h W^T, y W, y^T h, x^T dh and the gather's share).
-    flops, executed = 6.0 * B * n * M * I, 10.0 * B * n * M * I
+    # tflops: the models' useful dense work, 6 B n m per model-step with each model's own m
+    # (the convention of bench/test_bench_toy.py); tflops_padded: the same at the padded M;
+    # tflops_executed: the products the kernels run, 10 B n M (z = h W^T, y W, y^T h, x^T dh
+    # and the gather's share).
+    padded = 6.0 * B * n * M * I
+    flops = 6.0 * B * n * float(sum(widths)) if widths is not None else padded
+    executed = 10.0 * B * n * M * I
     out = {"I": I, "n": n, "M": M, "B": B, "precision": precision,
            "path": T.toy_path(M, precision, device),
            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
            "ms_per_step": t_step * 1e3, "ms_loss_grad": t_lg * 1e3, "ms_adamw": t_opt * 1e3,
            "us_per_model_step": t_step * 1e6 / I, "tflops": flops / t_step / 1e12,
-           "tflops_executed": executed / t_step / 1e12,
+           "tflops_padded": padded / t_step / 1e12, "tflops_executed": executed / t_step / 1e12,
            "torch_ms_per_step": None, "torch_tflops": None, "speedup_vs_torch": None,
            **check}
     if not torch_baseline:

@@ -267,7 +267,7 @@ def toy_adamw_step_triton(W: torch.Tensor, b: torch.Tensor, dW: torch.Tensor, db
 
 
 def bench_toy_step(I: int, n: int, M: int, B: int, precision: str = "fp32",
-                   iters: int = 20) -> dict:
+                   iters: int = 20, widths: list[int] | None = None) -> dict:
     """Time one training step (loss_grad + adamw) of I models; see ``_toy_bench``."""
     from superkern.triton._toy_bench import bench_toy_step as _bench
-    return _bench(I, n, M, B, precision, iters)
+    return _bench(I, n, M, B, precision, iters, widths=widths)
