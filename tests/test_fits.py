@@ -214,6 +214,10 @@ def test_width_law_refuses_what_the_data_cannot_determine():
         noise = np.random.default_rng(seed).normal(0, 0.01, 15)
         with pytest.raises(ValueError, match="width-law fit failed"):
             fit_width_law([(f"f{k}",) for k in range(3) for _ in ws], ws * 3, 2 + noise)
+    # Exactly flat losses leave no residual (se 0) and an arbitrary alpha_m (it printed
+    # 0.9097 +- 0.0000 with C = 1e-14): the power term's change across the widths is nothing.
+    with pytest.raises(ValueError, match="flat losses, any alpha_m fits"):
+        fit_width_law([("a",)] * 3 + [("b",)] * 3, [64, 128, 256] * 2, [2.0] * 3 + [3.0] * 3)
     # The interval uses t with n - p degrees of freedom: one group, 4 points, 3 parameters.
     f = fit_width_law([("a",)] * 4, [256, 512, 1024, 2048],
                       [50 / w ** 0.9 + 2 + e for w, e in zip([256, 512, 1024, 2048],

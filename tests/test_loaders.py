@@ -340,6 +340,17 @@ def test_torch_state_dicts(tmp_path, capsys, monkeypatch):
         "model.norm.weight": "pytorch_model-00002-of-00002.bin"}}))
     h = superkern.load_head(sharded)
     assert h.format == "torch-sharded" and h.tied is True and torch.equal(h.matrix, W)
+    # A PyTorch shard named .safetensors (told apart by content; torch.load alone would hand
+    # the name to safetensors and fail on the pickle).
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    torch.save({"lm_head.weight": W}, odd / "model-00002-of-00002.safetensors")
+    safetensors_torch.save_file({"model.norm.weight": torch.ones(10)},
+                                str(odd / "model-00001-of-00002.safetensors"))
+    (odd / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "lm_head.weight": "model-00002-of-00002.safetensors",
+        "model.norm.weight": "model-00001-of-00002.safetensors"}}))
+    assert torch.equal(superkern.load_head(odd).matrix, W)
     calls = []
     real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a) or real_load(*a, **k))

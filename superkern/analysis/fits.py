@@ -314,6 +314,8 @@ def fit_width_law(groups: Sequence[tuple[str, ...]], m: Sequence[float],
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         se = np.sqrt(s2 * np.sum((vt / sv[:, None]) ** 2, axis=0)) / norms
     c = math.exp(sol.x[0]) if sol.x[0] < 709 else math.inf
+    with np.errstate(over="ignore", invalid="ignore"):  # how much C/m^alpha varies over m
+        span = float(np.ptp(c * np.exp(-sol.x[1] * logm))) if math.isfinite(c) else math.inf
     problem = ("" if np.all(np.isfinite(sol.x)) and math.isfinite(c) and c > 0
                else "it has no finite optimum") or \
         ("" if sol.success else f"it did not converge ({sol.message})") or \
@@ -321,7 +323,10 @@ def fit_width_law(groups: Sequence[tuple[str, ...]], m: Sequence[float],
          f"(Jacobian rank {rank})") or \
         ("" if np.all(np.isfinite(se[:2])) else "its standard errors are not finite") or \
         ("" if se[1] < abs(sol.x[1]) else "the data do not determine alpha_m (its standard "
-         "error is larger than itself)")
+         "error is larger than itself)") or \
+        ("" if span > 1e-6 * float(np.abs(y).max()) else f"the power term changes the loss by "
+         f"{span:.3g} across the widths (losses up to {float(np.abs(y).max()):.3g}): flat "
+         "losses, any alpha_m fits")
     if problem:
         raise ValueError(f"the width-law fit failed: {problem}; at its end alpha_m = "
                          f"{sol.x[1]:.4g} +- {se[1]:.3g}, C = {c:.4g}. The losses do not fall "

@@ -27,10 +27,12 @@ def register(sub) -> None:
                        description="Train toy models (SPEC section 2). Comma lists for --m, "
                                    "--gamma and --alpha train the grid of all combinations at "
                                    "once. Unset fields come from --preset.")
-    p.add_argument("--preset", default="small", choices=["small", "large", "none"])
-    p.add_argument("--m", default="39", help="width(s), e.g. 10,15,25,39,63,100")
-    p.add_argument("--gamma", default="-1", help="weight decay(s); < 0 grows rows to norm 1. "
-                   "Write negative lists with =, e.g. --gamma=-1,0.5")
+    p.add_argument("--preset", default="small", choices=["small", "large", "none"],
+                   help="hyper-parameters of unset fields (default: small, the paper's n = "
+                   "1000, 20000 steps of batch 2048)")
+    p.add_argument("--m", default="39", help="width(s), e.g. 10,15,25,39,63,100 (default: 39)")
+    p.add_argument("--gamma", default="-1", help="weight decay(s); < 0 grows rows to norm 1 "
+                   "(default: -1). Write negative lists with =, e.g. --gamma=-1,0.5")
     p.add_argument("--alpha", default=None, help="power-law exponent(s) (preset default)")
     p.add_argument("--n", type=int, default=None)
     p.add_argument("--dist", default="power", choices=["power", "exponential", "linear"])

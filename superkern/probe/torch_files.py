@@ -27,6 +27,11 @@ def torch_load(path: Path) -> Any:
             readable checkpoint (truncated, corrupt, or another format under a torch suffix).
     """
     def load(mmap: bool) -> Any:
+        if os.fspath(path).endswith(".safetensors"):
+            # torch.load hands any path with this suffix to safetensors; a pickle shard so
+            # named (told apart by its content) is read through a file object, unmapped
+            with open(path, "rb") as f:
+                return torch.load(f, map_location="cpu", weights_only=True)
         return torch.load(os.fspath(path), map_location="cpu", weights_only=True, mmap=mmap)
 
     try:
