@@ -215,3 +215,20 @@ def test_warnings_are_one_line_naming_the_command(results_file, tmp_path):
     warned = [line for line in proc.stderr.splitlines() if line.strip()]
     assert warned and all(line.startswith("superkern fit: warning: ") for line in warned), warned
     assert "skipping an unreadable line" in proc.stderr
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["probe", ""], "a path argument"), (["compare", "minilm", " "], "a path argument"),
+    (["fit", ""], "a path argument"), (["figures", ""], "a path argument"),
+    (["sweep", "fig1", "--quick", "--dry-run", "--out", ""], "--out"),
+    (TRAIN + ["--out", ""], "--out"), (["probe", "minilm", "--json", ""], "--json"),
+    (["fit", "zipf", "x.txt", "--save-counts", ""], "--save-counts")])
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch, capsys,
+                                                                   argv, what):
+    """Path('') is '.': `probe ''` probed a weights file in the working folder, `sweep --out ''`
+    trained into it (its dry run used the default folder) and `train --out ''` saved nothing."""
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "w.npy", np.ones((4, 3), dtype=np.float32))
+    assert main(argv) == 2
+    assert f"{what} is empty; name a file or folder" in _err(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.npy"]  # nothing written

@@ -180,3 +180,28 @@ def test_row_norm_plot_of_a_head_near_1e160_does_not_overflow():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         assert row_norms_png(["big"], [norms])[:4] == b"\x89PNG"
+
+
+def test_nested_meta_and_flipped_inputs(tmp_path):
+    """A nested tensor and a meta tensor saved in a file are clear errors (they were torch's
+    internal error and a traceback); a flipped numpy array with a length-1 axis, which numpy
+    calls contiguous with a negative stride, is read (torch refused it)."""
+    with warnings.catch_warnings():  # torch's "nested tensors are a prototype" warning
+        warnings.simplefilter("ignore")
+        nested = torch.nested.nested_tensor([torch.ones(3, 2), torch.ones(2, 2)])
+        torch.save({"lm_head.weight": torch.nested.nested_tensor([torch.ones(3),
+                                                                  torch.ones(2)])},
+                   tmp_path / "nested.pt")
+    with pytest.raises(ValueError, match="W is a nested tensor"):
+        superkern.overlap_stats(nested)
+    torch.save({"lm_head.weight": torch.empty(3, 4, device="meta")}, tmp_path / "meta.pt")
+    with pytest.raises(ValueError, match=r"meta.pt: tensor 'lm_head.weight' is on the meta "
+                                         r"device: shape \[3, 4\]"):
+        superkern.load_head(tmp_path / "meta.pt")
+    with pytest.raises(ValueError, match="nested.pt.*nested tensor"):
+        superkern.load_head(tmp_path / "nested.pt")
+    col = np.arange(1, 6, dtype=np.float32).reshape(5, 1)[:, ::-1]
+    assert col.strides[1] < 0 and col.flags.c_contiguous
+    st = superkern.overlap_stats(col, topk=1)
+    assert st.n_pairs == 10 and st.mean_cos == 1.0
+    assert superkern.overlap_moments_exact(col)["mean_sq"] == 1.0

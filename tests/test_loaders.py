@@ -362,6 +362,18 @@ def test_torch_state_dicts(tmp_path, capsys, monkeypatch):
     (tmp_path / "trunc.pt").write_bytes(raw[: len(raw) // 3])
     with pytest.raises(ValueError, match="trunc.pt.*(truncated|corrupt)"):
         superkern.load_head(tmp_path / "trunc.pt")
+    # A data record cut short inside an intact zip: the memory-mapped load read on into the
+    # bytes after it (values like 1e18) with no error.
+    import zipfile
+    torch.save({"lm_head.weight": _rand(12, 4)}, tmp_path / "small.pt")
+    with zipfile.ZipFile(tmp_path / "small.pt") as zin, \
+            zipfile.ZipFile(tmp_path / "short.pt", "w") as zout:
+        for name in zin.namelist():
+            body = zin.read(name)
+            zout.writestr(name, body[:10] if "/data/" in name else body)
+    with pytest.raises(ValueError, match=r"short.pt.*need \d+ bytes of storage but its data "
+                                         r"records hold \d+: a record is cut short"):
+        superkern.load_head(tmp_path / "short.pt")
 
 
 def test_in_memory_tensor_array_module():

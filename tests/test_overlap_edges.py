@@ -36,6 +36,24 @@ def test_centring_huge_finite_fp32_rows_gives_their_true_cosines(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_centring_leaves_zero_rows_out_before_the_mean(backend):
+    """Zero (padding) rows are excluded, also with center=True: centred first, they became
+    copies of -mean, pairs with c = 1 that filled max and top-k and moved every mean."""
+    dev = _need(backend)
+    W = _rand(50, 6, seed=9) + 1.0      # a shared direction, as in real heads
+    W[40:] = 0
+    gold = gold_stats(W[:40].double(), bins=16, center=True)
+    st = superkern.overlap_stats(W.to(dev), center=True, bins=16, topk=5, per_row=True,
+                                 backend=backend)
+    assert (st.n_zero, st.n_used) == (10, 40)
+    st.row_max_abs, st.row_argmax, st.row_sum_sq = (st.row_max_abs[:40], st.row_argmax[:40],
+                                                    st.row_sum_sq[:40])
+    check_against_gold(st, gold, "fp32", bins=16, topk=5, per_row=True)
+    ex = superkern.overlap_moments_exact(W, center=True)
+    assert ex["n_zero"] == 10 and ex["mean_sq"] == pytest.approx(gold["mean_sq"], rel=1e-9)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16", "fp16"])
 def test_power_of_two_rescaled_rows_give_identical_results(backend, precision):
     """Rows with norms outside [2^-40, 2^40] are scaled by 2^-e, not normalised and rounded

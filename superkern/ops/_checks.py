@@ -14,6 +14,9 @@ def native_tensor(arr: np.ndarray, copy: bool = False) -> torch.Tensor:
     (longdouble) as float64, torch's widest. ``copy``: always a fresh array (e.g. to leave a
     read-only memory map behind)."""
     target = np.float64 if arr.dtype.itemsize > 8 else arr.dtype.newbyteorder("=")
+    # numpy calls a flipped array with a length-1 axis contiguous and keeps its negative
+    # stride, which torch refuses: copy those too
+    copy = copy or any(s < 0 for s in arr.strides)
     return torch.from_numpy(np.array(arr, dtype=target, order="C", copy=True) if copy
                             else np.ascontiguousarray(arr, dtype=target))
 
@@ -43,6 +46,9 @@ def as_matrix(W: Any, name: str = "W", finite: bool = True) -> torch.Tensor:
     if not isinstance(W, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor or numpy array, got {type(W).__name__}")
     check_not_meta(W, name)
+    if W.is_nested:
+        raise ValueError(f"{name} is a nested tensor (rows of different lengths); it must be "
+                         "one 2-D (n, m) matrix")
     if W.layout != torch.strided and W.dim() == 2:  # sparse: the kernels read dense rows
         W = W.to_dense()
     if W.dim() != 2:

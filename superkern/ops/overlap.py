@@ -53,13 +53,21 @@ def prepare_rows(W: Any, *, rows: Any = None, center: bool = False):
     X = W if sel is None else W[sel.to(W.device)]
     idx = torch.arange(n, dtype=torch.int64) if sel is None else sel
     check_finite(X, index=idx, n_total=n)  # only the rows that take part must be finite
+    n_zero = 0
     if center and X.shape[0]:
-        X = _stream.centred(X, _stream.column_mean(X))[0]  # one fp32 (fp64) copy
+        # Zero rows (padding, unused tokens) are left out before the mean, as everywhere:
+        # centred, they would become copies of -mean, pairs with c = 1.
+        raw = torch.nonzero(X.ne(0).any(dim=1)).flatten()
+        if raw.numel() < X.shape[0]:
+            n_zero = X.shape[0] - raw.numel()
+            X, idx = X[raw], idx[raw.cpu()]
+        if X.shape[0]:
+            X = _stream.centred(X, _stream.column_mean(X))[0]  # one fp32 (fp64) copy
     norms = _stream.row_norms(X)
     if X.dtype == torch.float64:  # only fp64 rows can have norms beyond fp64
         _stream.check_norms_finite(norms, idx)
     nonzero = norms > 0
-    n_zero = int((~nonzero).sum())
+    n_zero += int((~nonzero).sum())
     if n_zero:
         keep = torch.nonzero(nonzero).flatten()
         X, norms, idx = X[keep], norms[keep], idx[keep.cpu()]
@@ -131,7 +139,8 @@ def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False
         bins: histogram bins over [-1, 1] (0 = no histogram). Counts are int64.
         topk: number of largest-|c| pairs to return (<= P).
         per_row: also return ``row_max_abs``, ``row_argmax``, ``row_sum_sq`` (length n).
-        center: subtract the column mean of the selected rows first.
+        center: subtract the column mean of the selected nonzero rows first (zero rows are
+            left out before the mean; a row equal to the mean is then a zero row too).
         rows: boolean mask (length n) or index list restricting the rows used.
         precision: dot-product precision: "fp32", "tf32", "bf16" or "fp16"; accumulation is
             always fp32 within a tile and fp64 across tiles.

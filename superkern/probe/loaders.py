@@ -82,6 +82,12 @@ _ENGINE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 def _check_matrix(head: Head) -> None:
     W = head.matrix
     where = f"{head.source}: tensor {head.tensor!r}"
+    if W.is_nested:
+        raise ValueError(f"{where} is a nested tensor (rows of different lengths); an LM head "
+                         "must be one 2-D matrix (n tokens, m width)")
+    if W.device.type == "meta":
+        raise ValueError(f"{where} is on the meta device: shape {list(W.shape)} with no values "
+                         "(saved from a model built without weights); save the real weights")
     if W.layout != torch.strided:  # a sparse (COO, CSR, ...) matrix: the kernels read dense rows
         if W.dim() != 2:
             raise ValueError(f"{where} is a {W.layout} tensor of shape {list(W.shape)}; an LM "
@@ -108,6 +114,8 @@ def _check_matrix(head: Head) -> None:
 
 def _from_path(source: Any, tensor: Optional[str]) -> Head:
     text = os.fspath(source)
+    if not text.strip():  # Path('') is '.': an empty argument must not mean "here"
+        raise ValueError(f"empty path {text!r}: name a checkpoint file or folder")
     alias = resolve_alias(text) if not os.path.exists(text) else None
     if alias is not None:
         path, alias_tensor, name = alias

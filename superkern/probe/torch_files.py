@@ -36,7 +36,9 @@ def torch_load(path: Path) -> Any:
 
     try:
         try:
-            return load(True)  # zip checkpoints: memory-mapped, tensors read on demand
+            obj = load(True)  # zip checkpoints: memory-mapped, tensors read on demand
+            _check_record_sizes(path, obj)
+            return obj
         except RuntimeError as exc:
             if "mmap" not in str(exc):
                 raise
@@ -53,6 +55,40 @@ def torch_load(path: Path) -> Any:
         detail = next((s for s in lines if "nsupported" in s), lines[0] if lines else "")
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
                          f"{detail}); it may be truncated, corrupt or another format") from None
+
+
+def _check_record_sizes(path: Path, obj: Any) -> None:
+    """A memory-mapped load does not compare a tensor's storage with its zip record (a plain
+    load does): a record cut short would be read on into the bytes after it, garbage with no
+    error. The storages the pickle builds must fit in the data records the file holds."""
+    import re
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return
+    with zipfile.ZipFile(path) as z:
+        held = sum(zi.file_size for zi in z.infolist()
+                   if re.search(r"(^|/)data/[^/]+$", zi.filename))
+    storages: dict[int, int] = {}
+
+    def walk(o: Any, depth: int) -> None:
+        if depth > 32:
+            return
+        if isinstance(o, torch.Tensor):
+            if o.layout == torch.strided and o.device.type != "meta" and not o.is_nested:
+                st = o.untyped_storage()
+                storages[st.data_ptr()] = st.nbytes()
+        elif isinstance(o, dict):
+            for v in o.values():
+                walk(v, depth + 1)
+        elif isinstance(o, (list, tuple)):
+            for v in o:
+                walk(v, depth + 1)
+    walk(obj, 0)
+    need = sum(storages.values())
+    if need > held:
+        raise ValueError(f"its tensors need {need} bytes of storage but its data records hold "
+                         f"{held}: a record is cut short or missing")
 
 
 def _tensors(obj: dict) -> dict[str, torch.Tensor]:
