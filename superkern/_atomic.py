@@ -29,9 +29,15 @@ def write_atomic(path: PathLike, data: Union[bytes, str]) -> str:
     """Write ``data`` (bytes, or str as UTF-8) to ``path``; creates parent folders. Returns
     the path."""
     p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"{p} is a folder; cannot write a file there")
     p.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    except OSError as exc:  # name the file asked for, not the hidden temporary one
+        raise OSError(exc.errno, f"cannot write {p} (no file can be created in {p.parent}: "
+                      f"{exc.strerror})") from None
     try:
         # mkstemp creates the file 0600; give it the mode an ordinary open() would: the
         # target's own mode when it exists, else 0666 less the umask, so results shared

@@ -3,6 +3,7 @@ before any work, or completes correctly; nothing computed is lost to a bad outpu
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -232,3 +233,34 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, monke
     assert main(argv) == 2
     assert f"{what} is empty; name a file or folder" in _err(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.npy"]  # nothing written
+
+
+@pytest.mark.parametrize("body, match", [
+    ("base = [1, 2]", r"base must be a table \(\[base\]\), got list"),
+    ("grid = 5", r"grid must be a table \(\[grid\]\), got int"),
+    ("experiment = 5", "experiment must be a table"), ("sweep = 5", "sweep must be a table"),
+    ("variants = 5", "variants must be a table"),
+    ("[variants]\nquick = 5", r"variants.quick must be a table \(\[variants.quick\]\)")])
+def test_toml_sections_that_are_not_tables(tmp_path, capsys, body, match):
+    """They were AttributeError / TypeError tracebacks."""
+    toml = tmp_path / "t.toml"
+    toml.write_text(body + "\n")
+    assert main(["sweep", str(toml), "--dry-run"]) == 2
+    assert pytest.importorskip("re").search(match, _err(capsys))
+
+
+def test_outputs_in_the_way_are_named_before_any_work(results_file, tmp_path, capsys):
+    """figures --out on a file was '[Errno 17] File exists' after drawing; a file that cannot
+    be created named the hidden temporary file instead of the one asked for."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["figures", str(results_file), "--out", str(afile), "--only", "fig1"]) == 2
+    assert f"--out {afile}: exists and is not a folder" in _err(capsys)
+    from superkern._atomic import write_atomic
+
+    if Path("/proc").is_dir():  # a folder where no file can be created
+        with pytest.raises(OSError, match=r"cannot write /proc/superkern-x\.json \(no file "
+                                          r"can be created in /proc"):
+            write_atomic("/proc/superkern-x.json", "{}")
+    with pytest.raises(IsADirectoryError, match="is a folder; cannot write a file there"):
+        write_atomic(tmp_path, "{}")

@@ -84,11 +84,17 @@ def test_malformed_results_rows_are_left_out(tmp_path):
     good = [_row(m, 2.0 / m) for m in (8, 16, 32)]
     bad = [_row(64, 0.1, m="x"), _row(128, 0.1, n=None), _row(256, 0.1, gamma="steep"),
            _row(512, 0.0), _row(8, 0.1, seed=1.5), dict(_row(16, 0.1, seed=2), geometry=[1]),
-           dict(_row(32, 0.1, seed=3), weights=7), _row(64, 0.1, gamma=None, seed=4)]
+           dict(_row(32, 0.1, seed=3), weights=7), _row(64, 0.1, gamma=None, seed=4),
+           # these three aborted fit and figures (a traceback-free error, but every good
+           # row lost with them): a geometry value that is text, an unknown distribution,
+           # an explicit p that does not sum to E
+           dict(_row(16, 0.1, seed=5), geometry={"mean_sq_strong": "x"}),
+           _row(32, 0.1, seed=6, dist="zipf"),
+           _row(4, 0.1, seed=7, n=4, dist=[0.4, 0.2, 0.1, 0.1])]
     del bad[1]["config"]["m"]
     path = tmp_path / "results.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in good + bad))
-    with pytest.warns(UserWarning, match=r"left out 8 row.s. .*not > 0, or malformed"):
+    with pytest.warns(UserWarning, match=r"left out 11 row.s. .*not > 0, or malformed"):
         res = load_results(path)
     assert sorted(r.m for r in res.runs) == [8, 16, 32]
     from superkern.analysis import fit_report
@@ -205,3 +211,13 @@ def test_nested_meta_and_flipped_inputs(tmp_path):
     st = superkern.overlap_stats(col, topk=1)
     assert st.n_pairs == 10 and st.mean_cos == 1.0
     assert superkern.overlap_moments_exact(col)["mean_sq"] == 1.0
+
+
+def test_norm_histogram_and_mean_of_norms_near_the_fp64_maximum():
+    """histc's (x - min) * bins and the mean's sum overflowed: all rows landed in bin 0 and
+    the mean of 1e308 and 1.7e308 was inf."""
+    st = superkern.row_norm_stats(np.array([[1.0, 0], [5e305, 0], [1e306, 0]]), bins=1000)
+    assert np.nonzero(st.hist.numpy())[0].tolist() == [0, 500, 999]
+    assert st.mean == pytest.approx((1 + 5e305 + 1e306) / 3, rel=1e-15)
+    top = superkern.row_norm_stats(np.array([[1e308, 0], [1.7e308, 0]]))
+    assert top.mean == pytest.approx(1.35e308, rel=1e-15) and int(top.hist.sum()) == 2

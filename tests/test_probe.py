@@ -276,6 +276,8 @@ def test_duplicates_exclusions_and_rows():
         probe(W, exclude="5:5", progress=False)
     with pytest.raises(ValueError, match=r"range '0:1000000000000' leaves \[0, 50\)"):
         probe(W, exclude="0:1000000000000", progress=False)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 50\), got range \[10{23}"):
+        probe(W, exclude=str(10 ** 23), progress=False)  # was torch's int64 overflow message
     # The first copy that is still analysed stays: excluding row 3 keeps 7 (not none of them).
     rep = probe(W, exclude="3", exclude_duplicates=True, progress=False)
     assert rep.rows_analysed == 50 - 1 - 1 - 1 and 7 not in rep.excluded and 9 in rep.excluded

@@ -26,7 +26,8 @@ def test_shard_and_devices_arguments_are_checked(tmp_path, capsys):
 
     assert parse_shard("2/4") == (2, 4) and parse_shard(" 1 / 1 ") == (1, 1)
     for bad, msg in (("0/2", "K=0, N=2"), ("3/2", "K=3, N=2"), ("1/0", "K=1, N=0"),
-                     ("a/b", "must be K/N"), ("2", "must be K/N")):
+                     ("a/b", "must be K/N"), ("2", "must be K/N"),
+                     ("1/99999999999999999999", "at most 100000 shards")):
         with pytest.raises(ValueError, match=msg):
             parse_shard(bad)
     assert resolve_devices("cpu, cpu") == ["cpu", "cpu"]
@@ -70,6 +71,12 @@ def test_partition_is_complete_balanced_and_order_free():
         for other in (list(reversed(configs)), shuffled):
             assert [sorted(c.run_id for c in p) for p in partition(other, count)] == \
                 [sorted(c.run_id for c in p) for p in parts]
+    # Shards past the number of models are empty, and the rest match the split into as many
+    # shards as models (the heap keeps only those: the old min over every shard per model
+    # took O(models x N)).
+    huge = partition(configs, 100_000)
+    assert len(huge) == 100_000 and not any(huge[len(configs):])
+    assert huge[:len(configs)] == partition(configs, len(configs))
     with pytest.raises(ValueError, match="shard count must be >= 1, got 0"):
         partition(configs, 0)
     with pytest.raises(ValueError, match="61 configs, 60 distinct run ids"):

@@ -38,6 +38,8 @@ def test_explicit_fields_override_preset():
     assert (c.lr, c.lr_b) == (3e-3, 1e-3), c
     c = ToyConfig(preset=None, n=50, m=5, steps=10, batch=4)
     assert (c.lr, c.lr_b, c.warmup, c.loss_scale) == (1e-2, 1e-2, 0, 1.0), c
+    # TOML has no null: "none" is None (it was refused, while the CLI took it)
+    assert ToyConfig(preset="none", n=50, m=5, steps=10, batch=4) == c
 
 
 def test_run_id_stable_and_sensitive():
@@ -47,6 +49,9 @@ def test_run_id_stable_and_sensitive():
                          warmup=2000, alpha=1.0)
     assert explicit.run_id == c.run_id
     assert ToyConfig(m=39, log_every=7).run_id == c.run_id
+    zero = ToyConfig(m=39, gamma=0.0)  # -0.0 == 0.0: one model, one run id (it was two)
+    assert ToyConfig(m=39, gamma=-0.0).run_id == zero.run_id
+    assert str(ToyConfig(m=39, gamma=-0.0).gamma) == "0.0"
     for change in ({"seed": 1}, {"gamma": 0.1}, {"m": 40}, {"alpha": 1.1}, {"lr": 0.02},
                    {"precision": "tf32"}, {"steps": 19999}, {"E": 2.0}):
         assert c.replace(**change).run_id != c.run_id, change

@@ -145,6 +145,8 @@ def _usable(row: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
         dist = cfg.get("dist", "power")
         if dist == "power" and cfg.get("alpha") is None:
             return False
+        if isinstance(dist, str) and dist not in ("power", "exponential", "linear"):
+            return False
         if isinstance(dist, list) and (len(dist) != cfg["n"] or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
                 for v in dist)):
@@ -154,9 +156,16 @@ def _usable(row: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
             return False
     except (KeyError, TypeError, ValueError, OverflowError):
         return False
-    return (isinstance(cfg.get("dist", "power"), (str, list))
-            and isinstance(row.get("geometry") or {}, dict)
-            and isinstance(row.get("weights") or "", str))
+    geometry = row.get("geometry") or {}
+    if not (isinstance(cfg.get("dist", "power"), (str, list)) and isinstance(geometry, dict)
+            and isinstance(row.get("weights") or "", str)
+            and all(v is None or isinstance(v, (bool, int, float)) for v in geometry.values())):
+        return False
+    try:  # the frequencies the analyses derive (an explicit p that does not sum to E)
+        engine.probabilities(cfg)
+    except (ValueError, TypeError, OverflowError):
+        return False
+    return True
 
 
 def _finite(v: Any) -> float:

@@ -41,6 +41,8 @@ def run(args) -> int:
     # the test-loss figures have the same names: their own default folder keeps both sets
     out = args.out or ((res if res.is_dir() else res.parent)
                        / ("figures" if args.loss == "final" else f"figures-{args.loss}"))
+    from superkern._atomic import check_target
+    check_target(out, is_dir=True, option="--out")  # before any figure is drawn
     report = make_figures(res, out, only=args.only, fit_range=args.fit_range,
                           n_boot=args.bootstrap, use_weights=not args.no_weights, dpi=args.dpi,
                           loss=args.loss)

@@ -134,6 +134,9 @@ def run(args) -> int:
             parts = partition(configs, count)
             grand = sum(model_cost(c) for part in parts for c in part) or 1.0
             for k, part in enumerate(parts, 1):
+                if not part and k > len(configs):  # every later shard is empty too
+                    print(f"shards {k}..{count}/{count}: no models (more shards than models)")
+                    break
                 cost = sum(model_cost(c) for c in part)
                 n_launch = len(sw.group_configs(part, max_instances=max_inst))
                 print(f"shard {k}/{count}: {len(part)} models in {n_launch} launch(es), "

@@ -95,11 +95,17 @@ def row_norm_stats(W: Any, *, bins: int = 50, chunk_rows: int = 1 << 15) -> Norm
     med = 0.0 if nz.numel() == 0 else (float(torch.quantile(nz, 0.5)) if nz.numel() <= 1 << 24
                                        else float(nz.median()))
     lo, hi = float(r.min()), float(r.max())
-    hist = torch.histc(r, bins=bins, min=lo, max=hi if hi > lo else lo + 1.0).to(torch.int64)
+    # Norms near fp64's maximum overflow histc's (x - min) * bins and the mean's sum: both
+    # are taken on the norms scaled by a power of two (exact), then scaled back.
+    k = math.frexp(hi)[1] if hi > 2.0 ** 960 else 0
+    rs = torch.ldexp(r, torch.tensor(-k)) if k else r
+    los, his = math.ldexp(lo, -k), math.ldexp(hi, -k)
+    hist = torch.histc(rs, bins=bins, min=los, max=his if his > los else los + 1.0
+                       ).to(torch.int64)
     edges = torch.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1, dtype=torch.float64)
     rn = r / med if med > 0 else torch.full_like(r, float("nan"))
     return NormStats(
-        n=n, m=m, n_zero=int((r == 0).sum()), mean=float(r.mean()),
+        n=n, m=m, n_zero=int((r == 0).sum()), mean=math.ldexp(float(rs.mean()), k),
         std=_std(r, hi), min=lo, max=hi, median=med,
         phi_half=float((r > 0.5).double().mean()), phi_1=float((r > 1.0).double().mean()),
         phi_half_median=float((rn > 0.5).double().mean()),

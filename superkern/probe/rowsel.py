@@ -63,11 +63,11 @@ def parse_rows(spec: Any, n: int, what: str = "exclude") -> torch.Tensor:
             if lo < 0 or hi >= n:  # before expanding: "0:10**12" must not build a list
                 raise ValueError(f"{what}: range {part!r} leaves [0, {n}) (rows {lo}..{hi})")
             out.extend(range(lo, hi + 1))
-    idx = torch.tensor(sorted(set(out)), dtype=torch.int64)
-    if idx.numel() and (int(idx[0]) < 0 or int(idx[-1]) >= n):
+    rows = sorted(set(out))  # range-checked as Python ints: 10**23 must not overflow int64
+    if rows and (rows[0] < 0 or rows[-1] >= n):
         raise ValueError(f"{what}: row indices must lie in [0, {n}), got range "
-                         f"[{int(idx[0])}, {int(idx[-1])}]")
-    return idx
+                         f"[{rows[0]}, {rows[-1]}]")
+    return torch.tensor(rows, dtype=torch.int64)
 
 
 def _row_bytes(W: torch.Tensor) -> np.ndarray:

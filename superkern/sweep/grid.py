@@ -128,6 +128,15 @@ def parse_experiment(doc: Mapping[str, Any], source: str = "") -> Experiment:
     if extra:
         raise ValueError(f"{source}: unknown table(s) {extra}; expected experiment, base, grid, "
                          "sweep, variants")
+    for key in ("experiment", "base", "grid", "sweep", "variants"):
+        if not isinstance(doc.get(key, {}), Mapping):
+            raise ValueError(f"{source}: {key} must be a table ([{key}]), got "
+                             f"{type(doc[key]).__name__} {doc[key]!r:.60}")
+    bad = {k: v for k, v in doc.get("variants", {}).items() if not isinstance(v, Mapping)}
+    if bad:
+        k = next(iter(bad))
+        raise ValueError(f"{source}: variants.{k} must be a table ([variants.{k}]), got "
+                         f"{type(bad[k]).__name__} {bad[k]!r:.60}")
     meta = dict(doc.get("experiment", {}))
     base = _unaliased(doc.get("base", {}), "base", source)
     axes = {k: _axis_values(k, v)

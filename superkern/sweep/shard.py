@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import heapq
 import json
 import os
 import re
@@ -46,6 +47,9 @@ _SHARD_GLOB = "results.shard-*-of-*.jsonl"
 _SHARD_RE = re.compile(r"results\.shard-(\d+)-of-(\d+)\.jsonl")
 
 
+MAX_SHARDS = 100_000
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """``"K/N"`` -> ``(K, N)`` with 1 <= K <= N.
 
@@ -58,6 +62,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     k, n = int(m.group(1)), int(m.group(2))
     if n < 1 or not 1 <= k <= n:
         raise ValueError(f"--shard {k}/{n}: need 1 <= K <= N, got K={k}, N={n}")
+    if n > MAX_SHARDS:
+        raise ValueError(f"--shard {k}/{n}: at most {MAX_SHARDS} shards (N={n}); shards past "
+                         "the number of models would be empty")
     return k, n
 
 
@@ -113,12 +120,14 @@ def partition(configs: Sequence[Any], count: int) -> list[list[Any]]:
                          f"{len(set(ids))} distinct run ids")
     order = sorted(range(len(configs)),
                    key=lambda i: (-model_cost(configs[i]), engine.run_id(configs[i])))
-    loads = [0.0] * count
+    # A heap of (load, shard) over the first min(count, models) shards: the rest would stay
+    # empty anyway (each model takes the lowest empty shard first), so a huge N costs nothing.
+    heap = [(0.0, j) for j in range(min(count, len(configs)))]
     owner = [0] * len(configs)
     for i in order:
-        k = min(range(count), key=lambda j: (loads[j], j))
+        load, k = heapq.heappop(heap)
         owner[i] = k
-        loads[k] += model_cost(configs[i])
+        heapq.heappush(heap, (load + model_cost(configs[i]), k))
     return [[c for i, c in enumerate(configs) if owner[i] == k] for k in range(count)]
 
 

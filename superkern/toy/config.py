@@ -216,7 +216,7 @@ def _is_int(v: Any) -> bool:
 def _finite(v: Any, name: str) -> float:
     if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
         raise ValueError(f"{name} must be a finite number, got {v!r}")
-    return float(v)
+    return float(v) + 0.0  # -0.0 is 0.0: equal configs must share a run id
 
 
 _INT_FIELDS = ("m", "n", "steps", "batch", "warmup", "seed", "log_every", "test_batches")
@@ -230,8 +230,11 @@ def _fill_and_validate(c: ToyConfig) -> None:
             put(key, int(v))
     if hasattr(c.dist, "tolist") and not isinstance(c.dist, str):  # a numpy / torch vector
         put("dist", tuple(c.dist.tolist()))
+    if c.preset == "none":  # how TOML (which has no null) and the CLI write None
+        put("preset", None)
     if c.preset is not None and c.preset not in PRESETS:
-        raise ValueError(f"unknown preset {c.preset!r}; choose from {PRESETS} or None")
+        raise ValueError(f"unknown preset {c.preset!r}; choose from {PRESETS} or None "
+                         "('none' in TOML)")
     if c.m is None:
         raise ValueError("m (the width) is required")
     if not _is_int(c.m) or c.m < 1:
