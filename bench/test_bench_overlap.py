@@ -11,8 +11,9 @@ scales), i.e. the kernel and its host glue, synchronised inside the call; the pu
 row norms and index mapping on top. Each case checks its result first (pair count, exact Gram
 identities, spot rows, top-1 vs row max). extra_info holds TFLOP/s = 2 P m / t, the fraction
 of the GEMM peak of that precision measured in this session (bench/peaks.py: 8192^3 torch
-matmuls for about a second; shared by a job's processes through SUPERKERN_BENCH_PEAKS) and the speed-up over ``naive_blockwise_stats`` (the naive row of the same shape, when it
-ran in the same process; otherwise ``bench/summarize.py`` pairs the rows of one session).
+matmuls for about a second; shared by a job's processes through SUPERKERN_BENCH_PEAKS) and the
+speed-up over ``naive_blockwise_stats`` (the naive row of the same shape, when it ran in the
+same process; otherwise ``bench/summarize.py`` pairs the rows of one session).
 ``SUPERKERN_BENCH_JSONL=file`` records each case as it finishes (bench/conftest.py). The
 naive rows (eager and ``compiled_blockwise_stats``) compute only sum c, sum |c| and max |c|.
 The tf32 case is Qwen2's 152064x8192 head in fp32 on tf32 tensor cores.

@@ -154,6 +154,13 @@ def test_analysis_and_toy_helpers_refuse_wrong_kinds(tmp_path):
     garbage.write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="not a readable weights file"):
         load_weights(garbage)
+    from safetensors.torch import save_file
+    short = tmp_path / "short.safetensors"  # b of length 4 for n = 3 loaded silently
+    save_file({"W": torch.zeros(3, 2), "b": torch.zeros(4)}, str(short), metadata={
+        "config": json.dumps(ToyConfig(n=3, m=2, preset=None, steps=2, batch=4).to_dict())})
+    with pytest.raises(ValueError, match=r"W has shape \[3, 2\] and b \[4\], but its config "
+                                         r"says n=3, m=2"):
+        load_weights(short)
     cfg = ToyConfig(n=12, m=2, preset=None, steps=2, batch=4, backend="torch")
     with pytest.raises(ValueError, match="train_many takes a list of ToyConfigs"):
         train_many(cfg)

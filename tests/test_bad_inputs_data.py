@@ -189,9 +189,10 @@ def test_row_norm_plot_of_a_head_near_1e160_does_not_overflow():
 
 
 def test_nested_meta_and_flipped_inputs(tmp_path):
-    """A nested tensor and a meta tensor saved in a file are clear errors (they were torch's
-    internal error and a traceback); a flipped numpy array with a length-1 axis, which numpy
-    calls contiguous with a negative stride, is read (torch refused it)."""
+    """A nested tensor, a meta tensor saved in a file and a masked array with masked entries are
+    clear errors (torch's internal error, a traceback, a mask ignored); a flipped numpy array
+    with a length-1 axis, which numpy calls contiguous with a negative stride, is read (torch
+    refused it)."""
     with warnings.catch_warnings():  # torch's "nested tensors are a prototype" warning
         warnings.simplefilter("ignore")
         nested = torch.nested.nested_tensor([torch.ones(3, 2), torch.ones(2, 2)])
@@ -206,6 +207,10 @@ def test_nested_meta_and_flipped_inputs(tmp_path):
         superkern.load_head(tmp_path / "meta.pt")
     with pytest.raises(ValueError, match="nested.pt.*nested tensor"):
         superkern.load_head(tmp_path / "nested.pt")
+    masked = np.ma.masked_array(np.ones((4, 3)), mask=np.eye(4, 3, dtype=bool))
+    with pytest.raises(ValueError, match="W is a masked array with 3 masked entries"):
+        superkern.overlap_stats(masked)  # its mask was dropped silently
+    assert superkern.overlap_stats(np.ma.masked_array(np.eye(3))).mean_sq == 0.0
     col = np.arange(1, 6, dtype=np.float32).reshape(5, 1)[:, ::-1]
     assert col.strides[1] < 0 and col.flags.c_contiguous
     st = superkern.overlap_stats(col, topk=1)

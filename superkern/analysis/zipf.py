@@ -174,11 +174,11 @@ def load_counts(path: str | Path, mode: Literal["auto", "counts", "text", "json"
     Modes: ``json`` (an object ``{token: count}``, as the paper's token-frequency files, a
     list of counts, or a counts file written by ``--save-counts``); ``counts`` (one count
     per line, or ``token count`` / ``token,count`` / tab-separated lines: the last field is
-    the count; a header line is skipped), or ``count token`` lines as ``uniq -c`` writes
-    them when not every line ends in a count but every line starts with one; ``text`` (lowercased, whitespace-tokenised, then
-    counted). ``auto``: a file that parses as JSON must be such JSON; otherwise counts when
-    at least 90% of the lines end in a count (an error names the lines that do not when some
-    do not), else text.
+    the count; a header line is skipped), or ``count token`` lines as ``uniq -c`` writes them
+    when not every line ends in a count but every line starts with one; ``text`` (lowercased,
+    whitespace-tokenised, then counted). ``auto``: a file that parses as JSON must be such
+    JSON; otherwise counts when at least 90% of the lines end in a count (an error names the
+    lines that do not when some do not), then ``count token`` lines, else text.
     """
     path = Path(path)
     if not path.is_file():

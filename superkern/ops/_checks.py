@@ -39,6 +39,11 @@ def as_matrix(W: Any, name: str = "W", finite: bool = True) -> torch.Tensor:
         ValueError: not 2-D, empty, non-floating dtype, or containing NaN/Inf (the message gives
             the count and the first offending row).
     """
+    if isinstance(W, np.ma.MaskedArray):  # its mask would be dropped without a word
+        if np.ma.getmaskarray(W).any():
+            raise ValueError(f"{name} is a masked array with {int(np.ma.getmaskarray(W).sum())} "
+                             "masked entries; fill them or select rows (rows=) first")
+        W = W.data
     if isinstance(W, np.ndarray):
         if W.dtype.kind not in "f":
             raise ValueError(f"{name} must be a floating-point matrix, got numpy dtype {W.dtype}")

@@ -134,6 +134,10 @@ def load_weights(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, T
     if "config" not in meta:
         raise ValueError(f"{path} has no toy config metadata (not written by ToyResult.save)")
     try:
-        return W, b, ToyConfig.from_dict(json.loads(meta["config"]))
+        cfg = ToyConfig.from_dict(json.loads(meta["config"]))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: its config metadata is not JSON ({exc})") from None
+    if tuple(W.shape) != (cfg.n, cfg.m) or tuple(b.shape) != (cfg.n,):
+        raise ValueError(f"{path}: W has shape {list(W.shape)} and b {list(b.shape)}, but its "
+                         f"config says n={cfg.n}, m={cfg.m} (W must be [n, m], b [n])")
+    return W, b, cfg
