@@ -53,21 +53,24 @@ def prepare_rows(W: Any, *, rows: Any = None, center: bool = False):
     X = W if sel is None else W[sel.to(W.device)]
     idx = torch.arange(n, dtype=torch.int64) if sel is None else sel
     check_finite(X, index=idx, n_total=n)  # only the rows that take part must be finite
-    n_zero = 0
     if center and X.shape[0]:
-        # Zero rows (padding, unused tokens) are left out before the mean, as everywhere:
-        # centred, they would become copies of -mean, pairs with c = 1.
-        raw = torch.nonzero(X.ne(0).any(dim=1)).flatten()
-        if raw.numel() < X.shape[0]:
-            n_zero = X.shape[0] - raw.numel()
-            X, idx = X[raw], idx[raw.cpu()]
-        if X.shape[0]:
-            X = _stream.centred(X, _stream.column_mean(X))[0]  # one fp32 (fp64) copy
+        # Zero rows (padding, unused tokens) are left out of the mean, as everywhere, and
+        # stay zero: centred, they would be copies of -mean, pairs with c = 1. Chunked, and
+        # no copy beyond the centred one the memory plan counts.
+        step = max(1, (1 << 26) // X.shape[1])
+        zero = torch.cat([~X[s:s + step].ne(0).any(dim=1) for s in range(0, X.shape[0], step)])
+        if bool(zero.all()):
+            X = X.float() if X.dtype != torch.float64 else X
+        else:
+            mean = _stream.column_mean(X, torch.nonzero(~zero).flatten()
+                                       if bool(zero.any()) else None)
+            X = _stream.centred(X, mean)[0]  # one fp32 (fp64) copy
+            X[zero] = 0
     norms = _stream.row_norms(X)
     if X.dtype == torch.float64:  # only fp64 rows can have norms beyond fp64
         _stream.check_norms_finite(norms, idx)
     nonzero = norms > 0
-    n_zero += int((~nonzero).sum())
+    n_zero = int((~nonzero).sum())
     if n_zero:
         keep = torch.nonzero(nonzero).flatten()
         X, norms, idx = X[keep], norms[keep], idx[keep.cpu()]
