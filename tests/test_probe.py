@@ -383,6 +383,10 @@ def test_callable_package_and_api():
     cmp = superkern.compare([W, W * 2], names=["x", "2x"], progress=False)
     assert [r["name"] for r in cmp.rows] == ["x", "2x"]
     assert_close("scale-invariant", cmp.rows[0]["mean_sq"], cmp.rows[1]["mean_sq"], 1e-12)
+    for names, match in ((["x", " "], "name 2 of 2 is empty"),
+                         (["x", "x"], r"names \['x'\] repeat")):
+        with pytest.raises(ValueError, match=match):  # both were accepted
+            superkern.compare([W, W * 2], names=names, progress=False)
 
 
 def test_compare_keeps_the_heads_that_worked(tmp_path, capsys, monkeypatch):

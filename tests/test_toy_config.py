@@ -184,3 +184,7 @@ def test_numpy_scalars_and_extreme_alpha():
     i = torch.arange(1, 1001, dtype=torch.float64)
     top = slice(900, None)  # the rest underflow to 0, as exp of -2000 must
     assert torch.allclose(p[top].log() - p[-1].log(), 330.0 * (i[top].log() - i[-1].log()))
+    # An E whose frequencies all underflow fp32 (the samplers' type) trained on zero data.
+    with pytest.raises(ValueError, match=r"every feature frequency is 0 in fp32 \(E=5e-324"):
+        ToyConfig(n=64, m=2, preset=None, steps=5, batch=4, E=5e-324)
+    assert float(toy_probabilities((64, "power", 1.0, 1e-40)).float().sum()) > 0

@@ -241,6 +241,14 @@ def compare(sources: Sequence[Any], *, names: Optional[Sequence[str]] = None,
         raise ValueError("compare needs at least one head")
     if names is not None and len(names) != len(sources):
         raise ValueError(f"{len(names)} names for {len(sources)} heads")
+    if names is not None:
+        empty = [k + 1 for k, v in enumerate(names) if not str(v).strip()]
+        if empty:
+            raise ValueError(f"name {empty[0]} of {len(names)} is empty; every head needs a "
+                             "name (or leave out --names)")
+        twice = sorted({str(v) for v in names if list(map(str, names)).count(str(v)) > 1})
+        if twice:  # the table, JSON and plots tell heads apart by name
+            raise ValueError(f"names {twice} repeat; give each head its own name")
     for src in sources:  # fail before any (slow) probe on a path that does not exist
         if isinstance(src, (str, os.PathLike)) and not os.path.exists(src) and \
                 str(src).strip().lower() not in ALIASES and parse_repo_ref(src) is None:

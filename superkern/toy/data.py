@@ -108,6 +108,10 @@ def toy_probabilities(spec: Union[Any, tuple]) -> torch.Tensor:
             f"feature frequency p[{i}] (feature {i + 1} of n={n}) = {float(p[i]):.10g} > 1 "
             f"with E={float(p.sum()):.10g} (dist={dist if named else 'explicit'}"
             + (f", alpha={alpha}); lower E or alpha" if named else "); every p_i must be <= 1"))
+    if not bool((p.float() > 0).any()):  # the samplers draw against fp32 p
+        raise ValueError(f"every feature frequency is 0 in fp32 (E={float(E)!r}, "
+                         f"sum p = {float(p.sum())!r}): no feature would ever be active; "
+                         "raise E")
     return p.clamp_(max=1.0)
 
 
