@@ -208,6 +208,21 @@ def test_verdicts_on_toy_geometries():
     scaled = probe(_toy(n, m, 4, torch.full((n,), 5.0)), progress=False)
     assert scaled.verdict["norm_scale"] == "median"
     assert scaled.verdict["label"] == "strong superposition"
+    # 60% untrained rows far below the rest: the median scale alone called all represented
+    split = torch.full((n,), 0.02)
+    split[:240] = 3.0
+    two = probe(_toy(n, m, 5, split), progress=False)
+    assert two.verdict["norm_scale"] == "median" and two.verdict["label"] == "undetermined"
+    assert two.verdict["evidence"]["phi_half_of_q90"] == pytest.approx(0.4)
+    # A near-tight frame (60 rows in 50 dimensions): m mean c^2 ~ 0.17, below 1/4 because the
+    # rows overlap less than random ones (the note said "more clustered")
+    Q = torch.linalg.qr(torch.randn(60, 60, generator=torch.Generator().manual_seed(6),
+                                    dtype=torch.float64))[0][:, :50]
+    frame = probe(torch.nn.functional.normalize(Q, dim=1).float(), progress=False)
+    assert frame.verdict["label"] == "strong superposition"
+    notes = " ".join(frame.verdict["notes"])
+    assert "overlap less than random packing" in notes and "clustered" not in notes
+    assert "n/m = 1.20: barely more rows than dimensions" in notes
 
 
 def test_zero_rows_outliers_and_scale_choice():
@@ -429,3 +444,17 @@ def test_compare_keeps_the_heads_that_worked(tmp_path, capsys, monkeypatch):
     assert len(cmp.rows) == 1 and "out of memory" in cmp.failed[0]["error"]
     with pytest.raises(RuntimeError, match="internal bug"):  # a bug is not disguised
         superkern.compare([a, bad], progress=False, keep_going=True)
+
+
+def test_a_sampled_main_pass_draws_among_nonzero_rows():
+    """Half the rows are zero: the sample of 6 drew from all 200 rows (fewer nonzero rows than
+    asked; its top-k cap counted zero rows and failed with P = 0). Without rows=, the report
+    has no selection (a centred run said 'selected 200')."""
+    W = torch.randn(200, 8, generator=torch.Generator().manual_seed(8))
+    W[:100] = 0
+    rep = probe(W, sample=6, sample_main=True, topk=15, seed=0, progress=False)
+    d = rep.to_dict()
+    assert d["overlaps"]["all"]["sampled"] and d["overlaps"]["all"]["sample_rows"] == 6
+    assert len(rep.blocks["all"].stats.topk_values) == 15
+    assert d["rows"]["selected"] is None
+    assert probe(W, rows=list(range(150)), progress=False).to_dict()["rows"]["selected"] == 150

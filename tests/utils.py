@@ -26,7 +26,9 @@ def gold_overlaps(W: torch.Tensor, rows=None, center: bool = False, precision: s
     if idx.dtype == torch.bool:
         idx = torch.nonzero(idx).flatten()
     X = W[idx]
-    if center:
+    if center:  # zero rows are left out of the mean (and of the pairs)
+        nz = X.ne(0).any(dim=1)
+        X, idx = X[nz], idx[nz]
         X = X - X.mean(0)
     r = torch.linalg.vector_norm(X, dim=1)
     keep = r > 0

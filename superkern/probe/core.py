@@ -256,8 +256,8 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
                                            device=dev)["centred"]
             Wc, shift = _stream.centred(Wd, mean)  # all n rows shifted; only nz_idx are read
             rc = torch.full((n,), math.nan, dtype=torch.float64)
-            sel = nz_idx.to(Wc.device)
-            rc[nz_idx] = _stream.times_pow2(_stream.row_norms(Wc)[sel], shift[sel]).cpu()
+            on = nz_idx.to(Wc.device)  # (not `sel`: that names the caller's rows= below)
+            rc[nz_idx] = _stream.times_pow2(_stream.row_norms(Wc)[on], shift[on]).cpu()
     _timed(timings, "exact", t0)
     frequency = None
     if full is not None:
@@ -282,8 +282,13 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
                 samples[key] = samples["all"]
         elif ex["n_used"] >= 2:
             t1 = time.perf_counter()
-            run_idx, sampled = sample_rows(idx, cap if (sample_main or not main) else 0,
+            # A sample is drawn among the nonzero rows (zero rows take part in no pair: drawn,
+            # they would shrink the sample and its top-k's pair count)
+            pool = nz_idx if main and idx.numel() != nz_idx.numel() else idx
+            run_idx, sampled = sample_rows(pool, cap if (sample_main or not main) else 0,
                                            seed + len(blocks))
+            if not sampled:
+                run_idx = idx
             pairs = ex["n_pairs"] if not sampled else run_idx.numel() * (run_idx.numel() - 1) // 2
             stats = overlap_stats(Wx, bins=bins, topk=min(topk, pairs) if main else 0,
                                   rows=None if run_idx.numel() == n else run_idx,

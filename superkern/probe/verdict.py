@@ -8,13 +8,17 @@
 
 phi_1/2 needs rows on the toy model's scale (norm ~1). The verdict uses the raw norms when some
 row reaches norm 0.5 and at most 1% of the rows exceed norm 2 (that scale: one outlying row
-cannot switch it), otherwise norms divided by the median nonzero norm, and says which. mean
-c^2 counts as "close to 1/m" within a factor of 4 (a choice, reported).
+cannot switch it), otherwise norms divided by the median nonzero norm, and says which. On the
+median scale the label is "undetermined" when half the 90th-percentile norm disagrees with
+half the median about whether (almost) all rows are represented (most rows in a low group).
+mean c^2 counts as "close to 1/m" within a factor of 4 (a choice, reported).
 """
 from __future__ import annotations
 
 import math
 from typing import Any, Optional
+
+import torch
 
 REPRESENTED_MIN = 0.9       # phi_1/2 at or above this: "all rows represented"
 MSQ_FACTOR = 4.0            # m * mean c^2 within [1/4, 4]: "close to 1/m"
@@ -46,6 +50,16 @@ def superposition_verdict(*, n: int, m: int, norms: Any, mean_sq: float,
                else f"{above:.1%} of rows above norm {TOY_SCALE[1]:g}")
         scale_text = (f"row norms divided by the median nonzero norm {norms.median:.4g} ({why}: "
                       "not the toy model's scale)")
+    # With the median scale, the median row counts as represented by construction: when most
+    # rows are a low group (untrained), that would call them represented. The same test
+    # against half the 90th-percentile norm (the upper group's level) must agree.
+    phi_top = math.nan
+    if scale == "median":
+        nz = norms.norms[norms.norms > 0].double()
+        if nz.numel():
+            k = max(1, math.ceil(0.9 * nz.numel()))
+            top = float(torch.kthvalue(nz, k).values)
+            phi_top = float((norms.norms > 0.5 * top).double().mean())
     ratio = n / m
     msq_m = m * mean_sq if math.isfinite(mean_sq) else math.nan
     msq_m_c = m * mean_sq_centred if mean_sq_centred is not None else None
@@ -54,6 +68,7 @@ def superposition_verdict(*, n: int, m: int, norms: Any, mean_sq: float,
     evidence = {
         "n": n, "m": m, "n_over_m": ratio, "rows_analysed": rows, "n_zero": norms.n_zero,
         "phi_half": phi_half, "phi_1": phi_1, "scale_rows_above_2": above,
+        "phi_half_of_q90": phi_top,
         "n_represented": represented, "min_norm_over_median":
             norms.min / norms.median if norms.median > 0 else math.nan,
         "m_mean_sq": msq_m, "m_mean_sq_centred": msq_m_c,
@@ -69,6 +84,11 @@ def superposition_verdict(*, n: int, m: int, norms: Any, mean_sq: float,
         label = "no superposition"
         summary = (f"n = {n} rows fit in m = {m} dimensions (n/m = {ratio:.2f}): every row "
                    "can have its own direction; if the matrix is (m, n), transpose it")
+    elif math.isfinite(phi_top) and (phi_half >= REPRESENTED_MIN) != (phi_top >= REPRESENTED_MIN):
+        label = "undetermined"
+        summary = (f"the row norms form separate groups: {phi_half:.1%} of the rows lie above "
+                   f"half the median norm but {phi_top:.1%} above half the 90th-percentile "
+                   "norm, and no toy-model scale says which group is represented")
     elif represented <= m:
         label = "no superposition"
         summary = (f"only {represented} rows (phi_1/2 = {phi_half:.3f}) are represented, "
@@ -85,12 +105,19 @@ def superposition_verdict(*, n: int, m: int, norms: Any, mean_sq: float,
             summary += (f"; mean cos^2 = {mean_sq:.3g} = {msq_m:.2f}/m, within a factor "
                         f"{MSQ_FACTOR:g} of random packing's 1/m (the paper finds LLM heads' "
                         "mean cos^2 scaling as 1/m across widths)")
+        elif msq_m < 1 / MSQ_FACTOR:
+            notes.append(f"mean cos^2 = {msq_m:.2f}/m is below 1/({MSQ_FACTOR:g} m): the rows "
+                         "overlap less than random packing, toward the Welch bound (m kappa^2 "
+                         f"= {max(0.0, (n - m) / (n - 1)):.2f})")
         else:
             notes.append(f"mean cos^2 = {msq_m:.2f}/m is not within a factor {MSQ_FACTOR:g} of "
                          "1/m: the rows are more clustered than random packing")
             if msq_m_c is not None and 1 / MSQ_FACTOR <= msq_m_c <= MSQ_FACTOR:
                 notes.append(f"after removing the mean row, mean cos^2 = {msq_m_c:.2f}/m: a "
                              "shared direction carries the excess overlap")
+    if label == "strong superposition" and ratio < 2:
+        notes.append(f"n/m = {ratio:.2f}: barely more rows than dimensions; the paper's strong "
+                     "superposition has n >> m")
     if ratio > 1 and not close and label != "strong superposition" and math.isfinite(msq_m):
         notes.append(f"mean cos^2 = {msq_m:.2f}/m")
     return {"label": label, "summary": summary, "notes": notes, "norm_scale": scale,
