@@ -7,8 +7,10 @@ entry pytest-benchmark would write: name, group, params, stats, extra_info) as s
 finishes, and synced; ``bench/summarize.py`` reads such files. A case that fails after it was
 timed (an accuracy check) is recorded with ``extra_info["failed"]``. A case interrupted before
 it has data (pytest-timeout) is marked as an error, so the session can still end cleanly.
-Each case also writes a ``{"started": nodeid}`` line before it runs, so the summary can list
-the cases that started but left no record (killed, timed out, crashed).
+Each case also writes a ``{"started": nodeid}`` line before it runs, and one that ends without
+timing (skipped, or failed before its timed call) an ``{"ended": nodeid, "outcome": ...}``
+line, so the summary can list those apart from the cases that left nothing (killed, timed out,
+crashed).
 """
 from __future__ import annotations
 
@@ -51,6 +53,12 @@ def pytest_runtest_call(item):
     if not bm.stats:
         if outcome.excinfo is not None:
             bm.has_error = True  # interrupted inside pedantic: no data for the session's JSON
+        if path:  # skipped, or failed before timing: ended, not killed
+            exc = outcome.excinfo[1] if outcome.excinfo is not None else None
+            kind = ("skipped" if isinstance(exc, pytest.skip.Exception) else
+                    "no timing" if exc is None else "failed before timing")
+            record(path, {"ended": item.nodeid, "outcome": kind,
+                          "reason": " ".join(str(exc or "").split())[:300]})
         return
     if path:  # a case that failed after timing (an accuracy check) is kept, marked
         entry = _entry(item, bm)

@@ -52,9 +52,13 @@ def _load(path: Path) -> dict:
                     raise ValueError(f"{path}:{k}: not a JSON line") from None
                 # a last line cut by a kill: the cases before it stand
         started = [b["started"] for b in benches if "started" in b]
-        done = {b.get("fullname") for b in benches if "started" not in b}
-        return {"benchmarks": [b for b in benches if "started" not in b],
+        ended = [b for b in benches if "ended" in b]
+        done = {b.get("fullname") for b in benches if "started" not in b and "ended" not in b}
+        done |= {b["ended"] for b in ended}
+        return {"benchmarks": [b for b in benches if "started" not in b and "ended" not in b],
                 "datetime": "per case",
+                "untimed": [f"{b['ended']} ({b.get('outcome', '?')}: {b.get('reason', '')})"
+                            for b in ended],
                 "unfinished": [name for name in dict.fromkeys(started) if name not in done]}
     return json.loads(path.read_text())
 
@@ -114,6 +118,8 @@ def summarize(paths: list[Path]) -> str:
                           if b.get("extra_info", {}).get("device")})
         out.append(f"## {path.name}: {len(benches)} cases, {data.get('datetime', '?')}")
         out.append(f"CPU {cpu}; device {', '.join(devices) or '-'}")
+        if data.get("untimed"):
+            out.append("Ended without timing: " + "; ".join(data["untimed"]))
         if data.get("unfinished"):
             out.append("Started but not recorded (timed out, killed or crashed): "
                        + ", ".join(data["unfinished"]))

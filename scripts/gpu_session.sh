@@ -29,7 +29,8 @@
 # Every job ends by SUPERKERN_JOB_SECONDS (default 570) after the script starts, build
 # included, inside the device tool's 600 s: each step's limit is cut to the time left.
 # The GEMM peaks are measured once per machine (build/bench-peaks.json) and shared by every
-# bench process. The exit code is 1 when the build or any step failed, 2 for an unknown job.
+# bench process. The exit code is 1 when the build or any step failed or was skipped for lack
+# of time (a sweep stopped at the limit, to resume, is not a failure), 2 for an unknown job.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-out}"; mkdir -p "$OUT"
@@ -42,7 +43,11 @@ START=$(date +%s); fail=0
 if [ "$what" = all ]; then DEADLINE=$(( START + 100000 )); else
   DEADLINE=$(( START + ${SUPERKERN_JOB_SECONDS:-570} )); fi
 left() { echo $(( DEADLINE - $(date +%s) )); }
-cap() { local l; l=$(left); [ "$1" -lt "$l" ] && echo "$1" || echo "$l"; }  # min(limit, left)
+cap() { local l; l=$(left); [ "$1" -lt "$l" ] && l=$1; [ "$l" -lt 1 ] && l=1; echo "$l"; }
+# enough SECONDS WHAT: false (and the job failed) when less than SECONDS are left for WHAT
+# (`timeout 0` would mean no limit at all)
+enough() { [ "$(left)" -ge "$1" ] && return 0
+  echo "$2: skipped, $(left) s left of the job" | tee -a "$LOG"; fail=1; return 1; }
 export SUPERKERN_BENCH_PEAKS="$PWD/build/bench-peaks.json"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 [ -d /usr/local/cuda/bin ] && export PATH="/usr/local/cuda/bin:$PATH"  # CMake must find nvcc
@@ -75,6 +80,7 @@ run_tests() {  # run_tests LOG_NAME FILE...
   # The offline sm_90 compile checks are CI's job (real launches cover them here).
   # --maxfail keeps one early failure from hiding the rest.
   local name="$1"; shift
+  enough 30 "tests $name" || return
   local sel="not compiles_for_sm90${kexpr:+ and ($kexpr)}"
   timeout "$(cap 450)" $PY -m pytest -q --maxfail=25 $(tmo 300) -p no:randomly -k "$sel" "$@" \
     2>&1 | tee "$OUT/$name.log" | tail -30
@@ -84,9 +90,7 @@ run_tests() {  # run_tests LOG_NAME FILE...
 bench_file() {  # bench_file NAME FILE PROCESS_LIMIT_S CASE_LIMIT_S [ENV=VALUE ...]
   local name="$1" file="$2" lim="$3" case_lim="$4"; shift 4
   local t1; t1=$(date +%s); lim=$(cap "$lim")
-  if [ "$lim" -lt 30 ]; then
-    echo "$file $*: skipped, $lim s left of the job" | tee -a "$LOG"; fail=1; return
-  fi
+  enough 30 "$file $*" || return
   [ "$case_lim" -lt "$lim" ] || case_lim=$(( lim - 5 ))
   env "$@" SUPERKERN_BENCH_JSONL="$OUT/$name.jsonl" timeout "$lim" $PY -m pytest -q \
     "bench/$file.py" ${kexpr:+-k "$kexpr"} $(tmo "$case_lim") -p no:cacheprovider \
@@ -99,15 +103,20 @@ bench_file() {  # bench_file NAME FILE PROCESS_LIMIT_S CASE_LIMIT_S [ENV=VALUE .
 sweep_job() {  # sweep_job NAME PRESET [--set ...]: run (resume) a built-in sweep, then fit it
   local run="$1" preset="$2"; shift 2
   mkdir -p runs
+  enough 90 "$run sweep" || return
   local t1; t1=$(date +%s)
-  timeout "$(cap 480)" $PY -m superkern sweep "$preset" --out "runs/gpu-$run" --no-weights \
-    --no-progress "$@" 2>&1 | tee -a "$LOG" | tail -5
-  local rc=${PIPESTATUS[0]}
-  echo "$run sweep: exit $rc, $(( $(date +%s) - t1 )) s this call, $(wc -l < "runs/gpu-$run/results.jsonl" 2>/dev/null || echo 0) models done" | tee -a "$LOG"
-  [ "$rc" = 0 ] || fail=1
+  # stopped 60 s before the job's end: the fits below need that time
+  timeout "$(( $(cap 480) - 60 ))" $PY -m superkern sweep "$preset" --out "runs/gpu-$run" \
+    --no-weights --no-progress "$@" 2>&1 | tee -a "$LOG" | tail -5
+  local rc=${PIPESTATUS[0]} state="done"
+  [ "$rc" = 124 ] && state="stopped at the call's limit; the next call on this warm machine resumes it"
+  [ "$rc" = 0 ] || [ "$rc" = 124 ] || { fail=1; state="failed"; }
+  echo "$run sweep: exit $rc ($state), $(( $(date +%s) - t1 )) s this call, $(wc -l < "runs/gpu-$run/results.jsonl" 2>/dev/null || echo 0) models done" | tee -a "$LOG"
   cp "runs/gpu-$run/results.jsonl" "$OUT/$run-results.jsonl" 2>/dev/null
-  $PY -m superkern fit "runs/gpu-$run" --json "$OUT/$run-fit.json" >"$OUT/$run-fit.txt" 2>&1
-  $PY -m superkern fit "runs/gpu-$run" --loss test >>"$OUT/$run-fit.txt" 2>&1  # App. B's
+  timeout "$(cap 40)" $PY -m superkern fit "runs/gpu-$run" --json "$OUT/$run-fit.json" \
+    >"$OUT/$run-fit.txt" 2>&1
+  timeout "$(cap 20)" $PY -m superkern fit "runs/gpu-$run" --loss test \
+    >>"$OUT/$run-fit.txt" 2>&1  # App. B's
   grep -E "alpha_m|^cell|gamma=-1|test loss" "$OUT/$run-fit.txt" | head -30
 }
 
@@ -144,9 +153,11 @@ case "$what" in
     bench_file bench-toy test_bench_toy_triton 420 120
     summary ;;&
   quick|all)
-    timeout "$(cap 400)" $PY bench/gpu_quick.py --precisions bf16,tf32 --json "$OUT/quick.json" \
-      2>&1 | tee -a "$LOG" | tail -20
-    [ "${PIPESTATUS[0]}" = 0 ] || fail=1 ;;&
+    if enough 30 "quick"; then
+      timeout "$(cap 400)" $PY bench/gpu_quick.py --precisions bf16,tf32 --json "$OUT/quick.json" \
+        2>&1 | tee -a "$LOG" | tail -20
+      [ "${PIPESTATUS[0]}" = 0 ] || fail=1
+    fi ;;&
   small)
     sweep_job small small ;;
   fig1)
@@ -173,11 +184,13 @@ if backend == "cuda":  # the cross-pair (split) schedule on its own
     print("split ok", part.sum_sq)
 PYEOF
     tool="${kexpr:-memcheck}"
-    for b in cuda triton; do
+    for b in cuda triton; do  # no pipeline around the loop: `fail` must survive it
+      enough 30 "sanitize $tool $b" || continue
       timeout "$(cap 240)" compute-sanitizer --tool "$tool" --error-exitcode 9 $PY build/sanitize_case.py "$b" \
         >"$OUT/sanitize-$tool-$b.log" 2>&1
-      echo "sanitize $tool $b: exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$OUT/sanitize-$tool-$b.log") clean summaries)"
-    done | tee -a "$LOG" ;;
+      rc=$?; [ "$rc" = 0 ] || fail=1
+      echo "sanitize $tool $b: exit $rc ($(grep -c 'ERROR SUMMARY: 0 errors' "$OUT/sanitize-$tool-$b.log") clean summaries)" | tee -a "$LOG"
+    done ;;
   *) ;;  # the jobs above that fall through with ;;& (checked at the top)
 esac
 echo "job $what: $(( $(date +%s) - START )) s, exit $fail" | tee -a "$LOG"

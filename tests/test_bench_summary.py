@@ -89,6 +89,9 @@ def test_conftest_records_each_case_as_it_finishes(tmp_path):
         "    assert False, 'rel_err 0.5 >\\n 0.1'\n"
         "def test_plain():\n"
         "    pass\n"
+        "def test_skips(benchmark):\n"
+        "    import pytest\n"
+        "    pytest.skip('cuda unavailable: no GPU')\n"
         "def test_zz_killed(benchmark):\n"
         "    import os, signal\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n")
@@ -100,8 +103,11 @@ def test_conftest_records_each_case_as_it_finishes(tmp_path):
     assert run.returncode == -9, (run.returncode, run.stdout[-2000:])
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["started"] for r in lines if "started" in r] == [
-        "test_cases.py::test_ok", "test_cases.py::test_bad", "test_cases.py::test_zz_killed"]
-    rows = [r for r in lines if "started" not in r]
+        "test_cases.py::test_ok", "test_cases.py::test_bad", "test_cases.py::test_skips",
+        "test_cases.py::test_zz_killed"]
+    assert [(r["ended"], r["outcome"]) for r in lines if "ended" in r] == [
+        ("test_cases.py::test_skips", "skipped")]
+    rows = [r for r in lines if "started" not in r and "ended" not in r]
     assert [r["name"] for r in rows] == ["test_ok", "test_bad"]
     assert rows[0]["stats"]["rounds"] == 2 and rows[0]["extra_info"] == {"backend": "x"}
     assert rows[1]["extra_info"]["failed"] == "rel_err 0.5 > 0.1 assert False"
@@ -109,6 +115,8 @@ def test_conftest_records_each_case_as_it_finishes(tmp_path):
     assert "## cases.jsonl: 2 cases" in text
     assert "| test_bad | - | x |" not in text and "| test_bad | - |" in text  # no timing
     assert "not recorded (timed out, killed or crashed): test_cases.py::test_zz_killed" in text
+    assert ("Ended without timing: test_cases.py::test_skips (skipped: cuda unavailable: no "
+            "GPU)") in text
 
 
 def test_failed_rows_blank_their_rates_and_toy_rows_meet_their_peers(tmp_path):

@@ -110,8 +110,8 @@ def _count(field: str) -> float | None:
 def _parse_counts(text: str, count_first: bool = False) -> tuple[np.ndarray | None, list[int]]:
     """Counts from 'COUNT', 'TOKEN COUNT', 'TOKEN<TAB>COUNT' or 'TOKEN,COUNT' lines (the last
     field is the count; a first line that is not, such as a 'token,count' header, is skipped),
-    or with ``count_first`` from 'COUNT TOKEN' lines (``sort | uniq -c``: exactly two
-    whitespace-separated fields, the first the count).
+    or with ``count_first`` from 'COUNT TOKEN' lines (``sort | uniq -c``: two
+    whitespace-separated fields, the first the count, or the count alone for an empty token).
 
     Returns:
         ``(counts, bad)``: counts (None if no line parsed) and the 1-based numbers of the
@@ -122,9 +122,9 @@ def _parse_counts(text: str, count_first: bool = False) -> tuple[np.ndarray | No
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        if count_first:  # exactly 'COUNT TOKEN': numbered lines of prose stay text
-            fields = line.split()
-            v = _count(fields[0]) if len(fields) == 2 else None
+        if count_first:  # 'COUNT TOKEN' (or a lone count: the empty token that runs of
+            fields = line.split()  # spaces give); numbered lines of prose stay text
+            v = _count(fields[0]) if len(fields) in (1, 2) else None
         else:
             v = _count(re.split(r"[\s,;]+", line)[-1])
         if v is None:
@@ -204,13 +204,20 @@ def load_counts(path: str | Path, mode: Literal["auto", "counts", "text", "json"
     if mode in ("auto", "counts"):
         counts, bad = _parse_counts(text)
         n = 0 if counts is None else counts.size
+        # 'COUNT TOKEN' lines (uniq -c) end in a word: read the leading count instead of
+        # falling back to text, which would count each count and word as one token; also when
+        # only the first line ends in a word (taken for a header) and the rest in numbers
+        lead, lead_bad = _parse_counts(text, count_first=True)
+        k = 0 if lead is None else lead.size
+        if k and not lead_bad and k > n:
+            return lead, "counts, count first"
         if n and not bad:
             return counts, "counts"
-        # 'COUNT TOKEN' lines (uniq -c) end in a word: read the leading count instead of
-        # falling back to text, which would count each count and word as one token
-        lead, lead_bad = _parse_counts(text, count_first=True)
-        if lead is not None and not lead_bad:
-            return lead, "counts, count first"
+        if n < 0.9 * (n + len(bad)) and k and k >= 0.9 * (k + len(lead_bad)):
+            shown = ", ".join(map(str, lead_bad[:10])) + (" ..." if len(lead_bad) > 10 else "")
+            raise ValueError(f"{path}: {len(lead_bad)} of {k + len(lead_bad)} lines are not "
+                             f"'count token' (lines {shown}) while the rest are, as uniq -c "
+                             "writes them; fix those lines (or pass --mode text)")
         num, total = _numeric_lines(text)
         if mode == "counts" or (n and n >= 0.9 * (n + len(bad))) or (
                 total and num >= 0.9 * total):

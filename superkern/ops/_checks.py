@@ -40,9 +40,10 @@ def as_matrix(W: Any, name: str = "W", finite: bool = True) -> torch.Tensor:
             the count and the first offending row).
     """
     if isinstance(W, np.ma.MaskedArray):  # its mask would be dropped without a word
-        if np.ma.getmaskarray(W).any():
-            raise ValueError(f"{name} is a masked array with {int(np.ma.getmaskarray(W).sum())} "
-                             "masked entries; fill them or select rows (rows=) first")
+        mask = np.ma.getmask(W)  # nomask (no n x m array) when nothing is masked
+        if mask is not np.ma.nomask and mask.any():
+            raise ValueError(f"{name} is a masked array with {int(mask.sum())} masked entries; "
+                             "fill them or select rows (rows=) first")
         W = W.data
     if isinstance(W, np.ndarray):
         if W.dtype.kind not in "f":

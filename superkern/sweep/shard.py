@@ -128,7 +128,10 @@ def partition(configs: Sequence[Any], count: int) -> list[list[Any]]:
         load, k = heapq.heappop(heap)
         owner[i] = k
         heapq.heappush(heap, (load + model_cost(configs[i]), k))
-    return [[c for i, c in enumerate(configs) if owner[i] == k] for k in range(count)]
+    parts: list[list[Any]] = [[] for _ in range(count)]
+    for i, c in enumerate(configs):  # grid order within each shard
+        parts[owner[i]].append(c)
+    return parts
 
 
 def shard_configs(configs: Sequence[Any], shard: tuple[int, int]) -> list[Any]:
