@@ -95,7 +95,7 @@ bench_file() {  # bench_file NAME FILE PROCESS_LIMIT_S CASE_LIMIT_S [ENV=VALUE .
   env "$@" SUPERKERN_BENCH_JSONL="$OUT/$name.jsonl" timeout "$lim" $PY -m pytest -q \
     "bench/$file.py" ${kexpr:+-k "$kexpr"} $(tmo "$case_lim") -p no:cacheprovider \
     --benchmark-columns=median,min,max,rounds >>"$OUT/$name.log" 2>&1
-  local rc=$? cases; cases=$(grep -vc '"started"' "$OUT/$name.jsonl" 2>/dev/null)
+  local rc=$? cases; cases=$(grep -vc -e '"started"' -e '"ended"' "$OUT/$name.jsonl" 2>/dev/null)
   [ "$rc" = 0 ] || fail=1
   echo "$file $*: exit $rc after $(( $(date +%s) - t1 )) s (limit $lim), ${cases:-0} cases in $name.jsonl" | tee -a "$LOG"
 }
