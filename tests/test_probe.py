@@ -458,3 +458,28 @@ def test_a_sampled_main_pass_draws_among_nonzero_rows():
     assert len(rep.blocks["all"].stats.topk_values) == 15
     assert d["rows"]["selected"] is None
     assert probe(W, rows=list(range(150)), progress=False).to_dict()["rows"]["selected"] == 150
+
+
+def test_frequencies_as_token_counts_print_as_frequencies():
+    """token_counts may be frequencies (the docs allow it): they printed as '1 tokens' and
+    '0-0' in every counts cell."""
+    W = torch.randn(300, 8, generator=torch.Generator().manual_seed(9))
+    p = 1 / torch.arange(1, 301, dtype=torch.float64)
+    freq = probe(W, token_counts=(p / p.sum()).numpy(), progress=False)
+    text = str(freq)
+    assert "total frequency 1;" in text and " 0-0 " not in text and "0.159-0.0796" in text
+    assert freq.to_dict()["frequency"]["tokens_counted"] == pytest.approx(1.0)
+    counts = probe(W, token_counts=(p / p.sum() * 1e4).round().numpy(), progress=False)
+    assert "9998 tokens;" in str(counts) and "1592-796" in str(counts)
+
+
+def test_split_blocks_sample_the_same_rows_with_or_without_the_centred_block():
+    """Each block's seed was seed + the number of blocks before it: turning centred off
+    changed which rows the split blocks sampled."""
+    W = torch.randn(400, 8, generator=torch.Generator().manual_seed(10)).abs() + 0.5
+    on = probe(W, sample=50, seed=3, progress=False)
+    off = probe(W, sample=50, seed=3, centred=False, progress=False)
+    for key in ("norm>1", "norm>median"):
+        if on.blocks[key].sampled:
+            assert on.blocks[key].stats.mean_abs == off.blocks[key].stats.mean_abs, key
+    assert on.blocks["norm>median"].sampled

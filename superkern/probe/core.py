@@ -185,6 +185,12 @@ def _timed(timings: dict[str, float], key: str, t0: float) -> None:
     timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
 
 
+# Each block's sampling seed is seed + its offset here (the order the blocks run in with every
+# block on), so turning the centred block off leaves the split blocks' samples unchanged.
+_BLOCK_SEED = {"all": 0, "centred": 1, "norm>1": 2, "norm<=1": 3, "norm>median": 4,
+               "norm<=median": 5}
+
+
 def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, norm_bins, topk,
          exclude, exclude_duplicates, rows, cap, sample_main, centred, splits, seed, t_start,
          counts=None, counts_source=""):
@@ -286,7 +292,7 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
             # they would shrink the sample and its top-k's pair count)
             pool = nz_idx if main and idx.numel() != nz_idx.numel() else idx
             run_idx, sampled = sample_rows(pool, cap if (sample_main or not main) else 0,
-                                           seed + len(blocks))
+                                           seed + _BLOCK_SEED[key])
             if not sampled:
                 run_idx = idx
             pairs = ex["n_pairs"] if not sampled else run_idx.numel() * (run_idx.numel() - 1) // 2
@@ -295,7 +301,7 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
                                   precision=precision, backend=backend, device=dev)
             samples[key] = run_idx
             if sampled:
-                se = sampled_mean_abs_se(Wx, run_idx, ex["n_used"], seed + len(blocks))
+                se = sampled_mean_abs_se(Wx, run_idx, ex["n_used"], seed + _BLOCK_SEED[key])
             _timed(timings, "tiled", t1)
         blocks[key] = OverlapBlock(key=key, title=title, rows=int(idx.numel()), m=m, exact=ex,
                                    stats=stats, sampled=sampled, centred=key == "centred",

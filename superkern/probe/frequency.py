@@ -38,7 +38,7 @@ class FrequencyStats:
     """
 
     source: str
-    tokens_counted: int
+    tokens_counted: int | float
     rows: int
     unseen: int
     padded: int
@@ -181,8 +181,11 @@ def frequency_stats(norms: np.ndarray, counts: np.ndarray, source: str = "",
                                         if np.isfinite(cpart).any() else math.nan),
                      **_overlap_fields(None if overlaps is None else overlaps[nb])})
     unseen = analysed & (full == 0)
+    total = float(full.sum())  # counts, or frequencies (which print as such, not rounded)
+    whole = bool(np.all(full == np.round(full)))
     return FrequencyStats(
-        source=source, tokens_counted=int(round(float(full.sum()))), rows=k,
+        source=source, tokens_counted=int(round(total)) if whole else total,
+        rows=k,
         unseen=int(unseen.sum()), padded=int(padded), spearman=float(rho),
         spearman_p=float(p), spearman_centred=rho_c, bins=bins,
         unseen_median_norm=float(np.median(norms[unseen])) if unseen.any() else math.nan,
@@ -212,7 +215,12 @@ def format_frequency(d: Optional[dict[str, Any]]) -> list[str]:
                            if "mean_sq_centred" in b)
     m = d.get("m") or 0
     n = d["rows"] + d["unseen"]
-    out = ["", f"Row norm vs token frequency ({d['source']}: {d['tokens_counted']} tokens; "
+    whole = all(float(b[k]).is_integer() for b in d["bins"] for k in ("count_max", "count_min"))
+    cf = ".0f" if whole else ".3g"  # frequencies (probabilities) are not token counts
+    total = d["tokens_counted"]
+    total = f"{total} tokens" if whole and isinstance(total, int) else \
+        f"total frequency {float(total):.4g}"
+    out = ["", f"Row norm vs token frequency ({d['source']}: {total}; "
                f"{d['rows']} rows seen, {d['unseen']} unseen"
                + (f", {d['padded']} past the counts" if d["padded"] else "") + ")",
            f"  Spearman rho = {d['spearman']:+.3f} (p {_p_text(d['spearman_p'])})"
@@ -227,7 +235,7 @@ def format_frequency(d: Optional[dict[str, Any]]) -> list[str]:
                       "another tokenizer?")
     for b in d["bins"]:
         out.append(f"  {b['ranks'][0]:>6}-{b['ranks'][1]:<8} {b['tokens']:>7}   "
-                   f"{b['count_max']:>8.0f}-{b['count_min']:<8.0f} {b['median_norm']:>10.4g}"
+                   f"{b['count_max']:>8{cf}}-{b['count_min']:<8{cf}} {b['median_norm']:>10.4g}"
                    f"  {b['above_median']:>14.2f}"
                    + (f"  {b['median_centred']:>7.4g}" if has_c else "")
                    + (_overlap_cells(b, m, has_oc) if has_o else ""))
