@@ -483,3 +483,13 @@ def test_split_blocks_sample_the_same_rows_with_or_without_the_centred_block():
         if on.blocks[key].sampled:
             assert on.blocks[key].stats.mean_abs == off.blocks[key].stats.mean_abs, key
     assert on.blocks["norm>median"].sampled
+
+
+def test_min_norm_evidence_leaves_padding_rows_out():
+    """min_norm_over_median is the paper's "non-zero minimum norm": padding rows made it 0."""
+    norms = torch.ones(300)
+    norms[:150] = 2.0
+    W = _toy(300, 8, 11, norms)
+    W[290:] = 0
+    ev = probe(W, progress=False).verdict["evidence"]
+    assert ev["n_zero"] == 10 and ev["min_norm_over_median"] == pytest.approx(0.5)

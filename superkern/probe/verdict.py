@@ -26,6 +26,11 @@ TOY_SCALE = (0.5, 2.0)      # rows reach the lower end and (almost) none pass th
 TOY_SCALE_OUTLIERS = 0.01   # at most this fraction above TOY_SCALE[1]; the raw thresholds apply
 
 
+def _min_nonzero(norms: Any) -> float:
+    nz = norms.norms[norms.norms > 0]
+    return float(nz.min()) if nz.numel() else 0.0
+
+
 def superposition_verdict(*, n: int, m: int, norms: Any, mean_sq: float,
                           mean_sq_centred: Optional[float] = None) -> dict[str, Any]:
     """Classify a head; returns ``label``, ``summary``, ``notes``, ``norm_scale`` and
@@ -69,8 +74,11 @@ def superposition_verdict(*, n: int, m: int, norms: Any, mean_sq: float,
         "n": n, "m": m, "n_over_m": ratio, "rows_analysed": rows, "n_zero": norms.n_zero,
         "phi_half": phi_half, "phi_1": phi_1, "scale_rows_above_2": above,
         "phi_half_of_q90": phi_top,
-        "n_represented": represented, "min_norm_over_median":
-            norms.min / norms.median if norms.median > 0 else math.nan,
+        "n_represented": represented,
+        # the paper's "non-zero minimum norm": the smallest nonzero norm (padding rows, all
+        # zero, would make it 0 for any head that has them; n_zero counts those)
+        "min_norm_over_median": _min_nonzero(norms) / norms.median if norms.median > 0
+        else math.nan,
         "m_mean_sq": msq_m, "m_mean_sq_centred": msq_m_c,
         "etf_count_fraction": min(1.0, m * m / (2 * n)) if n else math.nan,
         "thresholds": {"represented_min_phi_half": REPRESENTED_MIN,
