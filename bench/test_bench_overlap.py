@@ -68,6 +68,20 @@ def _sync_time(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
+def _timed_median(benchmark, fn, rounds: int, warmup: int):
+    """(last result, median seconds of the timed rounds): pytest-benchmark's rounds, each
+    synchronised, the warm-up rounds left out of the median."""
+    times = []
+
+    def timed():
+        out, t = _sync_time(fn)
+        times.append(t)
+        return out
+
+    result = benchmark.pedantic(timed, rounds=rounds, warmup_rounds=warmup, iterations=1)
+    return result, statistics.median(times[warmup:] or times)
+
+
 @pytest.fixture(scope="session")
 def peaks():
     """The GEMM peak of a precision, measured once per session (bench/peaks.py)."""
@@ -180,16 +194,8 @@ def test_overlap_public_op(benchmark, peaks, backend, shape):
     st = call()
     assert st.n_pairs == case.P and int(st.hist.sum()) == case.P
     assert abs(st.mean_sq * case.P - case.sum_sq) <= 2e-3 * case.sum_sq, (st.mean_sq, case.sum_sq)
-    times = []
-
-    def timed():
-        out, t = _sync_time(call)
-        times.append(t)
-        return out
-
     benchmark.group = f"overlap_stats (public op) {shape[0]}x{shape[1]} bf16 bins={BINS}"
-    benchmark.pedantic(timed, rounds=10, warmup_rounds=2, iterations=1)
-    t = statistics.median(times[2:])
+    _, t = _timed_median(benchmark, call, rounds=10, warmup=2)
     tflops = 2.0 * case.P * case.m / t / 1e12
     benchmark.extra_info.update({
         "backend": backend, "precision": "bf16", "N": case.N, "m": case.m, "pairs": case.P,
@@ -241,18 +247,10 @@ def _run(benchmark, peaks, monkeypatch, backend, shape, precision):
         _check(fn(), case, topk)  # compiles, then checks before any timing
         rounds, warmup = (3 if big else 7), 1
 
-    times = []
-
-    def timed():
-        out, t = _sync_time(fn)
-        times.append(t)
-        return out
-
     benchmark.group = f"overlap {shape[0]}x{shape[1]} {precision} bins={BINS} topk={topk}"
-    result = benchmark.pedantic(timed, rounds=rounds, warmup_rounds=warmup, iterations=1)
+    result, t = _timed_median(benchmark, fn, rounds=rounds, warmup=warmup)
     if backend == "torch":
         _check(result, case, topk)
-    t = statistics.median(times[warmup:] or times)
     tflops = 2.0 * case.P * case.m / t / 1e12
     if backend == "naive":
         case.naive_seconds = t
