@@ -16,7 +16,9 @@
 #                  small cuda and triton overlap calls in every precision
 #   small          the full small grid (1020 models, 20000 steps; the toy-engine issue's "under
 #                  3 minutes"), stopped before the call's limit and resumed by the next call
-#                  on the same warm machine -> small-results.jsonl, small-fit.{json,txt}
+#                  on the same warm machine -> small-results.jsonl, small-fit.{json,txt};
+#                  a launch in flight at the limit is lost, so if one launch (240 models)
+#                  outlasts a call, pass SWEEP_ARGS="--max-instances 60" (also for fig1)
 #   fig1           the full-size Fig. 1 sweep (48 models, 20000 steps), stopped at 480 s;
 #                  results live in runs/ of the machine's working copy, so the next call on
 #                  the same (warm) machine resumes it; PREC=tf32x3 (tf32, bf16) runs that
@@ -159,10 +161,10 @@ case "$what" in
       [ "${PIPESTATUS[0]}" = 0 ] || fail=1
     fi ;;&
   small)
-    sweep_job small small ;;
+    sweep_job small small ${SWEEP_ARGS:-} ;;
   fig1)
     prec="${PREC:-fp32}"; run="fig1"; [ "$prec" = fp32 ] || run="fig1-$prec"
-    sweep_job "$run" fig1 --set "precision=\"$prec\""
+    sweep_job "$run" fig1 --set "precision=\"$prec\"" ${SWEEP_ARGS:-}
     if [ "$run" != fig1 ] && [ -d runs/gpu-fig1 ]; then
       $PY -m superkern fit runs/gpu-fig1 --against "runs/gpu-$run" 2>&1 | tee "$OUT/$run-vs-fp32.txt"
     fi ;;
