@@ -493,3 +493,11 @@ def test_min_norm_evidence_leaves_padding_rows_out():
     W[290:] = 0
     ev = probe(W, progress=False).verdict["evidence"]
     assert ev["n_zero"] == 10 and ev["min_norm_over_median"] == pytest.approx(0.5)
+
+
+def test_compare_n_over_m_counts_the_rows_in_the_pairs():
+    """compare's n/m counted zero rows, which the verdict and the Welch bound leave out."""
+    W = torch.randn(500, 20, generator=torch.Generator().manual_seed(12))
+    W[400:] = 0
+    row = superkern.compare([W], names=["h"], progress=False).rows[0]
+    assert row["n"] == 500 and row["n_over_m"] == pytest.approx(400 / 20)

@@ -42,7 +42,8 @@ def summary_row(report) -> dict[str, Any]:
     return {
         "name": d["head"]["name"], "source": d["head"]["source"], "tensor": d["head"]["tensor"],
         "n": d["rows"]["analysed"], "m": d["rows"]["m"],
-        "n_over_m": d["rows"]["analysed"] / d["rows"]["m"], "dtype": d["head"]["dtype"],
+        # n/m of the rows in the pairs (zero rows left out), as the verdict and Welch bound
+        "n_over_m": main["rows_used"] / d["rows"]["m"], "dtype": d["head"]["dtype"],
         "tied": d["head"]["tied"], "norm_mean": nd["mean"], "norm_std": nd["std"],
         "norm_min": nd["min"], "norm_median": nd["median"], "norm_max": nd["max"],
         "phi_half": nd["phi_half"], "phi_1": nd["phi_1"],
