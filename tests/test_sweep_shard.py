@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from superkern.sweep import run_sweep
-from superkern.sweep.shard import PARENT_ENV
+from superkern.sweep.devices import PARENT_ENV
 from superkern.sweep.store import ResultsWarning, read_jsonl
 from tests.sweep_fakes import make_fake, small_configs
 
@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_shard_and_devices_arguments_are_checked(tmp_path, capsys):
-    from superkern.sweep.shard import parse_shard, resolve_devices
+    from superkern.sweep.devices import resolve_devices
+    from superkern.sweep.shard import parse_shard
 
     assert parse_shard("2/4") == (2, 4) and parse_shard(" 1 / 1 ") == (1, 1)
     for bad, msg in (("0/2", "K=0, N=2"), ("3/2", "K=3, N=2"), ("1/0", "K=1, N=0"),
@@ -220,7 +221,7 @@ def test_devices_parent_killed_takes_its_shards_along(tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_shard_whose_starter_is_gone_stops_and_one_behind_a_wrapper_runs():
-    code = ("from superkern.sweep.shard import follow_parent\n"
+    code = ("from superkern.sweep.devices import follow_parent\n"
             "follow_parent()\n"
             "import time; time.sleep(0.2); print('still running')\n")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -249,7 +250,7 @@ def _running(pid: int) -> bool:
 def test_shard_environment_and_forwarded_options(monkeypatch):
     from superkern.cli import build_parser
     from superkern.commands.sweep import _child_argv
-    from superkern.sweep.shard import _child_env
+    from superkern.sweep.devices import _child_env
 
     for visible, want in ((None, "1"), ("4,5", "5"), ("GPU-a, GPU-b", "GPU-b")):
         if visible is None:

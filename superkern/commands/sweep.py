@@ -75,7 +75,7 @@ def run(args) -> int:
     shard = None
     if args.shard is not None:
         shard = sw.parse_shard(args.shard)
-        from superkern.sweep.shard import follow_parent
+        from superkern.sweep.devices import follow_parent
 
         follow_parent()  # started by --devices: ends with that process
         if args.devices is not None:
@@ -85,7 +85,7 @@ def run(args) -> int:
         raise ValueError("--device and --devices do not combine: --devices gives each "
                          "shard its device")
     if args.devices is not None and not args.dry_run:
-        from superkern.sweep.shard import resolve_devices, run_local_shards
+        from superkern.sweep.devices import resolve_devices, run_local_shards
 
         devices = resolve_devices(args.devices)
         exp, configs = sw.prepare(args.config, quick=args.quick, variants=args.variant,
@@ -95,8 +95,9 @@ def run(args) -> int:
                                 grid_ids={c.run_id for c in configs},
                                 progress=not args.no_progress)
     if args.dry_run:
+        from superkern.sweep.devices import resolve_devices
         from superkern.sweep.runner import check_run_into, unique_configs
-        from superkern.sweep.shard import model_cost, partition, resolve_devices
+        from superkern.sweep.shard import model_cost, partition
 
         exp, configs = sw.prepare(args.config, quick=args.quick, variants=args.variant,
                                   overrides=args.overrides)
