@@ -52,27 +52,12 @@ def _stdout_closed() -> bool:
     return True
 
 
-_PATH_ARGS = ("path", "paths", "config", "file", "results", "target")  # positional
-_PATH_OPTIONS = ("out", "csv", "json", "plots", "plot", "save_counts", "token_counts", "corpus",
-                 "tokenizer", "against") + _PATH_ARGS
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    # An empty path ('--out ""', a variable that expanded to nothing) would mean the current
-    # folder to Path(''): refused, whichever option or argument it is.
-    for key in _PATH_OPTIONS:
-        value = getattr(args, key, None)
-        values = value if isinstance(value, list) else [value]
-        if any(isinstance(v, str) and not v.strip() for v in values):
-            opt = "a path argument" if key in _PATH_ARGS else "--" + key.replace("_", "-")
-            print(f"superkern {args.command}: error: {opt} is empty; name a file or folder",
-                  file=sys.stderr)
-            return 2
     shown = warnings.formatwarning  # a warning is one line naming the command, as errors are
     warnings.formatwarning = lambda message, *a, **k: (f"superkern {args.command}: warning: "
                                                        f"{message}\n")

@@ -219,10 +219,10 @@ def test_warnings_are_one_line_naming_the_command(results_file, tmp_path):
 
 
 @pytest.mark.parametrize("argv, what", [
-    (["probe", ""], "a path argument"), (["compare", "minilm", " "], "a path argument"),
-    (["fit", ""], "a path argument"), (["figures", ""], "a path argument"),
-    (["sweep", "fig1", "--quick", "--dry-run", "--out", ""], "--out"),
+    (["probe", ""], "path"), (["compare", "minilm", " "], "paths"), (["fit", ""], "target"),
+    (["figures", ""], "results"), (["sweep", "fig1", "--quick", "--dry-run", "--out", ""], "--out"),
     (TRAIN + ["--out", ""], "--out"), (["probe", "minilm", "--json", ""], "--json"),
+    (["probe", "minilm", "--markdown", ""], "--markdown"),
     (["fit", "zipf", "x.txt", "--save-counts", ""], "--save-counts")])
 def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch, capsys,
                                                                    argv, what):
@@ -230,8 +230,10 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, monke
     trained into it (its dry run used the default folder) and `train --out ''` saved nothing."""
     monkeypatch.chdir(tmp_path)
     np.save(tmp_path / "w.npy", np.ones((4, 3), dtype=np.float32))
-    assert main(argv) == 2
-    assert f"{what} is empty; name a file or folder" in _err(capsys)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert f"argument {what}: empty path; name a file or folder" in _err(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.npy"]  # nothing written
 
 

@@ -1,4 +1,13 @@
 """CLI subcommands, one module each (thin shims over library functions)."""
+import argparse
+
+
+def path_arg(text: str) -> str:
+    """argparse ``type=`` of every file or folder argument: an empty one ('--out ""', a shell
+    variable that expanded to nothing) would mean the current folder to ``Path('')``."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path; name a file or folder")
+    return text
 
 
 def add_loss_option(p) -> None:

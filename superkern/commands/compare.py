@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from superkern.commands import path_arg
 from superkern.commands.probe import _sample, add_compute_options
 
 
@@ -12,7 +13,7 @@ def register(sub) -> None:
         "compare", help="compare the superposition geometry of several LM heads",
         description="Probe several heads; print one table; optionally write CSV/JSON and the "
                     "figures mean_sq_vs_m.png (mean c^2 vs m with 1/m) and row_norms.png.")
-    p.add_argument("paths", nargs="+",
+    p.add_argument("paths", type=path_arg, nargs="+",
                    help="checkpoint files/folders, aliases or Hugging Face Hub repo ids")
     add_compute_options(p)
     p.add_argument("--names", help="comma-separated display names, one per path")
@@ -20,12 +21,12 @@ def register(sub) -> None:
                    help="row cap of every overlap pass (auto: 8192 on CPU, 4096 with the "
                         "torch backend, none on CUDA)")
     p.add_argument("--exact", action="store_true", help="no sampling anywhere")
-    p.add_argument("--csv", metavar="FILE", help="write the table as CSV")
-    p.add_argument("--json", metavar="FILE",
+    p.add_argument("--csv", type=path_arg, metavar="FILE", help="write the table as CSV")
+    p.add_argument("--json", type=path_arg, metavar="FILE",
                    help="write the table and full reports as JSON ('-': to stdout, instead of "
                         "the table)")
-    p.add_argument("--plots", metavar="DIR", help="write the figures here")
-    p.add_argument("--corpus", metavar="FILE",
+    p.add_argument("--plots", type=path_arg, metavar="DIR", help="write the figures here")
+    p.add_argument("--corpus", type=path_arg, metavar="FILE",
                    help="count a text file's tokens with each head's own tokenizer and add row "
                         "norm vs token frequency (and frequency_overlaps.png)")
     p.set_defaults(func=run)

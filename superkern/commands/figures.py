@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from superkern.commands import add_loss_option
+from superkern.commands import add_loss_option, path_arg
 
 
 def register(sub) -> None:
@@ -13,9 +13,10 @@ def register(sub) -> None:
         description="Plot what a sweep's results support (Figs. 1, 3, 4a, 4b, 5a, 5b, 6a-e, 7, "
                     "9-18, and freq_overlaps: mean c^2 by frequency rank); figures whose data "
                     "are absent are skipped with the reason.")
-    p.add_argument("results", nargs="?", help="a sweep folder (all its results files) or one "
-                                                   "results file")
-    p.add_argument("--out", default=None, help="output folder (default <results folder>/figures)")
+    p.add_argument("results", type=path_arg, nargs="?",
+                   help="a sweep folder (all its results files) or one results file")
+    p.add_argument("--out", type=path_arg, default=None,
+                   help="output folder (default <results folder>/figures)")
     p.add_argument("--only", action="append", metavar="NAME", help="make only these (repeatable)")
     p.add_argument("--range", dest="fit_range", default="paper", help="alpha_m fit range")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (200)")

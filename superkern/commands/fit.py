@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from superkern.commands import add_loss_option
+from superkern.commands import add_loss_option, path_arg
 
 
 def register(sub) -> None:
@@ -23,10 +23,11 @@ def register(sub) -> None:
                     "size-width [CSV]: N = a_family m^k from (family, m, params) rows (default: "
                     "the paper's 27 open models; --params picks nominal, exact or non-embedding "
                     "counts) and alpha_m = k alpha_N.")
-    p.add_argument("target", help="a sweep folder (all its results files) or one results "
-                                  "file, 'zipf', 'width-law' or 'size-width'")
-    p.add_argument("file", nargs="?", help="the counts/text file (zipf) or CSV (width-law, "
-                                           "size-width)")
+    p.add_argument("target", type=path_arg,
+                   help="a sweep folder (all its results files) or one results file, 'zipf', "
+                        "'width-law' or 'size-width'")
+    p.add_argument("file", type=path_arg, nargs="?",
+                   help="the counts/text file (zipf) or CSV (width-law, size-width)")
     p.add_argument("--range", dest="fit_range", default="paper",
                    help="alpha_m fit range: paper (default), all, m>=32, m<=128, 16<=m<=128, last5, "
                         "first5, from3")
@@ -36,14 +37,15 @@ def register(sub) -> None:
     p.add_argument("--mode", default="auto", choices=("auto", "counts", "text", "json"),
                    help="zipf input format (default: detect)")
     p.add_argument("--points", type=int, default=1000, help="zipf: log-rank points (1000)")
-    p.add_argument("--tokenizer", metavar="SPEC",
+    p.add_argument("--tokenizer", type=path_arg, metavar="SPEC",
                    help="zipf: tokenise the text file with this tokenizer (a tokenizer.json, a "
                         "folder holding one, 'minilm', a .gguf file, 'smollm2' or "
                         "'gemma3-270m') and fit the token counts")
-    p.add_argument("--save-counts", metavar="FILE",
+    p.add_argument("--save-counts", type=path_arg, metavar="FILE",
                    help="zipf --tokenizer: also write the per-token-id counts as JSON (input of "
                         "'superkern probe --token-counts')")
-    p.add_argument("--json", metavar="FILE", help="also write the result as JSON ('-': stdout)")
+    p.add_argument("--json", type=path_arg, metavar="FILE",
+                   help="also write the result as JSON ('-': stdout)")
     p.add_argument("--alpha-n", type=float, nargs=2, metavar=("VALUE", "SE"),
                    default=(0.35, 0.02),
                    help="size-width: loss exponent in parameters, L ~ N^-alpha_N, with its "
@@ -53,11 +55,11 @@ def register(sub) -> None:
                         "(column params, default), every stored parameter (params_exact) or "
                         "the count without token/position embeddings and untied unembedding "
                         "(params_non_embedding)")
-    p.add_argument("--plot", metavar="PNG",
+    p.add_argument("--plot", type=path_arg, metavar="PNG",
                    help="zipf: rank-frequency with the fitted line (paper Fig. 22); width-law: "
                         "loss against 1/m and L - L_g against m with the fit (Figs. 21, 8b); "
                         "size-width: N against m (Fig. 23)")
-    p.add_argument("--against", metavar="RESULTS",
+    p.add_argument("--against", type=path_arg, metavar="RESULTS",
                    help="compare alpha_m cell by cell with a second run of the same grid (e.g. "
                         "fp32 against tf32x3); exit 1 if any cell differs")
     p.add_argument("--z-max", type=float, default=2.0,

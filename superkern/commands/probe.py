@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from superkern.commands import path_arg
+
 
 def add_compute_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``probe`` and ``compare``."""
@@ -37,7 +39,7 @@ def register(sub) -> None:
                     "Hub repo id ORG/NAME, fetching only the head) and report its "
                     "row norms, pairwise overlaps against random-vector baselines, and a "
                     "superposition verdict.")
-    p.add_argument("path", nargs="?", default="minilm",
+    p.add_argument("path", type=path_arg, nargs="?", default="minilm",
                    help="checkpoint file or folder, an alias, or a Hugging Face Hub repo id "
                         "ORG/NAME[@REVISION][/FILE] (default: minilm)")
     add_compute_options(p)
@@ -53,19 +55,19 @@ def register(sub) -> None:
     p.add_argument("--sample-main", action="store_true",
                    help="apply the --sample cap to the main pass too (for very large heads)")
     p.add_argument("--no-splits", action="store_true", help="skip the norm-split blocks")
-    p.add_argument("--json", metavar="FILE",
+    p.add_argument("--json", type=path_arg, metavar="FILE",
                    help="write the full report as JSON ('-': to stdout, instead of the table)")
-    p.add_argument("--markdown", metavar="FILE", help="write the report as Markdown")
-    p.add_argument("--plots", metavar="DIR", help="write norms.png and overlaps.png here (and "
-                                                  "norm_vs_frequency.png with --token-counts or "
-                                                  "--corpus)")
-    p.add_argument("--token-counts", metavar="FILE",
+    p.add_argument("--markdown", type=path_arg, metavar="FILE", help="write the report as Markdown")
+    p.add_argument("--plots", type=path_arg, metavar="DIR",
+                   help="write norms.png and overlaps.png here (and norm_vs_frequency.png with "
+                        "--token-counts or --corpus)")
+    p.add_argument("--token-counts", type=path_arg, metavar="FILE",
                    help="per-token-id counts ('superkern fit zipf CORPUS --tokenizer T "
                         "--save-counts FILE'): compare row norms with token frequency")
-    p.add_argument("--corpus", metavar="FILE",
+    p.add_argument("--corpus", type=path_arg, metavar="FILE",
                    help="a text file: count its tokens (with the head's own tokenizer unless "
                         "--tokenizer) and compare row norms with token frequency")
-    p.add_argument("--tokenizer", metavar="SPEC",
+    p.add_argument("--tokenizer", type=path_arg, metavar="SPEC",
                    help="--corpus: a tokenizer.json, a folder holding one, 'minilm', a .gguf "
                         "file, 'smollm2', 'gemma3-270m' or a Hub repo id (default: the head's "
                         "own)")

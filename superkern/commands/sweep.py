@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from superkern.commands import path_arg
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -13,8 +15,8 @@ def register(sub) -> None:
                     "is not yet in OUT's results files, and append one row per model to "
                     "OUT/results.jsonl (OUT/results.shard-K-of-N.jsonl with --shard). Safe to "
                     "kill and rerun.")
-    p.add_argument("config", nargs="?", help="experiment TOML file or built-in name")
-    p.add_argument("--out", help="output folder (default runs/<name>[-quick])")
+    p.add_argument("config", type=path_arg, nargs="?", help="experiment TOML file or built-in name")
+    p.add_argument("--out", type=path_arg, help="output folder (default runs/<name>[-quick])")
     p.add_argument("--quick", action="store_true",
                    help="the experiment's reduced CPU form (a few minutes on 2 cores)")
     p.add_argument("--variant", action="append", default=[], metavar="NAME",

@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Any
 
+from superkern.commands import path_arg
+
 
 def _values(s: str, kind: type, option: str) -> list[Any]:
     """A comma list for ``option``: every item parsed as ``kind``, at least one."""
@@ -48,7 +50,8 @@ def register(sub) -> None:
     p.add_argument("--test-batches", type=int, default=0, metavar="T",
                    help="also measure the final model's loss on T fresh batches (the paper: "
                         "100); adds a 'test' column")
-    p.add_argument("--out", default=None, help="directory: W,b safetensors + results.jsonl")
+    p.add_argument("--out", type=path_arg, default=None,
+                   help="directory: W,b safetensors + results.jsonl")
     p.add_argument("--json", action="store_true", help="print one JSON line per model")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.set_defaults(func=run)
