@@ -107,51 +107,44 @@ def _count(field: str) -> float | None:
     return v if v >= 0 and v == v and v != float("inf") else None
 
 
-def _parse_counts(text: str, count_first: bool = False) -> tuple[np.ndarray | None, list[int]]:
-    """Counts from 'COUNT', 'TOKEN COUNT', 'TOKEN<TAB>COUNT' or 'TOKEN,COUNT' lines (the last
-    field is the count; a first line that is not, such as a 'token,count' header, is skipped),
-    or with ``count_first`` from 'COUNT TOKEN' lines (``sort | uniq -c``: two
-    whitespace-separated fields, the first the count, or the count alone for an empty token).
+class _Lines:
+    """A counts candidate read in one pass over its non-empty, non-comment lines, two ways:
+    by the count its last field holds ('COUNT', 'TOKEN COUNT', 'TOKEN<TAB>COUNT',
+    'TOKEN,COUNT'), and by a leading count ('COUNT TOKEN' as ``sort | uniq -c`` writes: two
+    whitespace-separated fields, the first the count, or the count alone for the empty token
+    that runs of spaces give; numbered lines of prose are not). In both, a first line that
+    does not parse, such as a 'token,count' header, is skipped."""
 
-    Returns:
-        ``(counts, bad)``: counts (None if no line parsed) and the 1-based numbers of the
-        other lines that do not end (or with ``count_first`` start) in a count.
-    """
-    values, bad, first = [], [], True
-    for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if count_first:  # 'COUNT TOKEN' (or a lone count: the empty token that runs of
-            fields = line.split()  # spaces give); numbered lines of prose stay text
-            v = _count(fields[0]) if len(fields) in (1, 2) else None
-        else:
-            v = _count(re.split(r"[\s,;]+", line)[-1])
-        if v is None:
-            if not first:
-                bad.append(lineno)
-        else:
-            values.append(v)
-        first = False
-    return (np.asarray(values, dtype=np.float64) if values else None), bad
+    def __init__(self, text: str):
+        last: tuple[list[float], list[int]] = ([], [])   # (counts, numbers of other lines)
+        lead: tuple[list[float], list[int]] = ([], [])
+        self.num = self.total = 0   # lines whose last field is any number; all lines
+        for lineno, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            field = re.split(r"[\s,;]+", line)[-1]
+            fields = line.split()
+            for (values, bad), v in ((last, _count(field)),
+                                     (lead, _count(fields[0]) if len(fields) in (1, 2)
+                                      else None)):
+                if v is not None:
+                    values.append(v)
+                elif self.total:
+                    bad.append(lineno)
+            try:
+                float(field)
+                self.num += 1
+            except ValueError:
+                pass
+            self.total += 1
+        self._last, self._lead = last, lead
 
-
-def _numeric_lines(text: str) -> tuple[int, int]:
-    """(lines whose last field is any number, negative and non-finite included; all
-    non-empty, non-comment lines): a file of numbers is a counts file even when some of its
-    numbers are not valid counts."""
-    num = total = 0
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        total += 1
-        try:
-            float(re.split(r"[\s,;]+", line)[-1])
-            num += 1
-        except ValueError:
-            pass
-    return num, total
+    def counts(self, count_first: bool = False) -> tuple[np.ndarray | None, list[int]]:
+        """``(counts, bad)``: the counts (None if no line parsed) by the last field, or with
+        ``count_first`` by the leading one, and the 1-based numbers of the other lines."""
+        values, bad = self._lead if count_first else self._last
+        return (np.asarray(values, dtype=np.float64) if values else None), bad
 
 
 def _json_counts(obj: object) -> np.ndarray | None:
@@ -202,12 +195,13 @@ def load_counts(path: str | Path, mode: Literal["auto", "counts", "text", "json"
                                  f"{json.dumps(obj)[:80]}")
             return counts, "json"
     if mode in ("auto", "counts"):
-        counts, bad = _parse_counts(text)
+        lines = _Lines(text)
+        counts, bad = lines.counts()
         n = 0 if counts is None else counts.size
         # 'COUNT TOKEN' lines (uniq -c) end in a word: read the leading count instead of
         # falling back to text, which would count each count and word as one token; also when
         # only the first line ends in a word (taken for a header) and the rest in numbers
-        lead, lead_bad = _parse_counts(text, count_first=True)
+        lead, lead_bad = lines.counts(count_first=True)
         k = 0 if lead is None else lead.size
         if k and not lead_bad and k > n:
             return lead, "counts, count first"
@@ -218,7 +212,7 @@ def load_counts(path: str | Path, mode: Literal["auto", "counts", "text", "json"
             raise ValueError(f"{path}: {len(lead_bad)} of {k + len(lead_bad)} lines are not "
                              f"'count token' (lines {shown}) while the rest are, as uniq -c "
                              "writes them; fix those lines (or pass --mode text)")
-        num, total = _numeric_lines(text)
+        num, total = lines.num, lines.total
         if mode == "counts" or (n and n >= 0.9 * (n + len(bad))) or (
                 total and num >= 0.9 * total):
             if n + len(bad) == 0:
