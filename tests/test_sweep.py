@@ -335,3 +335,30 @@ def test_a_device_or_engine_that_cannot_run_is_refused_before_the_folder_is_touc
               progress=False)  # the bf16 models are done; fp32 ones remain for both shards
     s = run_sweep(mixed, part, device="cpu", progress=False, shard=(1, 2))
     assert s.trained == len(first - {c.run_id for c in bf16[:4]})
+
+
+def test_progress_bar_counts_steps_across_launches_and_models_done(capsys):
+    """The bar counts launch steps (it/s = steps per second, a right ETA) from the trainer's
+    model-step callback, never backwards or past a launch's end; models done in the postfix."""
+    pytest.importorskip("tqdm")
+    from superkern.sweep.progress import LaunchBar
+
+    bar = LaunchBar(total_steps=300, total_models=5, enabled=True)
+    bar.start_launch(100)
+    bar.callback(150, 300)          # 3 models, half their steps: step 50 of this launch
+    assert bar.bar.n == 50
+    bar.callback(90, 300)           # a late, smaller report does not move it back
+    assert bar.bar.n == 50
+    bar.finish_launch(100, 3)
+    assert (bar.bar.n, bar.models_done) == (100, 3)
+    bar.start_launch(200)
+    bar.callback(400, 400)
+    bar.finish_launch(200, 2)
+    assert (bar.bar.n, bar.models_done) == (300, 5)
+    bar.close()
+    assert "models 5/5" in capsys.readouterr().err
+    quiet = LaunchBar(total_steps=300, total_models=5, enabled=False)
+    quiet.start_launch(300)
+    quiet.callback(1, 2)
+    quiet.finish_launch(300, 5)
+    assert quiet.bar is None and quiet.models_done == 5
