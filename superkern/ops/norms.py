@@ -16,6 +16,9 @@ from superkern.ops.overlap_stream import check_norms_finite, row_norms
 class NormStats:
     """Row norms r_i = ||W_i|| and their summary.
 
+    ``mean``, ``std`` (ddof 1), ``min``, ``max`` and the histogram are over all n rows, zero
+    rows included (SPEC: the norms of the rows as stored; ``n_zero`` counts them); ``median``
+    is over the nonzero rows only, as the scale the ``*_median`` fractions divide by.
     ``phi_half`` = |{r_i > 1/2}| / n and ``phi_1`` = |{r_i > 1}| / n on the raw norms; the
     ``*_median`` variants apply the same thresholds to r_i / median(r), where ``median`` is
     taken over the nonzero rows (zero rows, e.g. vocabulary padding, count as unrepresented but
