@@ -3,7 +3,8 @@
 CPU part (runs in CI): the extension's CUDA entry point exists when nvcc did, its argument
 checks raise ValueError with the numbers before touching a GPU, a call without a driver is a
 clean RuntimeError, and the tile schedule covers the triangle once. The launcher's logic runs
-against an emulation of the kernel in tests/test_overlap_cuda_launcher.py. GPU part (marked gpu): the kernel itself against the torch reference.
+against an emulation of the kernel in tests/test_overlap_cuda_launcher.py. GPU part (marked
+gpu): the kernel itself against the torch reference.
 tests/test_overlap.py runs the public op on backend "cuda" as well.
 """
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """``superkern figures``: PNGs mirroring the paper's toy-model figures, from a results file.
 
 Plotting only: every number comes from the stored rows (and, for Figs. 5b, 6a, 6b, 9, 11,
-12, 15 and 16, the saved weights); nothing is trained. A figure whose data are absent is skipped with the reason.
+12, 15 and 16, the saved weights); nothing is trained. A figure whose data are absent is
+skipped with the reason.
 Every figure carries a footer naming the results file, the number of runs and the date.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Statistics that need a run's saved W (paper Figs. 5b, 6a, 6b, 9, 11, 12, 15, 16), read from the sweep's
-safetensors files. Pure reads: nothing is trained."""
+"""Statistics that need a run's saved W (paper Figs. 5b, 6a, 6b, 9, 11, 12, 15, 16), read
+from the sweep's safetensors files. Pure reads: nothing is trained."""
 from __future__ import annotations
 
 import math

@@ -29,8 +29,8 @@ def register(sub) -> None:
     p.add_argument("file", type=path_arg, nargs="?",
                    help="the counts/text file (zipf) or CSV (width-law, size-width)")
     p.add_argument("--range", dest="fit_range", default="paper",
-                   help="alpha_m fit range: paper (default), all, m>=32, m<=128, 16<=m<=128, last5, "
-                        "first5, from3")
+                   help="alpha_m fit range: paper (default), all, m>=32, m<=128, 16<=m<=128, "
+                        "last5, first5, from3")
     add_loss_option(p)
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="bootstrap resamples over seeds (default 1000)")
@@ -143,9 +143,8 @@ def _token_counts(args):
     return corpus_counts(args.file, args.tokenizer)
 
 
-def run(args) -> int:
-    import dataclasses
-
+def _check_options(args) -> None:
+    """Options that do not fit the target, and output paths, refused before any work."""
     from superkern._atomic import check_targets
 
     # output paths before any work: a folder, an unwritable place or one file given twice
@@ -172,67 +171,90 @@ def run(args) -> int:
         hint = f"; did you mean '{near[0]}'?" if near else ""
         raise ValueError(f"'{args.target}' is neither a results folder or file nor one of "
                          f"{', '.join(sorted(LLM_TARGETS))} (the forms that take FILE){hint}")
+
+
+def run(args) -> int:
+    _check_options(args)
     if args.target == "size-width":
         return _size_width(args)
     if args.target in ("zipf", "width-law", "width") and not args.file:
         print(f"superkern fit {args.target}: a file argument is required", file=sys.stderr)
         return 2
     if args.target == "zipf":
-        from superkern.analysis.zipf import load_counts, zipf_fit
-
-        name = None
-        if args.tokenizer:
-            counts, name = _token_counts(args)
-            mode = f"text, {name} tokens"
-        elif args.save_counts:
-            raise ValueError("--save-counts writes per-token-id counts: it needs --tokenizer")
-        else:
-            counts, mode = load_counts(args.file, args.mode)
-        z = zipf_fit(counts, points=args.points)
-        c = np.asarray(counts, dtype=np.float64)
-        frequencies = not np.all(c == np.rint(c))  # relative frequencies, not counts
-        if name is not None and args.save_counts:  # only counts that could be fitted
-            from superkern.analysis.tokens import save_token_counts
-
-            save_token_counts(args.save_counts, counts, name, Path(args.file).name)
-        if args.json != "-":
-            total = (f"{z.n_tokens} tokens" if not frequencies
-                     else f"total weight {c.sum():.4g} (frequencies, not counts)")
-            print(f"{args.file} ({mode}): alpha = {z.alpha:.4f} (slope se {z.stderr:.4f}), "
-                  f"R^2 = {z.r2:.4f}, {z.n_types} types, {total}, "
-                  f"{z.points} log-rank points")
-        result = {"file": args.file, "mode": mode, **dataclasses.asdict(z),
-                  "frequencies": bool(frequencies)}
-        if frequencies:
-            result.update(n_tokens=None, total_weight=float(c.sum()))
-        _emit(result, args.json)
-        if args.plot:
-            from superkern.analysis.fig_llm import png, zipf_figure
-
-            label = Path(args.file).name + (f", {name} tokens" if name else "")
-            _save_png(args.plot, png(zipf_figure(counts, z, label)))
-        return 0
+        return _zipf(args)
     if args.target in ("width-law", "width"):
-        from superkern.analysis.fits import fit_width_law
-        from superkern.analysis.tables import load_width_csv
+        return _width_law(args)
+    return _sweep_results(args)
 
-        groups, m, loss = load_width_csv(args.file)
-        f = fit_width_law(groups, m, loss)
-        if args.json != "-":
-            print(f"L = C / m^alpha_m + L_g over {f.n_points} points, {f.n_params} parameters "
-                  f"(rmse {f.rmse:.4g})")
-            print(f"alpha_m = {f.alpha_m:.4f} +- {f.alpha_m_se:.4f}   C = {f.c:.4g} +- "
-                  f"{f.c_se:.3g}   (paper, LLMs: alpha_m = 0.91 +- 0.04)")
-            for g, (v, se) in f.offsets.items():
-                print(f"  L_g {'/'.join(g):<30} {v:.4f} +- {se:.4f}")
-        d = dataclasses.asdict(f)
-        d["offsets"] = {"/".join(k): v for k, v in f.offsets.items()}
-        _emit(d, args.json)
-        if args.plot:
-            from superkern.analysis.fig_llm import png, width_law_figure
 
-            _save_png(args.plot, png(width_law_figure(groups, m, loss, f)))
-        return 0
+def _zipf(args) -> int:
+    import dataclasses
+
+    from superkern.analysis.zipf import load_counts, zipf_fit
+
+    name = None
+    if args.tokenizer:
+        counts, name = _token_counts(args)
+        mode = f"text, {name} tokens"
+    elif args.save_counts:
+        raise ValueError("--save-counts writes per-token-id counts: it needs --tokenizer")
+    else:
+        counts, mode = load_counts(args.file, args.mode)
+    z = zipf_fit(counts, points=args.points)
+    c = np.asarray(counts, dtype=np.float64)
+    frequencies = not np.all(c == np.rint(c))  # relative frequencies, not counts
+    if name is not None and args.save_counts:  # only counts that could be fitted
+        from superkern.analysis.tokens import save_token_counts
+
+        save_token_counts(args.save_counts, counts, name, Path(args.file).name)
+    if args.json != "-":
+        total = (f"{z.n_tokens} tokens" if not frequencies
+                 else f"total weight {c.sum():.4g} (frequencies, not counts)")
+        print(f"{args.file} ({mode}): alpha = {z.alpha:.4f} (slope se {z.stderr:.4f}), "
+              f"R^2 = {z.r2:.4f}, {z.n_types} types, {total}, "
+              f"{z.points} log-rank points")
+    result = {"file": args.file, "mode": mode, **dataclasses.asdict(z),
+              "frequencies": bool(frequencies)}
+    if frequencies:
+        result.update(n_tokens=None, total_weight=float(c.sum()))
+    _emit(result, args.json)
+    if args.plot:
+        from superkern.analysis.fig_llm import png, zipf_figure
+
+        label = Path(args.file).name + (f", {name} tokens" if name else "")
+        _save_png(args.plot, png(zipf_figure(counts, z, label)))
+    return 0
+
+
+def _width_law(args) -> int:
+    import dataclasses
+
+    from superkern.analysis.fits import fit_width_law
+    from superkern.analysis.tables import load_width_csv
+
+    groups, m, loss = load_width_csv(args.file)
+    f = fit_width_law(groups, m, loss)
+    if args.json != "-":
+        print(f"L = C / m^alpha_m + L_g over {f.n_points} points, {f.n_params} parameters "
+              f"(rmse {f.rmse:.4g})")
+        print(f"alpha_m = {f.alpha_m:.4f} +- {f.alpha_m_se:.4f}   C = {f.c:.4g} +- "
+              f"{f.c_se:.3g}   (paper, LLMs: alpha_m = 0.91 +- 0.04)")
+        for g, (v, se) in f.offsets.items():
+            print(f"  L_g {'/'.join(g):<30} {v:.4f} +- {se:.4f}")
+    d = dataclasses.asdict(f)
+    d["offsets"] = {"/".join(k): v for k, v in f.offsets.items()}
+    _emit(d, args.json)
+    if args.plot:
+        from superkern.analysis.fig_llm import png, width_law_figure
+
+        _save_png(args.plot, png(width_law_figure(groups, m, loss, f)))
+    return 0
+
+
+def _sweep_results(args) -> int:
+    """alpha_m per cell and the other tables of a sweep's results, or --against a second."""
+    import dataclasses
+
     from superkern.analysis.fits import select_range
     from superkern.analysis.scaling import fit_report, format_report
     from superkern.analysis.tables import load_results

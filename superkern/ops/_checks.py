@@ -109,7 +109,7 @@ def as_nonneg_int(value: Any, name: str) -> int:
 
 
 def row_selection(rows: Any, n: int) -> torch.Tensor | None:
-    """Turn a boolean mask or an index list into sorted unique int64 indices (or None = all rows)."""
+    """A boolean mask or an index list as sorted unique int64 indices (None: all rows)."""
     if rows is None:
         return None
     if isinstance(rows, (set, frozenset, dict, str, bytes, slice)):

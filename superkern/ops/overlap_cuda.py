@@ -112,7 +112,8 @@ def overlap_partials_cuda(X: torch.Tensor, scale: torch.Tensor, *, bins: int, to
     dev = X.device
     with torch.cuda.device(dev):
         run = _Run(_ext(), X, scale, bins=bins, topk=topk, precision=precision,
-                   capacity=capacity, split=split, stream=torch.cuda.current_stream(dev).cuda_stream,
+                   capacity=capacity, split=split,
+                   stream=torch.cuda.current_stream(dev).cuda_stream,
                    max_blocks=4 * torch.cuda.get_device_properties(dev).multi_processor_count)
         return _drive(run)
 
