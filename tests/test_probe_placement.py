@@ -33,12 +33,13 @@ def test_probe_host_resident_head_streams(minilm, monkeypatch):
     """A head too large for the GPU stays in host memory: every pass moves it in row blocks
     (forced here with a zero room for the head and a small streaming budget)."""
     import superkern.probe.core as core
+    import superkern.probe.passes as passes
     from superkern.ops import overlap as ov
 
     ref = probe(minilm, sample=0, topk=5, device="cuda", progress=False)
     monkeypatch.setattr(core, "_place_head", lambda W, dev, **kw: W)
     real = ov.overlap_stats
-    monkeypatch.setattr(core, "overlap_stats",
+    monkeypatch.setattr(passes, "overlap_stats",
                         lambda *a, **k: real(*a, max_device_bytes=8 << 20, **k))
     rep = probe(minilm, sample=0, topk=5, device="cuda", progress=False)
     assert rep.run["head_in_host_memory"] and rep.run["block_rows"] > 0
@@ -54,14 +55,14 @@ def test_probe_host_resident_head_streams(minilm, monkeypatch):
 def test_probe_streamed_passes_match_one_call_on_cpu(minilm, monkeypatch):
     """The CPU-runnable core of the host-resident GPU test: every tiled pass of the probe
     (main, centred, splits) streamed in 128-row blocks gives the one-call statistics."""
-    import superkern.probe.core as core
+    import superkern.probe.passes as passes
     from superkern.ops import overlap as ov
 
     rows = _subset(minilm.n, 300, 500, seed=4)
     kw = dict(rows=rows, sample=0, topk=5, device="cpu", backend="torch", progress=False)
     ref = probe(minilm, **kw)
     real = ov.overlap_stats
-    monkeypatch.setattr(core, "overlap_stats", lambda *a, **k: real(*a, **{**k,
+    monkeypatch.setattr(passes, "overlap_stats", lambda *a, **k: real(*a, **{**k,
                                                                           "block_rows": 128}))
     rep = probe(minilm, **kw)
     assert ref.run["block_rows"] == 0 and rep.run["block_rows"] == 128

@@ -24,7 +24,6 @@ from superkern import backend as _backend
 from superkern.backend import resolve_device
 from superkern.ops._checks import as_flag
 from superkern.ops.norms import MAX_NORM_BINS, row_norm_stats
-from superkern.ops.overlap import overlap_stats
 from superkern.ops.overlap_ref import PRECISIONS
 from superkern.ops import overlap_stream as _stream
 from superkern.ops.overlap_stream import free_device_bytes
@@ -34,9 +33,9 @@ from superkern.probe.gguf_loader import drop_shared, shared_readers
 from superkern.probe.gram import set_moments
 from superkern.probe.loaders import load_head
 from superkern.probe.progress import Stages
-from superkern.probe.report import OverlapBlock, ProbeReport
-from superkern.probe.rowsel import (as_index, duplicate_groups, parse_rows, sample_rows,
-                                    sampled_mean_abs_se)
+from superkern.probe.passes import OverlapPasses, RunOptions
+from superkern.probe.report import ProbeReport
+from superkern.probe.rowsel import as_index, duplicate_groups, parse_rows
 from superkern.probe.verdict import superposition_verdict
 
 # Rows per secondary tiled pass on a CPU (keeps the default run short): the compiled kernel
@@ -120,10 +119,12 @@ def probe(source: Any = "minilm", *, tensor: Optional[str] = None, precision: st
         timings: dict[str, float] = {}
         bar = Stages(progress)
         try:
-            report = _run(source, tensor, vocab, bar, timings, dev, name, precision, bins,
-                          norm_bins, topk, exclude, exclude_duplicates, rows, cap, sample_main,
-                          centred, splits, seed, t_start, counts=counts,
-                          counts_source=counts_source)
+            opts = RunOptions(device=dev, backend=name, precision=precision, bins=bins,
+                              norm_bins=norm_bins, topk=topk, cap=cap, sample_main=sample_main,
+                              centred=centred, splits=splits, seed=seed)
+            report = _run(source, tensor, vocab, bar, timings, opts, exclude=exclude,
+                          exclude_duplicates=exclude_duplicates, rows=rows, t_start=t_start,
+                          counts=counts, counts_source=counts_source)
         finally:
             bar.close()
     return report
@@ -185,150 +186,84 @@ def _timed(timings: dict[str, float], key: str, t0: float) -> None:
     timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
 
 
-# Each block's sampling seed is seed + its offset here (the order the blocks run in with every
-# block on), so turning the centred block off leaves the split blocks' samples unchanged.
-_BLOCK_SEED = {"all": 0, "centred": 1, "norm>1": 2, "norm<=1": 3, "norm>median": 4,
-               "norm<=median": 5}
+def _run(source, tensor, vocab, bar: Stages, timings: dict[str, float], o: RunOptions, *,
+         exclude, exclude_duplicates: bool, rows, t_start: float, counts=None,
+         counts_source: str = "") -> ProbeReport:
+    def timed(key: str, t0: float) -> None:
+        _timed(timings, key, t0)
 
-
-def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, norm_bins, topk,
-         exclude, exclude_duplicates, rows, cap, sample_main, centred, splits, seed, t_start,
-         counts=None, counts_source=""):
     t0 = time.perf_counter()
     with bar.stage("load"):
         head = load_head(source, tensor, vocab=vocab)
         drop_shared()  # parsed GGUF metadata is not needed through the tiled passes
-    _timed(timings, "load", t0)
+    timed("load", t0)
     W = head.matrix
     n, m = head.n, head.m
     full = None if counts is None else prepare_counts(counts, n)  # before the O(n^2 m) work
     sel = as_index(rows, n)
     base = torch.arange(n, dtype=torch.int64) if sel is None else sel
     N = int(base.numel())
-    S = min(cap, N) if cap else N
+    S = min(o.cap, N) if o.cap else N
     # Relative stage costs (flops, with fp64 Gram work weighted x4) for the progress bar.
-    bar.plan({"norms": 20.0 * n * m, "exact": 4.0 * (1 + centred + 2 * splits) * N * m * m,
-              "frequency": 0.0 if full is None else 4.0 * (1 + centred) * N * m * m,
-              "main": (S if sample_main else N) ** 2 * m, "centred": S * S * m / 2 * centred,
-              "splits": S * S * m * splits})
+    bar.plan({"norms": 20.0 * n * m,
+              "exact": 4.0 * (1 + o.centred + 2 * o.splits) * N * m * m,
+              "frequency": 0.0 if full is None else 4.0 * (1 + o.centred) * N * m * m,
+              "main": (S if o.sample_main else N) ** 2 * m, "centred": S * S * m / 2 * o.centred,
+              "splits": S * S * m * o.splits})
 
     t0 = time.perf_counter()
     with bar.stage("norms"):
         dups = duplicate_groups(W)
-        drop = parse_rows(exclude, n, "exclude")
-        keep = torch.zeros(n, dtype=torch.bool)
-        keep[base] = True
-        keep[drop] = False
-        if exclude_duplicates:  # keep the first copy that is still analysed
-            for g in dups:
-                kept = [i for i in g if keep[i]]
-                keep[torch.tensor(kept[1:], dtype=torch.int64)] = False
-        keep_idx = torch.nonzero(keep).flatten()
-        if keep_idx.numel() == 0:
-            raise ValueError(f"no rows left to analyse: n={n}, selected {N}, "
-                             f"excluded {int(drop.numel())}")
-        Wk = W if keep_idx.numel() == n else W[keep_idx]
-        _check_finite_rows(Wk, keep_idx, head)
-        norms = row_norm_stats(Wk, bins=norm_bins)
-        del Wk
-        r = torch.full((n,), math.nan, dtype=torch.float64)
-        r[keep_idx] = norms.norms
-        if full is not None:
-            seen_rows(r.numpy(), full)  # enough analysed rows with a count, or fail now
-        if keep_idx.numel() - norms.n_zero < 2:
-            raise ValueError(f"{head.source}: tensor {head.tensor!r}: only "
-                             f"{keep_idx.numel() - norms.n_zero} nonzero row(s) among the "
-                             f"{keep_idx.numel()} analysed ({norms.n_zero} are all zeros); "
-                             "pairwise overlaps need at least 2")
-    _timed(timings, "norms_duplicates", t0)
+        keep, keep_idx = _analysed_rows(n, base, exclude, exclude_duplicates, dups)
+        norms, r = _row_norms(W, keep_idx, head, o.norm_bins, full)
+    timed("norms_duplicates", t0)
 
-    Wd = _place_head(W, dev, centred=centred, precision=precision)
+    Wd = _place_head(W, o.device, centred=o.centred, precision=o.precision)
     kr = r[keep_idx]
     nz_idx = keep_idx[kr > 0]  # zero rows take part in no pairwise statistic, centred or not
-    med = norms.median
-    sets = {"all": ("all rows", keep_idx)}
-    if splits:
-        sets.update({
-            "norm>1": ("strong: norm > 1", keep_idx[kr > 1.0]),
-            "norm<=1": ("weak: norm <= 1", keep_idx[(kr > 0) & (kr <= 1.0)]),
-            "norm>median": (f"norm > median ({med:.4g})", keep_idx[kr > med]),
-            "norm<=median": ("norm <= median", keep_idx[(kr > 0) & (kr <= med)])})
+    sets = _block_rows(keep_idx, kr, norms.median, o.splits)
     t0 = time.perf_counter()
     with bar.stage("exact"):
-        exact = set_moments(Wd, {k: v[1] for k, v in sets.items()}, device=dev)
-        if centred:
+        exact = set_moments(Wd, {k: v[1] for k, v in sets.items()}, device=o.device)
+        mean = Wc = rc = None
+        if o.centred:
             mean = _stream.column_mean(Wd, nz_idx)
             exact["centred"] = set_moments(Wd, {"centred": nz_idx}, centre=mean,
-                                           device=dev)["centred"]
+                                           device=o.device)["centred"]
             Wc, shift = _stream.centred(Wd, mean)  # all n rows shifted; only nz_idx are read
             rc = torch.full((n,), math.nan, dtype=torch.float64)
-            on = nz_idx.to(Wc.device)  # (not `sel`: that names the caller's rows= below)
+            on = nz_idx.to(Wc.device)
             rc[nz_idx] = _stream.times_pow2(_stream.row_norms(Wc)[on], shift[on]).cpu()
-    _timed(timings, "exact", t0)
+    timed("exact", t0)
     frequency = None
     if full is not None:
         t0 = time.perf_counter()
         with bar.stage("frequency"):
-            frequency = _frequency(Wd, r, rc if centred else None, counts, counts_source, m,
-                                   dev, mean if centred else None)
-        _timed(timings, "frequency", t0)
+            frequency = _frequency(Wd, r, rc, counts, counts_source, m, o.device, mean)
+        timed("frequency", t0)
 
-    blocks: dict[str, OverlapBlock] = {}
-    samples: dict[str, torch.Tensor] = {}
-
-    def tiled(key: str, Wx: torch.Tensor, idx: torch.Tensor, *, main: bool) -> None:
-        title = sets[key][0] if key in sets else "centred (column mean removed)"
-        ex = exact[key]
-        stats, sampled, se = None, False, None
-        if not main and key in sets and idx.numel() == nz_idx.numel():
-            # Same nonzero rows as the main pass (e.g. every norm > 1): reuse its result.
-            stats, sampled = blocks["all"].stats, blocks["all"].sampled
-            se = blocks["all"].mean_abs_se
-            if "all" in samples:
-                samples[key] = samples["all"]
-        elif ex["n_used"] >= 2:
-            t1 = time.perf_counter()
-            # A sample is drawn among the nonzero rows (zero rows take part in no pair: drawn,
-            # they would shrink the sample and its top-k's pair count)
-            pool = nz_idx if main and idx.numel() != nz_idx.numel() else idx
-            run_idx, sampled = sample_rows(pool, cap if (sample_main or not main) else 0,
-                                           seed + _BLOCK_SEED[key])
-            if not sampled:
-                run_idx = idx
-            pairs = ex["n_pairs"] if not sampled else run_idx.numel() * (run_idx.numel() - 1) // 2
-            stats = overlap_stats(Wx, bins=bins, topk=min(topk, pairs) if main else 0,
-                                  rows=None if run_idx.numel() == n else run_idx,
-                                  precision=precision, backend=backend, device=dev)
-            samples[key] = run_idx
-            if sampled:
-                se = sampled_mean_abs_se(Wx, run_idx, ex["n_used"], seed + _BLOCK_SEED[key])
-            _timed(timings, "tiled", t1)
-        blocks[key] = OverlapBlock(key=key, title=title, rows=int(idx.numel()), m=m, exact=ex,
-                                   stats=stats, sampled=sampled, centred=key == "centred",
-                                   mean_abs_se=se)
-
+    passes = OverlapPasses(sets, exact, nz_idx, n, m, o, timed)
     with bar.stage("main"):
-        tiled("all", Wd, keep_idx, main=True)
-    if centred:
+        passes.run("all", Wd, keep_idx, main=True)
+    if o.centred:
         with bar.stage("centred"):
-            tiled("centred", Wc, nz_idx, main=False)
+            passes.run("centred", Wc, nz_idx, main=False)
             del Wc
-    if splits:
+    if o.splits:
         with bar.stage("splits"):
             for key in list(sets)[1:]:
-                tiled(key, Wd, sets[key][1], main=False)
+                passes.run(key, Wd, sets[key][1], main=False)
 
-    main = blocks["all"]
-    cen = blocks.get("centred")
+    blocks = passes.blocks
+    main, cen = blocks["all"], blocks.get("centred")
     verdict = superposition_verdict(
         n=main.n_used, m=m, norms=norms, mean_sq=main.mean_sq,
         mean_sq_centred=cen.mean_sq if cen is not None and cen.n_used >= 2 else None)
-    used = main.stats.backend if main.stats is not None else backend
-    run = {"backend": used, "precision": precision, "device": str(dev),
-           "sample": cap, "sample_main": sample_main, "seed": seed,
-           "threads": torch.get_num_threads(), "torch": torch.__version__,
-           "superkern": superkern.__version__,
-           "head_in_host_memory": Wd.device != dev,
+    run = {"backend": main.stats.backend if main.stats is not None else o.backend,
+           "precision": o.precision, "device": str(o.device), "sample": o.cap,
+           "sample_main": o.sample_main, "seed": o.seed, "threads": torch.get_num_threads(),
+           "torch": torch.__version__, "superkern": superkern.__version__,
+           "head_in_host_memory": Wd.device != o.device,
            "block_rows": main.stats.block_rows if main.stats is not None else 0,
            "timings": timings, "seconds": time.perf_counter() - t_start}
     in_base = torch.zeros(n, dtype=torch.bool)
@@ -337,9 +272,62 @@ def _run(source, tensor, vocab, bar, timings, dev, backend, precision, bins, nor
                        excluded=torch.nonzero(in_base & ~keep).flatten().tolist(),
                        duplicates=dups, duplicates_excluded=exclude_duplicates, norms=norms,
                        blocks=blocks, verdict=verdict, run=run,
-                       rows_selected=None if sel is None else N, sample_rows=samples,
-                       row_norms=r, row_norms_centred=rc if centred else None,
-                       frequency=frequency)
+                       rows_selected=None if sel is None else N, sample_rows=passes.samples,
+                       row_norms=r, row_norms_centred=rc, frequency=frequency)
+
+
+def _analysed_rows(n: int, base: torch.Tensor, exclude: Any, exclude_duplicates: bool,
+                   dups: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keep mask (n,), its indices): the selected rows less the excluded ones and, with
+    ``exclude_duplicates``, all but the first analysed copy of each group of equal rows."""
+    drop = parse_rows(exclude, n, "exclude")
+    keep = torch.zeros(n, dtype=torch.bool)
+    keep[base] = True
+    keep[drop] = False
+    if exclude_duplicates:  # keep the first copy that is still analysed
+        for g in dups:
+            kept = [i for i in g if keep[i]]
+            keep[torch.tensor(kept[1:], dtype=torch.int64)] = False
+    keep_idx = torch.nonzero(keep).flatten()
+    if keep_idx.numel() == 0:
+        raise ValueError(f"no rows left to analyse: n={n}, selected {int(base.numel())}, "
+                         f"excluded {int(drop.numel())}")
+    return keep, keep_idx
+
+
+def _row_norms(W: torch.Tensor, keep_idx: torch.Tensor, head, norm_bins: int,
+               full: Optional[np.ndarray]):
+    """(norm statistics of the analysed rows, fp64 norms (n,) with NaN for rows not
+    analysed); fails on non-finite rows, too few counted rows, or fewer than 2 nonzero rows."""
+    n = W.shape[0]
+    Wk = W if keep_idx.numel() == n else W[keep_idx]
+    _check_finite_rows(Wk, keep_idx, head)
+    norms = row_norm_stats(Wk, bins=norm_bins)
+    del Wk
+    r = torch.full((n,), math.nan, dtype=torch.float64)
+    r[keep_idx] = norms.norms
+    if full is not None:
+        seen_rows(r.numpy(), full)  # enough analysed rows with a count, or fail now
+    if keep_idx.numel() - norms.n_zero < 2:
+        raise ValueError(f"{head.source}: tensor {head.tensor!r}: only "
+                         f"{keep_idx.numel() - norms.n_zero} nonzero row(s) among the "
+                         f"{keep_idx.numel()} analysed ({norms.n_zero} are all zeros); "
+                         "pairwise overlaps need at least 2")
+    return norms, r
+
+
+def _block_rows(keep_idx: torch.Tensor, kr: torch.Tensor, med: float, splits: bool
+                ) -> dict[str, tuple[str, torch.Tensor]]:
+    """key -> (title, rows) of the blocks on the raw head: all analysed rows, and with
+    ``splits`` the paper's strong/weak split at norm 1 and the split at the median norm."""
+    sets = {"all": ("all rows", keep_idx)}
+    if splits:
+        sets.update({
+            "norm>1": ("strong: norm > 1", keep_idx[kr > 1.0]),
+            "norm<=1": ("weak: norm <= 1", keep_idx[(kr > 0) & (kr <= 1.0)]),
+            "norm>median": (f"norm > median ({med:.4g})", keep_idx[kr > med]),
+            "norm<=median": ("norm <= median", keep_idx[(kr > 0) & (kr <= med)])})
+    return sets
 
 
 def _frequency(Wd, r, rc, counts, source, m, dev, centre, group: int = 4):
