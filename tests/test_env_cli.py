@@ -29,9 +29,15 @@ def test_env_json(capsys):
 
 
 def test_env_table(capsys):
+    """One line per backend under "backends for cpu tensors:", each with its state, as the
+    JSON form has it; torch is always usable."""
     assert main(["env"]) == 0
-    out = capsys.readouterr().out
-    assert "backends for cpu tensors" in out and "torch" in out
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index("backends for cpu tensors:")
+    table = dict(line.split(None, 1) for line in lines[start + 1:start + 1 + len(B.BACKENDS)])
+    assert list(table) == list(B.BACKENDS), table
+    assert table["torch"] == "ok"
+    assert table == {k: (v or "ok") for k, v in B.available("cpu").items()}, table
 
 
 def test_no_command_prints_help(capsys):

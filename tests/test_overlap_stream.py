@@ -190,6 +190,16 @@ def test_probe_keeps_an_oversized_head_in_host_memory(monkeypatch):
     assert core._place_head(W, torch.device("cuda"), centred=True) is W
     # Without centring: the head and its bf16 operand, 6000 bytes: still too much.
     assert core._place_head(W, torch.device("cuda"), centred=False, precision="bf16") is W
+    # Both sides of the threshold (the branch that moves the head needs a GPU to run whole).
+    cuda = torch.device("cuda")
+    for free, fits in ((10000, True), (9999, False)):  # 8000 bytes <= 0.8 * free
+        monkeypatch.setattr(core, "free_device_bytes", lambda dev, f=free: f)
+        assert core._fits_on_device(W, cuda, centred=True, precision="fp32", room=0.8) is fits
+    Wb = W.to(torch.bfloat16)  # 2000 bytes + its fp32 operand 4000 (+ 4000 centred)
+    monkeypatch.setattr(core, "free_device_bytes", lambda dev: 6000)
+    assert core._fits_on_device(Wb, cuda, centred=False, precision="fp32", room=1.0)
+    assert not core._fits_on_device(Wb, cuda, centred=True, precision="fp32", room=1.0)
+    assert core._fits_on_device(Wb, cuda, centred=False, precision="bf16", room=0.5)  # 2000
 
 
 def test_torch_backend_copy_counts_in_the_plan():

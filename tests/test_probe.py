@@ -12,6 +12,7 @@ import torch
 
 import superkern
 from superkern.cli import main as cli_main
+from superkern.probe import baselines
 from superkern.probe.core import probe
 from superkern.probe.gram import set_moments
 from superkern.probe.packages import package_dir
@@ -235,6 +236,9 @@ def test_outputs_are_atomic(tmp_path, monkeypatch):
     assert len(paths) == 4
     d = json.loads((tmp_path / "r.json").read_text())
     assert d["overlaps"]["all"]["rows_used"] == 80 and "Verdict" in (tmp_path / "r.md").read_text()
+    assert d["overlaps"]["all"]["random"] == {  # the baselines of m = 8, as written
+        "mean_sq": 1 / 8, "mean_abs": baselines.random_mean_abs(8),
+        "var_abs": 1 / 8 - baselines.random_mean_abs(8) ** 2}
     for name in ("norms.png", "overlaps.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:4] == b"\x89PNG"
     # The mode an ordinary open() gives (0666 less the umask), not mkstemp's 0600.

@@ -16,6 +16,7 @@ def test_probe_on_cuda_matches_cpu(minilm):
     a = probe(minilm, rows=rows, sample=0, topk=5, device="cpu", backend="torch", progress=False)
     b = probe(minilm, rows=rows, sample=0, topk=5, device="cuda", progress=False)
     assert b.run["device"].startswith("cuda")
+    assert b.run["head_in_host_memory"] is False and b.run["block_rows"] == 0  # 45 MB: moved
     for key, blk in a.blocks.items():
         other = b.blocks[key]
         assert blk.rows == other.rows, key

@@ -24,8 +24,11 @@ def test_random_baselines():
         f = baselines.random_density(c, m)
         assert_close(f"int f m={m}", np.trapezoid(f, c), 1.0, 1e-4)
         assert_close(f"E c^2 m={m}", np.trapezoid(c * c * f, c), 1 / m, 1e-3)
-        assert_close(f"E|c| m={m}", np.trapezoid(np.abs(c) * f, c),
-                     baselines.random_mean_abs(m), 1e-3)
+        mean_abs = np.trapezoid(np.abs(c) * f, c)
+        assert_close(f"E|c| m={m}", mean_abs, baselines.random_mean_abs(m), 1e-3)
+        assert_close(f"E c^2 baseline m={m}", baselines.random_mean_sq(m), 1 / m, 1e-15)
+        assert_close(f"Var|c| m={m}", baselines.random_var_abs(m),
+                     np.trapezoid(c * c * f, c) - mean_abs ** 2, 2e-3)
     g = torch.Generator().manual_seed(0)
     U = torch.nn.functional.normalize(torch.randn(4000, 64, generator=g, dtype=torch.float64))
     c = (U[:2000] * U[2000:]).sum(1)

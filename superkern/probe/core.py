@@ -369,15 +369,21 @@ def _place_head(W: torch.Tensor, dev: torch.device, *, centred: bool = True,
     copy is then made in host memory too)."""
     if dev.type != "cuda" or W.device == dev:
         return W.to(dev)
+    return W.to(dev) if _fits_on_device(W, dev, centred=centred, precision=precision,
+                                        room=room) else W
+
+
+def _fits_on_device(W: torch.Tensor, dev: torch.device, *, centred: bool, precision: str,
+                    room: float) -> bool:
+    """Whether the head, its fp32 centred copy (when centred) and a kernel operand of another
+    dtype than the head's fit in ``room`` of the device's free memory."""
     elems = W.numel()
     need = elems * W.element_size()
     if centred:
         need += elems * 4
     if W.element_size() != _OPERAND_BYTES[precision] or precision == "fp16":
         need += elems * _OPERAND_BYTES[precision]
-    if need <= room * free_device_bytes(dev):
-        return W.to(dev)
-    return W
+    return need <= room * free_device_bytes(dev)
 
 
 def _check_finite_rows(Wk: torch.Tensor, idx: torch.Tensor, head, chunk: int = 1 << 14) -> None:
