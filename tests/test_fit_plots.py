@@ -78,8 +78,16 @@ def test_width_law_figure_collapses_every_group_on_one_line():
         expect = dict(zip(m[sel], loss[sel] - fit.offsets[g][0]))
         assert all(y_ > 0 and y_ == pytest.approx(expect[x_], rel=1e-12) for x_, y_ in zip(x, y))
         shown += len(x)
-    dropped = len(groups) - shown
-    assert (f"{dropped} point(s) at or below L_g" in right.get_title()) == (dropped > 0)
+    assert shown == len(groups) and "not shown" not in right.get_title()  # all above L_g
+    # One point pushed below its group's L_g (the fit kept): left off the log panel, counted.
+    low = loss.copy()
+    g0 = groups[0]
+    low[0] = fit.offsets[g0][0] - 0.05
+    right = width_law_figure(groups, m, low, fit).axes[1]
+    k0 = sorted(set(groups)).index(g0)
+    x0, _ = right.get_lines()[k0].get_data()
+    assert m[0] not in x0 and len(x0) == sum(lab == g0 for lab in groups) - 1
+    assert "1 point(s) at or below L_g not shown" in right.get_title()
     with pytest.raises(ValueError, match="not in the fit"):
         width_law_figure([("z", "web")] * len(m), m, loss, fit)
 
