@@ -29,6 +29,24 @@ def test_toy_step_timer_counts_each_models_own_width():
         bench_toy_step(6, 64, 16, 32, "fp32", iters=1, widths=[1, 2, 3, 4, 5, 17])
 
 
+def test_toy_step_timer_self_check_sees_a_wrong_gradient(monkeypatch):
+    """The rel_err_* fields are measured, not assumed: a kernel whose dW is 1% off (and whose
+    loss and db are right) shows up in rel_err_dW alone."""
+    pytest.importorskip("triton")
+    from superkern.triton import toy as T
+
+    real = T.toy_loss_grad_triton
+
+    def off(*a, **k):
+        loss, dW, db = real(*a, **k)
+        return loss, dW * 1.01, db
+
+    monkeypatch.setattr(T, "toy_loss_grad_triton", off)
+    res = T.bench_toy_step(2, 64, 8, 32, "fp32", iters=1)
+    assert res["rel_err_dW"] == pytest.approx(0.01, rel=1e-3), res
+    assert res["rel_err_loss"] < 1e-5 and res["rel_err_db"] < 1e-5, res
+
+
 def test_toy_cases_run_the_faithful_targets_first_and_each_once():
     """A job stopped at its limit loses the tail: the small grid's launch and Fig. 1's widths
     in fp32 come first, and no (shape, precision) is timed twice or left out."""
