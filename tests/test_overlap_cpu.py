@@ -71,13 +71,47 @@ def test_binding_rejects_bad_arguments_with_numbers():
         f(X, s, -3, 0)
     with pytest.raises(ValueError, match=r"bins=16777217 exceeds 2\^24"):
         f(X, s, (1 << 24) + 1, 0)
-    with pytest.raises(ValueError, match=r"tile must be 0 \(auto\) or a positive multiple of 48, got 50"):
+    with pytest.raises(ValueError,
+                       match=r"tile must be 0 \(auto\) or a positive multiple of 48, got 50"):
         f(X, s, 0, 0, tile=50)
     with pytest.raises(ValueError, match=r"num_threads must be >= 0 .* got -2"):
         f(X, s, 0, 0, num_threads=-2)
     with pytest.raises(ValueError, match=r"kernel must be 'auto', 'avx2' or 'generic', got 'sse'"):
         f(X, s, 0, 0, kernel="sse")
     f(X, s, 0, 10)  # topk == P is allowed
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_a_tile_past_the_rows_is_one_tile(kernel):
+    """Any multiple of 48 is a valid tile; one past the rows (up to 2^62, where T * T and the
+    scratch sizes overflowed: a heap overrun found by AddressSanitizer) is one tile, as the
+    smallest tile that holds every row."""
+    X, s = _operands(50, 8, 3)
+    one = _run(X, s, bins=10, topk=5, kernel=kernel, tile=96)
+    for tile in (48 * 1000, (1 << 62) + 32):
+        _assert_bitwise(_run(X, s, bins=10, topk=5, kernel=kernel, tile=tile), one, f"{tile}")
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_sums_past_the_fixed_point_range_are_nan_not_wrapped(kernel):
+    """The low-level call takes any scale, so |c| can exceed 1: a total past the 128-bit fixed
+    point's range (2^63) is NaN (it wrapped silently to a wrong value: UndefinedBehavior-
+    Sanitizer), the same on any thread count; sums within range stay exact."""
+    N = 480
+    X = np.full((N, 1), 6000.0, dtype=np.float32)  # c = 3.6e7 for every pair, c^2 = 1.3e15
+    s = np.ones(N, dtype=np.float32)
+    P = N * (N - 1) // 2
+    runs = [_run(X, s, kernel=kernel, tile=48, num_threads=t) for t in (1, 2)]
+    _assert_bitwise(runs[0], runs[1], "threads")
+    r = runs[0]
+    assert r["sums"][0] == r["sums"][1] == P * 3.6e7  # 4.1e12: in range, exact
+    assert np.isnan(r["sums"][2])                     # 1.5e20 > 2^63
+    assert np.allclose(r["row_sq"], (N - 1) * 3.6e7 ** 2, rtol=1e-5)  # 6.2e17 < 2^63 (fp32
+    # within a tile)
+    X = np.full((2000, 1), 1e4, dtype=np.float32)    # row_sq = 1999 * 1e16 = 2e19 > 2^63
+    r = _run(X, np.ones(2000, dtype=np.float32), kernel=kernel)
+    assert np.isnan(r["row_sq"]).all() and np.isnan(r["sums"][2])
+    assert r["sums"][1] == 1999000 * 1e8               # sum |c| = 2e14: exact
 
 
 def test_few_rows():

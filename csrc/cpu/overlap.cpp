@@ -105,8 +105,7 @@ void run_tile(const Prob& P, Acc& A, int64_t bi, int64_t bj) {
   for (int x = 0; x < 3; ++x) {
     const double* t = A.tsum.p + 4 * x;
     const double s = (t[0] + t[1]) + (t[2] + t[3]);
-    if (fixable(s)) A.sum[x] += to_fixed(s);
-    else A.bad = true;
+    if (!fixable(s) || !add_fixed(A.sum[x], to_fixed(s))) A.bad[x] = true;
   }
   for (int64_t r = 0; r < nr; ++r) {  // lanes -> one (max, argmax, sum) per row, fixed order
     const float* v = A.rowv.p + r * L;
@@ -160,12 +159,15 @@ void dispatch(const Prob& P, std::vector<std::unique_ptr<Acc>>& accs, int nthrea
 void merge(const Prob& P, std::vector<std::unique_ptr<Acc>>& accs, int nthreads,
            const OverlapOut& out) {
   i128 sum[3] = {0, 0, 0};
-  bool bad = false;
-  for (auto& a : accs) {
-    for (int x = 0; x < 3; ++x) sum[x] += a->sum[x];
-    bad = bad || a->bad;
-  }
-  for (int x = 0; x < 3; ++x) out.sums[x] = bad ? NAN : from_fixed(sum[x]);
+  bool bad[3] = {false, false, false};
+  for (auto& a : accs)
+    for (int x = 0; x < 3; ++x)
+      if (!add_fixed(sum[x], a->sum[x]) || a->bad[x]) bad[x] = true;
+  // sum |c| and sum c^2 only grow, so whether they overflow does not depend on the order.
+  // sum c may wrap on the way to a total in range (the wrapped bits are still exact): it is
+  // valid exactly when sum |c| is, which bounds every partial of it.
+  bad[0] = bad[1];
+  for (int x = 0; x < 3; ++x) out.sums[x] = bad[x] ? NAN : from_fixed(sum[x]);
   if (P.bins) {
     std::fill(out.hist, out.hist + P.bins, int64_t{0});
     for (auto& a : accs) {
@@ -179,7 +181,7 @@ void merge(const Prob& P, std::vector<std::unique_ptr<Acc>>& accs, int nthreads,
     for (size_t t = 1; t < accs.size(); ++t) {
       const Acc& a = *accs[t];
       if (a.rarg[i] >= 0) a0.merge_row(i, a.rmax[i], a.rarg[i]);
-      a0.rsq[i] += a.rsq[i];
+      if (!add_fixed(a0.rsq[i], a.rsq[i])) a0.rbad[i] = 1;
       a0.rbad[i] |= a.rbad[i];
     }
     out.row_max[i] = a0.rarg[i] >= 0 ? a0.rmax[i] : NAN;
@@ -219,7 +221,9 @@ void overlap_partials(const float* X, const float* scale, int64_t N, int64_t m, 
   Prob P{};
   P.N = N;
   P.m = m;
-  P.T = tile > 0 ? tile : default_tile(m);
+  // A tile past the rows changes nothing (one tile either way): clamped, so that a huge
+  // tile (the binding takes any multiple of 48) cannot overflow T * T or the buffer sizes.
+  P.T = std::min<int64_t>(tile > 0 ? tile : default_tile(m), (N + 47) / 48 * 48);
   P.bins = bins;
   P.k = topk;
   P.hb = static_cast<float>(bins) * 0.5f;

@@ -21,11 +21,18 @@ using i128 = __int128;
 
 // 128-bit fixed point with 2^-64 resolution for every cross-tile sum: integer addition is
 // associative, so per-tile partials merged in any order (any thread count, any schedule) give
-// the same bits, and the merge itself adds no rounding error (partials are far below 2^62).
+// the same bits, and the merge itself adds no rounding error. Each addend is below 2^62, and
+// a total stays below 2^63 (i128's range) while |c| <= 1 (the public op's unit rows: at most
+// 2^63 pairs); raw scales through the low-level binding can pass it, which add_fixed reports.
 inline bool fixable(double v) { return std::fabs(v) < 0x1p62; }  // false for NaN/Inf too
 // Rounded to nearest (not truncated toward zero), so tiny sums lose no systematic bias.
 inline i128 to_fixed(double v) { return static_cast<i128>(std::nearbyint(v * 0x1p64)); }
 inline double from_fixed(i128 v) { return static_cast<double>(v) * 0x1p-64; }
+// acc += v, wrapping (defined behaviour, and associative, so the bits stay order-independent);
+// returns false when the true sum left i128. A sum of non-negative terms only grows, so
+// whether it overflows does not depend on the order; a signed sum is bounded by its absolute
+// counterpart, so it is valid whenever that one is.
+inline bool add_fixed(i128& acc, i128 v) { return !__builtin_add_overflow(acc, v, &acc); }
 
 template <class T>
 struct Buf {  // 64-byte aligned array: aligned AVX loads, no false sharing between threads
@@ -33,6 +40,7 @@ struct Buf {  // 64-byte aligned array: aligned AVX loads, no false sharing betw
   Buf() = default;
   explicit Buf(size_t n) {
     if (n == 0) return;
+    if (n > (SIZE_MAX - 63) / sizeof(T)) throw std::bad_alloc();  // the byte count would wrap
     p = static_cast<T*>(std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64));
     if (!p) throw std::bad_alloc();
   }
@@ -97,7 +105,8 @@ struct Acc {  // everything one thread accumulates; tile scratch is reset for ev
   Buf<double> tsum;       // [3][4]: sum c, |c|, c^2 of the tile in fp64 (fp32 per micro-tile)
   // Partials over all tiles this thread ran.
   i128 sum[3] = {0, 0, 0};
-  bool bad = false;       // a non-finite partial (only possible with non-finite inputs)
+  bool bad[3] = {false, false, false};  // per sum: a non-finite partial (non-finite inputs)
+                                        // or a total past the fixed-point range (raw scales)
   Buf<uint32_t> sub;      // [(bins + 1) << hsh]: per-lane histograms (+ a trash bin)
   uint64_t sub_pairs = 0; // pairs counted in sub since the last flush
   uint64_t sub_cap;       // flush before exceeding: < 2^32 (uint32 counters), and rare enough
@@ -140,8 +149,7 @@ struct Acc {  // everything one thread accumulates; tile scratch is reset for ev
   }
   void add_row_sq(int64_t i, float q) {
     if (q == 0.0f) return;
-    if (fixable(q)) rsq[i] += to_fixed(q);
-    else rbad[i] = 1;
+    if (!fixable(q) || !add_fixed(rsq[i], to_fixed(q))) rbad[i] = 1;
   }
 };
 
