@@ -92,6 +92,14 @@ def test_a_tile_past_the_rows_is_one_tile(kernel):
         _assert_bitwise(_run(X, s, bins=10, topk=5, kernel=kernel, tile=tile), one, f"{tile}")
 
 
+def test_a_huge_thread_count_is_capped_not_allocated():
+    """num_threads=10**6 would hold 10**6 sets of O(N) partials (gigabytes for N = 30000):
+    capped at 4 per processor, with the same bits as any thread count."""
+    X, s = _operands(3000, 4, 5)
+    _assert_bitwise(_run(X, s, bins=4, topk=2, num_threads=10 ** 6),
+                    _run(X, s, bins=4, topk=2, num_threads=1), "threads")
+
+
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_sums_past_the_fixed_point_range_are_nan_not_wrapped(kernel):
     """The low-level call takes any scale, so |c| can exceed 1: a total past the 128-bit fixed

@@ -218,6 +218,11 @@ void overlap_partials(const float* X, const float* scale, int64_t N, int64_t m, 
     return;
   }
   int nthreads = threads > 0 ? threads : num_threads();
+#ifdef SK_HAVE_OPENMP
+  // Each thread holds O(N + bins) partials: far more threads than processors would only
+  // multiply that memory (num_threads=10**6 asked for gigabytes), so at most 4 per processor.
+  nthreads = std::min(nthreads, 4 * std::max(1, omp_get_num_procs()));
+#endif
   Prob P{};
   P.N = N;
   P.m = m;
