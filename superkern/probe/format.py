@@ -90,8 +90,13 @@ def format_table(report) -> str:
              f"{dup['rows_in_groups']} rows ({dup['extra_copies']} extra copies"
            + (", excluded)" if dup["excluded"] else ")"), ""]
     for g in dup["largest"][:3]:
-        out.insert(-1, f"          duplicate x{g['count']}: rows {g['rows'][:6]} "
-                       f"tokens {[_tok(t, 14) for t in g['tokens'][:3]]}")
+        more = f" +{g['count'] - 6} more" if g["count"] > 6 else ""
+        toks = ", ".join(_tok(t, 18) for t in g["tokens"][:3])
+        out.insert(-1, f"          duplicate x{g['count']}: rows "
+                       f"{', '.join(map(str, g['rows'][:6]))}{more}; tokens {toks}"
+                       + (", ..." if g["count"] > 3 and g["tokens"] else ""))
+    if dup["groups"] > 3:
+        out.insert(-1, f"          ... {dup['groups'] - 3} more group(s) (all in --json)")
     out += [f"Row norms: mean {_f(nd['mean'])} +- {_f(nd['std'])}, min {_f(nd['min'])}, "
             f"median {_f(nd['median'])}, max {_f(nd['max'])}, zero rows {nd['n_zero']}"]
     out += _grid(["", "raw", "/ median"],

@@ -151,8 +151,9 @@ class ProbeReport:
                 "groups": len(self.duplicates),
                 "rows_in_groups": sum(len(g) for g in self.duplicates),
                 "extra_copies": dup_extra, "excluded": self.duplicates_excluded,
-                "largest": [{"rows": g[:20], "count": len(g), "tokens": [tok(i) for i in g[:5]]}
-                            for g in sorted(self.duplicates, key=len, reverse=True)[:10]]},
+                # the 1000 largest groups, largest first; rows and tokens of the first 20 of each
+                "largest": [{"rows": g[:20], "count": len(g), "tokens": [tok(i) for i in g[:20]]}
+                            for g in sorted(self.duplicates, key=len, reverse=True)[:1000]]},
             "norms": {k: _num(v) for k, v in norms.items()},
             "overlaps": {k: b.to_dict(tok) for k, b in self.blocks.items()},
             "baseline": {"m": self.m, "random_mean_sq": 1.0 / self.m,
