@@ -225,7 +225,9 @@ def test_cli_grid(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     lines = out.strip().splitlines()
-    assert lines[0].split()[:4] == ["run_id", "n", "m", "gamma"] and len(lines) == 5, out
+    assert lines[0].split()[:4] == ["run_id", "n", "m", "gamma"] and len(lines) == 5 + 3, out
+    assert lines[5].startswith("loss: per-sample loss") and "welch2: the Welch" in lines[6]
+    assert all(line.split()[4] == "1.000" for line in lines[1:5])  # alpha of the power law
     rows = [json.loads(s) for s in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and {r["config"]["m"] for r in rows} == {2, 3}
     assert all((tmp_path / r["weights"]).exists() for r in rows)
@@ -243,6 +245,12 @@ def test_cli_grid(tmp_path, capsys):
         assert msg in err and "Traceback" not in err, (extra, err)
     assert main(small[:-2] + ["--m", "2,2,3", "--device", "cpu", "--json"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 2  # "2,2" is one model
+    assert main(small + ["--dist", "exponential", "--device", "cpu", "--no-progress"]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row[4] == "-", row  # alpha does not enter an exponential p
+    with pytest.raises(SystemExit):
+        main(small + ["--progress", "--no-progress"])
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("start", ["high", "highest", "mixed"])

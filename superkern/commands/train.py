@@ -53,7 +53,10 @@ def register(sub) -> None:
     p.add_argument("--out", type=path_arg, default=None,
                    help="directory: W,b safetensors + results.jsonl")
     p.add_argument("--json", action="store_true", help="print one JSON line per model")
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", action="store_true",
+                     help="show a progress bar on stderr (default: when stderr is a terminal)")
+    bar.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -91,12 +94,18 @@ def format_table(results) -> str:
     for r in results:
         c, g = r.config, r.geometry
         lines.append(
-            f"{r.run_id:<16} {c.n:>6} {c.m:>5} {c.gamma:>7.3f} {c.alpha:>6.3f} "
+            f"{r.run_id:<16} {c.n:>6} {c.m:>5} {c.gamma:>7.3f} "
+            f"{format(c.alpha, '>6.3f') if c.dist == 'power' else format('-', '>6')} "
             f"{_fmt(r.final_loss, '10.4g')} {_fmt(r.final_loss_std, '9.2g')} " +
             (f"{_fmt(r.test_loss, '10.4g')} {_fmt(r.test_loss_std, '9.2g')} " if test else "") +
             f"{_fmt(r.phi_half, '7.3f')} {_fmt(r.phi_1, '6.3f')} "
             f"{_fmt(g.get('mean_sq_strong'), '8.4f')} {_fmt(g.get('welch_kappa2_strong'), '8.4f')} "
             f"{_fmt(g.get('unlearned_loss'), '9.4g')} {r.seconds:>7.2f} {r.backend:>7}")
+    lines += ["loss: per-sample loss, mean of the last 100 steps (+- its std); phi_1/2, phi_1: "
+              "fraction of rows with norm > 1/2, > 1;",
+              "cos2_str: mean cos^2 among rows of norm > 1; welch2: the Welch bound kappa^2 for "
+              "that many rows in R^m; L_unlrn: the", "loss the unlearned features predict "
+              "(weak superposition); s: training seconds"]
     return "\n".join(lines)
 
 
@@ -108,7 +117,8 @@ def run(args) -> int:
     if args.out:  # before training: a path in the way must not cost the trained models
         check_target(args.out, is_dir=True, option="--out")
         check_target(os.path.join(args.out, "results.jsonl"), option="--out")
-    results = train_many(configs, device=args.device, progress=True if args.progress else None)
+    show = args.progress or (not args.no_progress and sys.stderr.isatty())
+    results = train_many(configs, device=args.device, progress=True if show else None)
     if args.json:
         for r in results:
             print(json.dumps(r.to_dict(), allow_nan=False))
