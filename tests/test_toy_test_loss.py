@@ -144,7 +144,7 @@ def test_cli_test_batches(tmp_path, capsys):
             "4", "--device", "cpu", "--backend", "torch"]
     assert main(args + ["--test-batches", "4", "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].split()[5:9] == ["loss", "+-", "test", "+-"] and len(lines) == 3
+    assert lines[0].split()[5:9] == ["loss", "+-", "test", "+-"] and len(lines) == 3 + 3
     rows = [json.loads(s) for s in (tmp_path / "results.jsonl").read_text().splitlines()]
     for row, line in zip(rows, lines[1:]):
         assert row["config"]["test_batches"] == 4 and row["test_loss"] > 0
