@@ -52,9 +52,19 @@ def _stdout_closed() -> bool:
     return True
 
 
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # the subcommand's usage, not the top level's (argparse's parse_args gives that)
+        sub = _subparsers(parser).get(getattr(args, "command", None) or "", parser)
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -84,9 +94,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               + (", or --device cpu to leave the GPU" if gpu else "") + ")", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        again = {"sweep": "; run the same command again to resume where it stopped",
+                 "train": "; train saves its models only at the end (superkern sweep saves "
+                          "each launch and resumes)"}
         print(f"\nsuperkern {args.command}: interrupted. Files already written are complete "
-              "(writes are atomic); a sweep resumes where it stopped when run again.",
-              file=sys.stderr)
+              f"(writes are atomic){again.get(args.command, '')}.", file=sys.stderr)
         return 130
     finally:
         warnings.formatwarning = shown

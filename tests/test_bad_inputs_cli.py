@@ -161,6 +161,38 @@ def test_interrupt_and_out_of_memory_messages(monkeypatch, capsys, exc, rc, said
     assert said in _err(capsys)
 
 
+@pytest.mark.parametrize("command, said, not_said", [
+    ("sweep", "run the same command again to resume", "train saves"),
+    ("train", "train saves its models only at the end", "run the same command again"),
+    ("probe", "(writes are atomic).", "resume")])
+def test_an_interrupt_says_what_resumes_for_that_command(monkeypatch, capsys, command, said,
+                                                         not_said):
+    import importlib
+
+    mod = importlib.import_module(f"superkern.commands.{command}")
+
+    def stop(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mod, "run", stop)
+    argv = {"sweep": ["sweep", "fig1"], "train": ["train"], "probe": ["probe"]}[command]
+    assert main(argv) == 130
+    err = _err(capsys)
+    assert f"superkern {command}: interrupted" in err and said in err and not_said not in err
+
+
+def test_an_unknown_option_shows_the_subcommands_usage(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["probe", "minilm", "--sample-main", "2000"])
+    assert exc.value.code == 2
+    err = _err(capsys)
+    assert "usage: superkern probe" in err
+    assert "superkern probe: error: unrecognized arguments: 2000" in err
+    with pytest.raises(SystemExit):
+        main(["--bogus"])
+    assert "superkern: error: unrecognized arguments: --bogus" in _err(capsys)
+
+
 def test_a_gpu_out_of_memory_error_suggests_the_cpu_where_there_is_a_device_option(
         monkeypatch, capsys):
     import superkern.commands.train as train_cmd
