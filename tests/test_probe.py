@@ -369,3 +369,14 @@ def test_duplicate_groups_say_what_the_table_leaves_out():
     assert d["groups"] == 5 and d["rows_in_groups"] == 17 and d["extra_copies"] == 12
     assert sorted(tuple(x["rows"]) for x in d["largest"]) == sorted(map(tuple, groups))
     assert all(x["tokens"] == [f"t{i}" for i in x["rows"]] for x in d["largest"])
+
+
+def test_a_block_without_pairs_has_no_welch_bound():
+    """Every norm is 2, so the 'weak: norm <= 1' split is empty: its Welch bound is '-' in the
+    table and null in the JSON (it showed 0, the bound of a set that fits orthogonally)."""
+    rep = probe(_toy(60, 6, 1, torch.full((60,), 2.0)), progress=False, centred=False)
+    d = rep.to_dict()["overlaps"]
+    assert d["norm<=1"]["rows_used"] == 0 and d["norm<=1"]["welch_bound"] is None
+    assert d["all"]["welch_bound"] == pytest.approx(math.sqrt((60 - 6) / (6 * 59)))
+    weak = next(line for line in str(rep).splitlines() if "weak: norm <= 1" in line)
+    assert weak.split()[-1] == "-", weak

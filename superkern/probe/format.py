@@ -43,7 +43,8 @@ def _overlap_rows(d: dict) -> list[list[str]]:
         mean_abs = _f(b.get("mean_abs")) + (f" +- {se:.1g}" if se is not None else "")
         rows.append([b["title"], f"{b['rows_used']}{mark}", _f(float(b["pairs"]), 3),
                      mean_abs, _f(b["mean_sq"]), _f(b["m_mean_sq"], 3),
-                     _f(t.get("var_abs")), _f(b.get("max_abs"), 3), _f(b["welch_bound"], 3)])
+                     _f(t.get("var_abs")), _f(b.get("max_abs"), 3),
+                     "-" if b["welch_bound"] is None else _f(b["welch_bound"], 3)])
     m = d["rows"]["m"]
     rows.append([f"random unit vectors (m={m})", "", "", _f(baselines.random_mean_abs(m)),
                  _f(1.0 / m), "1", _f(baselines.random_var_abs(m)), "", ""])

@@ -74,7 +74,9 @@ class OverlapBlock:
             "centred": self.centred, "mean_cos": _num(self.exact["mean_cos"]),
             "mean_sq": _num(self.mean_sq), "m_mean_sq": _num(m * self.mean_sq),
             "random": {"mean_sq": 1.0 / m, "mean_abs": ea, "var_abs": baselines.random_var_abs(m)},
-            "welch_bound": self.welch, "welch_sq": self.welch ** 2,
+            # no bound for a set without pairs (fewer than 2 rows)
+            "welch_bound": self.welch if self.n_used >= 2 else None,
+            "welch_sq": self.welch ** 2 if self.n_used >= 2 else None,
             "etf_possible": baselines.etf_possible(self.n_used, m),
         }
         s = self.stats
