@@ -143,3 +143,27 @@ def test_cells_of_several_grids_are_told_apart_in_legends_and_tables(results_fil
     rows = unlearned_table(ctx.results)  # weak runs: the small grid and the large model
     assert all(", n=" in r.label for r in rows)
     assert len({r.label.rsplit("n=", 1)[-1] for r in rows}) >= 2, sorted({r.label for r in rows})
+
+
+def test_fit_tables_stay_aligned_with_long_cell_labels(results_file):
+    """Cells of two grids in one folder get long labels (steps=..., warmup=...): the columns
+    widen to the longest label instead of shifting the rows that pass 40 characters; the
+    weak-regime rows carry their seed (two seeds of one width read the same otherwise)."""
+    import dataclasses
+    import re
+
+    from superkern.analysis import fit_report, format_report, load_results
+
+    rep = fit_report(load_results(results_file), n_boot=0)
+    long = "power a=1, gamma=-1, steps=100, warmup=5, a label past forty"
+    rep.cells[0] = dataclasses.replace(rep.cells[0], label=long)
+    lines = format_report(rep).splitlines()
+    hdr = next(i for i, line in enumerate(lines) if line.startswith("cell ") and "m fitted" in line)
+    col = lines[hdr].index("m fitted") + len("m fitted")  # right edge of the width range
+    rows = [line for line in lines[hdr + 1:hdr + 1 + len(rep.cells)] if "skipped" not in line]
+    assert rows[0].startswith(long) and len(rows) >= 2
+    for line in rows:
+        assert re.fullmatch(r"\d+\.\.\d+", line[:col].split()[-1]) and line[col] == " ", line
+    un = lines.index(next(s for s in lines if "seed" in s and "phi_half" in s and "ratio" in s))
+    end = lines[un].index(" seed") + len(" seed")
+    assert int(lines[un + 1][end - 5:end]) == rep.unlearned[0].seed

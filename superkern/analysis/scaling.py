@@ -166,6 +166,7 @@ class UnlearnedRow:
     loss: float
     predicted: float            # <v^2> sum_{i > phi_half n} p_i
     predicted_integral: float   # the paper's integral form (power law only; else NaN)
+    seed: int = 0
 
     @property
     def ratio(self) -> float:
@@ -188,7 +189,7 @@ def unlearned_table(results: Results | list[Run], weak_only: bool = True) -> lis
                                 m=r.m, phi_half=r.phi_half, loss=r.final_loss,
                                 predicted=engine.unlearned_loss(r.config, r.phi_half),
                                 predicted_integral=engine.unlearned_loss_integral(
-                                    r.config, r.phi_half)))
+                                    r.config, r.phi_half), seed=r.seed))
     return out
 
 
@@ -306,42 +307,51 @@ def format_report(rep: FitReport, max_rows: int = 400) -> str:
     """Plain-text tables of a :class:`FitReport`."""
     lines = [f"superkern fit: {rep.caption}; fit range: {rep.fit_range}", "",
              "Model exponent alpha_m = -slope of ln L on ln m (linregress; +- standard error)"]
-    hdr = (f"{'cell':<40} {'m fitted':>13} {'pts':>3} {'alpha_m':>8} {'+-se':>6} {'R^2':>6} "
+    w = max([40] + [len(c.label) for c in rep.cells[:max_rows]])  # the cell column
+    hdr = (f"{'cell':<{w}} {'m fitted':>13} {'pts':>3} {'alpha_m':>8} {'+-se':>6} {'R^2':>6} "
            f"{'95% CI':>17}")
     lines.append(hdr)
+    boot = False
     for c in rep.cells[:max_rows]:
         mrange = f"{c.m[0]:g}..{c.m[-1]:g}" if c.m else "-"
         if c.fit is None:
-            lines.append(f"{c.label:<40} {mrange:>13}   -  skipped: {c.error}")
+            lines.append(f"{c.label:<{w}} {mrange:>13}   -  skipped: {c.error}")
             continue
         f = c.fit
         mrange = f"{f.m_used[0]:g}..{f.m_used[-1]:g}"  # the widths fitted
         ci = f"[{f.ci_low:.3f}, {f.ci_high:.3f}]" + ("b" if "bootstrap" in f.ci_method else "")
+        boot = boot or "bootstrap" in f.ci_method
         paper = ""
         if c.cell.get("preset") == "large" and c.gamma < 0 and c.cell.get("dist") in \
                 PAPER_FIG1_STRONG and (c.cell["dist"] != "power" or c.alpha == 1.2):
             pv, pe = PAPER_FIG1_STRONG[str(c.cell["dist"])]
             paper = f"  (paper {pv} +- {pe})"
-        lines.append(f"{c.label:<40} {mrange:>13} {f.n_points:>3} {f.alpha_m:>8.3f} "
+        lines.append(f"{c.label:<{w}} {mrange:>13} {f.n_points:>3} {f.alpha_m:>8.3f} "
                      f"{f.stderr:>6.3f} {f.r2:>6.3f} {ci:>17}  [{f.fit_range}]{paper}")
     if len(rep.cells) > max_rows:
         lines.append(f"... {len(rep.cells) - max_rows} more cells (use --json)")
+    if boot:
+        lines.append("b: a bootstrap interval over the seeds (cells with several seeds); "
+                     "otherwise a t interval of the slope; [range]: the widths fitted")
     weak = [c for c in rep.cells[:max_rows] if c.fit is not None and c.ideal is not None]
     if weak:
         lines += ["", "Weak regime (gamma > 0): measured fit beside the same fit of the ideal "
                   "weak loss <v^2> sum_{i > m} p_i", "(what the unlearned-feature picture alone "
                   "gives on these widths: R^2 near 1 for a power law, lower for curved p)",
-                  f"{'cell':<40} {'alpha_m':>8} {'R^2':>6} {'ideal alpha_m':>13} {'ideal R^2':>9}"]
+                  f"{'cell':<{w}} {'alpha_m':>8} {'R^2':>6} {'ideal alpha_m':>13} "
+                  f"{'ideal R^2':>9}"]
         for c in weak:
-            lines.append(f"{c.label:<40} {c.fit.alpha_m:>8.3f} {c.fit.r2:>6.3f} "
+            lines.append(f"{c.label:<{w}} {c.fit.alpha_m:>8.3f} {c.fit.r2:>6.3f} "
                          f"{c.ideal.alpha_m:>13.3f} {c.ideal.r2:>9.3f}")
     if rep.unlearned:
+        wu = max([28] + [len(u.label) for u in rep.unlearned[:max_rows]])
         lines += ["", "Weak regime (gamma > 0): loss vs <v^2> sum_{i > phi_half n} p_i",
-                  f"{'cell':<28} {'gamma':>6} {'m':>5} {'phi_half':>8} {'loss':>10} "
-                  f"{'predicted':>10} {'ratio':>6}"]
+                  f"{'cell':<{wu}} {'gamma':>6} {'m':>5} {'seed':>5} {'phi_half':>8} "
+                  f"{'loss':>10} {'predicted':>10} {'ratio':>6}"]
         for u in rep.unlearned[:max_rows]:
-            lines.append(f"{u.label:<28} {u.gamma:>6.3f} {u.m:>5} {u.phi_half:>8.4f} "
-                         f"{u.loss:>10.4g} {u.predicted:>10.4g} {u.ratio:>6.2f}")
+            lines.append(f"{u.label:<{wu}} {u.gamma:>6.3f} {u.m:>5} {u.seed:>5} "
+                         f"{u.phi_half:>8.4f} {u.loss:>10.4g} {u.predicted:>10.4g} "
+                         f"{u.ratio:>6.2f}")
         ratios = np.array([u.ratio for u in rep.unlearned if math.isfinite(u.ratio)])
         if ratios.size:
             lines.append(f"median loss/prediction {np.median(ratios):.3f} over {ratios.size} "
@@ -354,12 +364,14 @@ def format_report(rep: FitReport, max_rows: int = 400) -> str:
             lines.append(f"{d.gamma:>7.3f} {d.m:>5} {d.E_min:>6.2f}..{d.E_max:<5.2f} "
                          f"{d.exponent:>7.3f} {d.stderr:>6.3f} {d.r2:>6.3f}")
     if rep.phi:
+        labels = [p.label if ", n=" in p.label else f"{p.label}, n={p.n}"
+                  for p in rep.phi[:max_rows]]
+        wp = max([40] + [len(s) for s in labels])
         lines += ["", "Fractions of rows with norm > 1/2 (phi_half) and > 1 (phi_1), mean over "
-                  "seeds", f"{'cell':<40} {'m':>5} {'phi_half':>9} {'phi_1':>9} {'m/n':>8} "
+                  "seeds", f"{'cell':<{wp}} {'m':>5} {'phi_half':>9} {'phi_1':>9} {'m/n':>8} "
                   f"{'m^2/2n':>8} {'seeds':>5}"]
-        for p in rep.phi[:max_rows]:
-            label = p.label if ", n=" in p.label else f"{p.label}, n={p.n}"
-            lines.append(f"{label:<40} {p.m:>5} {p.phi_half:>9.4f} "
+        for label, p in zip(labels, rep.phi[:max_rows]):
+            lines.append(f"{label:<{wp}} {p.m:>5} {p.phi_half:>9.4f} "
                          f"{p.phi_1:>9.4f} {p.m / p.n:>8.4f} {min(1.0, p.m ** 2 / 2 / p.n):>8.4f}"
                          f" {p.n_seeds:>5}")
     return "\n".join(lines)
