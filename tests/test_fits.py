@@ -289,8 +289,8 @@ def _write_runs(path, precision, alphas, noise=0.0, seed=0, widths=(8, 16, 32, 6
     with open(path, mode) as f:
         for gamma, alpha in alphas.items():
             for m in widths:
-                cfg = ToyConfig(n=256, m=m, gamma=gamma, dist="exponential", steps=10,
-                                batch=8, precision=precision, **over)
+                cfg = ToyConfig(n=256, m=m, gamma=gamma, dist="exponential",
+                                precision=precision, **{"steps": 10, "batch": 8, **over})
                 loss = 2.0 * m ** -alpha * math.exp(noise * rng.standard_normal())
                 f.write(json.dumps({"run_id": cfg.run_id, "config": cfg.to_dict(),
                                     "final_loss": loss, "final_loss_std": 0.01 * loss,
@@ -328,9 +328,17 @@ def test_exponents_of_two_runs_compared_cell_by_cell(tmp_path, capsys):
     _write_runs(tmp_path / "lr" / "results.jsonl", "tf32", {-1.0: 1.0}, lr=0.003)
     rows, skipped = compare_runs(A, load_results(tmp_path / "lr"), "all")
     assert not rows and "gamma=-1: the models differ in lr" in skipped[0]
+    # Cells that differ in a field their labels leave out: each side names the difference.
+    _write_runs(tmp_path / "long" / "results.jsonl", "tf32", {-1.0: 1.0}, steps=30)
+    rows, skipped = compare_runs(A, load_results(tmp_path / "long"), "all")
+    assert not rows and "exponential, gamma=-1: only in the first run (nearest cell there " \
+        "differs in steps 10 vs 30)" in skipped
+    assert "exponential, gamma=-1: only in the second run (nearest cell there differs in " \
+        "steps 30 vs 10)" in skipped
     _write_runs(tmp_path / "mixed" / "results.jsonl", "tf32", {-1.0: 0.5})
     _write_runs(tmp_path / "mixed" / "results.jsonl", "fp32", {-1.0: 1.0}, mode="a")
-    with pytest.raises(ValueError, match="holds the cell 'exponential, gamma=-1, precision=fp32' twice"):
+    with pytest.raises(ValueError,
+                       match="holds the cell 'exponential, gamma=-1, precision=fp32' twice"):
         compare_runs(A, load_results(tmp_path / "mixed"), "all")
     with pytest.raises(ValueError, match="tol must be finite and > 0, got inf"):
         compare_runs(A, A, "all", tol=math.inf)
@@ -338,7 +346,8 @@ def test_exponents_of_two_runs_compared_cell_by_cell(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "fp32"), "--against", str(tmp_path / "x3"),
                  "--range", "all"]) == 0
     out = capsys.readouterr().out
-    assert "exponents agree in all 2 compared cells" in out and "(fp32/auto vs tf32x3/triton)" in out
+    assert "exponents agree in all 2 compared cells" in out
+    assert "(fp32/auto vs tf32x3/triton)" in out
     assert main(["fit", str(tmp_path / "fp32"), "--against", str(tmp_path / "bad"),
                  "--range", "all", "--json", str(tmp_path / "cmp.json")]) == 1
     out = capsys.readouterr().out

@@ -87,6 +87,21 @@ def _field_values(configs: set) -> dict[str, set]:
     return out
 
 
+def _nearest(key: tuple, others: list[tuple]) -> str:
+    """How ``key`` differs from the closest of ``others`` (match keys): "; nearest there:
+    steps 100 vs 300", or "" when there are none. Cells that differ in a field the labels
+    leave out (steps, batch, ...) read the same; this names the field."""
+    mine = dict(key)
+    best: Optional[list[str]] = None
+    for other in others:
+        theirs = dict(other)
+        diff = [f"{k} {mine.get(k, '-')} vs {theirs.get(k, '-')}"
+                for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+        if best is None or len(diff) < len(best):
+            best = diff
+    return f" (nearest cell there differs in {', '.join(best)})" if best else ""
+
+
 def _unique(fits: list[CellFit], which: str) -> dict[tuple, CellFit]:
     out: dict[tuple, CellFit] = {}
     for c in fits:
@@ -130,7 +145,8 @@ def compare_exponents(a: list[CellFit], b: list[CellFit], *, z_max: float = 2.0,
     for key, ca in amap.items():
         cb = bmap.get(key)
         if cb is None:
-            skipped.append(f"{ca.label}: only in the first run")
+            skipped.append(f"{ca.label}: only in the first run"
+                           + _nearest(key, [k for k in bmap if k not in amap]))
             continue
         if ca.fit is None or cb.fit is None:
             where = ("both runs" if ca.fit is None and cb.fit is None
@@ -161,7 +177,9 @@ def compare_exponents(a: list[CellFit], b: list[CellFit], *, z_max: float = 2.0,
             compute_b=(ran_b or {}).get(key) or _compute(cb.cell),
             m_used=fa.m_used, alpha_a=fa.alpha_m, se_a=fa.stderr, alpha_b=fb.alpha_m,
             se_b=fb.stderr, diff=diff, z=z, agree=abs(z) <= z_max and abs(diff) <= tol))
-    skipped += [f"{c.label}: only in the second run" for k, c in bmap.items() if k not in amap]
+    skipped += [f"{c.label}: only in the second run"
+                + _nearest(k, [ka for ka in amap if ka not in bmap])
+                for k, c in bmap.items() if k not in amap]
     return out, skipped
 
 
