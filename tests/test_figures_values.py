@@ -127,3 +127,21 @@ def test_fig18_alpha_m_against_density_per_gamma(ctx):
         assert np.allclose(x, [c.E for c in sel]) and len(x) >= 2
         assert np.allclose(y, [c.fit.alpha_m for c in sel])
     plt.close(fig)
+
+
+@pytest.mark.parametrize("name", ["fig1", "fig6c", "fig6d", "fig10", "fig7"])
+def test_width_axes_are_labelled_at_the_widths(ctx, name):
+    """Log axes of model width label the widths themselves: matplotlib's minor labels
+    (3x10^1, 4x10^1, ...) collided over less than a decade."""
+    from superkern.analysis import fig_geometry, fig_scaling
+
+    make = getattr(fig_scaling, name, None) or getattr(fig_geometry, name)
+    fig = make(ctx)
+    width_axes = [ax for ax in fig.axes if ax.get_xlabel() == "model width m"]
+    assert width_axes, name
+    widths = {float(r.m) for r in ctx.results.runs}
+    for ax in width_axes:
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert len(labels) >= 2 and {float(s) for s in labels} <= widths, labels  # not 3x10^1
+        assert not any(t.get_text() for t in ax.xaxis.get_minorticklabels()), name
+    plt.close(fig)

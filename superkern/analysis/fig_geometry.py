@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from superkern.analysis.fig_scaling import heatmap
-from superkern.analysis.figures import Context, MissingData, figure, footer
+from superkern.analysis.figures import Context, MissingData, figure, footer, width_ticks
 from superkern.analysis.scaling import unlearned_table
 from superkern.analysis.tables import Run, dist_label, run_grid
 from superkern.analysis.weights import cached_stats, random_var_abs
@@ -123,6 +123,7 @@ def fig6c(ctx: Context):
     ax.plot(ms, np.minimum(1, ms ** 2 / 2 / n), "k--", lw=1, label="min(1, m^2/2n)")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    width_ticks(ax, [r.m for r in runs])
     ax.set_xlabel("model width m")
     ax.set_ylabel("phi_1 (norm > 1)")
     ax.legend(fontsize=8)
@@ -149,6 +150,7 @@ def fig6d(ctx: Context):
     ax.plot(ms, 1 / ms, "k--", lw=1, label="1/m")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    width_ticks(ax, [r.m for r in runs])
     ax.set_xlabel("model width m")
     ax.set_ylabel("mean cos^2 among rows with norm > 1")
     ax.legend(fontsize=7)
@@ -187,6 +189,7 @@ def _weight_split_vs_m(ctx: Context, what: str, split: str, key: str, ylabel: st
     ax.plot(x, y, "k--", lw=1, label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    width_ticks(ax, [r.m for r, _ in pts])
     ax.set_xlabel("model width m")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
@@ -249,6 +252,7 @@ def fig10(ctx: Context):
         ax.set_yscale("log")
         if i != 1:
             ax.set_xlabel("model width m")
+            width_ticks(ax, [r.m for r in runs])
     for d, col in colors.items():
         axes[0].scatter([], [], color=col, label=d)
     axes[0].scatter([], [], color="k", marker="s", label="strong (gamma<0)")

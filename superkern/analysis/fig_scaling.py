@@ -387,6 +387,7 @@ def fig7(ctx: Context, gamma: Optional[float] = None):
         ax2.plot(mu, c.fit.predict(mu), "-", color=col, lw=1)
     ax2.set_xscale("log")
     ax2.set_yscale("log")
+    width_ticks(ax2, [w for c in sel for w in c.m])
     ax2.set_xlabel("model width m")
     ax2.set_ylabel(ctx.loss_label)
     ax2.set_title(f"gamma = {g0:.2f}", fontsize=9)
