@@ -188,6 +188,21 @@ def test_row_norm_plot_of_a_head_near_1e160_does_not_overflow():
         assert row_norms_png(["big"], [norms])[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize("heads", [1, 2, 3])
+def test_row_norm_plot_title_fits_the_figure(heads):
+    """compare --plots row_norms.png: the title was one line wider than the figure of two
+    heads and was cut at both ends."""
+    from superkern.probe.plots import row_norms_figure
+
+    rng = np.random.default_rng(0)
+    fig = row_norms_figure([f"head {k}" for k in range(heads)],
+                           [np.abs(rng.standard_normal(100)) + 1 for _ in range(heads)])
+    fig.tight_layout()
+    fig.canvas.draw()
+    box = fig.axes[0].title.get_window_extent()
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1, (box, fig.bbox)
+
+
 def test_nested_meta_and_flipped_inputs(tmp_path):
     """A nested tensor, a meta tensor saved in a file and a masked array with masked entries are
     clear errors (torch's internal error, a traceback, a mask ignored); a flipped numpy array

@@ -121,6 +121,10 @@ def mean_sq_vs_m_png(rows: Sequence[dict[str, Any]]) -> bytes:
 
 
 def row_norms_png(names: Sequence[str], norms: Sequence[np.ndarray]) -> bytes:
+    return png_bytes(row_norms_figure(names, norms))
+
+
+def row_norms_figure(names: Sequence[str], norms: Sequence[np.ndarray]):
     """Fig. 20 style: per head, the row-norm distribution (violin), mean +- std, min and max."""
     fig = new_figure(max(4.0, 1.1 * len(names) + 2), 4.2)
     ax = fig.add_subplot(1, 1, 1)
@@ -138,8 +142,9 @@ def row_norms_png(names: Sequence[str], norms: Sequence[np.ndarray]) -> bytes:
     ax.set_xticks(pos)
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("row norm ||W_i||" + ("" if unit == 1.0 else f" / {unit:.0e}"))
-    ax.set_title("Row norms per head (dot: mean +- std; red: max; black: min)", fontsize=10)
-    return png_bytes(fig)
+    # two lines: one was wider than the figure of two or three heads and was cut at its ends
+    ax.set_title("Row norms per head\n(dot: mean +- std; red: max; black: min)", fontsize=9)
+    return fig
 
 
 def norm_vs_frequency_png(report, max_points: int = 40000) -> bytes:
