@@ -448,3 +448,23 @@ def test_cells_never_pool_different_models_as_seeds(tmp_path):
     with pytest.warns(UserWarning, match=r"are the same model.*differing only in \['alpha'\]"):
         (fit,) = fit_cells(load_results(g), "all", n_boot=0)
     assert fit.n_runs == 3 and fit.fit.n_seeds == 1
+
+
+def test_runs_above_the_zero_output_loss_are_flagged_as_untrained(tmp_path):
+    """A loss over 10% above <v^2> E = 4E/3 (what y = 0 gets) means the model did not train:
+    the report says so instead of printing the exponents of the start of training beside the
+    paper's."""
+    from superkern.analysis import fit_report, format_report
+    from superkern.analysis.tables import load_results
+
+    _write_runs(tmp_path / "ok" / "results.jsonl", "fp32", {-1.0: 1.0})  # 2 m^-1 <= 0.25
+    rep = fit_report(load_results(tmp_path / "ok"), "all", n_boot=0)
+    assert rep.untrained == [] and "not trained" not in format_report(rep)
+    _write_runs(tmp_path / "short" / "results.jsonl", "fp32", {-1.0: 0.1})  # 2 m^-0.1: 1.23..1.62
+    res = load_results(tmp_path / "short")
+    rep = fit_report(res, "all", n_boot=0)
+    above = sorted(r.run_id for r in res.runs if r.final_loss > 1.1 * 4 / 3)
+    assert len(above) == 2 and sorted(rep.untrained) == above  # m = 8, 16 (m = 32: 1.41 < 1.47)
+    assert "warning: 2 of 5 runs end over 10% above the loss of predicting zero" in \
+        format_report(rep)
+    assert rep.to_dict()["untrained"] == rep.untrained

@@ -280,9 +280,27 @@ class FitReport:
     unlearned: list[UnlearnedRow] = field(default_factory=list)
     phi: list[PhiRow] = field(default_factory=list)
     density: list[DensityRow] = field(default_factory=list)
+    # run ids whose final loss is above the loss of predicting zero (<v^2> E): not trained
+    untrained: list[str] = field(default_factory=list)
+    n_runs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))
+
+
+# A trained model does at least as well as y = 0 (W = 0, b <= 0); one that learned almost
+# nothing sits just below, and the batch noise of its final loss is well under this margin.
+UNTRAINED_MARGIN = 1.1
+
+
+def untrained_runs(results: Results) -> list[str]:
+    """Run ids whose final loss is over 10% above what the output y = 0 gets, <v^2> E = 4E/3:
+    too few steps, or a learning rate that diverged. Their cells' exponents describe the start
+    of training, not the paper's laws."""
+    from superkern.toy.geometry import V2_MEAN
+
+    return [r.run_id for r in results.runs if math.isfinite(r.final_loss)
+            and r.final_loss > UNTRAINED_MARGIN * V2_MEAN * r.E]
 
 
 def _jsonable(obj: Any) -> Any:
@@ -300,7 +318,8 @@ def fit_report(results: Results, fit_range: str = "paper", n_boot: int = 1000) -
     return FitReport(source=str(results.path), caption=results.caption(), fit_range=fit_range,
                      cells=fit_cells(results, fit_range, n_boot=n_boot),
                      unlearned=unlearned_table(results), phi=phi_table(results),
-                     density=density_table(results))
+                     density=density_table(results), untrained=untrained_runs(results),
+                     n_runs=len(results.runs))
 
 
 def format_report(rep: FitReport, max_rows: int = 400) -> str:
@@ -333,6 +352,10 @@ def format_report(rep: FitReport, max_rows: int = 400) -> str:
     if boot:
         lines.append("b: a bootstrap interval over the seeds (cells with several seeds); "
                      "otherwise a t interval of the slope; [range]: the widths fitted")
+    if rep.untrained:
+        lines.append(f"warning: {len(rep.untrained)} of {rep.n_runs} runs end over 10% above "
+                     "the loss of predicting zero (<v^2> E = 4E/3): not trained (too few "
+                     "steps?); the exponents of their cells do not measure the scaling law")
     weak = [c for c in rep.cells[:max_rows] if c.fit is not None and c.ideal is not None]
     if weak:
         lines += ["", "Weak regime (gamma > 0): measured fit beside the same fit of the ideal "
