@@ -468,3 +468,31 @@ def test_runs_above_the_zero_output_loss_are_flagged_as_untrained(tmp_path):
     assert "warning: 2 of 5 runs end over 10% above the loss of predicting zero" in \
         format_report(rep)
     assert rep.to_dict()["untrained"] == rep.untrained
+
+
+def test_zipf_reports_distinct_ranks_and_warns_before_reading_numbers_as_words(tmp_path,
+                                                                               capsys):
+    """A 4-type vocabulary samples its 1000 pinned points from 4 ranks: the output says so
+    (its slope se counts the repeats). A file most of whose lines end in counts, but too few
+    for a counts file, is read as text with a warning (it was silent)."""
+    from superkern.analysis.zipf import load_counts, zipf_fit
+    from superkern.cli import main
+
+    z = zipf_fit([40, 20, 10, 5])
+    assert (z.points, z.distinct_ranks) == (1000, 4)
+    assert zipf_fit(np.arange(1, 5001)[::-1]).distinct_ranks == 557  # low ranks repeat
+    f = tmp_path / "c.txt"
+    f.write_text("a 40\nb 20\nc 10\nd 5\n")
+    assert main(["fit", "zipf", str(f)]) == 0
+    assert "1000 log-rank points (4 distinct: the se counts repeats)" in capsys.readouterr().out
+    f.write_text("a 40\nb 20\nc 10\nthis line has words only\n")
+    with pytest.warns(UserWarning, match=r"read as text \(its words counted\): 3 of 4 lines "
+                                         r"end in a count"):
+        _, mode = load_counts(f)
+    assert mode == "text"
+    f.write_text("some prose\nwith one line that ends in 7\nand more words\n")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_counts(f)[1] == "text"  # a corpus: no warning

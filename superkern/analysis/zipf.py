@@ -11,6 +11,7 @@ import json
 import math
 import numbers
 import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,10 @@ class ZipfFit:
         r2: R^2 of the line.
         n_types: distinct items with count > 0 (N); ``n_tokens`` their total count (-1 when
             that total overflows fp64).
-        points: sampled points (with duplicates).
+        points: sampled points (with duplicates); ``distinct_ranks`` the ranks among them
+            (the pinned recipe samples low ranks repeatedly: about 550-650 for N of 5000 to
+            50000, and N itself for a small vocabulary, whose ``stderr`` then counts every
+            repeat).
     """
 
     alpha: float
@@ -44,6 +48,7 @@ class ZipfFit:
     n_types: int
     n_tokens: int
     points: int
+    distinct_ranks: int = 0
 
 
 def zipf_fit(counts: Sequence[float] | np.ndarray, points: int = 1000) -> ZipfFit:
@@ -86,7 +91,7 @@ def zipf_fit(counts: Sequence[float] | np.ndarray, points: int = 1000) -> ZipfFi
                    intercept=intercept + math.log10(top),
                    r2=r2, n_types=int(n),
                    n_tokens=int(round(total)) if math.isfinite(total) else -1,
-                   points=int(points))
+                   points=int(points), distinct_ranks=int(np.unique(ranks).size))
 
 
 def counts_from_tokens(tokens: Iterable[str]) -> np.ndarray:
@@ -222,4 +227,8 @@ def load_counts(path: str | Path, mode: Literal["auto", "counts", "text", "json"
             raise ValueError(f"{path}: {len(bad)} of {n + len(bad)} lines do not end in a count "
                              f"(lines {shown or 'all'}); every line but a header must end in "
                              "a non-negative finite number (or pass --mode text)")
+    if mode == "auto" and n >= 3 and n >= 0.5 * (n + len(bad)):
+        warnings.warn(f"{path}: read as text (its words counted): {n} of {n + len(bad)} lines "
+                      "end in a count, short of the 90% a counts file needs; fix the other "
+                      "lines or pass --mode counts to see which they are")
     return counts_from_tokens(tokenize(text)), "text"

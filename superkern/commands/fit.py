@@ -212,7 +212,9 @@ def _zipf(args) -> int:
                  else f"total weight {c.sum():.4g} (frequencies, not counts)")
         print(f"{args.file} ({mode}): alpha = {z.alpha:.4f} (slope se {z.stderr:.4f}), "
               f"R^2 = {z.r2:.4f}, {z.n_types} types, {total}, "
-              f"{z.points} log-rank points")
+              f"{z.points} log-rank points"
+              + (f" ({z.distinct_ranks} distinct: the se counts repeats)"
+                 if z.distinct_ranks < 100 else ""))
     result = {"file": args.file, "mode": mode, **dataclasses.asdict(z),
               "frequencies": bool(frequencies)}
     if frequencies:
