@@ -7,12 +7,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 job="${1:-demo}"
 PY="${PYTHON:-python3}"
+step() { echo "setup: $*" >&2; }  # what a several-minute first run is doing
 if [ ! -x .venv/bin/python ]; then
+  step "creating .venv"
   "$PY" -m venv .venv
 fi
 . .venv/bin/activate
 stamp=.venv/.superkern-installed
 if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
+  step "installing torch, triton and the test tools into .venv (first run: a few minutes)"
   python -m pip install -q --upgrade pip
   # torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
   python -m pip install -q "torch==2.13.0" numpy
@@ -36,6 +39,12 @@ fi
 built=.venv/.superkern-built
 if [ ! -f "$built" ] || [ -n "$(find csrc setup.py CMakeLists.txt -newer "$built" -print -quit)" ] \
    || ! python -c "import superkern._C" 2>/dev/null; then
+  if command -v nvcc >/dev/null 2>&1 && [ -z "${SUPERKERN_NO_CUDA:-}" ]; then
+    step "building superkern and its extension (C++ and, as nvcc is here, CUDA: about 2 min;" \
+         "SUPERKERN_NO_CUDA=1 skips CUDA)"
+  else
+    step "building superkern and its C++ extension"
+  fi
   python -m pip install -q --no-build-isolation -e ".[test]"
   touch "$built"
 fi

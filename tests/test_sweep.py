@@ -265,7 +265,8 @@ def test_cli_sweep_and_fit_roundtrip(tmp_path, capsys):
                     'm = [3, 6, 12]\n')
     assert main(["sweep", str(toml), "--out", str(tmp_path / "o"), "--dry-run",
                  "--set", "m=[4,8,16]"]) == 0
-    assert "6 valid configs" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "6 valid configs" in out and f"{tmp_path / 'o'}: no results yet" in out
     rc = main(["sweep", str(toml), "--out", str(tmp_path / "o"), "--device", "cpu",
                "--no-progress", "--set", "m=[4,8,16]"])
     assert rc == 0

@@ -57,7 +57,8 @@ def test_fit_zipf_with_tokenizer_and_saved_counts(tokenizer_file, tmp_path, caps
     out = tmp_path / "counts.json"
     assert main(["fit", "zipf", str(corpus), "--tokenizer", str(tokenizer_file),
                  "--save-counts", str(out)]) == 0
-    assert f"{tmp_path.name} tokens" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert f"{tmp_path.name} tokens" in said.out and f"wrote {out}" in said.err
     counts, meta = load_token_counts(out)
     assert counts.sum() == meta["total"] == 400 * 12 and meta["vocab_size"] == len(VOCAB)
     assert counts[0] == counts[1] == 0 and meta["tokenizer"] == tmp_path.name

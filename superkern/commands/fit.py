@@ -207,6 +207,7 @@ def _zipf(args) -> int:
         from superkern.analysis.tokens import save_token_counts
 
         save_token_counts(args.save_counts, counts, name, Path(args.file).name)
+        print(f"wrote {args.save_counts}", file=sys.stderr)  # as --plot says of its PNG
     if args.json != "-":
         total = (f"{z.n_tokens} tokens" if not frequencies
                  else f"total weight {c.sum():.4g} (frequencies, not counts)")

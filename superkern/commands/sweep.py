@@ -131,6 +131,8 @@ def run(args) -> int:
             print(f"{out}{part}: {done} already done, {pending} to train in {len(todo)} "
                   f"launch(es); {len(lack)} finished model(s) without a test loss, {saved} "
                   "of them with saved weights to evaluate")
+        else:
+            print(f"{out}: no results yet; a run trains every model into it")
         count = shard[1] if shard else (len(resolve_devices(args.devices))
                                         if args.devices is not None else 0)
         if count:
