@@ -61,8 +61,8 @@ def _library_versions() -> dict[str, str]:
 def format_env(info: dict[str, Any]) -> str:
     lines = []
     for key, value in info.items():
-        if key == "libraries":
-            lines.append("libraries         " + ", ".join(f"{k} {v}" for k, v in value.items()))
+        if key in ("libraries", "extension") and isinstance(value, dict):
+            lines.append(f"{key:<17} " + ", ".join(f"{k} {v}" for k, v in value.items()))
         elif key == "backends":
             for dev, table in value.items():
                 lines.append(f"backends for {dev} tensors:")

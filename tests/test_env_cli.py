@@ -38,6 +38,8 @@ def test_env_table(capsys):
     assert list(table) == list(B.BACKENDS), table
     assert table["torch"] == "ok"
     assert table == {k: (v or "ok") for k, v in B.available("cpu").items()}, table
+    ext = next((s for s in lines if s.startswith("extension ")), "")
+    assert "{" not in ext, ext  # a list of fields, not a Python dict's repr
 
 
 def test_no_command_prints_help(capsys):
