@@ -170,3 +170,19 @@ def test_compare_n_over_m_counts_the_rows_in_the_pairs():
     W[400:] = 0
     row = superkern.compare([W], names=["h"], progress=False).rows[0]
     assert row["n"] == 500 and row["n_over_m"] == pytest.approx(400 / 20)
+
+
+def test_random_gaussian_rows_are_named_as_such():
+    """iid Gaussian rows are strong superposition by the paper's statistics: the verdict says
+    that these two statistics cannot tell them from noise; rows whose norms spread as a trained
+    head's do (std/mean ~0.2) get no such note."""
+    g = torch.Generator().manual_seed(5)
+    W = torch.randn(6000, 64, generator=g)
+    rep = probe(W, progress=False, splits=False)
+    v = rep.verdict
+    assert v["label"] == "strong superposition" and v["evidence"]["norm_cv"] < 0.1
+    assert any("cannot be told from iid random rows" in note for note in v["notes"]), v
+    spread = W * (1 + 0.3 * torch.rand(6000, 1, generator=g))
+    v = probe(spread, progress=False, splits=False).verdict
+    assert v["evidence"]["norm_cv"] > 0.1
+    assert not any("iid random rows" in note for note in v["notes"]), v
