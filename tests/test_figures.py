@@ -64,6 +64,11 @@ def test_figures_skip_with_reasons(tmp_path):
     rep = make_figures(tmp_path, tmp_path / "f", dpi=50, n_boot=0)
     assert {"fig1", "fig4a", "fig10", "fig6c", "fig6d", "fig5a"} <= set(rep.written)
     assert "small" in rep.skipped["fig4b"] and "density" in rep.skipped["fig7"]
+    lines = rep.text().splitlines()  # one line per reason, naming every figure it skips
+    skipped = [s for s in lines if s.startswith("skipped ")]
+    assert len(skipped) == len(set(rep.skipped.values())) < len(rep.skipped)
+    named = {f for s in skipped for f in s[len("skipped "):].split(": ")[0].split(", ")}
+    assert named == set(rep.skipped)
     assert main(["figures", str(tmp_path), "--out", str(tmp_path / "g"), "--only", "fig1",
                  "--dpi", "50"]) == 0
     assert (tmp_path / "g" / "fig1.png").read_bytes()[:8] == PNG_MAGIC

@@ -186,3 +186,12 @@ def test_random_gaussian_rows_are_named_as_such():
     v = probe(spread, progress=False, splits=False).verdict
     assert v["evidence"]["norm_cv"] > 0.1
     assert not any("iid random rows" in note for note in v["notes"]), v
+
+
+def test_the_verdict_is_wrapped_to_the_terminal_table():
+    """Its sentences ran to 250 characters on one line; wrapped, they keep every word."""
+    rep = probe(_toy(600, 24, 0, torch.ones(600)), progress=False, splits=False)
+    text = str(rep)
+    block = text[text.index("Verdict:"):text.index("Run:")]
+    assert all(len(line) <= 100 for line in block.splitlines()), block
+    assert " ".join(block.split()).count(" ".join(rep.verdict["summary"].split())) == 1

@@ -177,7 +177,7 @@ def rank_fraction_above(norms: Sequence[np.ndarray], edges: np.ndarray,
         return np.where(den > 0, num / np.maximum(den, 1), np.nan)
 
 
-@figure("fig6a", "Strong superposition: frequent features are the ones with norm > 1 (Fig. 6a)")
+@figure("fig6a", "Strong superposition: row norm against feature frequency rank (Fig. 6a)")
 def fig6a(ctx: Context):
     sel, note, g, a = _strong_alpha1(ctx, "Fig. 6a")
     widths = sorted({r.m for r in sel})
@@ -208,8 +208,10 @@ def fig6a(ctx: Context):
     ax2.set_xlabel("feature rank i (log bins)")
     ax2.set_ylabel("fraction of features with norm > 1")
     ax2.legend(fontsize=7)
-    fig.suptitle(f"Strong superposition (gamma = {g:.3g}, alpha = {a:g}): the more frequent "
-                 "a feature, the likelier its norm exceeds 1")
+    # the paper's finding (frequent features have norm > 1) is what the panels test, so the
+    # title states the question, not the answer
+    fig.suptitle(f"Strong superposition (gamma = {g:.3g}, alpha = {a:g}): row norm against "
+                 "feature frequency rank (the paper: frequent features have norm > 1)")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     footer(fig, ctx, sel, note)
     return fig

@@ -99,7 +99,10 @@ class FiguresReport:
 
     def text(self) -> str:
         lines = [f"wrote {name}: {path}" for name, path in self.written.items()]
-        lines += [f"skipped {name}: {why}" for name, why in self.skipped.items()]
+        by_reason: dict[str, list[str]] = {}  # one line per reason: a fig1 sweep skips 14
+        for name, why in self.skipped.items():
+            by_reason.setdefault(why, []).append(name)
+        lines += [f"skipped {', '.join(names)}: {why}" for why, names in by_reason.items()]
         return "\n".join(lines)
 
 

@@ -35,8 +35,10 @@ def run(args) -> int:
     from superkern.analysis.figures import available_figures, make_figures
 
     if args.list or not args.results:
-        for name, title in available_figures().items():
-            print(f"{name:<6} {title}")
+        figures = available_figures()
+        width = max(map(len, figures))
+        for name, title in figures.items():
+            print(f"{name:<{width}}  {title}")
         return 0 if args.list else 2
     res = Path(args.results)
     # the test-loss figures have the same names: their own default folder keeps both sets

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Any
 
 from superkern.probe import baselines
@@ -16,6 +17,12 @@ def _f(v: Any, digits: int = 4) -> str:
     if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
         return f"{v:.{digits - 1}e}"
     return f"{v:.{digits}g}"
+
+
+def _wrap(text: str, first: str, rest: str, width: int = 100) -> str:
+    """A verdict sentence wrapped to ``width`` columns (they ran to 250)."""
+    return textwrap.fill(text, width=width, initial_indent=first, subsequent_indent=rest,
+                         break_long_words=False, break_on_hyphens=False)
 
 
 def _tok(s: str, width: int = 18) -> str:
@@ -122,9 +129,10 @@ def format_table(report) -> str:
                      [[f"{p['cos']:+.4f}", str(p["i"]), str(p["j"]), _tok(p["tokens"][0]),
                        _tok(p["tokens"][1])] for p in main["topk"]])
     out += format_frequency(d.get("frequency"))
-    out += ["", f"Verdict: {v['label'].upper()}", f"  {v['summary']}"]
-    out += [f"  - {note}" for note in v["notes"]]
-    out += [f"  phi used {v['norm_scale_text']}", "", "Run: " + _timing(d["run"])]
+    out += ["", f"Verdict: {v['label'].upper()}", _wrap(v["summary"], "  ", "  ")]
+    out += [_wrap(note, "  - ", "    ") for note in v["notes"]]
+    out += [_wrap(f"phi used {v['norm_scale_text']}", "  ", "  "), "",
+            "Run: " + _timing(d["run"])]
     return "\n".join(out)
 
 
