@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -356,6 +357,14 @@ def test_compare_with_a_corpus(tokenizer_file, tmp_path, capsys):
                 if b["mean_sq_centred"] is not None and b["mean_sq_centred"] > 0]
         assert np.allclose(line.get_ydata(), want, rtol=1e-12)
     assert "m<c^2> centred by bin" in cmp.format_table()
+    # the bins line up across heads whatever the widths of their numbers
+    cmp.rows[0]["freq_m_mean_sq_centred"] = "1.02;0.5;12.3"
+    cmp.rows[1]["freq_m_mean_sq_centred"] = "0.998;11.25;-"
+    table = cmp.format_table().splitlines()
+    top = table.index(next(s for s in table if "m<c^2> centred by bin" in s))
+    ends = [[mt.end() for mt in re.finditer(r"\S+", row)][-3:]
+            for row in table[top + 1:top + 3]]
+    assert ends[0] == ends[1], table[top:top + 3]
     assert "frequency_overlaps.png" in cmp.plots()
     assert main(["compare", str(heads[0]), str(heads[1]), "--corpus", str(corpus),
                  "--no-progress"]) == 0

@@ -126,7 +126,8 @@ class Comparison:
             lines += _grid(["head", "seen", "rho", "rho centred", "m<c^2> centred by bin"],
                            [[r["name"], str(r["freq_rows_seen"]), _f(r["freq_spearman"], 3),
                              _f(r["freq_spearman_centred"], 3),
-                             r["freq_m_mean_sq_centred"].replace(";", " ")]
+                             # each bin in a fixed width, so bins line up across heads
+                             " ".join(f"{v:>6}" for v in r["freq_m_mean_sq_centred"].split(";"))]
                             for r in self.rows if r.get("freq_rows_seen")])
         if self.failed:
             lines += ["", f"Left out ({len(self.failed)} head(s) failed):"]
