@@ -87,7 +87,8 @@ def toy_config(M: int, device: torch.device | str, precision: str = "tf32") -> T
     the stored path with 8 warps and width chunks of 64 (32 for tf32x3, whose split
     operands double the registers); sampler tiles of 32 x 64 Philox draws. Interpreter: the
     cost is per program and per loop trip, not per element, so 32-wide tiles keep the tests'
-    grids at a few programs while still walking several tiles and ragged edges. ``SUPERKERN_TRITON_TOY`` overrides fields.
+    grids at a few programs while still walking several tiles and ragged edges.
+    ``SUPERKERN_TRITON_TOY`` overrides fields.
     """
     device = torch.device(device)
     bm = block_m(M)
