@@ -95,7 +95,7 @@ void register_cpu(py::module_& m) {
 
 X: float32 C-contiguous (N, m); scale: float32 (N,); bins >= 0; 0 <= topk <= N(N-1)/2.
 Keyword-only: num_threads (0 = OpenMP default; at most 4 per processor), kernel ('auto',
-'avx2', 'generic'), tile (0 = auto, else a multiple of 48). Returns (sums f64[3] = (sum c, sum |c|, sum c^2),
-hist i64[bins], row_max f32[N], row_arg i64[N], row_sq f64[N], topk_vals f32[k],
-topk_pairs i64[k, 2]). Bitwise identical for every num_threads.)doc");
+'avx2', 'generic'), tile (0 = auto, else a multiple of 48). Returns (sums f64[3] =
+(sum c, sum |c|, sum c^2), hist i64[bins], row_max f32[N], row_arg i64[N], row_sq f64[N],
+topk_vals f32[k], topk_pairs i64[k, 2]). Bitwise identical for every num_threads.)doc");
 }

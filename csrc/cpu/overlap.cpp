@@ -88,11 +88,15 @@ void run_tile(const Prob& P, Acc& A, int64_t bi, int64_t bj) {
   std::fill(A.colj.p, A.colj.p + T, -1);
   std::fill(A.colq.p, A.colq.p + T, 0.0f);
   std::fill(A.tsum.p, A.tsum.p + 12, 0.0);
-  if (HIST && A.sub_pairs + static_cast<uint64_t>(T * T) > A.sub_cap) A.flush_hist(P.bins, P.hsh);
-  A.sub_pairs += static_cast<uint64_t>(T * T);
   // Columns outer, rows inner: the 16-column B strip (16 m floats) stays in L1 while the A
   // panels of the tile stream from L2.
   for (int64_t j0 = c0; j0 < c1; j0 += NR) {
+    // The uint32 sub-histograms are flushed before a strip could carry one of them past
+    // sub_cap (< 2^32): per strip, not per tile, as one lane can take every pair of a strip
+    // and a tile of T rows holds T(T-1)/2 pairs, past 2^32 for T > ~92000.
+    const uint64_t strip = static_cast<uint64_t>(nr) * NR;
+    if (HIST && A.sub_pairs + strip > A.sub_cap) A.flush_hist(P.bins, P.hsh);
+    A.sub_pairs += strip;
     for (int64_t i0 = r0; i0 < r1; i0 += MR) {
       if (i0 + 1 >= std::min(j0 + NR, P.N)) break;  // no pair j > i left in this strip
       const int rl = static_cast<int>(i0 - r0), cl = static_cast<int>(j0 - c0);
