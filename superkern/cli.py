@@ -63,7 +63,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # the subcommand's usage, not the top level's (argparse's parse_args gives that)
-        sub = _subparsers(parser).get(getattr(args, "command", None) or "", parser)
+        words = list(sys.argv[1:] if argv is None else argv)
+        command = getattr(args, "command", None) or ""
+        # an option before the command is the top level's ('superkern --bogus probe')
+        before = command in words and any(e in words[:words.index(command)] for e in extra)
+        sub = parser if before else _subparsers(parser).get(command, parser)
         sub.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()

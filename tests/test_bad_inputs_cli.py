@@ -188,9 +188,12 @@ def test_an_unknown_option_shows_the_subcommands_usage(capsys):
     err = _err(capsys)
     assert "usage: superkern probe" in err
     assert "superkern probe: error: unrecognized arguments: 2000" in err
-    with pytest.raises(SystemExit):
-        main(["--bogus"])
-    assert "superkern: error: unrecognized arguments: --bogus" in _err(capsys)
+    for argv in (["--bogus"], ["--bogus", "env"]):  # before the command: the top level's
+        with pytest.raises(SystemExit):
+            main(argv)
+        err = _err(capsys)
+        assert "superkern: error: unrecognized arguments: --bogus" in err, argv
+        assert "usage: superkern [-h] COMMAND" in err, argv
 
 
 def test_a_gpu_out_of_memory_error_suggests_the_cpu_where_there_is_a_device_option(

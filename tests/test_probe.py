@@ -353,7 +353,8 @@ def test_compare_keeps_the_heads_that_worked(tmp_path, capsys, monkeypatch):
 
 def test_duplicate_groups_say_what_the_table_leaves_out():
     """The table lists the three largest groups (six rows each, "+k more" beyond) and counts
-    the others; the JSON keeps every group with the tokens of the same rows as its indices."""
+    the others; the JSON keeps the 1000 largest groups (here all 5), with the tokens of the
+    same rows as its indices."""
     g = torch.Generator().manual_seed(3)
     W = torch.randn(40, 6, generator=g)
     groups = [list(range(8)), [10, 11, 12], [20, 21], [30, 31], [33, 34]]
@@ -364,7 +365,7 @@ def test_duplicate_groups_say_what_the_table_leaves_out():
     text = str(rep)
     assert "duplicate x8: rows 0, 1, 2, 3, 4, 5 +2 more; tokens 't0', 't1', 't2', ..." in text
     assert "duplicate x3: rows 10, 11, 12; tokens 't10', 't11', 't12'" in text
-    assert "... 2 more group(s) (all in --json)" in text
+    assert "... 2 more group(s) (the 1000 largest in --json)" in text
     d = rep.to_dict()["duplicates"]
     assert d["groups"] == 5 and d["rows_in_groups"] == 17 and d["extra_copies"] == 12
     assert sorted(tuple(x["rows"]) for x in d["largest"]) == sorted(map(tuple, groups))

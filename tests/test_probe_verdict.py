@@ -186,6 +186,11 @@ def test_random_gaussian_rows_are_named_as_such():
     v = probe(spread, progress=False, splits=False).verdict
     assert v["evidence"]["norm_cv"] > 0.1
     assert not any("iid random rows" in note for note in v["notes"]), v
+    # the same directions at norm ~0.5: weak superposition, and no note that speaks of strong
+    half = W / W.norm(dim=1, keepdim=True) * 0.5 * (0.98 + 0.04 * torch.rand(6000, 1, generator=g))
+    v = probe(half, progress=False, splits=False).verdict
+    assert v["label"] == "weak superposition" and v["evidence"]["norm_cv"] < 0.1, v
+    assert not any("iid random rows" in note for note in v["notes"]), v
 
 
 def test_the_verdict_is_wrapped_to_the_terminal_table():

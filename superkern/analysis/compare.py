@@ -88,9 +88,10 @@ def _field_values(configs: set) -> dict[str, set]:
 
 
 def _nearest(key: tuple, others: list[tuple]) -> str:
-    """How ``key`` differs from the closest of ``others`` (match keys): "; nearest there:
-    steps 100 vs 300", or "" when there are none. Cells that differ in a field the labels
-    leave out (steps, batch, ...) read the same; this names the field."""
+    """How ``key`` differs from the closest of ``others`` (match keys): " (nearest cell there
+    differs in steps 100 vs 300)", values as their repr (strings quoted), or "" when there
+    are none. Cells that differ in a field the labels leave out (steps, batch, ...) read the
+    same; this names the field."""
     mine = dict(key)
     best: Optional[list[str]] = None
     for other in others:

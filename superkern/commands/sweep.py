@@ -132,7 +132,8 @@ def run(args) -> int:
                   f"launch(es); {len(lack)} finished model(s) without a test loss, {saved} "
                   "of them with saved weights to evaluate")
         else:
-            print(f"{out}: no results yet; a run trains every model into it")
+            part = f" (shard {shard[0]}/{shard[1]}: its share of the models)" if shard else ""
+            print(f"{out}: no results yet; a run trains every model{part} into it")
         count = shard[1] if shard else (len(resolve_devices(args.devices))
                                         if args.devices is not None else 0)
         if count:

@@ -104,7 +104,8 @@ def format_table(report) -> str:
                        f"{', '.join(map(str, g['rows'][:6]))}{more}; tokens {toks}"
                        + (", ..." if g["count"] > 3 and g["tokens"] else ""))
     if dup["groups"] > 3:
-        out.insert(-1, f"          ... {dup['groups'] - 3} more group(s) (all in --json)")
+        out.insert(-1, f"          ... {dup['groups'] - 3} more group(s) (the 1000 largest in "
+                       "--json)")
     out += [f"Row norms: mean {_f(nd['mean'])} +- {_f(nd['std'])}, min {_f(nd['min'])}, "
             f"median {_f(nd['median'])}, max {_f(nd['max'])}, zero rows {nd['n_zero']}"]
     out += _grid(["", "raw", "/ median"],

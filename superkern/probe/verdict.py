@@ -128,8 +128,8 @@ def superposition_verdict(*, n: int, m: int, norms: Any, mean_sq: float,
                              "shared direction carries the excess overlap")
     cv = norms.std / norms.mean if norms.mean > 0 else math.nan
     evidence["norm_cv"] = cv
-    if n > m and math.isfinite(msq_m) and abs(msq_m - 1) <= RANDOM_LIKE[0] \
-            and cv <= RANDOM_LIKE[1]:
+    if label == "strong superposition" and math.isfinite(msq_m) \
+            and abs(msq_m - 1) <= RANDOM_LIKE[0] and cv <= RANDOM_LIKE[1]:
         notes.append(f"mean cos^2 within {RANDOM_LIKE[0]:.0%} of 1/m and row norms within "
                      f"{cv:.1%} of each other (std/mean): by these two statistics the rows "
                      "cannot be told from iid random rows, as strong superposition predicts; "
