@@ -396,5 +396,11 @@ def test_runs_above_the_zero_output_loss_are_flagged_as_untrained(tmp_path):
     assert "warning: 2 of 5 runs end over 10% above the loss of predicting zero" in \
         format_report(rep)
     assert rep.to_dict()["untrained"] == rep.untrained
+    from superkern.cli import main
+
+    with pytest.warns(UserWarning, match=r"2 of 5 runs of the second results end over 10% "
+                                         r"above the loss of predicting zero"):
+        main(["fit", str(tmp_path / "ok"), "--against", str(tmp_path / "short"), "--range",
+              "all"])
 
 

@@ -248,6 +248,10 @@ def test_cli_grid(tmp_path, capsys):
     assert main(small + ["--dist", "exponential", "--device", "cpu", "--no-progress"]) == 0
     row = capsys.readouterr().out.splitlines()[1].split()
     assert row[4] == "-", row  # alpha does not enter an exponential p
+    assert main(small + ["--device", "cpu", "--progress"]) == 0  # forced: stderr is no terminal
+    assert "model-step/s" in capsys.readouterr().err
+    assert main(small + ["--device", "cpu"]) == 0  # default: a bar only on a terminal
+    assert "model-step/s" not in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(small + ["--progress", "--no-progress"])
     assert "not allowed with argument" in capsys.readouterr().err

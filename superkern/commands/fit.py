@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -270,11 +271,19 @@ def _sweep_results(args) -> int:
         from superkern.analysis.compare import compare_runs, format_comparison
         from superkern.analysis.scaling import _jsonable
 
+        from superkern.analysis.scaling import untrained_runs
+
         ra, rb = load_results(args.target, args.loss), load_results(args.against, args.loss)
         rows, skipped = compare_runs(ra, rb, args.fit_range, z_max=args.z_max, tol=args.tol)
         if args.json != "-":
             print(format_comparison(rows, skipped, a=ra.caption(), b=rb.caption(),
                                     z_max=args.z_max, tol=args.tol))
+        for side, res in (("first", ra), ("second", rb)):  # as the plain fit warns
+            bad = untrained_runs(res)
+            if bad:
+                warnings.warn(f"{len(bad)} of {len(res.runs)} runs of the {side} results end "
+                              "over 10% above the loss of predicting zero (4E/3): not trained; "
+                              "their cells' exponents do not measure the scaling law")
         ok = bool(rows) and all(r.agree for r in rows) and (args.allow_partial or not skipped)
         _emit(_jsonable({"a": ra.caption(), "b": rb.caption(), "z_max": args.z_max,
                          "tol": args.tol, "agree": ok,
