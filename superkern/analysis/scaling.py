@@ -280,7 +280,7 @@ class FitReport:
     unlearned: list[UnlearnedRow] = field(default_factory=list)
     phi: list[PhiRow] = field(default_factory=list)
     density: list[DensityRow] = field(default_factory=list)
-    # run ids whose final loss is above the loss of predicting zero (<v^2> E): not trained
+    # run ids whose final loss is over 10% above the loss of predicting zero: not trained
     untrained: list[str] = field(default_factory=list)
     n_runs: int = 0
 
@@ -294,9 +294,9 @@ UNTRAINED_MARGIN = 1.1
 
 
 def untrained_runs(results: Results) -> list[str]:
-    """Run ids whose final loss is over 10% above what the output y = 0 gets, <v^2> E = 4E/3:
-    too few steps, or a learning rate that diverged. Their cells' exponents describe the start
-    of training, not the paper's laws."""
+    """Run ids whose finite final loss is over 10% above what the output y = 0 gets,
+    <v^2> E = 4E/3: too few steps, or a learning rate too small or too large. Their cells'
+    exponents describe the start of training, not the paper's laws."""
     from superkern.toy.geometry import V2_MEAN
 
     return [r.run_id for r in results.runs if math.isfinite(r.final_loss)
