@@ -117,7 +117,7 @@ def available_figures() -> dict[str, str]:
     return {k: v[0] for k, v in REGISTRY.items()}
 
 
-def make_figures(results: str | Path | Results, out_dir: str | Path = "figures",
+def make_figures(results: str | Path | Results, out_dir: Optional[str | Path] = None,
                  only: Optional[Sequence[str]] = None, fit_range: str = "paper",
                  n_boot: int = 200, use_weights: bool = True, dpi: int = 130,
                  loss: str = "final") -> FiguresReport:
@@ -125,7 +125,9 @@ def make_figures(results: str | Path | Results, out_dir: str | Path = "figures",
 
     Args:
         results: a results file (or its folder) or loaded :class:`Results`.
-        out_dir: output folder (created).
+        out_dir: output folder, created when a figure is written (default: a ``figures``
+            folder beside the results file, as the command line's; ``figures-test`` for
+            ``loss="test"``).
         only: figure names to make (default all; see :func:`available_figures`).
         fit_range: alpha_m fit range (``paper``, ``all``, ``m>=32``, ``last5``, ...).
         n_boot: bootstrap resamples for alpha_m intervals (with several seeds).
@@ -154,8 +156,8 @@ def make_figures(results: str | Path | Results, out_dir: str | Path = "figures",
     if not res.runs:
         raise ValueError(f"{res.path}: no usable runs")
     ctx = Context(res, fit_range=fit_range, n_boot=n_boot, use_weights=use_weights)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir) if out_dir is not None else Path(res.path).parent / (
+        "figures" if res.loss == "final" else f"figures-{res.loss}")
     report = FiguresReport()
     for name in names:
         title, fn = REGISTRY[name]
@@ -165,5 +167,6 @@ def make_figures(results: str | Path | Results, out_dir: str | Path = "figures",
             report.skipped[name] = str(exc)
             plt.close("all")
             continue
+        out.mkdir(parents=True, exist_ok=True)  # only once a figure is drawn
         report.written[name] = os.fspath(save_png(fig, out / f"{name}.png", dpi=dpi))
     return report

@@ -92,7 +92,8 @@ def select_range(m: Sequence[float], fit_range: str) -> np.ndarray:
     else:
         known = tuple(r for r in FIT_RANGES if r != "paper")  # "paper" is a rule per cell
         hint = ("; 'paper' picks a range per cell: fit_report, fit_cells and the "
-                "command line take it") if name == "paper" else ""
+                "command line take it") if name == "paper" else (
+                "; or 'paper' (the paper's range per cell) where a whole report is fitted")
         raise ValueError(f"unknown fit range {fit_range!r}; use one of {known}{hint}")
     return np.isin(m, keep)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -313,8 +314,19 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def fit_report(results: Results, fit_range: str = "paper", n_boot: int = 1000) -> FitReport:
-    """The bundle behind ``superkern fit RESULTS``."""
+def fit_report(results: Results | str | os.PathLike, fit_range: str = "paper",
+               n_boot: int = 1000) -> FitReport:
+    """The bundle behind ``superkern fit RESULTS``: ``results`` is loaded :class:`Results`
+    or a results file or folder. A range name other than "paper" (a rule per cell) is
+    checked before any fit, as ``make_figures`` does."""
+    from superkern.analysis.tables import load_results
+
+    if fit_range != "paper":
+        from superkern.analysis.fits import select_range
+
+        select_range([1.0], fit_range)
+    if not isinstance(results, Results):
+        results = load_results(results)
     return FitReport(source=str(results.path), caption=results.caption(), fit_range=fit_range,
                      cells=fit_cells(results, fit_range, n_boot=n_boot),
                      unlearned=unlearned_table(results), phi=phi_table(results),

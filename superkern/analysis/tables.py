@@ -94,6 +94,9 @@ class Results:
     files: tuple[Path, ...] = ()  # every file read (a folder: results.jsonl and shard files)
     loss: str = "final"  # which loss the runs carry (see LOSSES)
 
+    def __repr__(self) -> str:  # one line: the runs are in .runs
+        return f"Results({self.caption()}; {self.skipped} row(s) left out)"
+
     @property
     def name(self) -> str:
         if len(self.files) > 1:

@@ -1,6 +1,7 @@
 """Input validation shared by every public op: ValueError with the numbers, never a crash."""
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -17,8 +18,11 @@ def native_tensor(arr: np.ndarray, copy: bool = False) -> torch.Tensor:
     # numpy calls a flipped array with a length-1 axis contiguous and keeps its negative
     # stride, which torch refuses: copy those too
     copy = copy or any(s < 0 for s in arr.strides)
-    return torch.from_numpy(np.array(arr, dtype=target, order="C", copy=True) if copy
-                            else np.ascontiguousarray(arr, dtype=target))
+    out = (np.array(arr, dtype=target, order="C", copy=True) if copy
+           else np.ascontiguousarray(arr, dtype=target))
+    with warnings.catch_warnings():  # a read-only array (np.load(mmap_mode="r")) is only read
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(out)
 
 
 def check_not_meta(W: torch.Tensor, name: str) -> None:

@@ -91,6 +91,13 @@ class OverlapStats:
     seconds: float = 0.0
     block_rows: int = 0  # rows per streamed block (0: one call over the whole head)
 
+    def __repr__(self) -> str:  # one line: the per-row arrays are in the fields
+        pair = tuple(int(v) for v in self.max_pair) if self.max_pair is not None else None
+        return (f"OverlapStats(n_used={self.n_used}, m={self.m}, n_pairs={self.n_pairs}, "
+                f"mean_abs={self.mean_abs:.6g}, mean_sq={self.mean_sq:.6g}, "
+                f"max_abs={self.max_abs:.6g} at {pair}, backend={self.backend!r}, "
+                f"precision={self.precision!r})")
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tensors become lists, NaN becomes None)."""
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}

@@ -113,8 +113,10 @@ class OverlapBlock:
 
 @dataclass
 class ProbeReport:
-    """Result of :func:`superkern.probe`. ``to_dict()`` is the JSON form; ``format_table()``,
-    ``to_markdown()`` and ``save(...)`` render it."""
+    """Result of :func:`superkern.probe`. ``to_dict()`` is the JSON form as Python values
+    (undefined numbers stay NaN there); ``to_json()`` and ``save(json_path=...)`` write it as
+    strict JSON (NaN as null); ``format_table()`` (also ``print(report)``), ``to_markdown()``
+    and ``save(...)`` render it."""
 
     head: Head
     rows_analysed: int
@@ -188,3 +190,10 @@ class ProbeReport:
 
     def __str__(self) -> str:
         return self.format_table()
+
+    def __repr__(self) -> str:  # one line (the dataclass repr held the head: 344 KB for MiniLM)
+        main = self.blocks.get("all")
+        msq = f", m*mean_sq={self.m * main.mean_sq:.4g}" if main is not None else ""
+        return (f"ProbeReport({self.head.name or self.head.source!r}: {self.n} x {self.m}, "
+                f"{self.rows_analysed} rows analysed, verdict={self.verdict.get('label')!r}"
+                f"{msq}; print() it for the table)")

@@ -30,6 +30,7 @@ def prepare(spec: str, *, quick: bool = False, variants: Sequence[str] = (),
     Returns:
         ``(experiment, configs)``; raises ValueError before any work if a config is invalid.
     """
+    variants, overrides = _names(variants, "variants"), _names(overrides, "overrides")
     exp = load_experiment(spec)
     if quick:
         exp = apply_variant(exp, "quick")
@@ -37,6 +38,22 @@ def prepare(spec: str, *, quick: bool = False, variants: Sequence[str] = (),
         exp = apply_variant(exp, name)
     exp = apply_overrides(exp, overrides)
     return exp, build_configs(expand(exp))
+
+
+def _names(value: Any, what: str) -> list[str]:
+    """A string is one item (iterating it would give its characters); a dict of overrides is
+    ``{key: value}`` written as TOML values."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict) and what == "overrides":
+        import json
+
+        return [f"{k}={json.dumps(v)}" for k, v in value.items()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{what} must be a string or a list of strings"
+                         + (" (or a dict {key: value})" if what == "overrides" else "")
+                         + f", got {value!r}")
+    return list(value)
 
 
 def default_out(exp: Experiment, quick: bool) -> Path:

@@ -43,8 +43,8 @@ def _device(device) -> torch.device:
     return resolve_device(device)  # None: CUDA when available; a bad device is a ValueError
 
 
-def train(config: ToyConfig, *, device: Optional[Union[str, torch.device]] = None
-          ) -> ToyResult:
+def train(config: ToyConfig, *, device: Optional[Union[str, torch.device]] = None,
+          progress: ProgressArg = None) -> ToyResult:
     """Train one toy model (SPEC section 2).
 
     The torch backend runs :func:`~superkern.toy.reference.train_reference` (autograd, fp32
@@ -53,18 +53,27 @@ def train(config: ToyConfig, *, device: Optional[Union[str, torch.device]] = Non
     Args:
         config: the run.
         device: "cpu", "cuda", ...; default CUDA when available.
+        progress: None, True (a tqdm bar of steps) or ``callable(steps_done, steps_total)``,
+            as :func:`train_many`'s.
 
     Raises:
         ValueError: a backend / precision that cannot run on this device (before any work).
     """
     if not isinstance(config, ToyConfig):
         raise ValueError(f"config must be a ToyConfig, got {type(config).__name__}")
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        raise ValueError(f"progress must be None, True/False or a callable(done, total), got "
+                         f"{progress!r}")
     dev = _device(device)
     backend = resolve_toy_backend(config.backend, dev, config.precision)
-    if backend == "torch":
-        return train_reference(config, dev)
-    tr = BatchedTrainer([config], dev, backend="triton", triton_mod=triton_toy()[0])
-    return tr.results(tr.run())[0]
+    make, close = _progress_fn(progress, config.steps)
+    try:
+        if backend == "torch":
+            return train_reference(config, dev, progress=make(0, 1))
+        tr = BatchedTrainer([config], dev, backend="triton", triton_mod=triton_toy()[0])
+        return tr.results(tr.run(progress=make(0, 1)))[0]
+    finally:
+        close()
 
 
 def plan_groups(configs: Sequence[ToyConfig], device: torch.device, group_by: str = "bucket"

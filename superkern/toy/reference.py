@@ -8,7 +8,7 @@ the oracle of the instance-batched engine.
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -73,15 +73,18 @@ class ReferenceTrainer:
                             precision=c.precision, device=self.device, test=test)[0]
 
 
-def train_reference(config: ToyConfig, device: Optional[torch.device | str] = None
-                    ) -> ToyResult:
-    """Train one model with the reference trainer (fp32, tf32 off unless precision='tf32')."""
+def train_reference(config: ToyConfig, device: Optional[torch.device | str] = None,
+                    progress: Optional[Callable[[int, int], None]] = None) -> ToyResult:
+    """Train one model with the reference trainer (fp32, tf32 off unless precision='tf32');
+    ``progress(step, steps)`` is called every 100 steps and at the end."""
     device = torch.device(device if device is not None else "cpu")
     with matmul_precision(config.precision):
         t0 = time.perf_counter()
         tr = ReferenceTrainer(config, device)
-        for _ in range(config.steps):
+        for s in range(1, config.steps + 1):
             tr.step()
+            if progress is not None and (s % 100 == 0 or s == config.steps):
+                progress(s, config.steps)
         synchronize(device)
         seconds = time.perf_counter() - t0
     return tr.result(seconds)

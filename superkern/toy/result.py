@@ -81,6 +81,14 @@ class ToyResult:
     def run_id(self) -> str:
         return self.config.run_id
 
+    def __repr__(self) -> str:  # one line: W, b and the curve are in the fields
+        c = self.config
+        return (f"ToyResult({self.run_id}: n={c.n}, m={c.m}, gamma={c.gamma:g}, "
+                f"final_loss={self.final_loss:.6g} +- {self.final_loss_std:.2g}, "
+                f"phi_half={self.phi_half:.4g}, phi_1={self.phi_1:.4g}, "
+                f"{self.seconds:.1f} s on {self.backend}"
+                + (", diverged" if self.diverged else "") + ")")
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no W or b); non-finite numbers become ``None``."""
         return _json_clean({
