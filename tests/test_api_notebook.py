@@ -90,3 +90,17 @@ def test_fit_report_and_figures_take_a_path_and_check_their_range(tmp_path, monk
     assert (out / "figures" / "fig1.png").is_file() and not (tmp_path / "figures").exists()
     skipped = make_figures(out, tmp_path / "none", only=["fig7"], n_boot=0)
     assert not skipped.written and not (tmp_path / "none").exists()
+
+
+def test_histogram_edges_are_exact_and_a_0_1_index_array_gets_a_hint():
+    W = torch.randn(30, 5, generator=torch.Generator().manual_seed(1))
+    for bins in (2, 49, 100, 256):
+        e = superkern.overlap_stats(W, bins=bins).edges
+        want = [(2 * k - bins) / bins for k in range(bins + 1)]  # correctly rounded in fp64
+        assert e.tolist() == want and e[0] == -1 and e[-1] == 1, bins
+    assert superkern.overlap_stats(W, bins=100).edges[50] == 0.0
+    flags = np.zeros(30, dtype=np.int64)
+    flags[:10] = 1
+    with pytest.raises(ValueError, match="pass a boolean mask"):
+        superkern.overlap_stats(W, rows=flags)
+    assert superkern.overlap_stats(W, rows=flags.astype(bool)).n_used == 10

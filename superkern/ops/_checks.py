@@ -140,5 +140,7 @@ def row_selection(rows: Any, n: int) -> torch.Tensor | None:
     r = torch.from_numpy(flat.astype(np.int64))
     uniq = torch.unique(r)
     if uniq.numel() != r.numel():
-        raise ValueError(f"rows indices contain {r.numel() - uniq.numel()} duplicate(s)")
+        hint = ("; a 0/1 integer array is read as indices: pass a boolean mask (dtype bool) "
+                "to select rows by flag") if r.numel() == n and hi <= 1 else ""
+        raise ValueError(f"rows indices contain {r.numel() - uniq.numel()} duplicate(s){hint}")
     return uniq

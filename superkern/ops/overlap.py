@@ -260,7 +260,9 @@ def _finish(part: OverlapPartials, idx: torch.Tensor, *, n, m, N, P, n_zero, bin
                          precision=precision, seconds=seconds)
     if bins:
         stats.hist = part.hist if part.hist is not None else torch.zeros(bins, dtype=torch.int64)
-        stats.edges = torch.linspace(-1.0, 1.0, bins + 1, dtype=torch.float64)
+        # (2k - bins) / bins, each edge correctly rounded: exactly -1, 0 (even bins) and 1
+        # (linspace left -5.6e-17 where 0 belongs)
+        stats.edges = (torch.arange(bins + 1, dtype=torch.float64) * 2 - bins) / bins
     if topk:
         stats.topk_values = part.topk_values
         stats.topk_pairs = idx[part.topk_pairs] if part.topk_pairs.numel() else part.topk_pairs

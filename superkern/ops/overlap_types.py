@@ -64,7 +64,9 @@ class OverlapStats:
 
     Row indices (``max_pair``, ``topk_pairs``, ``row_argmax``) refer to the ORIGINAL matrix.
     Per-row arrays have length ``n_rows``; rows excluded (masked out, or zero) hold NaN / -1.
-    Means over zero pairs are NaN.
+    Means over zero pairs are NaN. ``var_abs`` = mean c^2 - mean_abs^2 is the variance of |c|
+    over all P pairs (a population variance, not a sample's). ``edges`` are the ``bins + 1``
+    bin edges ``2 k / bins - 1`` (0 exactly at the middle for an even count).
     """
 
     n_rows: int
