@@ -104,3 +104,11 @@ def test_histogram_edges_are_exact_and_a_0_1_index_array_gets_a_hint():
     with pytest.raises(ValueError, match="pass a boolean mask"):
         superkern.overlap_stats(W, rows=flags)
     assert superkern.overlap_stats(W, rows=flags.astype(bool)).n_used == 10
+
+
+def test_row_norm_bins_below_one_name_the_valid_range():
+    """bins=-1 said 'must be >= 0', though 0 is refused too."""
+    for bad in (-1, 0):
+        with pytest.raises(ValueError, match=r"bins must be in \[1, 16777216\] for the norm "
+                                             rf"histogram, got {bad}"):
+            superkern.row_norm_stats(torch.ones(3, 2), bins=bad)

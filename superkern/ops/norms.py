@@ -84,6 +84,9 @@ def row_norm_stats(W: Any, *, bins: int = 50, chunk_rows: int = 1 << 15) -> Norm
         ValueError: as :func:`superkern.overlap_stats` for bad W; bins < 1.
     """
     W = as_matrix(W)
+    if isinstance(bins, int) and not isinstance(bins, bool) and bins < 1:
+        raise ValueError(f"bins must be in [1, {MAX_NORM_BINS}] for the norm histogram, got "
+                         f"{bins}")  # (as_nonneg_int would say ">= 0", and 0 is no histogram)
     bins = as_nonneg_int(bins, "bins")
     if not 1 <= bins <= MAX_NORM_BINS:
         raise ValueError(f"bins must be in [1, {MAX_NORM_BINS}] for the norm histogram, got "
