@@ -112,3 +112,12 @@ def test_row_norm_bins_below_one_name_the_valid_range():
         with pytest.raises(ValueError, match=r"bins must be in \[1, 16777216\] for the norm "
                                              rf"histogram, got {bad}"):
             superkern.row_norm_stats(torch.ones(3, 2), bins=bad)
+
+
+def test_toy_result_save_refuses_a_file_name_for_its_folder(tmp_path):
+    """save("x/run.safetensors") made a folder named run.safetensors and wrote into it."""
+    r = train(ToyConfig(**TINY), device="cpu")
+    with pytest.raises(ValueError, match="save takes a folder and names the file itself"):
+        r.save(tmp_path / "run.safetensors")
+    assert not (tmp_path / "run.safetensors").exists()
+    assert r.save(tmp_path, name="run") == tmp_path / "run.safetensors"

@@ -117,6 +117,10 @@ class ToyResult:
 
         from superkern._atomic import write_atomic
 
+        if str(directory).endswith(".safetensors") and not Path(directory).is_dir():
+            raise ValueError(f"save takes a folder and names the file itself "
+                             f"(<folder>/<run_id>.safetensors), got the file name {directory!s}; "
+                             "pass its folder, and name= for another file name")
         path = Path(directory) / f"{name or self.run_id}.safetensors"
         meta = {"run_id": self.run_id,
                 "config": json.dumps(self.config.to_dict(), sort_keys=True)}
