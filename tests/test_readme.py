@@ -4,7 +4,6 @@ every call and import in its Python blocks names functions and keyword arguments
 Docs drift silently otherwise (an option renamed, a keyword dropped)."""
 from __future__ import annotations
 
-import argparse
 import ast
 import importlib
 import inspect
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from superkern.cli import build_parser
+from superkern.cli import _subparsers, build_parser
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
@@ -41,11 +40,6 @@ def _shell_commands() -> list[tuple[int, list[str]]]:
                 if words[:1] == ["superkern"]:
                     out.append((first + k, words[1:]))
     return out
-
-
-def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(action.choices)
 
 
 COMMANDS = _shell_commands()

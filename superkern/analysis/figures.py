@@ -117,6 +117,14 @@ def available_figures() -> dict[str, str]:
     return {k: v[0] for k, v in REGISTRY.items()}
 
 
+def default_figures_dir(results: str | Path, loss: str = "final") -> Path:
+    """``figures`` beside a results file, or in a results folder; ``figures-test`` for the
+    test-loss figures, which have the same names."""
+    path = Path(results)
+    return (path if path.is_dir() else path.parent) / (
+        "figures" if loss == "final" else f"figures-{loss}")
+
+
 def make_figures(results: str | Path | Results, out_dir: Optional[str | Path] = None,
                  only: Optional[Sequence[str]] = None, fit_range: str = "paper",
                  n_boot: int = 200, use_weights: bool = True, dpi: int = 130,
@@ -137,10 +145,9 @@ def make_figures(results: str | Path | Results, out_dir: Optional[str | Path] = 
             read from a path only: loaded :class:`Results` keep their own).
     """
     _load_registry()
-    if fit_range != "paper":
-        from superkern.analysis.fits import select_range
+    from superkern.analysis.fits import check_range_name
 
-        select_range([1.0], fit_range)  # a bad range name fails here, not as skipped figures
+    check_range_name(fit_range)  # a bad range name fails here, not as skipped figures
     if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 0:
         raise ValueError(f"bootstrap resamples must be an integer >= 0, got {n_boot!r}")
     if isinstance(dpi, bool) or not isinstance(dpi, numbers.Integral) or not 10 <= dpi <= 1200:
@@ -156,8 +163,7 @@ def make_figures(results: str | Path | Results, out_dir: Optional[str | Path] = 
     if not res.runs:
         raise ValueError(f"{res.path}: no usable runs")
     ctx = Context(res, fit_range=fit_range, n_boot=n_boot, use_weights=use_weights)
-    out = Path(out_dir) if out_dir is not None else Path(res.path).parent / (
-        "figures" if res.loss == "final" else f"figures-{res.loss}")
+    out = Path(out_dir) if out_dir is not None else default_figures_dir(res.path, res.loss)
     report = FiguresReport()
     for name in names:
         title, fn = REGISTRY[name]

@@ -58,6 +58,13 @@ class PowerLawFit:
         return np.exp(self.log_c) * np.asarray(m, dtype=np.float64) ** -self.alpha_m
 
 
+def check_range_name(fit_range: str) -> None:
+    """ValueError for an unknown fit-range name ("paper", a rule per cell, is valid), before any
+    fit: callers that fit many cells would otherwise report it once per cell as skipped."""
+    if fit_range != "paper":
+        select_range([1.0], fit_range)
+
+
 def select_range(m: Sequence[float], fit_range: str) -> np.ndarray:
     """Boolean mask over ``m`` (any order) for a fit-range name.
 

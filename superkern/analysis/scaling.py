@@ -294,6 +294,13 @@ class FitReport:
 UNTRAINED_MARGIN = 1.1
 
 
+def untrained_note(k: int, total: int, whose: str = "") -> str:
+    """The warning for k untrained runs of ``total`` (``whose``: " of the first results")."""
+    return (f"{k} of {total} runs{whose} end over 10% above the loss of predicting zero "
+            "(<v^2> E = 4E/3): not trained (too few steps?); the exponents of their cells do "
+            "not measure the scaling law")
+
+
 def untrained_runs(results: Results) -> list[str]:
     """Run ids whose finite final loss is over 10% above what the output y = 0 gets,
     <v^2> E = 4E/3: too few steps, or a learning rate too small or too large. Their cells'
@@ -319,12 +326,10 @@ def fit_report(results: Results | str | os.PathLike, fit_range: str = "paper",
     """The bundle behind ``superkern fit RESULTS``: ``results`` is loaded :class:`Results`
     or a results file or folder. A range name other than "paper" (a rule per cell) is
     checked before any fit, as ``make_figures`` does."""
+    from superkern.analysis.fits import check_range_name
     from superkern.analysis.tables import load_results
 
-    if fit_range != "paper":
-        from superkern.analysis.fits import select_range
-
-        select_range([1.0], fit_range)
+    check_range_name(fit_range)
     if not isinstance(results, Results):
         results = load_results(results)
     return FitReport(source=str(results.path), caption=results.caption(), fit_range=fit_range,
@@ -365,9 +370,7 @@ def format_report(rep: FitReport, max_rows: int = 400) -> str:
         lines.append("b: a bootstrap interval over the seeds (cells with several seeds); "
                      "otherwise a t interval of the slope; [range]: the widths fitted")
     if rep.untrained:
-        lines.append(f"warning: {len(rep.untrained)} of {rep.n_runs} runs end over 10% above "
-                     "the loss of predicting zero (<v^2> E = 4E/3): not trained (too few "
-                     "steps?); the exponents of their cells do not measure the scaling law")
+        lines.append("warning: " + untrained_note(len(rep.untrained), rep.n_runs))
     weak = [c for c in rep.cells[:max_rows] if c.fit is not None and c.ideal is not None]
     if weak:
         lines += ["", "Weak regime (gamma > 0): measured fit beside the same fit of the ideal "

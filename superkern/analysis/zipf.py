@@ -112,6 +112,14 @@ def _count(field: str) -> float | None:
     return v if v >= 0 and v == v and v != float("inf") else None
 
 
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+        return True
+    except ValueError:
+        return False
+
+
 class _Lines:
     """A counts candidate read in one pass over its non-empty, non-comment lines, two ways:
     by the count its last field holds ('COUNT', 'TOKEN COUNT', 'TOKEN<TAB>COUNT',
@@ -130,18 +138,16 @@ class _Lines:
                 continue
             field = re.split(r"[\s,;]+", line)[-1]
             fields = line.split()
-            for (values, bad), v in ((last, _count(field)),
+            v_last = _count(field)
+            for (values, bad), v in ((last, v_last),
                                      (lead, _count(fields[0]) if len(fields) in (1, 2)
                                       else None)):
                 if v is not None:
                     values.append(v)
                 elif self.total:
                     bad.append(lineno)
-            try:
-                float(field)
-                self.num += 1
-            except ValueError:
-                pass
+            # any number counts here, negative and non-finite too (parsed again only then)
+            self.num += v_last is not None or _is_number(field)
             self.total += 1
         self._last, self._lead = last, lead
 

@@ -32,7 +32,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from superkern.analysis.figures import available_figures, make_figures
+    from superkern.analysis.figures import available_figures, default_figures_dir, make_figures
 
     if args.list or not args.results:
         figures = available_figures()
@@ -41,9 +41,7 @@ def run(args) -> int:
             print(f"{name:<{width}}  {title}")
         return 0 if args.list else 2
     res = Path(args.results)
-    # the test-loss figures have the same names: their own default folder keeps both sets
-    out = args.out or ((res if res.is_dir() else res.parent)
-                       / ("figures" if args.loss == "final" else f"figures-{args.loss}"))
+    out = args.out or default_figures_dir(res, args.loss)
     from superkern._atomic import check_target
     check_target(out, is_dir=True, option="--out")  # before any figure is drawn
     report = make_figures(res, out, only=args.only, fit_range=args.fit_range,

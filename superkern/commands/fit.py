@@ -259,19 +259,18 @@ def _sweep_results(args) -> int:
     """alpha_m per cell and the other tables of a sweep's results, or --against a second."""
     import dataclasses
 
-    from superkern.analysis.fits import select_range
+    from superkern.analysis.fits import check_range_name
     from superkern.analysis.scaling import fit_report, format_report
     from superkern.analysis.tables import load_results
 
-    if args.fit_range != "paper":
-        select_range([1.0], args.fit_range)  # a bad range name fails before any work
+    check_range_name(args.fit_range)  # a bad range name fails before any work
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     if args.against:
         from superkern.analysis.compare import compare_runs, format_comparison
         from superkern.analysis.scaling import _jsonable
 
-        from superkern.analysis.scaling import untrained_runs
+        from superkern.analysis.scaling import untrained_note, untrained_runs
 
         ra, rb = load_results(args.target, args.loss), load_results(args.against, args.loss)
         rows, skipped = compare_runs(ra, rb, args.fit_range, z_max=args.z_max, tol=args.tol)
@@ -281,9 +280,7 @@ def _sweep_results(args) -> int:
         for side, res in (("first", ra), ("second", rb)):  # as the plain fit warns
             bad = untrained_runs(res)
             if bad:
-                warnings.warn(f"{len(bad)} of {len(res.runs)} runs of the {side} results end "
-                              "over 10% above the loss of predicting zero (4E/3): not trained; "
-                              "their cells' exponents do not measure the scaling law")
+                warnings.warn(untrained_note(len(bad), len(res.runs), f" of the {side} results"))
         ok = bool(rows) and all(r.agree for r in rows) and (args.allow_partial or not skipped)
         _emit(_jsonable({"a": ra.caption(), "b": rb.caption(), "z_max": args.z_max,
                          "tol": args.tol, "agree": ok,

@@ -1,7 +1,7 @@
 """Public entry points: ``train(config)`` and ``train_many(configs)``."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
@@ -43,6 +43,12 @@ def _device(device) -> torch.device:
     return resolve_device(device)  # None: CUDA when available; a bad device is a ValueError
 
 
+def _check_progress(progress: Any) -> None:
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        raise ValueError(f"progress must be None, True/False or a callable(done, total), got "
+                         f"{progress!r}")
+
+
 def train(config: ToyConfig, *, device: Optional[Union[str, torch.device]] = None,
           progress: ProgressArg = None) -> ToyResult:
     """Train one toy model (SPEC section 2).
@@ -61,9 +67,7 @@ def train(config: ToyConfig, *, device: Optional[Union[str, torch.device]] = Non
     """
     if not isinstance(config, ToyConfig):
         raise ValueError(f"config must be a ToyConfig, got {type(config).__name__}")
-    if not (progress is None or isinstance(progress, bool) or callable(progress)):
-        raise ValueError(f"progress must be None, True/False or a callable(done, total), got "
-                         f"{progress!r}")
+    _check_progress(progress)
     dev = _device(device)
     backend = resolve_toy_backend(config.backend, dev, config.precision)
     make, close = _progress_fn(progress, config.steps)
@@ -173,9 +177,7 @@ def train_many(configs: Sequence[ToyConfig], *, device: Optional[Union[str, torc
     if isinstance(configs, ToyConfig):
         raise ValueError("train_many takes a list of ToyConfigs; for one model use "
                          "superkern.train(config)")
-    if not (progress is None or isinstance(progress, bool) or callable(progress)):
-        raise ValueError(f"progress must be None, True/False or a callable(done, total), got "
-                         f"{progress!r}")
+    _check_progress(progress)
     configs = list(configs)
     dev = _device(device)
     plan = plan_groups(configs, dev, group_by)
