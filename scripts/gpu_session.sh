@@ -39,7 +39,8 @@ OUT="${OUT:-out}"; mkdir -p "$OUT"
 what="${1:-all}"; kexpr="${2:-}"
 case "$what" in
   tests|tests-more|bench-overlap|bench-toy|quick|small|fig1|sanitize|all) ;;
-  *) echo "unknown job '$what': tests, tests-more, bench-overlap, bench-toy, quick, small, sanitize, fig1, all"; exit 2 ;;
+  *) echo "unknown job '$what': tests, tests-more, bench-overlap, bench-toy, quick, small," \
+       "sanitize, fig1, all"; exit 2 ;;
 esac
 START=$(date +%s); fail=0
 if [ "$what" = all ]; then DEADLINE=$(( START + 100000 )); else
@@ -60,7 +61,8 @@ tmo() { $PY -c "import pytest_timeout" 2>/dev/null && echo "--timeout=$1"; }
 LOG="$OUT/session.log"
 {
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv
-  $PY -c "import sys,torch,triton;print('python',sys.version.split()[0],'torch',torch.__version__,'triton',triton.__version__,'cuda',torch.version.cuda)"
+  $PY -c "import sys, torch, triton; print('python', sys.version.split()[0], 'torch',
+    torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda)"
   nvcc --version | tail -1
   t0=$(date +%s); mkdir -p build
   SUPERKERN_CUDA_ARCH="${SUPERKERN_CUDA_ARCH:-90}" CMAKE_BUILD_PARALLEL_LEVEL=16 \
@@ -99,7 +101,8 @@ bench_file() {  # bench_file NAME FILE PROCESS_LIMIT_S CASE_LIMIT_S [ENV=VALUE .
     --benchmark-columns=median,min,max,rounds >>"$OUT/$name.log" 2>&1
   local rc=$? cases; cases=$(grep -vc -e '"started"' -e '"ended"' "$OUT/$name.jsonl" 2>/dev/null)
   [ "$rc" = 0 ] || fail=1
-  echo "$file $*: exit $rc after $(( $(date +%s) - t1 )) s (limit $lim), ${cases:-0} cases in $name.jsonl" | tee -a "$LOG"
+  echo "$file $*: exit $rc after $(( $(date +%s) - t1 )) s (limit $lim)," \
+    "${cases:-0} cases in $name.jsonl" | tee -a "$LOG"
 }
 
 sweep_job() {  # sweep_job NAME PRESET [--set ...]: run (resume) a built-in sweep, then fit it
@@ -111,9 +114,12 @@ sweep_job() {  # sweep_job NAME PRESET [--set ...]: run (resume) a built-in swee
   timeout "$(( $(cap 480) - 60 ))" $PY -m superkern sweep "$preset" --out "runs/gpu-$run" \
     --no-weights --no-progress "$@" 2>&1 | tee -a "$LOG" | tail -5
   local rc=${PIPESTATUS[0]} state="done"
-  [ "$rc" = 124 ] && state="stopped at the call's limit; the next call on this warm machine resumes it"
+  [ "$rc" = 124 ] && \
+    state="stopped at the call's limit; the next call on this warm machine resumes it"
   [ "$rc" = 0 ] || [ "$rc" = 124 ] || { fail=1; state="failed"; }
-  echo "$run sweep: exit $rc ($state), $(( $(date +%s) - t1 )) s this call, $(wc -l < "runs/gpu-$run/results.jsonl" 2>/dev/null || echo 0) models done" | tee -a "$LOG"
+  local done_n; done_n=$(wc -l < "runs/gpu-$run/results.jsonl" 2>/dev/null || echo 0)
+  echo "$run sweep: exit $rc ($state), $(( $(date +%s) - t1 )) s this call," \
+    "$done_n models done" | tee -a "$LOG"
   cp "runs/gpu-$run/results.jsonl" "$OUT/$run-results.jsonl" 2>/dev/null
   timeout "$(cap 40)" $PY -m superkern fit "runs/gpu-$run" --json "$OUT/$run-fit.json" \
     >"$OUT/$run-fit.txt" 2>&1
@@ -143,9 +149,11 @@ case "$what" in
     # Most important first. The torch reference (tens of seconds per round on the large
     # heads) runs only when SUPERKERN_BENCH_BACKENDS names it.
     # Seconds per backend process: the default Triton kernel gets the most.
-    for spec in ${SUPERKERN_BENCH_BACKENDS:-triton-default:130 naive:90 cuda:110 compiled:90 triton-tma:90}; do
+    specs="triton-default:130 naive:90 cuda:110 compiled:90 triton-tma:90"
+    for spec in ${SUPERKERN_BENCH_BACKENDS:-$specs}; do
       be="${spec%%:*}"; lim="${spec##*:}"; [ "$lim" = "$be" ] && lim=100
-      bench_file bench-overlap test_bench_overlap "$lim" $(( lim - 10 )) SUPERKERN_BENCH_BACKENDS="$be"
+      bench_file bench-overlap test_bench_overlap "$lim" $(( lim - 10 )) \
+        SUPERKERN_BENCH_BACKENDS="$be"
     done
     summary ;;&
   bench-toy|all)
@@ -156,7 +164,8 @@ case "$what" in
     summary ;;&
   quick|all)
     if enough 30 "quick"; then
-      timeout "$(cap 400)" $PY bench/gpu_quick.py --precisions bf16,tf32 --json "$OUT/quick.json" \
+      timeout "$(cap 400)" $PY bench/gpu_quick.py --precisions bf16,tf32 \
+        --json "$OUT/quick.json" \
         2>&1 | tee -a "$LOG" | tail -20
       [ "${PIPESTATUS[0]}" = 0 ] || fail=1
     fi ;;&
@@ -166,7 +175,8 @@ case "$what" in
     prec="${PREC:-fp32}"; run="fig1"; [ "$prec" = fp32 ] || run="fig1-$prec"
     sweep_job "$run" fig1 --set "precision=\"$prec\"" ${SWEEP_ARGS:-}
     if [ "$run" != fig1 ] && [ -d runs/gpu-fig1 ]; then
-      $PY -m superkern fit runs/gpu-fig1 --against "runs/gpu-$run" 2>&1 | tee "$OUT/$run-vs-fp32.txt"
+      $PY -m superkern fit runs/gpu-fig1 --against "runs/gpu-$run" 2>&1 \
+        | tee "$OUT/$run-vs-fp32.txt"
     fi ;;
   sanitize)
     cat > build/sanitize_case.py <<'PYEOF'
@@ -177,7 +187,8 @@ g = torch.Generator(device="cuda").manual_seed(0)
 for prec in ("fp32", "tf32", "bf16", "fp16"):
     W = torch.randn(300, 40, device="cuda", generator=g)
     W[7] = W[3]
-    st = superkern.overlap_stats(W, bins=64, topk=5, per_row=True, precision=prec, backend=backend)
+    st = superkern.overlap_stats(W, bins=64, topk=5, per_row=True, precision=prec,
+                                 backend=backend)
     print(backend, prec, f"mean_abs {st.mean_abs:.6f} max {st.max_abs:.6f} pair {st.max_pair}")
 if backend == "cuda":  # the cross-pair (split) schedule on its own
     X = torch.randn(300, 40, device="cuda", generator=g).to(torch.bfloat16)
@@ -188,10 +199,12 @@ PYEOF
     tool="${kexpr:-memcheck}"
     for b in cuda triton; do  # no pipeline around the loop: `fail` must survive it
       enough 30 "sanitize $tool $b" || continue
-      timeout "$(cap 240)" compute-sanitizer --tool "$tool" --error-exitcode 9 $PY build/sanitize_case.py "$b" \
+      timeout "$(cap 240)" compute-sanitizer --tool "$tool" --error-exitcode 9 \
+        $PY build/sanitize_case.py "$b" \
         >"$OUT/sanitize-$tool-$b.log" 2>&1
       rc=$?; [ "$rc" = 0 ] || fail=1
-      echo "sanitize $tool $b: exit $rc ($(grep -c 'ERROR SUMMARY: 0 errors' "$OUT/sanitize-$tool-$b.log") clean summaries)" | tee -a "$LOG"
+      clean=$(grep -c 'ERROR SUMMARY: 0 errors' "$OUT/sanitize-$tool-$b.log")
+      echo "sanitize $tool $b: exit $rc ($clean clean summaries)" | tee -a "$LOG"
     done ;;
   *) ;;  # the jobs above that fall through with ;;& (checked at the top)
 esac

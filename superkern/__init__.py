@@ -29,7 +29,8 @@ from superkern.toy import ToyConfig, ToyResult, toy_probabilities, train, train_
 
 __all__ += ["ToyConfig", "ToyResult", "toy_probabilities", "train", "train_many"]
 
-# Resumable experiment grids over the toy model (superkern.sweep.sweep("fig1", quick=True)).
+# Resumable experiment grids over the toy model. The subpackage is callable like probe:
+# superkern.sweep("fig1", quick=True) runs superkern.sweep.sweep.
 # superkern.analysis (fits, figures) is not imported here: it pulls in scipy and matplotlib.
 from superkern import sweep  # noqa: E402
 

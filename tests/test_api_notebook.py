@@ -3,6 +3,7 @@ progress for long calls, path arguments where the CLI takes paths, strings where
 expected (from a Python-API walkthrough)."""
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import numpy as np
@@ -67,6 +68,26 @@ def test_sweep_takes_one_override_or_variant_as_a_string_and_a_dict_of_overrides
         "fig1", quick=True)[1]}
     with pytest.raises(ValueError, match=r"overrides must be a string or a list of strings"):
         prepare("fig1", overrides=5)
+
+
+def test_sweep_package_is_callable_like_probe(tmp_path):
+    """superkern.probe(...) ran the probe but superkern.sweep(...) was a TypeError ('module
+    object is not callable'): the sweep function was superkern.sweep.sweep. Neither package
+    showed its function's signature."""
+    from tests.figure_fakes import synth_train
+
+    assert superkern.sweep.grid.expand and superkern.probe.loaders.load_head  # still packages
+    out = tmp_path / "run"
+    first = superkern.sweep("fig1", out, quick=True, overrides="steps=10", progress=False,
+                            train_fn=synth_train, save_weights=False)
+    assert first.trained == first.total > 0 and (out / "results.jsonl").is_file()
+    again = superkern.sweep.sweep("fig1", out, quick=True, overrides="steps=10",
+                                  progress=False, train_fn=synth_train, save_weights=False)
+    assert again.trained == 0 and again.skipped == first.total  # the same function, resumed
+    # a notebook's `superkern.sweep?` / `superkern.probe?` read the function's signature
+    assert list(inspect.signature(superkern.sweep).parameters)[:3] == ["spec", "out_dir",
+                                                                      "quick"]
+    assert "exclude_duplicates" in inspect.signature(superkern.probe).parameters
 
 
 def test_fit_report_and_figures_take_a_path_and_check_their_range(tmp_path, monkeypatch):

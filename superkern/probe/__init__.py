@@ -11,10 +11,9 @@ submodules (a plain re-export of a function named ``probe`` would shadow the pac
 """
 from __future__ import annotations
 
-import sys
-import types
 from typing import Any
 
+from superkern._callable import make_callable
 from superkern.probe.head import Head
 from superkern.probe.loaders import load_head
 
@@ -28,16 +27,15 @@ def compare(*args: Any, **kwargs: Any):
 
 def run_probe(*args: Any, **kwargs: Any):
     """See :func:`superkern.probe.core.probe`."""
+    return _probe_function()(*args, **kwargs)
+
+
+def _probe_function():
     from superkern.probe.core import probe as _probe
 
-    return _probe(*args, **kwargs)
+    return _probe
 
 
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any):
-        return run_probe(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, _probe_function)
 
 __all__ = ["Head", "compare", "load_head", "run_probe"]

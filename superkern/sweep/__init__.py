@@ -3,12 +3,15 @@
 Data flows one way: experiment TOML -> config dicts -> validated ``ToyConfig`` s -> launches
 -> ``superkern.toy.train_many`` -> one JSONL row per model. Analysis (``superkern.analysis``)
 only reads the rows.
+
+The package is callable: ``superkern.sweep("fig1", quick=True)`` runs :func:`sweep`.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from superkern._callable import make_callable
 from superkern.sweep.grid import (Experiment, Launch, apply_overrides, apply_variant,
                                   build_configs, builtin_experiments, expand, group_configs,
                                   load_experiment)
@@ -102,3 +105,6 @@ def sweep(spec: str, out_dir: Optional[str | Path] = None, *, quick: bool = Fals
                           else save_weights),
         keep_going=keep_going, manifest=manifest,
         group_by=group_by if group_by is not None else opts.get("group_by"), shard=shard)
+
+
+make_callable(__name__, lambda: sweep)  # superkern.sweep("fig1", quick=True) runs sweep()
