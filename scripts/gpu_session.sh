@@ -117,7 +117,7 @@ sweep_job() {  # sweep_job NAME PRESET [--set ...]: run (resume) a built-in swee
   [ "$rc" = 124 ] && \
     state="stopped at the call's limit; the next call on this warm machine resumes it"
   [ "$rc" = 0 ] || [ "$rc" = 124 ] || { fail=1; state="failed"; }
-  local done_n; done_n=$(wc -l < "runs/gpu-$run/results.jsonl" 2>/dev/null || echo 0)
+  local done_n; done_n=$(wc -l 2>/dev/null < "runs/gpu-$run/results.jsonl" || echo 0)
   echo "$run sweep: exit $rc ($state), $(( $(date +%s) - t1 )) s this call," \
     "$done_n models done" | tee -a "$LOG"
   cp "runs/gpu-$run/results.jsonl" "$OUT/$run-results.jsonl" 2>/dev/null
