@@ -3,6 +3,9 @@ synthetic trainer whose losses follow the paper's laws), and fits recover those 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -12,6 +15,7 @@ from superkern.sweep import run_sweep
 from tests.figure_fakes import law_alpha_m, synth_configs, synth_train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_fit_report_recovers_the_built_in_laws(results_file):
@@ -52,6 +56,27 @@ def test_all_figures_render(results_file, tmp_path):
         assert data[:8] == PNG_MAGIC, name
         assert len(data) > 8000, (name, len(data))
     assert not list((tmp_path / "figs").glob(".*.tmp"))
+
+
+def test_figures_leave_the_callers_matplotlib_alone(results_file, tmp_path):
+    """Importing the figures switched matplotlib to Agg (a notebook's inline display went
+    with it), and a skipped figure closed every open figure, the caller's too. A fresh
+    process: the backend a user picked is the one matplotlib keeps for the process."""
+    code = f"""
+import matplotlib
+matplotlib.use("svg")
+import matplotlib.pyplot as plt
+mine = plt.figure()
+from superkern.analysis.figures import make_figures
+rep = make_figures({str(results_file)!r}, {str(tmp_path)!r}, only=["fig1", "fig9"],
+                   use_weights=False, n_boot=0, dpi=40)
+assert set(rep.written) == {{"fig1"}} and set(rep.skipped) == {{"fig9"}}, rep
+print(matplotlib.get_backend(), plt.get_fignums() == [mine.number])
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == ["svg", "True"], run.stdout
 
 
 def test_figures_skip_with_reasons(tmp_path):
@@ -125,8 +150,6 @@ def test_figures_take_one_grid_and_the_right_runs(results_file):
 def test_cells_of_several_grids_are_told_apart_in_legends_and_tables(results_file):
     """The folder holds runs at n = 100, 200 and 256: fig1's legend entries, fig4a's bars and the
     unlearned-loss rows name n where two cells would otherwise read the same."""
-    import matplotlib.pyplot as plt
-
     from superkern.analysis.fig_scaling import fig1, fig4a
     from superkern.analysis.figures import Context
     from superkern.analysis.scaling import unlearned_table
@@ -144,7 +167,6 @@ def test_cells_of_several_grids_are_told_apart_in_legends_and_tables(results_fil
                 labels = [t.get_text() for t in ax.get_xticklabels()]
                 assert set(labels) == widths and labels == sorted(labels, key=float), labels
                 assert not any(t.get_text() for t in ax.xaxis.get_minorticklabels())
-        plt.close(fig)
     rows = unlearned_table(ctx.results)  # weak runs: the small grid and the large model
     assert all(", n=" in r.label for r in rows)
     assert len({r.label.rsplit("n=", 1)[-1] for r in rows}) >= 2, sorted({r.label for r in rows})

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -61,7 +60,6 @@ def test_fig3_lines_and_heatmap_are_phi_half(ctx):
     (title, z), = _heatmaps(fig)
     assert title == f"m = {m0}"
     assert np.allclose(z, _phi_grid(runs, m0), equal_nan=True)
-    plt.close(fig)
 
 
 def test_fig13_one_phi_half_heatmap_per_width(ctx):
@@ -71,7 +69,6 @@ def test_fig13_one_phi_half_heatmap_per_width(ctx):
     assert [t for t, _ in maps] == [f"m = {w}" for w in sorted({r.m for r in runs})]
     for title, z in maps:
         assert np.allclose(z, _phi_grid(runs, int(title.split("=")[1])), equal_nan=True), title
-    plt.close(fig)
 
 
 def test_fig14_pixels_are_each_cells_r2(ctx):
@@ -84,7 +81,6 @@ def test_fig14_pixels_are_each_cells_r2(ctx):
     fig = fig14(ctx)
     (_, z), = _heatmaps(fig)
     assert np.allclose(z, want, equal_nan=True)
-    plt.close(fig)
 
 
 def _series(ax) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -112,7 +108,6 @@ def test_fig6e_points_are_strong_cells_alpha_m(ctx):
         assert np.allclose(y, [c.fit.alpha_m for c in sel])
         assert np.allclose(err, [c.fit.stderr for c in sel])
     assert {k for k in series if k.startswith("gamma=")} == {f"gamma={g:.2f}" for g in chosen}
-    plt.close(fig)
 
 
 def test_fig18_alpha_m_against_density_per_gamma(ctx):
@@ -126,7 +121,6 @@ def test_fig18_alpha_m_against_density_per_gamma(ctx):
         x, y, _ = series[f"gamma={g:.2f}"]
         assert np.allclose(x, [c.E for c in sel]) and len(x) >= 2
         assert np.allclose(y, [c.fit.alpha_m for c in sel])
-    plt.close(fig)
 
 
 @pytest.mark.parametrize("name", ["fig1", "fig6c", "fig6d", "fig10", "fig7"])
@@ -144,4 +138,3 @@ def test_width_axes_are_labelled_at_the_widths(ctx, name):
         labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
         assert len(labels) >= 2 and {float(s) for s in labels} <= widths, labels  # not 3x10^1
         assert not any(t.get_text() for t in ax.xaxis.get_minorticklabels()), name
-    plt.close(fig)

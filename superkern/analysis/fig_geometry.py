@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import math
 
-import matplotlib.pyplot as plt
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 import numpy as np
 
 from superkern.analysis.fig_scaling import heatmap
-from superkern.analysis.figures import Context, MissingData, figure, footer, width_ticks
+from superkern.analysis.figures import (Context, MissingData, figure, footer, subplots,
+                                        width_ticks)
 from superkern.analysis.scaling import unlearned_table
 from superkern.analysis.tables import Run, dist_label, run_grid
 from superkern.analysis.weights import cached_stats, random_var_abs
@@ -48,8 +50,8 @@ def fig3(ctx: Context):
     widths = sorted({r.m for r in runs})
     m0 = min(widths, key=lambda w: abs(w - 39))
     a0 = min({r.alpha for r in runs}, key=lambda a: abs(a - 1.0))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for col, w in zip(plt.cm.viridis(np.linspace(0, 0.9, len(widths))), widths):
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(11, 4.5))
+    for col, w in zip(colormaps["viridis"](np.linspace(0, 0.9, len(widths))), widths):
         pts = sorted((r.gamma, r.phi_half) for r in runs if r.m == w and r.alpha == a0)
         if pts:
             g, ph = np.array(pts).T
@@ -73,7 +75,7 @@ def fig3(ctx: Context):
 def fig13(ctx: Context):
     runs, note = grid_runs(ctx, "Fig. 13")
     widths = sorted({r.m for r in runs})
-    fig, axes = plt.subplots(1, len(widths), figsize=(3.3 * len(widths), 3.4), squeeze=False)
+    fig, axes = subplots(1, len(widths), figsize=(3.3 * len(widths), 3.4), squeeze=False)
     for ax, w in zip(axes[0], widths):
         g, a, z = _mean_grid(runs, w, "phi_half")
         heatmap(ax, g, a, z, "phi_half", cmap="viridis_r", vmin=0, vmax=1)
@@ -95,7 +97,7 @@ def _scatter_runs(fig, ax, runs: list[Run], ys, **kw) -> None:
     else by the power law's alpha (Fig. 6)."""
     dists = sorted({dist_label(r.config) for r in runs})
     if len(dists) > 1:
-        for col, d in zip(plt.cm.tab10(np.arange(len(dists))), dists):
+        for col, d in zip(colormaps["tab10"](np.arange(len(dists))), dists):
             sel = [i for i, r in enumerate(runs) if dist_label(r.config) == d]
             ax.scatter([runs[i].m for i in sel], [ys[i] for i in sel], color=col, label=d, **kw)
         return
@@ -116,7 +118,7 @@ def fig6c(ctx: Context):
     g0 = min(r.gamma for r in runs)
     runs = [r for r in runs if r.gamma == g0]
     n = runs[0].n  # one grid: one n
-    fig, ax = plt.subplots(figsize=(5.4, 4.5))
+    fig, ax = subplots(figsize=(5.4, 4.5))
     _scatter_runs(fig, ax, runs, [r.phi_1 for r in runs], s=14)
     ms = np.geomspace(min(r.m for r in runs), max(r.m for r in runs), 50)
     ax.plot(ms, np.minimum(1, ms / n), "k:", lw=1, label="m/n")
@@ -140,7 +142,7 @@ def fig6d(ctx: Context):
     if len({r.m for r in runs}) < 2:
         raise MissingData("needs strong-superposition runs with geometry.mean_sq_strong at >= 2 "
                           "widths")
-    fig, ax = plt.subplots(figsize=(5.4, 4.5))
+    fig, ax = subplots(figsize=(5.4, 4.5))
     _scatter_runs(fig, ax, runs, [r.geometry["mean_sq_strong"] for r in runs], s=12)
     k2 = [(r.m, r.geometry.get("welch_kappa2_strong")) for r in runs]
     k2 = [(m, v) for m, v in k2 if v is not None and math.isfinite(v)]
@@ -171,7 +173,7 @@ def _weight_runs(ctx: Context, what: str) -> tuple[list[Run], str]:
 
 
 def _weight_split_vs_m(ctx: Context, what: str, split: str, key: str, ylabel: str,
-                       reference) -> plt.Figure:
+                       reference) -> Figure:
     """Scatter of one statistic of the strong/weak row split of saved weights against m,
     coloured by alpha, with a reference curve ``reference(widths) -> (x, y, label)``."""
     pts = []
@@ -183,7 +185,7 @@ def _weight_split_vs_m(ctx: Context, what: str, split: str, key: str, ylabel: st
             pts.append((r, v))
     if not pts:
         raise MissingData(f"no run has >= 2 {split}ly represented rows")
-    fig, ax = plt.subplots(figsize=(5.4, 4.5))
+    fig, ax = subplots(figsize=(5.4, 4.5))
     _scatter_runs(fig, ax, [r for r, _ in pts], [v for _, v in pts], s=12)
     x, y, label = reference(sorted({r.m for r, _ in pts}))
     ax.plot(x, y, "k--", lw=1, label=label)
@@ -221,10 +223,10 @@ def fig10(ctx: Context):
     if len({r.m for r in runs}) < 2:
         raise MissingData("needs large-preset runs (the 'fig1' experiment) at >= 2 widths")
     n = runs[0].n
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
+    fig, axes = subplots(1, 4, figsize=(17, 4.2))
     markers = {True: "s", False: "o"}
     dists = sorted({dist_label(r.config) for r in runs})
-    colors = dict(zip(dists, plt.cm.tab10(np.arange(len(dists)))))
+    colors = dict(zip(dists, colormaps["tab10"](np.arange(len(dists)))))
     ms = np.geomspace(min(r.m for r in runs), max(r.m for r in runs), 50)
     for r in runs:
         col, mk = colors[dist_label(r.config)], markers[r.gamma < 0]

@@ -13,11 +13,12 @@ from __future__ import annotations
 import warnings
 from typing import Optional, Sequence
 
-import matplotlib.pyplot as plt
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 import numpy as np
 
 from superkern.analysis.fig_geometry import grid_runs
-from superkern.analysis.figures import Context, MissingData, figure, footer
+from superkern.analysis.figures import Context, MissingData, figure, footer, subplots
 from superkern.analysis.tables import Run, dist_label, run_grid
 from superkern.analysis.weights import cached_stats
 
@@ -63,7 +64,7 @@ def _edges(norms: Sequence[np.ndarray], bins: int = 48) -> np.ndarray:
 
 
 def _norm_grid(ctx: Context, rows: Sequence[tuple[str, float, list[Run]]], title: str,
-               note: str) -> plt.Figure:
+               note: str) -> Figure:
     """One histogram of row norms per (row, width) panel. ``rows``: (label, split, runs)."""
     widths = sorted({r.m for _, _, runs in rows for r in runs})
     cells = {(i, w): _norms(ctx, [r for r in runs if r.m == w])
@@ -71,8 +72,8 @@ def _norm_grid(ctx: Context, rows: Sequence[tuple[str, float, list[Run]]], title
     if not any(cells.values()):
         raise MissingData(f"{title}: no readable weights file")
     edges = _edges([v for vs in cells.values() for v in vs])
-    fig, axes = plt.subplots(len(rows), len(widths), sharex=True, squeeze=False,
-                             figsize=(1.9 * len(widths) + 1.2, 1.3 * len(rows) + 1.0))
+    fig, axes = subplots(len(rows), len(widths), sharex=True, squeeze=False,
+                         figsize=(1.9 * len(widths) + 1.2, 1.3 * len(rows) + 1.0))
     for i, (label, split, _) in enumerate(rows):
         for k, w in enumerate(widths):
             ax = axes[i][k]
@@ -101,7 +102,7 @@ def _norm_grid(ctx: Context, rows: Sequence[tuple[str, float, list[Run]]], title
     return fig
 
 
-def _alpha_rows(ctx: Context, what: str, strong: bool) -> plt.Figure:
+def _alpha_rows(ctx: Context, what: str, strong: bool) -> Figure:
     """Figs. 11 / 12: the small grid at one weight decay, one row of panels per alpha."""
     runs, note = grid_runs(ctx, what)
     runs = _saved(ctx, runs, what)
@@ -181,7 +182,7 @@ def rank_fraction_above(norms: Sequence[np.ndarray], edges: np.ndarray,
 def fig6a(ctx: Context):
     sel, note, g, a = _strong_alpha1(ctx, "Fig. 6a")
     widths = sorted({r.m for r in sel})
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.4))
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(11, 4.4))
     w0 = _nearest(widths, 39)
     one = _norms(ctx, [r for r in sel if r.m == w0])  # the first readable seed
     if not one:
@@ -200,7 +201,7 @@ def fig6a(ctx: Context):
     n = v.size
     edges = np.unique(np.geomspace(1, n + 1, 25).astype(int))
     mids = np.sqrt(edges[:-1] * np.maximum(edges[1:] - 1, edges[:-1]))
-    for col, w in zip(plt.cm.viridis(np.linspace(0, 0.9, len(widths))), widths):
+    for col, w in zip(colormaps["viridis"](np.linspace(0, 0.9, len(widths))), widths):
         frac = rank_fraction_above(_norms(ctx, [r for r in sel if r.m == w]), edges)
         ax2.plot(mids, frac, "o-", ms=3, color=col, label=f"m={w}")
     ax2.set_xscale("log")
@@ -229,8 +230,8 @@ def fig6b(ctx: Context):
     if not found:
         raise MissingData("Fig. 6b: no readable weights file")
     edges = _edges(found, bins=60)
-    fig, ax = plt.subplots(figsize=(5.6, 4.4))
-    for col, (w, v) in zip(plt.cm.viridis(np.linspace(0, 0.9, len(widths))), per_width):
+    fig, ax = subplots(figsize=(5.6, 4.4))
+    for col, (w, v) in zip(colormaps["viridis"](np.linspace(0, 0.9, len(widths))), per_width):
         if v is not None:
             ax.hist(v, bins=edges, density=True, histtype="step", color=col, label=f"m={w}")
     ax.axvline(STRONG_SPLIT, color="tab:red", lw=0.8, ls="--", label="norm = 1")
@@ -255,12 +256,12 @@ def freq_overlaps(ctx: Context):
     strong = [r for r in runs if r.gamma == g]
     a0 = _nearest({r.alpha for r in strong}, 1.0)
     w0 = _nearest({r.m for r in strong}, 39)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(11, 4.4), sharey=True)
     drawn = []
     for ax, key, fixed in ((ax1, "m", [r for r in strong if r.alpha == a0]),
                            (ax2, "alpha", [r for r in strong if r.m == w0])):
         values = sorted({getattr(r, key) for r in fixed})
-        for col, v in zip(plt.cm.viridis(np.linspace(0, 0.9, len(values))), values):
+        for col, v in zip(colormaps["viridis"](np.linspace(0, 0.9, len(values))), values):
             used = [(r, cached_stats(r.weights, ctx.cache, "freqbins"))
                     for r in fixed if getattr(r, key) == v]
             used = [(r, st) for r, st in used if st is not None]  # unreadable files: none

@@ -4,10 +4,12 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
-import matplotlib.pyplot as plt
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 import numpy as np
 
-from superkern.analysis.figures import Context, MissingData, figure, footer, width_ticks
+from superkern.analysis.figures import (Context, MissingData, figure, footer, subplots,
+                                        width_ticks)
 from superkern.analysis.scaling import CellFit, unlearned_table
 from superkern.analysis.tables import one_grid, run_grid
 from superkern.analysis.weights import cached_stats
@@ -75,7 +77,7 @@ def heatmap(ax, gammas, alphas, z, label: str, cmap: str = "viridis", vmin=None,
     ax.set_yticks(range(0, len(alphas), step_a), [f"{a:g}" for a in alphas][::step_a])
     ax.set_xlabel("weight decay gamma")
     ax.set_ylabel("data exponent alpha")
-    plt.colorbar(im, ax=ax, label=label)
+    ax.figure.colorbar(im, ax=ax, label=label)
     return im
 
 
@@ -128,11 +130,11 @@ def fig1(ctx: Context):
     if not cells:
         raise MissingData("no cell with >= 3 widths")
     panels = regime_panels(cells)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 4.4), squeeze=False)
+    fig, axes = subplots(1, len(panels), figsize=(5.4 * len(panels), 4.4), squeeze=False)
     used = []
     for ax, (name, g) in zip(axes[0], panels):
         sel = _panel_cells(cells, g)
-        colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(sel), 1)))
+        colors = colormaps["viridis"](np.linspace(0, 0.9, max(len(sel), 1)))
         for col, c in zip(colors, sel):
             f = c.fit
             m = np.array(c.m)
@@ -170,7 +172,7 @@ def fig4a(ctx: Context):
     if not vals:
         raise MissingData("needs fitted cells of several frequency distributions (exponential, "
                           "power 1.2, linear: the 'fig1' experiment)")
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(vals)), 4))
+    fig, ax = subplots(figsize=(max(5, 1.1 * len(vals)), 4))
     ax.bar(range(len(vals)), vals, color=colors)
     ax.set_xticks(range(len(vals)), labels, fontsize=7)
     ax.set_ylim(min(0.8, min(vals) - 0.02), 1.0)
@@ -186,7 +188,7 @@ def _fit_heatmap(ctx: Context, what: str, value, label: str, title: str, **style
     cells, note = grid_cells(power_cells(ctx))
     _need_grid(cells, what)
     g, a, z = grid_of(cells, value)
-    fig, ax = plt.subplots(figsize=(6, 4.8))
+    fig, ax = subplots(figsize=(6, 4.8))
     heatmap(ax, g, a, z, label, **style)
     ax.set_title(title)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
@@ -217,7 +219,7 @@ def fig5a(ctx: Context):
     rows = unlearned_table(runs, weak_only=False)
     if not any(u.gamma > 0 for u in rows):
         raise MissingData("no weak-superposition runs (gamma > 0) with phi_half")
-    fig, ax = plt.subplots(figsize=(5.4, 4.6))
+    fig, ax = subplots(figsize=(5.4, 4.6))
     gammas = np.array([u.gamma for u in rows])
     lim = max(gammas.max(), -gammas.min(), 1e-12)
     sc = ax.scatter([u.predicted for u in rows], [u.loss for u in rows], s=12, c=gammas,
@@ -227,7 +229,7 @@ def fig5a(ctx: Context):
     ax.set_xlabel("<v^2> sum_{i > phi_half n} p_i")
     ax.set_ylabel(ctx.loss_label)
     ax.legend(fontsize=8)
-    plt.colorbar(sc, ax=ax, label="gamma")
+    ax.figure.colorbar(sc, ax=ax, label="gamma")
     ax.set_title("Loss from activated but unlearned features (red: weak, blue: strong)",
                  fontsize=9)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
@@ -260,7 +262,7 @@ def fig5b(ctx: Context):
     sel, how = ideal_weak_cells(ctx)
     if len({c.alpha for c in sel}) < 2:
         raise MissingData("needs weak-superposition power-law cells over >= 2 data exponents")
-    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    fig, ax = subplots(figsize=(5.2, 4.4))
     a = np.array([c.alpha for c in sel])
     ax.errorbar(a, [c.fit.alpha_m for c in sel], yerr=[c.fit.stderr for c in sel], fmt="o",
                 capsize=2, label="measured")
@@ -297,8 +299,8 @@ def fig6e(ctx: Context):
                           "data exponents")
     neg = sorted({c.gamma for c in cells})
     chosen = neg[1:4] if len(neg) >= 4 else neg  # the paper: 2nd to 4th smallest gammas
-    fig, ax = plt.subplots(figsize=(5.6, 4.6))
-    colors = plt.cm.plasma(np.linspace(0, 0.8, len(chosen)))
+    fig, ax = subplots(figsize=(5.6, 4.6))
+    colors = colormaps["plasma"](np.linspace(0, 0.8, len(chosen)))
     used = []
     for col, g in zip(colors, chosen):
         sel = sorted((c for c in cells if c.gamma == g), key=lambda c: c.alpha)
@@ -327,9 +329,9 @@ def fig17(ctx: Context):
     if len({c.alpha for c in cells}) < 2:
         raise MissingData("needs strong-superposition cells whose widths all have m^2/2 > n "
                           "(the 'fig17' experiment) over >= 2 data exponents")
-    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    fig, ax = subplots(figsize=(5.6, 4.6))
     gammas = sorted({c.gamma for c in cells})
-    for col, g in zip(plt.cm.plasma(np.linspace(0, 0.8, len(gammas))), gammas):
+    for col, g in zip(colormaps["plasma"](np.linspace(0, 0.8, len(gammas))), gammas):
         sel = sorted((c for c in cells if c.gamma == g), key=lambda c: c.alpha)
         ax.errorbar([c.alpha for c in sel], [c.fit.alpha_m for c in sel],
                     yerr=[c.fit.stderr for c in sel], fmt="o", ms=4, capsize=2, color=col,
@@ -361,9 +363,9 @@ def fig7(ctx: Context, gamma: Optional[float] = None):
     runs = [r for r in runs_of(ctx, cells)]
     widths = sorted({r.m for r in runs})
     m0 = min(widths, key=lambda w: abs(w - 63))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 4.4))
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(10.5, 4.4))
     gammas = sorted({c.gamma for c in cells})
-    colors = plt.cm.coolwarm(np.linspace(0, 1, len(gammas)))
+    colors = colormaps["coolwarm"](np.linspace(0, 1, len(gammas)))
     for col, g in zip(colors, gammas):
         pts = sorted((r.E, r.final_loss) for r in runs if r.gamma == g and r.m == m0)
         if not pts:
@@ -379,7 +381,7 @@ def fig7(ctx: Context, gamma: Optional[float] = None):
     # 7b: loss vs width at several densities, one gamma, each with its fitted alpha_m.
     g0 = gammas[0] if gamma is None else gamma
     sel = sorted((c for c in cells if c.gamma == g0 and c.fit), key=lambda c: c.E)
-    for col, c in zip(plt.cm.viridis(np.linspace(0, 0.9, max(len(sel), 1))), sel):
+    for col, c in zip(colormaps["viridis"](np.linspace(0, 0.9, max(len(sel), 1))), sel):
         ax2.errorbar(c.m, c.loss_mean, yerr=np.nan_to_num(c.loss_std), fmt="o", ms=3,
                      capsize=2, color=col,
                      label=f"E={c.E:.3g}: alpha_m={c.fit.alpha_m:.2f}+-{c.fit.stderr:.2g}")
@@ -400,9 +402,9 @@ def fig7(ctx: Context, gamma: Optional[float] = None):
 @figure("fig18", "alpha_m vs activation density at every weight decay (Fig. 18)")
 def fig18(ctx: Context):
     cells = [c for c in density_cells(ctx) if c.fit]
-    fig, ax = plt.subplots(figsize=(5.8, 4.6))
+    fig, ax = subplots(figsize=(5.8, 4.6))
     gammas = sorted({c.gamma for c in cells})
-    for col, g in zip(plt.cm.coolwarm(np.linspace(0, 1, len(gammas))), gammas):
+    for col, g in zip(colormaps["coolwarm"](np.linspace(0, 1, len(gammas))), gammas):
         sel = sorted((c for c in cells if c.gamma == g), key=lambda c: c.E)
         ax.errorbar([c.E for c in sel], [c.fit.alpha_m for c in sel],
                     yerr=[c.fit.stderr for c in sel], fmt="o-", ms=3, lw=0.8, capsize=2,

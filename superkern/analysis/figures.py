@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-import matplotlib
+# matplotlib's object API only: no pyplot, so the caller's backend (a notebook's inline one)
+# and open figures are left alone, and nothing registers figures globally.
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # headless, and no GUI backend probing on import
-import matplotlib.pyplot as plt  # noqa: E402
-
-from superkern.analysis.tables import Results, load_results  # noqa: E402
-from superkern.sweep.store import atomic_write_bytes  # noqa: E402
+from superkern.analysis.tables import Results, load_results
+from superkern.sweep.store import atomic_write_bytes
 
 
 class MissingData(Exception):
@@ -50,7 +50,7 @@ class Context:
         return f"{self.results.loss} loss"
 
 
-FigureFn = Callable[[Context], "plt.Figure"]
+FigureFn = Callable[[Context], Figure]
 REGISTRY: dict[str, tuple[str, FigureFn]] = {}
 
 
@@ -60,6 +60,14 @@ def figure(name: str, title: str) -> Callable[[FigureFn], FigureFn]:
         REGISTRY[name] = (title, fn)
         return fn
     return deco
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] = (6.4, 4.8),
+             **kwargs):
+    """``(figure, axes)`` like ``pyplot.subplots``, without pyplot (an Agg canvas)."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def width_ticks(ax, widths: Sequence[float]) -> None:
@@ -74,18 +82,17 @@ def width_ticks(ax, widths: Sequence[float]) -> None:
         ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def footer(fig: "plt.Figure", ctx: Context, runs: Optional[Sequence] = None,
+def footer(fig: Figure, ctx: Context, runs: Optional[Sequence] = None,
            note: str = "") -> None:
     """Provenance line at the bottom of a figure."""
     text = ctx.results.caption(runs) + (f"; {note}" if note else "")
     fig.text(0.005, 0.004, text, fontsize=6.5, color="0.35", ha="left", va="bottom")
 
 
-def save_png(fig: "plt.Figure", path: Path, dpi: int = 130) -> Path:
+def save_png(fig: Figure, path: Path, dpi: int = 130) -> Path:
     """Render to memory, then write atomically (no partial PNG is ever visible)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return path
 
@@ -171,7 +178,6 @@ def make_figures(results: str | Path | Results, out_dir: Optional[str | Path] = 
             fig = fn(ctx)
         except MissingData as exc:
             report.skipped[name] = str(exc)
-            plt.close("all")
             continue
         out.mkdir(parents=True, exist_ok=True)  # only once a figure is drawn
         report.written[name] = os.fspath(save_png(fig, out / f"{name}.png", dpi=dpi))
