@@ -5,7 +5,6 @@ import math
 from typing import Optional, Sequence
 
 from matplotlib import colormaps
-from matplotlib.figure import Figure
 import numpy as np
 
 from superkern.analysis.figures import (Context, MissingData, figure, footer, subplots,
