@@ -32,14 +32,12 @@ def _time(fn, reps: int = 3) -> float:
 
 def _peak_tflops(dtype: torch.dtype, tf32: bool) -> float:
     """Measured dense matmul rate (8192^3) in TFLOP/s for this dtype."""
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    try:
+    from superkern._tf32 import matmul_precision
+
+    with matmul_precision("tf32" if tf32 else "fp32"):
         a = torch.randn(8192, 8192, device="cuda").to(dtype)
         t = _time(lambda: a @ a)
         return 2 * 8192**3 / t / 1e12
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def _inputs(n: int, m: int, precision: str):

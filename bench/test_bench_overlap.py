@@ -36,6 +36,7 @@ if not torch.cuda.is_available():
     pytest.skip("GPU benchmark: needs CUDA", allow_module_level=True)
 
 from superkern import backend as B  # noqa: E402
+from superkern._tf32 import matmul_precision  # noqa: E402
 from superkern.ops.overlap_ref import overlap_partials_torch  # noqa: E402
 
 try:
@@ -137,12 +138,8 @@ def _case(shape, precision: str = "bf16") -> _Case:
 def _with_tf32(precision: str, fn):
     """fn with torch's matmuls on tf32 tensor cores when the case is tf32."""
     def run(*args, **kwargs):
-        old = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-        try:
+        with matmul_precision("tf32" if precision == "tf32" else "fp32"):
             return fn(*args, **kwargs)
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = old
     return run
 
 

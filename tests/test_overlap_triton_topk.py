@@ -164,6 +164,7 @@ def test_rows_on_the_second_gpu_give_the_same_partials_as_on_the_first():
 def test_threshold_estimate_runs_with_tf32_off_whatever_the_caller_set():
     """The subset Gram behind the first threshold is an fp32 product even when the caller
     turned tf32 on (its error could exceed the margin and cost an extra pass)."""
+    from superkern._tf32 import matmul_precision, tf32_enabled
     from superkern.triton import _overlap_topk as K
 
     seen = []
@@ -171,17 +172,13 @@ def test_threshold_estimate_runs_with_tf32_off_whatever_the_caller_set():
     class _Flags(torch.utils._python_dispatch.TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default):
-                seen.append(torch.backends.cuda.matmul.allow_tf32)
+                seen.append(tf32_enabled())
             return func(*args, **(kwargs or {}))
 
     X, s = _operands(_rand(200, 24, seed=5))
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True
-    try:
+    with matmul_precision("tf32"):  # the caller's setting
         with _Flags():
             t0, _ = K.initial_threshold(X, s, 10, max_rows=64, rel_margin=2 ** -6)
-        assert torch.backends.cuda.matmul.allow_tf32  # restored afterwards
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
+        assert tf32_enabled()  # restored afterwards
     assert seen and not any(seen), seen
     assert 0 < t0 < 1

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import superkern.toy.api as api
+from superkern._tf32 import tf32_enabled
 from superkern.toy import ToyConfig, load_weights, train, train_many
 from superkern.toy.batched import BatchedTrainer
 from superkern.toy.geometry import toy_geometry, unlearned_loss, welch_kappa2
@@ -257,40 +258,15 @@ def test_cli_grid(tmp_path, capsys):
     assert "not allowed with argument" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("start", ["high", "highest", "mixed"])
-def test_matmul_precision_sets_and_restores_tf32(start):
-    """Inside, tf32 is exactly as asked; after, the caller's flag is back. "mixed" is a caller
-    who set the precision API and then the legacy flag the other way, a state in which torch
-    refuses to report the precision: the context must neither read nor need that."""
-    from superkern._tf32 import matmul_precision
-
-    old = (torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.allow_tf32)
-    try:
-        torch.set_float32_matmul_precision("high" if start == "mixed" else start)
-        if start == "mixed":
-            torch.backends.cuda.matmul.allow_tf32 = False
-        before = torch.backends.cuda.matmul.allow_tf32
-        for prec, want in (("fp32", False), ("tf32", True)):
-            with matmul_precision(prec):
-                assert torch.backends.cuda.matmul.allow_tf32 is want
-                assert torch.backends.cudnn.allow_tf32 is want
-            assert torch.backends.cuda.matmul.allow_tf32 is before
-            if start != "mixed":
-                assert torch.get_float32_matmul_precision() == start
-    finally:
-        torch.set_float32_matmul_precision(old[0])
-        torch.backends.cuda.matmul.allow_tf32 = old[1]
-
-
 @pytest.mark.gpu
 def test_cuda_engine_matches_cuda_reference():
     """On CUDA the data come from a CUDA generator (another stream than the CPU's): the
     engine and the reference must still agree there, in fp32 with tf32 off."""
     configs = _mix(steps=40)
-    flags = (torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision())
+    flags = (tf32_enabled(), torch.get_float32_matmul_precision())
     many = train_many(configs, device="cuda")
-    assert flags == (torch.backends.cuda.matmul.allow_tf32,
-                     torch.get_float32_matmul_precision()), "global tf32 settings not restored"
+    assert flags == (tf32_enabled(), torch.get_float32_matmul_precision()), \
+        "global tf32 settings not restored"
     for c, r in zip(configs, many):
         ref = train(c, device="cuda")
         assert r.device.startswith("cuda") and r.backend == "torch"

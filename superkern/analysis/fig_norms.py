@@ -10,7 +10,6 @@ pooled; histogram counts are per model (log scale in weak-superposition panels).
 """
 from __future__ import annotations
 
-import warnings
 from typing import Optional, Sequence
 
 from matplotlib import colormaps
@@ -268,9 +267,11 @@ def freq_overlaps(ctx: Context):
             if not used:
                 continue
             mids = used[0][1][0]  # one grid has one n: every seed has the same bins
-            with warnings.catch_warnings():  # a one-feature bin is NaN in every seed
-                warnings.simplefilter("ignore", RuntimeWarning)
-                y = np.nanmean([st[1] for _, st in used], axis=0)
+            # mean over seeds of the finite values; a one-feature bin is NaN in every seed
+            # (no nanmean: its warning would need the process-wide warnings filters)
+            per_seed = np.array([st[1] for _, st in used], dtype=np.float64)
+            count = np.isfinite(per_seed).sum(axis=0)
+            y = np.where(count > 0, np.nansum(per_seed, axis=0) / np.maximum(count, 1), np.nan)
             ok = np.isfinite(y) & (y > 0)
             ax.plot(mids[ok], y[ok], "o-", ms=3, color=col, label=f"{key}={v:g}")
             drawn += [r for r, _ in used]

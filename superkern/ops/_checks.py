@@ -1,6 +1,7 @@
 """Input validation shared by every public op: ValueError with the numbers, never a crash."""
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import Any
 
@@ -8,6 +9,7 @@ import numpy as np
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_WARNINGS_LOCK = threading.Lock()
 
 
 def native_tensor(arr: np.ndarray, copy: bool = False) -> torch.Tensor:
@@ -20,7 +22,12 @@ def native_tensor(arr: np.ndarray, copy: bool = False) -> torch.Tensor:
     copy = copy or any(s < 0 for s in arr.strides)
     out = (np.array(arr, dtype=target, order="C", copy=True) if copy
            else np.ascontiguousarray(arr, dtype=target))
-    with warnings.catch_warnings():  # a read-only array (np.load(mmap_mode="r")) is only read
+    if out.flags.writeable:
+        return torch.from_numpy(out)
+    # A read-only array (np.load(mmap_mode="r")) is only read: silence torch's warning about
+    # it. catch_warnings swaps the process-wide filter list, so superkern's own threads take
+    # turns (two interleaved blocks could leave the filters changed for good).
+    with _WARNINGS_LOCK, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(out)
 

@@ -1,9 +1,13 @@
 """Launcher for the C++ CPU overlap kernel (csrc/cpu/overlap.cpp): layout, call, wrap.
 
-The kernel runs on OpenMP threads (``OMP_NUM_THREADS``, default: all cores) with the GIL
-released; its result is bitwise identical for every thread count.
+The kernel runs on OpenMP threads with the GIL released, as many as torch's intra-op pool
+(``torch.set_num_threads``, ``OMP_NUM_THREADS``): the caller's limit holds in every thread.
+Its result is bitwise identical for every thread count, so a forked child (libgomp's thread
+pool does not survive ``fork``: a parallel region there can hang) runs on one thread.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
@@ -11,6 +15,29 @@ import torch
 from superkern import backend as _backend
 from superkern.ops.overlap_ref import round_to_precision
 from superkern.ops.overlap_types import OverlapPartials
+
+
+_FORKED = False  # set in the child of os.fork()
+
+
+def _forked_child() -> None:
+    global _FORKED
+    _FORKED = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked_child)
+
+
+def cpu_threads(num_threads: int = 0) -> int:
+    """Threads the kernel runs on for ``num_threads`` (0: torch's intra-op count): 1 in a
+    forked child and in a build without OpenMP, at most 4 per processor (the kernel's cap)."""
+    ext = _backend.extension()
+    if _FORKED or ext is None or not getattr(ext, "built_with_openmp", False):
+        return 1
+    n = num_threads if num_threads > 0 else torch.get_num_threads()
+    procs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(n, 4 * (procs or 1)))
 
 
 def overlap_partials_cpu(X: torch.Tensor, scale: torch.Tensor, *, bins: int, topk: int,
@@ -23,7 +50,7 @@ def overlap_partials_cpu(X: torch.Tensor, scale: torch.Tensor, *, bins: int, top
             tensor cores).
         scale: (N,) per-row factors (1 / norm).
         bins, topk: histogram bins (0 = none) and number of top pairs (<= N(N-1)/2).
-        num_threads: OpenMP threads; 0 = the OpenMP default (``OMP_NUM_THREADS``).
+        num_threads: OpenMP threads; 0 = torch's intra-op count (see :func:`cpu_threads`).
 
     Raises:
         ValueError: from the binding, with the numbers (shape, length, topk > P, ...).
@@ -35,7 +62,7 @@ def overlap_partials_cpu(X: torch.Tensor, scale: torch.Tensor, *, bins: int, top
                               dtype=np.float32)
     sf = np.ascontiguousarray(scale.detach().cpu().float().numpy(), dtype=np.float32)
     sums, hist, row_max, row_arg, row_sq, tv, tp = ext.overlap_partials_cpu(
-        Xf, sf, bins, topk, num_threads=num_threads)
+        Xf, sf, bins, topk, num_threads=cpu_threads(num_threads))
     return OverlapPartials(
         sum_cos=float(sums[0]), sum_abs=float(sums[1]), sum_sq=float(sums[2]),
         hist=torch.from_numpy(hist) if bins else None,

@@ -259,9 +259,10 @@ def _run(source, tensor, vocab, bar: Stages, timings: dict[str, float], o: RunOp
     verdict = superposition_verdict(
         n=main.n_used, m=m, norms=norms, mean_sq=main.mean_sq,
         mean_sq_centred=cen.mean_sq if cen is not None and cen.n_used >= 2 else None)
-    run = {"backend": main.stats.backend if main.stats is not None else o.backend,
+    run_backend = main.stats.backend if main.stats is not None else o.backend
+    run = {"backend": run_backend,
            "precision": o.precision, "device": str(o.device), "sample": o.cap,
-           "sample_main": o.sample_main, "seed": o.seed, "threads": torch.get_num_threads(),
+           "sample_main": o.sample_main, "seed": o.seed, "threads": _threads(run_backend),
            "torch": torch.__version__, "superkern": superkern.__version__,
            "head_in_host_memory": Wd.device != o.device,
            "block_rows": main.stats.block_rows if main.stats is not None else 0,
@@ -293,6 +294,16 @@ def _analysed_rows(n: int, base: torch.Tensor, exclude: Any, exclude_duplicates:
         raise ValueError(f"no rows left to analyse: n={n}, selected {int(base.numel())}, "
                          f"excluded {int(drop.numel())}")
     return keep, keep_idx
+
+
+def _threads(backend: str) -> int:
+    """CPU threads of the run: the cpu kernel's own count (1 without OpenMP or in a forked
+    child), else torch's."""
+    if backend == "cpu":
+        from superkern.ops.overlap_cpu import cpu_threads
+
+        return cpu_threads()
+    return torch.get_num_threads()
 
 
 def _row_norms(W: torch.Tensor, keep_idx: torch.Tensor, head, norm_bins: int,

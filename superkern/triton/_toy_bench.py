@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from superkern._tf32 import matmul_precision
 from superkern.ops.overlap_stream import free_device_bytes
 
 
@@ -172,13 +173,8 @@ def bench_toy_step(I: int, n: int, M: int, B: int, precision: str = "fp32",
         t[0] += 1
         _torch_step(W2, b2, p, scale2, lr2, gamma2, st2, t[0], B)
 
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-    try:
-        with torch.no_grad():
-            t_torch = _time(torch_step, max(2, iters // 4), device)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
+    with matmul_precision("tf32" if precision == "tf32" else "fp32"), torch.no_grad():
+        t_torch = _time(torch_step, max(2, iters // 4), device)
     t_torch *= I / Ic
     out.update(torch_ms_per_step=t_torch * 1e3, torch_tflops=flops / t_torch / 1e12,
                speedup_vs_torch=t_torch / t_step, torch_chunk=Ic)
