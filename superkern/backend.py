@@ -38,7 +38,14 @@ def extension_error() -> Optional[str]:
         importlib.import_module("superkern._C")
         return None
     except Exception as exc:  # noqa: BLE001
-        return f"{type(exc).__name__}: {exc}"
+        msg = f"{type(exc).__name__}: {exc}"
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        if isinstance(exc, ModuleNotFoundError) and os.path.exists(
+                os.path.join(root, "CMakeLists.txt")):
+            msg += (f"; superkern was imported from the source tree {root}, which has no built "
+                    "extension: build it there (pip install --no-build-isolation -e .) or run "
+                    "from outside the clone to use the installed package")
+        return msg
 
 
 @functools.lru_cache(maxsize=None)

@@ -19,6 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="superkern",
         description="Superposition geometry of LM heads and the toy model of neural scaling.")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {__import__('superkern').__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:

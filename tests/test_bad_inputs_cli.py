@@ -193,7 +193,7 @@ def test_an_unknown_option_shows_the_subcommands_usage(capsys):
             main(argv)
         err = _err(capsys)
         assert "superkern: error: unrecognized arguments: --bogus" in err, argv
-        assert "usage: superkern [-h] COMMAND" in err, argv
+        assert "usage: superkern [-h] [--version] COMMAND" in err, argv
 
 
 def test_a_gpu_out_of_memory_error_suggests_the_cpu_where_there_is_a_device_option(
