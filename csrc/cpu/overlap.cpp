@@ -59,8 +59,8 @@ using namespace detail;
 
 // dst panel p, element (k, r) = X[p * R + r, k]; rows past N are zero.
 template <int R>
-void pack(const float* X, int64_t N, int64_t m, float* dst, int nthreads) {
-  const int64_t panels = (N + R - 1) / R;
+void pack(const float* X, int64_t N, int64_t rows, int64_t m, float* dst, int nthreads) {
+  const int64_t panels = (rows + R - 1) / R;  // rows: N, zero-padded
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t p = 0; p < panels; ++p) {
     float* out = dst + p * R * m;
@@ -240,14 +240,15 @@ void overlap_partials(const float* X, const float* scale, int64_t N, int64_t m, 
   P.hsh = bins <= (1 << 16) ? 3 : 0;  // per-lane copies only while they stay cache-sized
   const int64_t nb = (N + P.T - 1) / P.T;
   nthreads = static_cast<int>(std::min<int64_t>(nthreads, nb * (nb + 1) / 2));
-  Buf<float> Ap(((N + MR - 1) / MR) * MR * m), Bp(((N + NR - 1) / NR) * NR * m);
+  // One packed copy, zero-padded to a multiple of 48 rows (lcm of MR and NR): every micro-tile
+  // row and column that a tile touches exists.
+  const int64_t padded = (N + 47) / 48 * 48;
+  Buf<float> Xp(padded * m);
   Buf<float> s(nb * P.T + NR);
   std::copy(scale, scale + N, s.p);
   std::fill(s.p + N, s.p + nb * P.T + NR, 0.0f);
-  pack<MR>(X, N, m, Ap.p, nthreads);
-  pack<NR>(X, N, m, Bp.p, nthreads);
-  P.Ap = Ap.p;
-  P.Bp = Bp.p;
+  pack<NR>(X, N, padded, m, Xp.p, nthreads);
+  P.Xp = Xp.p;
   P.s = s.p;
   std::vector<std::unique_ptr<Acc>> accs;
   for (int t = 0; t < nthreads; ++t) accs.push_back(std::make_unique<Acc>(P));

@@ -87,8 +87,7 @@ struct TopK {  // bounded heap of the best k seen; front() is the worst kept
 };
 
 struct Prob {          // read-only problem description shared by all threads
-  const float* Ap;     // rows packed in panels of MR: panel p holds [k][MR]
-  const float* Bp;     // rows packed in panels of NR: panel p holds [k][NR]
+  const float* Xp;     // rows packed in panels of NR: panel p holds [k][NR] (both sides read it)
   const float* s;      // scale, zero-padded past N
   int64_t N, m, T, bins, k;
   float hb, bmax;      // bins * 0.5f and bins - 1 (fp32, as hist_bins() in overlap_ref.py)
@@ -153,17 +152,28 @@ struct Acc {  // everything one thread accumulates; tile scratch is reset for ev
   }
 };
 
+// The A side of a micro-tile (rows i0 .. i0 + 5) is read from the same [k][NR] panels as the
+// B side: row i0 + r sits at offset off[r] from row i0's slot, r within its panel, or in the
+// next panel (NR m floats on) when the six rows straddle a panel boundary. One packed copy of
+// the rows instead of two; the arithmetic, and so every bit, is unchanged.
+inline void a_offsets(const Prob& P, int64_t i0, int64_t off[MR]) {
+  const int64_t slot = i0 % NR;
+  for (int r = 0; r < MR; ++r) off[r] = slot + r < NR ? r : r - NR + NR * P.m;
+}
+
 // Portable micro-kernel: plain loops (the compiler vectorises the 16 columns), scalar epilogue
 // with the same tie semantics as the SIMD one.
 struct Generic {
   template <bool MASK, bool HIST, bool TOPK>
   static void tile(const Prob& P, Acc& A, int64_t i0, int64_t j0, int rl, int cl) {
-    const float* a = P.Ap + (i0 / MR) * MR * P.m;
-    const float* b = P.Bp + (j0 / NR) * NR * P.m;
+    const float* a = P.Xp + (i0 / NR) * NR * P.m + i0 % NR;
+    const float* b = P.Xp + (j0 / NR) * NR * P.m;
+    int64_t off[MR];
+    a_offsets(P, i0, off);
     float c[MR][NR] = {};
-    for (int64_t k = 0; k < P.m; ++k, a += MR, b += NR)
+    for (int64_t k = 0; k < P.m; ++k, a += NR, b += NR)
       for (int r = 0; r < MR; ++r)
-        for (int q = 0; q < NR; ++q) c[r][q] += a[r] * b[q];
+        for (int q = 0; q < NR; ++q) c[r][q] += a[off[r]] * b[q];
     double s1 = 0, s2 = 0, s3 = 0;  // scalar order: fp64 keeps it as accurate as the SIMD tree
     for (int r = 0; r < MR; ++r) {
       for (int q = 0; q < NR; ++q) {
@@ -200,23 +210,37 @@ struct Avx2 {
     _mm256_store_pd(dst, _mm256_add_pd(_mm256_load_pd(dst), _mm256_add_pd(lo, hi)));
   }
 
-  template <bool MASK, bool HIST, bool TOPK>
-  static void tile(const Prob& P, Acc& A, int64_t i0, int64_t j0, int rl, int cl) {
-    const float* a = P.Ap + (i0 / MR) * MR * P.m;
-    const float* b = P.Bp + (j0 / NR) * NR * P.m;
-    __m256 c[MR][2];
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r) c[r][0] = c[r][1] = _mm256_setzero_ps();
-    // 12 accumulators + 2 B vectors + 1 broadcast: 15 of the 16 ymm registers.
+  // The dot products of a micro-tile: 12 accumulators + 2 B vectors + 1 broadcast, 15 of the
+  // 16 ymm registers. SPLIT: the six rows straddle two panels (offsets off[r]); else row r is
+  // at a + r, an immediate offset.
+  template <bool SPLIT>
+  static inline __attribute__((always_inline)) void dots(
+      const float* a, const float* b, int64_t m, const int64_t* off, __m256 (&c)[MR][2]) {
 #pragma GCC unroll 4
-    for (int64_t k = 0; k < P.m; ++k, a += MR, b += NR) {
+    for (int64_t k = 0; k < m; ++k, a += NR, b += NR) {
       const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
 #pragma GCC unroll 6
       for (int r = 0; r < MR; ++r) {
-        const __m256 ar = _mm256_broadcast_ss(a + r);
+        const __m256 ar = _mm256_broadcast_ss(a + (SPLIT ? off[r] : r));
         c[r][0] = _mm256_fmadd_ps(ar, b0, c[r][0]);
         c[r][1] = _mm256_fmadd_ps(ar, b1, c[r][1]);
       }
+    }
+  }
+
+  template <bool MASK, bool HIST, bool TOPK>
+  static void tile(const Prob& P, Acc& A, int64_t i0, int64_t j0, int rl, int cl) {
+    const float* a = P.Xp + (i0 / NR) * NR * P.m + i0 % NR;
+    const float* b = P.Xp + (j0 / NR) * NR * P.m;
+    __m256 c[MR][2];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) c[r][0] = c[r][1] = _mm256_setzero_ps();
+    if (i0 % NR + MR <= NR) {
+      dots<false>(a, b, P.m, nullptr, c);
+    } else {
+      int64_t off[MR];
+      a_offsets(P, i0, off);
+      dots<true>(a, b, P.m, off, c);
     }
     // Epilogue. c = (dot * s_i) * s_j, the reference's order; masked pairs get c = 0, |c| = -1.
     const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
