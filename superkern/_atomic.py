@@ -3,6 +3,7 @@ POSIX), then fsync of the folder, so a reader or a killed run never sees a half-
 and a rename is durable before a results row can point at it."""
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -25,16 +26,36 @@ def _umask() -> int:
     return mask
 
 
+_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def write_error(exc: OSError, what: str) -> OSError:
+    """``exc`` with the file it was about (``what``, e.g. "cannot write PATH") and, for a full
+    disk, a quota or a file-size limit, what to do: the bare '[Errno 28] No space left on
+    device' named neither the file nor the disk."""
+    hint = ("; free space (or raise the file-size limit) or write elsewhere: a rerun resumes"
+            if exc.errno in _FULL else "")
+    return OSError(exc.errno, f"{what}: {exc.strerror or exc}{hint}")
+
+
+def _temp_prefix(name: str) -> str:
+    """The temporary file's prefix: the name cut to 200 bytes, so that ``.NAME.XXXXXXXX.tmp``
+    fits a 255-byte file name limit whenever NAME does."""
+    return "." + os.fsdecode(os.fsencode(name)[:200]) + "."
+
+
 def write_atomic(path: PathLike, data: Union[bytes, str]) -> str:
     """Write ``data`` (bytes, or str as UTF-8) to ``path``; creates parent folders. Returns
     the path."""
     p = Path(path)
+    if p.is_symlink():  # write through the link, as open() would, not over it
+        p = Path(os.path.realpath(p))
     if p.is_dir():
         raise IsADirectoryError(f"{p} is a folder; cannot write a file there")
     p.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode("utf-8") if isinstance(data, str) else data
     try:
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=_temp_prefix(p.name), suffix=".tmp")
     except OSError as exc:  # name the file asked for, not the hidden temporary one
         raise OSError(exc.errno, f"cannot write {p} (no file can be created in {p.parent}: "
                       f"{exc.strerror})") from None
@@ -53,11 +74,13 @@ def write_atomic(path: PathLike, data: Union[bytes, str]) -> str:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise write_error(exc, f"cannot write {p}") from exc
         raise
     _sync_dir(p.parent)
     return str(p)
@@ -87,6 +110,7 @@ def check_target(path: Optional[PathLike], *, is_dir: bool = False,
         return
     p = Path(path)
     name = f"{option} {p}" if option else str(p)
+    _check_name_lengths(p, name)  # first: stat() itself fails on a name that is too long
     if is_dir and p.exists() and not p.is_dir():
         raise ValueError(f"{name}: exists and is not a folder")
     if not is_dir and p.is_dir():
@@ -98,8 +122,34 @@ def check_target(path: Optional[PathLike], *, is_dir: bool = False,
     parent = p.parent if str(p.parent) else Path(".")
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
+    if not parent.is_dir():
+        raise ValueError(f"{name}: cannot write there ({parent} is a file, not a folder)")
+    if not os.access(parent, os.W_OK):
         raise ValueError(f"{name}: cannot write there ({parent} is not a writable folder)")
+
+
+def _check_name_lengths(p: Path, name: str) -> None:
+    """ValueError for a file or folder name still to be created that the file system would
+    refuse as too long (found only after the work, when it is written)."""
+    parent = p.parent
+    while parent != parent.parent:  # the nearest existing ancestor
+        try:
+            if parent.exists():
+                break
+        except OSError:  # a name too long here too
+            pass
+        parent = parent.parent
+    try:
+        limit = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    if not limit or limit < 0:
+        return
+    for part in p.parts[len(parent.parts):]:  # parent: p's nearest existing ancestor
+        size = len(os.fsencode(part))
+        if size > limit:
+            raise ValueError(f"{name}: the name {part[:40]}... is {size} bytes, longer than "
+                             f"the {limit} this file system allows")
 
 
 def check_targets(*files: Optional[PathLike], plots_dir: Optional[PathLike] = None,

@@ -108,7 +108,7 @@ def test_outputs_that_would_overwrite_each_other(tmp_path, capsys):
     afile.write_text("x")
     assert main(["compare", str(head), str(head), "--plots", str(afile / "sub"),
                  "--no-progress"]) == 2
-    assert "is not a writable folder" in _err(capsys)
+    assert "afile is a file, not a folder" in _err(capsys)
     assert main(["fit", "zipf", str(counts), "--json", str(tmp_path)]) == 2
     assert "is a folder; give a file name" in _err(capsys)
 

@@ -15,3 +15,16 @@ def add_loss_option(p) -> None:
     p.add_argument("--loss", default="final", choices=("final", "test"),
                    help="final: mean training loss of the last 100 steps (default); test: the "
                         "final model's loss on fresh batches (runs trained with test_batches)")
+
+
+def show_then_save(show, save):
+    """Print a command's results, then write its files: the table first, so that it is seen
+    even when a write fails. A failed print (the reader of a pipe gone, a full disk behind a
+    redirected stdout) must not cost the files (the models of `train`): they are written
+    first, then the print's error is raised. Returns what ``save`` returns."""
+    try:
+        show()
+    except OSError:
+        save()
+        raise
+    return save()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from superkern.commands import add_loss_option, path_arg
+from superkern.commands import add_loss_option, path_arg, show_then_save
 
 
 def register(sub) -> None:
@@ -84,6 +84,25 @@ def _emit(obj, path) -> None:
         atomic_write_text(path, text + "\n")
 
 
+def _output(args, text, obj, plot=None) -> None:
+    """The table (``text``, or with ``--json -`` the JSON) on stdout, then ``--json FILE`` and
+    ``--plot`` (``plot()`` gives the PNG); written even when stdout fails
+    (:func:`show_then_save`)."""
+    def show() -> None:
+        if args.json == "-":
+            _emit(obj, "-")
+        elif text:
+            print(text)
+
+    def save() -> None:
+        if args.json and args.json != "-":
+            _emit(obj, args.json)
+        if plot is not None and getattr(args, "plot", None):
+            _save_png(args.plot, plot())
+
+    show_then_save(show, save)
+
+
 LLM_TARGETS = ("zipf", "width-law", "width", "size-width")
 
 
@@ -101,28 +120,29 @@ def _size_width(args) -> int:
     fams, m, params = load_size_csv(source, args.params)
     f = fit_size_width(fams, m, params)
     am, se_q, se_lin = f.alpha_m(a_n, a_se)
-    if args.json != "-":
-        label = Path(source).name
-        if not args.file:
-            label += f" (built in: {args.params} sizes)"
-        elif args.params != "nominal":
-            label += f", column {PARAM_COLUMNS[args.params]}"
-        print(f"N = a_family m^k over {f.n_points} models in {f.families} families ({label})")
-        print(f"k = {f.k:.3f} +- {f.k_se:.3f}   R^2 (within families) {f.r2:.3f}"
-              + ("   (paper, on these 27 models: 2.51; Chinchilla 2.52 +- 0.03)"
-                 if not args.file else ""))
-        print(f"alpha_m = k alpha_N = {f.k:.3f} x {a_n:g} = {am:.3f} +- {se_q:.3f} "
-              f"(errors in quadrature; +- {se_lin:.3f} added linearly)")
-        for fam, a in f.coefficients.items():
-            print(f"  a_{fam:<12} {a:.4g}")
-    _emit({"file": str(source), "params": args.params, **dataclasses.asdict(f),
-           "alpha_n": a_n, "alpha_n_se": a_se,
-           "alpha_m": am, "alpha_m_se": se_q, "alpha_m_se_linear": se_lin}, args.json)
-    if args.plot:
+    label = Path(source).name
+    if not args.file:
+        label += f" (built in: {args.params} sizes)"
+    elif args.params != "nominal":
+        label += f", column {PARAM_COLUMNS[args.params]}"
+    lines = [f"N = a_family m^k over {f.n_points} models in {f.families} families ({label})",
+             f"k = {f.k:.3f} +- {f.k_se:.3f}   R^2 (within families) {f.r2:.3f}"
+             + ("   (paper, on these 27 models: 2.51; Chinchilla 2.52 +- 0.03)"
+                if not args.file else ""),
+             f"alpha_m = k alpha_N = {f.k:.3f} x {a_n:g} = {am:.3f} +- {se_q:.3f} "
+             f"(errors in quadrature; +- {se_lin:.3f} added linearly)"]
+    lines += [f"  a_{fam:<12} {a:.4g}" for fam, a in f.coefficients.items()]
+
+    def plot() -> bytes:
         from superkern.analysis.fig_llm import png, size_width_figure
 
         ylabel = "parameters N" + (f" ({args.params})" if args.params != "nominal" else "")
-        _save_png(args.plot, png(size_width_figure(fams, m, params, f, ylabel=ylabel)))
+        return png(size_width_figure(fams, m, params, f, ylabel=ylabel))
+
+    _output(args, "\n".join(lines),
+            {"file": str(source), "params": args.params, **dataclasses.asdict(f),
+             "alpha_n": a_n, "alpha_n_se": a_se,
+             "alpha_m": am, "alpha_m_se": se_q, "alpha_m_se_linear": se_lin}, plot)
     return 0
 
 
@@ -209,24 +229,25 @@ def _zipf(args) -> int:
 
         save_token_counts(args.save_counts, counts, name, Path(args.file).name)
         print(f"wrote {args.save_counts}", file=sys.stderr)  # as --plot says of its PNG
-    if args.json != "-":
-        total = (f"{z.n_tokens} tokens" if not frequencies
-                 else f"total weight {c.sum():.4g} (frequencies, not counts)")
-        print(f"{args.file} ({mode}): alpha = {z.alpha:.4f} (slope se {z.stderr:.4f}), "
-              f"R^2 = {z.r2:.4f}, {z.n_types} types, {total}, "
-              f"{z.points} log-rank points"
-              + (f" ({z.distinct_ranks} distinct: the se counts repeats)"
-                 if z.distinct_ranks < 100 else ""))
+    total = (f"{z.n_tokens} tokens" if not frequencies
+             else f"total weight {c.sum():.4g} (frequencies, not counts)")
+    text = (f"{args.file} ({mode}): alpha = {z.alpha:.4f} (slope se {z.stderr:.4f}), "
+            f"R^2 = {z.r2:.4f}, {z.n_types} types, {total}, "
+            f"{z.points} log-rank points"
+            + (f" ({z.distinct_ranks} distinct: the se counts repeats)"
+               if z.distinct_ranks < 100 else ""))
     result = {"file": args.file, "mode": mode, **dataclasses.asdict(z),
               "frequencies": bool(frequencies)}
     if frequencies:
         result.update(n_tokens=None, total_weight=float(c.sum()))
-    _emit(result, args.json)
-    if args.plot:
+
+    def plot() -> bytes:
         from superkern.analysis.fig_llm import png, zipf_figure
 
         label = Path(args.file).name + (f", {name} tokens" if name else "")
-        _save_png(args.plot, png(zipf_figure(counts, z, label)))
+        return png(zipf_figure(counts, z, label))
+
+    _output(args, text, result, plot)
     return 0
 
 
@@ -238,20 +259,20 @@ def _width_law(args) -> int:
 
     groups, m, loss = load_width_csv(args.file)
     f = fit_width_law(groups, m, loss)
-    if args.json != "-":
-        print(f"L = C / m^alpha_m + L_g over {f.n_points} points, {f.n_params} parameters "
-              f"(rmse {f.rmse:.4g})")
-        print(f"alpha_m = {f.alpha_m:.4f} +- {f.alpha_m_se:.4f}   C = {f.c:.4g} +- "
-              f"{f.c_se:.3g}   (paper, LLMs: alpha_m = 0.91 +- 0.04)")
-        for g, (v, se) in f.offsets.items():
-            print(f"  L_g {'/'.join(g):<30} {v:.4f} +- {se:.4f}")
+    lines = [f"L = C / m^alpha_m + L_g over {f.n_points} points, {f.n_params} parameters "
+             f"(rmse {f.rmse:.4g})",
+             f"alpha_m = {f.alpha_m:.4f} +- {f.alpha_m_se:.4f}   C = {f.c:.4g} +- "
+             f"{f.c_se:.3g}   (paper, LLMs: alpha_m = 0.91 +- 0.04)"]
+    lines += [f"  L_g {'/'.join(g):<30} {v:.4f} +- {se:.4f}" for g, (v, se) in f.offsets.items()]
     d = dataclasses.asdict(f)
     d["offsets"] = {"/".join(k): v for k, v in f.offsets.items()}
-    _emit(d, args.json)
-    if args.plot:
+
+    def plot() -> bytes:
         from superkern.analysis.fig_llm import png, width_law_figure
 
-        _save_png(args.plot, png(width_law_figure(groups, m, loss, f)))
+        return png(width_law_figure(groups, m, loss, f))
+
+    _output(args, "\n".join(lines), d, plot)
     return 0
 
 
@@ -274,18 +295,17 @@ def _sweep_results(args) -> int:
 
         ra, rb = load_results(args.target, args.loss), load_results(args.against, args.loss)
         rows, skipped = compare_runs(ra, rb, args.fit_range, z_max=args.z_max, tol=args.tol)
-        if args.json != "-":
-            print(format_comparison(rows, skipped, a=ra.caption(), b=rb.caption(),
-                                    z_max=args.z_max, tol=args.tol))
+        ok = bool(rows) and all(r.agree for r in rows) and (args.allow_partial or not skipped)
+        _output(args, format_comparison(rows, skipped, a=ra.caption(), b=rb.caption(),
+                                        z_max=args.z_max, tol=args.tol),
+                _jsonable({"a": ra.caption(), "b": rb.caption(), "z_max": args.z_max,
+                           "tol": args.tol, "agree": ok,
+                           "cells": [dataclasses.asdict(r) for r in rows],
+                           "not_compared": skipped}))
         for side, res in (("first", ra), ("second", rb)):  # as the plain fit warns
             bad = untrained_runs(res)
             if bad:
                 warnings.warn(untrained_note(len(bad), len(res.runs), f" of the {side} results"))
-        ok = bool(rows) and all(r.agree for r in rows) and (args.allow_partial or not skipped)
-        _emit(_jsonable({"a": ra.caption(), "b": rb.caption(), "z_max": args.z_max,
-                         "tol": args.tol, "agree": ok,
-                         "cells": [dataclasses.asdict(r) for r in rows],
-                         "not_compared": skipped}), args.json)
         return 0 if ok else 1
     res = load_results(args.target, args.loss)
     if not res.runs:
@@ -293,7 +313,5 @@ def _sweep_results(args) -> int:
         raise ValueError(f"{args.target}: no usable runs ({res.skipped} row(s) left out: "
                          f"diverged, duplicated{why})")
     rep = fit_report(res, args.fit_range, n_boot=args.bootstrap)
-    if args.json != "-":
-        print(format_report(rep))
-    _emit(rep.to_dict(), args.json)
+    _output(args, format_report(rep), rep.to_dict())
     return 0

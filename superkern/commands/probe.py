@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from superkern.commands import path_arg
+from superkern.commands import path_arg, show_then_save
 
 
 def add_compute_options(p: argparse.ArgumentParser) -> None:
@@ -89,10 +89,10 @@ def run(args) -> int:
                    splits=not args.no_splits, seed=args.seed, token_counts=args.token_counts,
                    corpus=args.corpus, tokenizer=args.tokenizer,
                    progress=False if args.no_progress else None)
-    # shown even if writing a file fails
-    print(report.to_json() if to_stdout else report.format_table(), flush=True)
-    written = report.save(json_path=json_path, markdown_path=args.markdown,
-                          plots_dir=args.plots)
+    written = show_then_save(
+        lambda: print(report.to_json() if to_stdout else report.format_table(), flush=True),
+        lambda: report.save(json_path=json_path, markdown_path=args.markdown,
+                            plots_dir=args.plots))
     for path in written:
         print(f"wrote {path}", file=sys.stderr if to_stdout else sys.stdout)
     return 0

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from superkern.commands import path_arg
+from superkern.commands import path_arg, show_then_save
 
 
 def _values(s: str, kind: type, option: str) -> list[Any]:
@@ -119,20 +119,27 @@ def run(args) -> int:
         check_target(os.path.join(args.out, "results.jsonl"), option="--out")
     show = args.progress or (not args.no_progress and sys.stderr.isatty())
     results = train_many(configs, device=args.device, progress=True if show else None)
-    if args.json:
-        for r in results:
-            print(json.dumps(r.to_dict(), allow_nan=False))
-    else:
-        print(format_table(results))
-        bad = [r.run_id for r in results if r.diverged]
-        if bad:
-            print(f"{len(bad)} run(s) diverged (non-finite loss): {', '.join(bad)}")
-    sys.stdout.flush()  # the results are shown even if writing them fails
-    if args.out:
+
+    def table() -> None:
+        if args.json:
+            for r in results:
+                print(json.dumps(r.to_dict(), allow_nan=False))
+        else:
+            print(format_table(results))
+            bad = [r.run_id for r in results if r.diverged]
+            if bad:
+                print(f"{len(bad)} run(s) diverged (non-finite loss): {', '.join(bad)}")
+        sys.stdout.flush()
+
+    def save() -> None:
+        if not args.out:
+            return
         from superkern.sweep.store import ResultsStore
 
         store = ResultsStore(os.path.join(args.out, "results.jsonl"))
         store.repair()  # a partial last line left by a killed run: the new rows start clean
         for r in results:  # weights first (atomic), then one fsynced row that points at them
             store.append({**r.to_dict(), "weights": r.save(args.out).name})
+
+    show_then_save(table, save)
     return 0

@@ -373,7 +373,17 @@ def _with_history(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     new = {**manifest, "updated": utc_now(), "versions": versions()}
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except FileNotFoundError:
+        return new
+    except (OSError, ValueError) as exc:  # damaged: kept aside, its history with it
+        keep = path.with_name(f"{path.name}.unreadable-{utc_now().replace(':', '')}")
+        try:
+            os.replace(path, keep)
+        except OSError:
+            keep = path
+        warnings.warn(f"{path}: unreadable ({type(exc).__name__}: {exc}); a new manifest "
+                      f"replaces it{'' if keep == path else f', the old one is kept as {keep}'}",
+                      stacklevel=3)
         return new
     if not isinstance(old, dict):
         return new

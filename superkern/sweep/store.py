@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Union
 
-from superkern._atomic import write_atomic
+from superkern._atomic import write_atomic, write_error
 
 try:  # POSIX only; on other systems appends are still single writes, just unlocked.
     import fcntl
@@ -53,11 +53,20 @@ def _dumps(row: dict[str, Any]) -> str:
     return json.dumps(row, separators=(",", ":"), allow_nan=False, sort_keys=False)
 
 
+def _is_row(tail: bytes) -> bool:
+    """Whether bytes after the last newline are one whole row (a JSON object)."""
+    try:
+        return isinstance(json.loads(tail.decode("utf-8")), dict)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
+        return False
+
+
 def iter_jsonl(path: PathLike, *, warn: bool = True) -> Iterator[dict[str, Any]]:
     """Yield the complete, parseable rows of a JSONL file.
 
     A last line without its newline is a write cut short by a kill: it is skipped with a
-    :class:`ResultsWarning`. Unparseable complete lines (never written by this module) are skipped
+    :class:`ResultsWarning` (unless it is a whole row, as an edit that dropped the newline
+    leaves it). Unparseable complete lines (never written by this module) are skipped
     with a warning too, rather than aborting an analysis of thousands of good rows.
     """
     path = Path(path)
@@ -67,7 +76,9 @@ def iter_jsonl(path: PathLike, *, warn: bool = True) -> Iterator[dict[str, Any]]
         return
     lines = data.split(b"\n")
     tail = lines.pop()  # b"" when the file ends with a newline
-    if tail.strip() and warn:
+    if tail.strip() and _is_row(tail):
+        lines.append(tail)
+    elif tail.strip() and warn:
         warnings.warn(f"{path}: ignoring a partial last line ({len(tail)} bytes, no newline; "
                       "a run was probably killed while writing)", ResultsWarning, stacklevel=2)
     for lineno, line in enumerate(lines, 1):
@@ -129,6 +140,15 @@ class ResultsStore:
                 keep = 0
             if keep == size:
                 return 0
+            f.seek(keep)
+            if _is_row(f.read(size - keep)):  # a whole row without its newline (an edit)
+                f.seek(size)
+                f.write(b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+                warnings.warn(f"{self.path}: added the missing newline after its last row",
+                              ResultsWarning, stacklevel=2)
+                return 0
             f.truncate(keep)
             f.flush()
             os.fsync(f.fileno())
@@ -139,8 +159,11 @@ class ResultsStore:
     def append(self, row: dict[str, Any]) -> None:
         """Append one row as a single full line, then fsync."""
         data = (_dumps(row) + "\n").encode("utf-8")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise write_error(exc, f"cannot append to {self.path}") from exc
         try:
             self._lock(fd)
             view = memoryview(data)
@@ -148,6 +171,8 @@ class ResultsStore:
                 written = os.write(fd, view)
                 view = view[written:]
             os.fsync(fd)
+        except OSError as exc:  # a part line left here is dropped by the next run's repair()
+            raise write_error(exc, f"cannot append to {self.path}") from exc
         finally:
             os.close(fd)  # closing releases the flock
 
