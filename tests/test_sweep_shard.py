@@ -309,12 +309,14 @@ def test_an_unsharded_run_never_shares_its_folder(tmp_path):
 
     configs = small_configs()
     with hold_folder(tmp_path, sharded=False):  # an unsharded run in progress
-        for shard in (None, (1, 2)):
-            with pytest.raises(ValueError, match="already running on"):
+        for shard in (None, (1, 2)):  # naming it (the message had no holder)
+            with pytest.raises(ValueError, match=rf"unsharded sweep \(pid {os.getpid()} on "
+                                                 r".*\) is already running on"):
                 run_sweep(configs, tmp_path, train_fn=make_fake(), progress=False, shard=shard)
     assert not list(tmp_path.glob("results*.jsonl"))  # refused before anything was trained
     with hold_folder(tmp_path, sharded=True):  # a shard in progress
-        with pytest.raises(ValueError, match="another sweep .* is already running"):
+        with pytest.raises(ValueError, match=r"another sweep \(--shard processes\) is "
+                                             "already running"):
             run_sweep(configs, tmp_path, train_fn=make_fake(), progress=False)
         s = run_sweep(configs, tmp_path, train_fn=make_fake(), progress=False, shard=(2, 2))
         assert s.trained == s.total > 0

@@ -160,13 +160,30 @@ def hold_folder(out: Path, sharded: bool) -> Iterator[None]:
     try:
         mode = 0 if fcntl is None else fcntl.LOCK_SH if sharded else fcntl.LOCK_EX
         if not _try_lock(fd, mode, out):
-            what = ("an unsharded sweep is" if sharded else
-                    "another sweep (unsharded, or --shard processes) is")
-            raise ValueError(f"{what} already running on {out}; stop it first, or wait for "
-                             "it (an unsharded run never shares its folder)")
+            raise ValueError(f"{_folder_holder(fd, sharded)} already running on {out}; stop "
+                             "it first, or wait for it (an unsharded run never shares its "
+                             "folder)")
+        if fcntl is not None and not sharded:  # the holder, for the message of a second run
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _folder_holder(fd: int, sharded: bool) -> str:
+    """Who holds ``.sweep.lock`` (``fd``, which this run failed to lock): an unsharded run
+    (exclusive; it wrote its pid and host into the file) or --shard processes (shared)."""
+    if not sharded:
+        try:  # a shared lock goes through only beside shards
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            pass
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return "another sweep (--shard processes) is"
+    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "pid unknown"
+    return f"{'an' if sharded else 'another'} unsharded sweep ({holder}) is"
 
 
 def _try_lock(fd: int, mode: int, out: Path) -> bool:
