@@ -38,10 +38,15 @@ def write_error(exc: OSError, what: str) -> OSError:
     return OSError(exc.errno, f"{what}: {exc.strerror or exc}{hint}")
 
 
-def _temp_prefix(name: str) -> str:
-    """The temporary file's prefix: the name cut to 200 bytes, so that ``.NAME.XXXXXXXX.tmp``
-    fits a 255-byte file name limit whenever NAME does."""
-    return "." + os.fsdecode(os.fsencode(name)[:200]) + "."
+def _temp_prefix(name: str, folder: Path) -> str:
+    """The temporary file's prefix: the name cut so that ``.NAME.XXXXXXXX.tmp`` (14 bytes
+    more) fits the folder's file name limit whenever NAME does."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    keep = max(1, (limit if limit and limit > 0 else 255) - 14)
+    return "." + os.fsdecode(os.fsencode(name)[:keep]) + "."
 
 
 def write_atomic(path: PathLike, data: Union[bytes, str]) -> str:
@@ -55,7 +60,8 @@ def write_atomic(path: PathLike, data: Union[bytes, str]) -> str:
     p.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode("utf-8") if isinstance(data, str) else data
     try:
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=_temp_prefix(p.name), suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=_temp_prefix(p.name, p.parent),
+                                   suffix=".tmp")
     except OSError as exc:  # name the file asked for, not the hidden temporary one
         raise OSError(exc.errno, f"cannot write {p} (no file can be created in {p.parent}: "
                       f"{exc.strerror})") from None

@@ -5,24 +5,46 @@ re-entrant lock while they hold it: two threads of superkern never see each othe
 (a tf32 training run and an fp32 reference in two threads run one after the other), and the
 caller's value is what is left afterwards, whatever the threads did. Code of the caller's own
 that runs matmuls in another thread meanwhile does see the setting: torch offers nothing
-finer.
+finer. A child forked while a section was open gets a free lock and the caller's setting.
 
 On torch >= 2.9 only the ``fp32_precision`` properties are read and written: the legacy
 ``allow_tf32`` flags, mixed with them, leave torch in a state where reading either raises.
 A property is written only when its value must change, and put back as it was, ``"none"``
-(follow the parent setting) included. cuBLAS matmuls get "tf32" or "ieee"; CPU (oneDNN)
-matmuls always get "ieee": ``set_float32_matmul_precision("medium")`` turns them to bf16.
-Older torch has only the ``allow_tf32`` flag of cuBLAS, which is then used.
+(follow the parent setting: for cuBLAS that is torch's "cuda" setting, read through
+``torch.backends.cudnn``) included. cuBLAS matmuls get "tf32" or "ieee"; CPU (oneDNN) matmuls
+always get "ieee": ``set_float32_matmul_precision("medium")`` turns them to bf16. Older torch
+has one legacy setting, ``set_float32_matmul_precision``: "highest" or "high" inside, the
+caller's string put back after.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from typing import Callable, Iterator
 
 import torch
 
 _LOCK = threading.RLock()
+_OPEN: list[list[Callable[[], None]]] = []  # the undo lists of the open sections, outermost first
+_OWNER = [0]  # threading.get_ident() of the thread in the open sections
+
+
+def _after_fork_in_child() -> None:
+    """A forked child inherits the lock as held by a thread that does not exist there, and
+    the setting of that thread's section: a fresh lock, and the caller's setting back. (A
+    fork from inside a section leaves the child in it, to close it as the parent does.)"""
+    global _LOCK
+    if _OPEN and _OWNER[0] == threading.get_ident():
+        return
+    _LOCK = threading.RLock()
+    while _OPEN:
+        for undo in reversed(_OPEN.pop()):
+            undo()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _new_api() -> bool:
@@ -48,14 +70,17 @@ def _pin(prop, parent, want: str) -> Callable[[], None]:
 
 
 def _pin_legacy(tf32: bool) -> Callable[[], None]:
-    matmul = torch.backends.cuda.matmul
-    old = matmul.allow_tf32
-    if old == tf32:
+    """torch < 2.9: the one legacy setting ("highest": IEEE everywhere; "high": tf32 on
+    cuBLAS), the caller's string put back (writing allow_tf32 would turn "medium" into
+    "high")."""
+    old = torch.get_float32_matmul_precision()
+    want = "high" if tf32 else "highest"
+    if old == want:
         return lambda: None
-    matmul.allow_tf32 = tf32
+    torch.set_float32_matmul_precision(want)
 
     def undo() -> None:
-        matmul.allow_tf32 = old
+        torch.set_float32_matmul_precision(old)
     return undo
 
 
@@ -66,14 +91,18 @@ def matmul_precision(precision: str) -> Iterator[None]:
     with _LOCK:
         if _new_api():
             b = torch.backends
-            undo = [_pin(b.cuda.matmul, b, "tf32" if tf32 else "ieee")]
+            cuda_parent = b.cudnn if hasattr(b.cudnn, "fp32_precision") else b
+            undo = [_pin(b.cuda.matmul, cuda_parent, "tf32" if tf32 else "ieee")]
             if hasattr(b, "mkldnn") and hasattr(b.mkldnn, "matmul"):
                 undo.append(_pin(b.mkldnn.matmul, b.mkldnn, "ieee"))
         else:
             undo = [_pin_legacy(tf32)]
+        _OPEN.append(undo)
+        _OWNER[0] = threading.get_ident()
         try:
             yield
         finally:
+            _OPEN.pop()
             for u in reversed(undo):
                 u()
 

@@ -24,7 +24,7 @@ TINY = dict(n=40, m=5, steps=20, batch=16, preset=None, lr=1e-2, gamma=-1.0, alp
 def _props():
     b = torch.backends
     return (b.fp32_precision, b.cuda.matmul.fp32_precision, b.mkldnn.fp32_precision,
-            b.mkldnn.matmul.fp32_precision)
+            b.mkldnn.matmul.fp32_precision, b.cudnn.fp32_precision)
 
 
 def _get_precision():
@@ -36,9 +36,14 @@ def _get_precision():
 
 @pytest.fixture
 def restore_precision():
+    """The legacy setting first (it writes the new properties), then every property back to
+    'none': resetting only the properties left torch reporting a stale 'medium' and raising
+    on allow_tf32 for the rest of the session."""
+    saved = torch.get_float32_matmul_precision()
     yield
+    torch.set_float32_matmul_precision(saved)
     b = torch.backends
-    for obj in (b.cuda.matmul, b.mkldnn.matmul, b.mkldnn, b):
+    for obj in (b.cuda.matmul, b.mkldnn.matmul, b.mkldnn, b.cudnn, b):
         obj.fp32_precision = "none"
 
 
@@ -52,6 +57,10 @@ def _user(setup: str) -> None:
         b.fp32_precision = "tf32"
         if setup.endswith("cuda ieee"):
             b.cuda.matmul.fp32_precision = "ieee"
+    elif setup == "cudnn ieee, cuda tf32":  # cuBLAS's parent is torch's "cuda" setting
+        b.fp32_precision = "tf32"
+        b.cudnn.fp32_precision = "ieee"
+        b.cuda.matmul.fp32_precision = "tf32"
     elif setup == "legacy mix":  # the new API, then the legacy flag the other way
         torch.set_float32_matmul_precision("high")
         with warnings.catch_warnings():
@@ -61,7 +70,8 @@ def _user(setup: str) -> None:
 
 @new_api
 @pytest.mark.parametrize("setup", ["default", "medium", "high", "cuda tf32", "global tf32",
-                                   "global tf32, cuda ieee", "legacy mix"])
+                                   "global tf32, cuda ieee", "cudnn ieee, cuda tf32",
+                                   "legacy mix"])
 def test_the_switch_is_exact_inside_and_the_callers_after(setup, restore_precision):
     """The old context read and wrote only the legacy allow_tf32 flags: on a caller's
     `fp32_precision` it raised, it left cuBLAS at 'ieee' instead of 'none' (no longer following
@@ -70,11 +80,13 @@ def test_the_switch_is_exact_inside_and_the_callers_after(setup, restore_precisi
     bf16). After: every property as before, still following its parent where it did."""
     _user(setup)
     before, reported = _props(), _get_precision()
+    effective = torch.backends.cuda.matmul.fp32_precision
     for prec in ("fp32", "tf32", "fp32"):
         with matmul_precision(prec):
             assert tf32_enabled() is (prec == "tf32")
             assert torch.backends.mkldnn.matmul.fp32_precision in ("ieee", "none")
         assert _props() == before and _get_precision() == reported, prec
+        assert torch.backends.cuda.matmul.fp32_precision == effective, prec
     follows = torch.backends.cuda.matmul.fp32_precision != "ieee" or setup == "default"
     torch.backends.fp32_precision = "tf32"  # a later global change reaches cuBLAS as before
     assert (torch.backends.cuda.matmul.fp32_precision == "tf32") is (
@@ -170,6 +182,49 @@ def test_concurrent_reads_of_read_only_arrays_leave_the_warnings_filters_alone()
         sys.setswitchinterval(interval)
 
 
+FORK_IN_SECTION = """
+import multiprocessing as mp, sys, threading, torch, superkern
+from superkern._tf32 import matmul_precision, tf32_enabled
+inside, release = threading.Event(), threading.Event()
+
+def hold():
+    with matmul_precision("tf32"):
+        inside.set()
+        release.wait(60)
+
+def child(q):
+    st = superkern.overlap_stats(torch.randn(50, 8), backend="torch")
+    q.put((st.n_used, tf32_enabled()))
+
+t = threading.Thread(target=hold)
+t.start()
+inside.wait(60)
+ctx = mp.get_context("fork")
+q = ctx.Queue()
+p = ctx.Process(target=child, args=(q,))
+p.start()
+p.join(60)
+release.set()
+t.join(60)
+if p.is_alive():
+    p.kill()
+    sys.exit("the forked child hung")
+print(q.get(timeout=5), tf32_enabled())
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "register_at_fork"), reason="no fork")
+def test_a_child_forked_during_a_section_is_free_of_it():
+    """A child forked while another thread was inside a tf32 section inherited the lock as
+    held (by a thread that does not exist there): its first torch-path call hung for good."""
+    import subprocess
+
+    run = subprocess.run([sys.executable, "-c", FORK_IN_SECTION], capture_output=True,
+                         text=True, timeout=240)
+    assert run.returncode == 0, (run.stdout, run.stderr)
+    assert run.stdout.split() == ["(50,", "False)", "False"], run.stdout
+
+
 FORK_CHILD = """
 import multiprocessing as mp, sys, torch, superkern
 W = torch.randn(400, 16, generator=torch.Generator().manual_seed(0))
@@ -204,6 +259,35 @@ def test_cpu_kernel_runs_in_a_forked_child(tmp_path):
     run = subprocess.run([sys.executable, "-c", FORK_CHILD], capture_output=True, text=True,
                          timeout=180)
     assert run.returncode == 0 and run.stdout.split() == ["True"], (run.stdout, run.stderr)
+
+
+FORK_FLAG = """
+import os, torch
+from superkern.ops import overlap_cpu as K
+def child_flag():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(10 + int(K._FORKED))
+    return os.waitpid(pid, 0)[1] >> 8
+before = child_flag()
+K.overlap_partials_cpu(torch.randn(300, 8), torch.ones(300), bins=0, topk=0, num_threads=2)
+print(before, child_flag())
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "register_at_fork"), reason="no fork")
+def test_only_children_of_a_started_pool_go_single_threaded():
+    """Every forked child ran the kernel on one thread, also the children of a process that
+    had never started the kernel's thread pool (nothing to hang on)."""
+    import subprocess
+
+    from superkern import backend
+
+    if not getattr(backend.extension(), "built_with_openmp", False):
+        pytest.skip("extension built without OpenMP")
+    run = subprocess.run([sys.executable, "-c", FORK_FLAG], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0 and run.stdout.split() == ["10", "11"], (run.stdout, run.stderr)
 
 
 def test_cpu_kernel_threads_follow_torch_in_every_thread():

@@ -1,6 +1,7 @@
 // OpenMP overlap engine. Plan:
-//   1. Pack X twice (panels of 6 rows as [k][6], panels of 16 rows as [k][16]) so every
-//      micro-kernel load is unit-stride, and pad the scale with zeros.
+//   1. Pack X once, in panels of 16 rows ([k][16], zero-padded to a multiple of 48 rows):
+//      the micro-kernel loads its 16 columns as two vectors and broadcasts its 6 rows from
+//      the same panels. Pad the scale with zeros.
 //   2. Walk the triangular list of T x T tiles (bi <= bj; a diagonal tile visits only j > i)
 //      with a dynamic schedule. A tile is a grid of 6 x 16 micro-tiles computed in registers
 //      over the full m, with every reduction fused into the epilogue (overlap_tile.h).

@@ -14,7 +14,7 @@
 
 namespace sk::cpu::detail {
 
-constexpr int MR = 6;   // rows of a micro-tile (A side, broadcast from a [k][6] panel)
+constexpr int MR = 6;   // rows of a micro-tile (A side, broadcast from the [k][16] panels)
 constexpr int NR = 16;  // columns of a micro-tile (B side, two 8-float vectors of a [k][16] panel)
 constexpr int L = 8;    // lanes of the running per-row state (one AVX2 vector)
 using i128 = __int128;

@@ -24,7 +24,7 @@ def show_then_save(show, save):
     first, then the print's error is raised. Returns what ``save`` returns."""
     try:
         show()
-    except OSError:
+    except BaseException:  # OSError, a character stdout cannot encode, Ctrl-C while printing
         save()
         raise
     return save()

@@ -17,12 +17,13 @@ from superkern.ops.overlap_ref import round_to_precision
 from superkern.ops.overlap_types import OverlapPartials
 
 
-_FORKED = False  # set in the child of os.fork()
+_POOL_STARTED = False  # a kernel call ran on more than one thread in this process
+_FORKED = False  # this process is a forked child of one whose kernel pool had started
 
 
 def _forked_child() -> None:
     global _FORKED
-    _FORKED = True
+    _FORKED = _FORKED or _POOL_STARTED
 
 
 if hasattr(os, "register_at_fork"):
@@ -31,7 +32,8 @@ if hasattr(os, "register_at_fork"):
 
 def cpu_threads(num_threads: int = 0) -> int:
     """Threads the kernel runs on for ``num_threads`` (0: torch's intra-op count): 1 in a
-    forked child and in a build without OpenMP, at most 4 per processor (the kernel's cap)."""
+    forked child of a process that had run the kernel on several threads and in a build
+    without OpenMP, at most 4 per processor (the kernel's cap)."""
     ext = _backend.extension()
     if _FORKED or ext is None or not getattr(ext, "built_with_openmp", False):
         return 1
@@ -61,8 +63,11 @@ def overlap_partials_cpu(X: torch.Tensor, scale: torch.Tensor, *, bins: int, top
     Xf = np.ascontiguousarray(round_to_precision(X.detach().cpu(), precision).numpy(),
                               dtype=np.float32)
     sf = np.ascontiguousarray(scale.detach().cpu().float().numpy(), dtype=np.float32)
+    global _POOL_STARTED
+    threads = cpu_threads(num_threads)
+    _POOL_STARTED = _POOL_STARTED or threads > 1
     sums, hist, row_max, row_arg, row_sq, tv, tp = ext.overlap_partials_cpu(
-        Xf, sf, bins, topk, num_threads=cpu_threads(num_threads))
+        Xf, sf, bins, topk, num_threads=threads)
     return OverlapPartials(
         sum_cos=float(sums[0]), sum_abs=float(sums[1]), sum_sq=float(sums[2]),
         hist=torch.from_numpy(hist) if bins else None,

@@ -376,7 +376,9 @@ def _with_history(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     except FileNotFoundError:
         return new
     except (OSError, ValueError) as exc:  # damaged: kept aside, its history with it
-        keep = path.with_name(f"{path.name}.unreadable-{utc_now().replace(':', '')}")
+        # the pid too: shards started together must not rename each other's files
+        keep = path.with_name(f"{path.name}.unreadable-{utc_now().replace(':', '')}"
+                              f"-{os.getpid()}")
         try:
             os.replace(path, keep)
         except OSError:
