@@ -21,22 +21,38 @@ std::string shape_of(const py::array& a) {
   return s + (a.ndim() == 1 ? ",)" : ")");
 }
 
-// dtype, dimensionality, C-contiguity and 4-byte alignment of an fp32 operand.
-void check_f32(const py::array& a, const char* name, py::ssize_t ndim) {
-  SK_CHECK(a.dtype().equal(py::dtype::of<float>()), name, " must be float32, got dtype ",
+// dtype, dimensionality, C-contiguity and alignment of an operand (itemsize 4: float32;
+// 2: the 16-bit formats).
+void check_array(const py::array& a, const char* name, py::ssize_t ndim, const py::dtype& want,
+                 const char* want_name) {
+  SK_CHECK(a.dtype().equal(want), name, " must be ", want_name, ", got dtype ",
            std::string(py::str(a.dtype())));
   SK_CHECK(a.ndim() == ndim, name, " must be ", ndim, "-D, got ", a.ndim(), "-D with shape ",
            shape_of(a));
   SK_CHECK((a.flags() & py::array::c_style) != 0, name, " must be C-contiguous (shape ",
            shape_of(a), "); pass numpy.ascontiguousarray(", name, ")");
-  SK_CHECK(reinterpret_cast<std::uintptr_t>(a.data()) % alignof(float) == 0, name,
-           " data is not 4-byte aligned");
+  SK_CHECK(reinterpret_cast<std::uintptr_t>(a.data()) % a.itemsize() == 0, name,
+           " data is not ", a.itemsize(), "-byte aligned");
+}
+
+void check_f32(const py::array& a, const char* name, py::ssize_t ndim) {
+  check_array(a, name, ndim, py::dtype::of<float>(), "float32");
 }
 
 py::tuple overlap_partials_cpu(const py::array& X, const py::array& scale, int64_t bins,
                                int64_t topk, int num_threads, const std::string& kernel,
-                               int64_t tile) {
-  check_f32(X, "X", 2);
+                               int64_t tile, const std::string& fmt) {
+  sk::cpu::Format f = sk::cpu::Format::kF32;
+  if (fmt == "bf16") {  // numpy has no bfloat16: the raw bits as uint16
+    check_array(X, "X", 2, py::dtype::of<uint16_t>(), "uint16 (bf16 bits) for fmt='bf16'");
+    f = sk::cpu::Format::kBF16;
+  } else if (fmt == "f16") {
+    check_array(X, "X", 2, py::dtype("float16"), "float16 for fmt='f16'");
+    f = sk::cpu::Format::kF16;
+  } else {
+    SK_CHECK(fmt == "f32", "fmt must be 'f32', 'bf16' or 'f16', got '", fmt, "'");
+    check_f32(X, "X", 2);
+  }
   check_f32(scale, "scale", 1);
   const int64_t N = X.shape(0), m = X.shape(1);
   SK_CHECK(scale.shape(0) == N, "scale must have length N=", N, " (rows of X), got ",
@@ -72,11 +88,11 @@ py::tuple overlap_partials_cpu(const py::array& X, const py::array& scale, int64
                                 row_max.mutable_data(), row_arg.mutable_data(),
                                 row_sq.mutable_data(),  topk_vals.mutable_data(),
                                 topk_pairs.mutable_data()};
-  const auto* xp = static_cast<const float*>(X.data());
+  const void* xp = X.data();
   const auto* sp = static_cast<const float*>(scale.data());
   {
     py::gil_scoped_release nogil;  // X and scale stay alive: the caller holds references
-    sk::cpu::overlap_partials(xp, sp, N, m, bins, topk, num_threads, k, tile, out);
+    sk::cpu::overlap_partials(xp, f, sp, N, m, bins, topk, num_threads, k, tile, out);
   }
   return py::make_tuple(sums, hist, row_max, row_arg, row_sq, topk_vals, topk_pairs);
 }
@@ -90,12 +106,14 @@ void register_cpu(py::module_& m) {
         "Tile edge the CPU overlap kernel uses for rows of width m");
   m.def("overlap_partials_cpu", &overlap_partials_cpu, py::arg("X"), py::arg("scale"),
         py::arg("bins"), py::arg("topk"), py::kw_only(), py::arg("num_threads") = 0,
-        py::arg("kernel") = "auto", py::arg("tile") = 0,
+        py::arg("kernel") = "auto", py::arg("tile") = 0, py::arg("fmt") = "f32",
         R"doc(Reductions over pairs i < j of c_ij = scale_i scale_j (X_i . X_j).
 
-X: float32 C-contiguous (N, m); scale: float32 (N,); bins >= 0; 0 <= topk <= N(N-1)/2.
-Keyword-only: num_threads (0 = OpenMP default; at most 4 per processor), kernel ('auto',
-'avx2', 'generic'), tile (0 = auto, else a multiple of 48). Returns (sums f64[3] =
+X: C-contiguous (N, m): float32 (fmt='f32'), float16 (fmt='f16') or the bits of bfloat16
+as uint16 (fmt='bf16'), widened to fp32 exactly as they are packed; scale: float32 (N,);
+bins >= 0; 0 <= topk <= N(N-1)/2. Keyword-only: num_threads (0 = OpenMP default; at most 4
+per processor), kernel ('auto', 'avx2', 'generic'), tile (0 = auto, else a multiple of 48),
+fmt. Returns (sums f64[3] =
 (sum c, sum |c|, sum c^2), hist i64[bins], row_max f32[N], row_arg i64[N], row_sq f64[N],
 topk_vals f32[k], topk_pairs i64[k, 2]). Bitwise identical for every num_threads.)doc");
 }

@@ -341,3 +341,70 @@ def test_fixed_point_sums_round_to_nearest():
     W = torch.tensor([[1.0, 0.0], [c, 1.0]])
     st = superkern.overlap_stats(W, backend="cpu", per_row=True)
     assert st.mean_sq == 2.0 ** -64 and st.row_sum_sq.tolist() == [2.0 ** -64] * 2
+
+
+# ---------------------------------------------------------------- 16-bit rows
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_every_half_value_widens_exactly(kernel):
+    """fmt='f16' packs half rows without an fp32 copy: every finite half value (subnormals
+    and both zeros included), widened by the kernel, gives the bits that numpy's float32 of
+    the same rows gives."""
+    v = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    v = v[np.isfinite(v)]
+    np.random.default_rng(0).shuffle(v)
+    X16 = np.ascontiguousarray(v.reshape(62, 1024))  # 63488 finite values
+    s = np.full(62, 1e-3, dtype=np.float32)
+    _assert_bitwise(_run(X16, s, 64, 10, kernel=kernel, fmt="f16"),
+                    _run(X16.astype(np.float32), s, 64, 10, kernel=kernel), "f16")
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_bf16_bits_give_the_fp32_results(kernel):
+    rng = np.random.default_rng(1)
+    bits = rng.integers(0, 1 << 16, size=(301, 70), dtype=np.uint32)
+    f32 = (bits << 16).view(np.float32)
+    bits[~(np.isfinite(f32) & (np.abs(f32) < 1e15) & (np.abs(f32) > 1e-15))] = 0
+    f32 = (bits << 16).view(np.float32)
+    s = (1.0 / np.linalg.norm(f32.astype(np.float64), axis=1)).astype(np.float32)
+    _assert_bitwise(_run(bits.astype(np.uint16), s, 32, 7, kernel=kernel, fmt="bf16"),
+                    _run(f32, s, 32, 7, kernel=kernel), "bf16")
+
+
+def test_a_16bit_head_reaches_the_kernel_without_an_fp32_copy(monkeypatch):
+    """The launcher made an fp32 copy of a bf16 head (4.6 GiB of a 152064 x 8192 head) even
+    where the precision keeps its values; now the kernel widens the rows as it packs them.
+    Same bits as the fp32 route."""
+    from superkern.ops import overlap_cpu as L
+
+    seen = []
+    real = ext.overlap_partials_cpu
+
+    def spy(X, *a, **kw):
+        seen.append((X.dtype, kw["fmt"]))
+        return real(X, *a, **kw)
+
+    W = torch.randn(500, 40, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    sc = 1 / W.float().norm(dim=1)
+    monkeypatch.setattr(L._backend, "extension", lambda: type("E", (), {
+        "overlap_partials_cpu": staticmethod(spy), "built_with_openmp": True})())
+    for prec, fmt in (("fp32", "bf16"), ("tf32", "bf16"), ("bf16", "bf16"), ("fp16", "f32")):
+        seen.clear()
+        a = L.overlap_partials_cpu(W, sc, bins=32, topk=5, precision=prec)
+        b = L.overlap_partials_cpu(W.float(), sc, bins=32, topk=5, precision=prec)
+        assert seen[0][1] == fmt and seen[1][1] == "f32", (prec, seen)
+        assert a.sum_sq == b.sum_sq and torch.equal(a.hist, b.hist)
+        assert torch.equal(a.row_sum_sq, b.row_sum_sq) and torch.equal(a.topk_pairs, b.topk_pairs)
+    seen.clear()
+    L.overlap_partials_cpu(W.half(), sc, bins=0, topk=0, precision="fp16")
+    assert seen == [(np.dtype(np.float16), "f16")]
+
+
+def test_16bit_formats_are_checked():
+    X = np.ones((4, 3), dtype=np.float32)
+    s = np.ones(4, dtype=np.float32)
+    for arr, fmt, msg in ((X, "bf16", "uint16 \\(bf16 bits\\)"), (X, "f16", "float16"),
+                          (X.astype(np.uint16), "f32", "float32"), (X, "fp8", "fmt must be")):
+        with pytest.raises(ValueError, match=msg):
+            ext.overlap_partials_cpu(arr, s, 0, 0, fmt=fmt)

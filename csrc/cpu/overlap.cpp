@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <stdexcept>
@@ -59,8 +60,30 @@ namespace {
 using namespace detail;
 
 // dst panel p, element (k, r) = X[p * R + r, k]; rows past N are zero.
-template <int R>
-void pack(const float* X, int64_t N, int64_t rows, int64_t m, float* dst, int nthreads) {
+inline float bf16_to_float(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;  // bf16 is fp32's upper half
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// Widening loads of one element of each storage format (all exact).
+struct LoadF32 {
+  static float at(const void* X, int64_t i) { return static_cast<const float*>(X)[i]; }
+};
+struct LoadBF16 {
+  static float at(const void* X, int64_t i) {
+    return bf16_to_float(static_cast<const uint16_t*>(X)[i]);
+  }
+};
+struct LoadF16 {
+  static float at(const void* X, int64_t i) {
+    return half_to_float(static_cast<const uint16_t*>(X)[i]);
+  }
+};
+
+template <int R, class Load>
+void pack(const void* X, int64_t N, int64_t rows, int64_t m, float* dst, int nthreads) {
   const int64_t panels = (rows + R - 1) / R;  // rows: N, zero-padded
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t p = 0; p < panels; ++p) {
@@ -68,8 +91,7 @@ void pack(const float* X, int64_t N, int64_t rows, int64_t m, float* dst, int nt
     for (int r = 0; r < R; ++r) {
       const int64_t row = p * R + r;
       if (row < N) {
-        const float* src = X + row * m;
-        for (int64_t k = 0; k < m; ++k) out[k * R + r] = src[k];
+        for (int64_t k = 0; k < m; ++k) out[k * R + r] = Load::at(X, row * m + k);
       } else {
         for (int64_t k = 0; k < m; ++k) out[k * R + r] = 0.0f;
       }
@@ -211,8 +233,30 @@ void merge(const Prob& P, std::vector<std::unique_ptr<Acc>>& accs, int nthreads,
 
 }  // namespace
 
-void overlap_partials(const float* X, const float* scale, int64_t N, int64_t m, int64_t bins,
-                      int64_t topk, int threads, Kernel kernel, int64_t tile,
+float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu, u;
+  if (exp == 0x1F) {
+    u = sign | 0x7F800000u | (mant << 13);  // inf, NaN (payload kept)
+  } else if (exp != 0) {
+    u = sign | ((exp + 112) << 23) | (mant << 13);  // rebias 15 -> 127
+  } else if (mant == 0) {
+    u = sign;  // +-0
+  } else {  // subnormal: normalise (value mant * 2^-24)
+    exp = 113;
+    while ((mant & 0x400u) == 0) {
+      mant <<= 1;
+      --exp;
+    }
+    u = sign | (exp << 23) | ((mant & 0x3FFu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+void overlap_partials(const void* X, Format fmt, const float* scale, int64_t N, int64_t m,
+                      int64_t bins, int64_t topk, int threads, Kernel kernel, int64_t tile,
                       const OverlapOut& out) {
   if (N < 2) {  // no pairs: zero sums and histogram, NaN / -1 per row
     std::fill(out.sums, out.sums + 3, 0.0);
@@ -248,7 +292,9 @@ void overlap_partials(const float* X, const float* scale, int64_t N, int64_t m, 
   Buf<float> s(nb * P.T + NR);
   std::copy(scale, scale + N, s.p);
   std::fill(s.p + N, s.p + nb * P.T + NR, 0.0f);
-  pack<NR>(X, N, padded, m, Xp.p, nthreads);
+  if (fmt == Format::kBF16) pack<NR, LoadBF16>(X, N, padded, m, Xp.p, nthreads);
+  else if (fmt == Format::kF16) pack<NR, LoadF16>(X, N, padded, m, Xp.p, nthreads);
+  else pack<NR, LoadF32>(X, N, padded, m, Xp.p, nthreads);
   P.Xp = Xp.p;
   P.s = s.p;
   std::vector<std::unique_ptr<Acc>> accs;

@@ -25,11 +25,19 @@ struct OverlapOut {
   int64_t* topk_pairs;  // [k, 2]: (i, j), i < j
 };
 
-// X: (N, m) fp32 row-major; scale: (N,) fp32. Requires 0 <= topk <= N(N-1)/2, bins >= 0,
-// tile == 0 or a positive multiple of 48, threads >= 0 (0 = OpenMP default). Results are
-// bitwise identical for every thread count (see overlap.cpp). Throws std::bad_alloc.
-void overlap_partials(const float* X, const float* scale, int64_t N, int64_t m, int64_t bins,
-                      int64_t topk, int threads, Kernel kernel, int64_t tile,
+// How X is stored: fp32, or 16-bit bf16 / IEEE half bits that the packing widens to fp32
+// (exactly), so that a 16-bit head needs no fp32 copy of its own.
+enum class Format { kF32, kBF16, kF16 };
+
+// X: (N, m) row-major in format fmt; scale: (N,) fp32. Requires 0 <= topk <= N(N-1)/2,
+// bins >= 0, tile == 0 or a positive multiple of 48, threads >= 0 (0 = OpenMP default).
+// Results are bitwise identical for every thread count (see overlap.cpp), and for the same
+// values in every format. Throws std::bad_alloc.
+void overlap_partials(const void* X, Format fmt, const float* scale, int64_t N, int64_t m,
+                      int64_t bins, int64_t topk, int threads, Kernel kernel, int64_t tile,
                       const OverlapOut& out);
+
+// fp32 value of IEEE half bits (exact; subnormals, inf and NaN included).
+float half_to_float(uint16_t h);
 
 }  // namespace sk::cpu

@@ -42,6 +42,27 @@ def cpu_threads(num_threads: int = 0) -> int:
     return max(1, min(n, 4 * (procs or 1)))
 
 
+# 16-bit rows whose values every listed precision keeps as they are: the kernel widens them
+# while packing, so they need no fp32 copy (bf16 has 8 significant bits and fp16 11, within
+# tf32's 11; both ranges lie within fp32's).
+_EXACT_16 = {torch.bfloat16: ("bf16", ("fp32", "tf32", "bf16")),
+             torch.float16: ("f16", ("fp32", "tf32", "fp16"))}
+
+
+def _kernel_rows(X: torch.Tensor, precision: str) -> tuple[np.ndarray, str]:
+    """(C-contiguous rows, kernel format): a 16-bit tensor as it is (bf16 as its uint16 bits)
+    when ``precision`` keeps its values, else fp32 values rounded to ``precision`` (no copy
+    for a contiguous fp32 tensor at fp32)."""
+    fmt, keeps = _EXACT_16.get(X.dtype, (None, ()))
+    if precision in keeps:
+        X = X.contiguous()
+        if fmt == "bf16":
+            return X.view(torch.int16).numpy().view(np.uint16), fmt
+        return X.numpy(), fmt
+    return np.ascontiguousarray(round_to_precision(X, precision).numpy(),
+                                dtype=np.float32), "f32"
+
+
 def overlap_partials_cpu(X: torch.Tensor, scale: torch.Tensor, *, bins: int, topk: int,
                          precision: str = "fp32", num_threads: int = 0) -> OverlapPartials:
     """OverlapPartials of c_ij = scale_i scale_j (X_i . X_j) from the OpenMP C++ kernel.
@@ -59,15 +80,13 @@ def overlap_partials_cpu(X: torch.Tensor, scale: torch.Tensor, *, bins: int, top
     """
     ext = _backend.extension()
     assert ext is not None and hasattr(ext, "overlap_partials_cpu"), "cpu backend not built"
-    # fp32 C-contiguous views when possible (no copy for an fp32 contiguous CPU tensor).
-    Xf = np.ascontiguousarray(round_to_precision(X.detach().cpu(), precision).numpy(),
-                              dtype=np.float32)
+    Xf, fmt = _kernel_rows(X.detach().cpu(), precision)
     sf = np.ascontiguousarray(scale.detach().cpu().float().numpy(), dtype=np.float32)
     global _POOL_STARTED
     threads = cpu_threads(num_threads)
     _POOL_STARTED = _POOL_STARTED or threads > 1
     sums, hist, row_max, row_arg, row_sq, tv, tp = ext.overlap_partials_cpu(
-        Xf, sf, bins, topk, num_threads=threads)
+        Xf, sf, bins, topk, num_threads=threads, fmt=fmt)
     return OverlapPartials(
         sum_cos=float(sums[0]), sum_abs=float(sums[1]), sum_sq=float(sums[2]),
         hist=torch.from_numpy(hist) if bins else None,
