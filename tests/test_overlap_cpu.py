@@ -408,3 +408,29 @@ def test_16bit_formats_are_checked():
                           (X.astype(np.uint16), "f32", "float32"), (X, "fp8", "fmt must be")):
         with pytest.raises(ValueError, match=msg):
             ext.overlap_partials_cpu(arr, s, 0, 0, fmt=fmt)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_overlap_stats_hands_16bit_heads_to_the_kernel_at_fp32(dtype, monkeypatch):
+    """At the default fp32 (and tf32) a 16-bit head was widened to an fp32 copy before the cpu
+    kernel; its values are exact there, so the kernel now takes the rows as they are, with
+    the fp32 head's bits. Rows with odd norms (scaled by powers of two) keep the fp32 route."""
+    from superkern.ops import overlap_cpu as L
+
+    seen = []
+    real = L._kernel_rows
+    monkeypatch.setattr(L, "_kernel_rows", lambda X, p: seen.append(X.dtype) or real(X, p))
+    W = torch.randn(700, 48, generator=torch.Generator().manual_seed(3)).to(dtype)
+    kw = dict(backend="cpu", bins=50, topk=4, per_row=True)
+    for prec in ("fp32", "tf32"):
+        seen.clear()
+        a = superkern.overlap_stats(W, precision=prec, **kw)
+        b = superkern.overlap_stats(W.float(), precision=prec, **kw)
+        assert seen == [dtype, torch.float32], (prec, seen)
+        assert (a.mean_sq, a.mean_abs, a.max_pair) == (b.mean_sq, b.mean_abs, b.max_pair)
+        assert torch.equal(a.hist, b.hist) and torch.equal(a.row_sum_sq, b.row_sum_sq)
+    if dtype == torch.bfloat16:  # a norm past 2^40 (fp16 cannot hold one): the fp32 route
+        W[5] *= 2.0 ** 60
+        seen.clear()
+        superkern.overlap_stats(W, **kw)
+        assert seen == [torch.float32]

@@ -105,6 +105,14 @@ def _compute_operands(X: torch.Tensor, norms: torch.Tensor, precision: str):
     return Xc, scale
 
 
+def _widened_by_kernel(X: torch.Tensor, precision: str, norms: torch.Tensor) -> bool:
+    """Whether the cpu kernel can take X's 16-bit rows as they are at an fp32 or tf32
+    precision (their values are exact there, so the operand :func:`_compute_operands` would
+    build is X widened): not where rows need the power-of-two scaling of odd norms."""
+    return (X.dtype in (torch.bfloat16, torch.float16) and precision in ("fp32", "tf32")
+            and not bool(_stream.odd_norms(norms).any()))
+
+
 def _backend_copy_bytes(name: str, precision: str, m: int) -> int:
     """Bytes per operand element (rounded up) a backend copies on top of its input: the torch
     reference rounds a low-precision operand into fp32, as the triton kernel rounds a tf32
@@ -227,8 +235,12 @@ def overlap_stats(W: Any, *, bins: int = 0, topk: int = 0, per_row: bool = False
                     block_rows=stream_rows, device=target, dtype=dtype,
                     operands=_compute_operands)
             else:
-                Xc, scale = _stream.device_operands(X, norms, precision, target, dtype,
-                                                    _compute_operands)
+                if name == "cpu" and _widened_by_kernel(X, precision, norms):
+                    # the C++ kernel widens 16-bit rows itself as it packs them: no fp32 copy
+                    Xc, scale = X.contiguous(), (1.0 / norms).float()
+                else:
+                    Xc, scale = _stream.device_operands(X, norms, precision, target, dtype,
+                                                        _compute_operands)
                 part = _kernel(name)(Xc, scale, bins=bins, topk=topk, precision=precision)
     else:
         part = overlap_partials_torch(X.float(), torch.ones(N), bins=bins, topk=topk)
