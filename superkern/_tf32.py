@@ -51,37 +51,34 @@ def _new_api() -> bool:
     return hasattr(torch.backends.cuda.matmul, "fp32_precision")
 
 
-def _pin(prop, parent, want: str) -> Callable[[], None]:
-    """Set ``prop.fp32_precision`` to ``want`` if it differs; return what puts it back.
+def _pin(prop, parent, want: str, undo: list) -> None:
+    """Set ``prop.fp32_precision`` to ``want`` if it differs, having added to ``undo`` what
+    puts it back.
 
     The getter reports an inherited value, not "none": a value equal to the parent's is
     taken as inherited and put back as "none" (the same effect now, and it follows the
     parent later as before)."""
     cur = prop.fp32_precision
     if (cur if cur != "none" else "ieee") == want:  # "none" all the way up is IEEE
-        return lambda: None
+        return
     restore = "none" if cur == parent.fp32_precision else cur
 
+    def back() -> None:
+        prop.fp32_precision = restore
+    undo.append(back)
     prop.fp32_precision = want
 
-    def undo() -> None:
-        prop.fp32_precision = restore
-    return undo
 
-
-def _pin_legacy(tf32: bool) -> Callable[[], None]:
+def _pin_legacy(tf32: bool, undo: list) -> None:
     """torch < 2.9: the one legacy setting ("highest": IEEE everywhere; "high": tf32 on
     cuBLAS), the caller's string put back (writing allow_tf32 would turn "medium" into
     "high")."""
     old = torch.get_float32_matmul_precision()
     want = "high" if tf32 else "highest"
     if old == want:
-        return lambda: None
+        return
+    undo.append(lambda: torch.set_float32_matmul_precision(old))
     torch.set_float32_matmul_precision(want)
-
-    def undo() -> None:
-        torch.set_float32_matmul_precision(old)
-    return undo
 
 
 @contextlib.contextmanager
@@ -89,22 +86,26 @@ def matmul_precision(precision: str) -> Iterator[None]:
     """fp32 matmuls with tf32 off ("fp32", the reference) or on ("tf32"), restored after."""
     tf32 = precision == "tf32"
     with _LOCK:
-        if _new_api():
-            b = torch.backends
-            cuda_parent = b.cudnn if hasattr(b.cudnn, "fp32_precision") else b
-            undo = [_pin(b.cuda.matmul, cuda_parent, "tf32" if tf32 else "ieee")]
-            if hasattr(b, "mkldnn") and hasattr(b.mkldnn, "matmul"):
-                undo.append(_pin(b.mkldnn.matmul, b.mkldnn, "ieee"))
-        else:
-            undo = [_pin_legacy(tf32)]
+        # recorded before each write and dropped after the last undo: a fork from another
+        # thread at any moment finds every change it must undo
+        undo: list[Callable[[], None]] = []
         _OPEN.append(undo)
         _OWNER[0] = threading.get_ident()
         try:
+            if _new_api():
+                b = torch.backends
+                cuda_parent = b.cudnn if hasattr(b.cudnn, "fp32_precision") else b
+                _pin(b.cuda.matmul, cuda_parent, "tf32" if tf32 else "ieee", undo)
+                if hasattr(b, "mkldnn") and hasattr(b.mkldnn, "matmul"):
+                    _pin(b.mkldnn.matmul, b.mkldnn, "ieee", undo)
+            else:
+                _pin_legacy(tf32, undo)
             yield
         finally:
+            while undo:  # run, then drop: a fork in between only runs it again
+                undo[-1]()
+                undo.pop()
             _OPEN.pop()
-            for u in reversed(undo):
-                u()
 
 
 def tf32_enabled() -> bool:

@@ -32,7 +32,7 @@ enum class Format { kF32, kBF16, kF16 };
 // X: (N, m) row-major in format fmt; scale: (N,) fp32. Requires 0 <= topk <= N(N-1)/2,
 // bins >= 0, tile == 0 or a positive multiple of 48, threads >= 0 (0 = OpenMP default).
 // Results are bitwise identical for every thread count (see overlap.cpp), and for the same
-// values in every format. Throws std::bad_alloc.
+// finite values in every format. Throws std::bad_alloc.
 void overlap_partials(const void* X, Format fmt, const float* scale, int64_t N, int64_t m,
                       int64_t bins, int64_t topk, int threads, Kernel kernel, int64_t tile,
                       const OverlapOut& out);

@@ -17,13 +17,14 @@ from superkern.ops.overlap_ref import round_to_precision
 from superkern.ops.overlap_types import OverlapPartials
 
 
-_POOL_STARTED = False  # a kernel call ran on more than one thread in this process
-_FORKED = False  # this process is a forked child of one whose kernel pool had started
+# Set in every forked child: the extension runs on the OpenMP runtime torch loaded, so torch's
+# own parallel ops in the parent leave threads behind that the child does not have.
+_FORKED = False
 
 
 def _forked_child() -> None:
     global _FORKED
-    _FORKED = _FORKED or _POOL_STARTED
+    _FORKED = True
 
 
 if hasattr(os, "register_at_fork"):
@@ -32,8 +33,7 @@ if hasattr(os, "register_at_fork"):
 
 def cpu_threads(num_threads: int = 0) -> int:
     """Threads the kernel runs on for ``num_threads`` (0: torch's intra-op count): 1 in a
-    forked child of a process that had run the kernel on several threads and in a build
-    without OpenMP, at most 4 per processor (the kernel's cap)."""
+    forked child and in a build without OpenMP, at most 4 per processor (the kernel's cap)."""
     ext = _backend.extension()
     if _FORKED or ext is None or not getattr(ext, "built_with_openmp", False):
         return 1
@@ -82,9 +82,7 @@ def overlap_partials_cpu(X: torch.Tensor, scale: torch.Tensor, *, bins: int, top
     assert ext is not None and hasattr(ext, "overlap_partials_cpu"), "cpu backend not built"
     Xf, fmt = _kernel_rows(X.detach().cpu(), precision)
     sf = np.ascontiguousarray(scale.detach().cpu().float().numpy(), dtype=np.float32)
-    global _POOL_STARTED
     threads = cpu_threads(num_threads)
-    _POOL_STARTED = _POOL_STARTED or threads > 1
     sums, hist, row_max, row_arg, row_sq, tv, tp = ext.overlap_partials_cpu(
         Xf, sf, bins, topk, num_threads=threads, fmt=fmt)
     return OverlapPartials(
