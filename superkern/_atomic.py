@@ -38,14 +38,19 @@ def write_error(exc: OSError, what: str) -> OSError:
     return OSError(exc.errno, f"{what}: {exc.strerror or exc}{hint}")
 
 
-def _temp_prefix(name: str, folder: Path) -> str:
-    """The temporary file's prefix: the name cut so that ``.NAME.XXXXXXXX.tmp`` (14 bytes
-    more) fits the folder's file name limit whenever NAME does."""
+def _name_max(folder: Path) -> int:
+    """The longest file name (bytes) the file system of ``folder`` allows (255 if unknown)."""
     try:
         limit = os.pathconf(folder, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):
-        limit = 255
-    keep = max(1, (limit if limit and limit > 0 else 255) - 14)
+        return 255
+    return limit if limit and limit > 0 else 255
+
+
+def _temp_prefix(name: str, folder: Path) -> str:
+    """The temporary file's prefix: the name cut so that ``.NAME.XXXXXXXX.tmp`` (14 bytes
+    more) fits the folder's file name limit whenever NAME does."""
+    keep = max(1, _name_max(folder) - 14)
     return "." + os.fsdecode(os.fsencode(name)[:keep]) + "."
 
 
@@ -145,12 +150,7 @@ def _check_name_lengths(p: Path, name: str) -> None:
         except OSError:  # a name too long here too
             pass
         parent = parent.parent
-    try:
-        limit = os.pathconf(parent, "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):
-        limit = 255
-    if not limit or limit < 0:
-        return
+    limit = _name_max(parent)
     for part in p.parts[len(parent.parts):]:  # parent: p's nearest existing ancestor
         size = len(os.fsencode(part))
         if size > limit:

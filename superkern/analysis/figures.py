@@ -16,7 +16,6 @@ from typing import Callable, Optional, Sequence
 
 # matplotlib's object API only: no pyplot, so the caller's backend (a notebook's inline one)
 # and open figures are left alone, and nothing registers figures globally.
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from superkern.analysis.tables import Results, load_results
@@ -65,8 +64,9 @@ def figure(name: str, title: str) -> Callable[[FigureFn], FigureFn]:
 def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] = (6.4, 4.8),
              **kwargs):
     """``(figure, axes)`` like ``pyplot.subplots``, without pyplot (an Agg canvas)."""
-    fig = Figure(figsize=figsize)
-    FigureCanvasAgg(fig)
+    from superkern.probe.plots import new_figure
+
+    fig = new_figure(*figsize, dpi=None)
     return fig, fig.subplots(nrows, ncols, **kwargs)
 
 

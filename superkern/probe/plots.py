@@ -16,11 +16,12 @@ import numpy as np
 from superkern.probe import baselines
 
 
-def new_figure(w: float = 6.4, h: float = 4.2):
+def new_figure(w: float = 6.4, h: float = 4.2, dpi=110):
+    """A Figure on an Agg canvas (``dpi=None``: matplotlib's default)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(w, h), dpi=110)
+    fig = Figure(figsize=(w, h), dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
 
